@@ -1,0 +1,39 @@
+// `km-hotfix`: the command line of SPEC §4. Each command lives in
+// client/commands/<name>.ts and registers itself on the program here.
+import { Command, CommanderError } from 'commander';
+import { CliError, EXIT } from './errors';
+import { COMMANDS } from './commands';
+
+export function buildProgram(): Command {
+  const program = new Command('km-hotfix')
+    .description('Roll Key Manager hotfixes across a fleet the way the vendor recommends: one canary chosen by hotfix type, a human verifies it, then the rest of the fleet; any failure rolls every change back.')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+  for (const register of COMMANDS) register(program);
+  return program;
+}
+
+/** Run the CLI; never throws: prints one line on stderr and exits with SPEC §4's code. */
+export async function main(argv: string[]): Promise<void> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    process.exitCode = reportError(err);
+  }
+}
+
+export function reportError(err: unknown): number {
+  if (err instanceof CommanderError) {
+    // commander already printed its message (or the help text).
+    return err.exitCode === 0 ? EXIT.ok : EXIT.refused;
+  }
+  if (process.env.KM_HOTFIX_DEBUG) console.error(err);
+  if (err instanceof CliError) {
+    console.error(`km-hotfix: ${err.message}`);
+    return err.exitCode;
+  }
+  const message = err instanceof Error ? err.message : String(err);
+  console.error(`km-hotfix: ${message.split('\n')[0]} (set KM_HOTFIX_DEBUG=1 for details)`);
+  return EXIT.failed;
+}

@@ -1,0 +1,45 @@
+// Configuration from the environment, with Temporal's own variables where they exist.
+import * as os from 'node:os';
+
+export interface Config {
+  temporalAddress: string;
+  temporalNamespace: string;
+  taskQueue: string;
+  databaseUrl?: string;
+  kmDatabaseUrl?: string;
+  sshKeyPath?: string;
+  sshAgent?: string;
+  /** TLS and API key, read by Temporal's envconfig conventions. */
+  temporalApiKey?: string;
+  temporalTls: boolean;
+  temporalTlsCertPath?: string;
+  temporalTlsKeyPath?: string;
+  temporalTlsCaPath?: string;
+  temporalTlsServerName?: string;
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const apiKey = env.TEMPORAL_API_KEY || undefined;
+  const certPath = env.TEMPORAL_TLS_CLIENT_CERT_PATH || undefined;
+  const tlsFlag = (env.TEMPORAL_TLS ?? '').toLowerCase();
+  return {
+    temporalAddress: env.TEMPORAL_ADDRESS || 'localhost:7233',
+    temporalNamespace: env.TEMPORAL_NAMESPACE || 'default',
+    taskQueue: env.KM_HOTFIX_TASK_QUEUE || 'km-hotfix',
+    databaseUrl: env.DATABASE_URL || undefined,
+    kmDatabaseUrl: env.KM_DATABASE_URL || undefined,
+    sshKeyPath: env.KM_SSH_KEY || undefined,
+    sshAgent: env.SSH_AUTH_SOCK || undefined,
+    temporalApiKey: apiKey,
+    // An API key or a client certificate implies TLS, as Temporal's own tools do.
+    temporalTls: tlsFlag === 'true' || tlsFlag === '1' || (tlsFlag !== 'false' && (!!apiKey || !!certPath)),
+    temporalTlsCertPath: certPath,
+    temporalTlsKeyPath: env.TEMPORAL_TLS_CLIENT_KEY_PATH || undefined,
+    temporalTlsCaPath: env.TEMPORAL_TLS_SERVER_CA_CERT_PATH || undefined,
+    temporalTlsServerName: env.TEMPORAL_TLS_SERVER_NAME || undefined,
+  };
+}
+
+export function defaultIdentity(env: NodeJS.ProcessEnv = process.env): string {
+  return env.USER || env.LOGNAME || os.userInfo().username || 'unknown';
+}

@@ -1,0 +1,83 @@
+// The fleet inventory (SPEC §3): which servers exist, their roles, and how to
+// reach them over SSH with a pinned host key.
+import YAML from 'yaml';
+
+export const ROLES = ['frontend', 'backend', 'both'] as const;
+export type Role = (typeof ROLES)[number];
+
+export interface FleetServer {
+  /** Same name as km_server.name in the Key Manager database. */
+  name: string;
+  role: Role;
+  host: string;
+  port: number;
+  user: string;
+  sudo: boolean;
+  /** Pinned host key fingerprint, OpenSSH format: SHA256:<base64 without padding>. */
+  hostKey: string;
+  /** Direct address of this server, for verifying a canary past the load balancer. */
+  url?: string;
+}
+
+export class InventoryError extends Error {
+  override name = 'InventoryError';
+}
+
+export const SERVER_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+const HOST_KEY = /^SHA256:[A-Za-z0-9+/]{43}=?$/;
+const USER = /^[a-z_][a-z0-9_.-]{0,31}$/i;
+const HOST = /^[A-Za-z0-9.:_-]{1,253}$/;
+
+export function servesFrontend(role: Role): boolean {
+  return role === 'frontend' || role === 'both';
+}
+export function servesBackend(role: Role): boolean {
+  return role === 'backend' || role === 'both';
+}
+
+/** Parse and validate an inventory file's text (YAML or JSON). Throws InventoryError naming the entry and field. */
+export function parseInventory(text: string, source = 'inventory'): FleetServer[] {
+  let doc: unknown;
+  try {
+    doc = YAML.parse(text); // YAML is a superset of JSON
+  } catch (err) {
+    throw new InventoryError(`${source} is not valid YAML or JSON: ${(err as Error).message.split('\n')[0]}`);
+  }
+  const list = (doc as { servers?: unknown } | null)?.servers;
+  if (!Array.isArray(list)) throw new InventoryError(`${source} must have a 'servers:' list (see the README, "Fleet inventory")`);
+  if (list.length === 0) throw new InventoryError(`${source} lists no servers: add at least one under 'servers:'`);
+  const seen = new Set<string>();
+  return list.map((raw: unknown, i: number) => {
+    const at = `${source}: servers[${i}]`;
+    if (typeof raw !== 'object' || raw === null) throw new InventoryError(`${at} must be a mapping with name, role, host and hostKey`);
+    const e = raw as Record<string, unknown>;
+    const known = new Set(['name', 'role', 'host', 'port', 'user', 'sudo', 'hostKey', 'url']);
+    for (const k of Object.keys(e)) if (!known.has(k)) throw new InventoryError(`${at} has an unknown field '${k}' (known: ${[...known].join(', ')})`);
+    const name = e.name;
+    if (typeof name !== 'string' || !SERVER_NAME.test(name)) throw new InventoryError(`${at}: 'name' must be letters, digits, '.', '_' or '-' (got ${JSON.stringify(name)})`);
+    const where = `${source}: server '${name}'`;
+    if (seen.has(name)) throw new InventoryError(`${where} is listed twice: server names must be unique`);
+    seen.add(name);
+    if (typeof e.role !== 'string' || !(ROLES as readonly string[]).includes(e.role)) throw new InventoryError(`${where}: 'role' must be frontend, backend or both (got ${JSON.stringify(e.role)})`);
+    if (typeof e.host !== 'string' || !HOST.test(e.host)) throw new InventoryError(`${where}: 'host' must be a host name or IP address`);
+    const port = e.port ?? 22;
+    if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) throw new InventoryError(`${where}: 'port' must be a number from 1 to 65535`);
+    const user = e.user ?? 'root';
+    if (typeof user !== 'string' || !USER.test(user)) throw new InventoryError(`${where}: 'user' must be a login name`);
+    const sudo = e.sudo ?? false;
+    if (typeof sudo !== 'boolean') throw new InventoryError(`${where}: 'sudo' must be true or false`);
+    if (e.hostKey === undefined) throw new InventoryError(`${where} has no 'hostKey': pin its host key fingerprint (ssh-keyscan -p PORT HOST | ssh-keygen -lf -)`);
+    if (typeof e.hostKey !== 'string' || !HOST_KEY.test(e.hostKey)) throw new InventoryError(`${where}: 'hostKey' must be an OpenSSH SHA256 fingerprint such as SHA256:${'A'.repeat(43)}`);
+    let url: string | undefined;
+    if (e.url !== undefined) {
+      if (typeof e.url !== 'string' || !/^https?:\/\/\S+$/.test(e.url)) throw new InventoryError(`${where}: 'url' must be an http(s) address`);
+      url = e.url;
+    }
+    return { name, role: e.role as Role, host: e.host, port, user, sudo, hostKey: e.hostKey, ...(url ? { url } : {}) };
+  });
+}
+
+/** Render an inventory back to YAML (the simulator writes one). */
+export function inventoryToYaml(servers: FleetServer[]): string {
+  return YAML.stringify({ servers });
+}

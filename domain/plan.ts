@@ -1,0 +1,154 @@
+// The rollout plan, from the vendor procedure: which server is the canary,
+// which backends are drained while it is verified, and the fan-out batches.
+// Pure: the workflow, the activities and `km-hotfix plan` all use it.
+import type { Component } from './hotfix';
+import { FleetServer, servesBackend, servesFrontend } from './fleet';
+
+export class PlanError extends Error {
+  override name = 'PlanError';
+}
+
+export type BatchSize = { kind: 'count'; count: number } | { kind: 'percent'; percent: number };
+
+/** `--batch N` or `--batch P%`. */
+export function parseBatch(text: string): BatchSize {
+  const m = /^(\d+)(%?)$/.exec(text.trim());
+  if (m && m[2] === '%') {
+    const percent = Number(m[1]);
+    if (percent >= 1 && percent <= 100) return { kind: 'percent', percent };
+  } else if (m) {
+    const count = Number(m[1]);
+    if (count >= 1 && count <= 10_000) return { kind: 'count', count };
+  }
+  throw new PlanError(`--batch must be a number of servers (1 or more) or a percentage from 1% to 100%, e.g. --batch 5 or --batch 20% (got '${text}')`);
+}
+
+/** Width of one batch over `remaining` servers (a percentage rounds up, at least 1). */
+export function batchWidth(batch: BatchSize, remaining: number): number {
+  if (batch.kind === 'count') return batch.count;
+  return Math.max(1, Math.ceil((remaining * batch.percent) / 100));
+}
+
+export function splitIntoBatches<T>(items: readonly T[], batch: BatchSize): T[][] {
+  const width = batchWidth(batch, items.length);
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += width) out.push(items.slice(i, i + width));
+  return out;
+}
+
+const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** `--approval-timeout 30m`, `24h`, `90s`, `1h30m`: milliseconds. */
+export function parseDuration(text: string, option = '--approval-timeout'): number {
+  const t = text.trim();
+  let total = 0;
+  let rest = t;
+  const re = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)/;
+  while (rest.length > 0) {
+    const m = re.exec(rest);
+    if (!m) { total = NaN; break; }
+    total += Number(m[1]) * UNITS[m[2]];
+    rest = rest.slice(m[0].length);
+  }
+  if (!t || !Number.isFinite(total) || total < 1000 || total > 30 * 86_400_000) {
+    throw new PlanError(`${option} must be a duration from 1s to 30d such as 90s, 30m, 24h or 1h30m (got '${text}')`);
+  }
+  return Math.round(total);
+}
+
+export interface CanaryChoice {
+  server: string;
+  reason: string;
+}
+
+/** Servers of the right role for a canary of this component. */
+export function canaryCandidates(component: Component, servers: readonly FleetServer[]): FleetServer[] {
+  if (component === 'frontend') return servers.filter((s) => servesFrontend(s.role));
+  if (component === 'backend') return servers.filter((s) => servesBackend(s.role));
+  return [...servers];
+}
+
+/**
+ * The canary: the first server (inventory order) of the role the hotfix type
+ * asks for that does not have the hotfix yet; a dedicated frontend or backend
+ * is preferred over a 'both' server, so the verification isolates one role.
+ */
+export function chooseCanary(component: Component, unpatched: readonly FleetServer[], requested?: string): CanaryChoice {
+  const candidates = canaryCandidates(component, unpatched);
+  const roleWord = component === 'common' ? 'any server' : `a ${component} (role ${component} or both)`;
+  if (requested !== undefined) {
+    const s = unpatched.find((x) => x.name === requested);
+    if (!s) throw new PlanError(`--canary ${requested} is not one of the servers this rollout would patch: choose one of ${unpatched.map((x) => x.name).join(', ') || '(none)'}`);
+    if (!candidates.includes(s)) throw new PlanError(`--canary ${requested} has role ${s.role}, but a hotfix_${component}_* hotfix must be verified first on ${roleWord}: choose one of ${candidates.map((x) => x.name).join(', ') || '(none)'}`);
+    return { server: s.name, reason: `chosen with --canary (${s.role})` };
+  }
+  if (candidates.length === 0) throw new PlanError(`a hotfix_${component}_* hotfix is verified first on ${roleWord}, and none of the target servers without it is one: add one to --servers`);
+  if (component === 'common') return { server: candidates[0].name, reason: 'common hotfix: any server may be first; the first in inventory order' };
+  const dedicated = candidates.find((s) => s.role === component);
+  const pick = dedicated ?? candidates[0];
+  const why = component === 'frontend'
+    ? 'frontend hotfix: verified on a frontend, connecting to it directly rather than through the load balancer'
+    : 'backend hotfix: verified on a backend while every other unpatched backend has Maximum Processes 0';
+  return { server: pick.name, reason: `${why}; the first ${dedicated ? component : 'both'} server in inventory order` };
+}
+
+/**
+ * Backends to drain (Maximum Processes 0) while a backend hotfix is verified:
+ * every backend of the fleet except the canary that does not have the hotfix.
+ */
+export function backendsToDrain(component: Component, fleet: readonly FleetServer[], canary: string, hasHotfix: ReadonlySet<string>): string[] {
+  if (component !== 'backend') return [];
+  return fleet.filter((s) => servesBackend(s.role) && s.name !== canary && !hasHotfix.has(s.name)).map((s) => s.name);
+}
+
+export interface RolloutPlanInput {
+  component: Component;
+  /** The whole inventory, in inventory order. */
+  fleet: readonly FleetServer[];
+  /** Names to patch (default: the whole fleet); validated against the fleet. */
+  servers?: readonly string[];
+  /** Servers that already list the hotfix under "Hotfixes Applied". */
+  hasHotfix: ReadonlySet<string>;
+  canary?: string;
+  batch: BatchSize;
+}
+
+export interface RolloutPlan {
+  targets: string[];
+  skipped: string[];
+  /** Undefined when every target already has the hotfix. */
+  canary?: CanaryChoice;
+  drain: string[];
+  batches: string[][];
+}
+
+export function planRollout(input: RolloutPlanInput): RolloutPlan {
+  const byName = new Map(input.fleet.map((s) => [s.name, s]));
+  let targets: FleetServer[];
+  if (input.servers && input.servers.length > 0) {
+    const unknown = input.servers.filter((n) => !byName.has(n));
+    if (unknown.length) throw new PlanError(`--servers names ${unknown.join(', ')}, not in the inventory: run 'km-hotfix fleet list' for the names`);
+    const dup = input.servers.filter((n, i) => input.servers!.indexOf(n) !== i);
+    if (dup.length) throw new PlanError(`--servers names ${dup.join(', ')} more than once`);
+    const wanted = new Set(input.servers);
+    targets = input.fleet.filter((s) => wanted.has(s.name)); // inventory order
+  } else {
+    targets = [...input.fleet];
+  }
+  if (targets.length === 0) throw new PlanError('there are no servers to patch: import an inventory first (km-hotfix fleet import FILE)');
+  const skipped = targets.filter((s) => input.hasHotfix.has(s.name)).map((s) => s.name);
+  const unpatched = targets.filter((s) => !input.hasHotfix.has(s.name));
+  if (unpatched.length === 0) {
+    if (input.canary !== undefined) throw new PlanError(`--canary ${input.canary}: every target server already has this hotfix`);
+    return { targets: targets.map((s) => s.name), skipped, drain: [], batches: [] };
+  }
+  const canary = chooseCanary(input.component, unpatched, input.canary);
+  const rest = unpatched.filter((s) => s.name !== canary.server).map((s) => s.name);
+  return {
+    targets: targets.map((s) => s.name),
+    skipped,
+    canary,
+    drain: backendsToDrain(input.component, input.fleet, canary.server, input.hasHotfix),
+    batches: splitIntoBatches(rest, input.batch),
+  };
+}

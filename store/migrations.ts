@@ -1,0 +1,93 @@
+// Versioned migrations of the orchestrator's own database. Each runs once, in
+// a transaction, and is recorded in km_hotfix_migrations; an advisory lock
+// keeps two processes (CLI and worker) from migrating at the same time.
+import type { Sql } from 'postgres';
+
+export interface Migration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'inventory, hotfix files, rollouts, rollout events',
+    sql: `
+      CREATE TABLE fleet_server (
+        position    integer NOT NULL,
+        name        text PRIMARY KEY,
+        role        text NOT NULL CHECK (role IN ('frontend','backend','both')),
+        host        text NOT NULL,
+        port        integer NOT NULL DEFAULT 22 CHECK (port BETWEEN 1 AND 65535),
+        ssh_user    text NOT NULL DEFAULT 'root',
+        sudo        boolean NOT NULL DEFAULT false,
+        host_key    text NOT NULL,
+        url         text,
+        imported_at timestamptz NOT NULL DEFAULT now());
+
+      -- Content-addressed: the same bytes are stored once, whatever their name.
+      CREATE TABLE hotfix_file (
+        sha256      text PRIMARY KEY,
+        file_name   text NOT NULL,
+        name        text NOT NULL,
+        version     text NOT NULL,
+        component   text NOT NULL,
+        issue_id    text NOT NULL,
+        size        integer NOT NULL,
+        content     bytea NOT NULL,
+        stored_at   timestamptz NOT NULL DEFAULT now(),
+        stored_by   text NOT NULL);
+      CREATE INDEX hotfix_file_name ON hotfix_file (name);
+
+      CREATE TABLE rollout (
+        id           text PRIMARY KEY,
+        kind         text NOT NULL CHECK (kind IN ('upload','rollout','removal')),
+        hotfix       text NOT NULL,
+        requested_by text NOT NULL,
+        servers      text[] NOT NULL DEFAULT '{}',
+        options      jsonb NOT NULL DEFAULT '{}',
+        phase        text NOT NULL,
+        outcome      text,
+        error        text,
+        started_at   timestamptz NOT NULL DEFAULT now(),
+        updated_at   timestamptz NOT NULL DEFAULT now(),
+        ended_at     timestamptz);
+      CREATE INDEX rollout_started ON rollout (started_at DESC);
+
+      -- Append-only. event_key makes a retried activity's write a no-op.
+      CREATE TABLE rollout_event (
+        seq         bigserial PRIMARY KEY,
+        rollout_id  text NOT NULL REFERENCES rollout(id),
+        event_key   text NOT NULL,
+        at          timestamptz NOT NULL DEFAULT now(),
+        kind        text NOT NULL,
+        server      text,
+        actor       text,
+        detail      jsonb NOT NULL DEFAULT '{}',
+        UNIQUE (rollout_id, event_key));
+      CREATE RULE rollout_event_no_update AS ON UPDATE TO rollout_event DO INSTEAD NOTHING;
+      CREATE RULE rollout_event_no_delete AS ON DELETE TO rollout_event DO INSTEAD NOTHING;
+    `,
+  },
+];
+
+const LOCK_ID = 0x6b6d6866; // 'kmhf'
+
+/** Apply every migration not yet recorded. Safe to call at every start. */
+export async function migrate(sql: Sql): Promise<number[]> {
+  const applied: number[] = [];
+  await sql.begin(async (tx) => {
+    await tx`SELECT pg_advisory_xact_lock(${LOCK_ID})`;
+    await tx`CREATE TABLE IF NOT EXISTS km_hotfix_migrations (
+      version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`;
+    const done = new Set((await tx<{ version: number }[]>`SELECT version FROM km_hotfix_migrations`).map((r) => r.version));
+    for (const m of MIGRATIONS) {
+      if (done.has(m.version)) continue;
+      await tx.unsafe(m.sql);
+      await tx`INSERT INTO km_hotfix_migrations (version, name) VALUES (${m.version}, ${m.name})`;
+      applied.push(m.version);
+    }
+  });
+  return applied;
+}
