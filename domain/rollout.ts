@@ -116,6 +116,8 @@ export interface RolloutStatus {
   endedAt: string | null;
   batch?: string;
   maxFailures?: number;
+  /** The batch workflows running now; their live per-server states are in their batchStatus query. */
+  activeBatchWorkflows: string[];
 }
 
 export interface ApproveRequest {

@@ -12,7 +12,7 @@ export interface Migration {
 export const MIGRATIONS: readonly Migration[] = [
   {
     version: 1,
-    name: 'inventory, hotfix files, rollouts, rollout events',
+    name: 'inventory, hotfix files, rollouts, rollout events, claims',
     sql: `
       CREATE TABLE fleet_server (
         position    integer NOT NULL,
@@ -66,8 +66,20 @@ export const MIGRATIONS: readonly Migration[] = [
         actor       text,
         detail      jsonb NOT NULL DEFAULT '{}',
         UNIQUE (rollout_id, event_key));
-      CREATE RULE rollout_event_no_update AS ON UPDATE TO rollout_event DO INSTEAD NOTHING;
-      CREATE RULE rollout_event_no_delete AS ON DELETE TO rollout_event DO INSTEAD NOTHING;
+      -- One active rollout or removal per server and per hotfix Name.
+      CREATE TABLE server_claim (
+        server      text PRIMARY KEY,
+        rollout_id  text NOT NULL REFERENCES rollout(id),
+        claimed_at  timestamptz NOT NULL DEFAULT now());
+      CREATE TABLE hotfix_claim (
+        hotfix      text PRIMARY KEY,
+        rollout_id  text NOT NULL REFERENCES rollout(id),
+        claimed_at  timestamptz NOT NULL DEFAULT now());
+
+      CREATE FUNCTION rollout_event_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'rollout_event is append-only'; END $$;
+      CREATE TRIGGER rollout_event_append_only BEFORE UPDATE OR DELETE ON rollout_event
+        FOR EACH ROW EXECUTE FUNCTION rollout_event_append_only();
     `,
   },
 ];

@@ -1,0 +1,69 @@
+// How activity errors reach the workflow: an ApplicationFailure whose `type`
+// is stable (workflows and the CLI match on it) and whose retryability
+// follows SPEC §5 "Retries".
+import { ApplicationFailure, Context } from '@temporalio/activity';
+import { KmError } from '../keymanager/errors';
+
+export const FAILURE = {
+  hostKey: 'HostKeyMismatch',
+  auth: 'AuthenticationFailed',
+  checksum: 'ChecksumMismatch',
+  unknownHotfix: 'UnknownHotfix',
+  commandFailed: 'CommandFailed',
+  connection: 'ConnectionLost',
+  timeout: 'Timeout',
+  invalid: 'InvalidArgument',
+  conflict: 'Conflict',
+  servicesDown: 'ServicesNotRunning',
+  notApplied: 'NotApplied',
+  preflight: 'PreflightFailed',
+} as const;
+
+/** A command that ran and exited non-zero is retried this many times in all, then the server has failed. */
+export const COMMAND_ATTEMPTS = 3;
+
+const BY_KIND: Record<KmError['kind'], string> = {
+  'host-key': FAILURE.hostKey,
+  auth: FAILURE.auth,
+  'checksum-mismatch': FAILURE.checksum,
+  'unknown-hotfix': FAILURE.unknownHotfix,
+  'command-failed': FAILURE.commandFailed,
+  connection: FAILURE.connection,
+  timeout: FAILURE.timeout,
+  'invalid-argument': FAILURE.invalid,
+};
+
+function attempt(): number {
+  try {
+    return Context.current().info.attempt;
+  } catch {
+    return 1; // called outside an activity (unit tests)
+  }
+}
+
+/** Turn anything thrown by a Key Manager module into the failure the workflow should see. */
+export function toFailure(err: unknown, server?: string): ApplicationFailure {
+  if (err instanceof ApplicationFailure) return err;
+  if (err instanceof KmError) {
+    const type = BY_KIND[err.kind];
+    const where = server && !err.message.includes(server) ? `${server}: ` : '';
+    // Lost connections and timeouts retry for minutes; a non-zero exit only a few times.
+    const nonRetryable = !err.retryable || (err.kind === 'command-failed' && attempt() >= COMMAND_ATTEMPTS);
+    return ApplicationFailure.create({ type, message: `${where}${err.message}`, nonRetryable, cause: err });
+  }
+  const message = err instanceof Error ? err.message : String(err);
+  return ApplicationFailure.create({ type: 'Error', message: server ? `${server}: ${message}` : message, nonRetryable: false });
+}
+
+/** Run fn, translating its errors. */
+export async function classified<T>(server: string | undefined, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw toFailure(err, server);
+  }
+}
+
+export function nonRetryable(type: string, message: string): ApplicationFailure {
+  return ApplicationFailure.create({ type, message, nonRetryable: true });
+}

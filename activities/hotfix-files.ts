@@ -1,0 +1,38 @@
+// Upload: stream the stored bytes to a Key Manager server's hotfix folder,
+// make them the sshmgr user's, register the hotfix, and check that Key
+// Manager's registry lists the Name with the same sha256.
+import type { Sql } from 'postgres';
+import type { KeyManagerDatabase } from '../keymanager/database';
+import type { KeyManagerSsh } from '../keymanager/ssh';
+import { hotfixFileContent, hotfixFileInfo } from '../store/hotfix-files';
+import { appendEvent } from '../store/ledger';
+import { fleetInOrder, fleetServer } from './inventory';
+import { classified, FAILURE, nonRetryable } from './failures';
+import { activityExecOptions, COMMAND_TIMEOUT_MS } from './key-manager-ssh';
+
+export function hotfixFileActivities(deps: { orchestrator: Sql; kmDb: KeyManagerDatabase; kmSsh: KeyManagerSsh }) {
+  const { orchestrator, kmDb, kmSsh } = deps;
+  return {
+    async uploadHotfix(u: { rolloutId: string; sha256: string; via?: string }): Promise<{ name: string; server: string; result: 'registered' | 'already-registered' }> {
+      const file = await hotfixFileInfo(orchestrator, u.sha256);
+      if (!file) throw nonRetryable(FAILURE.invalid, `hotfix file ${u.sha256} is not stored: run 'km-hotfix upload FILE' again`);
+      const registered = await kmDb.hotfix(file.name);
+      if (registered && registered.sha256 === file.sha256) return { name: file.name, server: u.via ?? '', result: 'already-registered' };
+      if (registered) {
+        throw nonRetryable(FAILURE.conflict, `Key Manager already has a different file registered as ${file.name} (${registered.fileName}, sha256 ${registered.sha256.slice(0, 12)}…): remove it first with 'km-hotfix remove ${file.name}'`);
+      }
+      const target = u.via ? await fleetServer(orchestrator, u.via) : (await fleetInOrder(orchestrator))[0];
+      if (!target) throw nonRetryable(FAILURE.invalid, "the inventory is empty: import one with 'km-hotfix fleet import FILE'");
+      const content = await hotfixFileContent(orchestrator, u.sha256);
+      const opts = activityExecOptions(COMMAND_TIMEOUT_MS.apply);
+      const remotePath = await classified(target.name, () => kmSsh.uploadHotfixFile(target, file.fileName, content, opts));
+      await classified(target.name, () => kmSsh.registerHotfix(target, remotePath, opts));
+      const row = await kmDb.hotfix(file.name);
+      if (!row || row.sha256 !== file.sha256) {
+        throw nonRetryable(FAILURE.notApplied, `${target.name}: ssh-mgr-controller --upload-hotfix succeeded but Key Manager ${row ? `lists ${file.name} with sha256 ${row.sha256}` : `does not list ${file.name}`}: check the server`);
+      }
+      await appendEvent(orchestrator, { rolloutId: u.rolloutId, key: `upload:${file.sha256}`, kind: 'upload', server: target.name, detail: { name: file.name, fileName: file.fileName, sha256: file.sha256, path: remotePath } });
+      return { name: file.name, server: target.name, result: 'registered' };
+    },
+  };
+}

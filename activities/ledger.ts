@@ -1,0 +1,32 @@
+// Activities on the orchestrator's ledger: rollout records, phases, events,
+// and the claims that keep two rollouts off the same server.
+import type { Sql } from 'postgres';
+import type { Phase } from '../domain/rollout';
+import { appendEvent, claim, ClaimConflict, LedgerEvent, recordPhase, recordRolloutStart, releaseClaims, RolloutRecord } from '../store/ledger';
+import { FAILURE, nonRetryable } from './failures';
+
+export function ledgerActivities(sql: Sql) {
+  return {
+    async recordRolloutStart(r: RolloutRecord): Promise<void> {
+      await recordRolloutStart(sql, r);
+    },
+    async recordPhase(p: { rolloutId: string; phase: Phase; error?: string }): Promise<void> {
+      await recordPhase(sql, p.rolloutId, p.phase, p.error);
+    },
+    async recordEvent(e: LedgerEvent): Promise<void> {
+      await appendEvent(sql, e);
+    },
+    /** Refused (not retried) when another active rollout holds a server or the hotfix Name. */
+    async claimServers(c: { rolloutId: string; hotfix: string; servers: string[] }): Promise<void> {
+      try {
+        await claim(sql, c.rolloutId, c.hotfix, c.servers);
+      } catch (err) {
+        if (err instanceof ClaimConflict) throw nonRetryable(FAILURE.conflict, err.message);
+        throw err;
+      }
+    },
+    async releaseClaims(rolloutId: string): Promise<void> {
+      await releaseClaims(sql, rolloutId);
+    },
+  };
+}

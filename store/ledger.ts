@@ -1,0 +1,147 @@
+// The orchestrator's own record of every rollout, step, approval and
+// rejection: it outlives Temporal's retention. Every write is idempotent
+// (keyed), so a retried activity never writes twice.
+import type { Sql } from 'postgres';
+import type { Phase, WorkflowKind } from '../domain/rollout';
+
+export interface RolloutRecord {
+  id: string;
+  kind: WorkflowKind;
+  hotfix: string;
+  requestedBy: string;
+  servers: string[];
+  options: Record<string, unknown>;
+}
+
+export interface LedgerEvent {
+  rolloutId: string;
+  /** Unique per rollout: makes the write idempotent. */
+  key: string;
+  kind: string;
+  server?: string;
+  actor?: string;
+  detail?: Record<string, unknown>;
+}
+
+export class ClaimConflict extends Error {
+  override name = 'ClaimConflict';
+  constructor(message: string, readonly activeRollouts: string[]) {
+    super(message);
+  }
+}
+
+export async function recordRolloutStart(sql: Sql, r: RolloutRecord): Promise<void> {
+  await sql`
+    INSERT INTO rollout (id, kind, hotfix, requested_by, servers, options, phase)
+    VALUES (${r.id}, ${r.kind}, ${r.hotfix}, ${r.requestedBy}, ${r.servers}, ${sql.json(r.options as never)}, 'preflight')
+    ON CONFLICT (id) DO NOTHING`;
+  await appendEvent(sql, { rolloutId: r.id, key: 'started', kind: 'started', actor: r.requestedBy, detail: { servers: r.servers, options: r.options } });
+}
+
+export async function appendEvent(sql: Sql, e: LedgerEvent): Promise<void> {
+  await sql`
+    INSERT INTO rollout_event (rollout_id, event_key, kind, server, actor, detail)
+    VALUES (${e.rolloutId}, ${e.key}, ${e.kind}, ${e.server ?? null}, ${e.actor ?? null}, ${sql.json((e.detail ?? {}) as never)})
+    ON CONFLICT (rollout_id, event_key) DO NOTHING`;
+}
+
+const FINAL: readonly Phase[] = ['completed', 'rolled_back', 'rollback_failed', 'failed'];
+
+export async function recordPhase(sql: Sql, rolloutId: string, phase: Phase, error?: string): Promise<void> {
+  const final = FINAL.includes(phase);
+  await sql.begin(async (tx) => {
+    await tx`
+      UPDATE rollout SET phase = ${phase}, updated_at = now(),
+        error = COALESCE(${error ?? null}, error),
+        outcome = ${final ? phase : null},
+        ended_at = CASE WHEN ${final} THEN COALESCE(ended_at, now()) ELSE NULL END
+      WHERE id = ${rolloutId}`;
+    await tx`
+      INSERT INTO rollout_event (rollout_id, event_key, kind, detail)
+      VALUES (${rolloutId}, ${`phase:${phase}`}, 'phase', ${tx.json({ phase, ...(error ? { error } : {}) })})
+      ON CONFLICT (rollout_id, event_key) DO NOTHING`;
+    if (final) {
+      await tx`DELETE FROM server_claim WHERE rollout_id = ${rolloutId}`;
+      await tx`DELETE FROM hotfix_claim WHERE rollout_id = ${rolloutId}`;
+    }
+  });
+}
+
+/** Active rollouts that would conflict with one of this hotfix on these servers. */
+export async function conflictingRollouts(sql: Sql, hotfix: string, servers: string[], self?: string): Promise<{ id: string; reason: string }[]> {
+  const rows = await sql<{ rollout_id: string; what: string; name: string }[]>`
+    SELECT rollout_id, 'server' AS what, server AS name FROM server_claim WHERE server = ANY(${servers})
+    UNION ALL
+    SELECT rollout_id, 'hotfix' AS what, hotfix AS name FROM hotfix_claim WHERE hotfix = ${hotfix}`;
+  const byId = new Map<string, string[]>();
+  for (const r of rows) {
+    if (r.rollout_id === self) continue;
+    const list = byId.get(r.rollout_id) ?? [];
+    list.push(r.what === 'hotfix' ? `hotfix ${r.name}` : r.name);
+    byId.set(r.rollout_id, list);
+  }
+  return [...byId].map(([id, names]) => ({ id, reason: names.slice(0, 5).join(', ') + (names.length > 5 ? ` and ${names.length - 5} more` : '') }));
+}
+
+/** Claim the servers and the hotfix Name for one rollout, atomically; refuses on overlap. */
+export async function claim(sql: Sql, rolloutId: string, hotfix: string, servers: string[]): Promise<void> {
+  await sql.begin(async (tx) => {
+    // Serialise claimers: two rollouts starting at once must not both pass the check.
+    await tx`SELECT pg_advisory_xact_lock(${0x6b6d636c})`;
+    const conflicts = await conflictingRollouts(tx as unknown as Sql, hotfix, servers, rolloutId);
+    if (conflicts.length > 0) {
+      const c = conflicts[0];
+      throw new ClaimConflict(`rollout ${c.id} is still active on ${c.reason}: wait for it to end, or abort it with 'km-hotfix abort ${c.id} --reason ...'`, conflicts.map((x) => x.id));
+    }
+    await tx`INSERT INTO hotfix_claim (hotfix, rollout_id) VALUES (${hotfix}, ${rolloutId}) ON CONFLICT (hotfix) DO NOTHING`;
+    if (servers.length > 0) {
+      await tx`INSERT INTO server_claim ${tx(servers.map((server) => ({ server, rollout_id: rolloutId })))} ON CONFLICT (server) DO NOTHING`;
+    }
+  });
+}
+
+export async function releaseClaims(sql: Sql, rolloutId: string): Promise<void> {
+  await sql`DELETE FROM server_claim WHERE rollout_id = ${rolloutId}`;
+  await sql`DELETE FROM hotfix_claim WHERE rollout_id = ${rolloutId}`;
+}
+
+export interface RolloutSummary {
+  id: string;
+  kind: WorkflowKind;
+  hotfix: string;
+  requestedBy: string;
+  phase: Phase;
+  outcome: string | null;
+  error: string | null;
+  startedAt: Date;
+  endedAt: Date | null;
+  servers: number;
+}
+
+export async function recentRollouts(sql: Sql, limit = 20): Promise<RolloutSummary[]> {
+  const rows = await sql<{ id: string; kind: WorkflowKind; hotfix: string; requested_by: string; phase: Phase; outcome: string | null; error: string | null; started_at: Date; ended_at: Date | null; n: number }[]>`
+    SELECT id, kind, hotfix, requested_by, phase, outcome, error, started_at, ended_at, cardinality(servers) AS n
+    FROM rollout ORDER BY started_at DESC LIMIT ${limit}`;
+  return rows.map((r) => ({ id: r.id, kind: r.kind, hotfix: r.hotfix, requestedBy: r.requested_by, phase: r.phase, outcome: r.outcome, error: r.error, startedAt: r.started_at, endedAt: r.ended_at, servers: r.n }));
+}
+
+export interface StoredEvent {
+  seq: number;
+  at: Date;
+  kind: string;
+  server: string | null;
+  actor: string | null;
+  detail: Record<string, unknown>;
+}
+
+export async function rolloutEvents(sql: Sql, rolloutId: string): Promise<StoredEvent[]> {
+  const rows = await sql<{ seq: string; at: Date; kind: string; server: string | null; actor: string | null; detail: Record<string, unknown> }[]>`
+    SELECT seq, at, kind, server, actor, detail FROM rollout_event WHERE rollout_id = ${rolloutId} ORDER BY seq`;
+  return rows.map((r) => ({ ...r, seq: Number(r.seq) }));
+}
+
+/** The detail of one keyed event, if it was written. */
+export async function eventDetail(sql: Sql, rolloutId: string, key: string): Promise<Record<string, unknown> | undefined> {
+  const rows = await sql<{ detail: Record<string, unknown> }[]>`SELECT detail FROM rollout_event WHERE rollout_id = ${rolloutId} AND event_key = ${key}`;
+  return rows[0]?.detail;
+}

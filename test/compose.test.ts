@@ -1,0 +1,121 @@
+// docker-compose.yml and the Dockerfile, checked without a Docker engine:
+// services, pinned images, start-up wiring, and the worker's configuration.
+import assert from 'node:assert/strict';
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import YAML from 'yaml';
+
+const ROOT = path.resolve(__dirname, '..', '..');
+
+interface Service {
+  image?: string;
+  build?: { context: string; dockerfile?: string } | string;
+  depends_on?: Record<string, { condition: string }> | string[];
+  environment?: Record<string, string> | string[];
+  volumes?: string[];
+  secrets?: string[];
+  command?: string | string[];
+  ports?: string[];
+}
+interface Compose {
+  services: Record<string, Service>;
+  secrets?: Record<string, { file?: string }>;
+}
+
+function env(s: Service): Record<string, string> {
+  if (!s.environment) return {};
+  if (!Array.isArray(s.environment)) return s.environment;
+  return Object.fromEntries(s.environment.map((e) => [e.slice(0, e.indexOf('=')), e.slice(e.indexOf('=') + 1)]));
+}
+
+function dependsOn(s: Service): Record<string, string> {
+  if (!s.depends_on) return {};
+  if (Array.isArray(s.depends_on)) return Object.fromEntries(s.depends_on.map((d) => [d, 'service_started']));
+  return Object.fromEntries(Object.entries(s.depends_on).map(([k, v]) => [k, v.condition]));
+}
+
+describe('docker-compose.yml and Dockerfile (parsed; no Docker engine here)', () => {
+  let compose: Compose;
+  let dockerfile: string;
+  before(async () => {
+    compose = YAML.parse(await fs.readFile(path.join(ROOT, 'docker-compose.yml'), 'utf8')) as Compose;
+    dockerfile = await fs.readFile(path.join(ROOT, 'Dockerfile'), 'utf8');
+  });
+
+  it('has PostgreSQL, Temporal schema setup, the Temporal server, its UI and the km-hotfix worker', () => {
+    const s = compose.services;
+    assert.match(s.postgresql?.image ?? '', /^postgres:/);
+    assert.match(s['temporal-schema-setup']?.image ?? '', /^temporalio\/admin-tools:/);
+    assert.match(s.temporal?.image ?? '', /^temporalio\/server:/);
+    assert.match(s['temporal-ui']?.image ?? '', /^temporalio\/ui:/);
+    assert.ok(s['km-hotfix-worker']?.build, 'the worker is built from the repo');
+  });
+
+  it('pins every image to a version tag (no latest, no deprecated auto-setup)', () => {
+    for (const [name, s] of Object.entries(compose.services)) {
+      if (!s.image) continue;
+      const m = /^([^:@]+):([^:@]+)$/.exec(s.image);
+      assert.ok(m, `${name}: ${s.image} has a tag`);
+      assert.match(m[2]!, /^\d+(\.\d+)+(-[a-z0-9.]+)?$/, `${name}: ${s.image} is pinned to a version`);
+      assert.notEqual(m[2], 'latest');
+      assert.doesNotMatch(s.image, /auto-setup/, `${name}: temporalio/auto-setup is deprecated`);
+    }
+    const versions = ['temporal', 'temporal-schema-setup', 'temporal-create-namespace'].map((n) => compose.services[n]!.image!.split(':')[1]);
+    assert.equal(new Set(versions).size, 1, `server and admin-tools share one version: ${versions}`);
+  });
+
+  it('runs Temporal on PostgreSQL after its schema is set up, and everything in order', () => {
+    const s = compose.services;
+    const t = env(s.temporal!);
+    assert.equal(t.DB, 'postgres12');
+    assert.equal(t.POSTGRES_SEEDS, 'postgresql');
+    assert.deepEqual(dependsOn(s['temporal-schema-setup']!), { postgresql: 'service_healthy' });
+    assert.match(String(s['temporal-schema-setup']!.command), /temporal-sql-tool[\s\S]*setup-schema[\s\S]*update-schema[\s\S]*visibility/);
+    assert.deepEqual(dependsOn(s.temporal!), { 'temporal-schema-setup': 'service_completed_successfully' });
+    assert.equal(dependsOn(s['temporal-create-namespace']!).temporal, 'service_healthy');
+    assert.equal(dependsOn(s['temporal-ui']!).temporal, 'service_healthy');
+    assert.equal(env(s['temporal-ui']!).TEMPORAL_ADDRESS, 'temporal:7233');
+    // The mounted dynamic config file exists in the repo.
+    const mount = (s.temporal!.volumes ?? []).find((v) => v.includes('dynamicconfig'));
+    assert.ok(mount, 'dynamic config mounted');
+    const file = env(s.temporal!).DYNAMIC_CONFIG_FILE_PATH!.split('/').at(-1)!;
+    return fs.access(path.join(ROOT, mount.split(':')[0]!, file));
+  });
+
+  it('wires the worker to the temporal service, both databases and the SSH key secret', () => {
+    const w = compose.services['km-hotfix-worker']!;
+    const deps = dependsOn(w);
+    assert.equal(deps.postgresql, 'service_healthy');
+    assert.equal(deps.temporal, 'service_healthy');
+    assert.equal(deps['temporal-create-namespace'], 'service_completed_successfully');
+    const e = env(w);
+    assert.equal(e.TEMPORAL_ADDRESS, 'temporal:7233');
+    assert.match(e.DATABASE_URL ?? '', /^postgres:\/\/.+@postgresql:5432\/km_hotfix$/);
+    assert.equal(env(compose.services.postgresql!).POSTGRES_DB, 'km_hotfix');
+    assert.match(e.KM_DATABASE_URL ?? '', /^\$\{KM_DATABASE_URL:\?.+\}$/, 'the site must name its Key Manager database');
+    assert.equal(e.KM_SSH_KEY, '/run/secrets/km_ssh_key');
+    assert.deepEqual(w.secrets, ['km_ssh_key']);
+    assert.ok(compose.secrets?.km_ssh_key?.file, 'the key comes from a file on the host');
+    const build = typeof w.build === 'string' ? { context: w.build } : w.build!;
+    assert.equal(path.resolve(ROOT, build.context, build.dockerfile ?? 'Dockerfile'), path.join(ROOT, 'Dockerfile'));
+  });
+
+  it('builds the worker on Debian (not Alpine), with npm ci and a build, and runs `km-hotfix worker`', () => {
+    const froms = [...dockerfile.matchAll(/^FROM\s+(\S+)/gm)].map((m) => m[1]!);
+    const image = /^ARG NODE_IMAGE=(\S+)/m.exec(dockerfile)?.[1];
+    const bases = froms.map((f) => (f.startsWith('${NODE_IMAGE}') ? image ?? f : f));
+    assert.ok(bases.length > 0);
+    for (const b of bases) {
+      assert.match(b, /^node:20[\w.-]*-(bookworm|bullseye)(-slim)?$/, `${b} is a Debian-based Node 20 image`);
+      assert.doesNotMatch(b, /alpine/);
+    }
+    assert.match(dockerfile, /npm ci/);
+    assert.match(dockerfile, /CMD \["node", "bin\/km-hotfix\.js", "worker"\]/);
+    assert.doesNotMatch(dockerfile, /^USER root/m);
+  });
+
+  it('keeps local state and secrets out of the build context', async () => {
+    const ignore = (await fs.readFile(path.join(ROOT, '.dockerignore'), 'utf8')).split('\n').map((l) => l.trim());
+    for (const p of ['node_modules', 'dist', '.git', '.tools', '.km-hotfix', 'secrets']) assert.ok(ignore.includes(p), `.dockerignore lists ${p}`);
+  });
+});

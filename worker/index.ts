@@ -1,0 +1,2 @@
+export { createKmHotfixWorker, runWorkerUntilSignal, loadSshCredentials, openActivityDeps } from './worker';
+export type { KmHotfixWorker, KmHotfixWorkerOptions, OpenedDeps } from './worker';

@@ -1,0 +1,113 @@
+// The km-hotfix worker: the project's workflows and activities on one task
+// queue. Used in-process by `km-hotfix dev` and as `km-hotfix worker`.
+import { promises as fs } from 'node:fs';
+import { NativeConnection, Worker, WorkflowBundleOption } from '@temporalio/worker';
+import type { Sql } from 'postgres';
+import { createActivities, ActivityDeps } from '../activities';
+import type { Config } from '../client/config';
+import { CliError, EXIT } from '../client/errors';
+import { connectDatabase, connectOrchestrator, requireDatabaseUrl } from '../store/database';
+
+export interface KmHotfixWorkerOptions {
+  connection: NativeConnection;
+  namespace: string;
+  taskQueue: string;
+  activityDeps: ActivityDeps;
+  /** A prebuilt bundle (tests, images); otherwise workflows/ is bundled at start. */
+  workflowBundle?: WorkflowBundleOption;
+  identity?: string;
+}
+
+export interface KmHotfixWorker {
+  worker: Worker;
+  /** Closes what the activities hold (SSH pool); call after the worker has stopped. */
+  closeActivities(): Promise<void>;
+}
+
+export async function createKmHotfixWorker(opts: KmHotfixWorkerOptions): Promise<KmHotfixWorker> {
+  const { activities, close } = createActivities(opts.activityDeps);
+  const code = opts.workflowBundle ? { workflowBundle: opts.workflowBundle } : { workflowsPath: require.resolve('../workflows') };
+  const worker = await Worker.create({
+    connection: opts.connection,
+    namespace: opts.namespace,
+    taskQueue: opts.taskQueue,
+    ...code,
+    activities,
+    ...(opts.identity ? { identity: opts.identity } : {}),
+    // Running activities get this long to finish on shutdown, then are cancelled.
+    shutdownGraceTime: '10s',
+    shutdownForceTime: '20s',
+  });
+  return { worker, closeActivities: close };
+}
+
+/**
+ * Run until SIGINT/SIGTERM: then `worker.shutdown()`, wait for it to drain,
+ * and run `cleanup` (close clients). Resolves when everything is closed.
+ */
+export async function runWorkerUntilSignal(worker: Worker, cleanup: () => Promise<void>, log: (line: string) => void = () => undefined): Promise<void> {
+  const onSignal = (signal: NodeJS.Signals) => {
+    log(`${signal}: stopping the worker (running activities get 10 s to finish)`);
+    if (worker.getState() === 'RUNNING') worker.shutdown();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    await worker.run();
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await cleanup();
+  }
+}
+
+/** SSH credentials for the activities: KM_SSH_KEY (a file) or the ssh-agent. Exit 2 when neither. */
+export async function loadSshCredentials(config: Config, required: boolean): Promise<ActivityDeps['ssh']> {
+  if (config.sshKeyPath) {
+    try {
+      return { privateKey: await fs.readFile(config.sshKeyPath), ...(config.sshAgent ? { agent: config.sshAgent } : {}) };
+    } catch (err) {
+      throw new CliError(`KM_SSH_KEY=${config.sshKeyPath} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): point it at the SSH private key for the Key Manager servers`, EXIT.refused);
+    }
+  }
+  if (config.sshAgent) return { agent: config.sshAgent };
+  if (required) throw new CliError('KM_SSH_KEY is not set and no ssh-agent (SSH_AUTH_SOCK): set KM_SSH_KEY to the SSH private key file for the Key Manager servers, or start ssh-agent', EXIT.refused);
+  return {};
+}
+
+export interface OpenedDeps {
+  deps: ActivityDeps;
+  close(): Promise<void>;
+}
+
+/**
+ * Everything the activities need, from the configuration: the orchestrator
+ * database (migrated), the Key Manager database and SSH credentials. Missing
+ * settings are checked before anything is opened.
+ */
+export async function openActivityDeps(config: Config, opts: { requireSsh: boolean }): Promise<OpenedDeps> {
+  const missing: string[] = [];
+  if (!config.databaseUrl) missing.push('DATABASE_URL');
+  if (!config.kmDatabaseUrl) missing.push('KM_DATABASE_URL');
+  if (opts.requireSsh && !config.sshKeyPath && !config.sshAgent) missing.push('KM_SSH_KEY (or SSH_AUTH_SOCK)');
+  if (missing.length > 0) {
+    const names = missing.length === 1 ? missing[0] : `${missing.slice(0, -1).join(', ')} and ${missing.at(-1)}`;
+    throw new CliError(`${names} ${missing.length === 1 ? 'is' : 'are'} not set: set ${missing.length === 1 ? 'it' : 'them'} (see the README, "Configuration"; 'km-hotfix dev' prints values for a local stack)`, EXIT.refused);
+  }
+  const ssh = await loadSshCredentials(config, opts.requireSsh);
+  const opened: Sql[] = [];
+  try {
+    opened.push(await connectOrchestrator(config));
+    opened.push(await connectDatabase(requireDatabaseUrl(config, 'Key Manager'), 'Key Manager'));
+  } catch (err) {
+    await Promise.all(opened.map((s) => s.end({ timeout: 2 }).catch(() => undefined)));
+    throw err;
+  }
+  const [orchestrator, km] = opened as [Sql, Sql];
+  return {
+    deps: { orchestrator, km, ssh },
+    async close() {
+      await Promise.all([orchestrator.end({ timeout: 5 }), km.end({ timeout: 5 })].map((p) => p.catch(() => undefined)));
+    },
+  };
+}

@@ -1,0 +1,82 @@
+// Runs batches of servers through child workflows (serverBatches), slice by
+// slice, so that every execution's history stays bounded on a large fleet.
+import { ChildWorkflowHandle, condition, ParentClosePolicy, startChild } from '@temporalio/workflow';
+import type { RolloutTiming } from '../domain/rollout';
+import { WORKFLOW_TYPES, pauseBatchesSignal, stopBatchesSignal } from './definitions';
+import { BatchAction, BatchesInput, BatchesResult, BatchServerResult, SLICE_SERVERS } from './batches';
+
+/** Group batches into waves of child workflows: consecutive batches share a child up to SLICE_SERVERS; a wider batch is split across parallel children. */
+export function slicesOf(batches: string[][]): string[][][][] {
+  const waves: string[][][][] = [];
+  let current: string[][] = [];
+  let size = 0;
+  const flush = () => { if (current.length) { waves.push([current]); current = []; size = 0; } };
+  for (const batch of batches) {
+    if (batch.length > SLICE_SERVERS) {
+      flush();
+      const parts: string[][][] = [];
+      for (let i = 0; i < batch.length; i += SLICE_SERVERS) parts.push([batch.slice(i, i + SLICE_SERVERS)]);
+      waves.push(parts);
+      continue;
+    }
+    if (size + batch.length > SLICE_SERVERS) flush();
+    current.push(batch);
+    size += batch.length;
+  }
+  flush();
+  return waves;
+}
+
+export interface FanoutControl {
+  isPaused(): boolean;
+  shouldStop(): boolean;
+  /** Called with the ids of the children that run now. */
+  onChildren(ids: string[]): void;
+  onResult(r: BatchServerResult): void;
+}
+
+export class Fanout {
+  private running: ChildWorkflowHandle<(input: BatchesInput) => Promise<BatchesResult>>[] = [];
+  private seq = 0;
+
+  constructor(private readonly rolloutId: string, private readonly hotfix: string, private readonly timing: Partial<RolloutTiming> | undefined) {}
+
+  /** Forward pause/resume to the children that run now. */
+  async setPaused(paused: boolean): Promise<void> {
+    await Promise.all(this.running.map((h) => h.signal(pauseBatchesSignal, paused).catch(() => undefined)));
+  }
+
+  /** Ask running children to start no new batch. */
+  async stop(): Promise<void> {
+    await Promise.all(this.running.map((h) => h.signal(stopBatchesSignal).catch(() => undefined)));
+  }
+
+  /** Run the batches; maxFailures -1 = keep going whatever fails. Returns the failures counted. */
+  async run(action: BatchAction, batches: string[][], maxFailures: number, ctl: FanoutControl): Promise<{ failures: number; stopped: boolean }> {
+    let failures = 0;
+    for (const wave of slicesOf(batches)) {
+      await condition(() => !ctl.isPaused() || ctl.shouldStop());
+      if (ctl.shouldStop() || (maxFailures >= 0 && failures > maxFailures)) return { failures, stopped: true };
+      const budget = maxFailures < 0 ? -1 : maxFailures - failures;
+      this.running = await Promise.all(wave.map((slice) =>
+        startChild<(input: BatchesInput) => Promise<BatchesResult>>(WORKFLOW_TYPES.batches, {
+          workflowId: `${this.rolloutId}/${action}-${++this.seq}`,
+          args: [{ rolloutId: this.rolloutId, hotfix: this.hotfix, action, batches: slice, maxFailures: budget, timing: this.timing, paused: ctl.isPaused() }],
+          // The children are the parent's hands: they end with it.
+          parentClosePolicy: ParentClosePolicy.TERMINATE,
+        })));
+      ctl.onChildren(this.running.map((h) => h.workflowId));
+      const results = await Promise.all(this.running.map((h) => h.result()));
+      this.running = [];
+      ctl.onChildren([]);
+      let stopped = false;
+      for (const r of results) {
+        for (const s of r.servers) ctl.onResult(s);
+        failures += r.failures;
+        stopped = stopped || r.stopped;
+      }
+      if (stopped) return { failures, stopped: true };
+    }
+    return { failures, stopped: false };
+  }
+}

@@ -1,0 +1,130 @@
+// The status every workflow reports (SPEC §4) and its mirror in the ledger:
+// phase changes, server states, approvals and notes. Shared by the rollout,
+// removal and upload workflows.
+import { ApplicationFailure, isCancellation } from '@temporalio/workflow';
+import type { Phase, RolloutStatus, ServerState, WorkflowKind } from '../domain/rollout';
+import { FINAL_PHASES } from '../domain/rollout';
+import type { ServerSummary } from '../activities/preflight';
+import type { Steps } from './steps';
+import { failureMessage } from './errors';
+
+/** Ends the happy path on purpose (rejection, abort, too many failures): a rollback follows. */
+export class StopRollout extends Error {
+  override name = 'StopRollout';
+}
+
+export class RolloutRecorder {
+  readonly status: RolloutStatus;
+  private notes = 0;
+
+  constructor(private readonly steps: Steps, id: string, kind: WorkflowKind, hotfix: string, requestedBy: string) {
+    const now = new Date().toISOString();
+    this.status = {
+      id, kind, hotfix, phase: 'preflight', requestedBy, canary: null, drained: [], approvals: [], servers: [],
+      error: null, paused: false, gate: null, needsAttention: [], startedAt: now, updatedAt: now, endedAt: null,
+      activeBatchWorkflows: [],
+    };
+  }
+
+  final(): boolean {
+    return FINAL_PHASES.includes(this.status.phase);
+  }
+
+  async phase(phase: Phase, error?: string): Promise<void> {
+    this.status.phase = phase;
+    this.touch();
+    if (this.final()) this.status.endedAt = this.status.updatedAt;
+    await this.steps.record.recordPhase({ rolloutId: this.status.id, phase, ...(error ? { error } : {}) });
+  }
+
+  /**
+   * Run the preflight: record the start, then fn. Any failure ends the
+   * workflow in `failed` with nothing changed; returns undefined then.
+   */
+  async preflight<T>(fn: () => Promise<T>, record: { hotfix: string; servers: string[]; options: Record<string, unknown> }): Promise<T | undefined> {
+    await this.steps.record.recordRolloutStart({ id: this.status.id, kind: this.status.kind, hotfix: record.hotfix, requestedBy: this.status.requestedBy, servers: record.servers, options: stripUndefined(record.options) });
+    try {
+      return await fn();
+    } catch (err) {
+      if (isCancellation(err)) this.status.error = 'cancelled during preflight';
+      else this.status.error = err instanceof StopRollout ? err.message : failureMessage(err);
+      await this.phase('failed', this.status.error);
+      return undefined;
+    }
+  }
+
+  async claim(servers: string[]): Promise<void> {
+    await this.steps.record.claimServers({ rolloutId: this.status.id, hotfix: this.status.hotfix, servers });
+  }
+
+  /** Every server answers with its pinned host key and runs all services; otherwise preflight fails listing all problems. */
+  async checkHealth(servers: string[]): Promise<void> {
+    if (servers.length === 0) return;
+    const problems = await this.steps.health.checkServers({ servers });
+    if (problems.length > 0) {
+      const shown = problems.slice(0, 5).map((p) => p.message).join('; ');
+      throw ApplicationFailure.nonRetryable(`preflight: ${problems.length} server(s) not ready, nothing was changed: ${shown}${problems.length > 5 ? `; and ${problems.length - 5} more` : ''}`, problems[0].type);
+    }
+  }
+
+  setServers(servers: ServerSummary[], skipped: string[]): void {
+    const skip = new Set(skipped);
+    this.status.servers = servers.map((s) => ({ name: s.name, role: s.role, state: skip.has(s.name) ? 'skipped' : 'pending' }));
+    this.touch();
+  }
+
+  updateServer(name: string, state: ServerState, error?: string, startedAt?: string, endedAt?: string): void {
+    const s = this.status.servers.find((x) => x.name === name);
+    if (!s) return;
+    s.state = state;
+    if (startedAt && !s.startedAt) s.startedAt = startedAt;
+    if (endedAt) s.endedAt = endedAt;
+    if (error) s.error = error;
+    this.touch();
+  }
+
+  /** One step on one server in this workflow (the canary): state before, after, and on failure. */
+  async serverStep<T>(name: string, running: ServerState, fn: () => Promise<T>, done: ServerState, failed: ServerState): Promise<T> {
+    this.updateServer(name, running, undefined, new Date().toISOString());
+    try {
+      const v = await fn();
+      this.updateServer(name, done, undefined, undefined, new Date().toISOString());
+      return v;
+    } catch (err) {
+      this.updateServer(name, failed, failureMessage(err), undefined, new Date().toISOString());
+      throw err;
+    }
+  }
+
+  failedServers(): string[] {
+    return this.status.servers.filter((s) => s.state === 'failed').map((s) => s.name);
+  }
+
+  /** After a rollback, servers never reached are reported as untouched. */
+  untouchedRest(): void {
+    for (const s of this.status.servers) if (s.state === 'pending') s.state = 'untouched';
+    this.touch();
+  }
+
+  approval(by: string, decision: 'approve' | 'reject', comment: string): void {
+    this.status.approvals.push({ by, decision, at: new Date().toISOString(), comment });
+    this.touch();
+  }
+
+  /** A steering note (pause, resume, abort) in the ledger; not awaited by signal handlers. */
+  note(kind: string, actor: string, reason?: string): void {
+    void this.record({ key: `${kind}:${++this.notes}`, kind, actor, detail: reason ? { reason } : {} }).catch(() => undefined);
+  }
+
+  async record(e: { key: string; kind: string; server?: string; actor?: string; detail?: Record<string, unknown> }): Promise<void> {
+    await this.steps.record.recordEvent({ rolloutId: this.status.id, ...e });
+  }
+
+  private touch(): void {
+    this.status.updatedAt = new Date().toISOString();
+  }
+}
+
+function stripUndefined(o: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
+}

@@ -1,0 +1,31 @@
+// Upload: copy a stored hotfix file to a Key Manager server and register it.
+import { setHandler, workflowInfo } from '@temporalio/workflow';
+import type { RolloutStatus, UploadInput } from '../domain/rollout';
+import { parseHotfixFileName } from '../domain/hotfix';
+import { statusQuery } from './definitions';
+import { activities, timing } from './steps';
+import { failureMessage } from './errors';
+import { RolloutRecorder } from './recorder';
+
+export async function hotfixUpload(input: UploadInput & { fileName: string }): Promise<RolloutStatus> {
+  const steps = activities(timing());
+  const id = workflowInfo().workflowId;
+  const hotfix = parseHotfixFileName(input.fileName).name;
+  const r = new RolloutRecorder(steps, id, 'upload', hotfix, input.requestedBy);
+  setHandler(statusQuery, () => r.status);
+  const ok = await r.preflight(async () => {
+    await r.claim([]);
+    return true;
+  }, { hotfix, servers: input.via ? [input.via] : [], options: { sha256: input.sha256, fileName: input.fileName, via: input.via } });
+  if (!ok) return r.status;
+  try {
+    await r.phase('upload');
+    const done = await steps.server.uploadHotfix({ rolloutId: id, sha256: input.sha256, via: input.via });
+    if (done.server) r.status.servers = [{ name: done.server, role: 'both', state: 'patched' }];
+    await r.phase('completed');
+  } catch (err) {
+    r.status.error = failureMessage(err);
+    await r.phase('failed', r.status.error);
+  }
+  return r.status;
+}
