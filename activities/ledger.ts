@@ -1,8 +1,9 @@
 // Activities on the orchestrator's ledger: rollout records, phases, events,
 // and the claims that keep two rollouts off the same server.
+import { Context } from '@temporalio/activity';
 import type { Sql } from 'postgres';
 import type { Phase } from '../domain/rollout';
-import { appendEvent, claim, ClaimConflict, LedgerEvent, recordPhase, recordRolloutStart, releaseClaims, RolloutRecord } from '../store/ledger';
+import { appendEvent, claim, ClaimConflict, LedgerEvent, recordPhase, recordRolloutStart, releaseClaims, releaseStaleClaims, RolloutRecord } from '../store/ledger';
 import { FAILURE, nonRetryable } from './failures';
 
 export function ledgerActivities(sql: Sql) {
@@ -18,15 +19,31 @@ export function ledgerActivities(sql: Sql) {
     },
     /** Refused (not retried) when another active rollout holds a server or the hotfix Name. */
     async claimServers(c: { rolloutId: string; hotfix: string; servers: string[] }): Promise<void> {
-      try {
-        await claim(sql, c.rolloutId, c.hotfix, c.servers);
-      } catch (err) {
-        if (err instanceof ClaimConflict) throw nonRetryable(FAILURE.conflict, err.message);
-        throw err;
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await claim(sql, c.rolloutId, c.hotfix, c.servers);
+          return;
+        } catch (err) {
+          if (!(err instanceof ClaimConflict)) throw err;
+          // A holder whose workflow no longer runs (terminated) leaves a stale claim: release it once, then retry.
+          const released = attempt === 1 ? await releaseStaleClaims(sql, err.activeRollouts, workflowRunning) : [];
+          if (released.length === 0) throw nonRetryable(FAILURE.conflict, err.message);
+        }
       }
     },
     async releaseClaims(rolloutId: string): Promise<void> {
       await releaseClaims(sql, rolloutId);
     },
   };
+}
+
+/** Whether a workflow still runs, asked of Temporal with the worker's own client. */
+async function workflowRunning(workflowId: string): Promise<boolean> {
+  try {
+    const d = await Context.current().client.workflow.getHandle(workflowId).describe();
+    return d.status.name === 'RUNNING';
+  } catch (err) {
+    if ((err as Error).name === 'WorkflowNotFoundError') return false;
+    return true; // unsure: keep the claim
+  }
 }

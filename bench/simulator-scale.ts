@@ -8,10 +8,11 @@ import { promises as fs } from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Client, utils } from 'ssh2';
+import { Client } from 'ssh2';
 import { startSimFleet, type SimServer } from '../simulator';
 import { startEmbeddedPostgres } from '../stack/postgres';
 import { freePort } from '../stack/process';
+import { generateEd25519KeyPair } from '../keymanager/keygen';
 
 function arg(name: string, dflt: number): number {
   const i = process.argv.indexOf(`--${name}`);
@@ -48,7 +49,7 @@ async function main(): Promise<void> {
   const pg = await startEmbeddedPostgres({ dataDir: path.join(dir, 'pg'), port: await freePort() });
   try {
     await pg.ensureDatabase('km');
-    const keys = utils.generateKeyPairSync('ed25519');
+    const keys = generateEd25519KeyPair();
     global.gc?.();
     const rssBefore = process.memoryUsage().rss;
     const t0 = performance.now();

@@ -142,7 +142,11 @@ export function planRollout(input: RolloutPlanInput): RolloutPlan {
     if (input.canary !== undefined) throw new PlanError(`--canary ${input.canary}: every target server already has this hotfix`);
     return { targets: targets.map((s) => s.name), skipped, drain: [], batches: [] };
   }
-  const canary = chooseCanary(input.component, unpatched, input.canary);
+  const verifiedOnRole = canaryCandidates(input.component, targets.filter((s) => input.hasHotfix.has(s.name))).length > 0;
+  const canary = verifiedOnRole && input.canary === undefined && canaryCandidates(input.component, unpatched).length === 0
+    // A re-run after every server of the canary's role got it: the role was verified then; the next server goes first.
+    ? { server: unpatched[0].name, reason: `every ${input.component} target already has the hotfix (verified before); the first remaining server goes first` }
+    : chooseCanary(input.component, unpatched, input.canary);
   const rest = unpatched.filter((s) => s.name !== canary.server).map((s) => s.name);
   return {
     targets: targets.map((s) => s.name),

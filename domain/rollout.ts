@@ -48,6 +48,8 @@ export interface RolloutTiming {
   servicesTimeoutMs: number;
   /** Backoff ceiling for retried steps. */
   maxRetryIntervalMs: number;
+  /** Servers per child workflow in fan-out; bounds each execution's history (see workflows/batches.ts). */
+  sliceServers: number;
 }
 
 export interface UploadInput {

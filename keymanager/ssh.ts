@@ -90,13 +90,13 @@ class Connection {
   readonly client = new Client();
   sock?: net.Socket;
   ready!: Promise<void>;
-  isReady = false;
   closed = false;
   active = 0;
   readonly waiters: Waiter[] = [];
   idleTimer?: NodeJS.Timeout;
-  /** Why the connection ended, for calls that were using it. */
+  /** Why the connection ended, classified, and the transport's own words. */
   lastError?: KmError;
+  lastCause?: string;
   constructor(readonly target: SshTarget, readonly identity: string) {}
 }
 
@@ -123,11 +123,6 @@ export class SshPool {
   /** Run argv on the target; resolves with the exit code (non-zero too), rejects with KmError for transport problems. */
   exec(target: SshTarget, argv: string[], opts: ExecOptions = {}): Promise<ExecResult> {
     return this.run(target, argv, target.sudo, opts);
-  }
-
-  /** The same as exec, but never behind sudo (for steps that must run as the login user). */
-  execAsLoginUser(target: SshTarget, argv: string[], opts: ExecOptions = {}): Promise<ExecResult> {
-    return this.run(target, argv, false, opts);
   }
 
   /** Write content to remotePath over SFTP, as the login user (sudo does not apply to SFTP). */
@@ -279,7 +274,6 @@ export class SshPool {
           conn.sock?.destroy();
           reject(err);
         } else {
-          conn.isReady = true;
           resolve();
         }
       };
@@ -297,6 +291,7 @@ export class SshPool {
       conn.client.on('error', (err: Error & { level?: string; code?: string }) => {
         const classified = this.classifyConnectError(target, err, mismatch);
         conn.lastError = classified;
+        conn.lastCause = err.code ? `${err.code}: ${err.message}` : err.message;
         settle(classified);
       });
       const onGone = () => {
@@ -361,7 +356,7 @@ export class SshPool {
 
   private lostError(conn: Connection, what: string): KmError {
     const t = conn.target;
-    const why = conn.lastError && conn.lastError.kind !== 'connection' ? conn.lastError.message : conn.lastError?.message ?? 'connection closed';
+    const why = conn.lastCause ?? 'connection closed';
     return new KmError('connection', `${t.name}: SSH connection to ${t.host}:${t.port} lost (${why}); ${what}`, { server: t.name, cause: conn.lastError });
   }
 
@@ -430,12 +425,7 @@ export class SshPool {
   }
 
   private openExec(conn: Connection, command: string, cancel: AbortSignal): Promise<ClientChannel> {
-    // The exit status can arrive in the same packet as the channel's
-    // confirmation, before our caller (a few microtasks later) listens: catch it here.
-    return this.openChannel(conn, cancel, 'run a command', (cb) => conn.client.exec(command, (err, ch) => {
-      if (!err) ch.once('exit', (c: number | null, sig?: string) => { earlyExit.set(ch, { code: c, signal: sig }); });
-      cb(err, ch);
-    }), (s) => s.close());
+    return this.openChannel(conn, cancel, 'run a command', (cb) => conn.client.exec(command, cb), (s) => s.close());
   }
 
   /**
@@ -480,18 +470,9 @@ export class SshPool {
     return new Promise<ExecResult>((resolve, reject) => {
       const out = new OutputBuffer(max);
       const err = new OutputBuffer(max);
-      let code: number | undefined;
-      let signalName: string | undefined;
       let closed = false;
       stream.on('data', (d: Buffer) => out.push(d));
       stream.stderr.on('data', (d: Buffer) => err.push(d));
-      const onExit = (c: number | null, sig?: string) => {
-        if (typeof c === 'number') code = c;
-        else signalName = sig ?? 'unknown';
-      };
-      const early = earlyExit.get(stream);
-      if (early) onExit(early.code, early.signal);
-      else stream.once('exit', onExit);
       stream.on('error', () => undefined); // reported through 'close'
       const onCancel = () => {
         // Ask the remote command to stop, then close the channel. OpenSSH only
@@ -505,14 +486,18 @@ export class SshPool {
       };
       if (cancel.aborted) onCancel();
       else cancel.addEventListener('abort', onCancel, { once: true });
-      stream.on('close', () => {
+      // ssh2 keeps the exit status on the channel and hands it to 'close'; an
+      // 'exit' listener added here could miss a status that arrived in the same
+      // packet as the channel's confirmation (a fast server).
+      stream.on('close', (code: number | null, signalName?: string) => {
         if (closed) return;
         closed = true;
         cancel.removeEventListener('abort', onCancel);
-        if (code === undefined && signalName === undefined && (conn.closed || !conn.sock || conn.sock.destroyed)) {
+        if (typeof code !== 'number' && !signalName) {
+          // No exit status: the connection died under the command (OpenSSH always sends one).
           return reject(this.lostError(conn, `while running '${command}': it may or may not have completed`));
         }
-        resolve({ code: code ?? -1, stdout: out.text(), stderr: err.text(), ...(signalName ? { signal: signalName } : {}) });
+        resolve({ code: typeof code === 'number' ? code : -1, stdout: out.text(), stderr: err.text(), ...(signalName ? { signal: signalName } : {}) });
       });
     });
   }
@@ -551,9 +536,6 @@ export class SshPool {
 }
 
 /** Reject with the abort reason when cancel fires first; `discard` cleans up a value that arrives too late. */
-/** Exit statuses that arrived before execOn listened (see openExec). */
-const earlyExit = new WeakMap<ClientChannel, { code: number | null; signal?: string }>();
-
 function raceAbort<T>(p: Promise<T>, cancel: AbortSignal, discard?: (v: T) => void): Promise<T> {
   if (cancel.aborted) {
     p.then((v) => discard?.(v), () => undefined);

@@ -4,7 +4,7 @@
 // created on the first connection: an idle server is one listening socket.
 import { createHash, timingSafeEqual } from 'node:crypto';
 import * as net from 'node:net';
-import { Server as SshServer, utils, type Connection, type ParsedKey, type ServerChannel } from 'ssh2';
+import { Server as SshServer, type Connection, type ParsedKey, type ServerChannel } from 'ssh2';
 import type { Role } from '../domain/fleet';
 import { classify, runCommand } from './commands';
 import type { ExecResult, ServerRuntime } from './exec-context';
@@ -15,6 +15,7 @@ import { serveSftp } from './sftp';
 import { parseWords, ShellSyntaxError } from './shell';
 import { Supervisor } from './supervisor';
 import { USERS, Vfs } from './vfs';
+import { generateEd25519KeyPair } from '../keymanager/keygen';
 
 export interface SimServerConfig {
   name: string;
@@ -70,7 +71,7 @@ export class SimServerImpl implements SimServer, ServerRuntime {
     this.user = cfg.sudo ? 'kmadmin' : 'root';
     this.db = cfg.db;
     this.supervisor = new Supervisor(cfg.role, 1000 + cfg.index * 7);
-    const keys = utils.generateKeyPairSync('ed25519');
+    const keys = generateEd25519KeyPair();
     this.hostPrivateKey = keys.private;
     this.hostPublicLine = keys.public.split(' ').slice(0, 2).join(' ');
     this.hostKey = fingerprint(Buffer.from(this.hostPublicLine.split(' ')[1], 'base64'));

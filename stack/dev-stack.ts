@@ -6,7 +6,6 @@ import { promises as fs, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { NativeConnection } from '@temporalio/worker';
 import type { Sql } from 'postgres';
-import { utils as sshUtils } from 'ssh2';
 import { loadConfig } from '../client/config';
 import { CliError, EXIT } from '../client/errors';
 import { connectDatabase } from '../store/database';
@@ -17,6 +16,7 @@ import { createKmHotfixWorker, openActivityDeps, KmHotfixWorker, OpenedDeps } fr
 import { ensureTemporal, startDevServer, RunningDevServer } from './temporal';
 import { startEmbeddedPostgres, RunningPostgres } from './postgres';
 import { freePort, portInUse } from './process';
+import { generateEd25519KeyPair } from '../keymanager/keygen';
 
 export const DEFAULT_TEMPORAL_PORT = 7233;
 export const DEFAULT_POSTGRES_PORT = 5433;
@@ -66,7 +66,7 @@ export async function ensureDevSshKey(dataDir: string): Promise<{ privateKeyPath
     // not there yet: generate below
   }
   await fs.mkdir(dir, { recursive: true, mode: 0o700 });
-  const pair = sshUtils.generateKeyPairSync('ed25519', { comment: 'km-hotfix dev' });
+  const pair = generateEd25519KeyPair('km-hotfix dev');
   await fs.writeFile(privateKeyPath, pair.private, { mode: 0o600 });
   await fs.writeFile(publicKeyPath, pair.public + '\n', { mode: 0o644 });
   return { privateKeyPath, publicKey: pair.public.trim() };

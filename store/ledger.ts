@@ -145,3 +145,24 @@ export async function eventDetail(sql: Sql, rolloutId: string, key: string): Pro
   const rows = await sql<{ detail: Record<string, unknown> }[]>`SELECT detail FROM rollout_event WHERE rollout_id = ${rolloutId} AND event_key = ${key}`;
   return rows[0]?.detail;
 }
+
+/**
+ * Claims left by rollouts that ended outside our control (a terminated
+ * workflow never records its last phase): release those whose workflow no
+ * longer runs, and mark them in the ledger. Returns the ids released.
+ */
+export async function releaseStaleClaims(sql: Sql, ids: string[], isRunning: (id: string) => Promise<boolean>): Promise<string[]> {
+  const released: string[] = [];
+  for (const id of ids) {
+    if (await isRunning(id)) continue;
+    await sql.begin(async (tx) => {
+      await tx`DELETE FROM server_claim WHERE rollout_id = ${id}`;
+      await tx`DELETE FROM hotfix_claim WHERE rollout_id = ${id}`;
+      await tx`UPDATE rollout SET phase = 'failed', outcome = 'failed', ended_at = COALESCE(ended_at, now()), updated_at = now(),
+                 error = COALESCE(error, 'the workflow ended without finishing (terminated or timed out); servers it patched keep the hotfix')
+               WHERE id = ${id} AND ended_at IS NULL`;
+    });
+    released.push(id);
+  }
+  return released;
+}

@@ -6,7 +6,8 @@ import { strict as assert } from 'node:assert';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { promises as fs } from 'node:fs';
-import { KeyManagerSsh, SshPool, commandLine, parseSupervisorStatus, SshTarget } from '../keymanager/ssh';
+import { Server, utils as sshUtils } from 'ssh2';
+import { KeyManagerSsh, SshPool, commandLine, hostKeyFingerprint, parseSupervisorStatus, SshTarget } from '../keymanager/ssh';
 import { KmError, commandFailure, KmErrorKind } from '../keymanager/errors';
 import { quote, quoteArgv, splitCommand } from '../keymanager/quote';
 import { freePort } from '../stack/process';
@@ -230,7 +231,7 @@ describe('keymanager/ssh against OpenSSH sshd', function () {
   it('times out a hung command (retryable) and keeps the connection usable', async () => {
     const conns = sshd.connections();
     const started = Date.now();
-    const err = await rejection(pool.exec(t, ['sleep', '30'], { timeoutMs: 500 }));
+    const err = await rejection(pool.exec(t, ['sleep', '5'], { timeoutMs: 500 }));
     assertKm(err, 'timeout', true);
     assert.ok(Date.now() - started < 3000, `took ${Date.now() - started} ms`);
     assert.equal((await pool.exec(t, ['echo', 'ok'])).stdout, 'ok\n');
@@ -268,9 +269,14 @@ describe('keymanager/ssh against OpenSSH sshd', function () {
 
   it('calls onTick about every second while a command runs', async () => {
     let ticks = 0;
+    const started = Date.now();
     const r = await pool.exec(t, ['sleep', '2.4'], { onTick: () => { ticks++; } });
+    const seconds = Math.floor((Date.now() - started) / 1000);
     assert.equal(r.code, 0);
-    assert.ok(ticks >= 2 && ticks <= 3, `ticks: ${ticks}`);
+    assert.ok(ticks >= 2 && ticks >= seconds - 1 && ticks <= seconds, `ticks: ${ticks} in ${seconds} s`);
+    // No tick after the call returned.
+    await sleep(1100);
+    assert.ok(ticks <= seconds, `ticked after the end: ${ticks}`);
   });
 
   it('reports a refused port as a retryable connection error', async () => {
@@ -390,6 +396,43 @@ describe('keymanager/ssh against OpenSSH sshd', function () {
       assertKm(await rejection(p.exec({ ...t, hostKey: sshd.otherHostKey }, ['true'])), 'host-key', false);
     } finally {
       await p.close();
+    }
+  });
+
+  it('keeps the exit status of a command that ends in the same packets as the channel confirmation (a fast in-process server)', async () => {
+    const key = sshUtils.generateKeyPairSync('ed25519');
+    const pub = sshUtils.parseKey(key.public);
+    assert.ok(!(pub instanceof Error));
+    // Our own listener, so the server socket can be corked: success, data, exit status, EOF and close then leave in one write.
+    const socks = new Map<object, net.Socket>();
+    const ssh = new Server({ hostKeys: [key.private] }, (client) => {
+      client.on('authentication', (ctx) => ctx.accept());
+      client.on('error', () => undefined);
+      client.on('session', (accept) => {
+        accept().on('exec', (acceptExec) => {
+          const sock = socks.get(client);
+          sock?.cork();
+          const ch = acceptExec();
+          ch.write('fast\n');
+          ch.exit(3);
+          ch.end();
+          process.nextTick(() => sock?.uncork());
+        });
+      });
+    });
+    const server = net.createServer((sock) => {
+      sock.on('error', () => undefined);
+      ssh.once('connection', (client) => socks.set(client, sock));
+      ssh.injectSocket(sock);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const p = new SshPool({ privateKey: sshd.clientKey });
+    try {
+      const fast = { ...t, name: 'km-fast', port: (server.address() as net.AddressInfo).port, hostKey: hostKeyFingerprint(pub.getPublicSSH()) };
+      for (let i = 0; i < 20; i++) assert.deepEqual(await p.exec(fast, ['anything']), { code: 3, stdout: 'fast\n', stderr: '' });
+    } finally {
+      await p.close();
+      server.close();
     }
   });
 });

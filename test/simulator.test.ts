@@ -7,7 +7,7 @@ import { promises as fs } from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { Command } from 'commander';
-import { Client, utils } from 'ssh2';
+import { Client } from 'ssh2';
 import type { Sql } from 'postgres';
 import { makeHotfix, startSimFleet, shellQuote, type SimFleet, type SimServer } from '../simulator';
 import { registerSim, simRun } from '../client/commands/sim';
@@ -15,11 +15,12 @@ import { CliError } from '../client/errors';
 import { parseInventory } from '../domain/fleet';
 import { runChild } from '../stack/process';
 import { freshDatabase, scratchDir, sqlFor } from './helpers/stack';
+import { generateEd25519KeyPair } from '../keymanager/keygen';
 
 interface Run { code: number | null; stdout: string; stderr: string }
 
-const clientKeys = utils.generateKeyPairSync('ed25519');
-const otherKeys = utils.generateKeyPairSync('ed25519');
+const clientKeys = generateEd25519KeyPair();
+const otherKeys = generateEd25519KeyPair();
 
 function connect(s: SimServer, opts: { key?: string; user?: string; hostKey?: string } = {}): Promise<Client> {
   return new Promise((resolve, reject) => {

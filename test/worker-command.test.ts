@@ -5,10 +5,10 @@ import { spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { utils as sshUtils } from 'ssh2';
 import { BIN, cliEnv, lines, runCli } from './helpers/cli-process';
 import { freshDatabase, scratchDir, sqlFor, testStack } from './helpers/stack';
 import { freePort } from '../stack/process';
+import { generateEd25519KeyPair } from '../keymanager/keygen';
 
 describe('km-hotfix worker (real command, harness Temporal and PostgreSQL)', function () {
   this.timeout(90_000);
@@ -17,7 +17,7 @@ describe('km-hotfix worker (real command, harness Temporal and PostgreSQL)', fun
   before(async () => {
     const dir = await scratchDir('worker-cmd');
     const key = path.join(dir, 'id_ed25519');
-    await fs.writeFile(key, sshUtils.generateKeyPairSync('ed25519').private, { mode: 0o600 });
+    await fs.writeFile(key, generateEd25519KeyPair().private, { mode: 0o600 });
     env = {
       TEMPORAL_ADDRESS: testStack().temporal.address,
       KM_HOTFIX_TASK_QUEUE: `worker-cmd-${randomBytes(3).toString('hex')}`,

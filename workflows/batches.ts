@@ -1,15 +1,12 @@
 // A run of batches over servers, as a child workflow of a rollout or a
 // removal. Fan-out lives here (not in the parent) so that no execution's
 // history grows with the fleet: a parent starts one child per slice of at
-// most SLICE_SERVERS servers.
+// most `sliceServers` servers (workflows/steps.ts).
 import { condition, setHandler } from '@temporalio/workflow';
 import type { RolloutTiming, ServerState } from '../domain/rollout';
 import { batchStatusQuery, BatchProgress, pauseBatchesSignal, stopBatchesSignal } from './definitions';
 import { activities, patchServer, timing, unpatchServer } from './steps';
 import { failureMessage } from './errors';
-
-/** Servers per child workflow: ~25 history events per server keeps a child far below 10,240. */
-export const SLICE_SERVERS = 100;
 
 export type BatchAction = 'apply' | 'rollback' | 'remove';
 

@@ -3,23 +3,24 @@
 import { ChildWorkflowHandle, condition, ParentClosePolicy, startChild } from '@temporalio/workflow';
 import type { RolloutTiming } from '../domain/rollout';
 import { WORKFLOW_TYPES, pauseBatchesSignal, stopBatchesSignal } from './definitions';
-import { BatchAction, BatchesInput, BatchesResult, BatchServerResult, SLICE_SERVERS } from './batches';
+import { BatchAction, BatchesInput, BatchesResult, BatchServerResult } from './batches';
+import { timing } from './steps';
 
-/** Group batches into waves of child workflows: consecutive batches share a child up to SLICE_SERVERS; a wider batch is split across parallel children. */
-export function slicesOf(batches: string[][]): string[][][][] {
+/** Group batches into waves of child workflows: consecutive batches share a child up to `slice` servers; a wider batch is split across parallel children. */
+export function slicesOf(batches: string[][], slice: number): string[][][][] {
   const waves: string[][][][] = [];
   let current: string[][] = [];
   let size = 0;
   const flush = () => { if (current.length) { waves.push([current]); current = []; size = 0; } };
   for (const batch of batches) {
-    if (batch.length > SLICE_SERVERS) {
+    if (batch.length > slice) {
       flush();
       const parts: string[][][] = [];
-      for (let i = 0; i < batch.length; i += SLICE_SERVERS) parts.push([batch.slice(i, i + SLICE_SERVERS)]);
+      for (let i = 0; i < batch.length; i += slice) parts.push([batch.slice(i, i + slice)]);
       waves.push(parts);
       continue;
     }
-    if (size + batch.length > SLICE_SERVERS) flush();
+    if (size + batch.length > slice) flush();
     current.push(batch);
     size += batch.length;
   }
@@ -54,7 +55,7 @@ export class Fanout {
   /** Run the batches; maxFailures -1 = keep going whatever fails. Returns the failures counted. */
   async run(action: BatchAction, batches: string[][], maxFailures: number, ctl: FanoutControl): Promise<{ failures: number; stopped: boolean }> {
     let failures = 0;
-    for (const wave of slicesOf(batches)) {
+    for (const wave of slicesOf(batches, timing(this.timing).sliceServers)) {
       await condition(() => !ctl.isPaused() || ctl.shouldStop());
       if (ctl.shouldStop() || (maxFailures >= 0 && failures > maxFailures)) return { failures, stopped: true };
       const budget = maxFailures < 0 ? -1 : maxFailures - failures;

@@ -7,6 +7,8 @@ import type { RolloutTiming } from '../domain/rollout';
 export const DEFAULT_TIMING: RolloutTiming = {
   servicesTimeoutMs: 5 * 60_000,
   maxRetryIntervalMs: 60_000,
+  // ~25 history events per server keeps a child far below Temporal's 10,240 warning.
+  sliceServers: 100,
 };
 
 export function timing(t?: Partial<RolloutTiming>): RolloutTiming {

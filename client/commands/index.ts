@@ -4,6 +4,15 @@ import { registerDev } from './dev';
 import { registerWorker } from './worker';
 import { registerFleet } from './fleet';
 import { registerSim } from './sim';
+import { registerUpload } from './upload';
+import { registerPlan } from './plan';
+import { registerRollout } from './rollout';
+import { registerGate } from './gate';
+import { registerStatus } from './status';
+import { registerSteer } from './steer';
+import { registerRemove } from './remove';
+import { registerList } from './list';
+import { registerDemo } from './demo';
 
 export type RegisterCommand = (program: Command) => void;
 
@@ -11,5 +20,14 @@ export const COMMANDS: RegisterCommand[] = [
   registerDev,
   registerWorker,
   registerFleet,
+  registerUpload,
+  registerPlan,
+  registerRollout,
+  registerGate,
+  registerStatus,
+  registerSteer,
+  registerRemove,
+  registerList,
+  registerDemo,
   registerSim,
 ];

@@ -3,7 +3,6 @@
 // with its inventory imported, and a worker with the real activities on its
 // own task queue.
 import { randomBytes } from 'node:crypto';
-import { utils } from 'ssh2';
 import type { Sql } from 'postgres';
 import { Client, WorkflowHandle } from '@temporalio/client';
 import { freshDatabase, sqlFor } from './stack';
@@ -16,6 +15,7 @@ import { startSimFleet, makeHotfix, SimFleet, SimFleetOptions } from '../../simu
 import type { Component } from '../../domain/hotfix';
 import type { RolloutInput, RolloutStatus, RemovalInput } from '../../domain/rollout';
 import { WORKFLOW_TYPES, statusQuery } from '../../workflows/definitions';
+import { generateEd25519KeyPair } from '../../keymanager/keygen';
 
 export interface RolloutEnv {
   fleet: SimFleet;
@@ -24,6 +24,9 @@ export interface RolloutEnv {
   worker: TestWorker;
   client: Client;
   taskQueue: string;
+  /** Database URLs, for running the real CLI against this environment (DATABASE_URL, KM_DATABASE_URL). */
+  orchestratorUrl: string;
+  kmUrl: string;
   /** Upload-ready: store a hotfix file and register it on a server through the real upload path. */
   hotfix(component: Component, opts?: { version?: string; description?: string; issue?: string; register?: boolean }): Promise<{ name: string; sha256: string; fileName: string }>;
   startRollout(input: Partial<RolloutInput> & { hotfix: string }): Promise<WorkflowHandle>;
@@ -41,11 +44,12 @@ export interface RolloutEnv {
 export const FAST_TIMING = { servicesTimeoutMs: 15_000, maxRetryIntervalMs: 500 };
 
 export async function rolloutEnv(opts: Partial<Omit<SimFleetOptions, 'kmDatabaseUrl' | 'authorizedKey'>> & { frontends: number; backends: number }): Promise<RolloutEnv> {
-  const orchestrator = sqlFor(await freshDatabase('orch'));
+  const orchestratorUrl = await freshDatabase('orch');
+  const orchestrator = sqlFor(orchestratorUrl);
   await migrate(orchestrator);
   const kmUrl = await freshDatabase('km');
   const km = sqlFor(kmUrl);
-  const keys = utils.generateKeyPairSync('ed25519');
+  const keys = generateEd25519KeyPair();
   const fleet = await startSimFleet({ restartMs: 50, ...opts, kmDatabaseUrl: kmUrl, authorizedKey: keys.public });
   await replaceInventory(orchestrator, fleet.inventory());
   const built = createActivities({ orchestrator, km, ssh: { privateKey: Buffer.from(keys.private) } });
@@ -56,7 +60,7 @@ export async function rolloutEnv(opts: Partial<Omit<SimFleetOptions, 'kmDatabase
   const suffix = () => randomBytes(3).toString('hex');
 
   const env: RolloutEnv = {
-    fleet, orchestrator, km, worker, client, taskQueue,
+    fleet, orchestrator, km, worker, client, taskQueue, orchestratorUrl, kmUrl,
     async hotfix(component, o = {}) {
       const made = await makeHotfix({ component, version: o.version ?? '3.0.0', description: o.description ?? `fix_${suffix()}`, issueId: o.issue ?? 'UKM-1001' });
       const stored = await storeHotfixFile(orchestrator, made.fileName, made.bytes, 'tester');

@@ -1,0 +1,211 @@
+// Helpers shared by the workflow commands: identity, option parsers, the
+// Temporal and database sessions, and reading a workflow's status (live
+// query merged with its batch children, or the result once it has ended).
+import { randomBytes } from 'node:crypto';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import type { Sql } from 'postgres';
+import { Client, WorkflowHandle, WorkflowNotFoundError } from '@temporalio/client';
+import { loadConfig, defaultIdentity, Config } from '../config';
+import { CliError, EXIT, ExitCode } from '../errors';
+import { connectClient, TemporalClient } from '../temporal';
+import { connectDatabase, connectOrchestrator, requireDatabaseUrl } from '../../store/database';
+import { KeyManagerDatabase } from '../../keymanager/database';
+import { FINAL_PHASES, RolloutStatus, WorkflowKind, workflowId } from '../../domain/rollout';
+import { parseDuration, PlanError } from '../../domain/plan';
+import { WORKFLOW_TYPES, batchStatusQuery, statusQuery } from '../../workflows/definitions';
+
+const IDENTITY = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/;
+
+/** `--as USER` on a command that acts on someone's behalf. */
+export function withIdentity(cmd: Command): Command {
+  return cmd.addOption(new Option('--as <user>', 'who you are, for the ledger and the approval rules (default: $USER)'));
+}
+
+export function identity(as: string | undefined): string {
+  const who = as ?? defaultIdentity();
+  if (!IDENTITY.test(who)) throw new CliError(`--as must be a user name of letters, digits, '.', '_', '@' or '-' (got '${who}')`, EXIT.refused);
+  return who;
+}
+
+/** Comma-separated names (`--servers a,b`), empty parts rejected. */
+export function nameList(flag: string) {
+  return (value: string): string[] => {
+    const parts = value.split(',').map((s) => s.trim());
+    if (parts.length === 0 || parts.some((p) => p === '')) throw new InvalidArgumentError(`${flag} takes comma-separated names such as a,b (got '${value}')`);
+    return parts;
+  };
+}
+
+export function wholeNumber(flag: string, min = 0) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < min) throw new InvalidArgumentError(`${flag} must be a whole number >= ${min} (got '${value}')`);
+    return n;
+  };
+}
+
+/** A duration flag parsed with the plan's grammar (PlanError → one-line refusal). */
+export function duration(flag: string) {
+  return (value: string): number => {
+    try {
+      return parseDuration(value, flag);
+    } catch (err) {
+      if (err instanceof PlanError) throw new InvalidArgumentError(err.message);
+      throw err;
+    }
+  };
+}
+
+/** Run fn with a Temporal client; always closes it. */
+export async function withTemporal<T>(config: Config, fn: (client: Client) => Promise<T>): Promise<T> {
+  const t: TemporalClient = await connectClient(config);
+  try {
+    return await fn(t.client);
+  } finally {
+    await t.close().catch(() => undefined);
+  }
+}
+
+export interface Databases {
+  orchestrator: Sql;
+  kmDb: KeyManagerDatabase;
+}
+
+async function closeAll(opened: Sql[]): Promise<void> {
+  await Promise.all(opened.map((s) => s.end({ timeout: 5 }).catch(() => undefined)));
+}
+
+/** Both databases, connected (orchestrator migrated); closed after fn. */
+export async function withDatabases<T>(config: Config, fn: (db: Databases) => Promise<T>): Promise<T> {
+  // Check both variables before connecting, so a missing one is reported before a slow timeout.
+  requireDatabaseUrl(config, 'orchestrator');
+  const kmUrl = requireDatabaseUrl(config, 'Key Manager');
+  const opened: Sql[] = [];
+  try {
+    const orchestrator = await connectOrchestrator(config);
+    opened.push(orchestrator);
+    const km = await connectDatabase(kmUrl, 'Key Manager', { max: 2 });
+    opened.push(km);
+    return await fn({ orchestrator, kmDb: new KeyManagerDatabase(km) });
+  } finally {
+    await closeAll(opened);
+  }
+}
+
+/** The orchestrator database alone (ledger, inventory). */
+export async function withOrchestrator<T>(config: Config, fn: (sql: Sql) => Promise<T>): Promise<T> {
+  const sql = await connectOrchestrator(config);
+  try {
+    return await fn(sql);
+  } finally {
+    await closeAll([sql]);
+  }
+}
+
+/** The Key Manager database alone (read-only here). */
+export async function withKeyManager<T>(config: Config, fn: (kmDb: KeyManagerDatabase) => Promise<T>): Promise<T> {
+  const sql = await connectDatabase(requireDatabaseUrl(config, 'Key Manager'), 'Key Manager', { max: 2 });
+  try {
+    return await fn(new KeyManagerDatabase(sql));
+  } finally {
+    await closeAll([sql]);
+  }
+}
+
+export function config(): Config {
+  return loadConfig();
+}
+
+/** A new workflow id for this kind and hotfix. */
+export function newWorkflowId(kind: WorkflowKind, hotfix: string): string {
+  return workflowId(kind, hotfix, new Date(), randomBytes(3).toString('hex'));
+}
+
+const KIND_BY_TYPE: Record<string, WorkflowKind> = {
+  [WORKFLOW_TYPES.rollout]: 'rollout',
+  [WORKFLOW_TYPES.removal]: 'removal',
+  [WORKFLOW_TYPES.upload]: 'upload',
+};
+
+export interface Described {
+  handle: WorkflowHandle;
+  kind: WorkflowKind;
+  running: boolean;
+  status: string;
+}
+
+/** The workflow behind an id, or exit 2 saying how to find ids. */
+export async function describeWorkflow(client: Client, id: string): Promise<Described> {
+  if (!id || /[\s\0]/.test(id)) throw new CliError(`'${id}' is not a workflow id: 'km-hotfix list' shows recent ones`, EXIT.refused);
+  const handle = client.workflow.getHandle(id);
+  let desc;
+  try {
+    desc = await handle.describe();
+  } catch (err) {
+    if (err instanceof WorkflowNotFoundError || /not found/i.test((err as Error).message)) {
+      throw new CliError(`no rollout, removal or upload with id '${id}': 'km-hotfix list' shows recent ones`, EXIT.refused);
+    }
+    throw err;
+  }
+  const kind = KIND_BY_TYPE[desc.type];
+  if (!kind) throw new CliError(`'${id}' is a ${desc.type} workflow, not a km-hotfix rollout, removal or upload: 'km-hotfix list' shows those`, EXIT.refused);
+  return { handle, kind, running: desc.status.name === 'RUNNING', status: desc.status.name };
+}
+
+/**
+ * The status of a workflow: its live query while it runs, with the per-server
+ * states of the batch children running now merged over the parent's; its
+ * result once it has ended.
+ */
+export async function readStatus(client: Client, d: Described): Promise<RolloutStatus> {
+  if (!d.running) return finalStatus(d);
+  let st: RolloutStatus;
+  try {
+    st = await d.handle.query(statusQuery);
+  } catch (err) {
+    // It may have ended between describe and query.
+    const again = await describeWorkflow(client, d.handle.workflowId);
+    if (!again.running) return finalStatus(again);
+    throw new CliError(`${d.handle.workflowId} does not answer its status query (${firstLine(err)}): is a worker running on task queue '${config().taskQueue}'? ('km-hotfix worker' or 'km-hotfix dev')`, EXIT.unreachable);
+  }
+  return mergeBatches(client, st);
+}
+
+async function mergeBatches(client: Client, st: RolloutStatus): Promise<RolloutStatus> {
+  if (st.activeBatchWorkflows.length === 0) return st;
+  const byName = new Map(st.servers.map((s) => [s.name, s]));
+  await Promise.all(st.activeBatchWorkflows.map(async (childId) => {
+    try {
+      const progress = await client.workflow.getHandle(childId).query(batchStatusQuery);
+      for (const live of progress.servers) {
+        const s = byName.get(live.name);
+        if (!s) continue;
+        s.state = live.state;
+        if (live.startedAt) s.startedAt = live.startedAt;
+        if (live.endedAt) s.endedAt = live.endedAt;
+        if (live.error) s.error = live.error;
+      }
+    } catch {
+      // The child just ended: the parent's next answer has its results.
+    }
+  }));
+  return st;
+}
+
+async function finalStatus(d: Described): Promise<RolloutStatus> {
+  if (d.status === 'COMPLETED') return (await d.handle.result()) as RolloutStatus;
+  throw new CliError(`${d.handle.workflowId} ended ${d.status.toLowerCase()} in Temporal, without a km-hotfix outcome: see its history in the Temporal UI; 'km-hotfix list' shows its last recorded phase`, EXIT.failed);
+}
+
+export function isFinal(st: RolloutStatus): boolean {
+  return FINAL_PHASES.includes(st.phase);
+}
+
+/** SPEC §4: 0 completed, 1 failed or rolled back. */
+export function outcomeExit(st: RolloutStatus): ExitCode {
+  return st.phase === 'completed' ? EXIT.ok : EXIT.failed;
+}
+
+export function firstLine(err: unknown): string {
+  return (err instanceof Error ? err.message : String(err)).split('\n')[0]!;
+}

@@ -1,0 +1,150 @@
+// Everything `rollout` and `plan` check before anything starts: the hotfix
+// argument (a Name or a file), the options, and the same planRollout the
+// workflow runs, on the inventory and the Key Manager database. Every refusal
+// is a CliError with exit 2 and one line; nothing here changes anything.
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import { HotfixNameError, parseHotfixFileName, parseHotfixName, Component } from '../../domain/hotfix';
+import { parseBatch, planRollout, PlanError, RolloutPlan } from '../../domain/plan';
+import type { FleetServer } from '../../domain/fleet';
+import type { DrainedBackend } from '../../domain/rollout';
+import { MAX_HOTFIX_BYTES, sha256Hex } from '../../store/hotfix-files';
+import { listInventory } from '../../store/inventory';
+import { conflictingRollouts } from '../../store/ledger';
+import type { KeyManagerDatabase } from '../../keymanager/database';
+import { CliError, EXIT } from '../errors';
+import type { Databases } from './common';
+
+export interface HotfixFile {
+  path: string;
+  fileName: string;
+  version: string;
+  bytes: Buffer;
+  sha256: string;
+}
+
+export interface HotfixArg {
+  name: string;
+  component: Component;
+  /** Given when HOTFIX was a file: it is stored and uploaded first. */
+  file?: HotfixFile;
+}
+
+function refuse(err: unknown): never {
+  if (err instanceof HotfixNameError || err instanceof PlanError) throw new CliError(err.message, EXIT.refused);
+  throw err;
+}
+
+async function isFile(p: string): Promise<boolean> {
+  try {
+    return (await fs.stat(p)).isFile();
+  } catch {
+    return false;
+  }
+}
+
+/** Read a hotfix file: its name must follow the vendor grammar; exit 2 otherwise. */
+export async function readHotfixFile(p: string): Promise<HotfixFile> {
+  let parsed;
+  try {
+    parsed = parseHotfixFileName(path.basename(p));
+  } catch (err) {
+    refuse(err);
+  }
+  let bytes: Buffer;
+  try {
+    bytes = await fs.readFile(p);
+  } catch (err) {
+    throw new CliError(`cannot read ${p} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): give the path of the hotfix file from the vendor`, EXIT.refused);
+  }
+  if (bytes.length === 0) throw new CliError(`${p} is empty: download the hotfix again`, EXIT.refused);
+  if (bytes.length > MAX_HOTFIX_BYTES) throw new CliError(`${p} is larger than ${MAX_HOTFIX_BYTES / 1024 / 1024} MiB: that is no hotfix file`, EXIT.refused);
+  return { path: p, fileName: parsed.fileName, version: parsed.version, bytes, sha256: sha256Hex(bytes) };
+}
+
+/**
+ * HOTFIX is a file when it ends in .gz or names an existing file; otherwise a
+ * Name, checked against the strict grammar (it reaches a shell on every server).
+ */
+export async function readHotfixArg(arg: string): Promise<HotfixArg> {
+  if (arg.endsWith('.gz') || (arg.includes('/') && (await isFile(arg)))) {
+    const file = await readHotfixFile(arg);
+    const parsed = parseHotfixFileName(file.fileName);
+    return { name: parsed.name, component: parsed.component, file };
+  }
+  try {
+    const { name, component } = parseHotfixName(arg);
+    return { name, component };
+  } catch (err) {
+    refuse(err);
+  }
+}
+
+/** The inventory, checked against Key Manager's own server list. */
+export async function checkedInventory(db: Databases): Promise<FleetServer[]> {
+  const fleet = await listInventory(db.orchestrator);
+  if (fleet.length === 0) throw new CliError("the inventory is empty: import one with 'km-hotfix fleet import FILE'", EXIT.refused);
+  const known = new Set((await db.kmDb.servers()).map((s) => s.name));
+  const strangers = fleet.filter((s) => !known.has(s.name)).map((s) => s.name);
+  if (strangers.length > 0) {
+    throw new CliError(`inventory servers ${strangers.slice(0, 5).join(', ')} are not in the Key Manager database's km_server table: inventory names must match Key Manager's server names (check KM_DATABASE_URL)`, EXIT.refused);
+  }
+  return fleet;
+}
+
+export interface PlanOptions {
+  servers?: string[];
+  canary?: string;
+  batch: string;
+}
+
+export interface PreparedRollout {
+  hotfix: HotfixArg;
+  fleet: FleetServer[];
+  plan: RolloutPlan;
+  /** The backends that would be drained, with their Maximum Processes now. */
+  drained: DrainedBackend[];
+  registered: boolean;
+  /** Active rollouts that touch the same servers or hotfix (a rollout is refused while any). */
+  conflicts: { id: string; reason: string }[];
+}
+
+async function registration(kmDb: KeyManagerDatabase, hotfix: HotfixArg): Promise<boolean> {
+  const row = await kmDb.hotfix(hotfix.name);
+  if (hotfix.file) {
+    if (row && row.sha256 !== hotfix.file.sha256) {
+      throw new CliError(`Key Manager already has a different file registered as ${hotfix.name} (${row.fileName}): remove it first with 'km-hotfix remove ${hotfix.name}', or roll out the registered one by its Name`, EXIT.refused);
+    }
+  } else if (!row) {
+    throw new CliError(`${hotfix.name} is not registered in Key Manager: upload it first with 'km-hotfix upload FILE', or pass the file to 'km-hotfix rollout' ('km-hotfix hotfixes' lists what is registered)`, EXIT.refused);
+  }
+  return !!row;
+}
+
+/** The plan the rollout workflow would make, from the same inputs; refuses (exit 2) what its preflight would refuse. */
+export async function prepareRollout(db: Databases, hotfix: HotfixArg, opts: PlanOptions): Promise<PreparedRollout> {
+  let batch;
+  try {
+    batch = parseBatch(opts.batch);
+  } catch (err) {
+    refuse(err);
+  }
+  const registered = await registration(db.kmDb, hotfix);
+  const fleet = await checkedInventory(db);
+  const hasHotfix = new Set(await db.kmDb.appliedOn(hotfix.name));
+  let plan: RolloutPlan;
+  try {
+    plan = planRollout({ component: hotfix.component, fleet, servers: opts.servers, hasHotfix, canary: opts.canary, batch });
+  } catch (err) {
+    refuse(err);
+  }
+  const max = await db.kmDb.maxProcesses(plan.drain);
+  const drained = plan.drain.map((server) => ({ server, maxProcesses: max.get(server) ?? 0 }));
+  const conflicts = await conflictingRollouts(db.orchestrator, hotfix.name, plan.targets);
+  return { hotfix, fleet, plan, drained, registered, conflicts };
+}
+
+export function refuseConflicts(conflicts: { id: string; reason: string }[]): void {
+  const c = conflicts[0];
+  if (c) throw new CliError(`rollout ${c.id} is still active on ${c.reason}: wait for it to end ('km-hotfix status ${c.id} --watch'), or abort it with 'km-hotfix abort ${c.id} --reason ...'`, EXIT.refused);
+}

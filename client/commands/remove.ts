@@ -1,0 +1,80 @@
+// `km-hotfix remove HOTFIX`: unapply (and restart) on every server that has
+// it, then delete it from the Key Manager database once it is applied nowhere.
+import type { Command } from 'commander';
+import { HotfixNameError, parseHotfixName } from '../../domain/hotfix';
+import { conflictingRollouts } from '../../store/ledger';
+import type { RemovalInput, RolloutTiming } from '../../domain/rollout';
+import { WORKFLOW_TYPES } from '../../workflows/definitions';
+import type { Config } from '../config';
+import { CliError, EXIT } from '../errors';
+import { config, duration, identity, nameList, newWorkflowId, withDatabases, withIdentity, withTemporal } from './common';
+import { checkedInventory, refuseConflicts } from './prepare';
+import { announceStarted } from './rollout';
+
+export interface RemoveRequest {
+  hotfix: string;
+  as?: string;
+  servers?: string[];
+  keepRegistered?: boolean;
+  timing?: Partial<RolloutTiming>;
+}
+
+export async function startRemoval(cfg: Config, req: RemoveRequest): Promise<{ id: string; targets: string[] }> {
+  const requestedBy = identity(req.as);
+  let name: string;
+  try {
+    name = parseHotfixName(req.hotfix).name;
+  } catch (err) {
+    if (err instanceof HotfixNameError) throw new CliError(err.message, EXIT.refused);
+    throw err;
+  }
+  const servers = req.servers ?? [];
+  return withDatabases(cfg, async (db) => {
+    const fleet = await checkedInventory(db);
+    const names = new Set(fleet.map((s) => s.name));
+    const unknown = servers.filter((n) => !names.has(n));
+    if (unknown.length) throw new CliError(`--servers names ${unknown.join(', ')}, not in the inventory: run 'km-hotfix fleet list' for the names`, EXIT.refused);
+    const registered = !!(await db.kmDb.hotfix(name));
+    const applied = new Set(await db.kmDb.appliedOn(name));
+    if (!registered && applied.size === 0) {
+      throw new CliError(`${name} is not registered in Key Manager and applied nowhere: nothing to remove ('km-hotfix hotfixes' lists what is registered)`, EXIT.refused);
+    }
+    const scope = servers.length ? new Set(servers) : names;
+    const targets = fleet.filter((s) => applied.has(s.name) && scope.has(s.name)).map((s) => s.name);
+    refuseConflicts(await conflictingRollouts(db.orchestrator, name, targets));
+    return withTemporal(cfg, async (client) => {
+      const input: RemovalInput = { hotfix: name, requestedBy, servers, keepRegistered: !!req.keepRegistered, ...(req.timing ? { timing: req.timing } : {}) };
+      const id = newWorkflowId('removal', name);
+      await client.workflow.start(WORKFLOW_TYPES.removal, { taskQueue: cfg.taskQueue, workflowId: id, args: [input] });
+      return { id, targets };
+    });
+  });
+}
+
+export function registerRemove(program: Command): void {
+  withIdentity(program
+    .command('remove <hotfix>')
+    .summary('unapply a hotfix everywhere (or on some servers), then delete it from Key Manager; prints the workflow id')
+    .description(`Remove hotfix Name HOTFIX as the vendor describes: on each server that has it (per Key Manager's
+Hotfixes Applied), one at a time, ssh-mgr-controller --unapply-hotfix and supervisorctl restart all,
+then verify; once it is applied nowhere, delete it from the Key Manager database (System → Hotfixes).
+With --servers only those servers are touched and the registration is kept.`))
+    .option('--servers <a,b>', 'remove it only from these servers (keeps the registration)', nameList('--servers'))
+    .option('--keep-registered', 'unapply everywhere but keep it registered, to apply again later')
+    .option('--services-timeout <dur>', 'how long services may take to be RUNNING again after a restart (default 5m)', duration('--services-timeout'))
+    .option('--wait', 'follow the removal until it ends; exit 0 completed, 1 failed')
+    .option('--json', 'print {"id": ...} (with --wait: the final status document)')
+    .addHelpText('after', `
+Examples:
+  km-hotfix remove hotfix_backend_fix_queue_stall --wait
+  km-hotfix remove hotfix_frontend_fix_login --servers km-fe-2`)
+    .action(async (hotfix: string, o: { as?: string; servers?: string[]; keepRegistered?: boolean; servicesTimeout?: number; wait?: boolean; json?: boolean }) => {
+      const cfg = config();
+      const started = await startRemoval(cfg, {
+        hotfix, as: o.as, servers: o.servers, keepRegistered: o.keepRegistered,
+        ...(o.servicesTimeout ? { timing: { servicesTimeoutMs: o.servicesTimeout } } : {}),
+      });
+      if (started.targets.length === 0 && !o.json) process.stderr.write(`${hotfix} is applied on none of these servers: the removal only ${o.keepRegistered || o.servers ? 'checks that' : 'deletes the registration'}\n`);
+      await announceStarted(cfg, started.id, o);
+    });
+}

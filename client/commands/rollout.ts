@@ -1,0 +1,128 @@
+// `km-hotfix rollout HOTFIX`: validate everything the workflow's preflight
+// would refuse (without SSH), then start the rollout workflow and print its id.
+import type { Command } from 'commander';
+import type { Client } from '@temporalio/client';
+import { storeHotfixFile } from '../../store/hotfix-files';
+import type { RolloutInput, RolloutStatus, RolloutTiming } from '../../domain/rollout';
+import { WORKFLOW_TYPES } from '../../workflows/definitions';
+import type { Config } from '../config';
+import { CliError, EXIT } from '../errors';
+import {
+  config, duration, identity, nameList, newWorkflowId, wholeNumber, withDatabases, withIdentity, withTemporal,
+} from './common';
+import { prepareRollout, PreparedRollout, readHotfixArg, refuseConflicts } from './prepare';
+import { followWorkflow } from './status';
+
+export interface RolloutRequest {
+  hotfix: string;
+  as?: string;
+  servers?: string[];
+  canary?: string;
+  batch: string;
+  maxFailures: number;
+  approvers: string[];
+  approvalTimeoutMs: number;
+  timing?: Partial<RolloutTiming>;
+}
+
+export interface StartedRollout {
+  id: string;
+  prepared: PreparedRollout;
+  requestedBy: string;
+}
+
+/** Validate and start; nothing is started (and nothing stored) unless every check passes. */
+export async function startRollout(cfg: Config, req: RolloutRequest): Promise<StartedRollout> {
+  const requestedBy = identity(req.as);
+  const hotfix = await readHotfixArg(req.hotfix);
+  const approvers = [...new Set(req.approvers)];
+  if (approvers.length > 0 && approvers.every((a) => a === requestedBy)) {
+    throw new CliError(`--approvers lists only ${requestedBy}, who starts this rollout and so may not verify it: name someone else`, EXIT.refused);
+  }
+  return withDatabases(cfg, async (db) => {
+    const prepared = await prepareRollout(db, hotfix, { servers: req.servers, canary: req.canary, batch: req.batch });
+    refuseConflicts(prepared.conflicts);
+    return withTemporal(cfg, async (client: Client) => {
+      // Stored only now: the file is content-addressed, so storing it again is harmless.
+      const upload = hotfix.file ? { sha256: (await storeHotfixFile(db.orchestrator, hotfix.file.fileName, hotfix.file.bytes, requestedBy)).sha256 } : undefined;
+      const input: RolloutInput = {
+        hotfix: hotfix.name, requestedBy, servers: req.servers ?? [], batch: req.batch, maxFailures: req.maxFailures,
+        approvers, approvalTimeoutMs: req.approvalTimeoutMs,
+        ...(req.canary ? { canary: req.canary } : {}),
+        ...(upload ? { upload } : {}),
+        ...(req.timing ? { timing: req.timing } : {}),
+      };
+      const id = newWorkflowId('rollout', hotfix.name);
+      await client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue: cfg.taskQueue, workflowId: id, args: [input] });
+      return { id, prepared, requestedBy };
+    });
+  });
+}
+
+interface RolloutFlags {
+  as?: string;
+  servers?: string[];
+  canary?: string;
+  batch: string;
+  maxFailures: number;
+  approvers?: string[];
+  approvalTimeout: number;
+  servicesTimeout?: number;
+  wait?: boolean;
+  json?: boolean;
+}
+
+/** Print the id of a started workflow, then follow it with --wait; sets the exit code. */
+export async function announceStarted(cfg: Config, id: string, flags: { wait?: boolean; json?: boolean }): Promise<RolloutStatus | undefined> {
+  if (!flags.wait) {
+    console.log(flags.json ? JSON.stringify({ id }) : id);
+    if (!flags.json) process.stderr.write(`follow it with: km-hotfix status ${id} --watch\n`);
+    return undefined;
+  }
+  if (!flags.json) console.log(id);
+  return followWorkflow(cfg, id, { json: flags.json });
+}
+
+export function registerRollout(program: Command): void {
+  withIdentity(program
+    .command('rollout <hotfix>')
+    .summary('start a rollout: canary, verification by a person, fan-out; prints its id')
+    .description(`Start a rollout of HOTFIX, a registered hotfix Name (hotfix_<component>_<description>) or a hotfix file
+(sshmgr-<version>-hotfix_<component>_<description>_<issue>.gz, uploaded first).
+
+The procedure, as the vendor recommends it:
+  1. preflight: every target answers SSH with its pinned host key and runs all services; nothing changes
+  2. the canary, chosen by the hotfix type: a frontend for hotfix_frontend_*, a backend for
+     hotfix_backend_* (every other unpatched backend gets Maximum Processes 0 meanwhile), any server
+     for hotfix_common_*; apply, restart services, verify
+  3. a person other than you verifies the canary: km-hotfix approve ID / reject ID --reason ...
+  4. Maximum Processes restored; the rest of the fleet in batches
+Any failure, a rejection, the approval timeout or an abort rolls back every server this rollout
+patched. Everything is checked before the rollout starts: a bad input changes nothing (exit 2).`))
+    .option('--servers <a,b>', 'patch only these servers (default: the whole inventory)', nameList('--servers'))
+    .option('--canary <server>', 'verify on this server first (it must have the role the hotfix type needs)')
+    .option('--batch <N|P%>', 'fan-out batch size: a number of servers or a percentage of the rest', '1')
+    .option('--max-failures <n>', 'servers that may fail in fan-out before it stops and rolls back', wholeNumber('--max-failures'), 0)
+    .option('--approvers <a,b>', 'only these people may approve or reject (never the requester)', nameList('--approvers'))
+    .option('--approval-timeout <dur>', 'how long to wait for a verdict; no answer counts as a rejection (e.g. 30m, 24h)', duration('--approval-timeout'), 24 * 3_600_000)
+    .option('--services-timeout <dur>', 'how long services may take to be RUNNING again after a restart (default 5m)', duration('--services-timeout'))
+    .option('--wait', 'follow the rollout until it ends; exit 0 completed, 1 rolled back or failed')
+    .option('--json', 'print {"id": ...} (with --wait: the final status document)')
+    .addHelpText('after', `
+Examples:
+  km-hotfix plan hotfix_backend_fix_queue_stall               # see what would happen first
+  km-hotfix rollout hotfix_backend_fix_queue_stall --approvers dana,eve --batch 2 --wait
+  km-hotfix rollout ./sshmgr-3.0.0-hotfix_common_fix_tags_and_stats_UKM-1291.gz --servers km-fe-1,km-be-1
+  km-hotfix rollout hotfix_frontend_fix_login --canary km-fe-2 --batch 25% --max-failures 1
+
+Exit codes: 0 started (with --wait: completed), 1 rolled back or failed, 2 refused, 3 Temporal or a database unreachable.`)
+    .action(async (hotfix: string, o: RolloutFlags) => {
+      const cfg = config();
+      const started = await startRollout(cfg, {
+        hotfix, as: o.as, servers: o.servers, canary: o.canary, batch: o.batch, maxFailures: o.maxFailures,
+        approvers: o.approvers ?? [], approvalTimeoutMs: o.approvalTimeout,
+        ...(o.servicesTimeout ? { timing: { servicesTimeoutMs: o.servicesTimeout } } : {}),
+      });
+      await announceStarted(cfg, started.id, o);
+    });
+}

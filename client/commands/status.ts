@@ -1,0 +1,77 @@
+// `km-hotfix status ID [--watch] [--json]`: phase, canary, drained backends,
+// the gate, approvals and a per-server table; --watch follows it live.
+import type { Command } from 'commander';
+import type { Client } from '@temporalio/client';
+import type { RolloutStatus } from '../../domain/rollout';
+import type { Config } from '../config';
+import { CliError, EXIT } from '../errors';
+import { statusBlock } from '../render/status';
+import { watch } from '../render/watch';
+import { config, describeWorkflow, isFinal, outcomeExit, readStatus, withTemporal } from './common';
+
+/** Observations of a workflow, tolerant of a short gap right after it starts (no answer yet). */
+export function statusReader(client: Client, id: string): () => Promise<RolloutStatus> {
+  return async () => {
+    const started = Date.now();
+    for (;;) {
+      try {
+        return await readStatus(client, await describeWorkflow(client, id));
+      } catch (err) {
+        // The first workflow task may not have run yet; give it a few seconds (a bad id fails at once).
+        if (err instanceof CliError && err.exitCode === EXIT.refused) throw err;
+        if (Date.now() - started > 10_000) throw err;
+        await new Promise((r) => setTimeout(r, 300));
+      }
+    }
+  };
+}
+
+/** Follow a workflow to its end (live view, or silently with json), print, and set the exit code. */
+export async function followWorkflow(cfg: Config, id: string, o: { json?: boolean }): Promise<RolloutStatus> {
+  return withTemporal(cfg, async (client) => {
+    const read = statusReader(client, id);
+    let st: RolloutStatus;
+    if (o.json) {
+      st = await read();
+      while (!isFinal(st)) {
+        await new Promise((r) => setTimeout(r, 500));
+        st = await read();
+      }
+      console.log(JSON.stringify(st, null, 2));
+    } else {
+      st = await watch({ read });
+    }
+    process.exitCode = outcomeExit(st);
+    return st;
+  });
+}
+
+export function registerStatus(program: Command): void {
+  program
+    .command('status <id>')
+    .summary('phase, canary, drained backends, the gate, approvals and every server of a rollout or removal')
+    .description('Show a rollout, removal or upload: phase, canary, which backends are drained (and their Maximum Processes), what the verification gate waits for, approvals, and each server\'s state and elapsed time.')
+    .option('--watch', 'follow it live until it ends (redrawn in place on a terminal, one line per change otherwise); exit 0 completed, 1 rolled back or failed')
+    .option('--json', 'one JSON document (with --watch: the final one)')
+    .addHelpText('after', `
+Server states: pending, patching, patched, skipped (had it already), failed, rolling_back,
+rolled_back, rollback_failed (needs a person), untouched; removals: removing, removed.
+
+Examples:
+  km-hotfix status rollout-hotfix_backend_fix_queue_stall-20250101T120000-a1b2c3
+  km-hotfix status ID --watch
+  km-hotfix status ID --json | jq .phase`)
+    .action(async (id: string, o: { watch?: boolean; json?: boolean }) => {
+      const cfg = config();
+      if (o.watch) {
+        await followWorkflow(cfg, id, o);
+        return;
+      }
+      await withTemporal(cfg, async (client) => {
+        const st = await readStatus(client, await describeWorkflow(client, id));
+        if (o.json) console.log(JSON.stringify(st, null, 2));
+        else console.log(statusBlock(st, Date.now(), !!process.stdout.isTTY).join('\n'));
+      });
+      process.exitCode = EXIT.ok;
+    });
+}

@@ -1,0 +1,69 @@
+// `km-hotfix upload FILE [--via SERVER]`: store the file in the orchestrator
+// database, then start the upload workflow (copy to a server, register).
+import type { Command } from 'commander';
+import { storeHotfixFile } from '../../store/hotfix-files';
+import { conflictingRollouts } from '../../store/ledger';
+import { parseHotfixFileName } from '../../domain/hotfix';
+import { WORKFLOW_TYPES } from '../../workflows/definitions';
+import type { Config } from '../config';
+import { CliError, EXIT } from '../errors';
+import { config, identity, newWorkflowId, withDatabases, withIdentity, withTemporal } from './common';
+import { checkedInventory, readHotfixFile, refuseConflicts } from './prepare';
+import { announceStarted } from './rollout';
+
+export interface UploadRequest {
+  file: string;
+  via?: string;
+  as?: string;
+}
+
+/** Validate, store and start the upload; returns the workflow id. */
+export async function startUpload(cfg: Config, req: UploadRequest): Promise<{ id: string; name: string; alreadyRegistered: boolean }> {
+  const requestedBy = identity(req.as);
+  const file = await readHotfixFile(req.file);
+  const { name } = parseHotfixFileName(file.fileName);
+  return withDatabases(cfg, async (db) => {
+    const fleet = await checkedInventory(db);
+    if (req.via && !fleet.some((s) => s.name === req.via)) {
+      throw new CliError(`--via ${req.via} is not in the inventory: choose one of ${fleet.map((s) => s.name).join(', ')}`, EXIT.refused);
+    }
+    const row = await db.kmDb.hotfix(name);
+    if (row && row.sha256 !== file.sha256) {
+      throw new CliError(`Key Manager already has a different file registered as ${name} (${row.fileName}): remove it first with 'km-hotfix remove ${name}'`, EXIT.refused);
+    }
+    refuseConflicts(await conflictingRollouts(db.orchestrator, name, req.via ? [req.via] : []));
+    return withTemporal(cfg, async (client) => {
+      const stored = await storeHotfixFile(db.orchestrator, file.fileName, file.bytes, requestedBy);
+      const id = newWorkflowId('upload', name);
+      await client.workflow.start(WORKFLOW_TYPES.upload, {
+        taskQueue: cfg.taskQueue, workflowId: id,
+        args: [{ requestedBy, sha256: stored.sha256, fileName: stored.fileName, ...(req.via ? { via: req.via } : {}) }],
+      });
+      return { id, name, alreadyRegistered: !!row };
+    });
+  });
+}
+
+export function registerUpload(program: Command): void {
+  withIdentity(program
+    .command('upload <file>')
+    .summary('register a hotfix file in Key Manager (copied to one server, then --upload-hotfix); prints the workflow id')
+    .description(`Register a hotfix file in Key Manager, as the vendor describes: copy it to a Key Manager server
+(/var/lib/sshmgr, owned by and executable for sshmgr), then run ssh-mgr-controller --upload-hotfix there.
+The file is kept in the orchestrator database, so rollouts can refer to it by its Name afterwards.
+Its name must be sshmgr-<version>-hotfix_<component>_<description>_<issue_id>.gz.`))
+    .option('--via <server>', 'the server to copy it to (default: the first of the inventory)')
+    .option('--wait', 'wait until it is registered; exit 0 registered, 1 failed')
+    .option('--json', 'print {"id": ...} (with --wait: the final status document)')
+    .addHelpText('after', `
+Examples:
+  km-hotfix upload ./sshmgr-3.0.0-hotfix_backend_fix_queue_stall_UKM-2001.gz --wait
+  km-hotfix upload ./sshmgr-3.0.0-hotfix_common_fix_tags_and_stats_UKM-1291.gz --via km-fe-2
+Then: km-hotfix hotfixes    # lists it under its Name`)
+    .action(async (file: string, o: { via?: string; as?: string; wait?: boolean; json?: boolean }) => {
+      const cfg = config();
+      const started = await startUpload(cfg, { file, via: o.via, as: o.as });
+      if (started.alreadyRegistered && !o.json) process.stderr.write(`${started.name} is already registered with the same contents: the upload only confirms it\n`);
+      await announceStarted(cfg, started.id, o);
+    });
+}

@@ -1,0 +1,156 @@
+// A rollout's status for people: the block that `status` prints and that
+// `status --watch` redraws, and the one-line changes printed instead when
+// stdout is not a terminal.
+import { FINAL_PHASES, RolloutStatus, ServerState, ServerStatus } from '../../domain/rollout';
+import { formatTable } from '../commands/fleet';
+
+export function clock(iso: string | Date): string {
+  const d = typeof iso === 'string' ? new Date(iso) : iso;
+  return d.toTimeString().slice(0, 8);
+}
+
+/** 850ms, 12.3s, 3m04s, 1h02m. */
+export function elapsed(ms: number): string {
+  if (ms < 0) ms = 0;
+  if (ms < 1000) return `${Math.round(ms)}ms`;
+  if (ms < 60_000) return `${(ms / 1000).toFixed(1)}s`;
+  const s = Math.floor(ms / 1000);
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
+}
+
+/** The first line of an error, cut to fit a line among others. */
+export function short(error: string, max = 110): string {
+  const l = error.split('\n')[0]!;
+  return l.length > max ? `${l.slice(0, max - 1)}…` : l;
+}
+
+function serverElapsed(s: ServerStatus, now: number): string {
+  if (!s.startedAt) return '-';
+  const end = s.endedAt ? Date.parse(s.endedAt) : now;
+  return elapsed(end - Date.parse(s.startedAt));
+}
+
+const ROLLBACK_PHASES = new Set(['rolling_back', 'rolled_back', 'rollback_failed']);
+const FORWARD_DONE: ReadonlySet<ServerState> = new Set(['patched', 'skipped', 'removed']);
+const BACKWARD_DONE: ReadonlySet<ServerState> = new Set(['rolled_back', 'untouched', 'skipped', 'rollback_failed']);
+
+export interface Progress {
+  done: number;
+  total: number;
+  label: string;
+}
+
+/** Servers finished in the current direction: patched (or removed) going forward, undone in a rollback. */
+export function progress(st: RolloutStatus): Progress {
+  const back = ROLLBACK_PHASES.has(st.phase);
+  const set = back ? BACKWARD_DONE : FORWARD_DONE;
+  const label = back ? 'settled in rollback' : st.kind === 'removal' ? 'done' : 'patched or skipped';
+  return { done: st.servers.filter((s) => set.has(s.state)).length, total: st.servers.length, label };
+}
+
+export function bar(done: number, total: number, width = 24, fancy = true): string {
+  const filled = total === 0 ? width : Math.round((done / total) * width);
+  const [on, off] = fancy ? ['█', '░'] : ['#', '-'];
+  return on.repeat(filled) + off.repeat(width - filled);
+}
+
+function stateCounts(st: RolloutStatus): string {
+  const counts = new Map<string, number>();
+  for (const s of st.servers) counts.set(s.state, (counts.get(s.state) ?? 0) + 1);
+  return [...counts].map(([k, n]) => `${k} ${n}`).join(' · ');
+}
+
+function gateLine(st: RolloutStatus, now: number): string | undefined {
+  const g = st.gate;
+  if (!g) return undefined;
+  const who = g.approvers.length > 0 ? `${g.approvers.join(' or ')}` : `any approver but ${st.requestedBy}`;
+  return `waiting since ${clock(g.waitingSince)} (${elapsed(now - Date.parse(g.waitingSince))}) for ${who} to verify canary ${g.canary}; deadline ${new Date(g.deadline).toLocaleString()}`;
+}
+
+/** The full status block. */
+export function statusBlock(st: RolloutStatus, now = Date.now(), fancy = true): string[] {
+  const out: string[] = [];
+  const kv = (k: string, v: string) => out.push(`${k.padEnd(9)}${v}`);
+  kv(st.kind, `${st.id}`);
+  kv('hotfix', `${st.hotfix}, started by ${st.requestedBy} at ${clock(st.startedAt)}${st.endedAt ? `, ended ${clock(st.endedAt)} after ${elapsed(Date.parse(st.endedAt) - Date.parse(st.startedAt))}` : ` (${elapsed(now - Date.parse(st.startedAt))} ago)`}`);
+  kv('phase', `${st.phase}${st.paused ? '  [PAUSED: km-hotfix resume ' + st.id + ']' : ''}`);
+  if (st.kind === 'rollout') kv('canary', st.canary ?? '(not chosen yet)');
+  if (st.drained.length > 0) {
+    const restored = !['drain', 'canary', 'verifying'].includes(st.phase);
+    kv('drained', `${st.drained.map((d) => `${d.server} (Maximum Processes ${d.maxProcesses})`).join(', ')}${restored ? ' — restored' : ' — set to 0 now'}`);
+  }
+  const p = progress(st);
+  kv('progress', `[${bar(p.done, p.total, 24, fancy)}] ${p.done}/${p.total} ${p.label}${st.servers.length ? `  (${stateCounts(st)})` : ''}`);
+  const gate = gateLine(st, now);
+  if (gate) {
+    kv('gate', gate);
+    if (st.gate?.url) kv('', `check ${st.gate.url} directly, not through the load balancer`);
+    kv('', `km-hotfix approve ${st.id}   |   km-hotfix reject ${st.id} --reason "..."`);
+  }
+  for (const a of st.approvals) kv(a.decision === 'approve' ? 'approved' : 'rejected', `by ${a.by} at ${clock(a.at)}${a.comment ? `: ${a.comment}` : ''}`);
+  if (st.servers.length > 0) {
+    out.push('');
+    const table = formatTable(['SERVER', 'ROLE', 'STATE', 'ELAPSED', 'NOTE'], st.servers.map((s) => [
+      s.name, s.role, s.state, serverElapsed(s, now),
+      s.error ? short(s.error) : s.name === st.canary ? 'canary' : '',
+    ]));
+    out.push(...table.split('\n'));
+  }
+  if (st.error) {
+    out.push('');
+    kv('error', st.error.split('\n')[0]!);
+  }
+  if (st.needsAttention.length > 0) kv('ATTENTION', `needs a person: ${st.needsAttention.join(', ')}`);
+  return out;
+}
+
+/** The one-line outcome printed when a workflow has ended. */
+export function outcomeLine(st: RolloutStatus): string {
+  const n = (state: ServerState) => st.servers.filter((s) => s.state === state).length;
+  switch (st.phase) {
+    case 'completed':
+      if (st.kind === 'removal') return `completed: ${st.hotfix} removed from ${n('removed')} server(s)`;
+      if (st.kind === 'upload') return `completed: ${st.hotfix} is registered in Key Manager${st.servers[0] ? ` (uploaded via ${st.servers[0].name})` : ''}`;
+      return `completed: ${st.hotfix} applied on ${n('patched')} server(s)${n('skipped') ? `, ${n('skipped')} had it already` : ''}`;
+    case 'rolled_back':
+      return `rolled back: ${st.error ?? 'stopped'}; every change was undone (${n('rolled_back')} server(s) unapplied)`;
+    case 'rollback_failed':
+      return `ROLLBACK FAILED: ${st.error ?? ''}; needs a person: ${st.needsAttention.join(', ')}`;
+    case 'failed':
+      return `failed: ${st.error ?? 'unknown error'}`;
+    default:
+      return `${st.phase}`;
+  }
+}
+
+/** What changed between two observations, as plain timestamped lines (for pipes and logs). */
+export function changeLines(prev: RolloutStatus | undefined, cur: RolloutStatus, now = Date.now()): string[] {
+  const t = clock(new Date(now));
+  const out: string[] = [];
+  const line = (s: string) => out.push(`${t}  ${s}`);
+  if (!prev) line(`${cur.kind} ${cur.id}: ${cur.hotfix}, started by ${cur.requestedBy}`);
+  if (!prev || prev.phase !== cur.phase) {
+    let extra = '';
+    if (cur.phase === 'canary' && cur.canary) extra = `: ${cur.canary}`;
+    if (cur.phase === 'drain' || (cur.phase === 'canary' && cur.drained.length && !prev?.drained.length)) extra += cur.drained.length ? ` (drained ${cur.drained.map((d) => `${d.server} from ${d.maxProcesses}`).join(', ')})` : '';
+    line(`phase ${cur.phase}${extra}`);
+  }
+  if (prev && prev.paused !== cur.paused) line(cur.paused ? `paused (km-hotfix resume ${cur.id})` : 'resumed');
+  const before = new Map(prev?.servers.map((s) => [s.name, s]) ?? []);
+  const p = progress(cur);
+  // An upload's one "server" is where the file went, not a patched server.
+  for (const s of cur.kind === 'upload' ? [] : cur.servers) {
+    const was = before.get(s.name);
+    if (was?.state === s.state) continue;
+    if (!was && (s.state === 'pending')) continue;
+    const took = s.endedAt && s.startedAt ? ` in ${elapsed(Date.parse(s.endedAt) - Date.parse(s.startedAt))}` : '';
+    line(`${s.name} ${s.state}${took}${s.error ? `: ${short(s.error)}` : ''}  [${p.done}/${p.total}]`);
+  }
+  if (cur.gate && !prev?.gate) line(`waiting for verification: ${cur.gate.message}`);
+  for (const a of cur.approvals.slice(prev?.approvals.length ?? 0)) line(`${a.decision === 'approve' ? 'approved' : 'rejected'} by ${a.by}${a.comment ? `: ${a.comment}` : ''}`);
+  // A final phase prints the error in the outcome line: say it once.
+  if (cur.error && cur.error !== prev?.error && !FINAL_PHASES.includes(cur.phase)) line(`error: ${cur.error.split('\n')[0]}`);
+  if (cur.needsAttention.length && cur.needsAttention.join() !== prev?.needsAttention.join()) line(`needs a person: ${cur.needsAttention.join(', ')}`);
+  return out;
+}
