@@ -283,4 +283,24 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
     assert.equal((await env.applied(hf.name)).length, 5);
     for (const n of patched) assert.deepEqual(env.commands(n, APPLY), [], `${n} was skipped, not applied again`);
   });
+
+  it('a host key that differs from the pinned one is refused in preflight; no server or database changes', async () => {
+    const hf = await env.hotfix('backend');
+    const before = await env.maxProcesses();
+    const [{ host_key: pinned }] = await env.orchestrator<{ host_key: string }[]>`SELECT host_key FROM fleet_server WHERE name = 'km-be-2'`;
+    const other = env.fleet.server('km-be-3').hostKey; // a real key, just not km-be-2's
+    await env.orchestrator`UPDATE fleet_server SET host_key = ${other} WHERE name = 'km-be-2'`;
+    try {
+      const st = (await (await env.startRollout({ hotfix: hf.name })).result()) as RolloutStatus;
+      assert.equal(st.phase, 'failed');
+      assert.match(st.error ?? '', /km-be-2.*host key/i);
+      assert.match(st.error ?? '', /nothing was changed/);
+      assert.deepEqual(await env.applied(hf.name), []);
+      assert.deepEqual(await env.maxProcesses(), before);
+      for (const s of env.fleet.servers) assert.deepEqual(env.commands(s.name, CHANGES), [], `${s.name} unchanged`);
+      assert.deepEqual(env.commands('km-be-2'), [], 'not a single command reached the server with the wrong key');
+    } finally {
+      await env.orchestrator`UPDATE fleet_server SET host_key = ${pinned} WHERE name = 'km-be-2'`;
+    }
+  });
 });

@@ -2,7 +2,7 @@
 // Temporal and database sessions, and reading a workflow's status (live
 // query merged with its batch children, or the result once it has ended).
 import { randomBytes } from 'node:crypto';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, Option } from 'commander';
 import type { Sql } from 'postgres';
 import { Client, WorkflowHandle, WorkflowNotFoundError } from '@temporalio/client';
 import { loadConfig, defaultIdentity, Config } from '../config';
@@ -27,11 +27,14 @@ export function identity(as: string | undefined): string {
   return who;
 }
 
+// Option parsers throw CliError, not commander's own error type: commander
+// would add a usage line, and SPEC §4 wants one line on stderr.
+
 /** Comma-separated names (`--servers a,b`), empty parts rejected. */
 export function nameList(flag: string) {
   return (value: string): string[] => {
     const parts = value.split(',').map((s) => s.trim());
-    if (parts.length === 0 || parts.some((p) => p === '')) throw new InvalidArgumentError(`${flag} takes comma-separated names such as a,b (got '${value}')`);
+    if (parts.length === 0 || parts.some((p) => p === '')) throw new CliError(`${flag} takes comma-separated names such as a,b (got '${value}')`, EXIT.refused);
     return parts;
   };
 }
@@ -39,7 +42,7 @@ export function nameList(flag: string) {
 export function wholeNumber(flag: string, min = 0) {
   return (value: string): number => {
     const n = Number(value);
-    if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < min) throw new InvalidArgumentError(`${flag} must be a whole number >= ${min} (got '${value}')`);
+    if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < min) throw new CliError(`${flag} must be a whole number >= ${min} (got '${value}')`, EXIT.refused);
     return n;
   };
 }
@@ -50,7 +53,7 @@ export function duration(flag: string) {
     try {
       return parseDuration(value, flag);
     } catch (err) {
-      if (err instanceof PlanError) throw new InvalidArgumentError(err.message);
+      if (err instanceof PlanError) throw new CliError(err.message, EXIT.refused);
       throw err;
     }
   };

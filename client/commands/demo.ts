@@ -44,11 +44,7 @@ export function registerDemo(program: Command): void {
   program
     .command('demo')
     .summary('see the whole procedure in under two minutes on a simulated fleet (nothing to set up)')
-    .description(`Start an embedded Temporal, PostgreSQL and a simulated Key Manager fleet (2 frontends, 3 backends)
-in a temporary folder, on free ports; upload a backend hotfix and roll it out (canary, drained backends,
-approval by a second person, fan-out); then roll out a hotfix built for another Key Manager version,
-which fails on the canary with the checksum mismatch and rolls back on its own. Everything it started
-is stopped at the end.`)
+    .description(`Start an embedded Temporal, PostgreSQL and a simulated Key Manager fleet (2 frontends, 3 backends) in a temporary folder, on free ports; upload a backend hotfix and roll it out (canary, drained backends, approval by a second person, fan-out); then roll out a hotfix built for another Key Manager version, which fails on the canary with the checksum mismatch and rolls back on its own. Everything it started is stopped at the end.`)
     .option('--keep', 'keep the temporary folder (Temporal history, PostgreSQL data, logs) for a look afterwards')
     .action(async (o: { keep?: boolean }) => {
       process.exitCode = await runDemo(o);

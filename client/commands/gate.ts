@@ -38,9 +38,7 @@ export function registerGate(program: Command): void {
   withIdentity(program
     .command('approve <id>')
     .summary('approve the canary of a rollout waiting for verification: the rest of the fleet follows')
-    .description(`Approve rollout ID after verifying its canary ('km-hotfix status ID' says which server, its
-direct URL and which backends are drained). Only while the rollout waits for verification, never
-by the person who started it, and only by a listed approver when the rollout has --approvers.`))
+    .description(`Approve rollout ID after verifying its canary ('km-hotfix status ID' says which server, its direct URL and which backends are drained). Only while the rollout waits for verification, never by the person who started it, and only by a listed approver when the rollout has --approvers.`))
     .option('--comment <text>', 'what you checked, for the ledger')
     .addHelpText('after', `
 Example:

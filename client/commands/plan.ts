@@ -9,10 +9,7 @@ export function registerPlan(program: Command): void {
   program
     .command('plan <hotfix>')
     .summary('show what a rollout would do, without changing anything')
-    .description(`Show what 'km-hotfix rollout' would do with the same options, without changing anything:
-which server is the canary and why, which backends would be drained (with their current Maximum
-Processes), the fan-out batches in order, and the exact commands each server would run — apply,
-restart, and the unapply commands of a rollback. HOTFIX is a registered Name or a hotfix file.`)
+    .description(`Show what 'km-hotfix rollout' would do with the same options, without changing anything: which server is the canary and why, which backends would be drained (with their current Maximum Processes), the fan-out batches in order, and the exact commands each server would run — apply, restart, and the unapply commands of a rollback. HOTFIX is a registered Name or a hotfix file.`)
     .option('--servers <a,b>', 'only these servers (default: the whole inventory)', nameList('--servers'))
     .option('--canary <server>', 'verify on this server first')
     .option('--batch <N|P%>', 'fan-out batch size', '1')

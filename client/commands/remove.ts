@@ -55,10 +55,7 @@ export function registerRemove(program: Command): void {
   withIdentity(program
     .command('remove <hotfix>')
     .summary('unapply a hotfix everywhere (or on some servers), then delete it from Key Manager; prints the workflow id')
-    .description(`Remove hotfix Name HOTFIX as the vendor describes: on each server that has it (per Key Manager's
-Hotfixes Applied), one at a time, ssh-mgr-controller --unapply-hotfix and supervisorctl restart all,
-then verify; once it is applied nowhere, delete it from the Key Manager database (System → Hotfixes).
-With --servers only those servers are touched and the registration is kept.`))
+    .description(`Remove hotfix Name HOTFIX as the vendor describes: on each server that has it (per Key Manager's Hotfixes Applied), one at a time, ssh-mgr-controller --unapply-hotfix and supervisorctl restart all, then verify; once it is applied nowhere, delete it from the Key Manager database (System → Hotfixes). With --servers only those servers are touched and the registration is kept.`))
     .option('--servers <a,b>', 'remove it only from these servers (keeps the registration)', nameList('--servers'))
     .option('--keep-registered', 'unapply everywhere but keep it registered, to apply again later')
     .option('--services-timeout <dur>', 'how long services may take to be RUNNING again after a restart (default 5m)', duration('--services-timeout'))

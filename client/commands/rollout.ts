@@ -1,6 +1,6 @@
 // `km-hotfix rollout HOTFIX`: validate everything the workflow's preflight
 // would refuse (without SSH), then start the rollout workflow and print its id.
-import type { Command } from 'commander';
+import { Command, Option } from 'commander';
 import type { Client } from '@temporalio/client';
 import { storeHotfixFile } from '../../store/hotfix-files';
 import type { RolloutInput, RolloutStatus, RolloutTiming } from '../../domain/rollout';
@@ -87,24 +87,26 @@ export function registerRollout(program: Command): void {
   withIdentity(program
     .command('rollout <hotfix>')
     .summary('start a rollout: canary, verification by a person, fan-out; prints its id')
-    .description(`Start a rollout of HOTFIX, a registered hotfix Name (hotfix_<component>_<description>) or a hotfix file
-(sshmgr-<version>-hotfix_<component>_<description>_<issue>.gz, uploaded first).
+    .description(`Start a rollout of HOTFIX: a registered hotfix Name (hotfix_<component>_<description>) or a hotfix file (sshmgr-<version>-hotfix_<component>_<description>_<issue>.gz), which is uploaded first. Prints the rollout's id.
 
 The procedure, as the vendor recommends it:
-  1. preflight: every target answers SSH with its pinned host key and runs all services; nothing changes
-  2. the canary, chosen by the hotfix type: a frontend for hotfix_frontend_*, a backend for
-     hotfix_backend_* (every other unpatched backend gets Maximum Processes 0 meanwhile), any server
-     for hotfix_common_*; apply, restart services, verify
-  3. a person other than you verifies the canary: km-hotfix approve ID / reject ID --reason ...
+  1. preflight: every target answers SSH with its pinned host key and runs
+     all services; nothing is changed
+  2. canary, chosen by the hotfix type: a frontend for hotfix_frontend_*,
+     a backend for hotfix_backend_* (every other unpatched backend gets
+     Maximum Processes 0 meanwhile), any server for hotfix_common_*;
+     apply, restart services, verify
+  3. someone other than you verifies the canary, then runs
+     'km-hotfix approve ID' or 'km-hotfix reject ID --reason ...'
   4. Maximum Processes restored; the rest of the fleet in batches
-Any failure, a rejection, the approval timeout or an abort rolls back every server this rollout
-patched. Everything is checked before the rollout starts: a bad input changes nothing (exit 2).`))
+
+A failure, a rejection, the approval timeout or an abort rolls back every server this rollout patched. Everything is checked before the rollout starts: a bad input changes nothing (exit 2).`))
     .option('--servers <a,b>', 'patch only these servers (default: the whole inventory)', nameList('--servers'))
     .option('--canary <server>', 'verify on this server first (it must have the role the hotfix type needs)')
     .option('--batch <N|P%>', 'fan-out batch size: a number of servers or a percentage of the rest', '1')
     .option('--max-failures <n>', 'servers that may fail in fan-out before it stops and rolls back', wholeNumber('--max-failures'), 0)
     .option('--approvers <a,b>', 'only these people may approve or reject (never the requester)', nameList('--approvers'))
-    .option('--approval-timeout <dur>', 'how long to wait for a verdict; no answer counts as a rejection (e.g. 30m, 24h)', duration('--approval-timeout'), 24 * 3_600_000)
+    .addOption(new Option('--approval-timeout <dur>', 'how long to wait for a verdict; no answer counts as a rejection (e.g. 30m, 24h)').argParser(duration('--approval-timeout')).default(24 * 3_600_000, '24h'))
     .option('--services-timeout <dur>', 'how long services may take to be RUNNING again after a restart (default 5m)', duration('--services-timeout'))
     .option('--wait', 'follow the rollout until it ends; exit 0 completed, 1 rolled back or failed')
     .option('--json', 'print {"id": ...} (with --wait: the final status document)')

@@ -51,9 +51,7 @@ export function registerSteer(program: Command): void {
   withIdentity(program
     .command('abort <id>')
     .summary('stop a rollout and roll back everything it patched')
-    .description(`Abort rollout ID: no new server is started, the running ones finish, then every server it patched
-is unapplied in reverse order and drained backends get their Maximum Processes back. Aborting a
-removal stops it; servers not reached keep the hotfix.`))
+    .description(`Abort rollout ID: no new server is started, the running ones finish, then every server it patched is unapplied in reverse order and drained backends get their Maximum Processes back. Aborting a removal stops it; servers not reached keep the hotfix.`))
     .requiredOption('--reason <text>', 'why (required, for the ledger)')
     .addHelpText('after', `
 Example:

@@ -48,10 +48,7 @@ export function registerUpload(program: Command): void {
   withIdentity(program
     .command('upload <file>')
     .summary('register a hotfix file in Key Manager (copied to one server, then --upload-hotfix); prints the workflow id')
-    .description(`Register a hotfix file in Key Manager, as the vendor describes: copy it to a Key Manager server
-(/var/lib/sshmgr, owned by and executable for sshmgr), then run ssh-mgr-controller --upload-hotfix there.
-The file is kept in the orchestrator database, so rollouts can refer to it by its Name afterwards.
-Its name must be sshmgr-<version>-hotfix_<component>_<description>_<issue_id>.gz.`))
+    .description(`Register a hotfix file in Key Manager, as the vendor describes: copy it to a Key Manager server (/var/lib/sshmgr, owned by and executable for sshmgr), then run ssh-mgr-controller --upload-hotfix there. The file is kept in the orchestrator database, so rollouts can refer to it by its Name afterwards. Its name must be sshmgr-<version>-hotfix_<component>_<description>_<issue_id>.gz.`))
     .option('--via <server>', 'the server to copy it to (default: the first of the inventory)')
     .option('--wait', 'wait until it is registered; exit 0 registered, 1 failed')
     .option('--json', 'print {"id": ...} (with --wait: the final status document)')
