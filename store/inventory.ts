@@ -18,10 +18,12 @@ interface FleetServerRow {
 export async function replaceInventory(sql: Sql, servers: FleetServer[]): Promise<void> {
   await sql.begin(async (tx: TransactionSql) => {
     await tx`DELETE FROM fleet_server`;
-    for (const [position, s] of servers.entries()) {
-      await tx`
-        INSERT INTO fleet_server (position, name, role, host, port, ssh_user, sudo, host_key, url)
-        VALUES (${position}, ${s.name}, ${s.role}, ${s.host}, ${s.port}, ${s.user}, ${s.sudo}, ${s.hostKey}, ${s.url ?? null})`;
+    // Chunks keep each statement's parameter count well under PostgreSQL's 65,535.
+    for (let i = 0; i < servers.length; i += 1000) {
+      const rows = servers.slice(i, i + 1000).map((s, j) => ({
+        position: i + j, name: s.name, role: s.role, host: s.host, port: s.port, ssh_user: s.user, sudo: s.sudo, host_key: s.hostKey, url: s.url ?? null,
+      }));
+      await tx`INSERT INTO fleet_server ${tx(rows)}`;
     }
   });
 }
@@ -30,14 +32,16 @@ export async function replaceInventory(sql: Sql, servers: FleetServer[]): Promis
 export async function listInventory(sql: Sql): Promise<FleetServer[]> {
   const rows = await sql<FleetServerRow[]>`
     SELECT name, role, host, port, ssh_user, sudo, host_key, url FROM fleet_server ORDER BY position, name`;
-  return rows.map((r) => ({
-    name: r.name,
-    role: r.role,
-    host: r.host,
-    port: r.port,
-    user: r.ssh_user,
-    sudo: r.sudo,
-    hostKey: r.host_key,
-    ...(r.url ? { url: r.url } : {}),
-  }));
+  return rows.map(toServer);
+}
+
+/** One server by name, if it is in the inventory. */
+export async function inventoryServer(sql: Sql, name: string): Promise<FleetServer | undefined> {
+  const rows = await sql<FleetServerRow[]>`
+    SELECT name, role, host, port, ssh_user, sudo, host_key, url FROM fleet_server WHERE name = ${name}`;
+  return rows[0] ? toServer(rows[0]) : undefined;
+}
+
+function toServer(r: FleetServerRow): FleetServer {
+  return { name: r.name, role: r.role, host: r.host, port: r.port, user: r.ssh_user, sudo: r.sudo, hostKey: r.host_key, ...(r.url ? { url: r.url } : {}) };
 }
