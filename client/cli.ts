@@ -7,14 +7,20 @@ import { COMMANDS } from './commands';
 export function buildProgram(): Command {
   const program = new Command('km-hotfix')
     .description('Roll Key Manager hotfixes across a fleet the way the vendor recommends: one canary chosen by hotfix type, a human verifies it, then the rest of the fleet; any failure rolls every change back.')
-    .showHelpAfterError('(run with --help for usage)')
-    .exitOverride();
+    .exitOverride()
+    // One line, like every other error: commander's message plus where to look.
+    .configureOutput({ outputError: (str, write) => write(`km-hotfix: ${str.trim().replace(/^error: /, '')} (see --help)\n`) });
   for (const register of COMMANDS) register(program);
   return program;
 }
 
 /** Run the CLI; never throws: prints one line on stderr and exits with SPEC §4's code. */
 export async function main(argv: string[]): Promise<void> {
+  // `km-hotfix ... | head` closes the pipe early: that is not an error.
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    throw e;
+  });
   const program = buildProgram();
   try {
     await program.parseAsync(argv);

@@ -156,3 +156,17 @@ export function planRollout(input: RolloutPlanInput): RolloutPlan {
     batches: splitIntoBatches(rest, input.batch),
   };
 }
+
+/** 86400000 → '24h', 5400000 → '1h30m', 2000 → '2s': the form --approval-timeout takes. */
+export function formatDuration(ms: number): string {
+  let rest = Math.round(ms / 1000);
+  if (rest === 0) return `${ms}ms`;
+  const parts: string[] = [];
+  for (const [unit, size] of [['d', 86_400], ['h', 3_600], ['m', 60], ['s', 1]] as const) {
+    if (rest >= size) {
+      parts.push(`${Math.floor(rest / size)}${unit}`);
+      rest %= size;
+    }
+  }
+  return parts.join('');
+}

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { parseHotfixFileName, parseHotfixName, HotfixNameError, hotfixFileName } from '../domain/hotfix';
 import { parseInventory, InventoryError, FleetServer, inventoryToYaml } from '../domain/fleet';
-import { parseBatch, parseDuration, planRollout, splitIntoBatches, chooseCanary, PlanError } from '../domain/plan';
+import { parseBatch, parseDuration, planRollout, splitIntoBatches, chooseCanary, PlanError, formatDuration } from '../domain/plan';
 
 const KEY = `SHA256:${'a'.repeat(43)}`;
 const server = (name: string, role: FleetServer['role']): FleetServer => ({ name, role, host: '10.0.0.1', port: 22, user: 'root', sudo: false, hostKey: KEY });
@@ -112,5 +112,8 @@ describe('rollout plan: canary by hotfix type, drain, batches', () => {
     assert.equal(parseDuration('1h30m'), 5_400_000);
     assert.equal(parseDuration('90s'), 90_000);
     for (const d of ['', '10', '0s', '500ms', '31d', 'soon']) assert.throws(() => parseDuration(d), /--approval-timeout must be a duration/);
+    for (const d of ['24h', '1h30m', '90s', '2d3h', '45m']) assert.equal(parseDuration(formatDuration(parseDuration(d))), parseDuration(d));
+    assert.equal(formatDuration(86_400_000), '1d');
+    assert.equal(formatDuration(5_400_000), '1h30m');
   });
 });

@@ -115,7 +115,7 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
       if (ending === 'abort') await h.signal(abortSignal, { by: 'carol', reason: 'change freeze' });
       const st = (await h.result()) as RolloutStatus;
       assert.equal(st.phase, 'rolled_back', st.error ?? '');
-      assert.match(st.error ?? '', ending === 'reject' ? /rejected by bob: queue stalls/ : ending === 'abort' ? /aborted by carol: change freeze/ : /no approval within 2 s/);
+      assert.match(st.error ?? '', ending === 'reject' ? /rejected by bob: queue stalls/ : ending === 'abort' ? /aborted by carol: change freeze/ : /no approval within 2s: the approval timeout counts as a rejection/);
       assert.deepEqual(await env.maxProcesses(), before);
       assert.deepEqual(await env.applied(hf.name), []);
       assert.equal(env.commands('km-be-1', UNAPPLY).length, 1);

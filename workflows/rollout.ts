@@ -8,6 +8,7 @@ import { abortSignal, approveUpdate, pauseSignal, rejectUpdate, resumeSignal, st
 import { activities, patchServer, timing } from './steps';
 import { Fanout } from './fanout';
 import { failureMessage } from './errors';
+import { formatDuration } from '../domain/plan';
 import { RolloutRecorder, StopRollout } from './recorder';
 
 export async function hotfixRollout(input: RolloutInput): Promise<RolloutStatus> {
@@ -142,7 +143,7 @@ export async function hotfixRollout(input: RolloutInput): Promise<RolloutStatus>
       await restore();
     }
     checkAbort();
-    if (!answered) throw new StopRollout(`no approval within ${Math.round(input.approvalTimeoutMs / 1000)} s: the approval timeout counts as a rejection`);
+    if (!answered) throw new StopRollout(`no approval within ${formatDuration(input.approvalTimeoutMs)}: the approval timeout counts as a rejection`);
     if (decision && !decision.approved) throw new StopRollout(`rejected by ${decision.by}: ${decision.reason}`);
 
     // ---- fan-out: the rest, in batches ----------------------------------------------

@@ -164,7 +164,7 @@ export async function readStatus(client: Client, d: Described): Promise<RolloutS
   if (!d.running) return finalStatus(d);
   let st: RolloutStatus;
   try {
-    st = await d.handle.query(statusQuery);
+    st = await answerWithin(d.handle.query(statusQuery), QUERY_TIMEOUT_MS);
   } catch (err) {
     // It may have ended between describe and query.
     const again = await describeWorkflow(client, d.handle.workflowId);
@@ -174,12 +174,21 @@ export async function readStatus(client: Client, d: Described): Promise<RolloutS
   return mergeBatches(client, st);
 }
 
+/** A query is answered by a worker: without one it would wait for ever. */
+const QUERY_TIMEOUT_MS = 15_000;
+
+function answerWithin<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`no answer within ${ms / 1000} s`)), ms); });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}
+
 async function mergeBatches(client: Client, st: RolloutStatus): Promise<RolloutStatus> {
   if (st.activeBatchWorkflows.length === 0) return st;
   const byName = new Map(st.servers.map((s) => [s.name, s]));
   await Promise.all(st.activeBatchWorkflows.map(async (childId) => {
     try {
-      const progress = await client.workflow.getHandle(childId).query(batchStatusQuery);
+      const progress = await answerWithin(client.workflow.getHandle(childId).query(batchStatusQuery), QUERY_TIMEOUT_MS);
       for (const live of progress.servers) {
         const s = byName.get(live.name);
         if (!s) continue;

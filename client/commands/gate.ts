@@ -46,7 +46,8 @@ Example:
     .action(async (id: string, o: { as?: string; comment?: string }) => {
       const by = identity(o.as);
       const st = await answerGate(config(), id, { decision: 'approve', by, comment: o.comment });
-      console.log(`approved ${st.id} as ${by}: the drained backends are restored and the rest of the fleet follows (km-hotfix status ${st.id} --watch)`);
+      const restored = st.drained.length > 0 ? 'the drained backends get their Maximum Processes back and ' : '';
+      console.log(`approved ${st.id} as ${by}: ${restored}the rest of the fleet follows (km-hotfix status ${st.id} --watch)`);
     });
 
   withIdentity(program

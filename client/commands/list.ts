@@ -18,7 +18,9 @@ export function registerList(program: Command): void {
     .option('--limit <n>', 'how many', wholeNumber('--limit', 1), 20)
     .option('--json', 'one JSON document')
     .addHelpText('after', `
-Then: km-hotfix status ID    # details of one`)
+Examples:
+  km-hotfix list --limit 5
+  km-hotfix status ID          # details of one`)
     .action(async (o: { limit: number; json?: boolean }) => {
       const rows = await withOrchestrator(config(), (sql) => recentRollouts(sql, o.limit));
       if (o.json) {
@@ -43,6 +45,10 @@ Then: km-hotfix status ID    # details of one`)
     .summary("registered hotfixes and where each is applied (Key Manager's System → Hotfixes / Hotfixes Applied)")
     .description('Hotfixes registered in the Key Manager database, and for each the servers whose Hotfixes Applied lists it.')
     .option('--json', 'one JSON document')
+    .addHelpText('after', `
+Examples:
+  km-hotfix hotfixes
+  km-hotfix hotfixes --json | jq '.hotfixes[] | {name, appliedOn}'`)
     .action(async (o: { json?: boolean }) => {
       const { hotfixes, servers } = await withKeyManager(config(), async (km) => ({ hotfixes: await km.hotfixes(), servers: await km.servers() }));
       if (o.json) {

@@ -33,8 +33,11 @@ export function registerSteer(program: Command): void {
   withIdentity(program
     .command('pause <id>')
     .summary('hold a rollout or removal between batches')
-    .description('Pause rollout or removal ID: the servers being patched now finish, no new batch starts until resume.'))
+    .description('Pause rollout or removal ID: the servers being patched now finish, no new batch starts until resume. A rollout paused while it waits for verification holds its fan-out after the approval.'))
     .option('--reason <text>', 'why, for the ledger')
+    .addHelpText('after', `
+Example:
+  km-hotfix pause rollout-hotfix_backend_fix_queue_stall-20250101T120000-a1b2c3 --reason "change freeze until 14:00"`)
     .action(async (id: string, o: { as?: string; reason?: string }) => {
       console.log(await steer(id, 'pause', identity(o.as), o.reason));
     });
@@ -44,6 +47,9 @@ export function registerSteer(program: Command): void {
     .summary('continue a paused rollout or removal')
     .description('Resume rollout or removal ID after a pause.'))
     .option('--reason <text>', 'why, for the ledger')
+    .addHelpText('after', `
+Example:
+  km-hotfix resume rollout-hotfix_backend_fix_queue_stall-20250101T120000-a1b2c3`)
     .action(async (id: string, o: { as?: string; reason?: string }) => {
       console.log(await steer(id, 'resume', identity(o.as), o.reason));
     });

@@ -9,6 +9,13 @@ export function clock(iso: string | Date): string {
   return d.toTimeString().slice(0, 8);
 }
 
+/** A local date and time, to the second: 2025-01-01 12:00:00. */
+export function when(iso: string | Date): string {
+  const d = typeof iso === 'string' ? new Date(iso) : iso;
+  const pad = (n: number) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${clock(d)}`;
+}
+
 /** 850ms, 12.3s, 3m04s, 1h02m. */
 export function elapsed(ms: number): string {
   if (ms < 0) ms = 0;
@@ -65,7 +72,7 @@ function gateLine(st: RolloutStatus, now: number): string | undefined {
   const g = st.gate;
   if (!g) return undefined;
   const who = g.approvers.length > 0 ? `${g.approvers.join(' or ')}` : `any approver but ${st.requestedBy}`;
-  return `waiting since ${clock(g.waitingSince)} (${elapsed(now - Date.parse(g.waitingSince))}) for ${who} to verify canary ${g.canary}; deadline ${new Date(g.deadline).toLocaleString()}`;
+  return `waiting since ${clock(g.waitingSince)} (${elapsed(now - Date.parse(g.waitingSince))}) for ${who} to verify canary ${g.canary}; deadline ${when(g.deadline)}`;
 }
 
 /** The full status block. */
@@ -80,8 +87,14 @@ export function statusBlock(st: RolloutStatus, now = Date.now(), fancy = true): 
     const restored = !['drain', 'canary', 'verifying'].includes(st.phase);
     kv('drained', `${st.drained.map((d) => `${d.server} (Maximum Processes ${d.maxProcesses})`).join(', ')}${restored ? ' — restored' : ' — set to 0 now'}`);
   }
+  if (st.kind === 'upload') {
+    if (st.servers[0]) kv('via', st.servers[0].name);
+    if (st.error) kv('error', st.error.split('\n')[0]!);
+    return out;
+  }
   const p = progress(st);
-  kv('progress', `[${bar(p.done, p.total, 24, fancy)}] ${p.done}/${p.total} ${p.label}${st.servers.length ? `  (${stateCounts(st)})` : ''}`);
+  if (p.total === 0) kv('progress', 'servers are known once the preflight has run');
+  else kv('progress', `[${bar(p.done, p.total, 24, fancy)}] ${p.done}/${p.total} ${p.label}${st.servers.length ? `  (${stateCounts(st)})` : ''}`);
   const gate = gateLine(st, now);
   if (gate) {
     kv('gate', gate);
@@ -130,6 +143,8 @@ export function changeLines(prev: RolloutStatus | undefined, cur: RolloutStatus,
   const out: string[] = [];
   const line = (s: string) => out.push(`${t}  ${s}`);
   if (!prev) line(`${cur.kind} ${cur.id}: ${cur.hotfix}, started by ${cur.requestedBy}`);
+  // Answers first: they come before the phase they lead to.
+  for (const a of cur.approvals.slice(prev?.approvals.length ?? 0)) line(`${a.decision === 'approve' ? 'approved' : 'rejected'} by ${a.by}${a.comment ? `: ${a.comment}` : ''}`);
   if (!prev || prev.phase !== cur.phase) {
     let extra = '';
     if (cur.phase === 'canary' && cur.canary) extra = `: ${cur.canary}`;
@@ -148,7 +163,6 @@ export function changeLines(prev: RolloutStatus | undefined, cur: RolloutStatus,
     line(`${s.name} ${s.state}${took}${s.error ? `: ${short(s.error)}` : ''}  [${p.done}/${p.total}]`);
   }
   if (cur.gate && !prev?.gate) line(`waiting for verification: ${cur.gate.message}`);
-  for (const a of cur.approvals.slice(prev?.approvals.length ?? 0)) line(`${a.decision === 'approve' ? 'approved' : 'rejected'} by ${a.by}${a.comment ? `: ${a.comment}` : ''}`);
   // A final phase prints the error in the outcome line: say it once.
   if (cur.error && cur.error !== prev?.error && !FINAL_PHASES.includes(cur.phase)) line(`error: ${cur.error.split('\n')[0]}`);
   if (cur.needsAttention.length && cur.needsAttention.join() !== prev?.needsAttention.join()) line(`needs a person: ${cur.needsAttention.join(', ')}`);

@@ -34,7 +34,8 @@ export async function watch(opts: WatchOptions): Promise<RolloutStatus> {
     return l.length >= cols ? l.slice(0, cols - 1) : l;
   };
   const erase = () => {
-    if (drawn > 0) out.write(`${CSI}${drawn}A\r${CSI}0J`);
+    // Up to the block's first line, column 1, clear to the end of the screen (no \r: some ttys map it).
+    if (drawn > 0) out.write(`${CSI}${drawn}A${CSI}1G${CSI}0J`);
     drawn = 0;
   };
   const draw = (st: RolloutStatus) => {
