@@ -219,6 +219,8 @@ export async function startDevStack(opts: DevStackOptions): Promise<DevStack> {
       }
       const fleet: SimFleet = await simulator.startSimFleet({
         frontends: opts.sim.frontends, backends: opts.sim.backends, kmDatabaseUrl: env.KM_DATABASE_URL!, authorizedKey: key.publicKey,
+        // The control API lets `km-hotfix sim fault` break a server while you watch.
+        controlPort: 0,
       });
       undo.push({ what: 'the simulated fleet', fn: () => fleet.stop() });
       const inventory = fleet.inventory();
@@ -226,6 +228,7 @@ export async function startDevStack(opts: DevStackOptions): Promise<DevStack> {
       pids.ports.sim = inventory.map((s) => s.port);
       await writePids();
       env.KM_SSH_KEY = key.privateKeyPath;
+      if (fleet.controlUrl) env.KM_SIM_CONTROL = fleet.controlUrl;
       log(`simulated fleet: ${inventory.map((s) => `${s.name}@${s.host}:${s.port}`).join(', ')} (imported; ${Date.now() - t2} ms)`);
     }
 

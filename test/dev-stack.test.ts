@@ -223,7 +223,7 @@ describe('km-hotfix dev (real Temporal dev server, embedded PostgreSQL, in-proce
     let dev = startDev(args);
     started.push(dev);
     let env = await waitReady(dev, 60_000);
-    assert.deepEqual(lines(dev.stdout()).map((l) => l.split('=')[0]), [...EXPORTS, 'KM_SSH_KEY'].map((n) => `export ${n}`).concat('ready'));
+    assert.deepEqual(lines(dev.stdout()).map((l) => l.split('=')[0]), [...EXPORTS, 'KM_SSH_KEY', 'KM_SIM_CONTROL'].map((n) => `export ${n}`).concat('ready'));
     assert.equal(env.KM_SSH_KEY, path.join(data, 'ssh', 'id_ed25519'));
     assert.equal((await fs.stat(env.KM_SSH_KEY!)).mode & 0o777, 0o600);
     const key = await fs.readFile(env.KM_SSH_KEY!, 'utf8');
