@@ -1,6 +1,7 @@
 // Preflight and removal planning: read-only look-ups in the inventory, the
 // Key Manager database and (health checks) the servers themselves. Nothing
 // here changes a server or a database.
+import { setMaxListeners } from 'node:events';
 import { Context } from '@temporalio/activity';
 import type { Sql } from 'postgres';
 import type { KeyManagerDatabase } from '../keymanager/database';
@@ -134,6 +135,8 @@ export function preflightActivities(deps: { orchestrator: Sql; kmDb: KeyManagerD
       const problems: HealthProblem[] = [];
       let ctx: Context | undefined;
       try { ctx = Context.current(); } catch { ctx = undefined; }
+      // 16 checks at a time share the cancellation signal, each adding (and removing) a listener.
+      if (ctx) setMaxListeners(64, ctx.cancellationSignal);
       const queue = [...input.servers];
       const worker = async () => {
         for (let name = queue.shift(); name !== undefined; name = queue.shift()) {

@@ -112,6 +112,10 @@ export async function startEmbeddedPostgres(opts: EmbeddedPostgresOptions): Prom
     '-c', 'fsync=off',
   ], { ...ids, stdio: ['ignore', log.fd, log.fd] });
   await log.close();
+  // If this process exits without stop() (a crash, process.exit), PostgreSQL must not outlive it.
+  const killOnExit = () => { child.kill('SIGINT'); };
+  process.once('exit', killOnExit);
+  child.once('exit', () => process.off('exit', killOnExit));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const adminUrl = `postgres://${user}:${encodeURIComponent(password)}@127.0.0.1:${opts.port}/postgres`;
   await waitUntilAccepting(adminUrl, exited, logFile);

@@ -82,6 +82,10 @@ export async function startDevServer(opts: DevServerOptions): Promise<RunningDev
   }
   const child: ChildProcess = spawn(opts.binary, args, { stdio });
   await logHandle?.close();
+  // If this process exits without stop() (a crash, process.exit), the server must not outlive it.
+  const killOnExit = () => { child.kill('SIGTERM'); };
+  process.once('exit', killOnExit);
+  child.once('exit', () => process.off('exit', killOnExit));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   child.once('error', () => undefined);
   const address = `127.0.0.1:${opts.port}`;

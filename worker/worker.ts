@@ -24,6 +24,15 @@ export interface KmHotfixWorker {
   closeActivities(): Promise<void>;
 }
 
+/** KM_HOTFIX_ACTIVITY_SLOTS, default 250. */
+export function activitySlots(env: NodeJS.ProcessEnv = process.env): number {
+  const raw = env.KM_HOTFIX_ACTIVITY_SLOTS;
+  if (raw === undefined || raw === '') return 250;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1 || n > 10_000) throw new CliError(`KM_HOTFIX_ACTIVITY_SLOTS must be a whole number from 1 to 10000 (got '${raw}')`, EXIT.refused);
+  return n;
+}
+
 export async function createKmHotfixWorker(opts: KmHotfixWorkerOptions): Promise<KmHotfixWorker> {
   const { activities, close } = createActivities(opts.activityDeps);
   const code = opts.workflowBundle ? { workflowBundle: opts.workflowBundle } : { workflowsPath: require.resolve('../workflows') };
@@ -34,6 +43,10 @@ export async function createKmHotfixWorker(opts: KmHotfixWorkerOptions): Promise
     ...code,
     activities,
     ...(opts.identity ? { identity: opts.identity } : {}),
+    // Each server step holds a slot for its whole SSH command: the widest batch
+    // in use needs as many (bench/results/rollout-scale.md: 100 → 250 cut a
+    // 2,000-server fan-out from 45 s to 27 s).
+    maxConcurrentActivityTaskExecutions: activitySlots(),
     // Running activities get this long to finish on shutdown, then are cancelled.
     shutdownGraceTime: '10s',
     shutdownForceTime: '20s',

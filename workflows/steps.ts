@@ -7,7 +7,7 @@ import type { RolloutTiming } from '../domain/rollout';
 export const DEFAULT_TIMING: RolloutTiming = {
   servicesTimeoutMs: 5 * 60_000,
   maxRetryIntervalMs: 60_000,
-  // ~25 history events per server keeps a child far below Temporal's 10,240 warning.
+  // 18 history events per server (measured, test/history.test.ts): a child of 100 stays near 1,800, far below Temporal's 10,240 warning.
   sliceServers: 100,
 };
 
