@@ -6,7 +6,8 @@ import postgres, { Sql } from 'postgres';
 import type { Role } from '../domain/fleet';
 import type { HotfixManifest } from './hotfix-file';
 
-export const KM_SCHEMA = `
+/** The tables of SPEC §2, exactly: what a real Key Manager has. */
+export const KM_SPEC_SCHEMA = `
 CREATE TABLE IF NOT EXISTS km_server (
   name          text PRIMARY KEY,
   role          text NOT NULL CHECK (role IN ('frontend','backend','both')),
@@ -22,6 +23,9 @@ CREATE TABLE IF NOT EXISTS km_hotfix_applied (
   hotfix_name text NOT NULL REFERENCES km_hotfix(name),
   applied_at  timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (server_name, hotfix_name));
+`;
+
+export const KM_SCHEMA = KM_SPEC_SCHEMA + `
 -- Simulator only: the uploaded manifest, which a real Key Manager keeps in
 -- its own storage. Keyed by sha256 so a deleted-then-reuploaded hotfix works.
 CREATE TABLE IF NOT EXISTS km_sim_hotfix_content (

@@ -9,7 +9,8 @@ import { promises as fs } from 'node:fs';
 import { Server, utils as sshUtils } from 'ssh2';
 import { KeyManagerSsh, SshPool, commandLine, hostKeyFingerprint, parseSupervisorStatus, SshTarget } from '../keymanager/ssh';
 import { KmError, commandFailure, KmErrorKind } from '../keymanager/errors';
-import { quote, quoteArgv, splitCommand } from '../keymanager/quote';
+import { quote, quoteArgv } from '../keymanager/quote';
+import { parseWords } from '../simulator/shell';
 import { freePort } from '../stack/process';
 import { startSshd, sshdUnavailable, TestSshd } from './helpers/sshd';
 
@@ -56,11 +57,11 @@ describe('keymanager/quote', () => {
     assert.throws(() => quoteArgv([]), /empty/);
   });
 
-  it('round-trips hostile argv through splitCommand', () => {
-    assert.deepEqual(splitCommand(quoteArgv(HOSTILE)), HOSTILE);
-    assert.deepEqual(splitCommand(`a "b c" d\\ e 'f'"g"`), ['a', 'b c', 'd e', 'fg']);
-    assert.throws(() => splitCommand('echo $(id)'), /unsupported shell syntax/);
-    assert.throws(() => splitCommand("echo 'open"), /unterminated/);
+  it('round-trips hostile argv through the simulated servers\' shell parser', () => {
+    assert.deepEqual(parseWords(quoteArgv(HOSTILE)), HOSTILE);
+    assert.deepEqual(parseWords(`a "b c" d\\ e 'f'"g"`), ['a', 'b c', 'd e', 'fg']);
+    assert.throws(() => parseWords('echo $(id)'), /Syntax error/);
+    assert.throws(() => parseWords("echo 'open"), /Syntax error|unterminated/);
   });
 
   it('prefixes sudo -n only for sudo targets', () => {

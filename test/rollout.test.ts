@@ -160,6 +160,7 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
   it('a failure at fan-out server k: every patched server unapplied in reverse order, the rest untouched', async () => {
     const hf = await env.hotfix('backend');
     env.fleet.server('km-fe-2').fault({ failApplies: 10 });
+    const before = await env.maxProcesses();
     const h = await env.startRollout({ hotfix: hf.name, batch: '1', maxFailures: 0 });
     await env.waitForPhase(h, 'verifying');
     await h.executeUpdate(approveUpdate, { args: [{ by: 'bob' }] });
@@ -173,6 +174,7 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
     for (const n of ['km-be-2', 'km-be-3']) assert.deepEqual(env.commands(n, CHANGES), [], `${n} untouched`);
     const states = Object.fromEntries(st.servers.map((s) => [s.name, s.state]));
     assert.deepEqual(states, { 'km-fe-1': 'rolled_back', 'km-fe-2': 'rolled_back', 'km-be-1': 'rolled_back', 'km-be-2': 'untouched', 'km-be-3': 'untouched' });
+    assert.deepEqual(await env.maxProcesses(), before, 'drained backends restored after the failure too');
   });
 
   it('--max-failures 1 absorbs one failed server and completes the rest', async () => {
