@@ -305,4 +305,23 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
       await env.orchestrator`UPDATE fleet_server SET host_key = ${pinned} WHERE name = 'km-be-2'`;
     }
   });
+
+  it('a server that cannot be rolled back ends rollback_failed and is named; the others are rolled back', async () => {
+    const hf = await env.hotfix('frontend');
+    // km-fe-2's services stay FATAL after every restart: patching fails, and so does its rollback.
+    env.fleet.server('km-fe-2').fault({ fatalService: 'sshmgr-frontend' });
+    const h = await env.startRollout({ hotfix: hf.name });
+    await env.waitForPhase(h, 'verifying');
+    await h.executeUpdate(approveUpdate, { args: [{ by: 'bob' }] });
+    const st = (await h.result()) as RolloutStatus;
+    assert.equal(st.phase, 'rollback_failed');
+    assert.deepEqual(st.needsAttention, ['km-fe-2']);
+    assert.match(st.error ?? '', /km-fe-2/);
+    assert.equal(st.servers.find((s) => s.name === 'km-fe-2')?.state, 'rollback_failed');
+    assert.equal(st.servers.find((s) => s.name === 'km-fe-1')?.state, 'rolled_back');
+    assert.deepEqual(await env.applied(hf.name), [], 'unapplied even where services did not come back');
+    const [row] = await env.orchestrator<{ phase: string; error: string }[]>`SELECT phase, error FROM rollout WHERE id = ${h.workflowId}`;
+    assert.equal(row.phase, 'rollback_failed', 'the ledger says so too');
+    assert.match(row.error, /needs a person: km-fe-2/);
+  });
 });
