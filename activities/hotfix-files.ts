@@ -2,6 +2,7 @@
 // make them the sshmgr user's, register the hotfix, and check that Key
 // Manager's registry lists the Name with the same sha256.
 import type { Sql } from 'postgres';
+import type { Role } from '../domain/fleet';
 import type { KeyManagerDatabase } from '../keymanager/database';
 import type { KeyManagerSsh } from '../keymanager/ssh';
 import { hotfixFileContent, hotfixFileInfo } from '../store/hotfix-files';
@@ -13,11 +14,11 @@ import { activityExecOptions, COMMAND_TIMEOUT_MS } from './key-manager-ssh';
 export function hotfixFileActivities(deps: { orchestrator: Sql; kmDb: KeyManagerDatabase; kmSsh: KeyManagerSsh }) {
   const { orchestrator, kmDb, kmSsh } = deps;
   return {
-    async uploadHotfix(u: { rolloutId: string; sha256: string; via?: string }): Promise<{ name: string; server: string; result: 'registered' | 'already-registered' }> {
+    async uploadHotfix(u: { rolloutId: string; sha256: string; via?: string }): Promise<{ name: string; server?: { name: string; role: Role }; result: 'registered' | 'already-registered' }> {
       const file = await hotfixFileInfo(orchestrator, u.sha256);
       if (!file) throw nonRetryable(FAILURE.invalid, `hotfix file ${u.sha256} is not stored: run 'km-hotfix upload FILE' again`);
       const registered = await kmDb.hotfix(file.name);
-      if (registered && registered.sha256 === file.sha256) return { name: file.name, server: u.via ?? '', result: 'already-registered' };
+      if (registered && registered.sha256 === file.sha256) return { name: file.name, result: 'already-registered' };
       if (registered) {
         throw nonRetryable(FAILURE.conflict, `Key Manager already has a different file registered as ${file.name} (${registered.fileName}, sha256 ${registered.sha256.slice(0, 12)}…): remove it first with 'km-hotfix remove ${file.name}'`);
       }
@@ -32,7 +33,7 @@ export function hotfixFileActivities(deps: { orchestrator: Sql; kmDb: KeyManager
         throw nonRetryable(FAILURE.notApplied, `${target.name}: ssh-mgr-controller --upload-hotfix succeeded but Key Manager ${row ? `lists ${file.name} with sha256 ${row.sha256}` : `does not list ${file.name}`}: check the server`);
       }
       await appendEvent(orchestrator, { rolloutId: u.rolloutId, key: `upload:${file.sha256}`, kind: 'upload', server: target.name, detail: { name: file.name, fileName: file.fileName, sha256: file.sha256, path: remotePath } });
-      return { name: file.name, server: target.name, result: 'registered' };
+      return { name: file.name, server: { name: target.name, role: target.role }, result: 'registered' };
     },
   };
 }

@@ -21,7 +21,7 @@ export async function hotfixUpload(input: UploadInput & { fileName: string }): P
   try {
     await r.phase('upload');
     const done = await steps.server.uploadHotfix({ rolloutId: id, sha256: input.sha256, via: input.via });
-    if (done.server) r.status.servers = [{ name: done.server, role: 'both', state: 'patched' }];
+    if (done.server) r.status.servers = [{ ...done.server, state: 'patched' }];
     await r.phase('completed');
   } catch (err) {
     r.status.error = failureMessage(err);
