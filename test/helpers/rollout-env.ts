@@ -27,6 +27,8 @@ export interface RolloutEnv {
   /** Database URLs, for running the real CLI against this environment (DATABASE_URL, KM_DATABASE_URL). */
   orchestratorUrl: string;
   kmUrl: string;
+  /** The private key the fleet accepts (OpenSSH format), for a worker in another process. */
+  sshPrivateKey: string;
   /** Upload-ready: store a hotfix file and register it on a server through the real upload path. */
   hotfix(component: Component, opts?: { version?: string; description?: string; issue?: string; register?: boolean }): Promise<{ name: string; sha256: string; fileName: string }>;
   startRollout(input: Partial<RolloutInput> & { hotfix: string }): Promise<WorkflowHandle>;
@@ -60,7 +62,7 @@ export async function rolloutEnv(opts: Partial<Omit<SimFleetOptions, 'kmDatabase
   const suffix = () => randomBytes(3).toString('hex');
 
   const env: RolloutEnv = {
-    fleet, orchestrator, km, worker, client, taskQueue, orchestratorUrl, kmUrl,
+    fleet, orchestrator, km, worker, client, taskQueue, orchestratorUrl, kmUrl, sshPrivateKey: keys.private,
     async hotfix(component, o = {}) {
       const made = await makeHotfix({ component, version: o.version ?? '3.0.0', description: o.description ?? `fix_${suffix()}`, issueId: o.issue ?? 'UKM-1001' });
       const stored = await storeHotfixFile(orchestrator, made.fileName, made.bytes, 'tester');
