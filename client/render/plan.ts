@@ -125,13 +125,22 @@ export function planText(d: PlanDocument): string {
   }
   out.push('');
   out.push('Commands per server (over SSH; a rollback runs the unapply commands on every server this rollout patched, in reverse order):');
+  // Servers with the same commands (all but sudo ones, usually) are listed once: a plan for 2,000 servers stays readable.
+  const groups = new Map<string, { names: string[]; apply: string[]; rollback: string[] }>();
+  const skipped: string[] = [];
   for (const s of d.servers) {
-    const label = s.step === 'canary' ? 'canary' : s.step === 'skipped' ? 'skipped: has it already' : `batch ${s.batch}`;
-    out.push(`  ${s.name} (${s.role}, ${label})`);
-    if (s.step === 'skipped') continue;
-    out.push(`    apply:     ${s.commands.apply.join('\n               ')}`);
-    out.push(`    rollback:  ${s.commands.rollback.join('\n               ')}`);
+    if (s.step === 'skipped') { skipped.push(s.name); continue; }
+    const key = JSON.stringify(s.commands);
+    const g = groups.get(key) ?? { names: [], apply: s.commands.apply, rollback: s.commands.rollback };
+    g.names.push(s.step === 'canary' ? `${s.name} (canary)` : s.name);
+    groups.set(key, g);
   }
+  for (const g of groups.values()) {
+    out.push(`  ${g.names.join(', ')}`);
+    out.push(`    apply:     ${g.apply.join('\n               ')}`);
+    out.push(`    rollback:  ${g.rollback.join('\n               ')}`);
+  }
+  if (skipped.length > 0) out.push(`  skipped (have it already): ${skipped.join(', ')}`);
   if (d.conflicts.length > 0) {
     out.push('');
     for (const c of d.conflicts) out.push(`Note: rollout ${c.id} is still active on ${c.reason}: a rollout would be refused until it ends.`);
