@@ -127,7 +127,7 @@ export function outcomeLine(st: RolloutStatus): string {
       if (st.kind === 'upload') return `completed: ${st.hotfix} is registered in Key Manager${st.servers[0] ? ` (uploaded via ${st.servers[0].name})` : ''}`;
       return `completed: ${st.hotfix} applied on ${n('patched')} server(s)${n('skipped') ? `, ${n('skipped')} had it already` : ''}`;
     case 'rolled_back':
-      return `rolled back: ${st.error ?? 'stopped'}; every change was undone (${n('rolled_back')} server(s) unapplied)`;
+      return `rolled back: ${st.error ?? 'stopped'}; every change was undone (${n('rolled_back')} server(s) rolled back)`;
     case 'rollback_failed':
       return `ROLLBACK FAILED: ${st.error ?? ''}; needs a person: ${st.needsAttention.join(', ')}`;
     case 'failed':
