@@ -5,6 +5,7 @@ import type { Sql } from 'postgres';
 import type { Phase } from '../domain/rollout';
 import { appendEvent, claim, ClaimConflict, LedgerEvent, recordPhase, recordRolloutStart, releaseClaims, releaseStaleClaims, RolloutRecord } from '../store/ledger';
 import { FAILURE, nonRetryable } from './failures';
+import { workflowRunning } from '../client/temporal';
 
 export function ledgerActivities(sql: Sql) {
   return {
@@ -26,7 +27,7 @@ export function ledgerActivities(sql: Sql) {
         } catch (err) {
           if (!(err instanceof ClaimConflict)) throw err;
           // A holder whose workflow no longer runs (terminated) leaves a stale claim: release it once, then retry.
-          const released = attempt === 1 ? await releaseStaleClaims(sql, err.activeRollouts, workflowRunning) : [];
+          const released = attempt === 1 ? await releaseStaleClaims(sql, err.activeRollouts, (id) => workflowRunning(Context.current().client, id)) : [];
           if (released.length === 0) throw nonRetryable(FAILURE.conflict, err.message);
         }
       }
@@ -35,15 +36,4 @@ export function ledgerActivities(sql: Sql) {
       await releaseClaims(sql, rolloutId);
     },
   };
-}
-
-/** Whether a workflow still runs, asked of Temporal with the worker's own client. */
-async function workflowRunning(workflowId: string): Promise<boolean> {
-  try {
-    const d = await Context.current().client.workflow.getHandle(workflowId).describe();
-    return d.status.name === 'RUNNING';
-  } catch (err) {
-    if ((err as Error).name === 'WorkflowNotFoundError') return false;
-    return true; // unsure: keep the claim
-  }
 }

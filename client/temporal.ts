@@ -1,7 +1,7 @@
 // The one place that turns configuration into Temporal connections (client
 // and worker), so TLS, API keys and the "unreachable" error are handled once.
 import { promises as fs } from 'node:fs';
-import { Client, Connection } from '@temporalio/client';
+import { Client, Connection, WorkflowNotFoundError } from '@temporalio/client';
 import type { NativeConnection } from '@temporalio/worker';
 import type { TLSConfig } from '@temporalio/common/lib/internal-non-workflow';
 import type { Config } from './config';
@@ -82,5 +82,14 @@ export async function connectNativeConnection(config: Config): Promise<NativeCon
     return await NativeConnection.connect(opts);
   } catch (err) {
     throw temporalUnreachable(config, err);
+  }
+}
+
+/** Whether a workflow still runs; unsure (Temporal unreachable) counts as running, so a claim is kept. */
+export async function workflowRunning(client: Client, workflowId: string): Promise<boolean> {
+  try {
+    return (await client.workflow.getHandle(workflowId).describe()).status.name === 'RUNNING';
+  } catch (err) {
+    return !(err instanceof WorkflowNotFoundError);
   }
 }

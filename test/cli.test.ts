@@ -381,4 +381,24 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
       refused(await km(['rollout', registered], { KM_DATABASE_URL: undefined }), 2, /KM_DATABASE_URL is not set/, 'KM_DATABASE_URL missing');
     });
   });
+
+  it('a rollout that overlaps an active one is refused with exit 2 naming it; once that workflow is terminated, its claims no longer block', async () => {
+    const a = await hotfixFile('frontend');
+    const first = await km(['rollout', a.path, '--servers', 'km-fe-1,km-fe-2']);
+    ok(first, 'first rollout');
+    const id = first.stdout.trim();
+    await env.waitForPhase(handle(id), 'verifying');
+    const b = await hotfixFile('common');
+    refused(await km(['rollout', b.path, '--servers', 'km-fe-2,km-be-1']), 2, new RegExp(`rollout ${id} is still active on km-fe-2`), 'overlap');
+    // An operator terminates it outside km-hotfix: the ledger still holds its claims.
+    await handle(id).terminate('operator');
+    const second = await km(['rollout', b.path, '--servers', 'km-fe-2,km-be-1']);
+    ok(second, 'rollout after the holder was terminated');
+    const [row] = await env.orchestrator<{ phase: string }[]>`SELECT phase FROM rollout WHERE id = ${id}`;
+    assert.equal(row.phase, 'failed', 'the terminated rollout is marked in the ledger');
+    await env.waitForPhase(handle(second.stdout.trim()), 'verifying');
+    ok(await km(['abort', second.stdout.trim(), '--reason', 'test over']), 'abort');
+    await handle(second.stdout.trim()).result();
+    await new Promise((r) => setTimeout(r, 300)); // the terminated canary's interrupted restart settles
+  });
 });

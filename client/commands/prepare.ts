@@ -10,7 +10,10 @@ import type { FleetServer } from '../../domain/fleet';
 import type { DrainedBackend } from '../../domain/rollout';
 import { MAX_HOTFIX_BYTES, sha256Hex } from '../../store/hotfix-files';
 import { listInventory } from '../../store/inventory';
-import { conflictingRollouts } from '../../store/ledger';
+import { conflictingRollouts, releaseStaleClaims } from '../../store/ledger';
+import type { Client } from '@temporalio/client';
+import type { Sql } from 'postgres';
+import { workflowRunning } from '../temporal';
 import type { KeyManagerDatabase } from '../../keymanager/database';
 import { CliError, EXIT } from '../errors';
 import type { Databases } from './common';
@@ -144,7 +147,13 @@ export async function prepareRollout(db: Databases, hotfix: HotfixArg, opts: Pla
   return { hotfix, fleet, plan, drained, registered, conflicts };
 }
 
-export function refuseConflicts(conflicts: { id: string; reason: string }[]): void {
-  const c = conflicts[0];
+/**
+ * Refuse when another rollout is active on these servers or this hotfix. A
+ * holder whose workflow no longer runs (terminated) left stale claims: they
+ * are released instead of blocking this rollout forever.
+ */
+export async function refuseConflicts(sql: Sql, client: Client, conflicts: { id: string; reason: string }[]): Promise<void> {
+  const stale = new Set(await releaseStaleClaims(sql, [...new Set(conflicts.map((c) => c.id))], (id) => workflowRunning(client, id)));
+  const c = conflicts.find((x) => !stale.has(x.id));
   if (c) throw new CliError(`rollout ${c.id} is still active on ${c.reason}: wait for it to end ('km-hotfix status ${c.id} --watch'), or abort it with 'km-hotfix abort ${c.id} --reason ...'`, EXIT.refused);
 }

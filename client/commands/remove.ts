@@ -41,8 +41,9 @@ export async function startRemoval(cfg: Config, req: RemoveRequest): Promise<{ i
     }
     const scope = servers.length ? new Set(servers) : names;
     const targets = fleet.filter((s) => applied.has(s.name) && scope.has(s.name)).map((s) => s.name);
-    refuseConflicts(await conflictingRollouts(db.orchestrator, name, targets));
+    const conflicts = await conflictingRollouts(db.orchestrator, name, targets);
     return withTemporal(cfg, async (client) => {
+      await refuseConflicts(db.orchestrator, client, conflicts);
       const input: RemovalInput = { hotfix: name, requestedBy, servers, keepRegistered: !!req.keepRegistered, ...(req.timing ? { timing: req.timing } : {}) };
       const id = newWorkflowId('removal', name);
       await client.workflow.start(WORKFLOW_TYPES.removal, { taskQueue: cfg.taskQueue, workflowId: id, args: [input] });

@@ -41,8 +41,8 @@ export async function startRollout(cfg: Config, req: RolloutRequest): Promise<St
   }
   return withDatabases(cfg, async (db) => {
     const prepared = await prepareRollout(db, hotfix, { servers: req.servers, canary: req.canary, batch: req.batch });
-    refuseConflicts(prepared.conflicts);
     return withTemporal(cfg, async (client: Client) => {
+      await refuseConflicts(db.orchestrator, client, prepared.conflicts);
       // Stored only now: the file is content-addressed, so storing it again is harmless.
       const upload = hotfix.file ? { sha256: (await storeHotfixFile(db.orchestrator, hotfix.file.fileName, hotfix.file.bytes, requestedBy)).sha256 } : undefined;
       const input: RolloutInput = {

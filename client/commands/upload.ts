@@ -31,8 +31,9 @@ export async function startUpload(cfg: Config, req: UploadRequest): Promise<{ id
     if (row && row.sha256 !== file.sha256) {
       throw new CliError(`Key Manager already has a different file registered as ${name} (${row.fileName}): remove it first with 'km-hotfix remove ${name}'`, EXIT.refused);
     }
-    refuseConflicts(await conflictingRollouts(db.orchestrator, name, req.via ? [req.via] : []));
+    const conflicts = await conflictingRollouts(db.orchestrator, name, req.via ? [req.via] : []);
     return withTemporal(cfg, async (client) => {
+      await refuseConflicts(db.orchestrator, client, conflicts);
       const stored = await storeHotfixFile(db.orchestrator, file.fileName, file.bytes, requestedBy);
       const id = newWorkflowId('upload', name);
       await client.workflow.start(WORKFLOW_TYPES.upload, {
