@@ -2,7 +2,8 @@
 // rejection: it outlives Temporal's retention. Every write is idempotent
 // (keyed), so a retried activity never writes twice.
 import type { Sql } from 'postgres';
-import type { Phase, WorkflowKind } from '../domain/rollout';
+import type { Approval, DrainedBackend, Phase, RolloutStatus, ServerState, WorkflowKind } from '../domain/rollout';
+import type { Role } from '../domain/fleet';
 
 export interface RolloutRecord {
   id: string;
@@ -165,4 +166,39 @@ export async function releaseStaleClaims(sql: Sql, ids: string[], isRunning: (id
     released.push(id);
   }
   return released;
+}
+
+/**
+ * A rollout's status rebuilt from the ledger alone, for when Temporal no
+ * longer has the workflow (retention). Per-server states come from the steps
+ * recorded; roles from the inventory where the server is still in it.
+ */
+export async function ledgerStatus(sql: Sql, id: string, roles: ReadonlyMap<string, Role>): Promise<RolloutStatus | undefined> {
+  const rows = await sql<{ id: string; kind: WorkflowKind; hotfix: string; requested_by: string; phase: Phase; error: string | null; started_at: Date; updated_at: Date; ended_at: Date | null }[]>`
+    SELECT id, kind, hotfix, requested_by, phase, error, started_at, updated_at, ended_at FROM rollout WHERE id = ${id}`;
+  const r = rows[0];
+  if (!r) return undefined;
+  const events = await rolloutEvents(sql, id);
+  const states = new Map<string, ServerState>();
+  const undone: ServerState = r.kind === 'removal' ? 'removed' : 'rolled_back';
+  let canary: string | null = null;
+  let drained: DrainedBackend[] = [];
+  const approvals: Approval[] = [];
+  for (const e of events) {
+    if (e.kind === 'canary' && e.server) canary = e.server;
+    if (e.kind === 'drain') drained = (e.detail.drained as DrainedBackend[] | undefined) ?? [];
+    if (e.kind === 'approve' || e.kind === 'reject') approvals.push({ by: e.actor ?? '', decision: e.kind, at: e.at.toISOString(), comment: String(e.detail.comment ?? '') });
+    if (!e.server) continue;
+    if (e.kind === 'apply') states.set(e.server, 'patched');
+    if (e.kind === 'unapply') states.set(e.server, undone);
+  }
+  const needsAttention = /needs a person: (.*)$/.exec(r.error ?? '')?.[1]?.split(', ') ?? [];
+  for (const n of needsAttention) if (states.has(n)) states.set(n, 'rollback_failed');
+  return {
+    id: r.id, kind: r.kind, hotfix: r.hotfix, phase: r.phase, requestedBy: r.requested_by, canary, drained, approvals,
+    servers: [...states].map(([name, state]) => ({ name, role: roles.get(name) ?? 'both', state })),
+    error: r.error, paused: false, gate: null, needsAttention,
+    startedAt: r.started_at.toISOString(), updatedAt: r.updated_at.toISOString(), endedAt: r.ended_at?.toISOString() ?? null,
+    activeBatchWorkflows: [],
+  };
 }

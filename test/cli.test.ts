@@ -401,4 +401,32 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
     await handle(second.stdout.trim()).result();
     await new Promise((r) => setTimeout(r, 300)); // the terminated canary's interrupted restart settles
   });
+
+  it('status of a rollout Temporal no longer has (retention) comes from the ledger', async () => {
+    const f = await hotfixFile('common');
+    const started = await km(['rollout', f.path, '--servers', 'km-be-2,km-be-3', '--batch', '2']);
+    ok(started, 'rollout');
+    const id = started.stdout.trim();
+    await env.waitForPhase(handle(id), 'verifying');
+    ok(await km(['approve', id, '--as', 'bob', '--comment', 'fine']), 'approve');
+    await handle(id).result();
+    // Temporal's deletion of a closed workflow takes ~30 s here: stand in for retention with a
+    // copy of this rollout's ledger record under an id Temporal never had.
+    const gone = `${id}-expired`;
+    await env.orchestrator.begin(async (tx) => {
+      await tx`INSERT INTO rollout (id, kind, hotfix, requested_by, servers, options, phase, outcome, error, started_at, updated_at, ended_at)
+               SELECT ${gone}, kind, hotfix, requested_by, servers, options, phase, outcome, error, started_at, updated_at, ended_at FROM rollout WHERE id = ${id}`;
+      await tx`INSERT INTO rollout_event (rollout_id, event_key, at, kind, server, actor, detail)
+               SELECT ${gone}, event_key, at, kind, server, actor, detail FROM rollout_event WHERE rollout_id = ${id} ORDER BY seq`;
+    });
+    const r = await km(['status', gone, '--json']);
+    ok(r, 'status from the ledger');
+    assert.match(r.stderr, /Temporal no longer has .*ledger/);
+    const st = JSON.parse(r.stdout) as RolloutStatus;
+    assert.equal(st.phase, 'completed');
+    assert.equal(st.canary, 'km-be-2');
+    assert.deepEqual(st.approvals.map((a) => [a.by, a.decision, a.comment]), [['bob', 'approve', 'fine']]);
+    assert.deepEqual(st.servers.map((s) => [s.name, s.role, s.state]).sort(), [['km-be-2', 'backend', 'patched'], ['km-be-3', 'backend', 'patched']]);
+    refused(await km(['status', 'rollout-that-never-was']), 2, /no rollout, removal or upload with id/, 'unknown everywhere');
+  });
 });

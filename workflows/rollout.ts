@@ -88,6 +88,7 @@ export async function hotfixRollout(input: RolloutInput): Promise<RolloutStatus>
   }
   const canary = plan.canary.server;
   r.status.canary = canary;
+  await r.record({ key: 'canary', kind: 'canary', server: canary, detail: { reason: plan.canary.reason } });
   const canaryInfo = ctx.servers.find((s) => s.name === canary);
   const touched: string[] = []; // servers this rollout applied (or tried to), in order
   let drained: DrainedBackend[] = [];

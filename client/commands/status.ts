@@ -7,7 +7,13 @@ import type { Config } from '../config';
 import { CliError, EXIT } from '../errors';
 import { statusBlock } from '../render/status';
 import { watch } from '../render/watch';
-import { config, describeWorkflow, isFinal, outcomeExit, readStatus, withTemporal } from './common';
+import { config, describeWorkflow, isFinal, outcomeExit, readStatus, withOrchestrator, withTemporal } from './common';
+import { ledgerStatus } from '../../store/ledger';
+import { listInventory } from '../../store/inventory';
+
+async function statusFromLedger(cfg: Config, id: string): Promise<RolloutStatus | undefined> {
+  return withOrchestrator(cfg, async (sql) => ledgerStatus(sql, id, new Map((await listInventory(sql)).map((s) => [s.name, s.role]))));
+}
 
 /** Observations of a workflow, tolerant of a short gap right after it starts (no answer yet). */
 export function statusReader(client: Client, id: string): () => Promise<RolloutStatus> {
@@ -67,11 +73,19 @@ Examples:
         await followWorkflow(cfg, id, o);
         return;
       }
-      await withTemporal(cfg, async (client) => {
-        const st = await readStatus(client, await describeWorkflow(client, id));
-        if (o.json) console.log(JSON.stringify(st, null, 2));
-        else console.log(statusBlock(st, Date.now(), !!process.stdout.isTTY).join('\n'));
+      const st = await withTemporal(cfg, async (client) => {
+        try {
+          return await readStatus(client, await describeWorkflow(client, id));
+        } catch (err) {
+          // Temporal forgets a closed workflow after its retention; the ledger does not.
+          const fromLedger = err instanceof CliError && err.exitCode === EXIT.refused && cfg.databaseUrl ? await statusFromLedger(cfg, id) : undefined;
+          if (!fromLedger) throw err;
+          console.error(`km-hotfix: Temporal no longer has ${id}; this is its record in the ledger`);
+          return fromLedger;
+        }
       });
+      if (o.json) console.log(JSON.stringify(st, null, 2));
+      else console.log(statusBlock(st, Date.now(), !!process.stdout.isTTY).join('\n'));
       process.exitCode = EXIT.ok;
     });
 }
