@@ -268,6 +268,29 @@ const rm: Command = (ctx, args) => {
   return { stdout: '', stderr, code: stderr ? 1 : 0 };
 };
 
+/** `mv [-f] SOURCE DEST`: how an upload staged in a sudo user's home reaches /var/lib/sshmgr. */
+const mv: Command = (ctx, args) => {
+  const { rest, bad } = splitFlags(args, 'f');
+  if (bad) return err(`mv: invalid option -- '${bad}'\n`);
+  if (rest.length !== 2) return err(`mv: ${rest.length < 2 ? 'missing destination file operand' : 'extra operand'}\nTry 'mv --help' for more information.\n`);
+  const [from, to] = rest.map((f) => resolve(ctx, f));
+  const vfs = ctx.server.vfs;
+  const node = vfs.get(from);
+  if (!node) return err(`mv: cannot stat '${rest[0]}': No such file or directory\n`);
+  const dest = vfs.get(to)?.kind === 'dir' ? `${to}/${from.split('/').pop()}` : to;
+  // A user other than root may only move between folders it owns.
+  const dirOwner = (p: string) => vfs.get(p.slice(0, p.lastIndexOf('/')) || '/')?.owner;
+  if (ctx.user !== 'root' && (dirOwner(from) !== ctx.user || dirOwner(dest) !== ctx.user)) {
+    return err(`mv: cannot move '${rest[0]}' to '${rest[1]}': Permission denied\n`);
+  }
+  try {
+    vfs.rename(from, dest);
+  } catch (e) {
+    return err(`mv: cannot move '${rest[0]}' to '${rest[1]}': ${(e as Error).message}\n`);
+  }
+  return out('');
+};
+
 const supervisorctl: Command = async (ctx, args) => {
   if (ctx.user !== 'root') return err(PRIVILEGED_SUPERVISOR);
   const sup = ctx.server.supervisor;
@@ -307,6 +330,7 @@ const COMMANDS: Record<string, Command> = {
   test,
   cat,
   rm,
+  mv,
   supervisorctl,
   'ssh-mgr-controller': sshMgrController,
   true: () => out(''),
