@@ -2,7 +2,7 @@
 // and the simulated fleet over real SSH. Assertions read the simulator's
 // command logs and the Key Manager database, not the workflow's own word.
 import assert from 'node:assert/strict';
-import { rolloutEnv, RolloutEnv } from './helpers/rollout-env';
+import { rolloutEnv, RolloutEnv, FAST_TIMING } from './helpers/rollout-env';
 import { WorkflowUpdateFailedError } from '@temporalio/client';
 import { approveUpdate, rejectUpdate, abortSignal, pauseSignal, resumeSignal } from '../workflows/definitions';
 import type { RolloutStatus } from '../domain/rollout';
@@ -323,5 +323,27 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
     const [row] = await env.orchestrator<{ phase: string; error: string }[]>`SELECT phase, error FROM rollout WHERE id = ${h.workflowId}`;
     assert.equal(row.phase, 'rollback_failed', 'the ledger says so too');
     assert.match(row.error, /needs a person: km-fe-2/);
+  });
+
+  it('a fan-out batch workflow that dies (terminated) counts as failed: the rollback visits all its servers', async () => {
+    const hf = await env.hotfix('frontend');
+    for (const s of env.fleet.servers) s.fault({ restartMs: 500 });
+    const h = await env.startRollout({ hotfix: hf.name, batch: '1', timing: { ...FAST_TIMING, sliceServers: 2 } });
+    await env.waitForPhase(h, 'verifying');
+    await h.executeUpdate(approveUpdate, { args: [{ by: 'bob' }] });
+    let child: string | undefined;
+    for (let i = 0; !child; i++) {
+      const st = await env.status(h);
+      if (st.activeBatchWorkflows.length > 0 && (await env.applied(hf.name)).length >= 2) child = st.activeBatchWorkflows[0];
+      if (i > 300) assert.fail('fan-out never started');
+      else await new Promise((r) => setTimeout(r, 20));
+    }
+    await env.client.workflow.getHandle(child).terminate('lost');
+    const st = (await h.result()) as RolloutStatus;
+    assert.equal(st.phase, 'rolled_back', st.error ?? '');
+    assert.match(st.error ?? '', /more than --max-failures 0/);
+    await new Promise((r) => setTimeout(r, 700)); // an orphaned restart of the dead child settles
+    assert.deepEqual(await env.applied(hf.name), [], 'nothing left applied');
+    assert.ok(st.servers.filter((s) => s.state === 'rolled_back').length >= 2);
   });
 });

@@ -1,7 +1,8 @@
 // Runs batches of servers through child workflows (serverBatches), slice by
 // slice, so that every execution's history stays bounded on a large fleet.
 import { ChildWorkflowHandle, condition, ParentClosePolicy, startChild } from '@temporalio/workflow';
-import type { RolloutTiming } from '../domain/rollout';
+import type { RolloutTiming, ServerState } from '../domain/rollout';
+import { failureMessage } from './errors';
 import { WORKFLOW_TYPES, pauseBatchesSignal, stopBatchesSignal } from './definitions';
 import { BatchAction, BatchesInput, BatchesResult, BatchServerResult } from './batches';
 import { timing } from './steps';
@@ -26,6 +27,18 @@ export function slicesOf(batches: string[][], slice: number): string[][][][] {
   }
   flush();
   return waves;
+}
+
+/**
+ * A batch workflow that ended without a result (terminated, timed out, a
+ * bug): which of its servers it changed is unknown, so every one of them is
+ * reported failed and changed — a rollback then visits them all (unapply is
+ * a no-op where nothing was applied). Nothing is hidden.
+ */
+function lostSlice(action: BatchAction, slice: string[][], err: unknown): BatchesResult {
+  const error = `the batch workflow ended without a result (${failureMessage(err)}): state unknown`;
+  const servers = slice.flat().map((name) => ({ name, state: (action === 'rollback' ? 'rollback_failed' : 'failed') as ServerState, error, changed: true }));
+  return { servers, failures: servers.length, stopped: true };
 }
 
 export interface FanoutControl {
@@ -67,7 +80,7 @@ export class Fanout {
           parentClosePolicy: ParentClosePolicy.TERMINATE,
         })));
       ctl.onChildren(this.running.map((h) => h.workflowId));
-      const results = await Promise.all(this.running.map((h) => h.result()));
+      const results = await Promise.all(this.running.map((h, i) => h.result().catch((err: unknown) => lostSlice(action, wave[i], err))));
       this.running = [];
       ctl.onChildren([]);
       let stopped = false;
