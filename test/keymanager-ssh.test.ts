@@ -12,7 +12,7 @@ import { KmError, commandFailure, KmErrorKind } from '../keymanager/errors';
 import { quote, quoteArgv } from '../keymanager/quote';
 import { parseWords } from '../simulator/shell';
 import { freePort } from '../stack/process';
-import { startSshd, sshdUnavailable, TestSshd } from './helpers/sshd';
+import { requireSshd, startSshd, TestSshd } from './helpers/sshd';
 
 const HOSTILE = [
   "x'; rm -rf / #",
@@ -134,12 +134,7 @@ describe('keymanager/ssh against OpenSSH sshd', function () {
   let t: SshTarget;
 
   before(async function () {
-    const why = await sshdUnavailable();
-    if (why) {
-      if (process.env.CI) throw new Error(why);
-      console.warn(`skipping: ${why}`);
-      this.skip();
-    }
+    await requireSshd(this);
     sshd = await startSshd('km-ssh');
     pool = new SshPool({ privateKey: sshd.clientKey });
     t = sshd.target();
