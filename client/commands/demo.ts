@@ -175,10 +175,10 @@ async function runDemo(o: { keep?: boolean }): Promise<number> {
     p.say('');
     p.say(`  Temporal Web UI while it ran: ${stack.uiUrl ?? '(none)'} (stopped with the demo).`);
     p.say('  Try it by hand, with the UI kept open:');
-    p.say('    km-hotfix dev --sim 2:3              # in one terminal; then paste the export lines it prints into another');
-    p.say('    km-hotfix sim make-hotfix --component backend --version 3.0.0 --description fix_queue_stall --issue UKM-2001');
-    p.say('    km-hotfix plan ./sshmgr-3.0.0-hotfix_backend_fix_queue_stall_UKM-2001.gz');
-    p.say('    km-hotfix rollout ./sshmgr-3.0.0-hotfix_backend_fix_queue_stall_UKM-2001.gz --wait   # and in a third: km-hotfix approve ID --as dana');
+    p.say('    npx km-hotfix dev --sim 2:3              # in one terminal; then paste the export lines it prints into another');
+    p.say('    npx km-hotfix sim make-hotfix --component backend --version 3.0.0 --description fix_queue_stall --issue UKM-2001');
+    p.say('    npx km-hotfix plan ./sshmgr-3.0.0-hotfix_backend_fix_queue_stall_UKM-2001.gz');
+    p.say('    npx km-hotfix rollout ./sshmgr-3.0.0-hotfix_backend_fix_queue_stall_UKM-2001.gz --wait   # and in a third: npx km-hotfix approve ID --as dana');
     p.say(`  demo finished in ${((Date.now() - t0) / 1000).toFixed(1)} s; stopping everything it started`);
     return same && sameAgain ? EXIT.ok : EXIT.failed;
   } finally {
