@@ -75,8 +75,22 @@ function gateLine(st: RolloutStatus, now: number): string | undefined {
   return `waiting since ${clock(g.waitingSince)} (${elapsed(now - Date.parse(g.waitingSince))}) for ${who} to verify canary ${g.canary}; deadline ${when(g.deadline)}`;
 }
 
-/** The full status block. */
-export function statusBlock(st: RolloutStatus, now = Date.now(), fancy = true): string[] {
+/** States a person watching wants to see first when not every server fits. */
+const URGENT = new Set(['failed', 'rollback_failed', 'patching', 'rolling_back', 'removing']);
+
+/** At most `max` servers: the urgent ones and the canary first, in inventory order; the rest summed up. */
+export function serversToShow(st: RolloutStatus, max: number): { shown: RolloutStatus['servers']; hidden: string | undefined } {
+  if (st.servers.length <= max) return { shown: st.servers, hidden: undefined };
+  const rank = (s: RolloutStatus['servers'][number]) => (URGENT.has(s.state) ? 0 : s.name === st.canary ? 1 : 2);
+  const keep = new Set([...st.servers].sort((a, b) => rank(a) - rank(b)).slice(0, Math.max(1, max - 1)).map((s) => s.name));
+  const shown = st.servers.filter((s) => keep.has(s.name));
+  const counts = new Map<string, number>();
+  for (const s of st.servers) if (!keep.has(s.name)) counts.set(s.state, (counts.get(s.state) ?? 0) + 1);
+  return { shown, hidden: `… and ${st.servers.length - shown.length} more (${[...counts].map(([k, n]) => `${k} ${n}`).join(' · ')}): 'km-hotfix status ${st.id}' lists them all` };
+}
+
+/** The full status block; `maxServers` bounds the table (a live view must fit the terminal). */
+export function statusBlock(st: RolloutStatus, now = Date.now(), fancy = true, maxServers = Infinity): string[] {
   const out: string[] = [];
   const kv = (k: string, v: string) => out.push(`${k.padEnd(9)}${v}`);
   kv(st.kind, `${st.id}`);
@@ -104,11 +118,13 @@ export function statusBlock(st: RolloutStatus, now = Date.now(), fancy = true): 
   for (const a of st.approvals) kv(a.decision === 'approve' ? 'approved' : 'rejected', `by ${a.by} at ${clock(a.at)}${a.comment ? `: ${a.comment}` : ''}`);
   if (st.servers.length > 0) {
     out.push('');
-    const table = formatTable(['SERVER', 'ROLE', 'STATE', 'ELAPSED', 'NOTE'], st.servers.map((s) => [
+    const { shown, hidden } = serversToShow(st, maxServers);
+    const table = formatTable(['SERVER', 'ROLE', 'STATE', 'ELAPSED', 'NOTE'], shown.map((s) => [
       s.name, s.role, s.state, serverElapsed(s, now),
       s.error ? short(s.error) : s.name === st.canary ? 'canary' : '',
     ]));
     out.push(...table.split('\n'));
+    if (hidden) out.push(hidden);
   }
   if (st.error) {
     out.push('');

@@ -39,7 +39,8 @@ export async function watch(opts: WatchOptions): Promise<RolloutStatus> {
     drawn = 0;
   };
   const draw = (st: RolloutStatus) => {
-    const lines = statusBlock(st).map(fit);
+    // Cursor-up cannot reach lines that scrolled off: the block must fit the screen.
+    const lines = statusBlock(st, Date.now(), true, Math.max(5, (out.rows || 40) - 16)).map(fit);
     out.write(lines.join('\n') + '\n');
     drawn = lines.length;
   };

@@ -1,0 +1,35 @@
+// What a person sees: the status block stays readable for a large fleet.
+import assert from 'node:assert/strict';
+import { statusBlock } from '../client/render/status';
+import type { RolloutStatus, ServerStatus } from '../domain/rollout';
+
+function bigRollout(n: number): RolloutStatus {
+  const servers: ServerStatus[] = Array.from({ length: n }, (_, i) => ({ name: `km-be-${i + 1}`, role: 'backend', state: i < 150 ? 'patched' : 'pending' }));
+  servers[150].state = 'patching';
+  servers[151].state = 'patching';
+  servers[40].state = 'failed';
+  servers[40].error = 'km-be-41: applying failed';
+  const now = new Date().toISOString();
+  return {
+    id: 'rollout-x', kind: 'rollout', hotfix: 'hotfix_backend_x', phase: 'fanout', requestedBy: 'alice', canary: 'km-be-300',
+    drained: [], approvals: [], servers, error: null, paused: false, gate: null, needsAttention: [],
+    startedAt: now, updatedAt: now, endedAt: null, activeBatchWorkflows: [],
+  };
+}
+
+describe('status block', () => {
+  it('a live view of 2,000 servers fits the terminal: failed, running and the canary first, the rest counted', () => {
+    const st = bigRollout(2000);
+    const lines = statusBlock(st, Date.now(), false, 10);
+    assert.ok(lines.length < 25, `${lines.length} lines`);
+    const table = lines.join('\n');
+    for (const n of ['km-be-41', 'km-be-151', 'km-be-152', 'km-be-300']) assert.match(table, new RegExp(`^${n}\\s`, 'm'), n);
+    assert.match(table, /… and 1991 more \(patched 144 · pending 1847\): 'km-hotfix status rollout-x' lists them all/);
+  });
+
+  it('without a bound (plain status) every server is listed', () => {
+    const lines = statusBlock(bigRollout(300), Date.now(), false);
+    assert.equal(lines.filter((l) => /^km-be-\d+\s/.test(l)).length, 300);
+    assert.ok(!lines.some((l) => l.includes('more (')));
+  });
+});
