@@ -7,7 +7,8 @@ import type { KeyManagerDatabase } from '../keymanager/database';
 import type { KeyManagerSsh } from '../keymanager/ssh';
 import { hotfixFileContent, hotfixFileInfo } from '../store/hotfix-files';
 import { appendEvent } from '../store/ledger';
-import { fleetInOrder, fleetServer } from './inventory';
+import { fleetServer } from './inventory';
+import { listInventory } from '../store/inventory';
 import { classified, FAILURE, nonRetryable } from './failures';
 import { activityExecOptions, COMMAND_TIMEOUT_MS } from './key-manager-ssh';
 
@@ -22,7 +23,7 @@ export function hotfixFileActivities(deps: { orchestrator: Sql; kmDb: KeyManager
       if (registered) {
         throw nonRetryable(FAILURE.conflict, `Key Manager already has a different file registered as ${file.name} (${registered.fileName}, sha256 ${registered.sha256.slice(0, 12)}…): remove it first with 'km-hotfix remove ${file.name}'`);
       }
-      const target = u.via ? await fleetServer(orchestrator, u.via) : (await fleetInOrder(orchestrator))[0];
+      const target = u.via ? await fleetServer(orchestrator, u.via) : (await listInventory(orchestrator))[0];
       if (!target) throw nonRetryable(FAILURE.invalid, "the inventory is empty: import one with 'km-hotfix fleet import FILE'");
       const content = await hotfixFileContent(orchestrator, u.sha256);
       const opts = activityExecOptions(COMMAND_TIMEOUT_MS.apply);

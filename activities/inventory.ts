@@ -3,10 +3,8 @@
 // history carries names only).
 import type { Sql } from 'postgres';
 import type { FleetServer } from '../domain/fleet';
-import { inventoryServer, listInventory } from '../store/inventory';
+import { inventoryServer } from '../store/inventory';
 import { FAILURE, nonRetryable } from './failures';
-
-export const fleetInOrder = (sql: Sql): Promise<FleetServer[]> => listInventory(sql);
 
 export async function fleetServer(sql: Sql, name: string): Promise<FleetServer> {
   const s = await inventoryServer(sql, name);

@@ -8,9 +8,9 @@ import type { KeyManagerDatabase } from '../keymanager/database';
 import type { KeyManagerSsh } from '../keymanager/ssh';
 import { HotfixNameError, parseHotfixName, Component } from '../domain/hotfix';
 import { parseBatch, planRollout, PlanError, RolloutPlan } from '../domain/plan';
-import type { Role } from '../domain/fleet';
+import type { FleetServer, Role } from '../domain/fleet';
 import { hotfixFileInfo } from '../store/hotfix-files';
-import { fleetInOrder } from './inventory';
+import { listInventory } from '../store/inventory';
 import { FAILURE, nonRetryable, toFailure } from './failures';
 import { COMMAND_TIMEOUT_MS, notRunning } from './key-manager-ssh';
 
@@ -59,8 +59,8 @@ function invalid(err: unknown): never {
 export function preflightActivities(deps: { orchestrator: Sql; kmDb: KeyManagerDatabase; kmSsh: KeyManagerSsh }) {
   const { orchestrator, kmDb, kmSsh } = deps;
 
-  async function inventoryKnownToKeyManager(): Promise<Awaited<ReturnType<typeof fleetInOrder>>> {
-    const fleet = await fleetInOrder(orchestrator);
+  async function inventoryKnownToKeyManager(): Promise<FleetServer[]> {
+    const fleet = await listInventory(orchestrator);
     if (fleet.length === 0) throw nonRetryable(FAILURE.invalid, "the inventory is empty: import one with 'km-hotfix fleet import FILE'");
     const known = new Set((await kmDb.servers()).map((s) => s.name));
     const strangers = fleet.filter((s) => !known.has(s.name)).map((s) => s.name);
@@ -131,7 +131,7 @@ export function preflightActivities(deps: { orchestrator: Sql; kmDb: KeyManagerD
      * so the user sees all of them at once.
      */
     async checkServers(input: { servers: string[] }): Promise<HealthProblem[]> {
-      const fleet = new Map((await fleetInOrder(orchestrator)).map((s) => [s.name, s]));
+      const fleet = new Map((await listInventory(orchestrator)).map((s) => [s.name, s]));
       const problems: HealthProblem[] = [];
       let ctx: Context | undefined;
       try { ctx = Context.current(); } catch { ctx = undefined; }

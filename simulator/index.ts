@@ -68,18 +68,10 @@ export interface FaultSpec {
   kmVersion?: string;
 }
 
-export interface SimServer {
-  name: string;
-  role: Role;
-  host: string;
-  port: number;
-  user: string;
-  sudo: boolean;
-  /** OpenSSH SHA256 fingerprint of its host key. */
-  hostKey: string;
+/** A simulated server is an inventory entry (name, role, host, port, user, sudo, pinned hostKey, url) that runs. */
+export interface SimServer extends Required<FleetServer> {
   /** OpenSSH known_hosts line for it ("[127.0.0.1]:PORT ssh-ed25519 AAAA..."). */
   knownHostsLine: string;
-  url: string;
   /** Ordered log of commands it ran. */
   log(): CommandLogEntry[];
   clearLog(): void;
