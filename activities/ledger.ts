@@ -5,7 +5,7 @@ import type { Sql } from 'postgres';
 import type { Phase } from '../domain/rollout';
 import { appendEvent, claim, ClaimConflict, LedgerEvent, recordPhase, recordRolloutStart, releaseClaims, releaseStaleClaims, RolloutRecord } from '../store/ledger';
 import { FAILURE, nonRetryable } from './failures';
-import { workflowRunning } from '../client/temporal';
+import { workflowRunning } from '../platform/temporal';
 
 export function ledgerActivities(sql: Sql) {
   return {

@@ -1,7 +1,8 @@
 // `km-hotfix`: the command line of SPEC §4. Each command lives in
 // client/commands/<name>.ts and registers itself on the program here.
 import { Command, CommanderError } from 'commander';
-import { CliError, EXIT } from './errors';
+import { EXIT, exitCodeOf } from './errors';
+import { UserError } from '../platform/errors';
 import { COMMANDS } from './commands';
 
 export function buildProgram(): Command {
@@ -35,9 +36,10 @@ export function reportError(err: unknown): number {
     return err.exitCode === 0 ? EXIT.ok : EXIT.refused;
   }
   if (process.env.KM_HOTFIX_DEBUG) console.error(err);
-  if (err instanceof CliError) {
+  // CliError from a command, or a UserError from a lower layer: its sort decides the code.
+  if (err instanceof UserError) {
     console.error(`km-hotfix: ${err.message}`);
-    return err.exitCode;
+    return exitCodeOf(err);
   }
   const message = err instanceof Error ? err.message : String(err);
   console.error(`km-hotfix: ${message.split('\n')[0]} (set KM_HOTFIX_DEBUG=1 for details)`);

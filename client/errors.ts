@@ -1,4 +1,6 @@
-// Exit codes and one-line errors (SPEC §4).
+// Exit codes and one-line errors (SPEC §4): the CLI's side of platform/errors.
+import { ProblemKind, UserError } from '../platform/errors';
+
 export const EXIT = {
   ok: 0,
   /** The operation failed or was rolled back. */
@@ -10,10 +12,18 @@ export const EXIT = {
 } as const;
 export type ExitCode = (typeof EXIT)[keyof typeof EXIT];
 
-/** An error meant for the user: one line that says what to do, and an exit code. */
-export class CliError extends Error {
+const KIND_BY_EXIT: Record<ExitCode, ProblemKind> = { 0: 'failed', 1: 'failed', 2: 'refused', 3: 'unreachable' };
+
+/** A UserError raised by a command, with the exit code it asks for. */
+export class CliError extends UserError {
   override name = 'CliError';
   constructor(message: string, readonly exitCode: ExitCode = EXIT.refused) {
-    super(message);
+    super(message, KIND_BY_EXIT[exitCode]);
   }
+}
+
+/** The exit code of a UserError from any layer. */
+export function exitCodeOf(err: UserError): ExitCode {
+  if (err instanceof CliError) return err.exitCode;
+  return EXIT[err.kind];
 }

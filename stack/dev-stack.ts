@@ -6,8 +6,8 @@ import { promises as fs, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { NativeConnection } from '@temporalio/worker';
 import type { Sql } from 'postgres';
-import { loadConfig } from '../client/config';
-import { CliError, EXIT } from '../client/errors';
+import { loadConfig } from '../platform/config';
+import { UserError } from '../platform/errors';
 import { connectDatabase } from '../store/database';
 import { migrate } from '../store/migrations';
 import { replaceInventory } from '../store/inventory';
@@ -100,7 +100,7 @@ async function checkNotRunning(pidsFile: string, dataDir: string, log: (line: st
     return;
   }
   if (previous.dev !== process.pid && alive(previous.dev)) {
-    throw new CliError(`another 'km-hotfix dev' (pid ${previous.dev}) is running on ${dataDir}: stop it (Ctrl-C) or pass another --data folder`, EXIT.unreachable);
+    throw new UserError(`another 'km-hotfix dev' (pid ${previous.dev}) is running on ${dataDir}: stop it (Ctrl-C) or pass another --data folder`, 'unreachable');
   }
   // The previous dev was killed without stopping its children: stop them now.
   await reapOrphan(previous.temporal, 'the Temporal dev server', path.join(dataDir, 'temporal.db'), 'SIGTERM', log);
@@ -126,15 +126,15 @@ async function reapOrphan(pid: number | undefined, what: string, marker: string,
 
 async function assertPortFree(port: number, what: string, flag: string): Promise<void> {
   if (await portInUse(port)) {
-    throw new CliError(`port ${port} (${what}) is already in use: stop the process that listens on it, or pass ${flag} with a free port`, EXIT.unreachable);
+    throw new UserError(`port ${port} (${what}) is already in use: stop the process that listens on it, or pass ${flag} with a free port`, 'unreachable');
   }
 }
 
 /** A failure while starting: one line, exit 3 (the stack could not be brought up). */
-function startFailure(err: unknown): CliError {
-  if (err instanceof CliError) return err;
+function startFailure(err: unknown): UserError {
+  if (err instanceof UserError) return err;
   const message = (err instanceof Error ? err.message : String(err)).split('\n')[0];
-  return new CliError(message, EXIT.unreachable);
+  return new UserError(message, 'unreachable');
 }
 
 export async function startDevStack(opts: DevStackOptions): Promise<DevStack> {
@@ -169,7 +169,7 @@ export async function startDevStack(opts: DevStackOptions): Promise<DevStack> {
 
   try {
     const binary = await ensureTemporal(log).catch((err: Error) => {
-      throw new CliError(err.message, EXIT.unreachable);
+      throw new UserError(err.message, 'unreachable');
     });
     await assertPortFree(temporalPort, 'Temporal gRPC', '--temporal-port');
     await assertPortFree(uiPort, 'Temporal Web UI', '--ui-port');
@@ -215,7 +215,7 @@ export async function startDevStack(opts: DevStackOptions): Promise<DevStack> {
       try {
         simulator = await import('../simulator');
       } catch (err) {
-        throw new CliError(`the Key Manager simulator is not available in this build (${(err as Error).message.split('\n')[0]}): run 'npm run build', or start without --sim`, EXIT.failed);
+        throw new UserError(`the Key Manager simulator is not available in this build (${(err as Error).message.split('\n')[0]}): run 'npm run build', or start without --sim`, 'failed');
       }
       const fleet: SimFleet = await simulator.startSimFleet({
         frontends: opts.sim.frontends, backends: opts.sim.backends, kmDatabaseUrl: env.KM_DATABASE_URL!, authorizedKey: key.publicKey,

@@ -1,8 +1,8 @@
 // Database connections for the CLI and the worker: checked at once with
 // SELECT 1, so an unreachable database is one clear line and exit 3.
 import postgres, { Sql } from 'postgres';
-import { CliError, EXIT } from '../client/errors';
-import type { Config } from '../client/config';
+import { UserError } from '../platform/errors';
+import type { Config } from '../platform/config';
 import { migrate } from './migrations';
 
 export type DatabaseLabel = 'orchestrator' | 'Key Manager';
@@ -25,14 +25,14 @@ export async function connectDatabase(url: string, label: DatabaseLabel, opts: {
   try {
     sql = postgres(url, { max: opts.max ?? 5, connect_timeout: 5, onnotice: () => undefined });
   } catch (err) {
-    throw new CliError(`${VARIABLE[label]} is not a valid PostgreSQL URL (${(err as Error).message.split('\n')[0]}): use postgres://USER:PASSWORD@HOST:PORT/DATABASE`, EXIT.refused);
+    throw new UserError(`${VARIABLE[label]} is not a valid PostgreSQL URL (${(err as Error).message.split('\n')[0]}): use postgres://USER:PASSWORD@HOST:PORT/DATABASE`, 'refused');
   }
   try {
     await sql`SELECT 1`;
   } catch (err) {
     await sql.end({ timeout: 1 }).catch(() => undefined);
     const reason = ((err as Error).message || (err as NodeJS.ErrnoException).code || String(err)).split('\n')[0];
-    throw new CliError(`cannot reach the ${label} database at ${describeUrl(url)} (${reason}): start PostgreSQL or fix ${VARIABLE[label]}`, EXIT.unreachable);
+    throw new UserError(`cannot reach the ${label} database at ${describeUrl(url)} (${reason}): start PostgreSQL or fix ${VARIABLE[label]}`, 'unreachable');
   }
   return sql;
 }
@@ -41,7 +41,7 @@ export async function connectDatabase(url: string, label: DatabaseLabel, opts: {
 export function requireDatabaseUrl(config: Config, label: DatabaseLabel): string {
   const url = label === 'orchestrator' ? config.databaseUrl : config.kmDatabaseUrl;
   if (!url) {
-    throw new CliError(`${VARIABLE[label]} is not set: export the lines that 'km-hotfix dev' prints, or set it to your ${label} database (postgres://USER:PASSWORD@HOST:PORT/DATABASE)`, EXIT.refused);
+    throw new UserError(`${VARIABLE[label]} is not set: export the lines that 'km-hotfix dev' prints, or set it to your ${label} database (postgres://USER:PASSWORD@HOST:PORT/DATABASE)`, 'refused');
   }
   return url;
 }
@@ -56,4 +56,31 @@ export async function connectOrchestrator(config: Config): Promise<Sql> {
     throw err;
   }
   return sql;
+}
+
+export interface OpenDatabases {
+  orchestrator: Sql;
+  km: Sql;
+  close(): Promise<void>;
+}
+
+/**
+ * Both databases, the orchestrator's migrated. Both variables are checked
+ * before connecting, so a missing one is reported before a slow timeout; on
+ * failure nothing stays open.
+ */
+export async function openDatabases(config: Config, opts: { kmMax?: number } = {}): Promise<OpenDatabases> {
+  requireDatabaseUrl(config, 'orchestrator');
+  const kmUrl = requireDatabaseUrl(config, 'Key Manager');
+  const opened: Sql[] = [];
+  const close = () => Promise.all(opened.map((s) => s.end({ timeout: 5 }).catch(() => undefined))).then(() => undefined);
+  try {
+    opened.push(await connectOrchestrator(config));
+    opened.push(await connectDatabase(kmUrl, 'Key Manager', opts.kmMax === undefined ? {} : { max: opts.kmMax }));
+  } catch (err) {
+    await close();
+    throw err;
+  }
+  const [orchestrator, km] = opened as [Sql, Sql];
+  return { orchestrator, km, close };
 }

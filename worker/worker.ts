@@ -2,11 +2,10 @@
 // queue. Used in-process by `km-hotfix dev` and as `km-hotfix worker`.
 import { promises as fs } from 'node:fs';
 import { NativeConnection, Worker, WorkflowBundleOption } from '@temporalio/worker';
-import type { Sql } from 'postgres';
 import { createActivities, ActivityDeps } from '../activities';
-import type { Config } from '../client/config';
-import { CliError, EXIT } from '../client/errors';
-import { connectDatabase, connectOrchestrator, requireDatabaseUrl } from '../store/database';
+import type { Config } from '../platform/config';
+import { UserError } from '../platform/errors';
+import { openDatabases } from '../store/database';
 
 export interface KmHotfixWorkerOptions {
   connection: NativeConnection;
@@ -29,7 +28,7 @@ export function activitySlots(env: NodeJS.ProcessEnv = process.env): number {
   const raw = env.KM_HOTFIX_ACTIVITY_SLOTS;
   if (raw === undefined || raw === '') return 250;
   const n = Number(raw);
-  if (!Number.isInteger(n) || n < 1 || n > 10_000) throw new CliError(`KM_HOTFIX_ACTIVITY_SLOTS must be a whole number from 1 to 10000 (got '${raw}')`, EXIT.refused);
+  if (!Number.isInteger(n) || n < 1 || n > 10_000) throw new UserError(`KM_HOTFIX_ACTIVITY_SLOTS must be a whole number from 1 to 10000 (got '${raw}')`, 'refused');
   return n;
 }
 
@@ -80,11 +79,11 @@ export async function loadSshCredentials(config: Config, required: boolean): Pro
     try {
       return { privateKey: await fs.readFile(config.sshKeyPath), ...(config.sshAgent ? { agent: config.sshAgent } : {}) };
     } catch (err) {
-      throw new CliError(`KM_SSH_KEY=${config.sshKeyPath} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): point it at the SSH private key for the Key Manager servers`, EXIT.refused);
+      throw new UserError(`KM_SSH_KEY=${config.sshKeyPath} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): point it at the SSH private key for the Key Manager servers`, 'refused');
     }
   }
   if (config.sshAgent) return { agent: config.sshAgent };
-  if (required) throw new CliError('KM_SSH_KEY is not set and no ssh-agent (SSH_AUTH_SOCK): set KM_SSH_KEY to the SSH private key file for the Key Manager servers, or start ssh-agent', EXIT.refused);
+  if (required) throw new UserError('KM_SSH_KEY is not set and no ssh-agent (SSH_AUTH_SOCK): set KM_SSH_KEY to the SSH private key file for the Key Manager servers, or start ssh-agent', 'refused');
   return {};
 }
 
@@ -105,22 +104,9 @@ export async function openActivityDeps(config: Config, opts: { requireSsh: boole
   if (opts.requireSsh && !config.sshKeyPath && !config.sshAgent) missing.push('KM_SSH_KEY (or SSH_AUTH_SOCK)');
   if (missing.length > 0) {
     const names = missing.length === 1 ? missing[0] : `${missing.slice(0, -1).join(', ')} and ${missing.at(-1)}`;
-    throw new CliError(`${names} ${missing.length === 1 ? 'is' : 'are'} not set: set ${missing.length === 1 ? 'it' : 'them'} (see the README, "Configuration"; 'km-hotfix dev' prints values for a local stack)`, EXIT.refused);
+    throw new UserError(`${names} ${missing.length === 1 ? 'is' : 'are'} not set: set ${missing.length === 1 ? 'it' : 'them'} (see the README, "Configuration"; 'km-hotfix dev' prints values for a local stack)`, 'refused');
   }
   const ssh = await loadSshCredentials(config, opts.requireSsh);
-  const opened: Sql[] = [];
-  try {
-    opened.push(await connectOrchestrator(config));
-    opened.push(await connectDatabase(requireDatabaseUrl(config, 'Key Manager'), 'Key Manager'));
-  } catch (err) {
-    await Promise.all(opened.map((s) => s.end({ timeout: 2 }).catch(() => undefined)));
-    throw err;
-  }
-  const [orchestrator, km] = opened as [Sql, Sql];
-  return {
-    deps: { orchestrator, km, ssh },
-    async close() {
-      await Promise.all([orchestrator.end({ timeout: 5 }), km.end({ timeout: 5 })].map((p) => p.catch(() => undefined)));
-    },
-  };
+  const db = await openDatabases(config);
+  return { deps: { orchestrator: db.orchestrator, km: db.km, ssh }, close: db.close };
 }

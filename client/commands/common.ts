@@ -5,10 +5,10 @@ import { randomBytes } from 'node:crypto';
 import { Command, Option } from 'commander';
 import type { Sql } from 'postgres';
 import { Client, WorkflowHandle, WorkflowNotFoundError } from '@temporalio/client';
-import { loadConfig, defaultIdentity, Config } from '../config';
+import { loadConfig, defaultIdentity, Config } from '../../platform/config';
 import { CliError, EXIT, ExitCode } from '../errors';
-import { connectClient, TemporalClient } from '../temporal';
-import { connectDatabase, connectOrchestrator, requireDatabaseUrl } from '../../store/database';
+import { connectClient, TemporalClient } from '../../platform/temporal';
+import { connectDatabase, connectOrchestrator, openDatabases, requireDatabaseUrl } from '../../store/database';
 import { KeyManagerDatabase } from '../../keymanager/database';
 import { FINAL_PHASES, RolloutStatus, WorkflowKind, workflowId } from '../../domain/rollout';
 import { parseDuration, PlanError } from '../../domain/plan';
@@ -80,18 +80,11 @@ async function closeAll(opened: Sql[]): Promise<void> {
 
 /** Both databases, connected (orchestrator migrated); closed after fn. */
 export async function withDatabases<T>(config: Config, fn: (db: Databases) => Promise<T>): Promise<T> {
-  // Check both variables before connecting, so a missing one is reported before a slow timeout.
-  requireDatabaseUrl(config, 'orchestrator');
-  const kmUrl = requireDatabaseUrl(config, 'Key Manager');
-  const opened: Sql[] = [];
+  const db = await openDatabases(config, { kmMax: 2 });
   try {
-    const orchestrator = await connectOrchestrator(config);
-    opened.push(orchestrator);
-    const km = await connectDatabase(kmUrl, 'Key Manager', { max: 2 });
-    opened.push(km);
-    return await fn({ orchestrator, kmDb: new KeyManagerDatabase(km) });
+    return await fn({ orchestrator: db.orchestrator, kmDb: new KeyManagerDatabase(db.km) });
   } finally {
-    await closeAll(opened);
+    await db.close();
   }
 }
 

@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import type { Command } from 'commander';
 import type { LogLevel } from '@temporalio/worker';
 import type { Sql } from 'postgres';
-import { defaultIdentity, loadConfig, Config } from '../config';
+import { defaultIdentity, loadConfig, Config } from '../../platform/config';
 import { CliError, EXIT } from '../errors';
 import type { RolloutStatus, RolloutTiming } from '../../domain/rollout';
 import type { DevStack } from '../../stack/dev-stack';

@@ -2,7 +2,7 @@
 import { promises as fs } from 'node:fs';
 import { Command } from 'commander';
 import { parseInventory, InventoryError, FleetServer } from '../../domain/fleet';
-import { loadConfig } from '../config';
+import { loadConfig } from '../../platform/config';
 import { CliError, EXIT } from '../errors';
 import { connectOrchestrator } from '../../store/database';
 import { listInventory, replaceInventory } from '../../store/inventory';

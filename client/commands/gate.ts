@@ -5,7 +5,7 @@ import type { Command } from 'commander';
 import { WorkflowUpdateFailedError } from '@temporalio/client';
 import type { RolloutStatus } from '../../domain/rollout';
 import { approveUpdate, rejectUpdate } from '../../workflows/definitions';
-import type { Config } from '../config';
+import type { Config } from '../../platform/config';
 import { CliError, EXIT } from '../errors';
 import { config, describeWorkflow, firstLine, identity, readStatus, withIdentity, withTemporal } from './common';
 

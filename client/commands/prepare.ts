@@ -13,7 +13,7 @@ import { listInventory } from '../../store/inventory';
 import { conflictingRollouts, releaseStaleClaims } from '../../store/ledger';
 import type { Client } from '@temporalio/client';
 import type { Sql } from 'postgres';
-import { workflowRunning } from '../temporal';
+import { workflowRunning } from '../../platform/temporal';
 import type { KeyManagerDatabase } from '../../keymanager/database';
 import { CliError, EXIT } from '../errors';
 import type { Databases } from './common';

@@ -5,7 +5,7 @@ import { HotfixNameError, parseHotfixName } from '../../domain/hotfix';
 import { conflictingRollouts } from '../../store/ledger';
 import type { RemovalInput, RolloutTiming } from '../../domain/rollout';
 import { WORKFLOW_TYPES } from '../../workflows/definitions';
-import type { Config } from '../config';
+import type { Config } from '../../platform/config';
 import { CliError, EXIT } from '../errors';
 import { config, duration, identity, nameList, newWorkflowId, withDatabases, withIdentity, withTemporal } from './common';
 import { checkedInventory, refuseConflicts } from './prepare';

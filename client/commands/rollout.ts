@@ -5,7 +5,7 @@ import type { Client } from '@temporalio/client';
 import { storeHotfixFile } from '../../store/hotfix-files';
 import type { RolloutInput, RolloutStatus, RolloutTiming } from '../../domain/rollout';
 import { WORKFLOW_TYPES } from '../../workflows/definitions';
-import type { Config } from '../config';
+import type { Config } from '../../platform/config';
 import { CliError, EXIT } from '../errors';
 import {
   config, duration, identity, nameList, newWorkflowId, wholeNumber, withDatabases, withIdentity, withTemporal,

@@ -3,8 +3,9 @@
 import type { Command } from 'commander';
 import type { Client } from '@temporalio/client';
 import type { RolloutStatus } from '../../domain/rollout';
-import type { Config } from '../config';
-import { CliError, EXIT } from '../errors';
+import type { Config } from '../../platform/config';
+import { EXIT, exitCodeOf } from '../errors';
+import { UserError } from '../../platform/errors';
 import { statusBlock } from '../render/status';
 import { watch } from '../render/watch';
 import { config, describeWorkflow, isFinal, outcomeExit, readStatus, withOrchestrator, withTemporal } from './common';
@@ -24,7 +25,7 @@ export function statusReader(client: Client, id: string): () => Promise<RolloutS
         return await readStatus(client, await describeWorkflow(client, id));
       } catch (err) {
         // The first workflow task may not have run yet; give it a few seconds (a bad id fails at once).
-        if (err instanceof CliError && err.exitCode === EXIT.refused) throw err;
+        if (err instanceof UserError && exitCodeOf(err) === EXIT.refused) throw err;
         if (Date.now() - started > 10_000) throw err;
         await new Promise((r) => setTimeout(r, 300));
       }
@@ -78,7 +79,7 @@ Examples:
           return await readStatus(client, await describeWorkflow(client, id));
         } catch (err) {
           // Temporal forgets a closed workflow after its retention; the ledger does not.
-          const fromLedger = err instanceof CliError && err.exitCode === EXIT.refused && cfg.databaseUrl ? await statusFromLedger(cfg, id) : undefined;
+          const fromLedger = err instanceof UserError && exitCodeOf(err) === EXIT.refused && cfg.databaseUrl ? await statusFromLedger(cfg, id) : undefined;
           if (!fromLedger) throw err;
           console.error(`km-hotfix: Temporal no longer has ${id}; this is its record in the ledger`);
           return fromLedger;

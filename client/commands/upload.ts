@@ -5,7 +5,7 @@ import { storeHotfixFile } from '../../store/hotfix-files';
 import { conflictingRollouts } from '../../store/ledger';
 import { parseHotfixFileName } from '../../domain/hotfix';
 import { WORKFLOW_TYPES } from '../../workflows/definitions';
-import type { Config } from '../config';
+import type { Config } from '../../platform/config';
 import { CliError, EXIT } from '../errors';
 import { config, identity, newWorkflowId, withDatabases, withIdentity, withTemporal } from './common';
 import { checkedInventory, readHotfixFile, refuseConflicts } from './prepare';

@@ -2,7 +2,7 @@
 // databases; SIGINT/SIGTERM drain it and close every client.
 import { Command } from 'commander';
 import type { NativeConnection } from '@temporalio/worker';
-import { loadConfig } from '../config';
+import { loadConfig } from '../../platform/config';
 import { CliError, EXIT } from '../errors';
 import type { KmHotfixWorker } from '../../worker/worker';
 
@@ -14,7 +14,7 @@ export function registerWorker(program: Command): void {
       const log = (line: string) => process.stderr.write(`km-hotfix worker: ${line}\n`);
       const config = loadConfig();
       // Loaded here, not at the top: the other commands need not load the SDK's worker.
-      const { connectNativeConnection } = await import('../temporal');
+      const { connectNativeConnection } = await import('../../platform/temporal');
       const { createKmHotfixWorker, openActivityDeps, runWorkerUntilSignal } = await import('../../worker/worker');
       const opened = await openActivityDeps(config, { requireSsh: true });
       let connection: NativeConnection | undefined;

@@ -5,7 +5,7 @@ import { Client, Connection, WorkflowNotFoundError } from '@temporalio/client';
 import type { NativeConnection } from '@temporalio/worker';
 import type { TLSConfig } from '@temporalio/common/lib/internal-non-workflow';
 import type { Config } from './config';
-import { CliError, EXIT } from './errors';
+import { UserError } from './errors';
 
 export interface TemporalConnectionOptions {
   address: string;
@@ -17,7 +17,7 @@ async function readPem(file: string, variable: string): Promise<Buffer> {
   try {
     return await fs.readFile(file);
   } catch (err) {
-    throw new CliError(`${variable}=${file} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): fix the path or unset it`, EXIT.refused);
+    throw new UserError(`${variable}=${file} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): fix the path or unset it`, 'refused');
   }
 }
 
@@ -31,7 +31,7 @@ export async function temporalConnectionOptions(config: Config): Promise<Tempora
   if (config.temporalTlsCaPath) tls.serverRootCACertificate = await readPem(config.temporalTlsCaPath, 'TEMPORAL_TLS_SERVER_CA_CERT_PATH');
   if (config.temporalTlsCertPath || config.temporalTlsKeyPath) {
     if (!config.temporalTlsCertPath || !config.temporalTlsKeyPath) {
-      throw new CliError('TEMPORAL_TLS_CLIENT_CERT_PATH and TEMPORAL_TLS_CLIENT_KEY_PATH go together: set both or neither', EXIT.refused);
+      throw new UserError('TEMPORAL_TLS_CLIENT_CERT_PATH and TEMPORAL_TLS_CLIENT_KEY_PATH go together: set both or neither', 'refused');
     }
     tls.clientCertPair = {
       crt: await readPem(config.temporalTlsCertPath, 'TEMPORAL_TLS_CLIENT_CERT_PATH'),
@@ -43,14 +43,14 @@ export async function temporalConnectionOptions(config: Config): Promise<Tempora
 }
 
 /** The one-line error for a Temporal server that does not answer. */
-export function temporalUnreachable(config: Config, err: unknown): CliError {
+export function temporalUnreachable(config: Config, err: unknown): UserError {
   const raw = (err instanceof Error ? err.message : String(err)).split('\n')[0]!;
   // The Rust core's errors nest the OS reason in debug output: keep only that.
   const inner = [...raw.matchAll(/message: "([^"]+)"/g)].at(-1)?.[1];
   const reason = (inner ?? raw).slice(0, 160);
-  return new CliError(
+  return new UserError(
     `cannot reach Temporal at ${config.temporalAddress} (${reason}): start it ('km-hotfix dev' prints the settings) or set TEMPORAL_ADDRESS${config.temporalTls ? ' and check the TLS/API key settings' : ''}`,
-    EXIT.unreachable,
+    'unreachable',
   );
 }
 
