@@ -4,7 +4,7 @@
 import type { Sql } from 'postgres';
 import type { Role } from '../domain/fleet';
 import type { KeyManagerDatabase } from '../keymanager/database';
-import type { KeyManagerSsh } from '../keymanager/ssh';
+import type { KeyManagerSsh } from '../keymanager/key-manager-ssh';
 import { hotfixFileContent, hotfixFileInfo } from '../store/hotfix-files';
 import { appendEvent } from '../store/ledger';
 import { fleetServer } from './inventory';

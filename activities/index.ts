@@ -2,7 +2,8 @@
 // the Key Manager database, the orchestrator database), so tests pass real
 // ones. One module per outside system.
 import type { Sql } from 'postgres';
-import { KeyManagerSsh, SshPool } from '../keymanager/ssh';
+import { SshPool } from '../keymanager/ssh';
+import { KeyManagerSsh } from '../keymanager/key-manager-ssh';
 import { KeyManagerDatabase } from '../keymanager/database';
 import { ledgerActivities } from './ledger';
 import { keyManagerSshActivities } from './key-manager-ssh';

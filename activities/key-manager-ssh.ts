@@ -4,7 +4,8 @@
 // twice.
 import { Context } from '@temporalio/activity';
 import type { Sql } from 'postgres';
-import type { KeyManagerSsh, ExecOptions, ServiceStatus } from '../keymanager/ssh';
+import type { ExecOptions } from '../keymanager/ssh';
+import type { KeyManagerSsh, ServiceStatus } from '../keymanager/key-manager-ssh';
 import type { KeyManagerDatabase } from '../keymanager/database';
 import { appendEvent } from '../store/ledger';
 import { fleetServer } from './inventory';

@@ -5,7 +5,7 @@ import { setMaxListeners } from 'node:events';
 import { Context } from '@temporalio/activity';
 import type { Sql } from 'postgres';
 import type { KeyManagerDatabase } from '../keymanager/database';
-import type { KeyManagerSsh } from '../keymanager/ssh';
+import type { KeyManagerSsh } from '../keymanager/key-manager-ssh';
 import { HotfixNameError, parseHotfixName, Component } from '../domain/hotfix';
 import { parseBatch, planRollout, PlanError, RolloutPlan } from '../domain/plan';
 import type { FleetServer, Role } from '../domain/fleet';

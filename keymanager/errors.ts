@@ -135,3 +135,38 @@ export function commandFailure(p: {
     details,
   );
 }
+
+/** What connectFailure needs of an SSH target (keymanager/ssh.ts). */
+export interface ConnectTarget {
+  name: string;
+  host: string;
+  port: number;
+  user: string;
+  hostKey: string;
+}
+
+/** Why an SSH connection could not be opened, classified from ssh2's error (and a host key that did not match the pin). */
+export function connectFailure(target: ConnectTarget, err: Error & { level?: string; code?: string }, mismatch: string | undefined): KmError {
+  const name = target.name;
+  const where = `${target.host}:${target.port}`;
+  const d = { server: name, cause: err };
+  if (mismatch) {
+    return new KmError(
+      'host-key',
+      `${name}: host key mismatch at ${where}: the inventory pins ${target.hostKey} but the server presented ${mismatch}; refused before any command. ` +
+        `If the server was legitimately re-keyed, put its new fingerprint in the inventory and import it again (km-hotfix fleet import FILE); otherwise treat this as a possible man-in-the-middle`,
+      { ...d, expectedHostKey: target.hostKey, actualHostKey: mismatch },
+    );
+  }
+  switch (err.level) {
+    case 'client-authentication':
+      return new KmError('auth', `${name}: SSH authentication as '${target.user}' at ${where} failed: the server does not accept the key from KM_SSH_KEY or the ssh-agent; add its public key to ${target.user}'s authorized_keys there`, d);
+    case 'agent':
+      return new KmError('auth', `${name}: the ssh-agent could not be used (${err.message}): check SSH_AUTH_SOCK or set KM_SSH_KEY`, d);
+    case 'client-timeout':
+      return new KmError('timeout', `${name}: SSH to ${where} timed out (${err.message})`, d);
+  }
+  if (err.code === 'ETIMEDOUT') return new KmError('timeout', `${name}: connecting to ${where} timed out`, d);
+  const code = err.code ? `${err.code}: ` : '';
+  return new KmError('connection', `${name}: SSH connection to ${where} failed (${code}${err.message}); it will be retried`, d);
+}

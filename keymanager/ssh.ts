@@ -1,6 +1,6 @@
 // SSH to Key Manager servers (SPEC §2): a connection pool with pinned host
-// keys, and the vendor procedure's commands on top of it. This is one of the
-// two modules a site adapts to its Key Manager; it does not know Temporal
+// keys, session channels, exec and SFTP. The vendor procedure's commands on
+// top of it are keymanager/key-manager-ssh.ts. It does not know Temporal
 // (the activity layer turns KmError into ApplicationFailure).
 //
 // Commands reach the remote login shell as one string, so every argv element
@@ -8,81 +8,16 @@
 // against the vendor grammar (domain/hotfix.ts) first. The login shell must
 // be a POSIX shell (sh, bash, dash), as on Key Manager's Linux servers.
 import * as net from 'node:net';
-import * as path from 'node:path';
-import { createHash, randomBytes } from 'node:crypto';
 import { Client, ClientChannel, ConnectConfig, SFTPWrapper } from 'ssh2';
-import { parseHotfixFileName, parseHotfixName } from '../domain/hotfix';
-import { KmError, commandFailure } from './errors';
-import { quoteArgv, QuoteError } from './quote';
+import { KmError, connectFailure } from './errors';
+import { OutputBuffer, raceAbort } from './streams';
+import { QuoteError } from './quote';
+import { commandLine, HOST_KEY, hostKeyFingerprint, normalizeFingerprint, ExecOptions, ExecResult, SshCredentials, SshPoolOptions, SshTarget } from './ssh-target';
 
-export interface SshTarget {
-  /** Inventory name (km_server.name); errors and the pool are keyed by it. */
-  name: string;
-  host: string;
-  port: number;
-  user: string;
-  /** Run every command as `sudo -n <command>`. */
-  sudo: boolean;
-  /** Pinned host key fingerprint, OpenSSH format: SHA256:<base64 without padding>. */
-  hostKey: string;
-}
-
-export interface SshCredentials {
-  /** Private key material (not a path). */
-  privateKey?: Buffer | string;
-  passphrase?: string;
-  /** ssh-agent socket (SSH_AUTH_SOCK). */
-  agent?: string;
-}
-
-export interface ExecResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-  /** Set when the remote command was killed by a signal (code is then -1). */
-  signal?: string;
-}
-
-export interface ExecOptions {
-  /** Limit for the whole call (waiting for a channel, connecting, running). */
-  timeoutMs?: number;
-  /** Aborting closes the channel (after asking the remote command to terminate); the call rejects with signal.reason. */
-  signal?: AbortSignal;
-  /** Called about every second while the call runs, for Temporal heartbeats. */
-  onTick?: () => void;
-}
-
-export interface SshPoolOptions {
-  /** TCP connect limit. Default 10 s. */
-  connectTimeoutMs?: number;
-  /** SSH handshake and authentication limit (from the start of the TCP connect). Default 20 s. */
-  readyTimeoutMs?: number;
-  /** Close a connection with no open channel after this long. Default 60 s. */
-  idleMs?: number;
-  /** Concurrent channels per connection; OpenSSH's MaxSessions default is 10. Default 8. */
-  maxChannels?: number;
-  /** Output kept per stream of one command. Default 4 MiB. */
-  maxOutputBytes?: number;
-}
+export type { ExecOptions, ExecResult, SshCredentials, SshPoolOptions, SshTarget } from './ssh-target';
+export { commandLine, hostKeyFingerprint } from './ssh-target';
 
 const DEFAULTS = { connectTimeoutMs: 10_000, readyTimeoutMs: 20_000, idleMs: 60_000, maxChannels: 8, maxOutputBytes: 4 << 20 };
-const HOST_KEY = /^SHA256:[A-Za-z0-9+/]{43}=?$/;
-
-/** OpenSSH's fingerprint of a public key blob: SHA256:<base64 of sha256, no padding>. */
-export function hostKeyFingerprint(keyBlob: Buffer): string {
-  return `SHA256:${createHash('sha256').update(keyBlob).digest('base64').replace(/=+$/, '')}`;
-}
-
-function normalizeFingerprint(fp: string): string {
-  return fp.replace(/=+$/, '');
-}
-
-/** The command line sent for argv on this target: quoted, and behind `sudo -n` when the target says so. */
-export function commandLine(target: Pick<SshTarget, 'sudo'>, argv: readonly string[]): string {
-  const line = quoteArgv(argv);
-  return target.sudo ? `sudo -n ${line}` : line;
-}
-
 type Waiter = { resolve: () => void; reject: (e: Error) => void };
 
 /** One SSH connection to one server, shared by concurrent calls. */
@@ -289,7 +224,7 @@ export class SshPool {
       sock.once('connect', () => clearTimeout(connectTimer));
       conn.client.on('ready', () => settle());
       conn.client.on('error', (err: Error & { level?: string; code?: string }) => {
-        const classified = this.classifyConnectError(target, err, mismatch);
+        const classified = connectFailure(target, err, mismatch);
         conn.lastError = classified;
         conn.lastCause = err.code ? `${err.code}: ${err.message}` : err.message;
         settle(classified);
@@ -327,31 +262,6 @@ export class SshPool {
     });
     conn.ready.catch(() => undefined); // callers get it through connection(); never unhandled
     return conn;
-  }
-
-  private classifyConnectError(target: SshTarget, err: Error & { level?: string; code?: string }, mismatch: string | undefined): KmError {
-    const name = target.name;
-    const where = `${target.host}:${target.port}`;
-    const d = { server: name, cause: err };
-    if (mismatch) {
-      return new KmError(
-        'host-key',
-        `${name}: host key mismatch at ${where}: the inventory pins ${target.hostKey} but the server presented ${mismatch}; refused before any command. ` +
-          `If the server was legitimately re-keyed, put its new fingerprint in the inventory and import it again (km-hotfix fleet import FILE); otherwise treat this as a possible man-in-the-middle`,
-        { ...d, expectedHostKey: target.hostKey, actualHostKey: mismatch },
-      );
-    }
-    switch (err.level) {
-      case 'client-authentication':
-        return new KmError('auth', `${name}: SSH authentication as '${target.user}' at ${where} failed: the server does not accept the key from KM_SSH_KEY or the ssh-agent; add its public key to ${target.user}'s authorized_keys there`, d);
-      case 'agent':
-        return new KmError('auth', `${name}: the ssh-agent could not be used (${err.message}): check SSH_AUTH_SOCK or set KM_SSH_KEY`, d);
-      case 'client-timeout':
-        return new KmError('timeout', `${name}: SSH to ${where} timed out (${err.message})`, d);
-    }
-    if (err.code === 'ETIMEDOUT') return new KmError('timeout', `${name}: connecting to ${where} timed out`, d);
-    const code = err.code ? `${err.code}: ` : '';
-    return new KmError('connection', `${name}: SSH connection to ${where} failed (${code}${err.message}); it will be retried`, d);
   }
 
   private lostError(conn: Connection, what: string): KmError {
@@ -535,156 +445,3 @@ export class SshPool {
   }
 }
 
-/** Reject with the abort reason when cancel fires first; `discard` cleans up a value that arrives too late. */
-function raceAbort<T>(p: Promise<T>, cancel: AbortSignal, discard?: (v: T) => void): Promise<T> {
-  if (cancel.aborted) {
-    p.then((v) => discard?.(v), () => undefined);
-    return Promise.reject(cancel.reason);
-  }
-  return new Promise<T>((resolve, reject) => {
-    let done = false;
-    const onAbort = () => { done = true; reject(cancel.reason); };
-    cancel.addEventListener('abort', onAbort, { once: true });
-    p.then(
-      (v) => { cancel.removeEventListener('abort', onAbort); if (done) discard?.(v); else resolve(v); },
-      (e) => { cancel.removeEventListener('abort', onAbort); if (!done) reject(e); },
-    );
-  });
-}
-
-/** Collects a stream's bytes up to a limit; decodes once at the end so multi-byte characters are never split. */
-class OutputBuffer {
-  private chunks: Buffer[] = [];
-  private size = 0;
-  private dropped = 0;
-  constructor(private readonly max: number) {}
-  push(d: Buffer): void {
-    if (this.size >= this.max) { this.dropped += d.length; return; }
-    const part = d.length > this.max - this.size ? d.subarray(0, this.max - this.size) : d;
-    this.chunks.push(part);
-    this.size += part.length;
-    this.dropped += d.length - part.length;
-  }
-  text(): string {
-    const s = Buffer.concat(this.chunks).toString('utf8');
-    return this.dropped ? `${s}\n[… ${this.dropped} more bytes not kept]` : s;
-  }
-}
-
-// --- Key Manager commands --------------------------------------------------
-
-export interface ServiceStatus {
-  name: string;
-  /** supervisor state: RUNNING, STARTING, STOPPED, BACKOFF, STOPPING, EXITED, FATAL, UNKNOWN. */
-  state: string;
-  /** The rest of the line, e.g. "pid 123, uptime 0:01:02". */
-  detail: string;
-}
-
-const SUPERVISOR_STATES = new Set(['STOPPED', 'STARTING', 'RUNNING', 'BACKOFF', 'STOPPING', 'EXITED', 'FATAL', 'UNKNOWN']);
-
-/** Parse `supervisorctl status` output; lines that are not a process status are ignored. */
-export function parseSupervisorStatus(output: string): ServiceStatus[] {
-  const services: ServiceStatus[] = [];
-  for (const line of output.split('\n')) {
-    const m = /^(\S+)\s+([A-Z]+)(?:\s+(.*))?$/.exec(line.trim());
-    if (m && SUPERVISOR_STATES.has(m[2])) services.push({ name: m[1], state: m[2], detail: (m[3] ?? '').trim() });
-  }
-  return services;
-}
-
-export interface KeyManagerSshOptions {
-  /** Where hotfix files are copied; the vendor suggests sshmgr's home. Default /var/lib/sshmgr. */
-  hotfixDir?: string;
-  /** Owner of copied hotfix files. Default sshmgr:sshmgr. */
-  owner?: string;
-}
-
-type CmdOptions = ExecOptions;
-
-/** The vendor procedure's commands on one Key Manager server (seed/key-manager-hotfixes.txt). */
-export class KeyManagerSsh {
-  readonly hotfixDir: string;
-  private readonly owner: string;
-
-  constructor(readonly pool: SshPool, opts: KeyManagerSshOptions = {}) {
-    const dir = opts.hotfixDir ?? '/var/lib/sshmgr';
-    if (!path.posix.isAbsolute(dir) || /[\0\n]/.test(dir)) throw new KmError('invalid-argument', `hotfix directory must be an absolute path (got ${JSON.stringify(dir)})`);
-    this.hotfixDir = path.posix.normalize(dir).replace(/(.)\/$/, '$1');
-    this.owner = opts.owner ?? 'sshmgr:sshmgr';
-    if (!/^[a-z_][a-z0-9_.-]*(?::[a-z_][a-z0-9_.-]*)?$/i.test(this.owner)) throw new KmError('invalid-argument', `invalid owner ${JSON.stringify(this.owner)}`);
-  }
-
-  /**
-   * Copy a hotfix file to the server's hotfix directory, owned by and
-   * executable for sshmgr (the vendor's step 1). Returns the remote path.
-   * Re-running overwrites the same file, so a retry is safe.
-   */
-  async uploadHotfixFile(t: SshTarget, fileName: string, content: Buffer, opts: CmdOptions = {}): Promise<string> {
-    if (fileName.includes('/')) throw new KmError('invalid-argument', `${t.name}: '${fileName}' must be a file name, not a path`, { server: t.name });
-    const parsed = validated(t, () => parseHotfixFileName(fileName));
-    const remote = path.posix.join(this.hotfixDir, parsed.fileName);
-    await this.must(t, ['mkdir', '-p', this.hotfixDir], opts, `creating ${this.hotfixDir}`);
-    if (t.sudo) {
-      // SFTP runs as the login user, who may not write there: stage in its home, then move as root.
-      const home = await this.pool.homeDir(t, opts);
-      const staged = path.posix.join(home, `.km-hotfix-${randomBytes(6).toString('hex')}-${parsed.fileName}`);
-      await this.pool.writeFile(t, staged, content, { ...opts, mode: 0o600 });
-      await this.must(t, ['mv', '-f', staged, remote], opts, `moving the hotfix file to ${remote}`);
-    } else {
-      await this.pool.writeFile(t, remote, content, opts);
-    }
-    await this.must(t, ['chown', this.owner, remote], opts, `making ${remote} owned by ${this.owner}`);
-    await this.must(t, ['chmod', '0750', remote], opts, `making ${remote} executable for its owner`);
-    return remote;
-  }
-
-  /** `ssh-mgr-controller --upload-hotfix=<path>`: register the copied file in the Key Manager database. */
-  async registerHotfix(t: SshTarget, remotePath: string, opts: CmdOptions = {}): Promise<void> {
-    if (!path.posix.isAbsolute(remotePath)) throw new KmError('invalid-argument', `${t.name}: '${remotePath}' must be an absolute path on the server`, { server: t.name });
-    validated(t, () => parseHotfixFileName(path.posix.basename(remotePath)));
-    await this.must(t, ['ssh-mgr-controller', `--upload-hotfix=${remotePath}`], opts, `registering ${path.posix.basename(remotePath)}`);
-  }
-
-  /** `ssh-mgr-controller --apply-hotfix=<Name>`. A checksum mismatch or an unknown Name is a non-retryable KmError. */
-  async applyHotfix(t: SshTarget, name: string, opts: CmdOptions = {}): Promise<void> {
-    validated(t, () => parseHotfixName(name));
-    await this.must(t, ['ssh-mgr-controller', `--apply-hotfix=${name}`], opts, `applying ${name}`, name);
-  }
-
-  /** `ssh-mgr-controller --unapply-hotfix=<Name>`. */
-  async unapplyHotfix(t: SshTarget, name: string, opts: CmdOptions = {}): Promise<void> {
-    validated(t, () => parseHotfixName(name));
-    await this.must(t, ['ssh-mgr-controller', `--unapply-hotfix=${name}`], opts, `unapplying ${name}`, name);
-  }
-
-  /** `supervisorctl restart all`. */
-  async restartServices(t: SshTarget, opts: CmdOptions = {}): Promise<void> {
-    await this.must(t, ['supervisorctl', 'restart', 'all'], opts, 'restarting services (supervisorctl restart all)');
-  }
-
-  /**
-   * `supervisorctl status`. Exit 3 means some process is not RUNNING: still
-   * parsed and returned. An empty list means supervisor listed nothing.
-   */
-  async servicesStatus(t: SshTarget, opts: CmdOptions = {}): Promise<ServiceStatus[]> {
-    const argv = ['supervisorctl', 'status'];
-    const r = await this.pool.exec(t, argv, opts);
-    if (r.code !== 0 && r.code !== 3) throw commandFailure({ server: t.name, command: commandLine(t, argv), result: r, what: "'supervisorctl status'" });
-    return parseSupervisorStatus(r.stdout);
-  }
-
-  private async must(t: SshTarget, argv: string[], opts: CmdOptions, what: string, hotfix?: string): Promise<ExecResult> {
-    const r = await this.pool.exec(t, argv, opts);
-    if (r.code !== 0) throw commandFailure({ server: t.name, command: commandLine(t, argv), result: r, hotfix, what: `${what} ('${commandLine(t, argv)}')` });
-    return r;
-  }
-}
-
-function validated<T>(t: SshTarget, parse: () => T): T {
-  try {
-    return parse();
-  } catch (err) {
-    throw new KmError('invalid-argument', `${t.name}: ${(err as Error).message}`, { server: t.name, cause: err });
-  }
-}

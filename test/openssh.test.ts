@@ -5,7 +5,8 @@ import { strict as assert } from 'node:assert';
 import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import { KeyManagerSsh, SshPool } from '../keymanager/ssh';
+import { SshPool } from '../keymanager/ssh';
+import { KeyManagerSsh } from '../keymanager/key-manager-ssh';
 import { KmError } from '../keymanager/errors';
 import { requireSshd, startSshd, TestSshd } from './helpers/sshd';
 
