@@ -3,21 +3,7 @@
 // follows SPEC §5 "Retries".
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import { KmError } from '../keymanager/errors';
-
-export const FAILURE = {
-  hostKey: 'HostKeyMismatch',
-  auth: 'AuthenticationFailed',
-  checksum: 'ChecksumMismatch',
-  unknownHotfix: 'UnknownHotfix',
-  commandFailed: 'CommandFailed',
-  connection: 'ConnectionLost',
-  timeout: 'Timeout',
-  invalid: 'InvalidArgument',
-  conflict: 'Conflict',
-  servicesDown: 'ServicesNotRunning',
-  notApplied: 'NotApplied',
-  preflight: 'PreflightFailed',
-} as const;
+import { FAILURE } from '../domain/failures';
 
 /** A command that ran and exited non-zero is retried this many times in all, then the server has failed. */
 export const COMMAND_ATTEMPTS = 3;

@@ -9,7 +9,8 @@ import { hotfixFileContent, hotfixFileInfo } from '../store/hotfix-files';
 import { appendEvent } from '../store/ledger';
 import { fleetServer } from './inventory';
 import { listInventory } from '../store/inventory';
-import { classified, FAILURE, nonRetryable } from './failures';
+import { classified, nonRetryable } from './failures';
+import { FAILURE } from '../domain/failures';
 import { activityExecOptions, COMMAND_TIMEOUT_MS } from './key-manager-ssh';
 
 export function hotfixFileActivities(deps: { orchestrator: Sql; kmDb: KeyManagerDatabase; kmSsh: KeyManagerSsh }) {

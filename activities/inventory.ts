@@ -4,7 +4,8 @@
 import type { Sql } from 'postgres';
 import type { FleetServer } from '../domain/fleet';
 import { inventoryServer } from '../store/inventory';
-import { FAILURE, nonRetryable } from './failures';
+import { nonRetryable } from './failures';
+import { FAILURE } from '../domain/failures';
 
 export async function fleetServer(sql: Sql, name: string): Promise<FleetServer> {
   const s = await inventoryServer(sql, name);

@@ -9,7 +9,9 @@ import type { KeyManagerSsh, ServiceStatus } from '../keymanager/key-manager-ssh
 import type { KeyManagerDatabase } from '../keymanager/database';
 import { appendEvent } from '../store/ledger';
 import { fleetServer } from './inventory';
-import { classified, FAILURE, nonRetryable } from './failures';
+import { classified, nonRetryable } from './failures';
+import { activityLog } from './log';
+import { FAILURE } from '../domain/failures';
 
 export interface ServerStep {
   rolloutId: string;
@@ -49,6 +51,7 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
       const target = await fleetServer(orchestrator, s.server);
       if (await kmDb.isApplied(s.server, s.hotfix)) return 'already-applied';
       await classified(s.server, () => kmSsh.applyHotfix(target, s.hotfix, activityExecOptions(COMMAND_TIMEOUT_MS.apply)));
+      activityLog('info', `${s.server}: applied ${s.hotfix}`, { server: s.server, hotfix: s.hotfix });
       await appendEvent(orchestrator, { rolloutId: s.rolloutId, key: `apply:${s.server}`, kind: 'apply', server: s.server, detail: { hotfix: s.hotfix } });
       return 'applied';
     },
@@ -57,6 +60,7 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
       const target = await fleetServer(orchestrator, s.server);
       if (!(await kmDb.isApplied(s.server, s.hotfix))) return 'not-applied';
       await classified(s.server, () => kmSsh.unapplyHotfix(target, s.hotfix, activityExecOptions(COMMAND_TIMEOUT_MS.apply)));
+      activityLog('info', `${s.server}: unapplied ${s.hotfix}`, { server: s.server, hotfix: s.hotfix });
       await appendEvent(orchestrator, { rolloutId: s.rolloutId, key: `unapply:${s.server}`, kind: 'unapply', server: s.server, detail: { hotfix: s.hotfix } });
       return 'unapplied';
     },
@@ -87,6 +91,7 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
         last = down.map((d) => `${d.name} ${d.state}`).join(', ') || 'no services listed';
         // FATAL will not recover by itself: fail now rather than at the deadline.
         if (down.some((d) => d.state === 'FATAL') || Date.now() > deadline) {
+          activityLog('warn', `${s.server}: services not RUNNING after restart (${last})`, { server: s.server });
           throw nonRetryable(FAILURE.servicesDown, `${s.server}: services not RUNNING after restart (${last}): check 'supervisorctl status' on the server`);
         }
         opts.onTick?.();

@@ -3,8 +3,10 @@
 import { Context } from '@temporalio/activity';
 import type { Sql } from 'postgres';
 import type { Phase } from '../domain/rollout';
-import { appendEvent, claim, ClaimConflict, LedgerEvent, recordPhase, recordRolloutStart, releaseClaims, releaseStaleClaims, RolloutRecord } from '../store/ledger';
-import { FAILURE, nonRetryable } from './failures';
+import { appendEvent, claim, ClaimConflict, LedgerEvent, recordPhase, recordRolloutStart, RolloutRecord, stillActiveConflicts } from '../store/ledger';
+import { nonRetryable } from './failures';
+import { FAILURE } from '../domain/failures';
+import { activityLog } from './log';
 import { workflowRunning } from '../platform/temporal';
 
 export function ledgerActivities(sql: Sql) {
@@ -12,8 +14,8 @@ export function ledgerActivities(sql: Sql) {
     async recordRolloutStart(r: RolloutRecord): Promise<void> {
       await recordRolloutStart(sql, r);
     },
-    async recordPhase(p: { rolloutId: string; phase: Phase; error?: string }): Promise<void> {
-      await recordPhase(sql, p.rolloutId, p.phase, p.error);
+    async recordPhase(p: { rolloutId: string; phase: Phase; error?: string; needsAttention?: string[] }): Promise<void> {
+      await recordPhase(sql, p.rolloutId, p.phase, p.error, p.needsAttention);
     },
     async recordEvent(e: LedgerEvent): Promise<void> {
       await appendEvent(sql, e);
@@ -27,13 +29,11 @@ export function ledgerActivities(sql: Sql) {
         } catch (err) {
           if (!(err instanceof ClaimConflict)) throw err;
           // A holder whose workflow no longer runs (terminated) leaves a stale claim: release it once, then retry.
-          const released = attempt === 1 ? await releaseStaleClaims(sql, err.activeRollouts, (id) => workflowRunning(Context.current().client, id)) : [];
-          if (released.length === 0) throw nonRetryable(FAILURE.conflict, err.message);
+          const blocking = attempt === 1 ? await stillActiveConflicts(sql, err.conflicts, (id) => workflowRunning(Context.current().client, id)) : err.conflicts;
+          if (blocking.length === err.conflicts.length) throw nonRetryable(FAILURE.conflict, err.message);
+          activityLog('warn', `released stale claims of ended workflows: ${err.conflicts.filter((c) => !blocking.includes(c)).map((c) => c.id).join(', ')}`, { rolloutId: c.rolloutId });
         }
       }
-    },
-    async releaseClaims(rolloutId: string): Promise<void> {
-      await releaseClaims(sql, rolloutId);
     },
   };
 }

@@ -9,9 +9,11 @@ import type { KeyManagerSsh } from '../keymanager/key-manager-ssh';
 import { HotfixNameError, parseHotfixName, Component } from '../domain/hotfix';
 import { parseBatch, planRollout, PlanError, RolloutPlan } from '../domain/plan';
 import type { FleetServer, Role } from '../domain/fleet';
+import { checkInventory, checkRegistration, planRemoval, PreflightError, RemovalPlan } from '../domain/preflight';
 import { hotfixFileInfo } from '../store/hotfix-files';
 import { listInventory } from '../store/inventory';
-import { FAILURE, nonRetryable, toFailure } from './failures';
+import { nonRetryable, toFailure } from './failures';
+import { FAILURE } from '../domain/failures';
 import { COMMAND_TIMEOUT_MS, notRunning } from './key-manager-ssh';
 
 export interface ServerSummary {
@@ -52,6 +54,7 @@ export interface HealthProblem {
 }
 
 function invalid(err: unknown): never {
+  if (err instanceof PreflightError) throw nonRetryable(err.type, err.message);
   if (err instanceof PlanError || err instanceof HotfixNameError) throw nonRetryable(FAILURE.invalid, err.message);
   throw err;
 }
@@ -60,14 +63,11 @@ export function preflightActivities(deps: { orchestrator: Sql; kmDb: KeyManagerD
   const { orchestrator, kmDb, kmSsh } = deps;
 
   async function inventoryKnownToKeyManager(): Promise<FleetServer[]> {
-    const fleet = await listInventory(orchestrator);
-    if (fleet.length === 0) throw nonRetryable(FAILURE.invalid, "the inventory is empty: import one with 'km-hotfix fleet import FILE'");
-    const known = new Set((await kmDb.servers()).map((s) => s.name));
-    const strangers = fleet.filter((s) => !known.has(s.name)).map((s) => s.name);
-    if (strangers.length > 0) {
-      throw nonRetryable(FAILURE.invalid, `inventory servers ${strangers.slice(0, 5).join(', ')} are not in the Key Manager database's km_server table: inventory names must match Key Manager's server names`);
+    try {
+      return checkInventory(await listInventory(orchestrator), (await kmDb.servers()).map((s) => s.name));
+    } catch (err) {
+      invalid(err);
     }
-    return fleet;
   }
 
   return {
@@ -83,11 +83,11 @@ export function preflightActivities(deps: { orchestrator: Sql; kmDb: KeyManagerD
         const file = await hotfixFileInfo(orchestrator, input.uploadSha256);
         if (!file) throw nonRetryable(FAILURE.invalid, `hotfix file ${input.uploadSha256} is not stored: run 'km-hotfix upload FILE' again`);
         if (file.name !== input.hotfix) throw nonRetryable(FAILURE.invalid, `the file ${file.fileName} holds ${file.name}, not ${input.hotfix}`);
-        if (registeredRow && registeredRow.sha256 !== input.uploadSha256) {
-          throw nonRetryable(FAILURE.conflict, `Key Manager already has a different file registered as ${input.hotfix} (${registeredRow.fileName}): remove it first with 'km-hotfix remove ${input.hotfix}'`);
-        }
-      } else if (!registeredRow) {
-        throw nonRetryable(FAILURE.unknownHotfix, `${input.hotfix} is not registered in Key Manager: upload it first with 'km-hotfix upload FILE', or pass the file to 'km-hotfix rollout'`);
+      }
+      try {
+        checkRegistration(input.hotfix, registeredRow, input.uploadSha256);
+      } catch (err) {
+        invalid(err);
       }
       const fleet = await inventoryKnownToKeyManager();
       const hasHotfix = new Set(await kmDb.appliedOn(input.hotfix));
@@ -114,15 +114,15 @@ export function preflightActivities(deps: { orchestrator: Sql; kmDb: KeyManagerD
         invalid(err);
       }
       const fleet = await inventoryKnownToKeyManager();
-      const names = new Set(fleet.map((s) => s.name));
-      const unknown = input.servers.filter((n) => !names.has(n));
-      if (unknown.length) throw nonRetryable(FAILURE.invalid, `--servers names ${unknown.join(', ')}, not in the inventory: run 'km-hotfix fleet list' for the names`);
       const registered = !!(await kmDb.hotfix(input.hotfix));
-      const applied = new Set(await kmDb.appliedOn(input.hotfix));
-      if (!registered && applied.size === 0) throw nonRetryable(FAILURE.unknownHotfix, `${input.hotfix} is not registered in Key Manager and applied nowhere: nothing to remove ('km-hotfix hotfixes' lists what is registered)`);
-      const scope = input.servers.length ? new Set(input.servers) : names;
-      const targets = fleet.filter((s) => applied.has(s.name) && scope.has(s.name)).map((s) => s.name);
-      return { component, servers: fleet.filter((s) => scope.has(s.name)).map((s) => ({ name: s.name, role: s.role, ...(s.url ? { url: s.url } : {}) })), targets, registered };
+      const appliedOn = new Set(await kmDb.appliedOn(input.hotfix));
+      let removal: RemovalPlan;
+      try {
+        removal = planRemoval({ hotfix: input.hotfix, fleet, servers: input.servers, registered, appliedOn });
+      } catch (err) {
+        invalid(err);
+      }
+      return { component, servers: removal.scope.map((s) => ({ name: s.name, role: s.role, ...(s.url ? { url: s.url } : {}) })), targets: removal.targets, registered };
     },
 
     /**

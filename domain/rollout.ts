@@ -9,6 +9,11 @@ export const PHASES = [
 export type Phase = (typeof PHASES)[number];
 export const FINAL_PHASES: readonly Phase[] = ['completed', 'rolled_back', 'rollback_failed', 'failed'];
 
+/** A workflow in a final phase has ended: nothing more changes, its claims are released. */
+export function isFinalPhase(phase: Phase): boolean {
+  return FINAL_PHASES.includes(phase);
+}
+
 export const SERVER_STATES = [
   'pending', 'patching', 'patched', 'skipped', 'failed', 'rolling_back', 'rolled_back', 'rollback_failed', 'untouched',
   // removal workflow
@@ -39,7 +44,7 @@ export interface RolloutInput {
   approvalTimeoutMs: number;
   /** Given when the rollout starts from a file: it is uploaded first. */
   upload?: UploadSource;
-  /** Tuning for tests and sites with slow restarts; defaults in workflows/timeouts. */
+  /** Tuning for tests and sites with slow restarts; defaults in workflows/steps.ts (DEFAULT_TIMING). */
   timing?: Partial<RolloutTiming>;
 }
 

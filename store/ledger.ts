@@ -2,7 +2,7 @@
 // rejection: it outlives Temporal's retention. Every write is idempotent
 // (keyed), so a retried activity never writes twice.
 import type { Sql } from 'postgres';
-import type { Approval, DrainedBackend, Phase, RolloutStatus, ServerState, WorkflowKind } from '../domain/rollout';
+import { isFinalPhase, Approval, DrainedBackend, Phase, RolloutStatus, ServerState, WorkflowKind } from '../domain/rollout';
 import type { Role } from '../domain/fleet';
 
 export interface RolloutRecord {
@@ -26,8 +26,10 @@ export interface LedgerEvent {
 
 export class ClaimConflict extends Error {
   override name = 'ClaimConflict';
-  constructor(message: string, readonly activeRollouts: string[]) {
+  readonly activeRollouts: string[];
+  constructor(message: string, readonly conflicts: { id: string; reason: string }[]) {
     super(message);
+    this.activeRollouts = conflicts.map((c) => c.id);
   }
 }
 
@@ -46,10 +48,9 @@ export async function appendEvent(sql: Sql, e: LedgerEvent): Promise<void> {
     ON CONFLICT (rollout_id, event_key) DO NOTHING`;
 }
 
-const FINAL: readonly Phase[] = ['completed', 'rolled_back', 'rollback_failed', 'failed'];
-
-export async function recordPhase(sql: Sql, rolloutId: string, phase: Phase, error?: string): Promise<void> {
-  const final = FINAL.includes(phase);
+/** Record a phase; a final phase may name the servers that need a person (kept as data for ledgerStatus). */
+export async function recordPhase(sql: Sql, rolloutId: string, phase: Phase, error?: string, needsAttention: string[] = []): Promise<void> {
+  const final = isFinalPhase(phase);
   await sql.begin(async (tx) => {
     await tx`
       UPDATE rollout SET phase = ${phase}, updated_at = now(),
@@ -59,7 +60,7 @@ export async function recordPhase(sql: Sql, rolloutId: string, phase: Phase, err
       WHERE id = ${rolloutId}`;
     await tx`
       INSERT INTO rollout_event (rollout_id, event_key, kind, detail)
-      VALUES (${rolloutId}, ${`phase:${phase}`}, 'phase', ${tx.json({ phase, ...(error ? { error } : {}) })})
+      VALUES (${rolloutId}, ${`phase:${phase}`}, 'phase', ${tx.json({ phase, ...(error ? { error } : {}), ...(needsAttention.length ? { needsAttention } : {}) })})
       ON CONFLICT (rollout_id, event_key) DO NOTHING`;
     if (final) {
       await tx`DELETE FROM server_claim WHERE rollout_id = ${rolloutId}`;
@@ -92,18 +93,13 @@ export async function claim(sql: Sql, rolloutId: string, hotfix: string, servers
     const conflicts = await conflictingRollouts(tx as unknown as Sql, hotfix, servers, rolloutId);
     if (conflicts.length > 0) {
       const c = conflicts[0];
-      throw new ClaimConflict(`rollout ${c.id} is still active on ${c.reason}: wait for it to end, or abort it with 'km-hotfix abort ${c.id} --reason ...'`, conflicts.map((x) => x.id));
+      throw new ClaimConflict(`rollout ${c.id} is still active on ${c.reason}: wait for it to end, or abort it with 'km-hotfix abort ${c.id} --reason ...'`, conflicts);
     }
     await tx`INSERT INTO hotfix_claim (hotfix, rollout_id) VALUES (${hotfix}, ${rolloutId}) ON CONFLICT (hotfix) DO NOTHING`;
     if (servers.length > 0) {
       await tx`INSERT INTO server_claim ${tx(servers.map((server) => ({ server, rollout_id: rolloutId })))} ON CONFLICT (server) DO NOTHING`;
     }
   });
-}
-
-export async function releaseClaims(sql: Sql, rolloutId: string): Promise<void> {
-  await sql`DELETE FROM server_claim WHERE rollout_id = ${rolloutId}`;
-  await sql`DELETE FROM hotfix_claim WHERE rollout_id = ${rolloutId}`;
 }
 
 export interface RolloutSummary {
@@ -145,6 +141,16 @@ export async function rolloutEvents(sql: Sql, rolloutId: string): Promise<Stored
 export async function eventDetail(sql: Sql, rolloutId: string, key: string): Promise<Record<string, unknown> | undefined> {
   const rows = await sql<{ detail: Record<string, unknown> }[]>`SELECT detail FROM rollout_event WHERE rollout_id = ${rolloutId} AND event_key = ${key}`;
   return rows[0]?.detail;
+}
+
+/**
+ * The conflicts that still block a new rollout: holders whose workflow no
+ * longer runs (`isRunning`, asked of Temporal) left stale claims, which are
+ * released first. The one rule for the CLI's early check and the claim activity.
+ */
+export async function stillActiveConflicts(sql: Sql, conflicts: { id: string; reason: string }[], isRunning: (id: string) => Promise<boolean>): Promise<{ id: string; reason: string }[]> {
+  const released = new Set(await releaseStaleClaims(sql, [...new Set(conflicts.map((c) => c.id))], isRunning));
+  return conflicts.filter((c) => !released.has(c.id));
 }
 
 /**
@@ -192,8 +198,9 @@ export async function ledgerStatus(sql: Sql, id: string, roles: ReadonlyMap<stri
     if (e.kind === 'apply') states.set(e.server, 'patched');
     if (e.kind === 'unapply') states.set(e.server, undone);
   }
-  const needsAttention = /needs a person: (.*)$/.exec(r.error ?? '')?.[1]?.split(', ') ?? [];
-  for (const n of needsAttention) if (states.has(n)) states.set(n, 'rollback_failed');
+  const last = events.filter((e) => e.kind === 'phase' && e.detail.phase === r.phase).at(-1);
+  const needsAttention = (last?.detail.needsAttention as string[] | undefined) ?? [];
+  if (r.kind === 'rollout') for (const n of needsAttention) if (states.has(n)) states.set(n, 'rollback_failed');
   return {
     id: r.id, kind: r.kind, hotfix: r.hotfix, phase: r.phase, requestedBy: r.requested_by, canary, drained, approvals,
     servers: [...states].map(([name, state]) => ({ name, role: roles.get(name) ?? 'both', state })),

@@ -5,17 +5,23 @@
 import { condition, setHandler } from '@temporalio/workflow';
 import type { RolloutTiming, ServerState } from '../domain/rollout';
 import { batchStatusQuery, BatchProgress, pauseBatchesSignal, stopBatchesSignal } from './definitions';
-import { activities, patchServer, timing, unpatchServer } from './steps';
+import { activityProxies, patchServer, timing, unpatchServer } from './steps';
 import { failureMessage } from './errors';
 
 export type BatchAction = 'apply' | 'rollback' | 'remove';
+
+/** Servers patched (or rolled back) together. */
+export type Batch = string[];
+
+/** A failure budget that never runs out: the batches go on whatever fails (a rollback visits every server). */
+export const NO_FAILURE_LIMIT = -1;
 
 export interface BatchesInput {
   rolloutId: string;
   hotfix: string;
   action: BatchAction;
-  batches: string[][];
-  /** Failures this child may absorb before it stops starting batches; -1 = never stop. */
+  batches: Batch[];
+  /** Failures this child may absorb before it stops starting batches; NO_FAILURE_LIMIT = never stop. */
   maxFailures: number;
   timing?: Partial<RolloutTiming>;
   /** Start paused (the parent was paused when it started this child). */
@@ -47,7 +53,7 @@ const STATES: Record<BatchAction, { running: ServerState; done: ServerState; fai
 
 export async function serverBatches(input: BatchesInput): Promise<BatchesResult> {
   const t = timing(input.timing);
-  const steps = activities(t);
+  const steps = activityProxies(t);
   const states = STATES[input.action];
   // Only servers this child has started are reported: the parent knows the rest.
   const results = new Map<string, BatchServerResult>();
@@ -63,7 +69,7 @@ export async function serverBatches(input: BatchesInput): Promise<BatchesResult>
   for (let i = 0; i < input.batches.length; i++) {
     // Between batches: honour pause, stop, and the failure budget.
     await condition(() => !paused || stopRequested);
-    if (stopRequested || (budget >= 0 && failures > budget)) {
+    if (stopRequested || (budget !== NO_FAILURE_LIMIT && failures > budget)) {
       stopped = true;
       break;
     }

@@ -3,20 +3,25 @@
 import { ChildWorkflowHandle, condition, ParentClosePolicy, startChild } from '@temporalio/workflow';
 import type { RolloutTiming, ServerState } from '../domain/rollout';
 import { failureMessage } from './errors';
-import { WORKFLOW_TYPES, pauseBatchesSignal, stopBatchesSignal } from './definitions';
-import { BatchAction, BatchesInput, BatchesResult, BatchServerResult } from './batches';
+import { pauseBatchesSignal, stopBatchesSignal } from './definitions';
+import { Batch, BatchAction, BatchesResult, BatchServerResult, NO_FAILURE_LIMIT, serverBatches } from './batches';
 import { timing } from './steps';
 
+/** The batches one child workflow runs, one after the other. */
+export type Slice = Batch[];
+/** Children started together, in parallel. */
+export type Wave = Slice[];
+
 /** Group batches into waves of child workflows: consecutive batches share a child up to `slice` servers; a wider batch is split across parallel children. */
-export function slicesOf(batches: string[][], slice: number): string[][][][] {
-  const waves: string[][][][] = [];
-  let current: string[][] = [];
+export function slicesOf(batches: Batch[], slice: number): Wave[] {
+  const waves: Wave[] = [];
+  let current: Slice = [];
   let size = 0;
   const flush = () => { if (current.length) { waves.push([current]); current = []; size = 0; } };
   for (const batch of batches) {
     if (batch.length > slice) {
       flush();
-      const parts: string[][][] = [];
+      const parts: Wave = [];
       for (let i = 0; i < batch.length; i += slice) parts.push([batch.slice(i, i + slice)]);
       waves.push(parts);
       continue;
@@ -35,7 +40,7 @@ export function slicesOf(batches: string[][], slice: number): string[][][][] {
  * reported failed and changed — a rollback then visits them all (unapply is
  * a no-op where nothing was applied). Nothing is hidden.
  */
-function lostSlice(action: BatchAction, slice: string[][], err: unknown): BatchesResult {
+function lostSlice(action: BatchAction, slice: Slice, err: unknown): BatchesResult {
   const error = `the batch workflow ended without a result (${failureMessage(err)}): state unknown`;
   const servers = slice.flat().map((name) => ({ name, state: (action === 'rollback' ? 'rollback_failed' : 'failed') as ServerState, error, changed: true }));
   return { servers, failures: servers.length, stopped: true };
@@ -50,7 +55,7 @@ export interface FanoutControl {
 }
 
 export class Fanout {
-  private running: ChildWorkflowHandle<(input: BatchesInput) => Promise<BatchesResult>>[] = [];
+  private running: ChildWorkflowHandle<typeof serverBatches>[] = [];
   private seq = 0;
 
   constructor(private readonly rolloutId: string, private readonly hotfix: string, private readonly timing: Partial<RolloutTiming> | undefined) {}
@@ -65,15 +70,15 @@ export class Fanout {
     await Promise.all(this.running.map((h) => h.signal(stopBatchesSignal).catch(() => undefined)));
   }
 
-  /** Run the batches; maxFailures -1 = keep going whatever fails. Returns the failures counted. */
-  async run(action: BatchAction, batches: string[][], maxFailures: number, ctl: FanoutControl): Promise<{ failures: number; stopped: boolean }> {
+  /** Run the batches; maxFailures NO_FAILURE_LIMIT = keep going whatever fails. Returns the failures counted. */
+  async run(action: BatchAction, batches: Batch[], maxFailures: number, ctl: FanoutControl): Promise<{ failures: number; stopped: boolean }> {
     let failures = 0;
     for (const wave of slicesOf(batches, timing(this.timing).sliceServers)) {
       await condition(() => !ctl.isPaused() || ctl.shouldStop());
-      if (ctl.shouldStop() || (maxFailures >= 0 && failures > maxFailures)) return { failures, stopped: true };
-      const budget = maxFailures < 0 ? -1 : maxFailures - failures;
+      if (ctl.shouldStop() || (maxFailures !== NO_FAILURE_LIMIT && failures > maxFailures)) return { failures, stopped: true };
+      const budget = maxFailures === NO_FAILURE_LIMIT ? NO_FAILURE_LIMIT : maxFailures - failures;
       this.running = await Promise.all(wave.map((slice) =>
-        startChild<(input: BatchesInput) => Promise<BatchesResult>>(WORKFLOW_TYPES.batches, {
+        startChild(serverBatches, {
           workflowId: `${this.rolloutId}/${action}-${++this.seq}`,
           args: [{ rolloutId: this.rolloutId, hotfix: this.hotfix, action, batches: slice, maxFailures: budget, timing: this.timing, paused: ctl.isPaused() }],
           // The children are the parent's hands: they end with it.

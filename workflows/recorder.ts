@@ -1,9 +1,9 @@
 // The status every workflow reports (SPEC §4) and its mirror in the ledger:
 // phase changes, server states, approvals and notes. Shared by the rollout,
 // removal and upload workflows.
-import { ApplicationFailure, isCancellation } from '@temporalio/workflow';
+import { ApplicationFailure, isCancellation, log } from '@temporalio/workflow';
 import type { Phase, RolloutStatus, ServerState, WorkflowKind } from '../domain/rollout';
-import { FINAL_PHASES } from '../domain/rollout';
+import { isFinalPhase } from '../domain/rollout';
 import type { ServerSummary } from '../activities/preflight';
 import type { Steps } from './steps';
 import { failureMessage } from './errors';
@@ -13,7 +13,7 @@ export class StopRollout extends Error {
   override name = 'StopRollout';
 }
 
-export class RolloutRecorder {
+export class WorkflowRecorder {
   readonly status: RolloutStatus;
   private notes = 0;
 
@@ -27,14 +27,18 @@ export class RolloutRecorder {
   }
 
   final(): boolean {
-    return FINAL_PHASES.includes(this.status.phase);
+    return isFinalPhase(this.status.phase);
   }
 
   async phase(phase: Phase, error?: string): Promise<void> {
     this.status.phase = phase;
     this.touch();
     if (this.final()) this.status.endedAt = this.status.updatedAt;
-    await this.steps.record.recordPhase({ rolloutId: this.status.id, phase, ...(error ? { error } : {}) });
+    // Replay-aware: logged once, when the workflow really reaches the phase.
+    if (phase === 'failed' || phase === 'rollback_failed') log.warn(`${this.status.kind} of ${this.status.hotfix}: ${phase}`, { phase, error });
+    else log.info(`${this.status.kind} of ${this.status.hotfix}: ${phase}`, { phase, ...(error ? { error } : {}) });
+    const attention = this.final() && this.status.needsAttention.length > 0 ? { needsAttention: this.status.needsAttention } : {};
+    await this.steps.record.recordPhase({ rolloutId: this.status.id, phase, ...(error ? { error } : {}), ...attention });
   }
 
   /**
@@ -80,6 +84,7 @@ export class RolloutRecorder {
     if (startedAt && !s.startedAt) s.startedAt = startedAt;
     if (endedAt) s.endedAt = endedAt;
     if (error) s.error = error;
+    if (state === 'failed' || state === 'rollback_failed') log.warn(`${name}: ${state}${error ? `: ${error}` : ''}`, { server: name, state });
     this.touch();
   }
 

@@ -4,16 +4,16 @@
 import { setHandler, workflowInfo } from '@temporalio/workflow';
 import type { RemovalInput, RolloutStatus, SteerRequest } from '../domain/rollout';
 import { abortSignal, pauseSignal, resumeSignal, statusQuery } from './definitions';
-import { activities, timing } from './steps';
+import { activityProxies, timing } from './steps';
 import { Fanout } from './fanout';
 import { failureMessage } from './errors';
-import { RolloutRecorder } from './recorder';
+import { WorkflowRecorder } from './recorder';
 
 export async function hotfixRemoval(input: RemovalInput): Promise<RolloutStatus> {
   const t = timing(input.timing);
-  const steps = activities(t);
+  const steps = activityProxies(t);
   const id = workflowInfo().workflowId;
-  const r = new RolloutRecorder(steps, id, 'removal', input.hotfix, input.requestedBy);
+  const r = new WorkflowRecorder(steps, id, 'removal', input.hotfix, input.requestedBy);
   const fanout = new Fanout(id, input.hotfix, input.timing);
   let aborted = false;
   setHandler(statusQuery, () => r.status);

@@ -2,20 +2,21 @@
 //   preflight → [upload] → [drain] → canary → verifying → [restore] → fanout → completed
 // and on failure, rejection, timeout or abort:
 //   rolling_back → rolled_back | rollback_failed.
-import { CancellationScope, condition, isCancellation, setHandler, workflowInfo } from '@temporalio/workflow';
+import { CancellationScope, condition, isCancellation, log, setHandler, workflowInfo } from '@temporalio/workflow';
 import type { ApproveRequest, DrainedBackend, RejectRequest, RolloutInput, RolloutStatus, SteerRequest } from '../domain/rollout';
 import { abortSignal, approveUpdate, pauseSignal, rejectUpdate, resumeSignal, statusQuery } from './definitions';
-import { activities, patchServer, timing } from './steps';
+import { activityProxies, patchServer, timing } from './steps';
 import { Fanout } from './fanout';
+import { NO_FAILURE_LIMIT } from './batches';
 import { failureMessage } from './errors';
 import { formatDuration } from '../domain/plan';
-import { RolloutRecorder, StopRollout } from './recorder';
+import { WorkflowRecorder, StopRollout } from './recorder';
 
 export async function hotfixRollout(input: RolloutInput): Promise<RolloutStatus> {
   const t = timing(input.timing);
-  const steps = activities(t);
+  const steps = activityProxies(t);
   const id = workflowInfo().workflowId;
-  const r = new RolloutRecorder(steps, id, 'rollout', input.hotfix, input.requestedBy);
+  const r = new WorkflowRecorder(steps, id, 'rollout', input.hotfix, input.requestedBy);
   r.status.batch = input.batch;
   r.status.maxFailures = input.maxFailures;
   const fanout = new Fanout(id, input.hotfix, input.timing);
@@ -174,6 +175,7 @@ export async function hotfixRollout(input: RolloutInput): Promise<RolloutStatus>
     }
     // ---- rollback: cannot be cancelled halfway --------------------------------------
     await CancellationScope.nonCancellable(async () => {
+      log.warn(`rolling back ${input.hotfix}: ${touched.length} server(s) to unapply`, { reason: r.status.error, servers: touched.length });
       await r.phase('rolling_back', r.status.error ?? undefined);
       let restoreFailed = false;
       try {
@@ -183,7 +185,7 @@ export async function hotfixRollout(input: RolloutInput): Promise<RolloutStatus>
         r.status.error = `${r.status.error}; restoring Maximum Processes failed: ${failureMessage(e)}`;
       }
       const reversed = [...touched].reverse();
-      await fanout.run('rollback', reversed.map((s) => [s]), -1, {
+      await fanout.run('rollback', reversed.map((s) => [s]), NO_FAILURE_LIMIT, {
         isPaused: () => false,
         shouldStop: () => false,
         onChildren: (ids) => { r.status.activeBatchWorkflows = ids; },
@@ -193,6 +195,8 @@ export async function hotfixRollout(input: RolloutInput): Promise<RolloutStatus>
       const stuck = r.status.servers.filter((s) => s.state === 'rollback_failed').map((s) => s.name);
       if (restoreFailed) stuck.push(...drained.map((d) => `${d.server} (Maximum Processes ${d.maxProcesses})`));
       r.status.needsAttention = stuck;
+      if (stuck.length > 0) log.error(`rollback of ${input.hotfix} ended: needs a person for ${stuck.join(', ')}`, { needsAttention: stuck });
+      else log.info(`rollback of ${input.hotfix} ended: every server it patched is rolled back`);
       await r.phase(stuck.length > 0 ? 'rollback_failed' : 'rolled_back', stuck.length > 0 ? `needs a person: ${stuck.join(', ')}` : undefined);
     });
     return r.status;

@@ -3,6 +3,7 @@
 import { proxyActivities, ActivityOptions } from '@temporalio/workflow';
 import type { KmHotfixActivities } from '../activities';
 import type { RolloutTiming } from '../domain/rollout';
+import { NEVER_RETRY } from '../domain/failures';
 
 export const DEFAULT_TIMING: RolloutTiming = {
   servicesTimeoutMs: 5 * 60_000,
@@ -15,20 +16,19 @@ export function timing(t?: Partial<RolloutTiming>): RolloutTiming {
   return { ...DEFAULT_TIMING, ...(t ?? {}) };
 }
 
-/** Failures that no retry can fix (SPEC §5 "Retries"). */
-export const NEVER_RETRY = ['HostKeyMismatch', 'AuthenticationFailed', 'ChecksumMismatch', 'UnknownHotfix', 'InvalidArgument', 'Conflict', 'ServicesNotRunning', 'NotApplied', 'PreflightFailed'];
 
-export function activities(t: RolloutTiming) {
+/** The activities as the workflows call them, grouped by the timeouts and retries each kind of step needs. */
+export function activityProxies(t: RolloutTiming) {
   const retry = (overrides: Partial<NonNullable<ActivityOptions['retry']>> = {}): ActivityOptions['retry'] => ({
     initialInterval: Math.min(2000, t.maxRetryIntervalMs),
     backoffCoefficient: 2,
     maximumInterval: t.maxRetryIntervalMs,
-    nonRetryableErrorTypes: NEVER_RETRY,
+    nonRetryableErrorTypes: [...NEVER_RETRY],
     ...overrides,
   });
   return {
     // Databases: a restart or failover of PostgreSQL is waited out for minutes.
-    record: proxyActivities<Pick<KmHotfixActivities, 'recordRolloutStart' | 'recordPhase' | 'recordEvent' | 'claimServers' | 'releaseClaims'>>({
+    record: proxyActivities<Pick<KmHotfixActivities, 'recordRolloutStart' | 'recordPhase' | 'recordEvent' | 'claimServers'>>({
       startToCloseTimeout: '30s',
       scheduleToCloseTimeout: '15m',
       retry: retry(),
@@ -68,7 +68,7 @@ export function activities(t: RolloutTiming) {
   };
 }
 
-export type Steps = ReturnType<typeof activities>;
+export type Steps = ReturnType<typeof activityProxies>;
 
 /** Patch one server: apply, restart, verify. Returns whether this call applied it. */
 export async function patchServer(steps: Steps, t: RolloutTiming, rolloutId: string, server: string, hotfix: string): Promise<boolean> {

@@ -3,15 +3,15 @@ import { setHandler, workflowInfo } from '@temporalio/workflow';
 import type { RolloutStatus, UploadInput } from '../domain/rollout';
 import { parseHotfixFileName } from '../domain/hotfix';
 import { statusQuery } from './definitions';
-import { activities, timing } from './steps';
+import { activityProxies, timing } from './steps';
 import { failureMessage } from './errors';
-import { RolloutRecorder } from './recorder';
+import { WorkflowRecorder } from './recorder';
 
 export async function hotfixUpload(input: UploadInput & { fileName: string }): Promise<RolloutStatus> {
-  const steps = activities(timing());
+  const steps = activityProxies(timing());
   const id = workflowInfo().workflowId;
   const hotfix = parseHotfixFileName(input.fileName).name;
-  const r = new RolloutRecorder(steps, id, 'upload', hotfix, input.requestedBy);
+  const r = new WorkflowRecorder(steps, id, 'upload', hotfix, input.requestedBy);
   setHandler(statusQuery, () => r.status);
   const ok = await r.preflight(async () => {
     await r.claim([]);

@@ -10,7 +10,7 @@ import { CliError, EXIT, ExitCode } from '../errors';
 import { connectClient, TemporalClient } from '../../platform/temporal';
 import { connectDatabase, connectOrchestrator, openDatabases, requireDatabaseUrl } from '../../store/database';
 import { KeyManagerDatabase } from '../../keymanager/database';
-import { FINAL_PHASES, RolloutStatus, WorkflowKind, workflowId } from '../../domain/rollout';
+import { isFinalPhase, RolloutStatus, WorkflowKind, workflowId } from '../../domain/rollout';
 import { parseDuration, PlanError } from '../../domain/plan';
 import { WORKFLOW_TYPES, batchStatusQuery, statusQuery } from '../../workflows/definitions';
 
@@ -203,7 +203,7 @@ async function finalStatus(d: Described): Promise<RolloutStatus> {
 }
 
 export function isFinal(st: RolloutStatus): boolean {
-  return FINAL_PHASES.includes(st.phase);
+  return isFinalPhase(st.phase);
 }
 
 /** SPEC §4: 0 completed, 1 failed or rolled back. */

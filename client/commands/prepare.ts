@@ -7,10 +7,11 @@ import * as path from 'node:path';
 import { HotfixNameError, parseHotfixFileName, parseHotfixName, Component } from '../../domain/hotfix';
 import { parseBatch, planRollout, PlanError, RolloutPlan } from '../../domain/plan';
 import type { FleetServer } from '../../domain/fleet';
+import { checkInventory, checkRegistration, PreflightError } from '../../domain/preflight';
 import type { DrainedBackend } from '../../domain/rollout';
 import { MAX_HOTFIX_BYTES, sha256Hex } from '../../store/hotfix-files';
 import { listInventory } from '../../store/inventory';
-import { conflictingRollouts, releaseStaleClaims } from '../../store/ledger';
+import { conflictingRollouts, stillActiveConflicts } from '../../store/ledger';
 import type { Client } from '@temporalio/client';
 import type { Sql } from 'postgres';
 import { workflowRunning } from '../../platform/temporal';
@@ -33,8 +34,8 @@ export interface HotfixArg {
   file?: HotfixFile;
 }
 
-function refuse(err: unknown): never {
-  if (err instanceof HotfixNameError || err instanceof PlanError) throw new CliError(err.message, EXIT.refused);
+export function refuse(err: unknown): never {
+  if (err instanceof HotfixNameError || err instanceof PlanError || err instanceof PreflightError) throw new CliError(err.message, EXIT.refused);
   throw err;
 }
 
@@ -85,14 +86,11 @@ export async function readHotfixArg(arg: string): Promise<HotfixArg> {
 
 /** The inventory, checked against Key Manager's own server list. */
 export async function checkedInventory(db: Databases): Promise<FleetServer[]> {
-  const fleet = await listInventory(db.orchestrator);
-  if (fleet.length === 0) throw new CliError("the inventory is empty: import one with 'km-hotfix fleet import FILE'", EXIT.refused);
-  const known = new Set((await db.kmDb.servers()).map((s) => s.name));
-  const strangers = fleet.filter((s) => !known.has(s.name)).map((s) => s.name);
-  if (strangers.length > 0) {
-    throw new CliError(`inventory servers ${strangers.slice(0, 5).join(', ')} are not in the Key Manager database's km_server table: inventory names must match Key Manager's server names (check KM_DATABASE_URL)`, EXIT.refused);
+  try {
+    return checkInventory(await listInventory(db.orchestrator), (await db.kmDb.servers()).map((s) => s.name));
+  } catch (err) {
+    refuse(err);
   }
-  return fleet;
 }
 
 export interface PlanOptions {
@@ -113,15 +111,11 @@ export interface PreparedRollout {
 }
 
 async function registration(kmDb: KeyManagerDatabase, hotfix: HotfixArg): Promise<boolean> {
-  const row = await kmDb.hotfix(hotfix.name);
-  if (hotfix.file) {
-    if (row && row.sha256 !== hotfix.file.sha256) {
-      throw new CliError(`Key Manager already has a different file registered as ${hotfix.name} (${row.fileName}): remove it first with 'km-hotfix remove ${hotfix.name}', or roll out the registered one by its Name`, EXIT.refused);
-    }
-  } else if (!row) {
-    throw new CliError(`${hotfix.name} is not registered in Key Manager: upload it first with 'km-hotfix upload FILE', or pass the file to 'km-hotfix rollout' ('km-hotfix hotfixes' lists what is registered)`, EXIT.refused);
+  try {
+    return checkRegistration(hotfix.name, await kmDb.hotfix(hotfix.name), hotfix.file?.sha256);
+  } catch (err) {
+    refuse(err);
   }
-  return !!row;
 }
 
 /** The plan the rollout workflow would make, from the same inputs; refuses (exit 2) what its preflight would refuse. */
@@ -153,7 +147,6 @@ export async function prepareRollout(db: Databases, hotfix: HotfixArg, opts: Pla
  * are released instead of blocking this rollout forever.
  */
 export async function refuseConflicts(sql: Sql, client: Client, conflicts: { id: string; reason: string }[]): Promise<void> {
-  const stale = new Set(await releaseStaleClaims(sql, [...new Set(conflicts.map((c) => c.id))], (id) => workflowRunning(client, id)));
-  const c = conflicts.find((x) => !stale.has(x.id));
+  const [c] = await stillActiveConflicts(sql, conflicts, (id) => workflowRunning(client, id));
   if (c) throw new CliError(`rollout ${c.id} is still active on ${c.reason}: wait for it to end ('km-hotfix status ${c.id} --watch'), or abort it with 'km-hotfix abort ${c.id} --reason ...'`, EXIT.refused);
 }

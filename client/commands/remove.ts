@@ -4,11 +4,12 @@ import type { Command } from 'commander';
 import { HotfixNameError, parseHotfixName } from '../../domain/hotfix';
 import { conflictingRollouts } from '../../store/ledger';
 import type { RemovalInput, RolloutTiming } from '../../domain/rollout';
-import { WORKFLOW_TYPES } from '../../workflows/definitions';
+import { hotfixRemoval } from '../../workflows/removal';
 import type { Config } from '../../platform/config';
 import { CliError, EXIT } from '../errors';
 import { config, duration, identity, nameList, newWorkflowId, withDatabases, withIdentity, withTemporal } from './common';
-import { checkedInventory, refuseConflicts } from './prepare';
+import { checkedInventory, refuse, refuseConflicts } from './prepare';
+import { planRemoval } from '../../domain/preflight';
 import { announceStarted } from './rollout';
 
 export interface RemoveRequest {
@@ -31,22 +32,20 @@ export async function startRemoval(cfg: Config, req: RemoveRequest): Promise<{ i
   const servers = req.servers ?? [];
   return withDatabases(cfg, async (db) => {
     const fleet = await checkedInventory(db);
-    const names = new Set(fleet.map((s) => s.name));
-    const unknown = servers.filter((n) => !names.has(n));
-    if (unknown.length) throw new CliError(`--servers names ${unknown.join(', ')}, not in the inventory: run 'km-hotfix fleet list' for the names`, EXIT.refused);
     const registered = !!(await db.kmDb.hotfix(name));
-    const applied = new Set(await db.kmDb.appliedOn(name));
-    if (!registered && applied.size === 0) {
-      throw new CliError(`${name} is not registered in Key Manager and applied nowhere: nothing to remove ('km-hotfix hotfixes' lists what is registered)`, EXIT.refused);
+    const appliedOn = new Set(await db.kmDb.appliedOn(name));
+    let targets: string[];
+    try {
+      targets = planRemoval({ hotfix: name, fleet, servers, registered, appliedOn }).targets;
+    } catch (err) {
+      refuse(err);
     }
-    const scope = servers.length ? new Set(servers) : names;
-    const targets = fleet.filter((s) => applied.has(s.name) && scope.has(s.name)).map((s) => s.name);
     const conflicts = await conflictingRollouts(db.orchestrator, name, targets);
     return withTemporal(cfg, async (client) => {
       await refuseConflicts(db.orchestrator, client, conflicts);
       const input: RemovalInput = { hotfix: name, requestedBy, servers, keepRegistered: !!req.keepRegistered, ...(req.timing ? { timing: req.timing } : {}) };
       const id = newWorkflowId('removal', name);
-      await client.workflow.start(WORKFLOW_TYPES.removal, { taskQueue: cfg.taskQueue, workflowId: id, args: [input] });
+      await client.workflow.start(hotfixRemoval, { taskQueue: cfg.taskQueue, workflowId: id, args: [input] });
       return { id, targets };
     });
   });

@@ -4,7 +4,7 @@ import { Command, Option } from 'commander';
 import type { Client } from '@temporalio/client';
 import { storeHotfixFile } from '../../store/hotfix-files';
 import type { RolloutInput, RolloutStatus, RolloutTiming } from '../../domain/rollout';
-import { WORKFLOW_TYPES } from '../../workflows/definitions';
+import { hotfixRollout } from '../../workflows/rollout';
 import type { Config } from '../../platform/config';
 import { CliError, EXIT } from '../errors';
 import {
@@ -53,7 +53,7 @@ export async function startRollout(cfg: Config, req: RolloutRequest): Promise<St
         ...(req.timing ? { timing: req.timing } : {}),
       };
       const id = newWorkflowId('rollout', hotfix.name);
-      await client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue: cfg.taskQueue, workflowId: id, args: [input] });
+      await client.workflow.start(hotfixRollout, { taskQueue: cfg.taskQueue, workflowId: id, args: [input] });
       return { id, prepared, requestedBy };
     });
   });

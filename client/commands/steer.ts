@@ -2,6 +2,7 @@
 // running rollout or removal. Pause holds the fan-out between batches (the
 // servers being patched finish); abort rolls a rollout back.
 import type { Command } from 'commander';
+import { isFinalPhase } from '../../domain/rollout';
 import { abortSignal, pauseSignal, resumeSignal } from '../../workflows/definitions';
 import { CliError, EXIT } from '../errors';
 import { config, describeWorkflow, identity, readStatus, withIdentity, withTemporal } from './common';
@@ -14,7 +15,7 @@ async function steer(id: string, what: Steer, by: string, reason?: string): Prom
     const d = await describeWorkflow(client, id);
     if (d.kind === 'upload') throw new CliError(`${id} is an upload: only rollouts and removals can be ${what === 'abort' ? 'aborted' : `${what}d`}`, EXIT.refused);
     const st = await readStatus(client, d);
-    if (!d.running || ['completed', 'rolled_back', 'rollback_failed', 'failed'].includes(st.phase)) {
+    if (!d.running || isFinalPhase(st.phase)) {
       throw new CliError(`${id} has ended (${st.phase}): there is nothing to ${what}`, EXIT.refused);
     }
     if (what === 'abort' && st.phase === 'rolling_back') throw new CliError(`${id} is already rolling back: follow it with 'km-hotfix status ${id} --watch'`, EXIT.refused);

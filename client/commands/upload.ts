@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import { storeHotfixFile } from '../../store/hotfix-files';
 import { conflictingRollouts } from '../../store/ledger';
 import { parseHotfixFileName } from '../../domain/hotfix';
-import { WORKFLOW_TYPES } from '../../workflows/definitions';
+import { hotfixUpload } from '../../workflows/upload';
 import type { Config } from '../../platform/config';
 import { CliError, EXIT } from '../errors';
 import { config, identity, newWorkflowId, withDatabases, withIdentity, withTemporal } from './common';
@@ -36,7 +36,7 @@ export async function startUpload(cfg: Config, req: UploadRequest): Promise<{ id
       await refuseConflicts(db.orchestrator, client, conflicts);
       const stored = await storeHotfixFile(db.orchestrator, file.fileName, file.bytes, requestedBy);
       const id = newWorkflowId('upload', name);
-      await client.workflow.start(WORKFLOW_TYPES.upload, {
+      await client.workflow.start(hotfixUpload, {
         taskQueue: cfg.taskQueue, workflowId: id,
         args: [{ requestedBy, sha256: stored.sha256, fileName: stored.fileName, ...(req.via ? { via: req.via } : {}) }],
       });

@@ -1,7 +1,7 @@
 // A rollout's status for people: the block that `status` prints and that
 // `status --watch` redraws, and the one-line changes printed instead when
 // stdout is not a terminal.
-import { FINAL_PHASES, RolloutStatus, ServerState, ServerStatus } from '../../domain/rollout';
+import { isFinalPhase, RolloutStatus, ServerState, ServerStatus } from '../../domain/rollout';
 import { formatTable } from '../commands/fleet';
 
 export function clock(iso: string | Date): string {
@@ -180,7 +180,7 @@ export function changeLines(prev: RolloutStatus | undefined, cur: RolloutStatus,
   }
   if (cur.gate && !prev?.gate) line(`waiting for verification: ${cur.gate.message}`);
   // A final phase prints the error in the outcome line: say it once.
-  if (cur.error && cur.error !== prev?.error && !FINAL_PHASES.includes(cur.phase)) line(`error: ${cur.error.split('\n')[0]}`);
+  if (cur.error && cur.error !== prev?.error && !isFinalPhase(cur.phase)) line(`error: ${cur.error.split('\n')[0]}`);
   if (cur.needsAttention.length && cur.needsAttention.join() !== prev?.needsAttention.join()) line(`needs a person: ${cur.needsAttention.join(', ')}`);
   return out;
 }

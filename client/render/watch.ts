@@ -2,7 +2,7 @@
 // the demo. On a terminal the status block is redrawn in place (ANSI: cursor
 // up, clear to the end of the screen); otherwise only changes are printed, one
 // line each, so logs and pipes stay readable.
-import { FINAL_PHASES, RolloutStatus } from '../../domain/rollout';
+import { isFinalPhase, RolloutStatus } from '../../domain/rollout';
 import { changeLines, outcomeLine, statusBlock } from './status';
 
 const CSI = '\x1b[';
@@ -57,7 +57,7 @@ export async function watch(opts: WatchOptions): Promise<RolloutStatus> {
       if (lines.length) out.write(lines.join('\n') + '\n');
     }
     prev = st;
-    if (FINAL_PHASES.includes(st.phase)) {
+    if (isFinalPhase(st.phase)) {
       out.write(`${outcomeLine(st)}\n`);
       return st;
     }

@@ -13,7 +13,7 @@ import { storeHotfixFile } from '../../store/hotfix-files';
 import { createActivities } from '../../activities';
 import { startSimFleet, makeHotfix, SimFleet, SimFleetOptions } from '../../simulator';
 import type { Component } from '../../domain/hotfix';
-import type { RolloutInput, RolloutStatus, RemovalInput } from '../../domain/rollout';
+import { isFinalPhase, RolloutInput, RolloutStatus, RemovalInput } from '../../domain/rollout';
 import { WORKFLOW_TYPES, statusQuery } from '../../workflows/definitions';
 import { generateEd25519KeyPair } from '../../keymanager/keygen';
 
@@ -86,7 +86,7 @@ export async function rolloutEnv(opts: Partial<Omit<SimFleetOptions, 'kmDatabase
       const deadline = Date.now() + timeoutMs;
       for (;;) {
         const st = await h.query(statusQuery).catch(() => undefined);
-        if (st && (st.phase === phase || ['completed', 'rolled_back', 'rollback_failed', 'failed'].includes(st.phase))) return st;
+        if (st && (st.phase === phase || isFinalPhase(st.phase))) return st;
         if (Date.now() > deadline) throw new Error(`phase ${phase} not reached in ${timeoutMs} ms (now ${st?.phase})`);
         await new Promise((r) => setTimeout(r, 100));
       }
