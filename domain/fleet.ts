@@ -1,6 +1,5 @@
 // The fleet inventory (SPEC §3): which servers exist, their roles, and how to
 // reach them over SSH with a pinned host key.
-import YAML from 'yaml';
 
 export const ROLES = ['frontend', 'backend', 'both'] as const;
 export type Role = (typeof ROLES)[number];
@@ -35,14 +34,12 @@ export function servesBackend(role: Role): boolean {
   return role === 'backend' || role === 'both';
 }
 
-/** Parse and validate an inventory file's text (YAML or JSON). Throws InventoryError naming the entry and field. */
-export function parseInventory(text: string, source = 'inventory'): FleetServer[] {
-  let doc: unknown;
-  try {
-    doc = YAML.parse(text); // YAML is a superset of JSON
-  } catch (err) {
-    throw new InventoryError(`${source} is not valid YAML or JSON: ${(err as Error).message.split('\n')[0]}`);
-  }
+/**
+ * Validate a parsed inventory document ({servers: [...]}). Throws
+ * InventoryError naming the entry and field. Parsing the file's text is
+ * domain/inventory-file.ts, which keeps the YAML parser out of workflow code.
+ */
+export function validateInventory(doc: unknown, source = 'inventory'): FleetServer[] {
   const list = (doc as { servers?: unknown } | null)?.servers;
   if (!Array.isArray(list)) throw new InventoryError(`${source} must have a 'servers:' list (see the README, "Fleet inventory")`);
   if (list.length === 0) throw new InventoryError(`${source} lists no servers: add at least one under 'servers:'`);
@@ -75,9 +72,4 @@ export function parseInventory(text: string, source = 'inventory'): FleetServer[
     }
     return { name, role: e.role as Role, host: e.host, port, user, sudo, hostKey: e.hostKey, ...(url ? { url } : {}) };
   });
-}
-
-/** Render an inventory back to YAML (the simulator writes one). */
-export function inventoryToYaml(servers: FleetServer[]): string {
-  return YAML.stringify({ servers });
 }

@@ -2,7 +2,8 @@
 // batches and durations. No servers needed.
 import assert from 'node:assert/strict';
 import { parseHotfixFileName, parseHotfixName, HotfixNameError, hotfixFileName } from '../domain/hotfix';
-import { parseInventory, InventoryError, FleetServer, inventoryToYaml } from '../domain/fleet';
+import { InventoryError, FleetServer } from '../domain/fleet';
+import { parseInventory, inventoryToYaml } from '../domain/inventory-file';
 import { parseBatch, parseDuration, planRollout, splitIntoBatches, chooseCanary, PlanError, formatDuration } from '../domain/plan';
 
 const KEY = `SHA256:${'a'.repeat(43)}`;

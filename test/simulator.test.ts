@@ -12,7 +12,7 @@ import type { Sql } from 'postgres';
 import { makeHotfix, startSimFleet, shellQuote, type SimFleet, type SimServer } from '../simulator';
 import { registerSim, simRun } from '../client/commands/sim';
 import { CliError } from '../client/errors';
-import { parseInventory } from '../domain/fleet';
+import { parseInventory } from '../domain/inventory-file';
 import { runChild } from '../stack/process';
 import { freshDatabase, scratchDir, sqlFor } from './helpers/stack';
 import { generateEd25519KeyPair } from '../keymanager/keygen';

@@ -1,7 +1,8 @@
 // `km-hotfix fleet import FILE` / `fleet list`: the inventory (SPEC §3).
 import { promises as fs } from 'node:fs';
 import { Command } from 'commander';
-import { parseInventory, InventoryError, FleetServer } from '../../domain/fleet';
+import { InventoryError, FleetServer } from '../../domain/fleet';
+import { parseInventory } from '../../domain/inventory-file';
 import { loadConfig } from '../../platform/config';
 import { CliError, EXIT } from '../errors';
 import { connectOrchestrator } from '../../store/database';

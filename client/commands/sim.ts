@@ -5,7 +5,7 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { Command } from 'commander';
 import { COMPONENTS, Component, HotfixNameError } from '../../domain/hotfix';
-import { inventoryToYaml } from '../../domain/fleet';
+import { inventoryToYaml } from '../../domain/inventory-file';
 import { makeHotfix, startSimFleet, SimConfigError, type CommandLogEntry, type FaultSpec, type SimFleet } from '../../simulator';
 import { CliError, EXIT } from '../errors';
 
