@@ -82,6 +82,16 @@ export const MIGRATIONS: readonly Migration[] = [
         FOR EACH ROW EXECUTE FUNCTION rollout_event_append_only();
     `,
   },
+  {
+    version: 2,
+    name: 'hotfix files keyed by (sha256, file name)',
+    // The same bytes under another name are another file: an upload under a wrong
+    // name must not stand in for the right one (issue 13, item 1).
+    sql: `
+      ALTER TABLE hotfix_file DROP CONSTRAINT hotfix_file_pkey;
+      ALTER TABLE hotfix_file ADD PRIMARY KEY (sha256, file_name);
+    `,
+  },
 ];
 
 const LOCK_ID = 0x6b6d6866; // 'kmhf'

@@ -171,6 +171,9 @@ export async function readStatus(client: Client, d: Described): Promise<RolloutS
 const QUERY_TIMEOUT_MS = 15_000;
 
 function answerWithin<T>(p: Promise<T>, ms: number): Promise<T> {
+  // The query stays pending after the timeout; closing the connection then rejects it
+  // ('Channel has been shut down'): handled here, not an uncaught rejection that ends the process.
+  p.catch(() => undefined);
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`no answer within ${ms / 1000} s`)), ms); });
   return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
