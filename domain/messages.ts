@@ -45,23 +45,26 @@ function text(f: Fields, key: string, what: string, required: boolean): string |
 export function approveRequest(payload: unknown): ApproveRequest {
   const what = 'approve';
   const f = record(payload, what, '{"by": "dana", "comment": "looks good"}');
+  const who = by(f, what);
   const comment = text(f, 'comment', what, false);
-  return { by: by(f, what), ...(comment !== undefined ? { comment } : {}) };
+  return { by: who, ...(comment !== undefined ? { comment } : {}) };
 }
 
 export function rejectRequest(payload: unknown): RejectRequest {
   const what = 'reject';
   const f = record(payload, what, '{"by": "dana", "reason": "queue stalls"}');
+  const who = by(f, what);
   const reason = text(f, 'reason', what, true)!;
   if (!reason.trim()) throw new MessageError('a rejection needs a reason: --reason "what is wrong"');
-  return { by: by(f, what), reason };
+  return { by: who, reason };
 }
 
 /** pause, resume, abort. */
 export function steerRequest(payload: unknown, what: string): SteerRequest {
   const f = record(payload, what, '{"by": "dana", "reason": "change freeze"}');
+  const who = by(f, what);
   const reason = text(f, 'reason', what, false);
-  return { by: by(f, what), ...(reason !== undefined ? { reason } : {}) };
+  return { by: who, ...(reason !== undefined ? { reason } : {}) };
 }
 
 /** A Signal's payload, or undefined with the reason (the handler logs it and ignores the Signal). */
