@@ -169,21 +169,29 @@ describe('hostile and careless input: refused in one line with nothing changed, 
 
   it('the table: every hostile input is refused with exit 2 and one line, and changes nothing anywhere', async () => {
     const rssFile = path.join(dir, 'rss');
+    // Every row runs, and every failing row is reported, not only the first.
+    const failures: string[] = [];
     for (const c of CASES) {
-      const args = typeof c.args === 'function' ? await c.args() : c.args;
-      const before = await snapshot();
-      const extra: Record<string, string> = { ...(c.env ?? {}) };
-      if (c.boundMemory) Object.assign(extra, { NODE_OPTIONS: `--require ${RSS_FILE_HOOK}`, KM_HOTFIX_TEST_RSS_FILE: rssFile });
-      const r = await km(args, extra, 30_000); // a hang (FIFO) fails here
-      refused(r, 2, c.refusal, c.what);
-      assert.doesNotMatch(r.stderr, /Secret/, `${c.what}: no password`);
-      assert.deepEqual(await snapshot(), before, `${c.what}: nothing changed`);
-      if (c.boundMemory) {
-        const kib = Number(await fs.readFile(rssFile, 'utf8'));
-        assert.ok(kib > 0 && kib < MAX_RSS_KIB, `${c.what}: peak memory ${Math.round(kib / 1024)} MiB`);
-        await fs.rm(rssFile);
+      try {
+        const args = typeof c.args === 'function' ? await c.args() : c.args;
+        const before = await snapshot();
+        const extra: Record<string, string> = { ...(c.env ?? {}) };
+        if (c.boundMemory) Object.assign(extra, { NODE_OPTIONS: `--require ${RSS_FILE_HOOK}`, KM_HOTFIX_TEST_RSS_FILE: rssFile });
+        const r = await km(args, extra, 30_000); // a hang (FIFO) fails here
+        refused(r, 2, c.refusal, c.what);
+        assert.doesNotMatch(r.stderr, /Secret/, `${c.what}: no password`);
+        assert.deepEqual(await snapshot(), before, `${c.what}: nothing changed`);
+        if (c.boundMemory) {
+          const kib = Number(await fs.readFile(rssFile, 'utf8'));
+          await fs.rm(rssFile);
+          assert.ok(kib > 0 && kib < MAX_RSS_KIB, `${c.what}: peak memory ${Math.round(kib / 1024)} MiB`);
+        }
+      } catch (err) {
+        failures.push(`${c.what}: ${(err as Error).message.split('\n')[0]}`);
+        await fs.rm(rssFile, { force: true });
       }
     }
+    assert.deepEqual(failures, [], `${failures.length} of ${CASES.length} rows failed`);
   });
 
   it('item 1: a refused upload under a wrong name leaves nothing behind, and the right name then uploads and rolls out', async () => {
