@@ -5,7 +5,8 @@
 import assert from 'node:assert/strict';
 import { inert, hasControlCharacters } from '../domain/terminal';
 import { approveRequest, rejectRequest, steerRequest, MessageError, MESSAGE_LIMITS } from '../domain/messages';
-import { parseInventory, InventoryError } from '../domain/fleet';
+import { InventoryError } from '../domain/fleet';
+import { parseInventory } from '../domain/inventory-file';
 import { inputLimits, isGzip, LimitError, DEFAULT_LIMITS } from '../domain/input-limits';
 import { statusBlock, changeLines, outcomeLine } from '../client/render/status';
 import { formatTable } from '../client/commands/fleet';
