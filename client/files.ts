@@ -33,6 +33,8 @@ function kind(st: Stats): string {
   return 'not a regular file';
 }
 
+const CHUNK = 1024 * 1024;
+
 function refused(message: string): CliError {
   return new CliError(message, EXIT.refused);
 }
@@ -63,17 +65,21 @@ export async function readLimitedFile(p: string, o: ReadOptions): Promise<ReadFi
   try {
     const opened = await handle.stat();
     if (!opened.isFile() || opened.ino !== st.ino || opened.dev !== st.dev) throw refused(`${p} changed while it was being read: try again`);
+    // Read in chunks into one buffer of the size stat gave (at most the limit): memory is the file once,
+    // and a file that grows while it is read (a log, a device behind a swapped path) is refused, not buffered.
+    const expected = opened.size;
+    const bytes = Buffer.allocUnsafe(expected);
     const hash = createHash('sha256');
-    const chunks: Buffer[] = [];
     let size = 0;
-    // The limit holds while reading too: a file that grows is cut off, not buffered.
-    for await (const chunk of handle.createReadStream({ autoClose: false, highWaterMark: 1024 * 1024 }) as AsyncIterable<Buffer>) {
-      size += chunk.length;
-      if (size > o.maxBytes) throw refused(`${p} grew past ${formatBytes(o.maxBytes)} while it was read: that is not ${o.what} (the limit is ${o.limitVariable})`);
-      hash.update(chunk);
-      chunks.push(chunk);
+    while (size < expected) {
+      const { bytesRead } = await handle.read(bytes, size, Math.min(expected - size, CHUNK), null);
+      if (bytesRead === 0) break;
+      hash.update(bytes.subarray(size, size + bytesRead));
+      size += bytesRead;
     }
-    return { bytes: Buffer.concat(chunks, size), sha256: hash.digest('hex') };
+    const { bytesRead: more } = await handle.read(Buffer.alloc(1), 0, 1, null);
+    if (size !== expected || more > 0) throw refused(`${p} changed size while it was read: try again once it is complete`);
+    return { bytes, sha256: hash.digest('hex') };
   } finally {
     await handle.close().catch(() => undefined);
   }

@@ -10,7 +10,7 @@ export interface InputLimits {
   inventoryBytes: number;
 }
 
-export const DEFAULT_LIMITS: InputLimits = { hotfixFileBytes: 256 * MIB, inventoryBytes: 8 * MIB };
+export const DEFAULT_LIMITS: InputLimits = { hotfixFileBytes: 256 * MIB, inventoryBytes: 4 * MIB };
 
 /** PostgreSQL's bytea holds at most 1 GiB: no setting may go past it. */
 export const HARD_MAX_BYTES = 1023 * MIB;
