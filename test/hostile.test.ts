@@ -228,7 +228,7 @@ describe('hostile and careless input: refused in one line with nothing changed, 
     }
   });
 
-  it('item 2: signals and updates with missing, null or wrong-typed payloads sent straight to Temporal are refused or ignored, never a failed workflow task', async () => {
+  it('item 2: signals and updates with missing, null or wrong-typed payloads sent straight to Temporal (rollout and removal) are refused or ignored, never a failed workflow task', async () => {
     const hf = await env.hotfix('frontend');
     const h = await env.startRollout({ hotfix: hf.name });
     try {
@@ -265,6 +265,21 @@ describe('hostile and careless input: refused in one line with nothing changed, 
       await h.executeUpdate(approveUpdate, { args: [{ by: 'bob', comment: 'fine' }] });
       const done = (await h.result()) as RolloutStatus;
       assert.equal(done.phase, 'completed', done.error ?? '');
+
+      // The removal workflow takes the same Signals: bad ones are ignored there too.
+      const removal = await env.startRemoval({ hotfix: hf.name });
+      try {
+        await removal.signal('pause');
+        await removal.signal<[null]>('abort', null);
+        await removal.signal<[unknown]>('resume', { by: ['x'] });
+        const removed = (await removal.result()) as RolloutStatus;
+        assert.equal(removed.phase, 'completed', removed.error ?? '');
+        assert.deepEqual(await env.applied(hf.name), [], 'no bad signal stopped the removal');
+        const failedRemovalTasks = ((await removal.fetchHistory()).events ?? []).filter((e) => e.workflowTaskFailedEventAttributes);
+        assert.deepEqual(failedRemovalTasks.map((e) => e.workflowTaskFailedEventAttributes?.failure?.message), [], 'no removal workflow task failed');
+      } finally {
+        await removal.terminate('test over').catch(() => undefined);
+      }
     } finally {
       await h.terminate('test over').catch(() => undefined);
     }
