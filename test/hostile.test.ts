@@ -297,6 +297,8 @@ describe('hostile and careless input: refused in one line with nothing changed, 
       await env.waitForPhase(h, 'verifying');
       ok(await km(['pause', id]), 'pause');
       ok(await km(['approve', id, '--as', 'bob', '--comment', comment]), 'approve with a hostile comment');
+      // A Signal the workflow would ignore is refused by the CLI itself.
+      refused(await km(['abort', id, '--reason', 'x'.repeat(2001)]), 2, /'reason' is longer than 2000 characters/, 'an over-long abort reason');
       ok(await km(['abort', id, '--as', 'carol', '--reason', reason]), 'abort with a hostile reason');
       const final = (await h.result()) as RolloutStatus;
       assert.equal(final.phase, 'rolled_back');
