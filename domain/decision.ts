@@ -27,7 +27,7 @@ export interface Decision {
   rollout: string;
   /** The hotfix Name. */
   hotfix: string;
-  /** sha256 (hex) of the registered hotfix file. */
+  /** sha256 (hex) of the registered hotfix file; 'none' when removing a hotfix that is no longer registered. */
   sha256: string;
   /** approve and reject only. */
   canary?: string;
@@ -39,14 +39,21 @@ export interface Decision {
   at: string;
 }
 
+/** The longest message accepted: a few hundred characters is typical. */
+export const DECISION_MESSAGE_MAX = 4096;
+/** The longest comment or reason: it is shown in the status and kept in the ledger. */
+export const DECISION_COMMENT_MAX = 2000;
+
 export class DecisionMessageError extends Error {
   override name = 'DecisionMessageError';
 }
 
+/** The sha256 of a decision about a hotfix that Key Manager no longer has a file for (a removal). */
+export const NO_FILE = 'none';
+
 const AT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,3})?Z$/;
 const SHA256 = /^[0-9a-f]{64}$/;
 // C0 and C1 controls, DEL, and the Unicode line and paragraph separators: a value is one line, as displayed.
-// eslint-disable-next-line no-control-regex
 const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
 const ITEM = /^[A-Za-z0-9][A-Za-z0-9._:@-]*$/;
 
@@ -84,8 +91,9 @@ export function checkDecision(d: Decision): Decision {
   if (!isAction(d.action)) fail(`unknown action '${String(d.action)}'; expected one of ${DECISION_ACTIONS.join(', ')}`);
   checkItem('rollout', d.rollout);
   checkItem('hotfix', d.hotfix);
-  if (!SHA256.test(d.sha256)) fail(`'sha256' must be 64 lowercase hex digits, not '${d.sha256}'`);
+  if (!SHA256.test(d.sha256) && d.sha256 !== NO_FILE) fail(`'sha256' must be 64 lowercase hex digits (or '${NO_FILE}'), not '${d.sha256}'`);
   checkValue('comment', d.comment);
+  if (d.comment.length > DECISION_COMMENT_MAX) fail(`'comment' is longer than ${DECISION_COMMENT_MAX} characters`);
   if (!AT.test(d.at) || Number.isNaN(Date.parse(d.at))) fail(`'at' must be an ISO-8601 UTC time such as 2026-11-27T17:26:00.000Z, not '${d.at}'`);
   if (GATE_ACTIONS.includes(d.action)) {
     if (d.canary === undefined || d.drained === undefined) fail(`an ${d.action} names the canary and the drained backends`);
@@ -119,7 +127,7 @@ export function decisionMessage(d: Decision): string {
  * decisionMessage would write), so two different texts never carry the same decision.
  */
 export function parseDecisionMessage(text: string): Decision {
-  if (text.length > 4096) fail('it is longer than 4096 characters');
+  if (text.length > DECISION_MESSAGE_MAX) fail(`it is longer than ${DECISION_MESSAGE_MAX} characters`);
   if (!text.endsWith('\n')) fail('it must end with a newline');
   const lines = text.slice(0, -1).split('\n');
   if (lines[0] !== DECISION_HEADER) fail(`the first line must be '${DECISION_HEADER}'`);
@@ -185,3 +193,6 @@ export function decisionMismatch(d: Decision, facts: DecisionFacts, nowMs: numbe
   }
   return null;
 }
+
+/** The failure type of a refused decision (an Update's failure, a preflight's end): the CLI maps it to exit 2. */
+export const DECISION_REFUSED = 'DecisionRefused';

@@ -21,6 +21,8 @@ export function run(cmd: string, args: string[], opts: { input?: string | Buffer
     const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`${cmd} ${args.join(' ')} did not finish; stderr: ${stderr}`)); }, opts.timeoutMs ?? 20_000);
     child.once('error', (e) => { clearTimeout(timer); reject(e); });
     child.once('close', (code) => { clearTimeout(timer); resolve({ code, stdout, stderr }); });
+    // A command that exits without reading its input closes the pipe first: that is no error of ours.
+    child.stdin.on('error', () => undefined);
     child.stdin.end(opts.input ?? '');
   });
 }
