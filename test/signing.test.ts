@@ -6,13 +6,14 @@ import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import {
-  Decision, decisionMessage, parseDecisionMessage, DecisionMessageError, decisionMismatch, oneLine, DecisionFacts,
+  Decision, decisionMessage, parseDecisionMessage, DecisionMessageError, decisionMismatch, oneLine, DecisionFacts, DecisionAction,
 } from '../domain/decision';
 import { signMessage, parseArmoredSignature, verifySshSig, Signer } from '../signing/sshsig';
 import { keyFileSigner, agentKeys, agentSigner, SigningKeyError } from '../signing/signer';
 import { parseAllowedSigners, AllowedSignersError, findSigner, allowsPrincipal, matchPrincipals } from '../signing/allowed-signers';
 import { fingerprint, parsePublicKeyText } from '../signing/keys';
 import { verifySignedDecision, SignatureRefused, SignatureRefusal } from '../signing/verify';
+import { auditDecision } from '../signing/audit';
 import { requireSshKeygen, makeKey, publicKeyLine, keygenSign, keygenVerify, startAgent, run, TestAgent } from './helpers/openssh-tools';
 
 const SHA = 'a'.repeat(64);
@@ -254,6 +255,25 @@ describe('SSHSIG interoperability with OpenSSH', function () {
       const l = await run('ssh-keygen', ['-l', '-f', path.join(dir, `${name}.pub`)]);
       assert.equal(fingerprint(pub.blob), l.stdout.split(' ')[1], name);
     }
+  });
+
+  it('audit: a recorded decision holds only with its own message, key, person, rollout and action, recorded when signed', async () => {
+    const registered = await signers();
+    const signature = await signMessage(await keyFileSigner(path.join(dir, 'bob')), message);
+    const key = verifySignedDecision({ message, signature }, registered, when).key;
+    const proof = { by: 'bob', key, message, signature, recordedAt: new Date(Date.parse(AT) + 30_000) };
+    const expected: { rollout: string; action: DecisionAction } = { rollout: approve.rollout, action: 'approve' };
+    assert.deepEqual(auditDecision(proof, expected, registered), []);
+    const problems = (over: Partial<typeof proof>, exp = expected) => auditDecision({ ...proof, ...over }, exp, registered).join('; ');
+    assert.match(problems({ message: message.replace('looks good', 'looks bad') }), /does not verify over the recorded message/);
+    assert.match(problems({ by: 'alice' }), /is not a key of alice in the signers file/);
+    assert.match(problems({ key: 'SHA256:' + 'A'.repeat(43) }), /recorded as key SHA256:A+, but signed by SHA256:/);
+    assert.match(problems({}, { ...expected, rollout: 'rollout-other' }), /the message is about .* not rollout-other/);
+    assert.match(problems({}, { ...expected, action: 'reject' }), /the message says 'approve', the ledger 'reject'/);
+    assert.match(problems({ recordedAt: new Date(Date.parse(AT) + 3_600_000) }), /signed at .* but recorded at/);
+    assert.match(problems({ signature: 'garbage' }), /not an SSH signature/);
+    // A signer removed from the file since: the decision no longer checks out against that file.
+    assert.match(auditDecision(proof, expected, registered.filter((x) => x.name !== 'bob')).join('; '), /not a key of bob/);
   });
 
   it('says what to do with a missing, public or encrypted signing key', async () => {

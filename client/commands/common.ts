@@ -220,7 +220,9 @@ export async function awaitStartAccepted(client: Client, id: string, what: strin
     let st: RolloutStatus | undefined;
     try {
       st = await readStatus(client, await describeWorkflow(client, id));
-    } catch {
+    } catch (err) {
+      // No worker answers: the start is checked when one comes; 'status' will tell.
+      if (err instanceof CliError && err.exitCode === EXIT.unreachable) return undefined;
       st = undefined; // its first workflow task may not have run yet
     }
     if (st?.requestedBy) return st;
