@@ -175,8 +175,9 @@ export const DECISION_MAX_AGE_MS = 10 * 60_000;
  * A signature made for another rollout, action, file, canary or drain is a replay.
  */
 export function decisionMismatch(d: Decision, facts: DecisionFacts, nowMs: number, maxAgeMs = DECISION_MAX_AGE_MS): string | null {
+  const kind = facts.action === 'upload' ? 'upload' : facts.action === 'remove' ? 'removal' : 'rollout';
   const differs = (what: string, signed: string, now: string): string =>
-    `the signed ${what} is '${signed || '(none)'}' but this rollout's is '${now || '(none)'}'`;
+    `the signed ${what} is '${signed || '(none)'}' but this ${kind}'s is '${now || '(none)'}'`;
   if (d.action !== facts.action) return `the signature is for '${d.action}', not '${facts.action}'`;
   if (d.rollout !== facts.rollout) return differs('rollout', d.rollout, facts.rollout);
   if (d.hotfix !== facts.hotfix) return differs('hotfix', d.hotfix, facts.hotfix);

@@ -11,7 +11,7 @@ import { rolloutEnv, RolloutEnv, signAs } from './helpers/rollout-env';
 import { lines, runCli, CliResult } from './helpers/cli-process';
 import { scratchDir, testStack } from './helpers/stack';
 import { keygenSign, run, startAgent, TestAgent } from './helpers/openssh-tools';
-import { approveUpdate, abortUpdate } from '../workflows/definitions';
+import { approveUpdate, abortUpdate, WORKFLOW_TYPES } from '../workflows/definitions';
 import { decisionMessage } from '../domain/decision';
 import type { RolloutStatus, SignedDecision } from '../domain/rollout';
 import { generateEd25519KeyPair } from '../keymanager/keygen';
@@ -162,6 +162,16 @@ describe('signed decisions: the workflow checks every signature (SPEC §7)', fun
     assert.equal(removal.phase, 'failed');
     assert.match(removal.error ?? '', /for 'rollout', not 'remove'/);
     assert.deepEqual((await env.km`SELECT name FROM km_hotfix WHERE name = ${hf.name}`).length, 1, 'still registered');
+    const fresh = await env.hotfix('common', { register: false });
+    const uploadId = `upload-refused-${Date.now()}`;
+    const upload = await env.client.workflow.start(WORKFLOW_TYPES.upload, {
+      taskQueue: env.taskQueue, workflowId: uploadId,
+      args: [{ signed: await env.sign('tester', { action: 'upload', rollout: uploadId, hotfix: fresh.name, sha256: hf.sha256 }), sha256: fresh.sha256, fileName: fresh.fileName }],
+    });
+    const uploaded = (await upload.result()) as RolloutStatus;
+    assert.equal(uploaded.phase, 'failed');
+    assert.match(uploaded.error ?? '', /signed file sha256 is '[0-9a-f]{64}' but this upload's is/);
+    assert.equal((await env.km`SELECT 1 FROM km_hotfix WHERE name = ${fresh.name}`).length, 0, 'the upload registered nothing');
   });
 
   it('abort and pause are signed too: an unknown key is refused and the rollout goes on; a registered person aborts', async () => {
