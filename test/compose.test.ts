@@ -16,6 +16,9 @@ interface Service {
   secrets?: string[];
   configs?: { source: string; target: string }[];
   command?: string | string[];
+  entrypoint?: string | string[];
+  deploy?: { replicas?: number };
+  container_name?: string;
   ports?: string[];
 }
 interface Compose {
@@ -72,7 +75,6 @@ describe('docker-compose.yml and Dockerfile (parsed; no Docker engine here)', ()
     assert.equal(t.DB, 'postgres12');
     assert.equal(t.POSTGRES_SEEDS, 'postgresql');
     assert.deepEqual(dependsOn(s['temporal-schema-setup']!), { postgresql: 'service_healthy' });
-    assert.match(String(s['temporal-schema-setup']!.command), /temporal-sql-tool[\s\S]*setup-schema[\s\S]*update-schema[\s\S]*visibility/);
     assert.deepEqual(dependsOn(s.temporal!), { 'temporal-schema-setup': 'service_completed_successfully' });
     assert.equal(dependsOn(s['temporal-create-namespace']!).temporal, 'service_healthy');
     assert.equal(dependsOn(s['temporal-ui']!).temporal, 'service_healthy');
@@ -82,6 +84,35 @@ describe('docker-compose.yml and Dockerfile (parsed; no Docker engine here)', ()
     assert.ok(mount, 'dynamic config mounted');
     const file = env(s.temporal!).DYNAMIC_CONFIG_FILE_PATH!.split('/').at(-1)!;
     return fs.access(path.join(ROOT, mount.split(':')[0]!, file));
+  });
+
+  it('sets up Temporal\'s schema with deploy/temporal/setup-schema.sh, the script the production topology test runs', async () => {
+    const setup = compose.services['temporal-schema-setup']!;
+    const mount = (setup.volumes ?? []).find((v) => v.startsWith('./deploy/temporal/setup-schema.sh:'));
+    assert.ok(mount, 'the script is mounted into admin-tools');
+    const inContainer = mount.split(':')[1]!;
+    assert.deepEqual(setup.entrypoint, ['/bin/sh', inContainer]);
+    assert.equal(setup.command, undefined, 'no inline commands beside the script');
+    const script = await fs.readFile(path.join(ROOT, 'deploy', 'temporal', 'setup-schema.sh'), 'utf8');
+    assert.match(script, /create[\s\S]*setup-schema -v 0\.0[\s\S]*update-schema -d "\$SCHEMA_DIR\/postgresql\/v12\/\$schema\/versioned"/);
+    assert.match(script, /"\$DB:temporal" "\$VISIBILITY_DB:visibility"/, 'both databases');
+    // Its defaults are what admin-tools and this compose file provide.
+    assert.match(script, /SQL_TOOL=\$\{SQL_TOOL:-temporal-sql-tool\}/);
+    assert.match(script, /SCHEMA_DIR=\$\{SCHEMA_DIR:-\/etc\/temporal\/schema\}/);
+    assert.equal(env(setup).SQL_HOST, 'postgresql');
+  });
+
+  it('pins the Temporal version of deploy/temporal/VERSION, the one the production topology test builds', async () => {
+    const version = (await fs.readFile(path.join(ROOT, 'deploy', 'temporal', 'VERSION'), 'utf8')).trim();
+    for (const name of ['temporal', 'temporal-schema-setup', 'temporal-create-namespace']) {
+      assert.equal(compose.services[name]!.image!.split(':')[1], version, `${name} runs Temporal ${version}`);
+    }
+  });
+
+  it('runs two worker replicas (no fixed container name), so a rollout goes on when one dies', () => {
+    const w = compose.services['km-hotfix-worker']!;
+    assert.equal(w.deploy?.replicas, 2);
+    assert.equal(w.container_name, undefined, 'a container_name would forbid replicas');
   });
 
   it('wires the worker to the temporal service, both databases, the SSH key secret and the signers file', () => {
