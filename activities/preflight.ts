@@ -144,9 +144,10 @@ export function preflightActivities(deps: { orchestrator: Sql; kmDb: KeyManagerD
       // 16 checks at a time share the cancellation signal, each adding (and removing) a listener.
       if (ctx) setMaxListeners(64, ctx.cancellationSignal);
       const queue = [...input.servers];
+      // Every second, not per server: a slow server must not look like a dead worker (workflows/steps.ts HEARTBEAT_TIMEOUT).
+      const ticker = ctx ? setInterval(() => ctx?.heartbeat(), 1000) : undefined;
       const worker = async () => {
         for (let name = queue.shift(); name !== undefined; name = queue.shift()) {
-          ctx?.heartbeat();
           const target = fleet.get(name);
           if (!target) { problems.push({ server: name, type: FAILURE.invalid, message: `${name} is not in the inventory` }); continue; }
           try {
@@ -162,7 +163,12 @@ export function preflightActivities(deps: { orchestrator: Sql; kmDb: KeyManagerD
         }
       };
       // Bounded parallelism: a 2,000-server preflight must not open 2,000 connections at once.
-      await Promise.all(Array.from({ length: Math.min(16, queue.length) }, worker));
+      try {
+        ctx?.heartbeat();
+        await Promise.all(Array.from({ length: Math.min(16, queue.length) }, worker));
+      } finally {
+        if (ticker) clearInterval(ticker);
+      }
       const order = new Map(input.servers.map((n, i) => [n, i]));
       return problems.sort((a, b) => (order.get(a.server) ?? 0) - (order.get(b.server) ?? 0));
     },

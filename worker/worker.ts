@@ -47,6 +47,16 @@ export async function createKmHotfixWorker(opts: KmHotfixWorkerOptions): Promise
     // in use needs as many (bench/results/rollout-scale.md: 100 → 250 cut a
     // 2,000-server fan-out from 45 s to 27 s).
     maxConcurrentActivityTaskExecutions: activitySlots(),
+    // The workflow's next task goes first to the worker that ran its last one
+    // (its "sticky" cache). When that worker is dead, Temporal moves the task
+    // to the shared queue after this long (default 10 s, measured 10-11 s of
+    // stall in test/production/). A live worker picks its sticky tasks up in
+    // milliseconds; one slower than 3 s only costs another worker a replay of
+    // the history (at most ~1,800 events, workflows/steps.ts).
+    stickyQueueScheduleToStartTimeout: '3s',
+    // Heartbeats go out at most every 2 s: well inside the 5 s heartbeat
+    // timeout of server steps (workflows/steps.ts HEARTBEAT_TIMEOUT).
+    maxHeartbeatThrottleInterval: '2s',
     // Running activities get this long to finish on shutdown, then are cancelled.
     shutdownGraceTime: '10s',
     shutdownForceTime: '20s',

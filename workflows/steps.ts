@@ -16,6 +16,19 @@ export function timing(t?: Partial<RolloutTiming>): RolloutTiming {
   return { ...DEFAULT_TIMING, ...(t ?? {}) };
 }
 
+/**
+ * How long a server step may go without a heartbeat before Temporal counts
+ * its worker as dead and runs the step again elsewhere (after the retry's 2 s
+ * backoff). The SSH layer ticks every second while a command runs and the
+ * worker sends at most one heartbeat per 2 s (worker/worker.ts,
+ * maxHeartbeatThrottleInterval), so 5 s tolerates one late heartbeat, while
+ * a rollout whose worker died waits ~5-7 s instead of the 30 s measured
+ * before (test/production/). Shorter would retry steps of live workers that
+ * are merely busy; the retry asks the Key Manager database first either way.
+ * The database-only activities below keep their start-to-close timeouts: they
+ * run for milliseconds, and running drainBackends twice at once is not safe.
+ */
+export const HEARTBEAT_TIMEOUT = '5s';
 
 /** The activities as the workflows call them, grouped by the timeouts and retries each kind of step needs. */
 export function activityProxies(t: RolloutTiming) {
@@ -48,26 +61,26 @@ export function activityProxies(t: RolloutTiming) {
       startToCloseTimeout: '30s',
       retry: retry({ maximumAttempts: 3, maximumInterval: '2s' }),
     }),
-    // One SSH round trip per server, 16 at a time: minutes on a large fleet; heartbeats prove progress.
+    // One SSH round trip per server, 16 at a time: minutes on a large fleet; heartbeats (every second) prove progress.
     health: proxyActivities<Pick<KmHotfixActivities, 'checkServers'>>({
       startToCloseTimeout: '30m',
-      heartbeatTimeout: '1m',
+      heartbeatTimeout: HEARTBEAT_TIMEOUT,
       retry: retry({ maximumAttempts: 3 }),
     }),
     // Commands that change a server. A command may run up to 5 min (its own
     // timeout); lost connections and timeouts retry with backoff for up to
     // 20 min; a non-zero exit is made non-retryable by the activity after 3
-    // attempts; heartbeats every second catch a dead worker within 30 s.
+    // attempts; heartbeats catch a dead worker within HEARTBEAT_TIMEOUT.
     server: proxyActivities<Pick<KmHotfixActivities, 'applyHotfix' | 'unapplyHotfix' | 'restartServices' | 'uploadHotfix'>>({
       startToCloseTimeout: '6m',
       scheduleToCloseTimeout: '20m',
-      heartbeatTimeout: '30s',
+      heartbeatTimeout: HEARTBEAT_TIMEOUT,
       retry: retry(),
     }),
     // Polls until services are RUNNING (its own deadline); retried only for a lost connection.
     verify: proxyActivities<Pick<KmHotfixActivities, 'verifyServer'>>({
       startToCloseTimeout: t.servicesTimeoutMs + 60_000,
-      heartbeatTimeout: '30s',
+      heartbeatTimeout: HEARTBEAT_TIMEOUT,
       retry: retry({ maximumAttempts: 4 }),
     }),
   };

@@ -139,18 +139,18 @@ export async function describeWorkflow(client: Client, id: string): Promise<Desc
  * states of the batch children running now merged over the parent's; its
  * result once it has ended.
  */
-export async function readStatus(client: Client, d: Described): Promise<RolloutStatus> {
+export async function readStatus(client: Client, d: Described, queryTimeoutMs = QUERY_TIMEOUT_MS): Promise<RolloutStatus> {
   if (!d.running) return finalStatus(d);
   let st: RolloutStatus;
   try {
-    st = await answerWithin(client, () => d.handle.query(statusQuery), QUERY_TIMEOUT_MS);
+    st = await answerWithin(client, () => d.handle.query(statusQuery), queryTimeoutMs);
   } catch (err) {
     // It may have ended between describe and query.
     const again = await describeWorkflow(client, d.handle.workflowId);
     if (!again.running) return finalStatus(again);
     throw new CliError(`${d.handle.workflowId} does not answer its status query (${firstLine(err)}): is a worker running on task queue '${config().taskQueue}'? ('km-hotfix worker' or 'km-hotfix dev')`, EXIT.unreachable);
   }
-  return mergeBatches(client, st);
+  return mergeBatches(client, st, queryTimeoutMs);
 }
 
 /** A query is answered by a worker: without one it would wait for ever. */
@@ -174,12 +174,12 @@ async function answerWithin<T>(client: Client, ask: () => Promise<T>, ms: number
   }
 }
 
-async function mergeBatches(client: Client, st: RolloutStatus): Promise<RolloutStatus> {
+async function mergeBatches(client: Client, st: RolloutStatus, queryTimeoutMs: number): Promise<RolloutStatus> {
   if (st.activeBatchWorkflows.length === 0) return st;
   const byName = new Map(st.servers.map((s) => [s.name, s]));
   await Promise.all(st.activeBatchWorkflows.map(async (childId) => {
     try {
-      const progress = await answerWithin(client, () => client.workflow.getHandle(childId).query(batchStatusQuery), QUERY_TIMEOUT_MS);
+      const progress = await answerWithin(client, () => client.workflow.getHandle(childId).query(batchStatusQuery), queryTimeoutMs);
       for (const live of progress.servers) {
         const s = byName.get(live.name);
         if (!s) continue;

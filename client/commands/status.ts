@@ -16,6 +16,14 @@ async function statusFromLedger(cfg: Config, id: string): Promise<RolloutStatus 
   return withOrchestrator(cfg, async (sql) => ledgerStatus(sql, id, new Map((await listInventory(sql)).map((s) => [s.name, s.role]))));
 }
 
+/**
+ * How long `status` waits for the workflow's live answer. A query is answered
+ * by the worker that holds the workflow; when that worker has died, the task
+ * moves to another within seconds (worker/worker.ts): meanwhile the ledger
+ * answers at once.
+ */
+export const LIVE_ANSWER_MS = 2_000;
+
 /** Observations of a workflow, tolerant of a short gap right after it starts (no answer yet). */
 export function statusReader(client: Client, id: string): () => Promise<RolloutStatus> {
   return async () => {
@@ -76,12 +84,17 @@ Examples:
       }
       const st = await withTemporal(cfg, async (client) => {
         try {
-          return await readStatus(client, await describeWorkflow(client, id));
+          return await readStatus(client, await describeWorkflow(client, id), LIVE_ANSWER_MS);
         } catch (err) {
           // Temporal forgets a closed workflow after its retention; the ledger does not.
-          const fromLedger = err instanceof UserError && exitCodeOf(err) === EXIT.refused && cfg.databaseUrl ? await statusFromLedger(cfg, id) : undefined;
+          // A query unanswered in time (its workflow task moving to another worker) gets the ledger's view too.
+          const gone = err instanceof UserError && exitCodeOf(err) === EXIT.refused;
+          const silent = err instanceof UserError && exitCodeOf(err) === EXIT.unreachable;
+          const fromLedger = (gone || silent) && cfg.databaseUrl ? await statusFromLedger(cfg, id) : undefined;
           if (!fromLedger) throw err;
-          console.error(`km-hotfix: Temporal no longer has ${id}; this is its record in the ledger`);
+          console.error(gone
+            ? `km-hotfix: Temporal no longer has ${id}; this is its record in the ledger`
+            : `km-hotfix: Temporal did not answer within ${LIVE_ANSWER_MS / 1000} s; showing the ledger's view (try again in a few seconds for the live one)`);
           return fromLedger;
         }
       });
