@@ -4,6 +4,7 @@
 // when a worker dies, drains when one is stopped, and survives a restart of
 // the Temporal server; every server is applied exactly once.
 import assert from 'node:assert/strict';
+import { Connection } from '@temporalio/client';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import type { RolloutStatus } from '../../domain/rollout';
@@ -101,11 +102,18 @@ describe(`production topology: Temporal server ${temporalServerVersion()} on Pos
     id = undefined;
   });
 
-  it('the version docker-compose.yml runs is the one built and started here', async () => {
+  it('the version docker-compose.yml runs is the one built and answering here', async () => {
     const compose = await fs.readFile(path.join(ROOT, 'docker-compose.yml'), 'utf8');
     const tags = [...compose.matchAll(/image: temporalio\/(server|admin-tools):(\S+)/g)].map((m) => m[2]);
     assert.ok(tags.length >= 3, 'server and admin-tools images');
     for (const tag of tags) assert.equal(tag, productionStack().tools.version);
+    const connection = await Connection.connect({ address: productionStack().temporal.address });
+    try {
+      const info = await connection.workflowService.getSystemInfo({});
+      assert.equal(info.serverVersion, productionStack().tools.version);
+    } finally {
+      await connection.close();
+    }
   });
 
   it('setup-schema.sh is idempotent: a second run (compose re-runs it on every `up`) succeeds and changes nothing', async () => {
