@@ -10,8 +10,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import postgres, { Sql } from 'postgres';
-import { Client, Connection } from '@temporalio/client';
-import type { temporal } from '@temporalio/proto';
+import { Client, Connection, WorkflowHandle } from '@temporalio/client';
 import { BIN, cliEnv, runCli, CliResult } from '../helpers/cli-process';
 import { freshDatabase, productionStack, scratchDir } from './stack';
 import { startSimFleet, makeHotfix, SimFleet, SimFleetOptions } from '../../simulator';
@@ -19,8 +18,9 @@ import { generateEd25519KeyPair } from '../../keymanager/keygen';
 import { statusQuery } from '../../workflows/definitions';
 import type { RolloutStatus } from '../../domain/rollout';
 
-type HistoryEvent = temporal.api.history.v1.IHistoryEvent;
-type PendingActivity = temporal.api.workflow.v1.IPendingActivityInfo;
+// Temporal's own records, typed from the client's API (no direct dependency on @temporalio/proto).
+type HistoryEvent = NonNullable<Awaited<ReturnType<WorkflowHandle['fetchHistory']>>['events']>[number];
+type PendingActivity = NonNullable<Awaited<ReturnType<Client['workflowService']['describeWorkflowExecution']>>['pendingActivities']>[number];
 
 export interface WorkerProcess {
   child: ChildProcess;
