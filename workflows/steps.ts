@@ -22,8 +22,8 @@ export function timing(t?: Partial<RolloutTiming>): RolloutTiming {
  * backoff). The SSH layer ticks every second while a command runs and the
  * worker sends at most one heartbeat per 2 s (worker/worker.ts,
  * maxHeartbeatThrottleInterval), so 5 s tolerates one late heartbeat, while
- * a rollout whose worker died waits ~5-7 s instead of the 30 s measured
- * before (test/production/). Shorter would retry steps of live workers that
+ * a step whose worker died starts again elsewhere 7-8 s after the death
+ * instead of 32 s (measured by test/production/). Shorter would retry steps of live workers that
  * are merely busy; the retry asks the Key Manager database first either way.
  * The database-only activities below keep their start-to-close timeouts: they
  * run for milliseconds, and running drainBackends twice at once is not safe.
