@@ -42,7 +42,7 @@ async function midFanout(t: Topology, id: string, hotfix: string): Promise<{ chi
 interface Recovery {
   /** Kill → no step attributed to the dead worker any more (all started again elsewhere). */
   activitiesMs?: number;
-  /** The first workflow task scheduled after the kill → started by another worker (the sticky-queue move). */
+  /** The first workflow task after the kill (scheduled, or in flight on the dead worker) → started by another worker. */
   taskMoveMs?: number;
   timeline?: string;
 }
@@ -65,9 +65,10 @@ async function recovery(t: Topology, child: string, dead: string, killedAt: numb
   }, 120_000, 100);
   await t.client.workflow.getHandle(child).result().catch(() => undefined);
   const events = await t.history(child);
-  const scheduled = events.find((e) => e.workflowTaskScheduledEventAttributes && eventMs(e) >= killedAt);
-  const started = scheduled && events.find((e) => e.workflowTaskStartedEventAttributes && Number(e.eventId) > Number(scheduled.eventId) && e.workflowTaskStartedEventAttributes.identity !== dead);
-  if (scheduled && started) out.taskMoveMs = eventMs(started) - eventMs(scheduled);
+  // The first workflow task after the kill: scheduled after it, or already running on the dead worker (it then times out).
+  const first = events.find((e) => (e.workflowTaskScheduledEventAttributes || e.workflowTaskTimedOutEventAttributes) && eventMs(e) >= killedAt);
+  const started = first && events.find((e) => e.workflowTaskStartedEventAttributes && Number(e.eventId) > Number(first.eventId) && e.workflowTaskStartedEventAttributes.identity !== dead);
+  if (first && started) out.taskMoveMs = eventMs(started) - (first.workflowTaskTimedOutEventAttributes ? killedAt : eventMs(first));
   // The workflow-task events after the kill, for the record (seconds after the kill).
   out.timeline = events.filter((e) => eventMs(e) >= killedAt && (e.workflowTaskScheduledEventAttributes || e.workflowTaskStartedEventAttributes || e.workflowTaskTimedOutEventAttributes))
     .slice(0, 6)
@@ -229,7 +230,8 @@ describe(`production topology: Temporal server ${temporalServerVersion()} on Pos
     const hf = await tp.hotfixFile();
     id = await tp.rollout(hf.file, '1');
     const rid = id;
-    await waitFor(`${id} reaches verifying`, async () => ((await tp.status(rid))?.phase === 'verifying' ? true : undefined), 120_000, 200);
+    // At the gate, with the phase recorded in the ledger (no activity pending).
+    await waitFor(`${id} reaches verifying`, async () => ((await tp.status(rid))?.phase === 'verifying' && (await tp.pendingActivities(rid)).length === 0 ? true : undefined), 120_000, 200);
     // Frozen workers (SIGSTOP) hold their polls and answer nothing: as a dead worker before Temporal notices.
     for (const w of workers) w.child.kill('SIGSTOP');
     let status;
