@@ -15,6 +15,7 @@ import { BIN, cliEnv, runCli, CliResult } from '../helpers/cli-process';
 import { freshDatabase, productionStack, scratchDir } from './stack';
 import { startSimFleet, makeHotfix, SimFleet, SimFleetOptions } from '../../simulator';
 import { generateEd25519KeyPair } from '../../keymanager/keygen';
+import { ensurePeople } from '../../stack/people';
 import { statusQuery } from '../../workflows/definitions';
 import type { RolloutStatus } from '../../domain/rollout';
 
@@ -39,13 +40,13 @@ export interface Topology {
   env: Record<string, string>;
   workers: WorkerProcess[];
   startWorker(): Promise<WorkerProcess>;
-  /** The real CLI against this topology. */
+  /** The real CLI against this topology, as alice. */
   cli(args: string[], timeoutMs?: number): Promise<CliResult>;
   /** A backend hotfix file on disk, as a user has it. */
   hotfixFile(): Promise<{ name: string; file: string }>;
-  /** `km-hotfix rollout FILE --approvers bob --batch N` as alice; the workflow id. */
+  /** `km-hotfix rollout FILE --approvers bob --batch N`, signed by alice; the workflow id. */
   rollout(file: string, batch: string): Promise<string>;
-  /** Wait for the verification gate, then `km-hotfix approve` as bob. */
+  /** Wait for the verification gate, then `km-hotfix approve`, signed by bob. */
   approve(id: string): Promise<void>;
   status(id: string): Promise<RolloutStatus | undefined>;
   /** The running fan-out child, once fan-out has started. */
@@ -83,6 +84,8 @@ export async function topology(opts: Partial<Omit<SimFleetOptions, 'kmDatabaseUr
   const connection = await Connection.connect({ address: stack.temporal.address });
   const client = new Client({ connection, namespace: 'default' });
   const taskQueue = `prod-${randomBytes(3).toString('hex')}`;
+  // alice starts rollouts, bob approves them: each signs with their own key, listed in the workers' signers file.
+  const people = await ensurePeople(path.join(dir, 'people'), ['alice', 'bob']);
   // What compose gives the worker container (docker-compose.yml, km-hotfix-worker) and the Dockerfile's NODE_ENV.
   const env: Record<string, string> = {
     NODE_ENV: 'production',
@@ -92,9 +95,11 @@ export async function topology(opts: Partial<Omit<SimFleetOptions, 'kmDatabaseUr
     DATABASE_URL: orchestratorUrl,
     KM_DATABASE_URL: kmUrl,
     KM_SSH_KEY: keyFile,
+    KM_HOTFIX_ALLOWED_SIGNERS: people.allowedSigners,
   };
+  const as = (who: 'alice' | 'bob') => ({ KM_HOTFIX_SIGNING_KEY: people.keys[who]! });
   const workers: WorkerProcess[] = [];
-  const cli = (args: string[], timeoutMs = 60_000) => runCli(args, env, timeoutMs);
+  const cli = (args: string[], timeoutMs = 60_000) => runCli(args, { ...env, ...as('alice') }, timeoutMs);
 
   const describe = (workflowId: string) => client.workflowService.describeWorkflowExecution({ namespace: 'default', execution: { workflowId } });
   const history = async (workflowId: string) => (await client.workflow.getHandle(workflowId).fetchHistory()).events ?? [];
@@ -126,13 +131,13 @@ export async function topology(opts: Partial<Omit<SimFleetOptions, 'kmDatabaseUr
       return { name: made.manifest.name, file };
     },
     async rollout(file, batch) {
-      const r = await cli(['rollout', file, '--as', 'alice', '--approvers', 'bob', '--batch', batch]);
+      const r = await cli(['rollout', file, '--approvers', 'bob', '--batch', batch]);
       if (r.code !== 0) throw new Error(`km-hotfix rollout exited ${r.code}: ${r.stderr}`);
       return r.stdout.trim().split('\n').at(-1)!;
     },
     async approve(id) {
       await waitFor(`${id} reaches verifying`, async () => ((await t.status(id))?.phase === 'verifying' ? true : undefined), 120_000, 200);
-      const r = await cli(['approve', id, '--as', 'bob', '--comment', 'canary looks good']);
+      const r = await runCli(['approve', id, '--comment', 'canary looks good'], { ...env, ...as('bob') });
       if (r.code !== 0) throw new Error(`km-hotfix approve exited ${r.code}: ${r.stderr}`);
     },
     async status(id) {
