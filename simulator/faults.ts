@@ -19,6 +19,7 @@ export class Faults {
     if (spec.dropConnection !== undefined) cur.dropOn = spec.dropOn ?? cur.dropOn ?? 'apply';
     else if (spec.dropOn !== undefined) cur.dropOn = spec.dropOn;
     if (spec.dropWhen !== undefined) cur.dropWhen = spec.dropWhen;
+    if (spec.unreachableOn !== undefined) { cur.unreachableOn = spec.unreachableOn; cur.unreachableMs = spec.unreachableMs ?? 2_000; }
     if (spec.failNext !== undefined) cur.failOn = spec.failOn ?? cur.failOn ?? 'any';
     else if (spec.failOn !== undefined) cur.failOn = spec.failOn;
     if (spec.hangMs !== undefined) { cur.hangMs = spec.hangMs; cur.hangOn = spec.hangOn ?? 'any'; cur.hangCount = spec.hangCount ?? 1; }
@@ -54,6 +55,16 @@ export class Faults {
     if (!s || !s.dropConnection || (s.dropWhen ?? 'after') !== when || !matches(s.dropOn ?? 'apply', kind)) return false;
     s.dropConnection--;
     return true;
+  }
+
+  /** Unreachable from this command on (unreachableOn): ms to stay unreachable, or 0. One-shot. */
+  takeUnreachable(kind: CommandKind): number {
+    const s = this.spec;
+    if (!s || !s.unreachableOn || !matches(s.unreachableOn, kind)) return 0;
+    const ms = s.unreachableMs ?? 2_000;
+    delete s.unreachableOn;
+    delete s.unreachableMs;
+    return ms;
   }
 
   /** A generic transient failure due on this command (failNext/failOn). */
@@ -93,7 +104,7 @@ export class FaultSpecError extends Error {
 }
 
 const COUNTS = ['failApplies', 'failUnapplies', 'failNext', 'dropConnection', 'hangMs', 'hangCount', 'refuseMs', 'unreachableMs', 'applyMs', 'restartMs'] as const;
-const KNOWN = new Set<string>([...COUNTS, 'dropOn', 'dropWhen', 'failOn', 'hangOn', 'fatalService', 'kmVersion']);
+const KNOWN = new Set<string>([...COUNTS, 'dropOn', 'dropWhen', 'failOn', 'hangOn', 'unreachableOn', 'fatalService', 'kmVersion']);
 const KINDS = ['apply', 'unapply', 'restart', 'status', 'upload', 'any'];
 
 /** Throws FaultSpecError naming the bad field (the control API answers 400 with it). */
@@ -105,7 +116,7 @@ export function validateFaultSpec(spec: unknown): asserts spec is FaultSpec {
     const v = s[k];
     if (v !== undefined && (typeof v !== 'number' || !Number.isInteger(v) || v < 0)) throw new FaultSpecError(`'${k}' must be a whole number >= 0`);
   }
-  for (const k of ['dropOn', 'failOn', 'hangOn'] as const) {
+  for (const k of ['dropOn', 'failOn', 'hangOn', 'unreachableOn'] as const) {
     if (s[k] !== undefined && !KINDS.includes(s[k] as string)) throw new FaultSpecError(`'${k}' must be one of ${KINDS.join(', ')}`);
   }
   if (s.dropWhen !== undefined && s.dropWhen !== 'before' && s.dropWhen !== 'after') throw new FaultSpecError("'dropWhen' must be before or after");

@@ -71,8 +71,10 @@ export interface FaultSpec {
   fatalService?: string;
   /** Refuse TCP connections (ECONNREFUSED) for this many ms, then accept again; open connections stay. */
   refuseMs?: number;
-  /** Unreachable for this many ms: open connections are cut and new ones refused, then accepted again. */
+  /** Unreachable for this many ms: open connections are cut and new ones refused, then accepted again.
+   *  With `unreachableOn`, from when the next matching command arrives (it does not run). */
   unreachableMs?: number;
+  unreachableOn?: FaultCommand;
   /** Latencies. */
   applyMs?: number;
   restartMs?: number;

@@ -176,6 +176,14 @@ export class SimServerImpl implements SimServer, ServerRuntime {
         this.record({ at: new Date(started).toISOString(), command, exitCode: 129, channel: 'exec', durationMs: Date.now() - started });
         return;
       }
+      const unreachable = this.faults.takeUnreachable(kind);
+      if (unreachable > 0) {
+        // The server drops off the network as the command arrives: it does not run.
+        this.record({ at: new Date(started).toISOString(), command, exitCode: 255, channel: 'exec', durationMs: Date.now() - started });
+        this.refuse(unreachable);
+        for (const s of this.sockets) s.destroy();
+        return;
+      }
       if (this.faults.takeDrop(kind, 'before')) {
         // The connection dies before the command runs: nothing happened on the server.
         this.record({ at: new Date(started).toISOString(), command, exitCode: 255, channel: 'exec', durationMs: Date.now() - started });
@@ -225,7 +233,7 @@ export class SimServerImpl implements SimServer, ServerRuntime {
   fault(spec: FaultSpec): void {
     this.faults.add(spec);
     if (spec.refuseMs) this.refuse(spec.refuseMs);
-    if (spec.unreachableMs) {
+    if (spec.unreachableMs && !spec.unreachableOn) {
       this.refuse(spec.unreachableMs);
       for (const s of this.sockets) s.destroy();
     }
