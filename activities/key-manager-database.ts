@@ -4,7 +4,7 @@ import type { Sql } from 'postgres';
 import type { KeyManagerDatabase } from '../keymanager/database';
 import type { DrainedBackend } from '../domain/rollout';
 import { Context } from '@temporalio/activity';
-import { appendEvent, eventDetail } from '../store/ledger';
+import { appendEvent } from '../store/ledger';
 import { nonRetryable } from './failures';
 import { activityLog } from './log';
 import { FAILURE } from '../domain/failures';
@@ -41,20 +41,17 @@ export function keyManagerDatabaseActivities(deps: { orchestrator: Sql; kmDb: Ke
     },
 
     /**
-     * Put back exactly the recorded values: the workflow's, else the ledger's
-     * copy (a drain the workflow never heard back from). The ledger write is
-     * bookkeeping: it never fails the restore.
+     * Put back exactly the values read before the drain (the workflow holds
+     * them from readMaxProcesses, before anything changed). The ledger write
+     * is bookkeeping: it never fails the restore.
      */
-    async restoreMaxProcesses(r: { rolloutId: string; drained: DrainedBackend[] }): Promise<DrainedBackend[]> {
-      let drained = r.drained;
-      if (drained.length === 0) drained = ((await eventDetail(orchestrator, r.rolloutId, 'drain:recorded').catch(() => undefined))?.drained as DrainedBackend[] | undefined) ?? [];
-      for (const b of drained) {
+    async restoreMaxProcesses(r: { rolloutId: string; drained: DrainedBackend[] }): Promise<void> {
+      for (const b of r.drained) {
         await kmDb.setMaxProcesses(b.server, b.maxProcesses);
         heartbeat(b.server);
       }
-      await appendEvent(orchestrator, { rolloutId: r.rolloutId, key: 'drain:restored', kind: 'restore', detail: { restored: drained } })
+      await appendEvent(orchestrator, { rolloutId: r.rolloutId, key: 'drain:restored', kind: 'restore', detail: { restored: r.drained } })
         .catch((err: unknown) => activityLog('warn', `ledger unreachable: the restore of Maximum Processes is not recorded there: ${(err as Error).message}`, { rolloutId: r.rolloutId }));
-      return drained;
     },
 
     /** Servers whose Hotfixes Applied lists this hotfix. */

@@ -136,6 +136,8 @@ describe('history length against fleet size (large fleets: < 10,240 events per e
       // restartMs 0: latency does not change the event count, and it keeps the test short.
       before(async () => { env = await rolloutEnv({ frontends, backends, restartMs: 0 }); });
       after(async () => { await env?.close(); });
+      // Pass or fail, nothing a test started keeps running or holds a server.
+      afterEach(async () => { await env?.endAll(); });
 
       it('batch 1: one child per slice of at most 6 servers, each patching its slice', async () => {
         const r = await measuredRollout(env, 'batch1', '1', false);

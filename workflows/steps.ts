@@ -9,7 +9,7 @@ import type { LedgerEvent } from '../store/ledger';
 export const DEFAULT_TIMING: RolloutTiming = {
   servicesTimeoutMs: 5 * 60_000,
   maxRetryIntervalMs: 60_000,
-  // 18 history events per server (measured, test/history.test.ts): a child of 100 stays near 1,800, far below Temporal's 10,240 warning.
+  // 6 history events per server (one activity each; measured, test/history.test.ts): a child of 100 stays near 600, far below Temporal's 10,240 warning.
   sliceServers: 100,
   commandTimeoutMs: 0,
 };

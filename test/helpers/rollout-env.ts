@@ -45,7 +45,7 @@ export interface RolloutEnv {
    * and release the claims of all of them: call it in afterEach, so that one
    * failing test never leaves a rollout holding servers for the next one.
    */
-  endAll(): Promise<void>;
+  endAll(otherTaskQueues?: string[]): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -109,12 +109,14 @@ export async function rolloutEnv(opts: Partial<Omit<SimFleetOptions, 'kmDatabase
     commands(server, pattern) {
       return fleet.server(server).log().map((e) => e.command).filter((c) => !pattern || pattern.test(c));
     },
-    async endAll() {
-      // Tracked starts, and whatever else runs on this queue (CLI starts, children).
+    async endAll(otherTaskQueues = []) {
+      // Tracked starts, and whatever else runs on this queue (CLI starts, children) or the others named.
       const ids = new Set(started.splice(0));
-      try {
-        for await (const w of client.workflow.list({ query: `TaskQueue = '${taskQueue}' AND ExecutionStatus = 'Running'` })) ids.add(w.workflowId);
-      } catch { /* visibility not ready: the tracked ones still end */ }
+      for (const q of [taskQueue, ...otherTaskQueues]) {
+        try {
+          for await (const w of client.workflow.list({ query: `TaskQueue = '${q}' AND ExecutionStatus = 'Running'` })) ids.add(w.workflowId);
+        } catch { /* visibility not ready: the tracked ones still end */ }
+      }
       for (const id of ids) {
         const h = client.workflow.getHandle(id);
         const running = await h.describe().then((d) => d.status.name === 'RUNNING').catch(() => false);
