@@ -30,7 +30,7 @@ export function hotfixFileActivities(deps: { orchestrator: Sql; kmDb: KeyManager
   }
 
   return {
-    async uploadHotfix(u: { rolloutId: string; sha256: string; fileName?: string; via?: string }): Promise<{ name: string; server?: { name: string; role: Role }; result: 'registered' | 'already-registered' }> {
+    async uploadHotfix(u: { rolloutId: string; sha256: string; fileName?: string; via?: string; commandTimeoutMs?: number }): Promise<{ name: string; server?: { name: string; role: Role }; result: 'registered' | 'already-registered' }> {
       const file = await hotfixFileInfo(orchestrator, u.sha256, u.fileName);
       if (!file) throw nonRetryable(FAILURE.invalid, `hotfix file ${u.sha256} is not stored: run 'km-hotfix upload FILE' again`);
       const registered = await kmDb.hotfix(file.name);
@@ -41,7 +41,7 @@ export function hotfixFileActivities(deps: { orchestrator: Sql; kmDb: KeyManager
       const target = u.via ? await fleetServer(orchestrator, u.via) : (await listInventory(orchestrator))[0];
       if (!target) throw nonRetryable(FAILURE.invalid, "the inventory is empty: import one with 'km-hotfix fleet import FILE'");
       const content = await hotfixFileContent(orchestrator, u.sha256);
-      const opts = activityExecOptions(COMMAND_TIMEOUT_MS.apply);
+      const opts = activityExecOptions(u.commandTimeoutMs && u.commandTimeoutMs > 0 ? Math.min(u.commandTimeoutMs, COMMAND_TIMEOUT_MS.apply) : COMMAND_TIMEOUT_MS.apply);
       const remotePath = await classified(target.name, () => kmSsh.uploadHotfixFile(target, file.fileName, content, opts));
       try {
         await classified(target.name, () => kmSsh.registerHotfix(target, remotePath, opts));

@@ -1,12 +1,12 @@
 // The status every workflow reports (SPEC §4) and its mirror in the ledger:
 // phase changes, server states, approvals and notes. Shared by the rollout,
 // removal and upload workflows.
-import { ApplicationFailure, isCancellation, log } from '@temporalio/workflow';
+import { ApplicationFailure, CancellationScope, isCancellation, log } from '@temporalio/workflow';
 import type { DecisionRecord, Phase, RolloutStatus, ServerState, SignedDecision, WorkflowKind } from '../domain/rollout';
 import type { DecisionFacts } from '../domain/decision';
 import { isFinalPhase } from '../domain/rollout';
 import type { ServerSummary } from '../activities/preflight';
-import type { Steps } from './steps';
+import { LedgerBacklog, Steps } from './steps';
 import { failureMessage } from './errors';
 import { verifySigned } from './decisions';
 
@@ -15,13 +15,24 @@ export class StopRollout extends Error {
   override name = 'StopRollout';
 }
 
+/**
+ * Ledger writes run in the background, one after the other (so phases land in
+ * order), and cannot be cancelled: the workflow never waits on bookkeeping
+ * before it works on a server — a rollback goes on while the orchestrator
+ * database is down, and the ledger catches up. Only a final phase waits for
+ * everything before it, so a finished workflow's ledger is complete.
+ */
 export class WorkflowRecorder {
   readonly status: RolloutStatus;
+  /** Ledger events the SSH activities could not write themselves. */
+  readonly backlog: LedgerBacklog;
   private notes = 0;
   /** The ledger has this workflow only once its start signature verified: nothing is written for a refused start. */
   private recorded = false;
+  private chain: Promise<void> = Promise.resolve();
 
   constructor(private readonly steps: Steps, id: string, kind: WorkflowKind, hotfix: string) {
+    this.backlog = new LedgerBacklog(steps);
     const now = new Date().toISOString();
     this.status = {
       id, kind, hotfix, phase: 'preflight', requestedBy: '', requestedKey: null, sha256: null, canary: null, drained: [], approvals: [],
@@ -34,8 +45,16 @@ export class WorkflowRecorder {
     return isFinalPhase(this.status.phase);
   }
 
+  /**
+   * Enter a phase: visible at once to status queries, written to the ledger
+   * in the background. A final phase is recorded in a non-cancellable scope
+   * (a cancelled workflow still records how it ended and releases its
+   * claims) and waits until the ledger has everything.
+   */
   async phase(phase: Phase, error?: string): Promise<void> {
     this.status.phase = phase;
+    // The gate exists only while verifying: it is set before that phase begins, cleared when it ends.
+    if (phase !== 'verifying') this.status.gate = null;
     this.touch();
     if (this.final()) {
       this.status.endedAt = this.status.updatedAt;
@@ -46,7 +65,27 @@ export class WorkflowRecorder {
     else log.info(`${this.status.kind} of ${this.status.hotfix}: ${phase}`, { phase, ...(error ? { error } : {}) });
     if (!this.recorded) return; // a refused start leaves no trace in the ledger
     const attention = this.final() && this.status.needsAttention.length > 0 ? { needsAttention: this.status.needsAttention } : {};
-    await this.steps.record.recordPhase({ rolloutId: this.status.id, phase, ...(error ? { error } : {}), ...attention });
+    const write = { rolloutId: this.status.id, phase, ...(error ? { error } : {}), ...attention };
+    if (!this.final()) {
+      this.enqueue(() => this.steps.record.recordPhase(write));
+      return;
+    }
+    await CancellationScope.nonCancellable(async () => {
+      await this.backlog.drain();
+      this.enqueue(() => this.steps.record.recordPhase(write));
+      await this.chain;
+    });
+  }
+
+  /** Everything written so far has reached the ledger. */
+  async flushed(): Promise<void> {
+    await CancellationScope.nonCancellable(() => this.chain);
+  }
+
+  private enqueue(write: () => Promise<void>): void {
+    this.chain = this.chain.then(() => CancellationScope.nonCancellable(write)).catch((err: unknown) => {
+      log.warn(`a ledger write failed: ${failureMessage(err)}`);
+    });
   }
 
   /**
@@ -61,11 +100,11 @@ export class WorkflowRecorder {
     this.status.requestedKey = rec.key;
     this.status.decisions.push(rec);
     this.touch();
-    await this.steps.record.recordRolloutStart({
+    this.recorded = true;
+    this.enqueue(() => this.steps.record.recordRolloutStart({
       id: this.status.id, kind: this.status.kind, hotfix: this.status.hotfix, requestedBy: rec.by, servers: record.servers,
       options: stripUndefined(record.options), signed: { key: rec.key, message: rec.message, signature: rec.signature },
-    });
-    this.recorded = true;
+    }));
     return rec;
   }
 
@@ -85,6 +124,7 @@ export class WorkflowRecorder {
   }
 
   async claim(servers: string[]): Promise<void> {
+    await this.flushed(); // the rollout's record exists before its claims
     await this.steps.record.claimServers({ rolloutId: this.status.id, hotfix: this.status.hotfix, servers });
   }
 
@@ -146,15 +186,17 @@ export class WorkflowRecorder {
     this.touch();
   }
 
-  /** An accepted steering decision (pause, resume, abort), with its proof, in the status and the ledger. */
-  async steering(rec: DecisionRecord): Promise<void> {
+  /** An accepted steering decision (pause, resume, abort), with its proof, in the status and the ledger (written in the background). */
+  steering(rec: DecisionRecord): void {
     this.status.decisions.push(rec);
     this.touch();
-    await this.record({ key: `${rec.action}:${++this.notes}`, kind: rec.action, actor: rec.by, detail: { ...(rec.comment ? { reason: rec.comment } : {}), ...proof(rec) } });
+    void this.record({ key: `${rec.action}:${++this.notes}`, kind: rec.action, actor: rec.by, detail: { ...(rec.comment ? { reason: rec.comment } : {}), ...proof(rec) } });
   }
 
-  async record(e: { key: string; kind: string; server?: string; actor?: string; detail?: Record<string, unknown> }): Promise<void> {
-    await this.steps.record.recordEvent({ rolloutId: this.status.id, ...e });
+  /** Written in the background (see the class comment). */
+  record(e: { key: string; kind: string; server?: string; actor?: string; detail?: Record<string, unknown> }): Promise<void> {
+    this.enqueue(() => this.steps.record.recordEvent({ rolloutId: this.status.id, ...e }));
+    return Promise.resolve();
   }
 
   private touch(): void {

@@ -7,23 +7,26 @@ import { NO_FILE } from '../domain/decision';
 import { statusQuery } from './definitions';
 import { activityProxies, timing } from './steps';
 import { Fanout } from './fanout';
-import { failureMessage } from './errors';
+import { failureMessage, invalidInput } from './errors';
+import { removalInputProblem } from '../domain/workflow-input';
 import { WorkflowRecorder } from './recorder';
 import { OneAtATime } from './decisions';
 import { setSteeringHandlers } from './steering';
 
 export async function hotfixRemoval(input: RemovalInput): Promise<RolloutStatus> {
-  const status = await removal(input);
+  const problem = removalInputProblem(input);
+  if (problem && typeof input?.hotfix !== 'string') throw invalidInput(problem);
+  const status = await removal(input, problem);
   await condition(allHandlersFinished);
   return status;
 }
 
-async function removal(input: RemovalInput): Promise<RolloutStatus> {
-  const t = timing(input.timing);
+async function removal(input: RemovalInput, problem: string | undefined): Promise<RolloutStatus> {
+  const t = timing(problem ? undefined : input.timing);
   const steps = activityProxies(t);
   const id = workflowInfo().workflowId;
   const r = new WorkflowRecorder(steps, id, 'removal', input.hotfix);
-  const fanout = new Fanout(id, input.hotfix, input.timing);
+  const fanout = new Fanout(id, input.hotfix, problem ? undefined : input.timing);
   let aborted = false;
   setHandler(statusQuery, () => r.status);
   setSteeringHandlers({
@@ -37,6 +40,7 @@ async function removal(input: RemovalInput): Promise<RolloutStatus> {
   });
 
   const ctx = await r.preflight(async () => {
+    if (problem) throw invalidInput(`invalid removal input: ${problem}`);
     const c = await steps.preflight.prepareRemoval({ hotfix: input.hotfix, servers: input.servers });
     // A hotfix applied somewhere but no longer registered has no file: the signature says 'none'.
     await r.start(input.signed, { action: 'remove', rollout: id, hotfix: input.hotfix, sha256: c.sha256 ?? NO_FILE }, {
@@ -53,7 +57,7 @@ async function removal(input: RemovalInput): Promise<RolloutStatus> {
   try {
     await r.phase('removing');
     // One server at a time, in inventory order: the fleet keeps serving.
-    const result = await fanout.run('remove', ctx.targets.map((s) => [s]), 0, {
+    const result = await fanout.run('remove', ctx.targets, 1, 0, {
       isPaused: () => r.status.paused,
       shouldStop: () => aborted,
       onChildren: (ids) => { r.status.activeBatchWorkflows = ids; },

@@ -44,7 +44,7 @@ export function setSteeringHandlers(s: Steering): void {
         r.status.paused = action === 'pause';
         s.setPaused(r.status.paused);
       }
-      await r.steering(rec);
+      r.steering(rec);
       return r.status;
     });
   }

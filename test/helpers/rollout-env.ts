@@ -70,6 +70,12 @@ export interface RolloutEnv {
   maxProcesses(): Promise<Record<string, number>>;
   /** Commands each server ran, filtered by a pattern. */
   commands(server: string, pattern?: RegExp): string[];
+  /**
+   * End every workflow this environment started that still runs (terminate)
+   * and release the claims of all of them: call it in afterEach, so that one
+   * failing test never leaves a rollout holding servers for the next one.
+   */
+  endAll(otherTaskQueues?: string[]): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -92,6 +98,8 @@ export async function rolloutEnv(opts: Partial<Omit<SimFleetOptions, 'kmDatabase
   const client = worker.client;
   const taskQueue = worker.taskQueue;
   const suffix = () => randomBytes(3).toString('hex');
+  const started: string[] = [];
+  const track = (h: WorkflowHandle): WorkflowHandle => { started.push(h.workflowId); return h; };
 
   const keyOf = (who: string): string => {
     const k = people.keys[who];
@@ -146,13 +154,13 @@ export async function rolloutEnv(opts: Partial<Omit<SimFleetOptions, 'kmDatabase
       const sha256 = input.upload?.sha256 ?? await env.registeredSha256(input.hotfix);
       const signed = input.signed ?? await env.sign(as, { action: 'rollout', rollout: workflowId, hotfix: input.hotfix, sha256 });
       const full: RolloutInput = { servers: [], batch: '1', maxFailures: 0, approvers: [], approvalTimeoutMs: 3_600_000, timing: FAST_TIMING, ...input, signed };
-      return client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue, workflowId, args: [full] });
+      return track(await client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue, workflowId, args: [full] }));
     },
     async startRemoval({ as = 'alice', ...input }) {
       const workflowId = `removal-${input.hotfix}-${suffix()}`;
       const signed = input.signed ?? await env.sign(as, { action: 'remove', rollout: workflowId, hotfix: input.hotfix, sha256: await env.registeredSha256(input.hotfix) });
       const full: RemovalInput = { servers: [], keepRegistered: false, timing: FAST_TIMING, ...input, signed };
-      return client.workflow.start(WORKFLOW_TYPES.removal, { taskQueue, workflowId, args: [full] });
+      return track(await client.workflow.start(WORKFLOW_TYPES.removal, { taskQueue, workflowId, args: [full] }));
     },
     status: (h) => h.query(statusQuery),
     async waitForPhase(h, phase, timeoutMs = 30_000) {
@@ -174,7 +182,25 @@ export async function rolloutEnv(opts: Partial<Omit<SimFleetOptions, 'kmDatabase
     commands(server, pattern) {
       return fleet.server(server).log().map((e) => e.command).filter((c) => !pattern || pattern.test(c));
     },
+    async endAll(otherTaskQueues = []) {
+      // Tracked starts, and whatever else runs on this queue (CLI starts, children) or the others named.
+      const ids = new Set(started.splice(0));
+      for (const q of [taskQueue, ...otherTaskQueues]) {
+        try {
+          for await (const w of client.workflow.list({ query: `TaskQueue = '${q}' AND ExecutionStatus = 'Running'` })) ids.add(w.workflowId);
+        } catch { /* visibility not ready: the tracked ones still end */ }
+      }
+      for (const id of ids) {
+        const h = client.workflow.getHandle(id);
+        const running = await h.describe().then((d) => d.status.name === 'RUNNING').catch(() => false);
+        if (running) await h.terminate('test cleanup: the test ended').catch(() => undefined);
+      }
+      // This environment's orchestrator database is its own: nothing it started may hold a server now.
+      await orchestrator`DELETE FROM server_claim`;
+      await orchestrator`DELETE FROM hotfix_claim`;
+    },
     async close() {
+      await env.endAll().catch(() => undefined);
       worker.worker.shutdown();
       await running.catch(() => undefined);
       await built.close();
