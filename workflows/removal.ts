@@ -1,7 +1,7 @@
 // Removing a hotfix, as the vendor describes it: unapply it (and restart) on
 // every server that has it, then delete it from the Key Manager database
 // once it is applied nowhere.
-import { allHandlersFinished, condition, setHandler, workflowInfo } from '@temporalio/workflow';
+import { allHandlersFinished, CancellationScope, condition, setHandler, workflowInfo } from '@temporalio/workflow';
 import type { RemovalInput, RolloutStatus } from '../domain/rollout';
 import { NO_FILE } from '../domain/decision';
 import { statusQuery } from './definitions';
@@ -17,7 +17,7 @@ export async function hotfixRemoval(input: RemovalInput): Promise<RolloutStatus>
   const problem = removalInputProblem(input);
   if (problem && typeof input?.hotfix !== 'string') throw invalidInput(problem);
   const status = await removal(input, problem);
-  await condition(allHandlersFinished);
+  await CancellationScope.nonCancellable(() => condition(allHandlersFinished));
   return status;
 }
 

@@ -22,7 +22,7 @@ export async function hotfixRollout(input: RolloutInput): Promise<RolloutStatus>
   if (problem && typeof input?.hotfix !== 'string') throw invalidInput(problem);
   const status = await rollout(input, problem);
   // An answer still being checked when the rollout ended is refused, not cut off.
-  await condition(allHandlersFinished);
+  await CancellationScope.nonCancellable(() => condition(allHandlersFinished));
   return status;
 }
 
