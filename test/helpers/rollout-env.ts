@@ -51,7 +51,8 @@ export interface RolloutEnv {
 
 export const FAST_TIMING = { servicesTimeoutMs: 15_000, maxRetryIntervalMs: 500 };
 
-export async function rolloutEnv(opts: Partial<Omit<SimFleetOptions, 'kmDatabaseUrl' | 'authorizedKey'>> & { frontends: number; backends: number }): Promise<RolloutEnv> {
+export async function rolloutEnv(options: Partial<Omit<SimFleetOptions, 'kmDatabaseUrl' | 'authorizedKey'>> & { frontends: number; backends: number; workflowsPath?: string }): Promise<RolloutEnv> {
+  const { workflowsPath, ...opts } = options;
   const orchestratorUrl = await freshDatabase('orch');
   const orchestrator = sqlFor(orchestratorUrl);
   await migrate(orchestrator);
@@ -61,7 +62,7 @@ export async function rolloutEnv(opts: Partial<Omit<SimFleetOptions, 'kmDatabase
   const fleet = await startSimFleet({ restartMs: 50, ...opts, kmDatabaseUrl: kmUrl, authorizedKey: keys.public });
   await replaceInventory(orchestrator, fleet.inventory());
   const built = createActivities({ orchestrator, km, ssh: { privateKey: Buffer.from(keys.private) } });
-  const worker = await testWorker({ activities: built.activities });
+  const worker = await testWorker({ activities: built.activities, ...(workflowsPath ? { workflowsPath } : {}) });
   const running = worker.worker.run();
   const client = worker.client;
   const taskQueue = worker.taskQueue;
