@@ -2,12 +2,14 @@
 // real stack (Temporal dev server, PostgreSQL, the simulated fleet over SSH);
 // every rollout ends by the invariant of test/helpers/invariant.ts.
 import assert from 'node:assert/strict';
+import * as path from 'node:path';
 import { WorkflowFailedError } from '@temporalio/client';
 import { rolloutEnv, RolloutEnv, FAST_TIMING } from './helpers/rollout-env';
 import { assertRolloutInvariant } from './helpers/invariant';
 import { pauseUpdate } from '../workflows/definitions';
 import { WORKFLOW_TYPES } from '../workflows/definitions';
 import type { RolloutStatus } from '../domain/rollout';
+import { recordRolloutStart } from '../store/ledger';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const APPLY = /--apply-hotfix=/;
@@ -101,6 +103,25 @@ describe('rollback you can trust (issue 9)', function () {
     const st = (await h.result()) as RolloutStatus;
     assert.equal(st.phase, 'completed', st.error ?? '');
     assert.equal((await env.applied(hf.name)).length, 5);
+  });
+
+  it('3: a pause given while a fan-out child is being started reaches it (deterministic probe)', async () => {
+    const probe = await rolloutEnv({ frontends: 4, backends: 0, restartMs: 200, workflowsPath: path.resolve(__dirname, 'fixtures', 'steering-workflows.js') });
+    try {
+      const hf = await probe.hotfix('frontend');
+      const servers = probe.fleet.servers.map((s) => s.name);
+      const workflowId = `probe-${hf.name}`;
+      await recordRolloutStart(probe.orchestrator, { id: workflowId, kind: 'rollout', hotfix: hf.name, requestedBy: 'alice', servers, options: {} }); // its ledger row
+      const h = await probe.client.workflow.start('pauseWhileChildrenStart', { taskQueue: probe.taskQueue, workflowId, args: [{ hotfix: hf.name, servers, timing: FAST_TIMING }] });
+      await sleep(2_500);
+      const during = await probe.applied(hf.name);
+      assert.ok(during.length <= 1, `paused: at most the one server that was starting, not ${during.join(', ')}`);
+      await h.signal('probeResume');
+      assert.equal(await h.result(), 0);
+      assert.equal((await probe.applied(hf.name)).length, 4, 'resumed: all patched');
+    } finally {
+      await probe.close();
+    }
   });
 
   it('4: a rollout cancelled in preflight records `failed` in the ledger and releases its claims', async () => {

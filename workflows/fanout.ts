@@ -47,6 +47,8 @@ export interface FanoutControl {
   /** Called with the ids of the children that run now. */
   onChildren(ids: string[]): void;
   onResult(r: BatchServerResult): void;
+  /** Called as soon as a child's start is requested, before it has started (pause/abort may arrive now). */
+  onStarting?(workflowId: string): void;
 }
 
 export class Fanout {
@@ -99,12 +101,14 @@ export class Fanout {
     const workflowId = `${this.rolloutId}/${action}-${++this.seq}`;
     const pausedAtStart = ctl.isPaused();
     try {
-      const h = await startChild(serverBatches, {
+      const starting = startChild(serverBatches, {
         workflowId,
         args: [{ rolloutId: this.rolloutId, hotfix: this.hotfix, action, servers, window, maxFailures, timing: this.timing, paused: pausedAtStart }],
         // The children are the parent's hands: they end with it.
         parentClosePolicy: ParentClosePolicy.TERMINATE,
       });
+      ctl.onStarting?.(workflowId);
+      const h = await starting;
       this.running.set(workflowId, h);
       ctl.onChildren([...this.running.keys()]);
       // A pause or abort that arrived while it was starting reached no child: deliver the state now.
