@@ -82,6 +82,15 @@ export const MIGRATIONS: readonly Migration[] = [
         FOR EACH ROW EXECUTE FUNCTION rollout_event_append_only();
     `,
   },
+  {
+    version: 2,
+    name: 'the ledger refuses TRUNCATE too',
+    // Row triggers do not fire on TRUNCATE, which would empty the ledger at once.
+    sql: `
+      CREATE TRIGGER rollout_event_no_truncate BEFORE TRUNCATE ON rollout_event
+        FOR EACH STATEMENT EXECUTE FUNCTION rollout_event_append_only();
+    `,
+  },
 ];
 
 const LOCK_ID = 0x6b6d6866; // 'kmhf'

@@ -12,7 +12,8 @@ import { Client, Connection, WorkflowHandle } from '@temporalio/client';
 import { rolloutEnv, RolloutEnv, FAST_TIMING } from './helpers/rollout-env';
 import { scratchDir, testStack } from './helpers/stack';
 import { startWorkerProcess, WorkerProcess } from './helpers/worker-process';
-import { assertRolloutInvariant, maxProcessesOf } from './helpers/rollout-invariant';
+import { kmMaxProcesses as maxProcessesOf } from './helpers/invariant';
+import { endsBy } from './helpers/endings';
 import { approveUpdate, statusQuery, WORKFLOW_TYPES } from '../workflows/definitions';
 import { isFinalPhase, RolloutInput, RolloutStatus } from '../domain/rollout';
 import { startDevServer, RunningDevServer } from '../stack/temporal';
@@ -105,7 +106,7 @@ describe('crashes: worker killed, Temporal restarted, databases gone for a while
     const tq = queue();
     const first = await workerOn(tq);
     const h = await start(env.client, tq, input(hf.name));
-    const canary = await until('canary chosen', async () => (await h.query(statusQuery)).canary);
+    const canary: string = await until('canary chosen', async () => (await h.query(statusQuery)).canary ?? undefined);
     const restartsBefore = restarts(canary);
     await until('canary applied', async () => (await env.applied(hf.name)).includes(canary));
     await sleep(300); // inside the 1.5 s restart
@@ -116,7 +117,7 @@ describe('crashes: worker killed, Temporal restarted, databases gone for a while
     await phaseOf(h, 'verifying');
     await h.executeUpdate(approveUpdate, { args: [{ by: 'bob' }] });
     const st = (await h.result()) as RolloutStatus;
-    assert.equal(await assertRolloutInvariant(env, st, before, ['completed']), 'completed');
+    assert.equal(await endsBy(env, st, before, ['completed']), 'completed');
   });
 
   it('worker SIGKILLed at the gate: the approval reaches the new worker and the rollout completes', async () => {
@@ -130,7 +131,7 @@ describe('crashes: worker killed, Temporal restarted, databases gone for a while
     await workerOn(tq);
     await h.executeUpdate(approveUpdate, { args: [{ by: 'bob' }] });
     const st = (await h.result()) as RolloutStatus;
-    await assertRolloutInvariant(env, st, before, ['completed']);
+    await endsBy(env, st, before, ['completed']);
     assert.deepEqual(st.approvals.map((a) => a.by), ['bob']);
   });
 
@@ -155,7 +156,7 @@ describe('crashes: worker killed, Temporal restarted, databases gone for a while
 
     await workerOn(tq);
     const st = (await h.result()) as RolloutStatus;
-    await assertRolloutInvariant(env, st, before, ['rolled_back']);
+    await endsBy(env, st, before, ['rolled_back']);
   });
 
   it('the Temporal server restarts mid fan-out (same SQLite file): the rollout completes', async () => {
@@ -180,7 +181,7 @@ describe('crashes: worker killed, Temporal restarted, databases gone for a while
       // The client's long poll may break with the server: ask again until the workflow has closed.
       await until('the rollout ends', async () => (await h.describe()).status.name !== 'RUNNING', 120_000);
       const st = (await h.result()) as RolloutStatus;
-      await assertRolloutInvariant(env, st, before, ['completed']);
+      await endsBy(env, st, before, ['completed']);
     } finally {
       for (const h of handles.splice(0)) await h.terminate('test ended').catch(() => undefined);
       await Promise.all(workers.splice(0).map((w) => w.kill()));
@@ -206,7 +207,7 @@ describe('crashes: worker killed, Temporal restarted, databases gone for a while
       const st = (await h.result()) as RolloutStatus;
       // Without its ledger the rollout waits and catches up; without the Key Manager database the servers' own
       // commands fail (the vendor's controller needs it), so it may roll back.
-      const ending = await assertRolloutInvariant(env, st, before, which === 'orchestrator' ? ['completed'] : undefined);
+      const ending = await endsBy(env, st, before, which === 'orchestrator' ? ['completed'] : undefined);
       console.log(`      (${which} database outage: ${ending}${st.error ? `: ${st.error}` : ''})`);
     });
   }

@@ -55,3 +55,4 @@ export async function startWorkerProcess(client: Client, o: WorkerProcessOptions
     await new Promise((r) => setTimeout(r, 200));
   }
 }
+
