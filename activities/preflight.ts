@@ -29,6 +29,7 @@ export interface PrepareRolloutInput {
   batch: string;
   /** The rollout brings its own file (uploaded after preflight). */
   uploadSha256?: string;
+  uploadFileName?: string;
 }
 
 export interface RolloutContext {
@@ -80,7 +81,7 @@ export function preflightActivities(deps: { orchestrator: Sql; kmDb: KeyManagerD
       }
       const registeredRow = await kmDb.hotfix(input.hotfix);
       if (input.uploadSha256) {
-        const file = await hotfixFileInfo(orchestrator, input.uploadSha256);
+        const file = await hotfixFileInfo(orchestrator, input.uploadSha256, input.uploadFileName);
         if (!file) throw nonRetryable(FAILURE.invalid, `hotfix file ${input.uploadSha256} is not stored: run 'km-hotfix upload FILE' again`);
         if (file.name !== input.hotfix) throw nonRetryable(FAILURE.invalid, `the file ${file.fileName} holds ${file.name}, not ${input.hotfix}`);
       }

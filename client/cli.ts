@@ -4,13 +4,14 @@ import { Command, CommanderError } from 'commander';
 import { EXIT, exitCodeOf } from './errors';
 import { UserError } from '../platform/errors';
 import { COMMANDS } from './commands';
+import { inert } from '../domain/terminal';
 
 export function buildProgram(): Command {
   const program = new Command('km-hotfix')
     .description('Roll Key Manager hotfixes across a fleet the way the vendor recommends: one canary chosen by hotfix type, a human verifies it, then the rest of the fleet; any failure rolls every change back.')
     .exitOverride()
     // One line, like every other error: commander's message plus where to look.
-    .configureOutput({ outputError: (str, write) => write(`km-hotfix: ${str.trim().replace(/^error: /, '')} (see --help)\n`) });
+    .configureOutput({ outputError: (str, write) => write(`km-hotfix: ${inert(str.trim().replace(/^error: /, ''))} (see --help)\n`) });
   for (const register of COMMANDS) register(program);
   return program;
 }
@@ -38,10 +39,10 @@ export function reportError(err: unknown): number {
   if (process.env.KM_HOTFIX_DEBUG) console.error(err);
   // CliError from a command, or a UserError from a lower layer: its sort decides the code.
   if (err instanceof UserError) {
-    console.error(`km-hotfix: ${err.message}`);
+    console.error(`km-hotfix: ${inert(err.message)}`);
     return exitCodeOf(err);
   }
   const message = err instanceof Error ? err.message : String(err);
-  console.error(`km-hotfix: ${message.split('\n')[0]} (set KM_HOTFIX_DEBUG=1 for details)`);
+  console.error(`km-hotfix: ${inert(message.split('\n')[0]!)} (set KM_HOTFIX_DEBUG=1 for details)`);
   return EXIT.failed;
 }

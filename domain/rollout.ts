@@ -26,6 +26,8 @@ export type WorkflowKind = 'upload' | 'rollout' | 'removal';
 export interface UploadSource {
   /** sha256 of the file stored in the orchestrator database (key material never; bytes never in history). */
   sha256: string;
+  /** The file's name: the same bytes may be stored under several names (one of them wrong). */
+  fileName?: string;
   /** Server to upload through; default the first server of the rollout. */
   via?: string;
 }

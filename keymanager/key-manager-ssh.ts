@@ -83,6 +83,13 @@ export class KeyManagerSsh {
     await this.must(t, ['ssh-mgr-controller', `--upload-hotfix=${remotePath}`], opts, `registering ${path.posix.basename(remotePath)}`);
   }
 
+  /** Remove a copied hotfix file that Key Manager refused to register (only a hotfix file in the hotfix folder). */
+  async removeHotfixFile(t: SshTarget, remotePath: string, opts: CmdOptions = {}): Promise<void> {
+    if (path.posix.dirname(remotePath) !== this.hotfixDir) throw new KmError('invalid-argument', `${t.name}: '${remotePath}' is not in ${this.hotfixDir}`, { server: t.name });
+    validated(t, () => parseHotfixFileName(path.posix.basename(remotePath)));
+    await this.must(t, ['rm', '-f', remotePath], opts, `removing ${remotePath}`);
+  }
+
   /** `ssh-mgr-controller --apply-hotfix=<Name>`. A checksum mismatch or an unknown Name is a non-retryable KmError. */
   async applyHotfix(t: SshTarget, name: string, opts: CmdOptions = {}): Promise<void> {
     validated(t, () => parseHotfixName(name));

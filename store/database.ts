@@ -11,6 +11,8 @@ const VARIABLE: Record<DatabaseLabel, string> = { orchestrator: 'DATABASE_URL', 
 
 /** host:port/db of a URL, without credentials, for messages. */
 export function describeUrl(url: string): string {
+  // Without '//' URL parsing takes 'user:password@host' for a path: never echo such a URL.
+  if (!/^postgres(ql)?:\/\//i.test(url)) return '(a malformed URL, not shown)';
   try {
     const u = new URL(url);
     return `${u.hostname}:${u.port || '5432'}${u.pathname}`;
@@ -22,6 +24,7 @@ export function describeUrl(url: string): string {
 /** Open a pool and prove it with SELECT 1; failures name the database and its variable (exit 3). */
 export async function connectDatabase(url: string, label: DatabaseLabel, opts: { max?: number } = {}): Promise<Sql> {
   let sql: Sql;
+  if (!/^postgres(ql)?:\/\//i.test(url)) throw new UserError(`${VARIABLE[label]} is not a PostgreSQL URL (not shown: it may hold a password): use postgres://USER:PASSWORD@HOST:PORT/DATABASE`, 'refused');
   try {
     sql = postgres(url, { max: opts.max ?? 5, connect_timeout: 5, onnotice: () => undefined });
   } catch (err) {

@@ -84,6 +84,16 @@ export const MIGRATIONS: readonly Migration[] = [
   },
   {
     version: 2,
+    name: 'hotfix files keyed by (sha256, file name)',
+    // The same bytes under another name are another file: an upload under a wrong
+    // name must not stand in for the right one (issue 13, item 1).
+    sql: `
+      ALTER TABLE hotfix_file DROP CONSTRAINT hotfix_file_pkey;
+      ALTER TABLE hotfix_file ADD PRIMARY KEY (sha256, file_name);
+    `,
+  },
+  {
+    version: 3,
     name: 'the ledger refuses TRUNCATE too',
     // Row triggers do not fire on TRUNCATE, which would empty the ledger at once.
     sql: `

@@ -7,6 +7,7 @@ import type { RolloutTiming, ServerState } from '../domain/rollout';
 import { batchStatusQuery, BatchProgress, pauseBatchesSignal, stopBatchesSignal } from './definitions';
 import { activityProxies, patchServer, timing, unpatchServer } from './steps';
 import { failureMessage } from './errors';
+import { pauseFlag } from './messages';
 
 export type BatchAction = 'apply' | 'rollback' | 'remove';
 
@@ -60,7 +61,7 @@ export async function serverBatches(input: BatchesInput): Promise<BatchesResult>
   let stopRequested = false;
   let paused = input.paused ?? false;
   setHandler(stopBatchesSignal, () => { stopRequested = true; });
-  setHandler(pauseBatchesSignal, (p) => { paused = p; });
+  setHandler(pauseBatchesSignal, (p) => { const flag = pauseFlag(p); if (flag !== undefined) paused = flag; });
   setHandler(batchStatusQuery, (): BatchProgress => ({ servers: [...results.values()], paused }));
 
   let failures = 0;

@@ -33,7 +33,10 @@ export class WorkflowRecorder {
   async phase(phase: Phase, error?: string): Promise<void> {
     this.status.phase = phase;
     this.touch();
-    if (this.final()) this.status.endedAt = this.status.updatedAt;
+    if (this.final()) {
+      this.status.endedAt = this.status.updatedAt;
+      this.status.paused = false; // a finished workflow is not paused (pause then abort)
+    }
     // Replay-aware: logged once, when the workflow really reaches the phase.
     if (phase === 'failed' || phase === 'rollback_failed') log.warn(`${this.status.kind} of ${this.status.hotfix}: ${phase}`, { phase, error });
     else log.info(`${this.status.kind} of ${this.status.hotfix}: ${phase}`, { phase, ...(error ? { error } : {}) });

@@ -8,6 +8,7 @@ import { activityProxies, timing } from './steps';
 import { Fanout } from './fanout';
 import { failureMessage } from './errors';
 import { WorkflowRecorder } from './recorder';
+import { steering } from './messages';
 
 export async function hotfixRemoval(input: RemovalInput): Promise<RolloutStatus> {
   const t = timing(input.timing);
@@ -17,9 +18,9 @@ export async function hotfixRemoval(input: RemovalInput): Promise<RolloutStatus>
   const fanout = new Fanout(id, input.hotfix, input.timing);
   let aborted = false;
   setHandler(statusQuery, () => r.status);
-  setHandler(pauseSignal, (req: SteerRequest) => { if (!r.final()) { r.status.paused = true; r.note('pause', req.by, req.reason); void fanout.setPaused(true); } });
-  setHandler(resumeSignal, (req: SteerRequest) => { if (!r.final()) { r.status.paused = false; r.note('resume', req.by, req.reason); void fanout.setPaused(false); } });
-  setHandler(abortSignal, (req: SteerRequest) => { if (!r.final() && !aborted) { aborted = true; r.note('abort', req.by, req.reason); void fanout.stop(); } });
+  setHandler(pauseSignal, (raw: SteerRequest) => { const req = steering(raw, 'pause'); if (req && !r.final()) { r.status.paused = true; r.note('pause', req.by, req.reason); void fanout.setPaused(true); } });
+  setHandler(resumeSignal, (raw: SteerRequest) => { const req = steering(raw, 'resume'); if (req && !r.final()) { r.status.paused = false; r.note('resume', req.by, req.reason); void fanout.setPaused(false); } });
+  setHandler(abortSignal, (raw: SteerRequest) => { const req = steering(raw, 'abort'); if (req && !r.final() && !aborted) { aborted = true; r.note('abort', req.by, req.reason); void fanout.stop(); } });
 
   const ctx = await r.preflight(async () => {
     const c = await steps.preflight.prepareRemoval({ hotfix: input.hotfix, servers: input.servers });

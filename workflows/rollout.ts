@@ -11,6 +11,8 @@ import { NO_FAILURE_LIMIT } from './batches';
 import { failureMessage } from './errors';
 import { formatDuration } from '../domain/plan';
 import { WorkflowRecorder, StopRollout } from './recorder';
+import { approveRequest, rejectRequest } from '../domain/messages';
+import { steering } from './messages';
 
 export async function hotfixRollout(input: RolloutInput): Promise<RolloutStatus> {
   const t = timing(input.timing);
@@ -25,35 +27,36 @@ export async function hotfixRollout(input: RolloutInput): Promise<RolloutStatus>
   let abort: SteerRequest | undefined;
 
   setHandler(statusQuery, () => r.status);
-  setHandler(approveUpdate, (req: ApproveRequest) => {
+  // Payloads are checked first (domain/messages): anyone with access to the namespace can send anything.
+  setHandler(approveUpdate, (raw: ApproveRequest) => {
+    const req = approveRequest(raw);
     r.approval(req.by, 'approve', req.comment ?? '');
     decision = { approved: true, by: req.by, reason: '' };
     return r.status;
-  }, { validator: (req: ApproveRequest) => validateAnswer(req.by) });
-  setHandler(rejectUpdate, (req: RejectRequest) => {
+  }, { validator: (raw: ApproveRequest) => validateAnswer(approveRequest(raw).by) });
+  setHandler(rejectUpdate, (raw: RejectRequest) => {
+    const req = rejectRequest(raw);
     r.approval(req.by, 'reject', req.reason);
     decision = { approved: false, by: req.by, reason: req.reason };
     return r.status;
-  }, {
-    validator: (req: RejectRequest) => {
-      validateAnswer(req.by);
-      if (!req.reason || !req.reason.trim()) throw new Error('a rejection needs a reason: --reason "what is wrong"');
-    },
-  });
-  setHandler(pauseSignal, (req: SteerRequest) => {
-    if (r.final() || r.status.paused) return;
+  }, { validator: (raw: RejectRequest) => validateAnswer(rejectRequest(raw).by) });
+  setHandler(pauseSignal, (raw: SteerRequest) => {
+    const req = steering(raw, 'pause');
+    if (!req || r.final() || r.status.paused) return;
     r.status.paused = true;
     r.note('pause', req.by, req.reason);
     void fanout.setPaused(true);
   });
-  setHandler(resumeSignal, (req: SteerRequest) => {
-    if (r.final() || !r.status.paused) return;
+  setHandler(resumeSignal, (raw: SteerRequest) => {
+    const req = steering(raw, 'resume');
+    if (!req || r.final() || !r.status.paused) return;
     r.status.paused = false;
     r.note('resume', req.by, req.reason);
     void fanout.setPaused(false);
   });
-  setHandler(abortSignal, (req: SteerRequest) => {
-    if (r.final() || abort) return;
+  setHandler(abortSignal, (raw: SteerRequest) => {
+    const req = steering(raw, 'abort');
+    if (!req || r.final() || abort) return;
     abort = req;
     r.note('abort', req.by, req.reason);
     void fanout.stop();
@@ -74,7 +77,7 @@ export async function hotfixRollout(input: RolloutInput): Promise<RolloutStatus>
 
   // ---- preflight: changes nothing -------------------------------------------------
   const ctx = await r.preflight(async () => {
-    const c = await steps.preflight.prepareRollout({ hotfix: input.hotfix, servers: input.servers, canary: input.canary, batch: input.batch, uploadSha256: input.upload?.sha256 });
+    const c = await steps.preflight.prepareRollout({ hotfix: input.hotfix, servers: input.servers, canary: input.canary, batch: input.batch, uploadSha256: input.upload?.sha256, uploadFileName: input.upload?.fileName });
     await r.claim(c.plan.targets);
     await r.checkHealth(c.plan.targets);
     return c;
@@ -106,7 +109,7 @@ export async function hotfixRollout(input: RolloutInput): Promise<RolloutStatus>
     // ---- upload (when the rollout was given a file) -----------------------------------
     if (input.upload) {
       await r.phase('upload');
-      await steps.server.uploadHotfix({ rolloutId: id, sha256: input.upload.sha256, via: input.upload.via ?? canary });
+      await steps.server.uploadHotfix({ rolloutId: id, sha256: input.upload.sha256, fileName: input.upload.fileName, via: input.upload.via ?? canary });
     }
     checkAbort();
 

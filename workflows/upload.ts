@@ -20,7 +20,7 @@ export async function hotfixUpload(input: UploadInput & { fileName: string }): P
   if (!ok) return r.status;
   try {
     await r.phase('upload');
-    const done = await steps.server.uploadHotfix({ rolloutId: id, sha256: input.sha256, via: input.via });
+    const done = await steps.server.uploadHotfix({ rolloutId: id, sha256: input.sha256, fileName: input.fileName, via: input.via });
     if (done.server) r.status.servers = [{ ...done.server, state: 'patched' }];
     await r.phase('completed');
   } catch (err) {

@@ -157,7 +157,7 @@ export async function readStatus(client: Client, d: Described): Promise<RolloutS
   if (!d.running) return finalStatus(d);
   let st: RolloutStatus;
   try {
-    st = await answerWithin(d.handle.query(statusQuery), QUERY_TIMEOUT_MS);
+    st = await answerWithin(client, () => d.handle.query(statusQuery), QUERY_TIMEOUT_MS);
   } catch (err) {
     // It may have ended between describe and query.
     const again = await describeWorkflow(client, d.handle.workflowId);
@@ -170,10 +170,22 @@ export async function readStatus(client: Client, d: Described): Promise<RolloutS
 /** A query is answered by a worker: without one it would wait for ever. */
 const QUERY_TIMEOUT_MS = 15_000;
 
-function answerWithin<T>(p: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`no answer within ${ms / 1000} s`)), ms); });
-  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+/**
+ * Ask, and give up after ms. The call is cancelled, not left pending: a query
+ * retried after the connection closes throws 'Channel has been shut down'
+ * from a timer, outside any promise.
+ */
+async function answerWithin<T>(client: Client, ask: () => Promise<T>, ms: number): Promise<T> {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), ms);
+  try {
+    return await client.withAbortSignal(controller.signal, ask);
+  } catch (err) {
+    if (controller.signal.aborted) throw new Error(`no answer within ${ms / 1000} s`);
+    throw err;
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 async function mergeBatches(client: Client, st: RolloutStatus): Promise<RolloutStatus> {
@@ -181,7 +193,7 @@ async function mergeBatches(client: Client, st: RolloutStatus): Promise<RolloutS
   const byName = new Map(st.servers.map((s) => [s.name, s]));
   await Promise.all(st.activeBatchWorkflows.map(async (childId) => {
     try {
-      const progress = await answerWithin(client.workflow.getHandle(childId).query(batchStatusQuery), QUERY_TIMEOUT_MS);
+      const progress = await answerWithin(client, () => client.workflow.getHandle(childId).query(batchStatusQuery), QUERY_TIMEOUT_MS);
       for (const live of progress.servers) {
         const s = byName.get(live.name);
         if (!s) continue;

@@ -1,30 +1,29 @@
 // `km-hotfix fleet import FILE` / `fleet list`: the inventory (SPEC §3).
-import { promises as fs } from 'node:fs';
 import { Command } from 'commander';
 import { InventoryError, FleetServer } from '../../domain/fleet';
 import { parseInventory } from '../../domain/inventory-file';
 import { loadConfig } from '../../platform/config';
 import { CliError, EXIT } from '../errors';
+import { inert } from '../../domain/terminal';
+import { limits, readLimitedFile } from '../files';
 import { connectOrchestrator } from '../../store/database';
 import { listInventory, replaceInventory } from '../../store/inventory';
 
 async function readInventoryFile(file: string): Promise<FleetServer[]> {
-  let text: string;
+  // Bounded before parsing: a huge file would cost gigabytes of memory in the YAML parser.
+  const maxBytes = limits().inventoryBytes;
+  const { bytes } = await readLimitedFile(file, { maxBytes, followSymlinks: true, what: 'a YAML or JSON inventory', limitVariable: 'KM_HOTFIX_MAX_INVENTORY_MIB' });
   try {
-    text = await fs.readFile(file, 'utf8');
-  } catch (err) {
-    throw new CliError(`cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): give the path of a YAML or JSON inventory`, EXIT.refused);
-  }
-  try {
-    return parseInventory(text, file);
+    return parseInventory(bytes.toString('utf8'), file, { maxBytes });
   } catch (err) {
     if (err instanceof InventoryError) throw new CliError(err.message, EXIT.refused);
     throw err;
   }
 }
 
-/** Plain columns, padded to the widest cell. */
-export function formatTable(header: string[], rows: string[][]): string {
+/** Plain columns, padded to the widest cell; cells are printed inert (they come from files and people). */
+export function formatTable(header: string[], raw: string[][]): string {
+  const rows = raw.map((r) => r.map(inert));
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd();
   return [line(header), ...rows.map(line)].join('\n');

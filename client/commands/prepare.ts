@@ -9,7 +9,6 @@ import { parseBatch, planRollout, PlanError, RolloutPlan } from '../../domain/pl
 import type { FleetServer } from '../../domain/fleet';
 import { checkInventory, checkRegistration, PreflightError } from '../../domain/preflight';
 import type { DrainedBackend } from '../../domain/rollout';
-import { MAX_HOTFIX_BYTES, sha256Hex } from '../../store/hotfix-files';
 import { listInventory } from '../../store/inventory';
 import { conflictingRollouts, stillActiveConflicts } from '../../store/ledger';
 import type { Client } from '@temporalio/client';
@@ -17,6 +16,8 @@ import type { Sql } from 'postgres';
 import { workflowRunning } from '../../platform/temporal';
 import type { KeyManagerDatabase } from '../../keymanager/database';
 import { CliError, EXIT } from '../errors';
+import { limits, readLimitedFile } from '../files';
+import { isGzip } from '../../domain/input-limits';
 import type { Databases } from './common';
 
 export interface HotfixFile {
@@ -47,32 +48,32 @@ async function isFile(p: string): Promise<boolean> {
   }
 }
 
-/** Read a hotfix file: its name must follow the vendor grammar; exit 2 otherwise. */
-export async function readHotfixFile(p: string): Promise<HotfixFile> {
+export interface FileOptions {
+  /** Read a hotfix file through a symbolic link (refused otherwise). */
+  followSymlinks?: boolean;
+}
+
+/** Read a hotfix file: its name must follow the vendor grammar, a regular gzip file within the limit; exit 2 otherwise. */
+export async function readHotfixFile(p: string, o: FileOptions = {}): Promise<HotfixFile> {
   let parsed;
   try {
     parsed = parseHotfixFileName(path.basename(p));
   } catch (err) {
     refuse(err);
   }
-  let bytes: Buffer;
-  try {
-    bytes = await fs.readFile(p);
-  } catch (err) {
-    throw new CliError(`cannot read ${p} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): give the path of the hotfix file from the vendor`, EXIT.refused);
-  }
+  const { bytes, sha256 } = await readLimitedFile(p, { maxBytes: limits().hotfixFileBytes, followSymlinks: !!o.followSymlinks, what: 'the hotfix file from the vendor', limitVariable: 'KM_HOTFIX_MAX_FILE_MIB' });
   if (bytes.length === 0) throw new CliError(`${p} is empty: download the hotfix again`, EXIT.refused);
-  if (bytes.length > MAX_HOTFIX_BYTES) throw new CliError(`${p} is larger than ${MAX_HOTFIX_BYTES / 1024 / 1024} MiB: that is no hotfix file`, EXIT.refused);
-  return { path: p, fileName: parsed.fileName, version: parsed.version, bytes, sha256: sha256Hex(bytes) };
+  if (!isGzip(bytes)) throw new CliError(`${p} is not a gzip file, as vendor hotfixes are: download the hotfix again`, EXIT.refused);
+  return { path: p, fileName: parsed.fileName, version: parsed.version, bytes, sha256 };
 }
 
 /**
  * HOTFIX is a file when it ends in .gz or names an existing file; otherwise a
  * Name, checked against the strict grammar (it reaches a shell on every server).
  */
-export async function readHotfixArg(arg: string): Promise<HotfixArg> {
+export async function readHotfixArg(arg: string, o: FileOptions = {}): Promise<HotfixArg> {
   if (arg.endsWith('.gz') || (arg.includes('/') && (await isFile(arg)))) {
-    const file = await readHotfixFile(arg);
+    const file = await readHotfixFile(arg, o);
     const parsed = parseHotfixFileName(file.fileName);
     return { name: parsed.name, component: parsed.component, file };
   }

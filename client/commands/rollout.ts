@@ -23,6 +23,7 @@ export interface RolloutRequest {
   approvers: string[];
   approvalTimeoutMs: number;
   timing?: Partial<RolloutTiming>;
+  followSymlinks?: boolean;
 }
 
 export interface StartedRollout {
@@ -34,7 +35,7 @@ export interface StartedRollout {
 /** Validate and start; nothing is started (and nothing stored) unless every check passes. */
 export async function startRollout(cfg: Config, req: RolloutRequest): Promise<StartedRollout> {
   const requestedBy = identity(req.as);
-  const hotfix = await readHotfixArg(req.hotfix);
+  const hotfix = await readHotfixArg(req.hotfix, { followSymlinks: req.followSymlinks });
   const approvers = [...new Set(req.approvers)];
   if (approvers.length > 0 && approvers.every((a) => a === requestedBy)) {
     throw new CliError(`--approvers lists only ${requestedBy}, who starts this rollout and so may not verify it: name someone else`, EXIT.refused);
@@ -43,8 +44,9 @@ export async function startRollout(cfg: Config, req: RolloutRequest): Promise<St
     const prepared = await prepareRollout(db, hotfix, { servers: req.servers, canary: req.canary, batch: req.batch });
     return withTemporal(cfg, async (client: Client) => {
       await refuseConflicts(db.orchestrator, client, prepared.conflicts);
-      // Stored only now: the file is content-addressed, so storing it again is harmless.
-      const upload = hotfix.file ? { sha256: (await storeHotfixFile(db.orchestrator, hotfix.file.fileName, hotfix.file.bytes, requestedBy)).sha256 } : undefined;
+      // Stored only now, keyed by (sha256, file name): storing it again is harmless.
+      const stored = hotfix.file ? await storeHotfixFile(db.orchestrator, hotfix.file.fileName, hotfix.file.bytes, requestedBy) : undefined;
+      const upload = stored ? { sha256: stored.sha256, fileName: stored.fileName } : undefined;
       const input: RolloutInput = {
         hotfix: hotfix.name, requestedBy, servers: req.servers ?? [], batch: req.batch, maxFailures: req.maxFailures,
         approvers, approvalTimeoutMs: req.approvalTimeoutMs,
@@ -68,6 +70,7 @@ interface RolloutFlags {
   approvers?: string[];
   approvalTimeout: number;
   servicesTimeout?: number;
+  followSymlinks?: boolean;
   wait?: boolean;
   json?: boolean;
 }
@@ -108,6 +111,7 @@ A failure, a rejection, the approval timeout or an abort rolls back every server
     .option('--approvers <a,b>', 'only these people may approve or reject (never the requester)', nameList('--approvers'))
     .addOption(new Option('--approval-timeout <dur>', 'how long to wait for a verdict; no answer counts as a rejection (e.g. 30m, 24h)').argParser(duration('--approval-timeout')).default(24 * 3_600_000, '24h'))
     .option('--services-timeout <dur>', 'how long services may take to be RUNNING again after a restart (default 5m)', duration('--services-timeout'))
+    .option('--follow-symlinks', 'read a hotfix file given as a symbolic link (refused otherwise)')
     .option('--wait', 'follow the rollout until it ends; exit 0 completed, 1 rolled back or failed')
     .option('--json', 'print {"id": ...} (with --wait: the final status document)')
     .addHelpText('after', `
@@ -122,7 +126,7 @@ Exit codes: 0 started (with --wait: completed), 1 rolled back or failed, 2 refus
       const cfg = config();
       const started = await startRollout(cfg, {
         hotfix, as: o.as, servers: o.servers, canary: o.canary, batch: o.batch, maxFailures: o.maxFailures,
-        approvers: o.approvers ?? [], approvalTimeoutMs: o.approvalTimeout,
+        approvers: o.approvers ?? [], approvalTimeoutMs: o.approvalTimeout, followSymlinks: o.followSymlinks,
         ...(o.servicesTimeout ? { timing: { servicesTimeoutMs: o.servicesTimeout } } : {}),
       });
       await announceStarted(cfg, started.id, o);

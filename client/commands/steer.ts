@@ -5,6 +5,7 @@ import type { Command } from 'commander';
 import { isFinalPhase } from '../../domain/rollout';
 import { abortSignal, pauseSignal, resumeSignal } from '../../workflows/definitions';
 import { CliError, EXIT } from '../errors';
+import { MessageError, steerRequest } from '../../domain/messages';
 import { config, describeWorkflow, identity, readStatus, withIdentity, withTemporal } from './common';
 
 type Steer = 'pause' | 'resume' | 'abort';
@@ -21,7 +22,15 @@ async function steer(id: string, what: Steer, by: string, reason?: string): Prom
     if (what === 'abort' && st.phase === 'rolling_back') throw new CliError(`${id} is already rolling back: follow it with 'km-hotfix status ${id} --watch'`, EXIT.refused);
     if (what === 'pause' && st.paused) return `${id} is already paused (km-hotfix resume ${id})`;
     if (what === 'resume' && !st.paused) return `${id} is not paused: nothing to resume`;
-    await d.handle.signal(SIGNALS[what], { by, ...(reason ? { reason } : {}) });
+    // The workflow ignores a Signal its validator refuses: refuse it here first, with the same rule.
+    let req;
+    try {
+      req = steerRequest({ by, ...(reason ? { reason } : {}) }, what);
+    } catch (err) {
+      if (err instanceof MessageError) throw new CliError(err.message, EXIT.refused);
+      throw err;
+    }
+    await d.handle.signal(SIGNALS[what], req);
     if (what === 'pause') return `paused ${id}: servers being patched finish, no new batch starts until 'km-hotfix resume ${id}'`;
     if (what === 'resume') return `resumed ${id}`;
     return d.kind === 'rollout'

@@ -15,12 +15,13 @@ export interface UploadRequest {
   file: string;
   via?: string;
   as?: string;
+  followSymlinks?: boolean;
 }
 
 /** Validate, store and start the upload; returns the workflow id. */
 export async function startUpload(cfg: Config, req: UploadRequest): Promise<{ id: string; name: string; alreadyRegistered: boolean }> {
   const requestedBy = identity(req.as);
-  const file = await readHotfixFile(req.file);
+  const file = await readHotfixFile(req.file, { followSymlinks: req.followSymlinks });
   const { name } = parseHotfixFileName(file.fileName);
   return withDatabases(cfg, async (db) => {
     const fleet = await checkedInventory(db);
@@ -51,6 +52,7 @@ export function registerUpload(program: Command): void {
     .summary('register a hotfix file in Key Manager (copied to one server, then --upload-hotfix); prints the workflow id')
     .description(`Register a hotfix file in Key Manager, as the vendor describes: copy it to a Key Manager server (/var/lib/sshmgr, owned by and executable for sshmgr), then run ssh-mgr-controller --upload-hotfix there. The file is kept in the orchestrator database, so rollouts can refer to it by its Name afterwards. Its name must be sshmgr-<version>-hotfix_<component>_<description>_<issue_id>.gz.`))
     .option('--via <server>', 'the server to copy it to (default: the first of the inventory)')
+    .option('--follow-symlinks', 'read a hotfix file given as a symbolic link (refused otherwise)')
     .option('--wait', 'wait until it is registered; exit 0 registered, 1 failed')
     .option('--json', 'print {"id": ...} (with --wait: the final status document)')
     .addHelpText('after', `
@@ -58,9 +60,9 @@ Examples:
   km-hotfix upload ./sshmgr-3.0.0-hotfix_backend_fix_queue_stall_UKM-2001.gz --wait
   km-hotfix upload ./sshmgr-3.0.0-hotfix_common_fix_tags_and_stats_UKM-1291.gz --via km-fe-2
 Then: km-hotfix hotfixes    # lists it under its Name`)
-    .action(async (file: string, o: { via?: string; as?: string; wait?: boolean; json?: boolean }) => {
+    .action(async (file: string, o: { via?: string; as?: string; wait?: boolean; json?: boolean; followSymlinks?: boolean }) => {
       const cfg = config();
-      const started = await startUpload(cfg, { file, via: o.via, as: o.as });
+      const started = await startUpload(cfg, { file, via: o.via, as: o.as, followSymlinks: o.followSymlinks });
       if (started.alreadyRegistered && !o.json) process.stderr.write(`${started.name} is already registered with the same contents: the upload only confirms it\n`);
       await announceStarted(cfg, started.id, o);
     });

@@ -6,6 +6,7 @@ import { commandLine } from '../../keymanager/ssh';
 import type { FleetServer, Role } from '../../domain/fleet';
 import type { DrainedBackend } from '../../domain/rollout';
 import type { PreparedRollout } from '../commands/prepare';
+import { inert } from '../../domain/terminal';
 
 /** Where the worker copies hotfix files (KeyManagerSsh's default, the vendor's suggestion). */
 export const HOTFIX_DIR = '/var/lib/sshmgr';
@@ -116,7 +117,7 @@ export function planText(d: PlanDocument): string {
     for (const x of d.drained) out.push(`     ${x.server.padEnd(Math.max(...d.drained.map((y) => y.server.length)))}  Maximum Processes ${x.maxProcesses} -> 0`);
   }
   out.push(`${step++}. Canary: ${d.canary.server} — ${d.canary.reason}.`);
-  out.push(`${step++}. Verification: an approver checks ${d.canary.url ? `${d.canary.url} directly (not through the load balancer)` : `${d.canary.server} directly`}, then 'km-hotfix approve ID' or 'km-hotfix reject ID --reason ...'.`);
+  out.push(`${step++}. Verification: an approver checks ${d.canary.url ? `${inert(d.canary.url)} directly (not through the load balancer)` : `${d.canary.server} directly`}, then 'km-hotfix approve ID' or 'km-hotfix reject ID --reason ...'.`);
   if (d.batches.length > 0) {
     out.push(`${step++}. Fan-out in ${d.batches.length} batch${d.batches.length === 1 ? '' : 'es'} of ${d.batch} (inventory order):`);
     d.batches.forEach((b, i) => out.push(`     batch ${i + 1}: ${b.join(', ')}`));

@@ -3,6 +3,7 @@
 // stdout is not a terminal.
 import { isFinalPhase, RolloutStatus, ServerState, ServerStatus } from '../../domain/rollout';
 import { formatTable } from '../commands/fleet';
+import { inert } from '../../domain/terminal';
 
 export function clock(iso: string | Date): string {
   const d = typeof iso === 'string' ? new Date(iso) : iso;
@@ -95,7 +96,9 @@ export function statusBlock(st: RolloutStatus, now = Date.now(), fancy = true, m
   const kv = (k: string, v: string) => out.push(`${k.padEnd(9)}${v}`);
   kv(st.kind, `${st.id}`);
   kv('hotfix', `${st.hotfix}, started by ${st.requestedBy} at ${clock(st.startedAt)}${st.endedAt ? `, ended ${clock(st.endedAt)} after ${elapsed(Date.parse(st.endedAt) - Date.parse(st.startedAt))}` : ` (${elapsed(now - Date.parse(st.startedAt))} ago)`}`);
-  kv('phase', `${st.phase}${st.paused ? '  [PAUSED: km-hotfix resume ' + st.id + ']' : ''}`);
+  // A finished workflow is not paused, whatever an older history says.
+  const paused = st.paused && !isFinalPhase(st.phase);
+  kv('phase', `${st.phase}${paused ? '  [PAUSED: km-hotfix resume ' + st.id + ']' : ''}`);
   if (st.kind === 'rollout') kv('canary', st.canary ?? '(not chosen yet)');
   if (st.drained.length > 0) {
     const restored = !['drain', 'canary', 'verifying'].includes(st.phase);
@@ -104,7 +107,7 @@ export function statusBlock(st: RolloutStatus, now = Date.now(), fancy = true, m
   if (st.kind === 'upload') {
     if (st.servers[0]) kv('via', st.servers[0].name);
     if (st.error) kv('error', st.error.split('\n')[0]!);
-    return out;
+    return out.map(inert);
   }
   const p = progress(st);
   if (p.total === 0) kv('progress', 'servers are known once the preflight has run');
@@ -131,11 +134,16 @@ export function statusBlock(st: RolloutStatus, now = Date.now(), fancy = true, m
     kv('error', st.error.split('\n')[0]!);
   }
   if (st.needsAttention.length > 0) kv('ATTENTION', `needs a person: ${st.needsAttention.join(', ')}`);
-  return out;
+  // Comments, reasons, errors and names came from people and files: printed inert, one line each.
+  return out.map(inert);
 }
 
 /** The one-line outcome printed when a workflow has ended. */
 export function outcomeLine(st: RolloutStatus): string {
+  return inert(outcome(st));
+}
+
+function outcome(st: RolloutStatus): string {
   const n = (state: ServerState) => st.servers.filter((s) => s.state === state).length;
   switch (st.phase) {
     case 'completed':
@@ -182,5 +190,5 @@ export function changeLines(prev: RolloutStatus | undefined, cur: RolloutStatus,
   // A final phase prints the error in the outcome line: say it once.
   if (cur.error && cur.error !== prev?.error && !isFinalPhase(cur.phase)) line(`error: ${cur.error.split('\n')[0]}`);
   if (cur.needsAttention.length && cur.needsAttention.join() !== prev?.needsAttention.join()) line(`needs a person: ${cur.needsAttention.join(', ')}`);
-  return out;
+  return out.map(inert);
 }
