@@ -6,9 +6,9 @@ import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { Worker } from '@temporalio/worker';
-import { historyFromJSON } from '@temporalio/common/lib/proto-utils';
 import { DeterminismViolationError } from '@temporalio/workflow';
 import { workflowBundle, PROJECT_WORKFLOWS } from './helpers/worker';
+import { historyFromJson } from './helpers/history-json';
 import { HISTORIES_DIR, RecordedHistory } from './record-histories';
 
 const SCENARIOS = ['approve', 'reject', 'approval-timeout', 'failure-rollback', 'removal', 'crash'];
@@ -22,7 +22,7 @@ async function load(): Promise<RecordedHistory[]> {
 
 async function replay(workflowsPath: string, recorded: RecordedHistory[]): Promise<Map<string, Error | undefined>> {
   const results = new Map<string, Error | undefined>();
-  const histories = recorded.map((r) => ({ workflowId: r.workflowId, history: historyFromJSON(r.history) }));
+  const histories = recorded.map((r) => ({ workflowId: r.workflowId, history: historyFromJson(r.history) }));
   for await (const r of Worker.runReplayHistories({ workflowBundle: await workflowBundle(workflowsPath) }, histories)) results.set(r.workflowId, r.error);
   return results;
 }
