@@ -186,21 +186,34 @@ describe('security: secrets stay out of histories and logs; bad input is refused
     assert.deepEqual(await env.km`SELECT * FROM km_hotfix_applied ORDER BY 1, 2`, kmBefore, 'the Key Manager database is unchanged');
   });
 
-  it('a rejection reason with metacharacters, a newline, odd Unicode and 20,000 characters is stored as data and never run', async () => {
+  it('a rejection reason with metacharacters, a newline and odd Unicode is stored as data and never run; 20,000 characters are refused at the gate', async () => {
     const hf = await env.hotfix('frontend');
     const before = await maxProcessesOf(env.km);
     const h = await start({ hotfix: hf.name });
     await phase(h, 'verifying');
-    const reason = `${NASTY} ${'x'.repeat(20_000)}`;
+    await assert.rejects(h.executeUpdate(rejectUpdate, { args: [{ by: 'bob', reason: 'x'.repeat(20_000) }] }), (e: Error) => /longer than 2000 characters/.test(String((e as { cause?: Error }).cause?.message ?? e.message)));
+    assert.equal((await h.query(statusQuery)).phase, 'verifying', 'a refused answer changes nothing');
+    const reason = `${NASTY} ${'x'.repeat(1000)}`;
     await h.executeUpdate(rejectUpdate, { args: [{ by: 'bob', reason }] });
     const st = (await h.result()) as RolloutStatus;
     await endsBy(env, st, before, ['rolled_back']);
     const [ev] = await env.orchestrator<{ detail: { comment: string } }[]>`SELECT detail FROM rollout_event WHERE rollout_id = ${h.workflowId} AND kind = 'reject'`;
     assert.equal(ev.detail.comment, reason, 'stored verbatim');
-    assert.ok(ev.detail.comment.includes('$(touch /tmp/km-pwned)'));
     const unexpected = commandsRun().filter((c) => !EXPECTED_COMMAND.test(c));
     assert.deepEqual(unexpected, []);
     await assert.rejects(fs.access('/tmp/km-pwned'));
+  });
+
+  it('a NUL character in a reason (which PostgreSQL text cannot hold) does not wedge the ledger: the rollback runs and is recorded', async () => {
+    const hf = await env.hotfix('frontend');
+    const before = await maxProcessesOf(env.km);
+    const h = await start({ hotfix: hf.name });
+    await phase(h, 'verifying');
+    await h.executeUpdate(rejectUpdate, { args: [{ by: 'bob', reason: 'bad\u0000canary' }] });
+    const st = (await h.result()) as RolloutStatus;
+    await endsBy(env, st, before, ['rolled_back']);
+    const [ev] = await env.orchestrator<{ detail: { comment: string } }[]>`SELECT detail FROM rollout_event WHERE rollout_id = ${h.workflowId} AND kind = 'reject'`;
+    assert.equal(ev?.detail.comment, 'bad\ufffdcanary', 'stored, the NUL shown as U+FFFD');
   });
 
   it('the ledger is append-only for the role the orchestrator connects as: UPDATE, DELETE and TRUNCATE are refused', async () => {
