@@ -10,6 +10,7 @@ import { keyManagerSshActivities } from './key-manager-ssh';
 import { keyManagerDatabaseActivities } from './key-manager-database';
 import { preflightActivities } from './preflight';
 import { hotfixFileActivities } from './hotfix-files';
+import { signingActivities } from './signing';
 
 export interface ActivityDeps {
   /** The orchestrator's own database (inventory, hotfix files, ledger). */
@@ -18,6 +19,8 @@ export interface ActivityDeps {
   km: Sql;
   /** SSH credentials: a private key or an ssh-agent socket. Never in workflow history. */
   ssh: { privateKey?: Buffer; agent?: string };
+  /** Path of the OpenSSH allowed_signers file that says whose signed decisions count (SPEC §7). */
+  allowedSigners: string;
 }
 
 function build(deps: ActivityDeps, pool: SshPool) {
@@ -30,6 +33,7 @@ function build(deps: ActivityDeps, pool: SshPool) {
     ...keyManagerDatabaseActivities({ orchestrator, kmDb }),
     ...preflightActivities({ orchestrator, kmSsh, kmDb }),
     ...hotfixFileActivities({ orchestrator, kmSsh, kmDb }),
+    ...signingActivities({ allowedSigners: deps.allowedSigners }),
   };
 }
 

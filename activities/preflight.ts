@@ -38,6 +38,8 @@ export interface RolloutContext {
   servers: ServerSummary[];
   plan: RolloutPlan;
   registered: boolean;
+  /** sha256 of the file registered in Key Manager under the Name, if any: what signed decisions name. */
+  sha256: string | null;
 }
 
 export interface RemovalContext {
@@ -46,6 +48,7 @@ export interface RemovalContext {
   /** Servers (inventory order) that list the hotfix and are in scope. */
   targets: string[];
   registered: boolean;
+  sha256: string | null;
 }
 
 export interface HealthProblem {
@@ -104,6 +107,7 @@ export function preflightActivities(deps: { orchestrator: Sql; kmDb: KeyManagerD
         servers: fleet.filter((s) => involved.has(s.name)).map((s) => ({ name: s.name, role: s.role, ...(s.url ? { url: s.url } : {}) })),
         plan,
         registered: !!registeredRow,
+        sha256: registeredRow?.sha256 ?? null,
       };
     },
 
@@ -115,7 +119,8 @@ export function preflightActivities(deps: { orchestrator: Sql; kmDb: KeyManagerD
         invalid(err);
       }
       const fleet = await inventoryKnownToKeyManager();
-      const registered = !!(await kmDb.hotfix(input.hotfix));
+      const row = await kmDb.hotfix(input.hotfix);
+      const registered = !!row;
       const appliedOn = new Set(await kmDb.appliedOn(input.hotfix));
       let removal: RemovalPlan;
       try {
@@ -123,7 +128,7 @@ export function preflightActivities(deps: { orchestrator: Sql; kmDb: KeyManagerD
       } catch (err) {
         invalid(err);
       }
-      return { component, servers: removal.scope.map((s) => ({ name: s.name, role: s.role, ...(s.url ? { url: s.url } : {}) })), targets: removal.targets, registered };
+      return { component, servers: removal.scope.map((s) => ({ name: s.name, role: s.role, ...(s.url ? { url: s.url } : {}) })), targets: removal.targets, registered, sha256: row?.sha256 ?? null };
     },
 
     /**

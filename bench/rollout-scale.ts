@@ -31,6 +31,16 @@ import { parseBatch } from '../domain/plan';
 import type { RolloutInput, RolloutStatus } from '../domain/rollout';
 import { approveUpdate, statusQuery, WORKFLOW_TYPES } from '../workflows/definitions';
 import { DEFAULT_TIMING } from '../workflows/steps';
+import { ensurePeople } from '../stack/people';
+import { decisionMessage, Decision } from '../domain/decision';
+import { keyFileSigner } from '../signing/signer';
+import { signMessage } from '../signing/sshsig';
+
+/** A decision made now, signed with a key file (the bench's people are made under its data folder). */
+async function signed(keyFile: string, d: Omit<Decision, 'at' | 'comment'> & { comment?: string }) {
+  const message = decisionMessage({ ...d, comment: d.comment ?? '', at: new Date().toISOString() });
+  return { message, signature: await signMessage(await keyFileSigner(keyFile), message) };
+}
 
 const HISTORY_WARN = 10_240;
 const FLEET_CHILD = '--fleet-child';
@@ -284,7 +294,8 @@ async function run(o: Options, st: Stack): Promise<Record<string, unknown>> {
   await replaceInventory(orchestrator, fleet.inventory);
 
   Runtime.install({ logger: new DefaultLogger('WARN') });
-  const built = createActivities({ orchestrator, km, ssh: { privateKey: Buffer.from(keys.private) } });
+  const people = await ensurePeople(path.join(st.dir, 'people'), ['bench', 'bench-approver']);
+  const built = createActivities({ orchestrator, km, ssh: { privateKey: Buffer.from(keys.private) }, allowedSigners: people.allowedSigners });
   st.closeActivities = built.close;
   const noop = () => undefined;
   const workflowBundle = await bundleWorkflowCode({ workflowsPath: require.resolve('../workflows'), logger: { log: noop, trace: noop, debug: noop, info: noop, warn: noop, error: noop } });
@@ -309,27 +320,32 @@ async function run(o: Options, st: Stack): Promise<Record<string, unknown>> {
   // A backend hotfix, registered through the real upload workflow.
   const made = await makeHotfix({ component: 'backend', version: '3.0.0', description: 'bench_scale', issueId: 'UKM-2000' });
   const stored = await storeHotfixFile(orchestrator, made.fileName, made.bytes, 'bench');
-  const upload = await client.workflow.start(WORKFLOW_TYPES.upload, { taskQueue, workflowId: 'bench-upload', args: [{ requestedBy: 'bench', sha256: stored.sha256, fileName: stored.fileName }] });
+  const uploadSigned = await signed(people.keys.bench!, { action: 'upload', rollout: 'bench-upload', hotfix: stored.name, sha256: stored.sha256 });
+  const upload = await client.workflow.start(WORKFLOW_TYPES.upload, { taskQueue, workflowId: 'bench-upload', args: [{ signed: uploadSigned, sha256: stored.sha256, fileName: stored.fileName }] });
   const uploaded = (await upload.result()) as RolloutStatus;
   if (uploaded.phase !== 'completed') throw new Error(`upload failed: ${uploaded.error}`);
   const setupMs = performance.now() - t.start;
 
   st.sampler = new Sampler({ fleet: fleet.child.pid, temporal: temporal.pid }, worker);
   st.sampler.start();
+  const rolloutId = `bench-rollout-${o.servers}`;
   const input: RolloutInput = {
-    hotfix: stored.name, requestedBy: 'bench', servers: [], batch: o.batch, maxFailures: 0, approvers: [],
+    hotfix: stored.name, signed: await signed(people.keys.bench!, { action: 'rollout', rollout: rolloutId, hotfix: stored.name, sha256: stored.sha256 }), servers: [], batch: o.batch, maxFailures: 0, approvers: [],
     approvalTimeoutMs: o.timeoutMs,
     ...(o.slice !== DEFAULT_TIMING.sliceServers ? { timing: { sliceServers: o.slice } } : {}),
   };
   const t0 = Date.now();
-  const h = await client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue, workflowId: `bench-rollout-${o.servers}`, args: [input] });
+  const h = await client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue, workflowId: rolloutId, args: [input] });
   st.rollout = h;
   // The gate: approve as soon as it opens (a person would check the canary here).
   let approvedAt: number | undefined;
   for (;;) {
     const s = await h.query(statusQuery).catch(() => undefined);
     if (s?.phase === 'verifying') {
-      await h.executeUpdate(approveUpdate, { args: [{ by: 'bench-approver', comment: 'automatic' }] });
+      const approval = await signed(people.keys['bench-approver']!, {
+        action: 'approve', rollout: rolloutId, hotfix: stored.name, sha256: stored.sha256, canary: s.canary ?? '', drained: s.drained.map((d) => d.server), comment: 'automatic',
+      });
+      await h.executeUpdate(approveUpdate, { args: [approval] });
       approvedAt = Date.now();
       break;
     }

@@ -1,70 +1,43 @@
-// What a workflow accepts in its Signals and Updates. Anyone with access to
-// the Temporal namespace (the UI, `temporal workflow signal`) can send any
+// What a workflow accepts in its Updates and Signals. Anyone with access to
+// the Temporal namespace (the UI, `temporal workflow update`) can send any
 // payload, so each message is checked here before a handler reads it: an
 // Update's validator throws (the caller hears why, nothing changes); a
 // Signal with a bad payload is ignored with a warning. Never a failed
 // workflow task. Pure: shared by the workflows and the tests.
-import type { ApproveRequest, RejectRequest, SteerRequest } from './rollout';
-import { hasControlCharacters } from './terminal';
+//
+// approve, reject, pause, resume and abort carry one signed decision (SPEC §7):
+// here only its shape and size; what it says is domain/decision's business and
+// whose signature it is the signers file's.
+import type { SignedDecision } from './rollout';
+import { DECISION_MESSAGE_MAX } from './decision';
 
 export class MessageError extends Error {
   override name = 'MessageError';
 }
 
 /** Bounds that keep a status (and its history) small whatever is sent. */
-export const MESSAGE_LIMITS = { by: 64, text: 2000 } as const;
+export const MESSAGE_LIMITS = { message: DECISION_MESSAGE_MAX, signature: 16_384 } as const;
 
 type Fields = Record<string, unknown>;
 
-function record(payload: unknown, what: string, example: string): Fields {
-  if (payload === undefined || payload === null) throw new MessageError(`${what} needs a payload such as ${example}`);
-  if (typeof payload !== 'object' || Array.isArray(payload)) throw new MessageError(`${what} takes an object such as ${example} (got ${Array.isArray(payload) ? 'an array' : typeof payload})`);
+const EXAMPLE = '{"message": "km-hotfix decision v1\\n...", "signature": "-----BEGIN SSH SIGNATURE-----..."}';
+
+function record(payload: unknown, what: string): Fields {
+  if (payload === undefined || payload === null) throw new MessageError(`${what} needs a payload such as ${EXAMPLE}`);
+  if (typeof payload !== 'object' || Array.isArray(payload)) throw new MessageError(`${what} takes an object such as ${EXAMPLE} (got ${Array.isArray(payload) ? 'an array' : typeof payload})`);
   return payload as Fields;
 }
 
-/** Who sent it: a user name, one line, as `--as` accepts. */
-function by(f: Fields, what: string): string {
-  const v = f.by;
-  if (typeof v !== 'string' || !v.trim()) throw new MessageError(`${what} needs 'by': who you are (--as USER)`);
-  if (v.length > MESSAGE_LIMITS.by || hasControlCharacters(v) || /\s/.test(v)) throw new MessageError(`${what}: 'by' must be a user name of at most ${MESSAGE_LIMITS.by} characters, without spaces or control characters`);
-  return v;
-}
-
-/** Free text (comment, reason): a string when present, bounded. Control characters are kept and escaped when printed. */
-function text(f: Fields, key: string, what: string, required: boolean): string | undefined {
-  const v = f[key];
-  if (v === undefined || (v === null && !required)) {
-    if (required) throw new MessageError(`${what} needs '${key}'`);
-    return undefined;
+/** A signed decision's payload: the message and its armored SSH signature, both text, bounded. */
+export function signedRequest(payload: unknown, what: string): SignedDecision {
+  const f = record(payload, what);
+  const { message, signature } = f;
+  if (typeof message !== 'string' || typeof signature !== 'string' || signature === '') {
+    throw new MessageError(`the ${what} is not signed: sign it with your SSH key (KM_HOTFIX_SIGNING_KEY or ssh-agent), e.g. with 'km-hotfix ${what}'`);
   }
-  if (typeof v !== 'string') throw new MessageError(`${what}: '${key}' must be text (got ${v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v})`);
-  if (v.length > MESSAGE_LIMITS.text) throw new MessageError(`${what}: '${key}' is longer than ${MESSAGE_LIMITS.text} characters`);
-  return v;
-}
-
-export function approveRequest(payload: unknown): ApproveRequest {
-  const what = 'approve';
-  const f = record(payload, what, '{"by": "dana", "comment": "looks good"}');
-  const who = by(f, what);
-  const comment = text(f, 'comment', what, false);
-  return { by: who, ...(comment !== undefined ? { comment } : {}) };
-}
-
-export function rejectRequest(payload: unknown): RejectRequest {
-  const what = 'reject';
-  const f = record(payload, what, '{"by": "dana", "reason": "queue stalls"}');
-  const who = by(f, what);
-  const reason = text(f, 'reason', what, true)!;
-  if (!reason.trim()) throw new MessageError('a rejection needs a reason: --reason "what is wrong"');
-  return { by: who, reason };
-}
-
-/** pause, resume, abort. */
-export function steerRequest(payload: unknown, what: string): SteerRequest {
-  const f = record(payload, what, '{"by": "dana", "reason": "change freeze"}');
-  const who = by(f, what);
-  const reason = text(f, 'reason', what, false);
-  return { by: who, ...(reason !== undefined ? { reason } : {}) };
+  if (message.length > MESSAGE_LIMITS.message) throw new MessageError(`${what}: 'message' is longer than ${MESSAGE_LIMITS.message} characters`);
+  if (signature.length > MESSAGE_LIMITS.signature) throw new MessageError(`${what}: 'signature' is longer than ${MESSAGE_LIMITS.signature} characters`);
+  return { message, signature };
 }
 
 /** A Signal's payload, or undefined with the reason (the handler logs it and ignores the Signal). */

@@ -1,6 +1,7 @@
 // What a rollout, an upload and a removal take and report: the messages that
 // the CLI, the workflows and the activities exchange (SPEC §4, §5).
 import type { Role } from './fleet';
+import type { DecisionAction } from './decision';
 
 export const PHASES = [
   'preflight', 'upload', 'drain', 'canary', 'verifying', 'restore', 'fanout',
@@ -32,9 +33,29 @@ export interface UploadSource {
   via?: string;
 }
 
+/** A decision as it travels: the canonical message (domain/decision) and its armored SSHSIG. Never a private key. */
+export interface SignedDecision {
+  message: string;
+  signature: string;
+}
+
+/** A decision the workflow accepted: who (the signers file's name for the key), with which key, and the proof. */
+export interface DecisionRecord {
+  action: DecisionAction;
+  by: string;
+  /** SHA256 fingerprint of the key that signed. */
+  key: string;
+  /** The signed `at`. */
+  at: string;
+  comment: string;
+  message: string;
+  signature: string;
+}
+
 export interface RolloutInput {
   hotfix: string;
-  requestedBy: string;
+  /** The requester's signed 'rollout' decision; preflight checks it, and it names the requester. */
+  signed: SignedDecision;
   /** Explicit target names; empty = the whole inventory. */
   servers: string[];
   canary?: string;
@@ -60,14 +81,16 @@ export interface RolloutTiming {
 }
 
 export interface UploadInput {
-  requestedBy: string;
+  /** The signed 'upload' decision. */
+  signed: SignedDecision;
   sha256: string;
   via?: string;
 }
 
 export interface RemovalInput {
   hotfix: string;
-  requestedBy: string;
+  /** The signed 'remove' decision. */
+  signed: SignedDecision;
   servers: string[];
   keepRegistered: boolean;
   timing?: Partial<RolloutTiming>;
@@ -78,6 +101,10 @@ export interface Approval {
   decision: 'approve' | 'reject';
   at: string;
   comment: string;
+  /** SHA256 fingerprint of the key that signed, the signed message and its SSHSIG (SPEC §7). */
+  key: string;
+  message: string;
+  signature: string;
 }
 
 export interface ServerStatus {
@@ -110,10 +137,17 @@ export interface RolloutStatus {
   kind: WorkflowKind;
   hotfix: string;
   phase: Phase;
+  /** Empty until preflight has verified the start signature. */
   requestedBy: string;
+  /** The requester's key (SHA256 fingerprint), once verified. */
+  requestedKey: string | null;
+  /** sha256 of the hotfix file the decisions are about (null until preflight knows it; 'none' for a removal of an unregistered hotfix). */
+  sha256: string | null;
   canary: string | null;
   drained: DrainedBackend[];
   approvals: Approval[];
+  /** Every signed decision accepted, in order: the start, pauses, resumes, aborts, the answer. */
+  decisions: DecisionRecord[];
   servers: ServerStatus[];
   error: string | null;
   paused: boolean;
@@ -129,18 +163,10 @@ export interface RolloutStatus {
   activeBatchWorkflows: string[];
 }
 
-export interface ApproveRequest {
-  by: string;
-  comment?: string;
-}
-export interface RejectRequest {
-  by: string;
-  reason: string;
-}
-export interface SteerRequest {
-  by: string;
-  reason?: string;
-}
+/** approve, reject, pause, resume and abort all carry one signed decision; the person is who signed it. */
+export type ApproveRequest = SignedDecision;
+export type RejectRequest = SignedDecision;
+export type SteerRequest = SignedDecision;
 
 /** Workflow ids: readable, and unique per start. */
 export function workflowId(kind: WorkflowKind, hotfix: string, now: Date, suffix: string): string {

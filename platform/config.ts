@@ -1,5 +1,4 @@
 // Configuration from the environment, with Temporal's own variables where they exist.
-import * as os from 'node:os';
 
 export interface Config {
   temporalAddress: string;
@@ -9,6 +8,10 @@ export interface Config {
   kmDatabaseUrl?: string;
   sshKeyPath?: string;
   sshAgent?: string;
+  /** The worker's trust root for signed decisions: an OpenSSH allowed_signers file (SPEC §7). */
+  allowedSigners?: string;
+  /** The person's private key for signing decisions; else the ssh-agent. */
+  signingKey?: string;
   /** TLS and API key, read by Temporal's envconfig conventions. */
   temporalApiKey?: string;
   temporalTls: boolean;
@@ -30,6 +33,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     kmDatabaseUrl: env.KM_DATABASE_URL || undefined,
     sshKeyPath: env.KM_SSH_KEY || undefined,
     sshAgent: env.SSH_AUTH_SOCK || undefined,
+    allowedSigners: env.KM_HOTFIX_ALLOWED_SIGNERS || undefined,
+    signingKey: env.KM_HOTFIX_SIGNING_KEY || undefined,
     temporalApiKey: apiKey,
     // An API key or a client certificate implies TLS, as Temporal's own tools do.
     temporalTls: tlsFlag === 'true' || tlsFlag === '1' || (tlsFlag !== 'false' && (!!apiKey || !!certPath)),
@@ -38,8 +43,4 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     temporalTlsCaPath: env.TEMPORAL_TLS_SERVER_CA_CERT_PATH || undefined,
     temporalTlsServerName: env.TEMPORAL_TLS_SERVER_NAME || undefined,
   };
-}
-
-export function defaultIdentity(env: NodeJS.ProcessEnv = process.env): string {
-  return env.USER || env.LOGNAME || os.userInfo().username || 'unknown';
 }

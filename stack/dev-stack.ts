@@ -17,6 +17,7 @@ import { ensureTemporal, startDevServer, RunningDevServer } from './temporal';
 import { startEmbeddedPostgres, RunningPostgres } from './postgres';
 import { freePort, portInUse } from './process';
 import { generateEd25519KeyPair } from '../keymanager/keygen';
+import { ensurePeople, DEMO_PEOPLE } from './people';
 
 export const DEFAULT_TEMPORAL_PORT = 7233;
 export const DEFAULT_POSTGRES_PORT = 5433;
@@ -232,7 +233,15 @@ export async function startDevStack(opts: DevStackOptions): Promise<DevStack> {
       log(`simulated fleet: ${inventory.map((s) => `${s.name}@${s.host}:${s.port}`).join(', ')} (imported; ${Date.now() - t2} ms)`);
     }
 
-    // 4. The worker, in this process; it inherits our environment (KM_SSH_KEY, task queue).
+    // 4. Who may sign decisions: the given signers file, or demo people (alice signs by default).
+    if (!process.env.KM_HOTFIX_ALLOWED_SIGNERS) {
+      const people = await ensurePeople(dataDir);
+      env.KM_HOTFIX_ALLOWED_SIGNERS = people.allowedSigners;
+      env.KM_HOTFIX_SIGNING_KEY = people.keys.alice!;
+      log(`demo people ${DEMO_PEOPLE.join(', ')}: keys under ${path.join(dataDir, 'keys')}, listed in ${people.allowedSigners}; you sign as alice (KM_HOTFIX_SIGNING_KEY)`);
+    }
+
+    // 5. The worker, in this process; it inherits our environment (KM_SSH_KEY, task queue, signers).
     const t3 = Date.now();
     const config = loadConfig({ ...process.env, ...env });
     const opened: OpenedDeps = await openActivityDeps(config, { requireSsh: false });

@@ -2,7 +2,8 @@
 // rejection: it outlives Temporal's retention. Every write is idempotent
 // (keyed), so a retried activity never writes twice.
 import type { Sql } from 'postgres';
-import { isFinalPhase, Approval, DrainedBackend, Phase, RolloutStatus, ServerState, WorkflowKind } from '../domain/rollout';
+import { isFinalPhase, Approval, DecisionRecord, DrainedBackend, Phase, RolloutStatus, ServerState, WorkflowKind } from '../domain/rollout';
+import { parseDecisionMessage, DecisionAction } from '../domain/decision';
 import type { Role } from '../domain/fleet';
 
 export interface RolloutRecord {
@@ -12,6 +13,8 @@ export interface RolloutRecord {
   requestedBy: string;
   servers: string[];
   options: Record<string, unknown>;
+  /** The requester's signed decision: fingerprint, message, signature (SPEC §7). */
+  signed?: { key: string; message: string; signature: string };
 }
 
 export interface LedgerEvent {
@@ -51,7 +54,7 @@ export async function recordRolloutStart(sql: Sql, raw: RolloutRecord): Promise<
     INSERT INTO rollout (id, kind, hotfix, requested_by, servers, options, phase)
     VALUES (${r.id}, ${r.kind}, ${r.hotfix}, ${r.requestedBy}, ${r.servers}, ${sql.json(r.options as never)}, 'preflight')
     ON CONFLICT (id) DO NOTHING`;
-  await appendEvent(sql, { rolloutId: r.id, key: 'started', kind: 'started', actor: r.requestedBy, detail: { servers: r.servers, options: r.options } });
+  await appendEvent(sql, { rolloutId: r.id, key: 'started', kind: 'started', actor: r.requestedBy, detail: { servers: r.servers, options: r.options, ...(r.signed ?? {}) } });
 }
 
 export async function appendEvent(sql: Sql, raw: LedgerEvent): Promise<void> {
@@ -153,6 +156,34 @@ export async function rolloutEvents(sql: Sql, rolloutId: string): Promise<Stored
   return rows.map((r) => ({ ...r, seq: Number(r.seq) }));
 }
 
+/** A signed decision as the ledger keeps it: the event, who the workflow said signed it, and the proof. */
+export interface RecordedDecision {
+  seq: number;
+  at: Date;
+  /** started, approve, reject, pause, resume, abort. */
+  kind: string;
+  actor: string;
+  key: string;
+  message: string;
+  signature: string;
+}
+
+/** Every event of a rollout that carries a signature, in order. */
+export async function recordedDecisions(sql: Sql, rolloutId: string): Promise<RecordedDecision[]> {
+  return (await rolloutEvents(sql, rolloutId))
+    .filter((e) => typeof e.detail.signature === 'string')
+    .map((e) => ({
+      seq: e.seq, at: e.at, kind: e.kind, actor: e.actor ?? '',
+      key: String(e.detail.key ?? ''), message: String(e.detail.message ?? ''), signature: String(e.detail.signature ?? ''),
+    }));
+}
+
+/** The action a ledger event stands for: a start is the decision to upload, roll out or remove. */
+export function decisionActionOf(kind: WorkflowKind, eventKind: string): DecisionAction | undefined {
+  if (eventKind === 'started') return kind === 'removal' ? 'remove' : kind;
+  return (['approve', 'reject', 'pause', 'resume', 'abort'] as const).find((a) => a === eventKind);
+}
+
 /** The detail of one keyed event, if it was written. */
 export async function eventDetail(sql: Sql, rolloutId: string, key: string): Promise<Record<string, unknown> | undefined> {
   const rows = await sql<{ detail: Record<string, unknown> }[]>`SELECT detail FROM rollout_event WHERE rollout_id = ${rolloutId} AND event_key = ${key}`;
@@ -209,16 +240,36 @@ export async function ledgerStatus(sql: Sql, id: string, roles: ReadonlyMap<stri
   for (const e of events) {
     if (e.kind === 'canary' && e.server) canary = e.server;
     if (e.kind === 'drain') drained = (e.detail.drained as DrainedBackend[] | undefined) ?? [];
-    if (e.kind === 'approve' || e.kind === 'reject') approvals.push({ by: e.actor ?? '', decision: e.kind, at: e.at.toISOString(), comment: String(e.detail.comment ?? '') });
+    if (e.kind === 'approve' || e.kind === 'reject') {
+      approvals.push({
+        by: e.actor ?? '', decision: e.kind, at: e.at.toISOString(), comment: String(e.detail.comment ?? ''),
+        key: String(e.detail.key ?? ''), message: String(e.detail.message ?? ''), signature: String(e.detail.signature ?? ''),
+      });
+    }
     if (!e.server) continue;
     if (e.kind === 'apply') states.set(e.server, 'patched');
     if (e.kind === 'unapply') states.set(e.server, undone);
+  }
+  const decisions: DecisionRecord[] = [];
+  let requestedKey: string | null = null;
+  for (const d of await recordedDecisions(sql, id)) {
+    const action = decisionActionOf(r.kind, d.kind);
+    if (!action) continue;
+    if (d.kind === 'started') requestedKey = d.key;
+    let signedAt = d.at.toISOString();
+    let comment = '';
+    try {
+      ({ at: signedAt, comment } = parseDecisionMessage(d.message));
+    } catch {
+      // An unreadable message is shown as recorded; 'km-hotfix audit' says what is wrong with it.
+    }
+    decisions.push({ action, by: d.actor, key: d.key, at: signedAt, comment, message: d.message, signature: d.signature });
   }
   const last = events.filter((e) => e.kind === 'phase' && e.detail.phase === r.phase).at(-1);
   const needsAttention = (last?.detail.needsAttention as string[] | undefined) ?? [];
   if (r.kind === 'rollout') for (const n of needsAttention) if (states.has(n)) states.set(n, 'rollback_failed');
   return {
-    id: r.id, kind: r.kind, hotfix: r.hotfix, phase: r.phase, requestedBy: r.requested_by, canary, drained, approvals,
+    id: r.id, kind: r.kind, hotfix: r.hotfix, phase: r.phase, requestedBy: r.requested_by, requestedKey, sha256: null, canary, drained, approvals, decisions,
     servers: [...states].map(([name, state]) => ({ name, role: roles.get(name) ?? 'both', state })),
     error: r.error, paused: false, gate: null, needsAttention,
     startedAt: r.started_at.toISOString(), updatedAt: r.updated_at.toISOString(), endedAt: r.ended_at?.toISOString() ?? null,

@@ -46,7 +46,8 @@ describe('km-hotfix demo', function () {
     const out = r.stdout;
     assert.match(out, /phase verifying/);
     assert.match(out, /the gate asks dana to verify canary km-be-1 .*km-be-2 \(Maximum Processes \d+ -> 0\), km-be-3 \(Maximum Processes \d+ -> 0\)/);
-    assert.match(out, /approved by dana/);
+    assert.match(out, /refused by the workflow, nothing changed: approve refused: alice \(SHA256:[^)]+\) started this rollout/);
+    assert.match(out, /approved by dana \(SHA256:[A-Za-z0-9+/]{43}\)/);
     assert.match(out, /completed: hotfix_backend_fix_queue_stall applied on 5 server\(s\)/);
     assert.match(out, /Maximum Processes restored exactly/);
     assert.match(out, /rolled back: .*SHA checksum on disk [0-9a-f]+ does not match what we expected to override/);

@@ -11,7 +11,6 @@ import { CliResult, lines, runCli } from './helpers/cli-process';
 import { scratchDir, testStack } from './helpers/stack';
 import { freePort } from '../stack/process';
 import { makeHotfix } from '../simulator';
-import { approveUpdate } from '../workflows/definitions';
 import type { RolloutStatus } from '../domain/rollout';
 import type { Component } from '../domain/hotfix';
 import type { PlanDocument } from '../client/render/plan';
@@ -35,7 +34,9 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
       KM_HOTFIX_TASK_QUEUE: env.taskQueue,
       DATABASE_URL: env.orchestratorUrl,
       KM_DATABASE_URL: env.kmUrl,
-      USER: 'alice',
+      // alice signs by default; `as(NAME)` signs with another person's key.
+      KM_HOTFIX_SIGNING_KEY: env.people.keys.alice!,
+      KM_HOTFIX_ALLOWED_SIGNERS: env.people.allowedSigners,
     };
   });
   after(async () => { await env?.close(); });
@@ -45,6 +46,7 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
     for (const s of env.fleet.servers) s.clearFaults();
   });
 
+  const as = (who: string): Record<string, string> => ({ KM_HOTFIX_SIGNING_KEY: env.people.keys[who]! });
   const km = (args: string[], extra: Record<string, string | undefined> = {}, timeoutMs = 60_000): Promise<CliResult> => runCli(args, { ...base, ...extra }, timeoutMs);
 
   /** A sample hotfix file on disk (not registered). */
@@ -133,22 +135,22 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
     assert.match(human.stdout, /km-be-2 \(Maximum Processes \d+\)/);
 
     // the gate's validators: never the requester, only listed approvers
-    refused(await km(['approve', id]), 2, /approve refused: alice started this rollout: someone else must verify the canary/, 'self-approval');
-    refused(await km(['approve', id, '--as', 'dave']), 2, /approve refused: dave is not an approver of this rollout \(approvers: bob, carol\)/, 'unlisted approver');
+    refused(await km(['approve', id]), 2, /approve refused: alice \(SHA256:[^)]+\) started this rollout: someone else must verify the canary/, 'self-approval');
+    refused(await km(['approve', id], as('dave')), 2, /approve refused: dave is not an approver of this rollout \(approvers: bob, carol\)/, 'unlisted approver');
     assert.equal((await env.status(handle(id))).phase, 'verifying', 'refused answers changed nothing');
 
     // a watcher (not a terminal: plain lines), then bob approves; slower applies in fan-out, so the watcher sees it
     for (const s of ['km-fe-1', 'km-fe-2']) env.fleet.server(s).fault({ applyMs: 1500 });
     const watching = km(['status', id, '--watch']);
-    const approved = await km(['approve', id, '--as', 'bob', '--comment', 'queue drains on km-be-1']);
+    const approved = await km(['approve', id, '--comment', 'queue drains on km-be-1'], as('bob'));
     ok(approved, 'approve');
-    assert.match(approved.stdout, /approved .* as bob/);
+    assert.match(approved.stdout, /approved .* by bob \(SHA256:[A-Za-z0-9+/]{43}\)/);
     const watched = await watching;
     ok(watched, 'status --watch');
     assert.doesNotMatch(watched.stdout, /\x1b\[/, 'no ANSI codes when stdout is not a terminal');
     assert.match(watched.stdout, /phase fanout/);
     assert.match(watched.stdout, /km-fe-1 patched/);
-    assert.match(watched.stdout, /approved by bob: queue drains on km-be-1/);
+    assert.match(watched.stdout, /approved by bob \(SHA256:[^)]+\): queue drains on km-be-1/);
     assert.match(lines(watched.stdout).at(-1)!, /^completed: .* applied on 5 server\(s\)/);
 
     // the Key Manager database and the servers agree
@@ -160,7 +162,7 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
     const final = await statusJson(id);
     assert.equal(final.phase, 'completed');
     assert.deepEqual(final.approvals.map((a) => [a.by, a.decision, a.comment]), [['bob', 'approve', 'queue drains on km-be-1']]);
-    refused(await km(['approve', id, '--as', 'carol']), 2, /has ended \(completed\)/, 'approve after the end');
+    refused(await km(['approve', id], as('carol')), 2, /has ended \(completed\)/, 'approve after the end');
 
     const list = await km(['list', '--json']);
     ok(list, 'list --json');
@@ -189,7 +191,7 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
     assert.equal(logCount('km-fe-2', /--upload-hotfix=/), 1);
     assert.equal((await env.km`SELECT 1 FROM km_hotfix WHERE name = ${file.name}`).length, 1, 'registered');
 
-    const started = await km(['rollout', file.name, '--as', 'alice']);
+    const started = await km(['rollout', file.name], as('alice'));
     ok(started, 'rollout');
     assert.equal(lines(started.stdout).length, 1, 'stdout is the id alone');
     const id = lines(started.stdout)[0]!;
@@ -199,8 +201,8 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
     assert.deepEqual(st.drained, []);
 
     const watching = km(['status', id, '--watch']);
-    refused(await km(['reject', id, '--as', 'bob', '--reason', '  ']), 2, /--reason must say what is wrong/, 'blank reason');
-    const rejected = await km(['reject', id, '--as', 'bob', '--reason', 'login page blank on km-fe-1']);
+    refused(await km(['reject', id, '--reason', '  '], as('bob')), 2, /--reason must say what is wrong/, 'blank reason');
+    const rejected = await km(['reject', id, '--reason', 'login page blank on km-fe-1'], as('bob'));
     ok(rejected, 'reject');
     const watched = await watching;
     assert.equal(watched.code, 1, `rolled back → exit 1\n${watched.stdout}\n${watched.stderr}`);
@@ -229,7 +231,7 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
     await env.waitForPhase(handle(id), 'verifying');
     assert.equal((await env.maxProcesses())['km-be-2'], 0);
 
-    const aborted = await km(['abort', id, '--as', 'carol', '--reason', 'support asked us to wait']);
+    const aborted = await km(['abort', id, '--reason', 'support asked us to wait'], as('carol'));
     ok(aborted, 'abort');
     assert.match(aborted.stdout, /aborting .* rolled back/);
     const r = await waiting;
@@ -255,7 +257,7 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
     const paused = await km(['pause', id, '--reason', 'change freeze until 14:00']);
     ok(paused, 'pause');
     assert.match(paused.stdout, /^paused /);
-    ok(await km(['approve', id, '--as', 'bob']), 'approve');
+    ok(await km(['approve', id], as('bob')), 'approve');
     await env.waitForPhase(handle(id), 'fanout');
     await new Promise((r) => setTimeout(r, 1500));
     const st = await statusJson(id);
@@ -282,7 +284,7 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
     const hf = await env.hotfix('common');
     const h = await env.startRollout({ hotfix: hf.name, batch: '5' });
     await env.waitForPhase(h, 'verifying');
-    await h.executeUpdate(approveUpdate, { args: [{ by: 'bob' }] });
+    await env.approve(h, 'bob');
     assert.equal(((await h.result()) as RolloutStatus).phase, 'completed');
     assert.deepEqual(await env.applied(hf.name), FLEET);
     for (const s of env.fleet.servers) s.clearLog();
@@ -308,7 +310,7 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
       await fs.writeFile(malformed, 'not a hotfix');
     });
 
-    const rows: { what: string; args: () => string[]; re: RegExp }[] = [
+    const rows: { what: string; args: () => string[]; env?: () => Record<string, string | undefined>; re: RegExp }[] = [
       { what: 'malformed hotfix file name (rollout)', args: () => ['rollout', malformed], re: /'sshmgr-3\.0\.0-hotfix_backend\.gz' is not a hotfix file name .*expected sshmgr-<version>-hotfix_/ },
       { what: 'malformed hotfix file name (upload)', args: () => ['upload', malformed], re: /is not a hotfix file name/ },
       { what: 'missing hotfix file', args: () => ['rollout', path.join(dir, 'sshmgr-3.0.0-hotfix_backend_gone_UKM-1.gz')], re: /cannot read .*ENOENT/ },
@@ -324,11 +326,13 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
       { what: 'a Name with shell metacharacters (plan)', args: () => ['plan', 'hotfix_backend_x$(reboot)'], re: /is not a hotfix Name/ },
       { what: 'a Name with shell metacharacters (remove)', args: () => ['remove', 'hotfix_common_x`id`'], re: /is not a hotfix Name/ },
       { what: 'only the requester as approver', args: () => ['rollout', registered, '--approvers', 'alice'], re: /--approvers lists only alice/ },
-      { what: '--as with spaces', args: () => ['rollout', registered, '--as', 'bob smith'], re: /--as must be a user name/ },
+      { what: 'a signing key that cannot be read', args: () => ['rollout', registered], env: () => ({ KM_HOTFIX_SIGNING_KEY: path.join(dir, 'no-such-key') }), re: /cannot read the signing key .*no-such-key.*KM_HOTFIX_SIGNING_KEY/ },
+      { what: 'no key to sign with', args: () => ['rollout', registered], env: () => ({ KM_HOTFIX_SIGNING_KEY: undefined }), re: /no key to sign with: set KM_HOTFIX_SIGNING_KEY/ },
+      { what: '--message without --signature', args: () => ['approve', 'rollout-nothing-here', '--message', path.join(dir, 'm')], re: /--message and --signature go together/ },
       { what: 'unknown --via server', args: () => ['upload', valid, '--via', 'km-zz'], re: /--via km-zz is not in the inventory/ },
       { what: 'remove from an unknown server', args: () => ['remove', registered, '--servers', 'km-zz'], re: /--servers names km-zz, not in the inventory/ },
       { what: 'status of an unknown id', args: () => ['status', 'rollout-nothing-here'], re: /no rollout, removal or upload with id 'rollout-nothing-here'/ },
-      { what: 'approve an unknown id', args: () => ['approve', 'rollout-nothing-here', '--as', 'bob'], re: /no rollout, removal or upload with id/ },
+      { what: 'approve an unknown id', args: () => ['approve', 'rollout-nothing-here'], re: /no rollout, removal or upload with id/ },
     ];
 
     async function snapshot() {
@@ -348,7 +352,7 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
       const workflowsBefore = (await env.client.workflow.count(`TaskQueue = '${env.taskQueue}'`)).count;
       for (const s of env.fleet.servers) s.clearLog();
       for (const row of rows) {
-        const r = await km(row.args());
+        const r = await km(row.args(), row.env?.());
         refused(r, 2, row.re, row.what);
         assert.equal(r.stdout, '', `${row.what}: nothing on stdout (no id)`);
       }
@@ -410,7 +414,7 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
     ok(started, 'rollout');
     const id = started.stdout.trim();
     await env.waitForPhase(handle(id), 'verifying');
-    ok(await km(['approve', id, '--as', 'bob', '--comment', 'fine']), 'approve');
+    ok(await km(['approve', id, '--comment', 'fine'], as('bob')), 'approve');
     await handle(id).result();
     // Temporal's deletion of a closed workflow takes ~30 s here: stand in for retention with a
     // copy of this rollout's ledger record under an id Temporal never had.

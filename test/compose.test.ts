@@ -14,12 +14,14 @@ interface Service {
   environment?: Record<string, string> | string[];
   volumes?: string[];
   secrets?: string[];
+  configs?: { source: string; target: string }[];
   command?: string | string[];
   ports?: string[];
 }
 interface Compose {
   services: Record<string, Service>;
   secrets?: Record<string, { file?: string }>;
+  configs?: Record<string, { file?: string }>;
 }
 
 function env(s: Service): Record<string, string> {
@@ -82,7 +84,7 @@ describe('docker-compose.yml and Dockerfile (parsed; no Docker engine here)', ()
     return fs.access(path.join(ROOT, mount.split(':')[0]!, file));
   });
 
-  it('wires the worker to the temporal service, both databases and the SSH key secret', () => {
+  it('wires the worker to the temporal service, both databases, the SSH key secret and the signers file', () => {
     const w = compose.services['km-hotfix-worker']!;
     const deps = dependsOn(w);
     assert.equal(deps.postgresql, 'service_healthy');
@@ -96,6 +98,9 @@ describe('docker-compose.yml and Dockerfile (parsed; no Docker engine here)', ()
     assert.equal(e.KM_SSH_KEY, '/run/secrets/km_ssh_key');
     assert.deepEqual(w.secrets, ['km_ssh_key']);
     assert.ok(compose.secrets?.km_ssh_key?.file, 'the key comes from a file on the host');
+    // The trust root of signed decisions: a file on the host, mounted where KM_HOTFIX_ALLOWED_SIGNERS points.
+    assert.deepEqual(w.configs, [{ source: 'allowed_signers', target: e.KM_HOTFIX_ALLOWED_SIGNERS }]);
+    assert.ok(compose.configs?.allowed_signers?.file, 'the signers file comes from the host');
     const build = typeof w.build === 'string' ? { context: w.build } : w.build!;
     assert.equal(path.resolve(ROOT, build.context, build.dockerfile ?? 'Dockerfile'), path.join(ROOT, 'Dockerfile'));
   });

@@ -14,7 +14,7 @@ import { scratchDir, testStack } from './helpers/stack';
 import { startWorkerProcess, WorkerProcess } from './helpers/worker-process';
 import { kmMaxProcesses as maxProcessesOf } from './helpers/invariant';
 import { endsBy } from './helpers/endings';
-import { approveUpdate, statusQuery, WORKFLOW_TYPES } from '../workflows/definitions';
+import { statusQuery, WORKFLOW_TYPES } from '../workflows/definitions';
 import { isFinalPhase, RolloutInput, RolloutStatus } from '../domain/rollout';
 import { startDevServer, RunningDevServer } from '../stack/temporal';
 import { freePort } from '../stack/process';
@@ -78,12 +78,12 @@ describe('crashes: worker killed, Temporal restarted, databases gone for a while
     closedDatabases.delete(db);
   }
 
-  function input(hotfix: string, over: Partial<RolloutInput> = {}): RolloutInput {
-    return { hotfix, requestedBy: 'alice', servers: [], batch: '1', maxFailures: 0, approvers: [], approvalTimeoutMs: 3_600_000, timing: FAST_TIMING, ...over };
-  }
-
-  async function start(client: Client, taskQueue: string, i: RolloutInput): Promise<WorkflowHandle> {
-    const h = await client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue, workflowId: `crash-${i.hotfix}`, args: [i] });
+  /** A rollout of hotfix `hf`, signed by alice. */
+  async function start(client: Client, taskQueue: string, hf: { name: string; sha256: string }): Promise<WorkflowHandle> {
+    const workflowId = `crash-${hf.name}`;
+    const signed = await env.sign('alice', { action: 'rollout', rollout: workflowId, hotfix: hf.name, sha256: hf.sha256 });
+    const i: RolloutInput = { hotfix: hf.name, signed, servers: [], batch: '1', maxFailures: 0, approvers: [], approvalTimeoutMs: 3_600_000, timing: FAST_TIMING };
+    const h = await client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue, workflowId, args: [i] });
     handles.push(h);
     return h;
   }
@@ -96,7 +96,7 @@ describe('crashes: worker killed, Temporal restarted, databases gone for a while
   }
 
   const workerOn = (taskQueue: string, client = env.client, temporalAddress = testStack().temporal.address) =>
-    startWorkerProcess(client, { temporalAddress, taskQueue, orchestratorUrl: env.orchestratorUrl, kmUrl: env.kmUrl, sshKeyFile: keyFile }, workers);
+    startWorkerProcess(client, { temporalAddress, taskQueue, orchestratorUrl: env.orchestratorUrl, kmUrl: env.kmUrl, sshKeyFile: keyFile, allowedSigners: env.people.allowedSigners }, workers);
   const queue = () => `crash-${randomBytes(3).toString('hex')}`;
   const restarts = (server: string) => env.commands(server, /supervisorctl restart all/).length;
 
@@ -105,7 +105,7 @@ describe('crashes: worker killed, Temporal restarted, databases gone for a while
     const before = await maxProcessesOf(env.km);
     const tq = queue();
     const first = await workerOn(tq);
-    const h = await start(env.client, tq, input(hf.name));
+    const h = await start(env.client, tq, hf);
     const canary: string = await until('canary chosen', async () => (await h.query(statusQuery)).canary ?? undefined);
     const restartsBefore = restarts(canary);
     await until('canary applied', async () => (await env.applied(hf.name)).includes(canary));
@@ -115,7 +115,7 @@ describe('crashes: worker killed, Temporal restarted, databases gone for a while
 
     await workerOn(tq);
     await phaseOf(h, 'verifying');
-    await h.executeUpdate(approveUpdate, { args: [{ by: 'bob' }] });
+    await env.approve(h, 'bob');
     const st = (await h.result()) as RolloutStatus;
     assert.equal(await endsBy(env, st, before, ['completed']), 'completed');
   });
@@ -125,11 +125,11 @@ describe('crashes: worker killed, Temporal restarted, databases gone for a while
     const before = await maxProcessesOf(env.km);
     const tq = queue();
     const first = await workerOn(tq);
-    const h = await start(env.client, tq, input(hf.name));
+    const h = await start(env.client, tq, hf);
     await phaseOf(h, 'verifying');
     await first.kill();
     await workerOn(tq);
-    await h.executeUpdate(approveUpdate, { args: [{ by: 'bob' }] });
+    await env.approve(h, 'bob');
     const st = (await h.result()) as RolloutStatus;
     await endsBy(env, st, before, ['completed']);
     assert.deepEqual(st.approvals.map((a) => a.by), ['bob']);
@@ -143,9 +143,9 @@ describe('crashes: worker killed, Temporal restarted, databases gone for a while
     // The last server in fan-out fails its apply every time: a rollback of the canary and the servers before it.
     const last = env.fleet.servers.at(-1)!.name;
     env.fleet.server(last).fault({ failApplies: 100 });
-    const h = await start(env.client, tq, input(hf.name));
+    const h = await start(env.client, tq, hf);
     await phaseOf(h, 'verifying');
-    await h.executeUpdate(approveUpdate, { args: [{ by: 'bob' }] });
+    await env.approve(h, 'bob');
     await phaseOf(h, 'rolling_back');
     const patched = (await env.applied(hf.name)).length;
     assert.ok(patched >= 2, `servers to roll back: ${patched}`);
@@ -171,9 +171,9 @@ describe('crashes: worker killed, Temporal restarted, databases gone for a while
       const before = await maxProcessesOf(env.km);
       const tq = queue();
       await workerOn(tq, client, server.address);
-      const h = await start(client, tq, input(hf.name));
+      const h = await start(client, tq, hf);
       await phaseOf(h, 'verifying');
-      await h.executeUpdate(approveUpdate, { args: [{ by: 'bob' }] });
+      await env.approve(h, 'bob');
       await until('fan-out under way', async () => (await env.applied(hf.name)).length >= 2);
       await server.stop();
       await sleep(2000);
@@ -196,9 +196,9 @@ describe('crashes: worker killed, Temporal restarted, databases gone for a while
       const before = await maxProcessesOf(env.km);
       const tq = queue();
       await workerOn(tq);
-      const h = await start(env.client, tq, input(hf.name));
+      const h = await start(env.client, tq, hf);
       await phaseOf(h, 'verifying');
-      await h.executeUpdate(approveUpdate, { args: [{ by: 'bob' }] });
+      await env.approve(h, 'bob');
       await until('fan-out under way', async () => (await env.applied(hf.name)).length >= 2);
       const db = dbName(which === 'orchestrator' ? env.orchestratorUrl : env.kmUrl);
       await closeDatabase(db);

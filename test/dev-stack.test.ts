@@ -10,12 +10,15 @@ import { Client, Connection } from '@temporalio/client';
 import { NativeConnection, Worker } from '@temporalio/worker';
 import { BIN, cliEnv, lines, runCli } from './helpers/cli-process';
 import { scratchDir } from './helpers/stack';
+import { run } from './helpers/openssh-tools';
 import { workflowBundle } from './helpers/worker';
 import { freePort, portInUse } from '../stack/process';
 import type { DevPids } from '../stack/dev-stack';
 
 const FIXTURES = path.resolve(__dirname, 'fixtures', 'workflows.js');
 const EXPORTS = ['TEMPORAL_ADDRESS', 'TEMPORAL_NAMESPACE', 'DATABASE_URL', 'KM_DATABASE_URL'];
+/** Without KM_HOTFIX_ALLOWED_SIGNERS, dev makes demo people and exports these. */
+const PEOPLE_EXPORTS = ['KM_HOTFIX_ALLOWED_SIGNERS', 'KM_HOTFIX_SIGNING_KEY'];
 
 interface RunningDev {
   child: ChildProcess;
@@ -119,7 +122,7 @@ describe('km-hotfix dev (real Temporal dev server, embedded PostgreSQL, in-proce
     }
   });
 
-  it('prints the four exports then ready within 60 s, and Ctrl-C (SIGINT) exits 0 leaving no process or port behind', async () => {
+  it('prints the exports (demo people included) then ready within 60 s, and Ctrl-C (SIGINT) exits 0 leaving no process or port behind', async () => {
     const data = await scratchDir('dev-ready');
     const ports = await devPorts();
     const t0 = Date.now();
@@ -130,7 +133,19 @@ describe('km-hotfix dev (real Temporal dev server, embedded PostgreSQL, in-proce
     console.log(`      (ready after ${seconds.toFixed(1)} s)`);
 
     const out = lines(dev.stdout());
-    assert.deepEqual(out.slice(0, -1).map((l) => l.split('=')[0]), EXPORTS.map((n) => `export ${n}`), dev.stdout());
+    assert.deepEqual(out.slice(0, -1).map((l) => l.split('=')[0]), [...EXPORTS, ...PEOPLE_EXPORTS].map((n) => `export ${n}`), dev.stdout());
+    // Demo people: alice, bob and dana in the signers file; alice signs; OpenSSH accepts dana's key and the file.
+    assert.equal(env.KM_HOTFIX_ALLOWED_SIGNERS, path.join(data, 'allowed_signers'));
+    assert.equal(env.KM_HOTFIX_SIGNING_KEY, path.join(data, 'keys', 'alice'));
+    const signers = (await fs.readFile(env.KM_HOTFIX_ALLOWED_SIGNERS!, 'utf8')).split('\n').filter((l) => l && !l.startsWith('#'));
+    assert.deepEqual(signers.map((l) => l.split(' ').slice(0, 2).join(' ')), ['alice ssh-ed25519', 'bob ssh-ed25519', 'dana ssh-ed25519']);
+    assert.equal((await fs.stat(path.join(data, 'keys', 'dana'))).mode & 0o077, 0, 'private keys are private');
+    const message = path.join(data, 'msg');
+    await fs.writeFile(message, 'km-hotfix decision v1\n');
+    const signed = await run('ssh-keygen', ['-Y', 'sign', '-f', path.join(data, 'keys', 'dana'), '-n', 'km-hotfix', message]);
+    assert.equal(signed.code, 0, signed.stderr);
+    const verified = await run('ssh-keygen', ['-Y', 'verify', '-f', env.KM_HOTFIX_ALLOWED_SIGNERS!, '-I', 'dana', '-n', 'km-hotfix', '-s', `${message}.sig`], { input: 'km-hotfix decision v1\n' });
+    assert.equal(verified.code, 0, verified.stderr);
     assert.equal(out.at(-1), 'ready');
     assert.equal(env.TEMPORAL_ADDRESS, `127.0.0.1:${ports.temporal}`);
     assert.equal(env.TEMPORAL_NAMESPACE, 'default');
@@ -223,7 +238,7 @@ describe('km-hotfix dev (real Temporal dev server, embedded PostgreSQL, in-proce
     let dev = startDev(args);
     started.push(dev);
     let env = await waitReady(dev, 60_000);
-    assert.deepEqual(lines(dev.stdout()).map((l) => l.split('=')[0]), [...EXPORTS, 'KM_SSH_KEY', 'KM_SIM_CONTROL'].map((n) => `export ${n}`).concat('ready'));
+    assert.deepEqual(lines(dev.stdout()).map((l) => l.split('=')[0]), [...EXPORTS, 'KM_SSH_KEY', 'KM_SIM_CONTROL', ...PEOPLE_EXPORTS].map((n) => `export ${n}`).concat('ready'));
     assert.equal(env.KM_SSH_KEY, path.join(data, 'ssh', 'id_ed25519'));
     assert.equal((await fs.stat(env.KM_SSH_KEY!)).mode & 0o777, 0o600);
     const key = await fs.readFile(env.KM_SSH_KEY!, 'utf8');

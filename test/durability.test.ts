@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { rolloutEnv, RolloutEnv, FAST_TIMING } from './helpers/rollout-env';
 import { BIN, cliEnv } from './helpers/cli-process';
 import { scratchDir, testStack } from './helpers/stack';
-import { approveUpdate, statusQuery, WORKFLOW_TYPES } from '../workflows/definitions';
+import { statusQuery, WORKFLOW_TYPES } from '../workflows/definitions';
 import type { RolloutInput, RolloutStatus } from '../domain/rollout';
 
 const APPLIED_OK = (e: { command: string; exitCode: number }) => /--apply-hotfix=/.test(e.command) && e.exitCode === 0;
@@ -37,6 +37,7 @@ describe('durability: the worker process dies mid-rollout', function () {
       env: cliEnv({
         TEMPORAL_ADDRESS: testStack().temporal.address, KM_HOTFIX_TASK_QUEUE: taskQueue,
         DATABASE_URL: env.orchestratorUrl, KM_DATABASE_URL: env.kmUrl, KM_SSH_KEY: keyFile,
+        KM_HOTFIX_ALLOWED_SIGNERS: env.people.allowedSigners,
       }),
       stdio: ['ignore', 'ignore', 'pipe'],
     });
@@ -58,10 +59,12 @@ describe('durability: the worker process dies mid-rollout', function () {
     const hf = await env.hotfix('backend');
     const before = await env.maxProcesses();
     const first = await startWorker();
-    const input: RolloutInput = { hotfix: hf.name, requestedBy: 'alice', servers: [], batch: '1', maxFailures: 0, approvers: [], approvalTimeoutMs: 3_600_000, timing: FAST_TIMING };
-    const h = await env.client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue, workflowId: `durable-${hf.name}`, args: [input] });
+    const workflowId = `durable-${hf.name}`;
+    const signed = await env.sign('alice', { action: 'rollout', rollout: workflowId, hotfix: hf.name, sha256: hf.sha256 });
+    const input: RolloutInput = { hotfix: hf.name, signed, servers: [], batch: '1', maxFailures: 0, approvers: [], approvalTimeoutMs: 3_600_000, timing: FAST_TIMING };
+    const h = await env.client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue, workflowId, args: [input] });
     await env.waitForPhase(h, 'verifying');
-    await h.executeUpdate(approveUpdate, { args: [{ by: 'bob' }] });
+    await env.approve(h, 'bob');
     // Kill it while fan-out is under way: at least one server done, more to go.
     for (;;) {
       const n = (await env.applied(hf.name)).length;

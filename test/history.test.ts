@@ -7,7 +7,6 @@
 import assert from 'node:assert/strict';
 import type { Client } from '@temporalio/client';
 import { rolloutEnv, RolloutEnv, FAST_TIMING } from './helpers/rollout-env';
-import { approveUpdate } from '../workflows/definitions';
 import { DEFAULT_TIMING } from '../workflows/steps';
 import { slicesOf } from '../workflows/fanout';
 import { splitIntoBatches } from '../domain/plan';
@@ -107,7 +106,7 @@ async function measuredRollout(env: RolloutEnv, label: string, batch: string, fa
     const h = await env.startRollout({ hotfix: hf.name, batch, maxFailures: 0, timing: { ...FAST_TIMING, sliceServers: SLICE } });
     const gate = await env.waitForPhase(h, 'verifying');
     assert.equal(gate.phase, 'verifying', gate.error ?? '');
-    await h.executeUpdate(approveUpdate, { args: [{ by: 'bob' }] });
+    await env.approve(h, 'bob');
     const status = (await h.result()) as RolloutStatus;
     // The outcome from the Key Manager database, not the workflow's word.
     const applied = await env.applied(hf.name);

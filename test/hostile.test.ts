@@ -16,8 +16,9 @@ import { CliResult, lines, runCli } from './helpers/cli-process';
 import { scratchDir, testStack } from './helpers/stack';
 import { runChild } from '../stack/process';
 import { makeHotfix } from '../simulator';
-import { WORKFLOW_TYPES, approveUpdate, statusQuery } from '../workflows/definitions';
+import { WORKFLOW_TYPES, statusQuery } from '../workflows/definitions';
 import type { RolloutInput, RolloutStatus } from '../domain/rollout';
+import { oneLine } from '../domain/decision';
 
 const CONTROL = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/; // any control character but the newline that ends a line
 const KEY = `SHA256:${'a'.repeat(43)}`;
@@ -50,7 +51,8 @@ describe('hostile and careless input: refused in one line with nothing changed, 
       KM_HOTFIX_TASK_QUEUE: env.taskQueue,
       DATABASE_URL: env.orchestratorUrl,
       KM_DATABASE_URL: env.kmUrl,
-      USER: 'alice',
+      KM_HOTFIX_SIGNING_KEY: env.people.keys.alice!,
+      KM_HOTFIX_ALLOWED_SIGNERS: env.people.allowedSigners,
     };
   });
   after(async () => { await env?.close(); });
@@ -144,8 +146,8 @@ describe('hostile and careless input: refused in one line with nothing changed, 
     { what: 'rollout: a Name with a shell command', args: ['rollout', 'hotfix_backend_x;rm -rf /'], refusal: /description|Name|hotfix/ },
     { what: 'rollout: a Name with an escape sequence', args: ['rollout', 'hotfix_backend_a\u001b[2J'], refusal: /\\e\[2J/ },
     { what: 'status: an id with a newline', args: ['status', 'x\n10:00:00  phase completed'], refusal: /is not a workflow id/ },
-    { what: 'approve: an id with a title escape', args: ['approve', 'rollout-x\u001b]0;owned\u0007', '--as', 'bob'], refusal: /no rollout, removal or upload with id 'rollout-x\\e\]0;owned\\x07'/ },
-    { what: 'pause --as with an escape sequence', args: ['pause', 'rollout-x', '--as', 'bob\u001b[2J'], refusal: /--as must be a user name/ },
+    { what: 'approve: an id with a title escape', args: ['approve', 'rollout-x\u001b]0;owned\u0007'], refusal: /no rollout, removal or upload with id 'rollout-x\\e\]0;owned\\x07'/ },
+    { what: 'approve --signature: a file that is no SSH signature', args: async () => ['approve', 'rollout-x', '--message', await write('msg.txt', 'km-hotfix decision v1\n'), '--signature', await write('msg.sig', '\u001b[2Jowned')], refusal: /not an SSH signature/ },
     { what: 'an unknown option made of an escape sequence', args: ['list', '--\u001b[31mred'], refusal: /unknown option '--\\e\[31mred'/ },
     { what: 'rollout --canary that an SSH command line would read as an option', args: ['rollout', 'hotfix_backend_x', '--canary', '-oProxyCommand=touch /tmp/owned'], refusal: /not registered|canary|not in the inventory/ },
     // ---- inventories (item 6): nothing imported
@@ -223,7 +225,7 @@ describe('hostile and careless input: refused in one line with nothing changed, 
       const [row] = await env.km<{ file_name: string }[]>`SELECT file_name FROM km_hotfix WHERE sha256 = ${(await env.orchestrator<{ sha256: string }[]>`SELECT sha256 FROM hotfix_file WHERE file_name = ${realName}`)[0]?.sha256 ?? ''}`;
       assert.equal(row?.file_name, realName, 'registered under its right name');
     } finally {
-      await h.signal('abort', { by: 'tester', reason: 'test over' });
+      await env.abort(h, 'tester', 'test over');
       await h.result();
     }
   });
@@ -241,15 +243,16 @@ describe('hostile and careless input: refused in one line with nothing changed, 
       await h.signal<[unknown]>('abort', { by: 5 });
       await h.signal<[unknown]>('abort', [{ by: 'eve' }]);
       await h.signal<[unknown]>('pause', { by: 'eve\n10:00:00  phase completed' });
-      // Updates: every one refused by its validator, the caller told why.
+      // Updates: every one refused by its validator, the caller told why (an unsigned decision is no decision).
       const refusals: [string, unknown[], RegExp][] = [
         ['approve', [], /approve needs a payload/],
         ['approve', [null], /approve needs a payload/],
         ['approve', ['bob'], /approve takes an object/],
-        ['approve', [{ by: 'bob', comment: {} }], /'comment' must be text \(got object\)/],
-        ['approve', [{ comment: 'no one' }], /approve needs 'by'/],
-        ['reject', [{ by: 'bob', reason: {} }], /'reason' must be text/],
-        ['reject', [{ by: 'bob' }], /reject needs 'reason'/],
+        ['approve', [{ by: 'bob', comment: {} }], /the approve is not signed/],
+        ['approve', [{ message: {}, signature: [] }], /the approve is not signed/],
+        ['reject', [{ by: 'bob', reason: {} }], /the reject is not signed/],
+        ['pause', [{ by: 'eve' }], /the pause is not signed/],
+        ['abort', [{ by: 'eve', reason: 'x' }], /the abort is not signed/],
       ];
       for (const [name, args, re] of refusals) {
         await assert.rejects(h.executeUpdate(name, { args: args as [unknown] }), (e: unknown) => e instanceof WorkflowUpdateFailedError && re.test(String((e.cause as Error | undefined)?.message)), `${name} ${JSON.stringify(args)}`);
@@ -262,7 +265,7 @@ describe('hostile and careless input: refused in one line with nothing changed, 
       const failedTasks = (history.events ?? []).filter((e) => e.workflowTaskFailedEventAttributes);
       assert.deepEqual(failedTasks.map((e) => e.workflowTaskFailedEventAttributes?.failure?.message), [], 'no workflow task failed');
       // A good answer still works.
-      await h.executeUpdate(approveUpdate, { args: [{ by: 'bob', comment: 'fine' }] });
+      await env.approve(h, 'bob', 'fine');
       const done = (await h.result()) as RolloutStatus;
       assert.equal(done.phase, 'completed', done.error ?? '');
 
@@ -296,14 +299,15 @@ describe('hostile and careless input: refused in one line with nothing changed, 
     try {
       await env.waitForPhase(h, 'verifying');
       ok(await km(['pause', id]), 'pause');
-      ok(await km(['approve', id, '--as', 'bob', '--comment', comment]), 'approve with a hostile comment');
-      // A Signal the workflow would ignore is refused by the CLI itself.
-      refused(await km(['abort', id, '--reason', 'x'.repeat(2001)]), 2, /'reason' is longer than 2000 characters/, 'an over-long abort reason');
-      ok(await km(['abort', id, '--as', 'carol', '--reason', reason]), 'abort with a hostile reason');
+      ok(await km(['approve', id, '--comment', comment], { KM_HOTFIX_SIGNING_KEY: env.people.keys.bob }), 'approve with a hostile comment');
+      // A decision the workflow would refuse is refused by the CLI itself.
+      refused(await km(['abort', id, '--reason', 'x'.repeat(2001)]), 2, /'comment' is longer than 2000 characters/, 'an over-long abort reason');
+      ok(await km(['abort', id, '--reason', reason], { KM_HOTFIX_SIGNING_KEY: env.people.keys.carol }), 'abort with a hostile reason');
       const final = (await h.result()) as RolloutStatus;
       assert.equal(final.phase, 'rolled_back');
       assert.equal(final.paused, false, 'item 8: a finished rollout is not paused');
-      assert.equal(final.approvals[0]?.comment, comment, 'stored as given');
+      // A signed message is one line of printable text: the CLI signs the comment made one line.
+      assert.equal(final.approvals[0]?.comment, oneLine(comment), 'stored as signed');
 
       const shown = [await km(['status', id]), await km(['status', id, '--watch']), await km(['list'])];
       for (const r of shown) {
@@ -312,12 +316,12 @@ describe('hostile and careless input: refused in one line with nothing changed, 
         assert.ok(!lines(r.stdout).some((l) => /^10:00:0\d\s+(phase completed|completed:)/.test(l)), `no fake line:\n${r.stdout}`);
         assert.doesNotMatch(r.stdout, /PAUSED/, 'item 8');
       }
-      assert.match(shown[0]!.stdout, /approved by bob at \S+: ok\\n10:00:00  phase completed\\e\[2J\\e\]0;owned\\x07/);
-      assert.match(shown[1]!.stdout, /rolled back: aborted by carol: freeze\\r\\n10:00:01/);
+      assert.match(shown[0]!.stdout, /approved by bob \(SHA256:[^)]+\) at \S+: ok 10:00:00 phase completed \[2J \]0;owned\n/);
+      assert.match(shown[1]!.stdout, /rolled back: aborted by carol: freeze 10:00:01 completed: applied on 5 server\(s\) \[31m/);
       // JSON is the machine form: escaped by JSON itself, the text kept as given.
       const json = await km(['status', id, '--json']);
       assert.doesNotMatch(json.stdout, CONTROL);
-      assert.equal((JSON.parse(json.stdout) as RolloutStatus).approvals[0]?.comment, comment);
+      assert.equal((JSON.parse(json.stdout) as RolloutStatus).approvals[0]?.comment, oneLine(comment));
     } finally {
       await h.terminate('test over').catch(() => undefined);
     }
@@ -337,7 +341,7 @@ describe('hostile and careless input: refused in one line with nothing changed, 
   });
 
   it('item 4: status of a workflow whose query times out (no worker) is exit 3 and one line, no uncaught error', async () => {
-    const input: RolloutInput = { hotfix: 'hotfix_common_nobody', requestedBy: 'alice', servers: [], batch: '1', maxFailures: 0, approvers: [], approvalTimeoutMs: 60_000, timing: FAST_TIMING };
+    const input: RolloutInput = { hotfix: 'hotfix_common_nobody', signed: { message: '', signature: '' }, servers: [], batch: '1', maxFailures: 0, approvers: [], approvalTimeoutMs: 60_000, timing: FAST_TIMING };
     const queue = `nobody-${randomBytes(3).toString('hex')}`;
     const h = await env.client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue: queue, workflowId: `rollout-nobody-${randomBytes(3).toString('hex')}`, args: [input] });
     try {

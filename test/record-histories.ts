@@ -14,7 +14,7 @@ import { rolloutEnv, RolloutEnv, FAST_TIMING } from './helpers/rollout-env';
 import { testWorker } from './helpers/worker';
 import { startWorkerProcess } from './helpers/worker-process';
 import { createActivities } from '../activities';
-import { approveUpdate, rejectUpdate, statusQuery, WORKFLOW_TYPES } from '../workflows/definitions';
+import { statusQuery, WORKFLOW_TYPES } from '../workflows/definitions';
 import type { RemovalInput, RolloutInput, RolloutStatus } from '../domain/rollout';
 
 /** Where the histories live (in the source tree, not dist/). */
@@ -38,8 +38,10 @@ async function phase(h: WorkflowHandle, want: string): Promise<void> {
   throw new Error(`${h.workflowId}: phase ${want} not reached`);
 }
 
-function rollout(hotfix: string, over: Partial<RolloutInput> = {}): RolloutInput {
-  return { hotfix, requestedBy: 'alice', servers: [], batch: '2', maxFailures: 0, approvers: [], approvalTimeoutMs: 3_600_000, timing: FAST_TIMING, ...over };
+/** A rollout with this workflow id, signed by alice. */
+async function rollout(env: RolloutEnv, id: string, hf: { name: string; sha256: string }, over: Partial<RolloutInput> = {}): Promise<RolloutInput> {
+  const signed = await env.sign('alice', { action: 'rollout', rollout: id, hotfix: hf.name, sha256: hf.sha256 });
+  return { hotfix: hf.name, signed, servers: [], batch: '2', maxFailures: 0, approvers: [], approvalTimeoutMs: 3_600_000, timing: FAST_TIMING, ...over };
 }
 
 /**
@@ -67,21 +69,21 @@ type Scenario = (env: RolloutEnv, id: string) => Promise<void>;
 const SCENARIOS: Record<string, Scenario> = {
   async approve(env, id) {
     const hf = await env.hotfix('backend', { description: 'replay_approve' });
-    const h = await env.client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue: env.taskQueue, workflowId: id, args: [rollout(hf.name)] });
+    const h = await env.client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue: env.taskQueue, workflowId: id, args: [await rollout(env, id, hf)] });
     await phase(h, 'verifying');
-    await h.executeUpdate(approveUpdate, { args: [{ by: 'bob', comment: 'canary looks good' }] });
+    await env.approve(h, 'bob', 'canary looks good');
     await h.result();
   },
   async reject(env, id) {
     const hf = await env.hotfix('frontend', { description: 'replay_reject' });
-    const h = await env.client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue: env.taskQueue, workflowId: id, args: [rollout(hf.name)] });
+    const h = await env.client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue: env.taskQueue, workflowId: id, args: [await rollout(env, id, hf)] });
     await phase(h, 'verifying');
-    await h.executeUpdate(rejectUpdate, { args: [{ by: 'bob', reason: 'login page broken' }] });
+    await env.reject(h, 'bob', 'login page broken');
     await h.result();
   },
   async 'approval-timeout'(env, id) {
     const hf = await env.hotfix('common', { description: 'replay_timeout' });
-    const h = await env.client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue: env.taskQueue, workflowId: id, args: [rollout(hf.name, { approvalTimeoutMs: 1500 })] });
+    const h = await env.client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue: env.taskQueue, workflowId: id, args: [await rollout(env, id, hf, { approvalTimeoutMs: 1500 })] });
     await h.result();
   },
   async 'failure-rollback'(env, id) {
@@ -89,9 +91,9 @@ const SCENARIOS: Record<string, Scenario> = {
     const last = env.fleet.servers.at(-1)!;
     last.fault({ failApplies: 100 });
     try {
-      const h = await env.client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue: env.taskQueue, workflowId: id, args: [rollout(hf.name, { batch: '1' })] });
+      const h = await env.client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue: env.taskQueue, workflowId: id, args: [await rollout(env, id, hf, { batch: '1' })] });
       await phase(h, 'verifying');
-      await h.executeUpdate(approveUpdate, { args: [{ by: 'bob' }] });
+      await env.approve(h, 'bob');
       await h.result();
     } finally {
       last.clearFaults();
@@ -99,11 +101,12 @@ const SCENARIOS: Record<string, Scenario> = {
   },
   async removal(env, id) {
     const hf = await env.hotfix('frontend', { description: 'replay_removal' });
-    const r = await env.client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue: env.taskQueue, workflowId: `${id}-rollout`, args: [rollout(hf.name)] });
+    const r = await env.client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue: env.taskQueue, workflowId: `${id}-rollout`, args: [await rollout(env, `${id}-rollout`, hf)] });
     await phase(r, 'verifying');
-    await r.executeUpdate(approveUpdate, { args: [{ by: 'bob' }] });
+    await env.approve(r, 'bob');
     await r.result();
-    const input: RemovalInput = { hotfix: hf.name, requestedBy: 'alice', servers: [], keepRegistered: false, timing: FAST_TIMING };
+    const signed = await env.sign('alice', { action: 'remove', rollout: id, hotfix: hf.name, sha256: await env.registeredSha256(hf.name) });
+    const input: RemovalInput = { hotfix: hf.name, signed, servers: [], keepRegistered: false, timing: FAST_TIMING };
     await env.client.workflow.execute(WORKFLOW_TYPES.removal, { taskQueue: env.taskQueue, workflowId: id, args: [input] });
   },
   /** The worker process is SIGKILLed at the gate; a new worker takes over (a workflow task times out on the dead one). */
@@ -112,18 +115,18 @@ const SCENARIOS: Record<string, Scenario> = {
     const taskQueue = `${env.taskQueue}-crash`;
     const keyFile = path.join(await scratchDir('record'), 'id_ed25519');
     await fs.writeFile(keyFile, env.sshPrivateKey, { mode: 0o600 });
-    const dead = await startWorkerProcess(env.client, { temporalAddress: testStack().temporal.address, taskQueue, orchestratorUrl: env.orchestratorUrl, kmUrl: env.kmUrl, sshKeyFile: keyFile });
-    const h = await env.client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue, workflowId: id, args: [rollout(hf.name)] });
+    const dead = await startWorkerProcess(env.client, { temporalAddress: testStack().temporal.address, taskQueue, orchestratorUrl: env.orchestratorUrl, kmUrl: env.kmUrl, sshKeyFile: keyFile, allowedSigners: env.people.allowedSigners });
+    const h = await env.client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue, workflowId: id, args: [await rollout(env, id, hf)] });
     try {
       await phase(h, 'verifying');
     } finally {
       await dead.kill();
     }
-    const built = createActivities({ orchestrator: env.orchestrator, km: env.km, ssh: { privateKey: Buffer.from(env.sshPrivateKey) } });
+    const built = createActivities({ orchestrator: env.orchestrator, km: env.km, ssh: { privateKey: Buffer.from(env.sshPrivateKey) }, allowedSigners: env.people.allowedSigners });
     const next = await testWorker({ activities: built.activities, taskQueue });
     try {
       await next.run(async () => {
-        await h.executeUpdate(approveUpdate, { args: [{ by: 'bob' }] });
+        await env.approve(h, 'bob');
         await h.result();
       });
     } finally {

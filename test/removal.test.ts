@@ -3,7 +3,6 @@
 // keeps the registration.
 import assert from 'node:assert/strict';
 import { rolloutEnv, RolloutEnv } from './helpers/rollout-env';
-import { approveUpdate } from '../workflows/definitions';
 import type { RolloutStatus } from '../domain/rollout';
 
 const UNAPPLY = /ssh-mgr-controller --unapply-hotfix=/;
@@ -21,7 +20,7 @@ describe('removal: unapply everywhere, then delete', function () {
     const hf = await env.hotfix(component);
     const h = await env.startRollout({ hotfix: hf.name, batch: '100%' });
     await env.waitForPhase(h, 'verifying');
-    await h.executeUpdate(approveUpdate, { args: [{ by: 'bob' }] });
+    await env.approve(h, 'bob');
     assert.equal(((await h.result()) as RolloutStatus).phase, 'completed');
     assert.equal((await env.applied(hf.name)).length, 4);
     for (const s of env.fleet.servers) s.clearLog();

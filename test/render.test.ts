@@ -11,8 +11,8 @@ function bigRollout(n: number): RolloutStatus {
   servers[40].error = 'km-be-41: applying failed';
   const now = new Date().toISOString();
   return {
-    id: 'rollout-x', kind: 'rollout', hotfix: 'hotfix_backend_x', phase: 'fanout', requestedBy: 'alice', canary: 'km-be-300',
-    drained: [], approvals: [], servers, error: null, paused: false, gate: null, needsAttention: [],
+    id: 'rollout-x', kind: 'rollout', hotfix: 'hotfix_backend_x', phase: 'fanout', requestedBy: 'alice', requestedKey: null, sha256: null, canary: 'km-be-300',
+    drained: [], approvals: [], decisions: [], servers, error: null, paused: false, gate: null, needsAttention: [],
     startedAt: now, updatedAt: now, endedAt: null, activeBatchWorkflows: [],
   };
 }

@@ -2,7 +2,6 @@
 // through a server that refuses connections for a while.
 import assert from 'node:assert/strict';
 import { rolloutEnv, RolloutEnv } from './helpers/rollout-env';
-import { approveUpdate } from '../workflows/definitions';
 import type { RolloutStatus } from '../domain/rollout';
 
 describe('rollout over sudo and through refused connections', function () {
@@ -21,7 +20,7 @@ describe('rollout over sudo and through refused connections', function () {
     const h = await env.startRollout({ hotfix: hf.name });
     const st = await env.waitForPhase(h, 'verifying');
     assert.equal(st.canary, 'km-be-1');
-    await h.executeUpdate(approveUpdate, { args: [{ by: 'bob' }] });
+    await env.approve(h, 'bob');
     assert.equal(((await h.result()) as RolloutStatus).phase, 'completed');
     assert.deepEqual(await env.applied(hf.name), ['km-be-1', 'km-be-2', 'km-fe-1']);
     for (const name of ['km-fe-1', 'km-be-1']) {
@@ -42,7 +41,7 @@ describe('rollout over sudo and through refused connections', function () {
     for (const s of env.fleet.servers) s.clearLog();
     // km-be-2 goes away for 2 s just as fan-out starts; its pooled connection is dropped too.
     env.fleet.server('km-be-2').fault({ refuseMs: 2_000, dropConnection: 1, dropOn: 'any' });
-    await h.executeUpdate(approveUpdate, { args: [{ by: 'bob' }] });
+    await env.approve(h, 'bob');
     const st = (await h.result()) as RolloutStatus;
     assert.equal(st.phase, 'completed', st.error ?? '');
     assert.deepEqual(await env.applied(hf.name), ['km-be-1', 'km-be-2', 'km-fe-1']);

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { rolloutEnv, RolloutEnv, FAST_TIMING } from './helpers/rollout-env';
 import { WorkflowUpdateFailedError } from '@temporalio/client';
-import { approveUpdate, rejectUpdate, abortSignal, pauseSignal, resumeSignal } from '../workflows/definitions';
+import { rejectUpdate } from '../workflows/definitions';
 import type { RolloutStatus } from '../domain/rollout';
 
 const APPLY = /ssh-mgr-controller --apply-hotfix=/;
@@ -37,7 +37,7 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
     const h = await env.startRollout({ hotfix: hf.name, batch: '2' });
     const st = await env.waitForPhase(h, 'verifying');
     assert.equal(st.phase, 'verifying');
-    assert.equal(st.canary, 'km-be-1');
+    assert.equal(st.canary, 'km-be-1', st.error ?? '');
     const during = await env.maxProcesses();
     assert.equal(during['km-be-2'], 0);
     assert.equal(during['km-be-3'], 0);
@@ -47,7 +47,7 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
     assert.deepEqual(st.drained.map((d) => d.server), ['km-be-2', 'km-be-3']);
     assert.match(st.gate?.message ?? '', /km-be-2, km-be-3/);
 
-    await h.executeUpdate(approveUpdate, { args: [{ by: 'bob', comment: 'looks good' }] });
+    await env.approve(h, 'bob', 'looks good');
     const done = (await h.result()) as RolloutStatus;
     assert.equal(done.phase, 'completed', done.error ?? '');
     assert.deepEqual(await env.maxProcesses(), before, 'Maximum Processes restored exactly');
@@ -70,7 +70,7 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
     assert.equal(st.canary, 'km-fe-1');
     assert.deepEqual(st.drained, []);
     assert.deepEqual(await env.maxProcesses(), before);
-    await h.executeUpdate(rejectUpdate, { args: [{ by: 'bob', reason: 'login page broken' }] });
+    await env.reject(h, 'bob', 'login page broken');
     const done = (await h.result()) as RolloutStatus;
     assert.equal(done.phase, 'rolled_back');
     assert.deepEqual(await env.applied(hf.name), []);
@@ -84,14 +84,14 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
     const hf = await env.hotfix('common');
     const h = await env.startRollout({ hotfix: hf.name });
     assert.equal((await env.waitForPhase(h, 'verifying')).canary, 'km-fe-1');
-    await h.signal(abortSignal, { by: 'alice', reason: 'test over' });
+    await env.abort(h, 'alice', 'test over');
     assert.equal(((await h.result()) as RolloutStatus).phase, 'rolled_back');
     const h2 = await env.startRollout({ hotfix: hf.name, canary: 'km-be-2' });
     const st = await env.waitForPhase(h2, 'verifying');
     assert.equal(st.canary, 'km-be-2');
     assert.deepEqual(st.drained, [], 'a common hotfix drains nothing');
     assert.deepEqual(await env.applied(hf.name), ['km-be-2']);
-    await h2.signal(abortSignal, { by: 'alice', reason: 'test over' });
+    await env.abort(h2, 'alice', 'test over');
     await h2.result();
   });
 
@@ -113,8 +113,8 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
       const h = await env.startRollout({ hotfix: hf.name, approvalTimeoutMs: ending === 'timeout' ? 2_000 : 3_600_000 });
       await env.waitForPhase(h, 'verifying');
       assert.equal((await env.maxProcesses())['km-be-3'], 0);
-      if (ending === 'reject') await h.executeUpdate(rejectUpdate, { args: [{ by: 'bob', reason: 'queue stalls' }] });
-      if (ending === 'abort') await h.signal(abortSignal, { by: 'carol', reason: 'change freeze' });
+      if (ending === 'reject') await env.reject(h, 'bob', 'queue stalls');
+      if (ending === 'abort') await env.abort(h, 'carol', 'change freeze');
       const st = (await h.result()) as RolloutStatus;
       assert.equal(st.phase, 'rolled_back', st.error ?? '');
       assert.match(st.error ?? '', ending === 'reject' ? /rejected by bob: queue stalls/ : ending === 'abort' ? /aborted by carol: change freeze/ : /no approval within 2s: the approval timeout counts as a rejection/);
@@ -132,7 +132,7 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
     for (const s of env.fleet.servers) s.fault({ restartMs: 300 });
     const h = await env.startRollout({ hotfix: hf.name, batch: '2' });
     await env.waitForPhase(h, 'verifying');
-    await h.executeUpdate(approveUpdate, { args: [{ by: 'bob' }] });
+    await env.approve(h, 'bob');
     assert.equal(((await h.result()) as RolloutStatus).phase, 'completed');
     // A server is busy from its apply until its last status check.
     const windows = env.fleet.servers.filter((s) => s.name !== 'km-fe-1').map((s) => {
@@ -165,7 +165,7 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
     const before = await env.maxProcesses();
     const h = await env.startRollout({ hotfix: hf.name, batch: '1', maxFailures: 0 });
     await env.waitForPhase(h, 'verifying');
-    await h.executeUpdate(approveUpdate, { args: [{ by: 'bob' }] });
+    await env.approve(h, 'bob');
     const st = (await h.result()) as RolloutStatus;
     assert.equal(st.phase, 'rolled_back', st.error ?? '');
     assert.match(st.error ?? '', /more than --max-failures 0: km-fe-2/);
@@ -184,7 +184,7 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
     env.fleet.server('km-be-1').fault({ failApplies: 10 });
     const h = await env.startRollout({ hotfix: hf.name, maxFailures: 1 });
     await env.waitForPhase(h, 'verifying');
-    await h.executeUpdate(approveUpdate, { args: [{ by: 'bob' }] });
+    await env.approve(h, 'bob');
     const st = (await h.result()) as RolloutStatus;
     assert.equal(st.phase, 'completed');
     assert.deepEqual(await env.applied(hf.name), ['km-be-2', 'km-be-3', 'km-fe-1', 'km-fe-2']);
@@ -201,7 +201,7 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
     assert.equal(log.filter((e) => APPLY.test(e.command)).length, 1, 'the retry saw it applied and did not apply again');
     assert.ok(log.some((e) => e.dropped), 'the connection was really dropped');
     assert.deepEqual(await env.applied(hf.name), ['km-fe-1']);
-    await h.signal(abortSignal, { by: 'alice' });
+    await env.abort(h, 'alice');
     await h.result();
   });
 
@@ -212,14 +212,14 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
     const refused = async (p: Promise<unknown>, re: RegExp) => {
       await assert.rejects(p, (err: unknown) => err instanceof WorkflowUpdateFailedError && re.test(String((err.cause as Error)?.message)));
     };
-    await refused(h.executeUpdate(approveUpdate, { args: [{ by: 'alice' }] }), /alice started this rollout/);
-    await refused(h.executeUpdate(approveUpdate, { args: [{ by: 'mallory' }] }), /mallory is not an approver .*bob, dana/);
-    await refused(h.executeUpdate(rejectUpdate, { args: [{ by: 'bob', reason: ' ' }] }), /needs a reason/);
+    await refused(env.approve(h, 'alice'), /alice \(SHA256:[^)]+\) started this rollout/);
+    await refused(env.approve(h, 'mallory'), /mallory is not an approver .*bob, dana/);
+    await refused(h.executeUpdate(rejectUpdate, { args: [await env.decide(h, 'bob', 'reject', '')] }), /needs a reason/);
     let st = await env.status(h);
     assert.equal(st.phase, 'verifying');
     assert.deepEqual(st.approvals, []);
-    await h.executeUpdate(approveUpdate, { args: [{ by: 'dana', comment: 'ok' }] });
-    await refused(h.executeUpdate(approveUpdate, { args: [{ by: 'bob' }] }), /already been answered|not waiting/);
+    await env.approve(h, 'dana', 'ok');
+    await refused(env.approve(h, 'bob'), /already been answered|not waiting/);
     st = (await h.result()) as RolloutStatus;
     assert.equal(st.phase, 'completed');
     assert.deepEqual(st.approvals.map((a) => a.by), ['dana']);
@@ -229,13 +229,13 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
     const hf = await env.hotfix('frontend');
     const h = await env.startRollout({ hotfix: hf.name });
     await env.waitForPhase(h, 'verifying');
-    await h.signal(pauseSignal, { by: 'alice' });
-    await h.executeUpdate(approveUpdate, { args: [{ by: 'bob' }] });
+    await env.pause(h, 'alice');
+    await env.approve(h, 'bob');
     await env.waitForPhase(h, 'fanout');
     await new Promise((r) => setTimeout(r, 1500));
     assert.deepEqual(await env.applied(hf.name), ['km-fe-1'], 'nothing patched while paused');
     assert.equal((await env.status(h)).paused, true);
-    await h.signal(resumeSignal, { by: 'alice' });
+    await env.resume(h, 'alice');
     assert.equal(((await h.result()) as RolloutStatus).phase, 'completed');
     assert.equal((await env.applied(hf.name)).length, 5);
   });
@@ -251,12 +251,12 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
     const sameName = (await (await env.startRollout({ hotfix: a.name, servers: ['km-be-3'] })).result()) as RolloutStatus;
     assert.match(sameName.error ?? '', new RegExp(`rollout ${h.workflowId} is still active on hotfix ${a.name}`));
     assert.deepEqual(await env.applied(b.name), []);
-    await h.signal(abortSignal, { by: 'alice' });
+    await env.abort(h, 'alice');
     await h.result();
     // Once it ended, the same servers can be patched.
     const again = await env.startRollout({ hotfix: b.name, servers: ['km-fe-2', 'km-be-1'] });
     assert.equal((await env.waitForPhase(again, 'verifying')).phase, 'verifying');
-    await again.signal(abortSignal, { by: 'alice' });
+    await env.abort(again, 'alice');
     await again.result();
   });
 
@@ -265,7 +265,7 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
     for (const s of env.fleet.servers) s.fault({ restartMs: 400 });
     const h = await env.startRollout({ hotfix: hf.name });
     await env.waitForPhase(h, 'verifying');
-    await h.executeUpdate(approveUpdate, { args: [{ by: 'bob' }] });
+    await env.approve(h, 'bob');
     // Interrupt mid fan-out, as an operator terminating the workflow would.
     for (;;) {
       if ((await env.applied(hf.name)).length >= 2) break;
@@ -282,7 +282,7 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
     const skipped = st.servers.filter((s) => s.state === 'skipped').map((s) => s.name).sort();
     assert.deepEqual(skipped, [...patched].sort());
     assert.ok(!patched.includes(st.canary!), 'the canary is a server without the hotfix');
-    await again.executeUpdate(approveUpdate, { args: [{ by: 'bob' }] });
+    await env.approve(again, 'bob');
     assert.equal(((await again.result()) as RolloutStatus).phase, 'completed');
     assert.equal((await env.applied(hf.name)).length, 5);
     for (const n of patched) assert.deepEqual(env.commands(n, APPLY), [], `${n} was skipped, not applied again`);
@@ -314,7 +314,7 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
     env.fleet.server('km-fe-2').fault({ fatalService: 'sshmgr-frontend' });
     const h = await env.startRollout({ hotfix: hf.name });
     await env.waitForPhase(h, 'verifying');
-    await h.executeUpdate(approveUpdate, { args: [{ by: 'bob' }] });
+    await env.approve(h, 'bob');
     const st = (await h.result()) as RolloutStatus;
     assert.equal(st.phase, 'rollback_failed');
     assert.deepEqual(st.needsAttention, ['km-fe-2']);
@@ -332,7 +332,7 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
     for (const s of env.fleet.servers) s.fault({ restartMs: 500 });
     const h = await env.startRollout({ hotfix: hf.name, batch: '1', timing: { ...FAST_TIMING, sliceServers: 2 } });
     await env.waitForPhase(h, 'verifying');
-    await h.executeUpdate(approveUpdate, { args: [{ by: 'bob' }] });
+    await env.approve(h, 'bob');
     let child: string | undefined;
     for (let i = 0; !child; i++) {
       const st = await env.status(h);

@@ -4,7 +4,7 @@
 // environment. No servers needed.
 import assert from 'node:assert/strict';
 import { inert, hasControlCharacters } from '../domain/terminal';
-import { approveRequest, rejectRequest, steerRequest, MessageError, MESSAGE_LIMITS } from '../domain/messages';
+import { signedRequest, MessageError, MESSAGE_LIMITS } from '../domain/messages';
 import { InventoryError } from '../domain/fleet';
 import { parseInventory } from '../domain/inventory-file';
 import { inputLimits, isGzip, LimitError, DEFAULT_LIMITS } from '../domain/input-limits';
@@ -20,8 +20,8 @@ const HOSTILE = `ok\n10:00:00  phase completed${ESC}[2J${ESC}]0;owned\u0007\r\u0
 function rollout(over: Partial<RolloutStatus> = {}): RolloutStatus {
   const now = new Date().toISOString();
   return {
-    id: 'rollout-x', kind: 'rollout', hotfix: 'hotfix_backend_x', phase: 'verifying', requestedBy: 'alice', canary: 'km-be-1',
-    drained: [], approvals: [], servers: [{ name: 'km-be-1', role: 'backend', state: 'patched' }], error: null, paused: false, gate: null,
+    id: 'rollout-x', kind: 'rollout', hotfix: 'hotfix_backend_x', phase: 'verifying', requestedBy: 'alice', requestedKey: null, sha256: null, canary: 'km-be-1',
+    drained: [], approvals: [], decisions: [], servers: [{ name: 'km-be-1', role: 'backend', state: 'patched' }], error: null, paused: false, gate: null,
     needsAttention: [], startedAt: now, updatedAt: now, endedAt: null, activeBatchWorkflows: [], ...over,
   };
 }
@@ -39,7 +39,7 @@ describe('terminal: text from people and files is printed inert', () => {
 
   it('status, watch lines and the outcome keep a hostile comment, reason and error on one line, without control characters', () => {
     const st = rollout({
-      approvals: [{ by: 'bob', decision: 'approve', at: new Date().toISOString(), comment: HOSTILE }],
+      approvals: [{ by: 'bob', decision: 'approve', at: new Date().toISOString(), comment: HOSTILE, key: '', message: '', signature: '' }],
       error: HOSTILE, phase: 'rolled_back', servers: [{ name: 'km-be-1', role: 'backend', state: 'rolled_back', error: HOSTILE }],
     });
     const block = statusBlock(st, Date.now(), false);
@@ -67,40 +67,30 @@ describe('terminal: text from people and files is printed inert', () => {
   });
 });
 
-describe('messages: Update and Signal payloads are checked before a handler reads them', () => {
+describe('messages: Update payloads are checked before a handler reads them', () => {
+  const SIG = '-----BEGIN SSH SIGNATURE-----\nU1NIU0lH\n-----END SSH SIGNATURE-----\n';
   const wrong: [string, unknown, RegExp][] = [
     ['no payload', undefined, /needs a payload/],
     ['null', null, /needs a payload/],
     ['a string', 'bob', /takes an object/],
-    ['an array', [{ by: 'bob' }], /takes an object .*array/],
-    ['no by', {}, /needs 'by'/],
-    ['by a number', { by: 5 }, /needs 'by'/],
-    ['by with a newline', { by: 'bob\nalice' }, /user name/],
-    ['by too long', { by: 'b'.repeat(MESSAGE_LIMITS.by + 1) }, /user name/],
+    ['an array', [{ message: 'm', signature: SIG }], /takes an object .*array/],
+    ['the old unsigned {by}', { by: 'bob' }, /is not signed: sign it with your SSH key/],
+    ['no signature', { message: 'm' }, /is not signed/],
+    ['an empty signature', { message: 'm', signature: '' }, /is not signed/],
+    ['a message that is not text', { message: {}, signature: SIG }, /is not signed/],
+    ['a signature that is not text', { message: 'm', signature: ['x'] }, /is not signed/],
+    ['a message too long', { message: 'x'.repeat(MESSAGE_LIMITS.message + 1), signature: SIG }, /'message' is longer than 4096/],
+    ['a signature too long', { message: 'm', signature: 'x'.repeat(MESSAGE_LIMITS.signature + 1) }, /'signature' is longer than/],
   ];
   for (const [what, payload, re] of wrong) {
-    it(`approve, reject, pause refuse ${what}`, () => {
-      assert.throws(() => approveRequest(payload), (e: unknown) => e instanceof MessageError && re.test(e.message));
-      assert.throws(() => rejectRequest(payload), (e: unknown) => e instanceof MessageError && re.test(e.message));
-      assert.throws(() => steerRequest(payload, 'pause'), (e: unknown) => e instanceof MessageError && re.test(e.message));
+    it(`approve, reject, pause, resume and abort refuse ${what}`, () => {
+      for (const action of ['approve', 'reject', 'pause', 'resume', 'abort']) {
+        assert.throws(() => signedRequest(payload, action), (e: unknown) => e instanceof MessageError && re.test(e.message), action);
+      }
     });
   }
-  it('wrong types of comment and reason are refused (no "[object Object]" in the ledger)', () => {
-    assert.throws(() => approveRequest({ by: 'bob', comment: {} }), /'comment' must be text \(got object\)/);
-    assert.throws(() => approveRequest({ by: 'bob', comment: ['x'] }), /'comment' must be text \(got an array\)/);
-    assert.throws(() => rejectRequest({ by: 'bob', reason: 5 }), /'reason' must be text/);
-    assert.throws(() => rejectRequest({ by: 'bob', reason: null }), /'reason' must be text/);
-    assert.throws(() => rejectRequest({ by: 'bob' }), /needs 'reason'/);
-    assert.throws(() => rejectRequest({ by: 'bob', reason: '  ' }), /needs a reason/);
-    assert.throws(() => steerRequest({ by: 'bob', reason: 7 }, 'abort'), /'reason' must be text/);
-    assert.throws(() => approveRequest({ by: 'bob', comment: 'x'.repeat(MESSAGE_LIMITS.text + 1) }), /longer than/);
-  });
-  it('good payloads pass, keeping only the known fields', () => {
-    assert.deepEqual(approveRequest({ by: 'bob' }), { by: 'bob' });
-    assert.deepEqual(approveRequest({ by: 'bob', comment: 'fine', extra: 1 }), { by: 'bob', comment: 'fine' });
-    assert.deepEqual(approveRequest({ by: 'bob', comment: null }), { by: 'bob' });
-    assert.deepEqual(rejectRequest({ by: 'bob', reason: 'stalls' }), { by: 'bob', reason: 'stalls' });
-    assert.deepEqual(steerRequest({ by: 'bob' }, 'pause'), { by: 'bob' });
+  it('a good payload passes, keeping only the known fields (what it says is checked by the workflow)', () => {
+    assert.deepEqual(signedRequest({ message: 'm', signature: SIG, by: 'mallory', extra: 1 }, 'approve'), { message: 'm', signature: SIG });
   });
 });
 

@@ -13,17 +13,23 @@ import { generateEd25519KeyPair } from '../keymanager/keygen';
 describe('km-hotfix worker (real command, harness Temporal and PostgreSQL)', function () {
   this.timeout(90_000);
   let env: Record<string, string>;
+  let badSigners: string;
 
   before(async () => {
     const dir = await scratchDir('worker-cmd');
     const key = path.join(dir, 'id_ed25519');
     await fs.writeFile(key, generateEd25519KeyPair().private, { mode: 0o600 });
+    const signers = path.join(dir, 'allowed_signers');
+    await fs.writeFile(signers, `alice ${generateEd25519KeyPair().public}\n`);
+    badSigners = path.join(dir, 'bad_signers');
+    await fs.writeFile(badSigners, 'alice ssh-ed25519 not-base64!\n');
     env = {
       TEMPORAL_ADDRESS: testStack().temporal.address,
       KM_HOTFIX_TASK_QUEUE: `worker-cmd-${randomBytes(3).toString('hex')}`,
       DATABASE_URL: await freshDatabase('worker_orch'),
       KM_DATABASE_URL: await freshDatabase('worker_km'),
       KM_SSH_KEY: key,
+      KM_HOTFIX_ALLOWED_SIGNERS: signers,
     };
   });
 
@@ -31,7 +37,21 @@ describe('km-hotfix worker (real command, harness Temporal and PostgreSQL)', fun
     const r = await runCli(['worker'], { TEMPORAL_ADDRESS: env.TEMPORAL_ADDRESS });
     assert.equal(r.code, 2, r.stderr);
     assert.equal(lines(r.stderr).length, 1, r.stderr);
-    assert.match(r.stderr, /DATABASE_URL, KM_DATABASE_URL and KM_SSH_KEY \(or SSH_AUTH_SOCK\) are not set/);
+    assert.match(r.stderr, /DATABASE_URL, KM_DATABASE_URL, KM_SSH_KEY \(or SSH_AUTH_SOCK\) and KM_HOTFIX_ALLOWED_SIGNERS are not set/);
+  });
+
+  it('refuses to start without a signers file, or with one it cannot read: one line, exit 2, before connecting anywhere', async () => {
+    const none = await runCli(['worker'], { ...env, KM_HOTFIX_ALLOWED_SIGNERS: undefined });
+    assert.equal(none.code, 2, none.stderr);
+    assert.equal(lines(none.stderr).length, 1, none.stderr);
+    assert.match(none.stderr, /KM_HOTFIX_ALLOWED_SIGNERS is not set: point it at an OpenSSH allowed_signers file/);
+    const bad = await runCli(['worker'], { ...env, KM_HOTFIX_ALLOWED_SIGNERS: badSigners });
+    assert.equal(bad.code, 2, bad.stderr);
+    assert.equal(lines(bad.stderr).length, 1, bad.stderr);
+    assert.match(bad.stderr, /KM_HOTFIX_ALLOWED_SIGNERS: .*bad_signers line 1: the key is not base64/);
+    const gone = await runCli(['worker'], { ...env, KM_HOTFIX_ALLOWED_SIGNERS: '/nonexistent/allowed_signers' });
+    assert.equal(gone.code, 2, gone.stderr);
+    assert.match(gone.stderr, /cannot read the signers file \/nonexistent\/allowed_signers \(ENOENT\)/);
   });
 
   it('an unreadable KM_SSH_KEY: exit 2', async () => {

@@ -6,6 +6,7 @@ import { createActivities, ActivityDeps } from '../activities';
 import type { Config } from '../platform/config';
 import { UserError } from '../platform/errors';
 import { openDatabases } from '../store/database';
+import { readAllowedSigners, AllowedSignersError } from '../signing/allowed-signers';
 
 export interface KmHotfixWorkerOptions {
   connection: NativeConnection;
@@ -102,11 +103,34 @@ export async function openActivityDeps(config: Config, opts: { requireSsh: boole
   if (!config.databaseUrl) missing.push('DATABASE_URL');
   if (!config.kmDatabaseUrl) missing.push('KM_DATABASE_URL');
   if (opts.requireSsh && !config.sshKeyPath && !config.sshAgent) missing.push('KM_SSH_KEY (or SSH_AUTH_SOCK)');
+  if (!config.allowedSigners) missing.push('KM_HOTFIX_ALLOWED_SIGNERS');
+  if (missing.length === 1 && !config.allowedSigners) await checkAllowedSigners(config); // its own, more helpful line
   if (missing.length > 0) {
     const names = missing.length === 1 ? missing[0] : `${missing.slice(0, -1).join(', ')} and ${missing.at(-1)}`;
     throw new UserError(`${names} ${missing.length === 1 ? 'is' : 'are'} not set: set ${missing.length === 1 ? 'it' : 'them'} (see the README, "Configuration"; 'km-hotfix dev' prints values for a local stack)`, 'refused');
   }
+  const allowedSigners = await checkAllowedSigners(config);
   const ssh = await loadSshCredentials(config, opts.requireSsh);
   const db = await openDatabases(config);
-  return { deps: { orchestrator: db.orchestrator, km: db.km, ssh }, close: db.close };
+  return { deps: { orchestrator: db.orchestrator, km: db.km, ssh, allowedSigners }, close: db.close };
+}
+
+/**
+ * A worker without a trust root could not check a single decision: refuse to
+ * start (one line), and refuse a file that does not parse or names nobody.
+ * The activities read it again for every check (a deleted line revokes at once).
+ */
+export async function checkAllowedSigners(config: Config): Promise<string> {
+  const file = config.allowedSigners;
+  if (!file) {
+    throw new UserError("KM_HOTFIX_ALLOWED_SIGNERS is not set: point it at an OpenSSH allowed_signers file that lists who may sign decisions, one 'NAME ssh-ed25519 AAAA...' line per person (README, \"Signed decisions\")", 'refused');
+  }
+  try {
+    const signers = await readAllowedSigners(file);
+    if (!signers.some((s) => s.name !== null)) throw new AllowedSignersError(`${file} lists nobody: add one 'NAME ssh-ed25519 AAAA...' line per person`);
+  } catch (err) {
+    if (err instanceof AllowedSignersError) throw new UserError(`KM_HOTFIX_ALLOWED_SIGNERS: ${err.message}`, 'refused');
+    throw err;
+  }
+  return file;
 }

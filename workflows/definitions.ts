@@ -3,12 +3,16 @@ import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 import type { ApproveRequest, RejectRequest, RolloutStatus, ServerState, SteerRequest } from '../domain/rollout';
 
 export const statusQuery = defineQuery<RolloutStatus>('status');
-/** The verification gate: Updates with validators, so a refused answer changes nothing and the caller hears why. */
+/**
+ * The verification gate and steering: Updates carrying a signed decision, with
+ * validators, so a refused decision changes nothing and the caller hears why
+ * (workflows/decisions.ts).
+ */
 export const approveUpdate = defineUpdate<RolloutStatus, [ApproveRequest]>('approve');
 export const rejectUpdate = defineUpdate<RolloutStatus, [RejectRequest]>('reject');
-export const pauseSignal = defineSignal<[SteerRequest]>('pause');
-export const resumeSignal = defineSignal<[SteerRequest]>('resume');
-export const abortSignal = defineSignal<[SteerRequest]>('abort');
+export const pauseUpdate = defineUpdate<RolloutStatus, [SteerRequest]>('pause');
+export const resumeUpdate = defineUpdate<RolloutStatus, [SteerRequest]>('resume');
+export const abortUpdate = defineUpdate<RolloutStatus, [SteerRequest]>('abort');
 
 /** A batch workflow (child of a rollout or removal) reports its servers' live states. */
 export const batchStatusQuery = defineQuery<BatchProgress>('batchStatus');

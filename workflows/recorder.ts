@@ -2,11 +2,13 @@
 // phase changes, server states, approvals and notes. Shared by the rollout,
 // removal and upload workflows.
 import { ApplicationFailure, isCancellation, log } from '@temporalio/workflow';
-import type { Phase, RolloutStatus, ServerState, WorkflowKind } from '../domain/rollout';
+import type { DecisionRecord, Phase, RolloutStatus, ServerState, SignedDecision, WorkflowKind } from '../domain/rollout';
+import type { DecisionFacts } from '../domain/decision';
 import { isFinalPhase } from '../domain/rollout';
 import type { ServerSummary } from '../activities/preflight';
 import type { Steps } from './steps';
 import { failureMessage } from './errors';
+import { verifySigned } from './decisions';
 
 /** Ends the happy path on purpose (rejection, abort, too many failures): a rollback follows. */
 export class StopRollout extends Error {
@@ -16,12 +18,14 @@ export class StopRollout extends Error {
 export class WorkflowRecorder {
   readonly status: RolloutStatus;
   private notes = 0;
+  /** The ledger has this workflow only once its start signature verified: nothing is written for a refused start. */
+  private recorded = false;
 
-  constructor(private readonly steps: Steps, id: string, kind: WorkflowKind, hotfix: string, requestedBy: string) {
+  constructor(private readonly steps: Steps, id: string, kind: WorkflowKind, hotfix: string) {
     const now = new Date().toISOString();
     this.status = {
-      id, kind, hotfix, phase: 'preflight', requestedBy, canary: null, drained: [], approvals: [], servers: [],
-      error: null, paused: false, gate: null, needsAttention: [], startedAt: now, updatedAt: now, endedAt: null,
+      id, kind, hotfix, phase: 'preflight', requestedBy: '', requestedKey: null, sha256: null, canary: null, drained: [], approvals: [],
+      decisions: [], servers: [], error: null, paused: false, gate: null, needsAttention: [], startedAt: now, updatedAt: now, endedAt: null,
       activeBatchWorkflows: [],
     };
   }
@@ -40,16 +44,36 @@ export class WorkflowRecorder {
     // Replay-aware: logged once, when the workflow really reaches the phase.
     if (phase === 'failed' || phase === 'rollback_failed') log.warn(`${this.status.kind} of ${this.status.hotfix}: ${phase}`, { phase, error });
     else log.info(`${this.status.kind} of ${this.status.hotfix}: ${phase}`, { phase, ...(error ? { error } : {}) });
+    if (!this.recorded) return; // a refused start leaves no trace in the ledger
     const attention = this.final() && this.status.needsAttention.length > 0 ? { needsAttention: this.status.needsAttention } : {};
     await this.steps.record.recordPhase({ rolloutId: this.status.id, phase, ...(error ? { error } : {}), ...attention });
   }
 
   /**
-   * Run the preflight: record the start, then fn. Any failure ends the
-   * workflow in `failed` with nothing changed; returns undefined then.
+   * Check the start signature (it names the requester and fixes their key),
+   * then record the start in the ledger with its proof. A refusal throws.
    */
-  async preflight<T>(fn: () => Promise<T>, record: { hotfix: string; servers: string[]; options: Record<string, unknown> }): Promise<T | undefined> {
-    await this.steps.record.recordRolloutStart({ id: this.status.id, kind: this.status.kind, hotfix: record.hotfix, requestedBy: this.status.requestedBy, servers: record.servers, options: stripUndefined(record.options) });
+  async start(signed: SignedDecision, facts: DecisionFacts, record: { servers: string[]; options: Record<string, unknown> }, rules?: (rec: DecisionRecord) => void): Promise<DecisionRecord> {
+    this.status.sha256 = facts.sha256;
+    const rec = await verifySigned(this.steps, signed, facts);
+    rules?.(rec);
+    this.status.requestedBy = rec.by;
+    this.status.requestedKey = rec.key;
+    this.status.decisions.push(rec);
+    this.touch();
+    await this.steps.record.recordRolloutStart({
+      id: this.status.id, kind: this.status.kind, hotfix: this.status.hotfix, requestedBy: rec.by, servers: record.servers,
+      options: stripUndefined(record.options), signed: { key: rec.key, message: rec.message, signature: rec.signature },
+    });
+    this.recorded = true;
+    return rec;
+  }
+
+  /**
+   * Run the preflight (fn calls start() first thing it can). Any failure ends
+   * the workflow in `failed` with nothing changed; returns undefined then.
+   */
+  async preflight<T>(fn: () => Promise<T>): Promise<T | undefined> {
     try {
       return await fn();
     } catch (err) {
@@ -114,14 +138,19 @@ export class WorkflowRecorder {
     this.touch();
   }
 
-  approval(by: string, decision: 'approve' | 'reject', comment: string): void {
-    this.status.approvals.push({ by, decision, at: new Date().toISOString(), comment });
+  /** An accepted answer at the gate (its ledger event is written by the workflow once the gate closes). */
+  approval(rec: DecisionRecord): void {
+    const decision = rec.action === 'approve' ? 'approve' : 'reject';
+    this.status.approvals.push({ by: rec.by, decision, at: new Date().toISOString(), comment: rec.comment, key: rec.key, message: rec.message, signature: rec.signature });
+    this.status.decisions.push(rec);
     this.touch();
   }
 
-  /** A steering note (pause, resume, abort) in the ledger; not awaited by signal handlers. */
-  note(kind: string, actor: string, reason?: string): void {
-    void this.record({ key: `${kind}:${++this.notes}`, kind, actor, detail: reason ? { reason } : {} }).catch(() => undefined);
+  /** An accepted steering decision (pause, resume, abort), with its proof, in the status and the ledger. */
+  async steering(rec: DecisionRecord): Promise<void> {
+    this.status.decisions.push(rec);
+    this.touch();
+    await this.record({ key: `${rec.action}:${++this.notes}`, kind: rec.action, actor: rec.by, detail: { ...(rec.comment ? { reason: rec.comment } : {}), ...proof(rec) } });
   }
 
   async record(e: { key: string; kind: string; server?: string; actor?: string; detail?: Record<string, unknown> }): Promise<void> {
@@ -131,6 +160,11 @@ export class WorkflowRecorder {
   private touch(): void {
     this.status.updatedAt = new Date().toISOString();
   }
+}
+
+/** What anyone needs to re-check a decision: the key's fingerprint, the message, the signature. */
+export function proof(rec: DecisionRecord): { key: string; message: string; signature: string } {
+  return { key: rec.key, message: rec.message, signature: rec.signature };
 }
 
 function stripUndefined(o: Record<string, unknown>): Record<string, unknown> {

@@ -1,33 +1,51 @@
 // Removing a hotfix, as the vendor describes it: unapply it (and restart) on
 // every server that has it, then delete it from the Key Manager database
 // once it is applied nowhere.
-import { setHandler, workflowInfo } from '@temporalio/workflow';
-import type { RemovalInput, RolloutStatus, SteerRequest } from '../domain/rollout';
-import { abortSignal, pauseSignal, resumeSignal, statusQuery } from './definitions';
+import { allHandlersFinished, condition, setHandler, workflowInfo } from '@temporalio/workflow';
+import type { RemovalInput, RolloutStatus } from '../domain/rollout';
+import { NO_FILE } from '../domain/decision';
+import { statusQuery } from './definitions';
 import { activityProxies, timing } from './steps';
 import { Fanout } from './fanout';
 import { failureMessage } from './errors';
 import { WorkflowRecorder } from './recorder';
-import { steering } from './messages';
+import { OneAtATime } from './decisions';
+import { setSteeringHandlers } from './steering';
 
 export async function hotfixRemoval(input: RemovalInput): Promise<RolloutStatus> {
+  const status = await removal(input);
+  await condition(allHandlersFinished);
+  return status;
+}
+
+async function removal(input: RemovalInput): Promise<RolloutStatus> {
   const t = timing(input.timing);
   const steps = activityProxies(t);
   const id = workflowInfo().workflowId;
-  const r = new WorkflowRecorder(steps, id, 'removal', input.hotfix, input.requestedBy);
+  const r = new WorkflowRecorder(steps, id, 'removal', input.hotfix);
   const fanout = new Fanout(id, input.hotfix, input.timing);
   let aborted = false;
   setHandler(statusQuery, () => r.status);
-  setHandler(pauseSignal, (raw: SteerRequest) => { const req = steering(raw, 'pause'); if (req && !r.final()) { r.status.paused = true; r.note('pause', req.by, req.reason); void fanout.setPaused(true); } });
-  setHandler(resumeSignal, (raw: SteerRequest) => { const req = steering(raw, 'resume'); if (req && !r.final()) { r.status.paused = false; r.note('resume', req.by, req.reason); void fanout.setPaused(false); } });
-  setHandler(abortSignal, (raw: SteerRequest) => { const req = steering(raw, 'abort'); if (req && !r.final() && !aborted) { aborted = true; r.note('abort', req.by, req.reason); void fanout.stop(); } });
+  setSteeringHandlers({
+    steps, recorder: r, lock: new OneAtATime(),
+    stopping: () => aborted,
+    setPaused: (paused) => { void fanout.setPaused(paused); },
+    abort: () => {
+      aborted = true;
+      void fanout.stop();
+    },
+  });
 
   const ctx = await r.preflight(async () => {
     const c = await steps.preflight.prepareRemoval({ hotfix: input.hotfix, servers: input.servers });
+    // A hotfix applied somewhere but no longer registered has no file: the signature says 'none'.
+    await r.start(input.signed, { action: 'remove', rollout: id, hotfix: input.hotfix, sha256: c.sha256 ?? NO_FILE }, {
+      servers: input.servers, options: { keepRegistered: input.keepRegistered },
+    });
     await r.claim(c.targets);
     await r.checkHealth(c.targets);
     return c;
-  }, { hotfix: input.hotfix, servers: input.servers, options: { keepRegistered: input.keepRegistered } });
+  });
   if (!ctx) return r.status;
 
   const targets = new Set(ctx.targets);

@@ -2,86 +2,104 @@
 //   preflight → [upload] → [drain] → canary → verifying → [restore] → fanout → completed
 // and on failure, rejection, timeout or abort:
 //   rolling_back → rolled_back | rollback_failed.
-import { CancellationScope, condition, isCancellation, log, setHandler, workflowInfo } from '@temporalio/workflow';
-import type { ApproveRequest, DrainedBackend, RejectRequest, RolloutInput, RolloutStatus, SteerRequest } from '../domain/rollout';
-import { abortSignal, approveUpdate, pauseSignal, rejectUpdate, resumeSignal, statusQuery } from './definitions';
+import { allHandlersFinished, CancellationScope, condition, isCancellation, log, setHandler, workflowInfo } from '@temporalio/workflow';
+import type { DecisionRecord, DrainedBackend, RolloutInput, RolloutStatus, SignedDecision } from '../domain/rollout';
+import type { DecisionFacts } from '../domain/decision';
+import { approveUpdate, rejectUpdate, statusQuery } from './definitions';
 import { activityProxies, patchServer, timing } from './steps';
 import { Fanout } from './fanout';
 import { NO_FAILURE_LIMIT } from './batches';
 import { failureMessage } from './errors';
 import { formatDuration } from '../domain/plan';
 import { WorkflowRecorder, StopRollout } from './recorder';
-import { approveRequest, rejectRequest } from '../domain/messages';
-import { steering } from './messages';
+import { checkFacts, OneAtATime, refused, verifySigned } from './decisions';
+import { setSteeringHandlers } from './steering';
 
 export async function hotfixRollout(input: RolloutInput): Promise<RolloutStatus> {
+  const status = await rollout(input);
+  // An answer still being checked when the rollout ended is refused, not cut off.
+  await condition(allHandlersFinished);
+  return status;
+}
+
+async function rollout(input: RolloutInput): Promise<RolloutStatus> {
   const t = timing(input.timing);
   const steps = activityProxies(t);
   const id = workflowInfo().workflowId;
-  const r = new WorkflowRecorder(steps, id, 'rollout', input.hotfix, input.requestedBy);
+  const r = new WorkflowRecorder(steps, id, 'rollout', input.hotfix);
   r.status.batch = input.batch;
   r.status.maxFailures = input.maxFailures;
   const fanout = new Fanout(id, input.hotfix, input.timing);
+  const lock = new OneAtATime();
 
   let decision: { approved: boolean; by: string; reason: string } | undefined;
-  let abort: SteerRequest | undefined;
+  let abort: DecisionRecord | undefined;
+  let drained: DrainedBackend[] = [];
 
   setHandler(statusQuery, () => r.status);
-  // Payloads are checked first (domain/messages): anyone with access to the namespace can send anything.
-  setHandler(approveUpdate, (raw: ApproveRequest) => {
-    const req = approveRequest(raw);
-    r.approval(req.by, 'approve', req.comment ?? '');
-    decision = { approved: true, by: req.by, reason: '' };
-    return r.status;
-  }, { validator: (raw: ApproveRequest) => validateAnswer(approveRequest(raw).by) });
-  setHandler(rejectUpdate, (raw: RejectRequest) => {
-    const req = rejectRequest(raw);
-    r.approval(req.by, 'reject', req.reason);
-    decision = { approved: false, by: req.by, reason: req.reason };
-    return r.status;
-  }, { validator: (raw: RejectRequest) => validateAnswer(rejectRequest(raw).by) });
-  setHandler(pauseSignal, (raw: SteerRequest) => {
-    const req = steering(raw, 'pause');
-    if (!req || r.final() || r.status.paused) return;
-    r.status.paused = true;
-    r.note('pause', req.by, req.reason);
-    void fanout.setPaused(true);
-  });
-  setHandler(resumeSignal, (raw: SteerRequest) => {
-    const req = steering(raw, 'resume');
-    if (!req || r.final() || !r.status.paused) return;
-    r.status.paused = false;
-    r.note('resume', req.by, req.reason);
-    void fanout.setPaused(false);
-  });
-  setHandler(abortSignal, (raw: SteerRequest) => {
-    const req = steering(raw, 'abort');
-    if (!req || r.final() || abort) return;
-    abort = req;
-    r.note('abort', req.by, req.reason);
-    void fanout.stop();
+  setSteeringHandlers({
+    steps, recorder: r, lock,
+    stopping: () => abort !== undefined || r.status.phase === 'rolling_back',
+    setPaused: (paused) => { void fanout.setPaused(paused); },
+    abort: (rec) => {
+      abort = rec;
+      void fanout.stop();
+    },
   });
 
-  /** Answers to the gate: only while verifying, only once, never by the requester, only listed approvers. */
-  function validateAnswer(by: string): void {
-    if (!by || !by.trim()) throw new Error('say who you are: --as USER');
-    if (r.status.phase !== 'verifying') throw new Error(`rollout ${id} is not waiting for verification (phase ${r.status.phase}): there is nothing to answer`);
-    if (decision || abort) throw new Error(`rollout ${id} has already been answered`);
-    if (by === input.requestedBy) throw new Error(`${by} started this rollout: someone else must verify the canary`);
-    if (input.approvers.length > 0 && !input.approvers.includes(by)) throw new Error(`${by} is not an approver of this rollout (approvers: ${input.approvers.join(', ')})`);
+  /** What an answer at the gate must state: this rollout, file, canary and drained backends, as they are now. */
+  const gateFacts = (action: 'approve' | 'reject'): DecisionFacts => ({
+    action, rollout: id, hotfix: input.hotfix, sha256: r.status.sha256 ?? '', canary: r.status.canary ?? '', drained: drained.map((d) => d.server),
+  });
+
+  /** Answers to the gate: only while verifying, only once, signed for exactly this canary. */
+  function validateAnswer(action: 'approve' | 'reject', req: SignedDecision): void {
+    if (r.status.phase !== 'verifying') throw refused(`rollout ${id} is not waiting for verification (phase ${r.status.phase}): there is nothing to answer`);
+    if (decision || abort) throw refused(`rollout ${id} has already been answered`);
+    const d = checkFacts(req, gateFacts(action));
+    if (action === 'reject' && !d.comment) throw refused('a rejection needs a reason: --reason "what is wrong"');
   }
 
+  /** The signer must not be the requester (by name or by key) and must be a listed approver when there is a list. */
+  function answer(action: 'approve' | 'reject') {
+    return (req: SignedDecision): Promise<RolloutStatus> => lock.run(async () => {
+      validateAnswer(action, req);
+      const rec = await verifySigned(steps, req, gateFacts(action));
+      validateAnswer(action, req);
+      if (rec.by === r.status.requestedBy || rec.key === r.status.requestedKey) {
+        throw refused(`${rec.by} (${rec.key}) started this rollout${rec.by === r.status.requestedBy ? '' : ` as ${r.status.requestedBy} with the same key`}: someone else must verify the canary`);
+      }
+      if (input.approvers.length > 0 && !input.approvers.includes(rec.by)) {
+        throw refused(`${rec.by} is not an approver of this rollout (approvers: ${input.approvers.join(', ')})`);
+      }
+      r.approval(rec);
+      decision = { approved: action === 'approve', by: rec.by, reason: rec.comment };
+      return r.status;
+    });
+  }
+  setHandler(approveUpdate, answer('approve'), { validator: (req: SignedDecision) => validateAnswer('approve', req) });
+  setHandler(rejectUpdate, answer('reject'), { validator: (req: SignedDecision) => validateAnswer('reject', req) });
+
   const checkAbort = () => {
-    if (abort) throw new StopRollout(`aborted by ${abort.by}${abort.reason ? `: ${abort.reason}` : ''}`);
+    if (abort) throw new StopRollout(`aborted by ${abort.by}${abort.comment ? `: ${abort.comment}` : ''}`);
   };
 
   // ---- preflight: changes nothing -------------------------------------------------
   const ctx = await r.preflight(async () => {
     const c = await steps.preflight.prepareRollout({ hotfix: input.hotfix, servers: input.servers, canary: input.canary, batch: input.batch, uploadSha256: input.upload?.sha256, uploadFileName: input.upload?.fileName });
+    // The start signature names the requester; it must be for this rollout of this file.
+    await r.start(input.signed, { action: 'rollout', rollout: id, hotfix: input.hotfix, sha256: input.upload?.sha256 ?? c.sha256 ?? '' }, {
+      servers: input.servers,
+      options: { canary: input.canary, batch: input.batch, maxFailures: input.maxFailures, approvers: input.approvers, approvalTimeoutMs: input.approvalTimeoutMs, upload: input.upload },
+    }, (rec) => {
+      if (input.approvers.length > 0 && input.approvers.every((a) => a === rec.by)) {
+        throw refused(`--approvers lists only ${rec.by}, who starts this rollout and so may not verify it: name someone else`);
+      }
+    });
     await r.claim(c.plan.targets);
     await r.checkHealth(c.plan.targets);
     return c;
-  }, { hotfix: input.hotfix, servers: input.servers, options: { canary: input.canary, batch: input.batch, maxFailures: input.maxFailures, approvers: input.approvers, approvalTimeoutMs: input.approvalTimeoutMs, upload: input.upload } });
+  });
   if (!ctx) return r.status;
 
   const { plan } = ctx;
@@ -95,7 +113,6 @@ export async function hotfixRollout(input: RolloutInput): Promise<RolloutStatus>
   await r.record({ key: 'canary', kind: 'canary', server: canary, detail: { reason: plan.canary.reason } });
   const canaryInfo = ctx.servers.find((s) => s.name === canary);
   const touched: string[] = []; // servers this rollout applied (or tried to), in order
-  let drained: DrainedBackend[] = [];
   let restored = false;
   const restore = async () => {
     if (drained.length > 0 && !restored) {
@@ -127,7 +144,7 @@ export async function hotfixRollout(input: RolloutInput): Promise<RolloutStatus>
     await r.serverStep(canary, 'patching', () => patchServer(steps, t, id, canary, input.hotfix), 'patched', 'failed');
 
     // ---- verifying: a person checks the canary --------------------------------------
-    await r.phase('verifying');
+    // The gate is filled in before the phase shows: a query may come between any two awaits.
     const since = new Date();
     r.status.gate = {
       message: gateMessage(input.hotfix, canary, canaryInfo?.url, drained.map((d) => d.server), id),
@@ -138,9 +155,13 @@ export async function hotfixRollout(input: RolloutInput): Promise<RolloutStatus>
       waitingSince: since.toISOString(),
       deadline: new Date(since.getTime() + input.approvalTimeoutMs).toISOString(),
     };
+    await r.phase('verifying');
     const answered = await condition(() => decision !== undefined || abort !== undefined, input.approvalTimeoutMs);
     r.status.gate = null;
-    if (decision) await r.record({ key: 'decision', kind: decision.approved ? 'approve' : 'reject', actor: decision.by, detail: { comment: decision.approved ? r.status.approvals.at(-1)?.comment ?? '' : decision.reason } });
+    const verdict = r.status.approvals.at(-1);
+    if (decision && verdict) {
+      await r.record({ key: 'decision', kind: verdict.decision, actor: verdict.by, detail: { comment: verdict.comment, key: verdict.key, message: verdict.message, signature: verdict.signature } });
+    }
 
     // ---- restore: whatever the outcome ----------------------------------------------
     if (drained.length > 0) {

@@ -43,6 +43,11 @@ export function activityProxies(t: RolloutTiming) {
       startToCloseTimeout: '1m',
       retry: retry({ maximumAttempts: 5 }),
     }),
+    // Reading the signers file and checking a signature: a caller waits on it (an Update), so a few quick tries.
+    signing: proxyActivities<Pick<KmHotfixActivities, 'verifyDecision'>>({
+      startToCloseTimeout: '30s',
+      retry: retry({ maximumAttempts: 3, maximumInterval: '2s' }),
+    }),
     // One SSH round trip per server, 16 at a time: minutes on a large fleet; heartbeats prove progress.
     health: proxyActivities<Pick<KmHotfixActivities, 'checkServers'>>({
       startToCloseTimeout: '30m',

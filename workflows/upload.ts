@@ -11,12 +11,15 @@ export async function hotfixUpload(input: UploadInput & { fileName: string }): P
   const steps = activityProxies(timing());
   const id = workflowInfo().workflowId;
   const hotfix = parseHotfixFileName(input.fileName).name;
-  const r = new WorkflowRecorder(steps, id, 'upload', hotfix, input.requestedBy);
+  const r = new WorkflowRecorder(steps, id, 'upload', hotfix);
   setHandler(statusQuery, () => r.status);
   const ok = await r.preflight(async () => {
+    await r.start(input.signed, { action: 'upload', rollout: id, hotfix, sha256: input.sha256 }, {
+      servers: input.via ? [input.via] : [], options: { sha256: input.sha256, fileName: input.fileName, via: input.via },
+    });
     await r.claim([]);
     return true;
-  }, { hotfix, servers: input.via ? [input.via] : [], options: { sha256: input.sha256, fileName: input.fileName, via: input.via } });
+  });
   if (!ok) return r.status;
   try {
     await r.phase('upload');

@@ -1,11 +1,10 @@
-// Helpers shared by the workflow commands: identity, option parsers, the
+// Helpers shared by the workflow commands: option parsers, the
 // Temporal and database sessions, and reading a workflow's status (live
 // query merged with its batch children, or the result once it has ended).
 import { randomBytes } from 'node:crypto';
-import { Command, Option } from 'commander';
 import type { Sql } from 'postgres';
 import { Client, WorkflowHandle, WorkflowNotFoundError } from '@temporalio/client';
-import { loadConfig, defaultIdentity, Config } from '../../platform/config';
+import { loadConfig, Config } from '../../platform/config';
 import { CliError, EXIT, ExitCode } from '../errors';
 import { connectClient, TemporalClient } from '../../platform/temporal';
 import { connectDatabase, connectOrchestrator, openDatabases, requireDatabaseUrl } from '../../store/database';
@@ -13,19 +12,6 @@ import { KeyManagerDatabase } from '../../keymanager/database';
 import { isFinalPhase, RolloutStatus, WorkflowKind, workflowId } from '../../domain/rollout';
 import { parseDuration, PlanError } from '../../domain/plan';
 import { WORKFLOW_TYPES, batchStatusQuery, statusQuery } from '../../workflows/definitions';
-
-const IDENTITY = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/;
-
-/** `--as USER` on a command that acts on someone's behalf. */
-export function withIdentity(cmd: Command): Command {
-  return cmd.addOption(new Option('--as <user>', 'who you are, for the ledger and the approval rules (default: $USER)'));
-}
-
-export function identity(as: string | undefined): string {
-  const who = as ?? defaultIdentity();
-  if (!IDENTITY.test(who)) throw new CliError(`--as must be a user name of letters, digits, '.', '_', '@' or '-' (got '${who}')`, EXIT.refused);
-  return who;
-}
 
 // Option parsers throw CliError, not commander's own error type: commander
 // would add a usage line, and SPEC §4 wants one line on stderr.
@@ -221,6 +207,29 @@ export function isFinal(st: RolloutStatus): boolean {
 /** SPEC §4: 0 completed, 1 failed or rolled back. */
 export function outcomeExit(st: RolloutStatus): ExitCode {
   return st.phase === 'completed' ? EXIT.ok : EXIT.failed;
+}
+
+/**
+ * A workflow started with a signed decision checks it first thing in its
+ * preflight: wait (briefly) for that verdict, so a refused signature is the
+ * caller's exit 2 with the workflow's reason, not a surprise in `status`.
+ */
+export async function awaitStartAccepted(client: Client, id: string, what: string): Promise<RolloutStatus | undefined> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    let st: RolloutStatus | undefined;
+    try {
+      st = await readStatus(client, await describeWorkflow(client, id));
+    } catch (err) {
+      // No worker answers: the start is checked when one comes; 'status' will tell.
+      if (err instanceof CliError && err.exitCode === EXIT.unreachable) return undefined;
+      st = undefined; // its first workflow task may not have run yet
+    }
+    if (st?.requestedBy) return st;
+    if (st && isFinal(st)) throw new CliError(`${what} refused: ${st.error ?? 'it ended in preflight'} (${id})`, EXIT.refused);
+    if (Date.now() > deadline) return undefined; // no verdict yet: it is running; 'status' will tell
+    await new Promise((r) => setTimeout(r, 150));
+  }
 }
 
 export function firstLine(err: unknown): string {

@@ -1,7 +1,8 @@
 // `km-hotfix demo` (npm run demo): the whole procedure on embedded defaults.
 // Starts its own stack (free ports, a temp folder) with a simulated fleet of
-// 2 frontends and 3 backends; uploads a backend hotfix, rolls it out while a
-// second identity (dana) approves the canary; then rolls out a hotfix built
+// 2 frontends and 3 backends; uploads a backend hotfix, rolls it out as alice;
+// alice's own approval is refused, a second person (dana) approves the canary,
+// each decision signed with that person's SSH key; then rolls out a hotfix built
 // for another Key Manager version, which fails on the canary with the
 // checksum mismatch and rolls back on its own; stops everything it started.
 import { promises as fs } from 'node:fs';
@@ -10,7 +11,7 @@ import * as path from 'node:path';
 import type { Command } from 'commander';
 import type { LogLevel } from '@temporalio/worker';
 import type { Sql } from 'postgres';
-import { defaultIdentity, loadConfig, Config } from '../../platform/config';
+import { loadConfig, Config } from '../../platform/config';
 import { CliError, EXIT } from '../errors';
 import type { RolloutStatus, RolloutTiming } from '../../domain/rollout';
 import type { DevStack } from '../../stack/dev-stack';
@@ -21,10 +22,12 @@ import { withTemporal } from './common';
 import { startRollout } from './rollout';
 import { startUpload } from './upload';
 import { answerGate } from './gate';
+import { person } from './signing';
 import { statusReader } from './status';
 
 /** Short timings: the simulator restarts in ~300 ms, so nothing needs minutes here. */
 const DEMO_TIMING: Partial<RolloutTiming> = { servicesTimeoutMs: 20_000, maxRetryIntervalMs: 1_000 };
+const REQUESTER = 'alice';
 const APPROVER = 'dana';
 
 interface Step {
@@ -92,6 +95,9 @@ async function runDemo(o: { keep?: boolean }): Promise<number> {
     // The in-process worker reads these from the environment: our key, our own queue.
     process.env.KM_SSH_KEY = key.privateKeyPath;
     process.env.KM_HOTFIX_TASK_QUEUE = 'km-hotfix-demo';
+    // The demo's own people (alice, bob, dana under DIR/keys), whatever this shell has set.
+    delete process.env.KM_HOTFIX_ALLOWED_SIGNERS;
+    delete process.env.KM_HOTFIX_SIGNING_KEY;
     const temporalPort = await freePort();
     const stack: DevStack = await startDevStack({
       dataDir, temporalPort, uiPort: await freePort(), postgresPort: await freePort(),
@@ -108,13 +114,16 @@ async function runDemo(o: { keep?: boolean }): Promise<number> {
     undo.push(() => kmSql.end({ timeout: 5 }));
     const km = new KeyManagerDatabase(kmSql);
     await replaceInventory(orchestrator, fleet.inventory());
+    // alice signs with her key (KM_HOTFIX_SIGNING_KEY from the stack); dana with hers.
     const cfg: Config = loadConfig({ ...stack.env, KM_SSH_KEY: key.privateKeyPath, KM_HOTFIX_TASK_QUEUE: 'km-hotfix-demo' });
+    const danaKey = path.join(dataDir, 'keys', APPROVER);
+    const danaCfg: Config = { ...cfg, signingKey: danaKey };
     const fleetMax = async () => new Map((await km.servers()).map((s) => [s.name, s.maxProcesses]));
     const before = await fleetMax();
     p.say(`  fleet: ${fleet.inventory().map((s) => `${s.name} (${s.role}${s.role === 'frontend' ? '' : `, Maximum Processes ${before.get(s.name)}`})`).join(', ')}`);
     p.say(`  ready in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 
-    const requester = ((who) => (who === APPROVER || !/^[A-Za-z0-9][A-Za-z0-9._@-]*$/.test(who) ? 'alice' : who))(defaultIdentity());
+    const requester = REQUESTER;
     const hotfixDir = path.join(dataDir, 'hotfixes');
     await fs.mkdir(hotfixDir, { recursive: true });
     const good = await makeHotfix({ component: 'backend', version: '3.0.0', description: 'fix_queue_stall', issueId: 'UKM-2001', outDir: hotfixDir });
@@ -122,17 +131,17 @@ async function runDemo(o: { keep?: boolean }): Promise<number> {
     p.say(`  sample hotfixes: ${good.fileName} (for Key Manager 3.0.0, what the fleet runs) and ${wrong.fileName} (for 2.9.0)`);
 
     // ---- 1. upload -------------------------------------------------------------------
-    p.title(`1. Upload ${good.fileName} (as ${requester})`);
-    p.say(`  $ km-hotfix upload ${path.basename(good.path!)} --wait`);
-    const up = await startUpload(cfg, { file: good.path!, as: requester });
+    p.title(`1. Upload ${good.fileName} (signed by ${requester})`);
+    p.say(`  $ km-hotfix upload ${path.basename(good.path!)} --wait        # KM_HOTFIX_SIGNING_KEY=.../keys/${requester}`);
+    const up = await startUpload(cfg, { file: good.path! });
     const uploaded = await follow(cfg, up.id, out);
     if (uploaded.phase !== 'completed') throw new CliError(`the upload failed: ${uploaded.error}`, EXIT.failed);
 
     // ---- 2. the rollout, approved by dana ---------------------------------------------
     p.title(`2. Roll out ${up.name}: backend canary, other backends drained, ${APPROVER} verifies, then the rest in batches of 2`);
     p.say(`  $ km-hotfix rollout ${up.name} --approvers ${APPROVER} --batch 2 --wait`);
-    const first = await startRollout(cfg, { hotfix: up.name, as: requester, batch: '2', maxFailures: 0, approvers: [APPROVER], approvalTimeoutMs: 10 * 60_000, timing: DEMO_TIMING });
-    p.say(`  started ${first.id}`);
+    const first = await startRollout(cfg, { hotfix: up.name, batch: '2', maxFailures: 0, approvers: [APPROVER], approvalTimeoutMs: 10 * 60_000, timing: DEMO_TIMING });
+    p.say(`  started ${first.id}, signed by ${first.requestedBy}`);
     let answered = false;
     const done = await follow(cfg, first.id, out, async (st) => {
       if (answered || st.phase !== 'verifying' || !st.gate) return;
@@ -140,9 +149,18 @@ async function runDemo(o: { keep?: boolean }): Promise<number> {
       await new Promise((r) => setTimeout(r, 1500)); // let the gate be seen
       const lines = [
         `  >> the gate asks ${APPROVER} to verify canary ${st.gate.canary}${st.gate.url ? ` (${st.gate.url})` : ''}; drained while verifying: ${st.drained.map((d) => `${d.server} (Maximum Processes ${d.maxProcesses} -> 0)`).join(', ')}`,
-        `  >> ${APPROVER} checks the canary and answers: km-hotfix approve ${st.id} --as ${APPROVER} --comment "queue drains on km-be-1"`,
+        `  >> ${requester} tries to approve her own rollout: km-hotfix approve ${st.id}`,
       ];
-      await answerGate(cfg, st.id, { decision: 'approve', by: APPROVER, comment: 'queue drains on km-be-1' });
+      try {
+        await answerGate(cfg, st.id, { decision: 'approve', comment: 'looks fine to me' });
+        lines.push('  >> ... and it was accepted: that is a bug');
+      } catch (err) {
+        lines.push(`  >> refused by the workflow, nothing changed: ${(err as Error).message}`);
+      }
+      lines.push(`  >> ${APPROVER} checks the canary and answers with her key: KM_HOTFIX_SIGNING_KEY=${danaKey} km-hotfix approve ${st.id} --comment "queue drains on km-be-1"`);
+      const ok = await answerGate(danaCfg, st.id, { decision: 'approve', comment: 'queue drains on km-be-1' });
+      const a = ok.status.approvals.at(-1);
+      lines.push(`  >> approved by ${a ? person(a.by, a.key) : APPROVER}; the signed message and signature are in the status, the ledger and the history ('km-hotfix audit ${st.id}')`);
       return lines;
     });
     if (done.phase !== 'completed') throw new CliError(`the first rollout did not complete: ${done.phase}: ${done.error}`, EXIT.failed);
@@ -154,7 +172,7 @@ async function runDemo(o: { keep?: boolean }): Promise<number> {
     const wrongName = `hotfix_backend_fix_job_retry`;
     p.title(`3. Roll out ${wrong.fileName} — built for Key Manager 2.9.0, the fleet runs 3.0.0`);
     p.say(`  $ km-hotfix rollout ${path.basename(wrong.path!)} --approvers ${APPROVER} --wait`);
-    const second = await startRollout(cfg, { hotfix: wrong.path!, as: requester, batch: '2', maxFailures: 0, approvers: [APPROVER], approvalTimeoutMs: 10 * 60_000, timing: DEMO_TIMING });
+    const second = await startRollout(cfg, { hotfix: wrong.path!, batch: '2', maxFailures: 0, approvers: [APPROVER], approvalTimeoutMs: 10 * 60_000, timing: DEMO_TIMING });
     p.say(`  started ${second.id}`);
     const failed = await follow(cfg, second.id, out);
     if (failed.phase !== 'rolled_back') throw new CliError(`the second rollout should have rolled back, but ended ${failed.phase}: ${failed.error}`, EXIT.failed);
@@ -167,18 +185,20 @@ async function runDemo(o: { keep?: boolean }): Promise<number> {
     p.say(formatTable(['HOTFIX (System → Hotfixes)', 'VERSION', 'APPLIED ON (Hotfixes Applied)'], hotfixes.map((h) => [h.name, h.version, h.appliedOn.join(', ') || '(nowhere)'])).split('\n').map((l) => `  ${l}`).join('\n'));
     p.say('');
     p.say(`  - ${up.name} was uploaded, verified on canary km-be-1 while km-be-2 and km-be-3 had Maximum Processes 0,`);
-    p.say(`    approved by ${APPROVER} (not ${requester}, who started it), then applied on the other 4 servers in batches of 2.`);
+    p.say(`    approved by ${APPROVER} with her SSH key (${requester}, who started it, was refused), then applied on the other 4 servers in batches of 2.`);
     p.say(`  - ${wrongName} failed on its canary: ${firstErrorLine(failed)}`);
     p.say(`    It was not retried (a checksum mismatch means another Key Manager version); the rollout rolled back on its own,`);
     p.say(`    and Maximum Processes are ${sameAgain ? 'back to their values' : 'NOT back to their values'} (${[...after].filter(([n]) => n.includes('-be-')).map(([n, v]) => `${n} ${v}`).join(', ')}).`);
-    p.say(`  - Every step, approval and outcome is in the ledger ('km-hotfix list') and in Temporal's history.`);
+    p.say(`  - Every step, approval and outcome is in the ledger ('km-hotfix list') and in Temporal's history; every decision`);
+    p.say(`    carries its signer's key, message and SSH signature, which 'km-hotfix audit ID' (or ssh-keygen -Y verify) re-checks.`);
     p.say('');
     p.say(`  Temporal Web UI while it ran: ${stack.uiUrl ?? '(none)'} (stopped with the demo).`);
     p.say('  Try it by hand, with the UI kept open:');
     p.say('    npx km-hotfix dev --sim 2:3              # in one terminal; then paste the export lines it prints into another');
     p.say('    npx km-hotfix sim make-hotfix --component backend --version 3.0.0 --description fix_queue_stall --issue UKM-2001');
     p.say('    npx km-hotfix plan ./sshmgr-3.0.0-hotfix_backend_fix_queue_stall_UKM-2001.gz');
-    p.say('    npx km-hotfix rollout ./sshmgr-3.0.0-hotfix_backend_fix_queue_stall_UKM-2001.gz --wait   # and in a third: npx km-hotfix approve ID --as dana');
+    p.say('    npx km-hotfix rollout ./sshmgr-3.0.0-hotfix_backend_fix_queue_stall_UKM-2001.gz --wait   # signed as alice');
+    p.say('    KM_HOTFIX_SIGNING_KEY=.km-hotfix/keys/dana npx km-hotfix approve ID                     # in a third: dana approves');
     p.say(`  demo finished in ${((Date.now() - t0) / 1000).toFixed(1)} s; stopping everything it started`);
     return same && sameAgain ? EXIT.ok : EXIT.failed;
   } finally {

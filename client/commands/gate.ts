@@ -1,30 +1,56 @@
 // `km-hotfix approve ID` / `reject ID --reason T`: answer the verification
-// gate. They are Temporal Updates with validators: a refused answer (wrong
-// phase, the requester, someone not listed) changes nothing and says why.
+// gate with a signed decision (SPEC §7). They are Temporal Updates with
+// validators, and the workflow checks the signature against its signers file:
+// a refused answer (wrong phase, the requester, someone not listed, a bad or
+// stale signature) changes nothing and says why (exit 2).
 import type { Command } from 'commander';
-import { WorkflowUpdateFailedError } from '@temporalio/client';
-import type { RolloutStatus } from '../../domain/rollout';
+import { Client, WorkflowUpdateFailedError } from '@temporalio/client';
+import type { RolloutStatus, SignedDecision } from '../../domain/rollout';
 import { approveUpdate, rejectUpdate } from '../../workflows/definitions';
 import type { Config } from '../../platform/config';
 import { CliError, EXIT } from '../errors';
-import { config, describeWorkflow, firstLine, identity, readStatus, withIdentity, withTemporal } from './common';
+import { config, describeWorkflow, firstLine, readStatus, withTemporal } from './common';
+import { messageFor, readSignedDecision, signDecision, signerOf, UnsignedDecision } from './signing';
 
-export type Answer = { decision: 'approve'; by: string; comment?: string } | { decision: 'reject'; by: string; reason: string };
+type GateAction = 'approve' | 'reject';
+
+export interface Answer {
+  decision: GateAction;
+  /** The comment (approve) or the reason (reject). */
+  comment?: string;
+  /** A decision signed elsewhere; otherwise it is signed here. */
+  signed?: SignedDecision;
+}
+
+/** The decision about this gate, as it is now: what a signature must state. */
+export function gateDecision(st: RolloutStatus, action: GateAction, comment?: string): UnsignedDecision {
+  if (st.phase !== 'verifying' || !st.canary || !st.sha256) {
+    throw new CliError(`rollout ${st.id} is not waiting for verification (phase ${st.phase}): there is nothing to ${action}`, EXIT.refused);
+  }
+  return { action, rollout: st.id, hotfix: st.hotfix, sha256: st.sha256, canary: st.canary, drained: st.drained.map((d) => d.server), comment };
+}
+
+async function gateStatus(client: Client, id: string, action: GateAction) {
+  const d = await describeWorkflow(client, id);
+  if (d.kind !== 'rollout') throw new CliError(`${id} is a${d.kind === 'upload' ? 'n' : ''} ${d.kind}: only rollouts have a verification gate`, EXIT.refused);
+  const st = await readStatus(client, d);
+  if (!d.running) throw new CliError(`rollout ${id} has ended (${st.phase}): there is nothing to ${action}`, EXIT.refused);
+  return { d, st };
+}
+
+/** The message to sign elsewhere (`--print-message`). */
+export async function gateMessage(cfg: Config, id: string, action: GateAction, comment?: string): Promise<string> {
+  return withTemporal(cfg, async (client) => messageFor(gateDecision((await gateStatus(client, id, action)).st, action, comment)));
+}
 
 /** Send an answer; a refusal is exit 2 with the workflow's own reason. */
-export async function answerGate(cfg: Config, id: string, answer: Answer): Promise<RolloutStatus> {
+export async function answerGate(cfg: Config, id: string, answer: Answer): Promise<{ status: RolloutStatus; signed: SignedDecision }> {
   return withTemporal(cfg, async (client) => {
-    const d = await describeWorkflow(client, id);
-    if (d.kind !== 'rollout') throw new CliError(`${id} is a${d.kind === 'upload' ? 'n' : ''} ${d.kind}: only rollouts have a verification gate`, EXIT.refused);
-    if (!d.running) {
-      const st = await readStatus(client, d);
-      throw new CliError(`rollout ${id} has ended (${st.phase}): there is nothing to ${answer.decision}`, EXIT.refused);
-    }
+    const { d, st } = await gateStatus(client, id, answer.decision);
+    const signed = answer.signed ?? await signDecision(cfg, gateDecision(st, answer.decision, answer.comment));
     try {
-      if (answer.decision === 'approve') {
-        return await d.handle.executeUpdate(approveUpdate, { args: [{ by: answer.by, ...(answer.comment ? { comment: answer.comment } : {}) }] });
-      }
-      return await d.handle.executeUpdate(rejectUpdate, { args: [{ by: answer.by, reason: answer.reason }] });
+      const status = await d.handle.executeUpdate(answer.decision === 'approve' ? approveUpdate : rejectUpdate, { args: [signed] });
+      return { status, signed };
     } catch (err) {
       if (err instanceof WorkflowUpdateFailedError) {
         throw new CliError(`${answer.decision} refused: ${firstLine(err.cause ?? err)}`, EXIT.refused);
@@ -34,34 +60,67 @@ export async function answerGate(cfg: Config, id: string, answer: Answer): Promi
   });
 }
 
+interface GateFlags {
+  comment?: string;
+  reason?: string;
+  printMessage?: boolean;
+  message?: string;
+  signature?: string;
+}
+
+/** --print-message, or --message with --signature, or sign here. */
+async function run(id: string, action: GateAction, o: GateFlags): Promise<{ status: RolloutStatus; signed: SignedDecision } | undefined> {
+  const cfg = config();
+  const comment = action === 'approve' ? o.comment : o.reason;
+  if (o.printMessage) {
+    if (o.message || o.signature) throw new CliError('--print-message prints a message to sign; --message and --signature submit one: use one or the other', EXIT.refused);
+    process.stdout.write(await gateMessage(cfg, id, action, comment));
+    process.stderr.write(`sign it within 10 minutes: ssh-keygen -Y sign -f KEY -n km-hotfix FILE, then: km-hotfix ${action} ${id} --message FILE --signature FILE.sig\n`);
+    return undefined;
+  }
+  if (!!o.message !== !!o.signature) throw new CliError('--message and --signature go together: the message file and its ssh-keygen -Y sign signature', EXIT.refused);
+  const signed = o.message && o.signature ? await readSignedDecision(o.message, o.signature) : undefined;
+  return answerGate(cfg, id, { decision: action, comment, ...(signed ? { signed } : {}) });
+}
+
 export function registerGate(program: Command): void {
-  withIdentity(program
+  program
     .command('approve <id>')
     .summary('approve the canary of a rollout waiting for verification: the rest of the fleet follows')
-    .description(`Approve rollout ID after verifying its canary ('km-hotfix status ID' says which server, its direct URL and which backends are drained). Only while the rollout waits for verification, never by the person who started it, and only by a listed approver when the rollout has --approvers.`))
-    .option('--comment <text>', 'what you checked, for the ledger')
+    .description(`Approve rollout ID after verifying its canary ('km-hotfix status ID' says which server, its direct URL and which backends are drained). The approval is signed with your SSH key (KM_HOTFIX_SIGNING_KEY, else ssh-agent) and names this rollout, file, canary and drained backends; your name is the one the worker's signers file gives your key. Only while the rollout waits for verification, never by the person who started it (by name or by key), and only by a listed approver when the rollout has --approvers.`)
+    .option('--comment <text>', 'what you checked, for the ledger (one line)')
+    .option('--print-message', 'print the message to sign elsewhere (a hardware key, another machine) and exit')
+    .option('--message <file>', 'submit a message signed elsewhere (with --signature)')
+    .option('--signature <file>', 'its signature, made with ssh-keygen -Y sign -n km-hotfix')
     .addHelpText('after', `
-Example:
-  km-hotfix approve rollout-hotfix_backend_fix_queue_stall-20250101T120000-a1b2c3 --comment "queue drains again" --as dana`)
-    .action(async (id: string, o: { as?: string; comment?: string }) => {
-      const by = identity(o.as);
-      const st = await answerGate(config(), id, { decision: 'approve', by, comment: o.comment });
+Examples:
+  km-hotfix approve rollout-hotfix_backend_fix_queue_stall-20250101T120000-a1b2c3 --comment "queue drains again"
+  km-hotfix approve ID --print-message > approve.txt
+  ssh-keygen -Y sign -f ~/.ssh/id_ed25519_sk -n km-hotfix approve.txt      # writes approve.txt.sig
+  km-hotfix approve ID --message approve.txt --signature approve.txt.sig   # within 10 minutes`)
+    .action(async (id: string, o: GateFlags) => {
+      const done = await run(id, 'approve', o);
+      if (!done) return;
+      const st = done.status;
       const restored = st.drained.length > 0 ? 'the drained backends get their Maximum Processes back and ' : '';
-      console.log(`approved ${st.id} as ${by}: ${restored}the rest of the fleet follows (km-hotfix status ${st.id} --watch)`);
+      console.log(`approved ${st.id} by ${signerOf(st, done.signed)}: ${restored}the rest of the fleet follows (km-hotfix status ${st.id} --watch)`);
     });
 
-  withIdentity(program
+  program
     .command('reject <id>')
     .summary('reject the canary of a rollout: it is rolled back')
-    .description('Reject rollout ID: the canary is unapplied, Maximum Processes restored, nothing else is touched. Same rules as approve.'))
-    .requiredOption('--reason <text>', 'what is wrong (required, for the ledger)')
+    .description('Reject rollout ID: the canary is unapplied, Maximum Processes restored, nothing else is touched. Signed and checked like approve, with the same rules.')
+    .option('--reason <text>', 'what is wrong (required, for the ledger; one line)')
+    .option('--print-message', 'print the message to sign elsewhere and exit')
+    .option('--message <file>', 'submit a message signed elsewhere (with --signature)')
+    .option('--signature <file>', 'its signature, made with ssh-keygen -Y sign -n km-hotfix')
     .addHelpText('after', `
 Example:
   km-hotfix reject rollout-hotfix_frontend_fix_login-20250101T120000-a1b2c3 --reason "login page blank on km-fe-1"`)
-    .action(async (id: string, o: { as?: string; reason: string }) => {
-      const by = identity(o.as);
-      if (!o.reason.trim()) throw new CliError('--reason must say what is wrong', EXIT.refused);
-      const st = await answerGate(config(), id, { decision: 'reject', by, reason: o.reason });
-      console.log(`rejected ${st.id} as ${by}: it rolls back now (km-hotfix status ${st.id} --watch)`);
+    .action(async (id: string, o: GateFlags) => {
+      if (!o.message && !o.reason?.trim()) throw new CliError('--reason must say what is wrong', EXIT.refused);
+      const done = await run(id, 'reject', o);
+      if (!done) return;
+      console.log(`rejected ${done.status.id} by ${signerOf(done.status, done.signed)}: it rolls back now (km-hotfix status ${done.status.id} --watch)`);
     });
 }

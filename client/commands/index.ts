@@ -12,6 +12,7 @@ import { registerStatus } from './status';
 import { registerSteer } from './steer';
 import { registerRemove } from './remove';
 import { registerList } from './list';
+import { registerAudit } from './audit';
 import { registerDemo } from './demo';
 
 export type RegisterCommand = (program: Command) => void;
@@ -28,6 +29,7 @@ export const COMMANDS: RegisterCommand[] = [
   registerSteer,
   registerRemove,
   registerList,
+  registerAudit,
   registerDemo,
   registerSim,
 ];

@@ -107,13 +107,17 @@ export interface PreparedRollout {
   /** The backends that would be drained, with their Maximum Processes now. */
   drained: DrainedBackend[];
   registered: boolean;
+  /** sha256 of the file the rollout is about (the given file, else the registered one): what the start signature names. */
+  sha256: string;
   /** Active rollouts that touch the same servers or hotfix (a rollout is refused while any). */
   conflicts: { id: string; reason: string }[];
 }
 
-async function registration(kmDb: KeyManagerDatabase, hotfix: HotfixArg): Promise<boolean> {
+async function registration(kmDb: KeyManagerDatabase, hotfix: HotfixArg): Promise<{ registered: boolean; sha256: string }> {
+  const row = await kmDb.hotfix(hotfix.name);
   try {
-    return checkRegistration(hotfix.name, await kmDb.hotfix(hotfix.name), hotfix.file?.sha256);
+    const registered = checkRegistration(hotfix.name, row, hotfix.file?.sha256);
+    return { registered, sha256: hotfix.file?.sha256 ?? row!.sha256 };
   } catch (err) {
     refuse(err);
   }
@@ -127,7 +131,7 @@ export async function prepareRollout(db: Databases, hotfix: HotfixArg, opts: Pla
   } catch (err) {
     refuse(err);
   }
-  const registered = await registration(db.kmDb, hotfix);
+  const { registered, sha256 } = await registration(db.kmDb, hotfix);
   const fleet = await checkedInventory(db);
   const hasHotfix = new Set(await db.kmDb.appliedOn(hotfix.name));
   let plan: RolloutPlan;
@@ -139,7 +143,7 @@ export async function prepareRollout(db: Databases, hotfix: HotfixArg, opts: Pla
   const max = await db.kmDb.maxProcesses(plan.drain);
   const drained = plan.drain.map((server) => ({ server, maxProcesses: max.get(server) ?? 0 }));
   const conflicts = await conflictingRollouts(db.orchestrator, hotfix.name, plan.targets);
-  return { hotfix, fleet, plan, drained, registered, conflicts };
+  return { hotfix, fleet, plan, drained, registered, sha256, conflicts };
 }
 
 /**

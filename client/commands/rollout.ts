@@ -6,16 +6,17 @@ import { storeHotfixFile } from '../../store/hotfix-files';
 import type { RolloutInput, RolloutStatus, RolloutTiming } from '../../domain/rollout';
 import { hotfixRollout } from '../../workflows/rollout';
 import type { Config } from '../../platform/config';
-import { CliError, EXIT } from '../errors';
 import {
-  config, duration, identity, nameList, newWorkflowId, wholeNumber, withDatabases, withIdentity, withTemporal,
+  awaitStartAccepted, config, duration, nameList, newWorkflowId, wholeNumber, withDatabases, withTemporal,
 } from './common';
+import { localSignerName, person, signDecision } from './signing';
+import { CliError, EXIT } from '../errors';
+import { signatureKeyFingerprint } from '../../signing/sshsig';
 import { prepareRollout, PreparedRollout, readHotfixArg, refuseConflicts } from './prepare';
 import { followWorkflow } from './status';
 
 export interface RolloutRequest {
   hotfix: string;
-  as?: string;
   servers?: string[];
   canary?: string;
   batch: string;
@@ -29,40 +30,43 @@ export interface RolloutRequest {
 export interface StartedRollout {
   id: string;
   prepared: PreparedRollout;
+  /** "alice (SHA256:…)" once the workflow has accepted the start signature. */
   requestedBy: string;
 }
 
 /** Validate and start; nothing is started (and nothing stored) unless every check passes. */
 export async function startRollout(cfg: Config, req: RolloutRequest): Promise<StartedRollout> {
-  const requestedBy = identity(req.as);
   const hotfix = await readHotfixArg(req.hotfix, { followSymlinks: req.followSymlinks });
   const approvers = [...new Set(req.approvers)];
-  if (approvers.length > 0 && approvers.every((a) => a === requestedBy)) {
-    throw new CliError(`--approvers lists only ${requestedBy}, who starts this rollout and so may not verify it: name someone else`, EXIT.refused);
-  }
   return withDatabases(cfg, async (db) => {
     const prepared = await prepareRollout(db, hotfix, { servers: req.servers, canary: req.canary, batch: req.batch });
     return withTemporal(cfg, async (client: Client) => {
       await refuseConflicts(db.orchestrator, client, prepared.conflicts);
+      // The id is chosen here so that the signature can name it: a signature for one rollout starts no other.
+      const id = newWorkflowId('rollout', hotfix.name);
+      const signed = await signDecision(cfg, { action: 'rollout', rollout: id, hotfix: hotfix.name, sha256: prepared.sha256 });
+      const me = await localSignerName(cfg, signed);
+      if (me && approvers.length > 0 && approvers.every((a) => a === me)) {
+        throw new CliError(`--approvers lists only ${me}, who starts this rollout and so may not verify it: name someone else`, EXIT.refused);
+      }
       // Stored only now, keyed by (sha256, file name): storing it again is harmless.
-      const stored = hotfix.file ? await storeHotfixFile(db.orchestrator, hotfix.file.fileName, hotfix.file.bytes, requestedBy) : undefined;
+      const stored = hotfix.file ? await storeHotfixFile(db.orchestrator, hotfix.file.fileName, hotfix.file.bytes, signatureKeyFingerprint(signed.signature)) : undefined;
       const upload = stored ? { sha256: stored.sha256, fileName: stored.fileName } : undefined;
       const input: RolloutInput = {
-        hotfix: hotfix.name, requestedBy, servers: req.servers ?? [], batch: req.batch, maxFailures: req.maxFailures,
+        hotfix: hotfix.name, signed, servers: req.servers ?? [], batch: req.batch, maxFailures: req.maxFailures,
         approvers, approvalTimeoutMs: req.approvalTimeoutMs,
         ...(req.canary ? { canary: req.canary } : {}),
         ...(upload ? { upload } : {}),
         ...(req.timing ? { timing: req.timing } : {}),
       };
-      const id = newWorkflowId('rollout', hotfix.name);
       await client.workflow.start(hotfixRollout, { taskQueue: cfg.taskQueue, workflowId: id, args: [input] });
-      return { id, prepared, requestedBy };
+      const st = await awaitStartAccepted(client, id, 'rollout');
+      return { id, prepared, requestedBy: st ? person(st.requestedBy, st.requestedKey) : '(not yet verified)' };
     });
   });
 }
 
 interface RolloutFlags {
-  as?: string;
   servers?: string[];
   canary?: string;
   batch: string;
@@ -87,7 +91,7 @@ export async function announceStarted(cfg: Config, id: string, flags: { wait?: b
 }
 
 export function registerRollout(program: Command): void {
-  withIdentity(program
+  program
     .command('rollout <hotfix>')
     .summary('start a rollout: canary, verification by a person, fan-out; prints its id')
     .description(`Start a rollout of HOTFIX: a registered hotfix Name (hotfix_<component>_<description>) or a hotfix file (sshmgr-<version>-hotfix_<component>_<description>_<issue>.gz), which is uploaded first. Prints the rollout's id.
@@ -103,7 +107,9 @@ The procedure, as the vendor recommends it:
      'km-hotfix approve ID' or 'km-hotfix reject ID --reason ...'
   4. Maximum Processes restored; the rest of the fleet in batches
 
-A failure, a rejection, the approval timeout or an abort rolls back every server this rollout patched. Everything is checked before the rollout starts: a bad input changes nothing (exit 2).`))
+A failure, a rejection, the approval timeout or an abort rolls back every server this rollout patched. Everything is checked before the rollout starts: a bad input changes nothing (exit 2).
+
+The start is signed with your SSH key (KM_HOTFIX_SIGNING_KEY, else ssh-agent); the workflow checks it against the worker's signers file, which gives your name: you become the requester, who may not approve.`)
     .option('--servers <a,b>', 'patch only these servers (default: the whole inventory)', nameList('--servers'))
     .option('--canary <server>', 'verify on this server first (it must have the role the hotfix type needs)')
     .option('--batch <N|P%>', 'fan-out batch size: a number of servers or a percentage of the rest', '1')
@@ -125,7 +131,7 @@ Exit codes: 0 started (with --wait: completed), 1 rolled back or failed, 2 refus
     .action(async (hotfix: string, o: RolloutFlags) => {
       const cfg = config();
       const started = await startRollout(cfg, {
-        hotfix, as: o.as, servers: o.servers, canary: o.canary, batch: o.batch, maxFailures: o.maxFailures,
+        hotfix, servers: o.servers, canary: o.canary, batch: o.batch, maxFailures: o.maxFailures,
         approvers: o.approvers ?? [], approvalTimeoutMs: o.approvalTimeout, followSymlinks: o.followSymlinks,
         ...(o.servicesTimeout ? { timing: { servicesTimeoutMs: o.servicesTimeout } } : {}),
       });

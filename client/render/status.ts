@@ -69,6 +69,12 @@ function stateCounts(st: RolloutStatus): string {
   return [...counts].map(([k, n]) => `${k} ${n}`).join(' · ');
 }
 
+/** "bob (SHA256:…)": a person as the signers file names them, with the key that signed. */
+export function signer(by: string, key: string | null | undefined): string {
+  if (!by) return '(start signature being checked)';
+  return key ? `${by} (${key})` : by;
+}
+
 function gateLine(st: RolloutStatus, now: number): string | undefined {
   const g = st.gate;
   if (!g) return undefined;
@@ -95,7 +101,7 @@ export function statusBlock(st: RolloutStatus, now = Date.now(), fancy = true, m
   const out: string[] = [];
   const kv = (k: string, v: string) => out.push(`${k.padEnd(9)}${v}`);
   kv(st.kind, `${st.id}`);
-  kv('hotfix', `${st.hotfix}, started by ${st.requestedBy} at ${clock(st.startedAt)}${st.endedAt ? `, ended ${clock(st.endedAt)} after ${elapsed(Date.parse(st.endedAt) - Date.parse(st.startedAt))}` : ` (${elapsed(now - Date.parse(st.startedAt))} ago)`}`);
+  kv('hotfix', `${st.hotfix}, started by ${signer(st.requestedBy, st.requestedKey)} at ${clock(st.startedAt)}${st.endedAt ? `, ended ${clock(st.endedAt)} after ${elapsed(Date.parse(st.endedAt) - Date.parse(st.startedAt))}` : ` (${elapsed(now - Date.parse(st.startedAt))} ago)`}`);
   // A finished workflow is not paused, whatever an older history says.
   const paused = st.paused && !isFinalPhase(st.phase);
   kv('phase', `${st.phase}${paused ? '  [PAUSED: km-hotfix resume ' + st.id + ']' : ''}`);
@@ -118,7 +124,8 @@ export function statusBlock(st: RolloutStatus, now = Date.now(), fancy = true, m
     if (st.gate?.url) kv('', `check ${st.gate.url} directly, not through the load balancer`);
     kv('', `km-hotfix approve ${st.id}   |   km-hotfix reject ${st.id} --reason "..."`);
   }
-  for (const a of st.approvals) kv(a.decision === 'approve' ? 'approved' : 'rejected', `by ${a.by} at ${clock(a.at)}${a.comment ? `: ${a.comment}` : ''}`);
+  for (const a of st.approvals) kv(a.decision === 'approve' ? 'approved' : 'rejected', `by ${signer(a.by, a.key)} at ${clock(a.at)}${a.comment ? `: ${a.comment}` : ''}`);
+  for (const d of (st.decisions ?? []).filter((x) => x.action === 'abort')) kv('aborted', `by ${signer(d.by, d.key)}${d.comment ? `: ${d.comment}` : ''}`);
   if (st.servers.length > 0) {
     out.push('');
     const { shown, hidden } = serversToShow(st, maxServers);
@@ -166,9 +173,10 @@ export function changeLines(prev: RolloutStatus | undefined, cur: RolloutStatus,
   const t = clock(new Date(now));
   const out: string[] = [];
   const line = (s: string) => out.push(`${t}  ${s}`);
-  if (!prev) line(`${cur.kind} ${cur.id}: ${cur.hotfix}, started by ${cur.requestedBy}`);
+  if (!prev) line(`${cur.kind} ${cur.id}: ${cur.hotfix}, started by ${signer(cur.requestedBy, cur.requestedKey)}`);
+  else if (!prev.requestedBy && cur.requestedBy) line(`started by ${signer(cur.requestedBy, cur.requestedKey)} (signature verified)`);
   // Answers first: they come before the phase they lead to.
-  for (const a of cur.approvals.slice(prev?.approvals.length ?? 0)) line(`${a.decision === 'approve' ? 'approved' : 'rejected'} by ${a.by}${a.comment ? `: ${a.comment}` : ''}`);
+  for (const a of cur.approvals.slice(prev?.approvals.length ?? 0)) line(`${a.decision === 'approve' ? 'approved' : 'rejected'} by ${signer(a.by, a.key)}${a.comment ? `: ${a.comment}` : ''}`);
   if (!prev || prev.phase !== cur.phase) {
     let extra = '';
     if (cur.phase === 'canary' && cur.canary) extra = `: ${cur.canary}`;

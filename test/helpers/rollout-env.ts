@@ -3,6 +3,9 @@
 // with its inventory imported, and a worker with the real activities on its
 // own task queue.
 import { randomBytes } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import type { Sql } from 'postgres';
 import { Client, WorkflowHandle } from '@temporalio/client';
 import { freshDatabase, sqlFor } from './stack';
@@ -13,9 +16,22 @@ import { storeHotfixFile } from '../../store/hotfix-files';
 import { createActivities } from '../../activities';
 import { startSimFleet, makeHotfix, SimFleet, SimFleetOptions } from '../../simulator';
 import type { Component } from '../../domain/hotfix';
-import { isFinalPhase, RolloutInput, RolloutStatus, RemovalInput } from '../../domain/rollout';
-import { WORKFLOW_TYPES, statusQuery } from '../../workflows/definitions';
+import { isFinalPhase, RolloutInput, RolloutStatus, RemovalInput, SignedDecision } from '../../domain/rollout';
+import { WORKFLOW_TYPES, statusQuery, approveUpdate, rejectUpdate, pauseUpdate, resumeUpdate, abortUpdate } from '../../workflows/definitions';
 import { generateEd25519KeyPair } from '../../keymanager/keygen';
+import { Decision, decisionMessage, DecisionAction, NO_FILE } from '../../domain/decision';
+import { keyFileSigner } from '../../signing/signer';
+import { signMessage } from '../../signing/sshsig';
+import { ensurePeople, People } from '../../stack/people';
+
+/** The people of a test environment: each has an ed25519 key and a line in the signers file. */
+export const TEST_PEOPLE = ['alice', 'bob', 'carol', 'dana', 'dave', 'mallory', 'tester'] as const;
+
+/** Sign a decision made now with a person's key file. */
+export async function signAs(keyFile: string, d: Omit<Decision, 'at' | 'comment'> & { comment?: string; at?: string }): Promise<SignedDecision> {
+  const message = decisionMessage({ ...d, comment: d.comment ?? '', at: d.at ?? new Date().toISOString() });
+  return { message, signature: await signMessage(await keyFileSigner(keyFile), message) };
+}
 
 export interface RolloutEnv {
   fleet: SimFleet;
@@ -29,10 +45,24 @@ export interface RolloutEnv {
   kmUrl: string;
   /** The private key the fleet accepts (OpenSSH format), for a worker in another process. */
   sshPrivateKey: string;
+  /** The signers file the worker reads (KM_HOTFIX_ALLOWED_SIGNERS) and each person's key. */
+  people: People;
+  /** Sign a decision as a person (now, unless `at` is given). */
+  sign(who: string, d: Omit<Decision, 'at' | 'comment'> & { comment?: string; at?: string }): Promise<SignedDecision>;
+  /** The decision a person would sign about this workflow as it is now (facts from its status). */
+  decide(h: WorkflowHandle, who: string, action: DecisionAction, comment?: string): Promise<SignedDecision>;
+  approve(h: WorkflowHandle, who: string, comment?: string): Promise<RolloutStatus>;
+  reject(h: WorkflowHandle, who: string, reason: string): Promise<RolloutStatus>;
+  pause(h: WorkflowHandle, who: string): Promise<RolloutStatus>;
+  resume(h: WorkflowHandle, who: string): Promise<RolloutStatus>;
+  abort(h: WorkflowHandle, who: string, reason?: string): Promise<RolloutStatus>;
   /** Upload-ready: store a hotfix file and register it on a server through the real upload path. */
   hotfix(component: Component, opts?: { version?: string; description?: string; issue?: string; register?: boolean }): Promise<{ name: string; sha256: string; fileName: string }>;
-  startRollout(input: Partial<RolloutInput> & { hotfix: string }): Promise<WorkflowHandle>;
-  startRemoval(input: Partial<RemovalInput> & { hotfix: string }): Promise<WorkflowHandle>;
+  /** Start a rollout signed by `as` (default alice); `signed` replaces the signature (refusal tests). */
+  startRollout(input: Partial<RolloutInput> & { hotfix: string; as?: string }): Promise<WorkflowHandle>;
+  startRemoval(input: Partial<RemovalInput> & { hotfix: string; as?: string }): Promise<WorkflowHandle>;
+  /** sha256 of the file Key Manager has registered under this Name (NO_FILE when none). */
+  registeredSha256(hotfix: string): Promise<string>;
   status(h: WorkflowHandle): Promise<RolloutStatus>;
   /** Wait until the workflow reports this phase (or a final one). */
   waitForPhase(h: WorkflowHandle, phase: string, timeoutMs?: number): Promise<RolloutStatus>;
@@ -60,7 +90,9 @@ export async function rolloutEnv(opts: Partial<Omit<SimFleetOptions, 'kmDatabase
   const keys = generateEd25519KeyPair();
   const fleet = await startSimFleet({ restartMs: 50, ...opts, kmDatabaseUrl: kmUrl, authorizedKey: keys.public });
   await replaceInventory(orchestrator, fleet.inventory());
-  const built = createActivities({ orchestrator, km, ssh: { privateKey: Buffer.from(keys.private) } });
+  const peopleDir = await fs.mkdtemp(path.join(os.tmpdir(), 'km-people-'));
+  const people = await ensurePeople(peopleDir, TEST_PEOPLE);
+  const built = createActivities({ orchestrator, km, ssh: { privateKey: Buffer.from(keys.private) }, allowedSigners: people.allowedSigners });
   const worker = await testWorker({ activities: built.activities });
   const running = worker.worker.run();
   const client = worker.client;
@@ -69,25 +101,66 @@ export async function rolloutEnv(opts: Partial<Omit<SimFleetOptions, 'kmDatabase
   const started: string[] = [];
   const track = (h: WorkflowHandle): WorkflowHandle => { started.push(h.workflowId); return h; };
 
+  const keyOf = (who: string): string => {
+    const k = people.keys[who];
+    if (!k) throw new Error(`no test person ${who}`);
+    return k;
+  };
+
   const env: RolloutEnv = {
-    fleet, orchestrator, km, worker, client, taskQueue, orchestratorUrl, kmUrl, sshPrivateKey: keys.private,
+    fleet, orchestrator, km, worker, client, taskQueue, orchestratorUrl, kmUrl, sshPrivateKey: keys.private, people,
+    sign: (who, d) => signAs(keyOf(who), d),
+    async decide(h, who, action, comment) {
+      const st = await h.query(statusQuery);
+      const gate = action === 'approve' || action === 'reject';
+      return env.sign(who, {
+        action, rollout: st.id, hotfix: st.hotfix, sha256: st.sha256 ?? '', comment,
+        ...(gate ? { canary: st.canary ?? '', drained: st.drained.map((d) => d.server) } : {}),
+      });
+    },
+    async approve(h, who, comment) {
+      return h.executeUpdate(approveUpdate, { args: [await env.decide(h, who, 'approve', comment)] });
+    },
+    async reject(h, who, reason) {
+      return h.executeUpdate(rejectUpdate, { args: [await env.decide(h, who, 'reject', reason)] });
+    },
+    async pause(h, who) {
+      return h.executeUpdate(pauseUpdate, { args: [await env.decide(h, who, 'pause')] });
+    },
+    async resume(h, who) {
+      return h.executeUpdate(resumeUpdate, { args: [await env.decide(h, who, 'resume')] });
+    },
+    async abort(h, who, reason = 'test over') {
+      return h.executeUpdate(abortUpdate, { args: [await env.decide(h, who, 'abort', reason)] });
+    },
+    async registeredSha256(hotfix) {
+      const rows = await km<{ sha256: string }[]>`SELECT sha256 FROM km_hotfix WHERE name = ${hotfix}`;
+      return rows[0]?.sha256 ?? NO_FILE;
+    },
     async hotfix(component, o = {}) {
       const made = await makeHotfix({ component, version: o.version ?? '3.0.0', description: o.description ?? `fix_${suffix()}`, issueId: o.issue ?? 'UKM-1001' });
       const stored = await storeHotfixFile(orchestrator, made.fileName, made.bytes, 'tester');
       if (o.register !== false) {
-        const h = await client.workflow.start(WORKFLOW_TYPES.upload, { taskQueue, workflowId: `upload-${suffix()}`, args: [{ requestedBy: 'tester', sha256: stored.sha256, fileName: stored.fileName }] });
+        const workflowId = `upload-${suffix()}`;
+        const signed = await env.sign('tester', { action: 'upload', rollout: workflowId, hotfix: stored.name, sha256: stored.sha256 });
+        const h = await client.workflow.start(WORKFLOW_TYPES.upload, { taskQueue, workflowId, args: [{ signed, sha256: stored.sha256, fileName: stored.fileName }] });
         const st = (await h.result()) as RolloutStatus;
         if (st.phase !== 'completed') throw new Error(`upload failed: ${st.error} ${JSON.stringify(fleet.servers.map((s) => s.log()))}`);
       }
       return { name: stored.name, sha256: stored.sha256, fileName: stored.fileName };
     },
-    async startRollout(input) {
-      const full: RolloutInput = { requestedBy: 'alice', servers: [], batch: '1', maxFailures: 0, approvers: [], approvalTimeoutMs: 3_600_000, timing: FAST_TIMING, ...input };
-      return track(await client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue, workflowId: `rollout-${input.hotfix}-${suffix()}`, args: [full] }));
+    async startRollout({ as = 'alice', ...input }) {
+      const workflowId = `rollout-${input.hotfix}-${suffix()}`;
+      const sha256 = input.upload?.sha256 ?? await env.registeredSha256(input.hotfix);
+      const signed = input.signed ?? await env.sign(as, { action: 'rollout', rollout: workflowId, hotfix: input.hotfix, sha256 });
+      const full: RolloutInput = { servers: [], batch: '1', maxFailures: 0, approvers: [], approvalTimeoutMs: 3_600_000, timing: FAST_TIMING, ...input, signed };
+      return track(await client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue, workflowId, args: [full] }));
     },
-    async startRemoval(input) {
-      const full: RemovalInput = { requestedBy: 'alice', servers: [], keepRegistered: false, timing: FAST_TIMING, ...input };
-      return track(await client.workflow.start(WORKFLOW_TYPES.removal, { taskQueue, workflowId: `removal-${input.hotfix}-${suffix()}`, args: [full] }));
+    async startRemoval({ as = 'alice', ...input }) {
+      const workflowId = `removal-${input.hotfix}-${suffix()}`;
+      const signed = input.signed ?? await env.sign(as, { action: 'remove', rollout: workflowId, hotfix: input.hotfix, sha256: await env.registeredSha256(input.hotfix) });
+      const full: RemovalInput = { servers: [], keepRegistered: false, timing: FAST_TIMING, ...input, signed };
+      return track(await client.workflow.start(WORKFLOW_TYPES.removal, { taskQueue, workflowId, args: [full] }));
     },
     status: (h) => h.query(statusQuery),
     async waitForPhase(h, phase, timeoutMs = 30_000) {
@@ -131,6 +204,7 @@ export async function rolloutEnv(opts: Partial<Omit<SimFleetOptions, 'kmDatabase
       await built.close();
       await worker.close();
       await fleet.stop();
+      await fs.rm(peopleDir, { recursive: true, force: true });
     },
   };
   return env;

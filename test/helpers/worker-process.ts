@@ -18,6 +18,8 @@ export interface WorkerProcessOptions {
   orchestratorUrl: string;
   kmUrl: string;
   sshKeyFile: string;
+  /** KM_HOTFIX_ALLOWED_SIGNERS: the worker refuses to start without it. */
+  allowedSigners: string;
   extraEnv?: Record<string, string | undefined>;
 }
 
@@ -26,7 +28,7 @@ export async function startWorkerProcess(client: Client, o: WorkerProcessOptions
   const child = spawn(process.execPath, [BIN, 'worker'], {
     env: cliEnv({
       TEMPORAL_ADDRESS: o.temporalAddress, KM_HOTFIX_TASK_QUEUE: o.taskQueue,
-      DATABASE_URL: o.orchestratorUrl, KM_DATABASE_URL: o.kmUrl, KM_SSH_KEY: o.sshKeyFile, ...(o.extraEnv ?? {}),
+      DATABASE_URL: o.orchestratorUrl, KM_DATABASE_URL: o.kmUrl, KM_SSH_KEY: o.sshKeyFile, KM_HOTFIX_ALLOWED_SIGNERS: o.allowedSigners, ...(o.extraEnv ?? {}),
     }),
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -1,0 +1,46 @@
+// Re-checking a recorded decision, long after the fact (`km-hotfix audit`):
+// the same questions `ssh-keygen -Y verify -f allowed_signers -I NAME -n
+// km-hotfix -s SIG < MSG` answers, plus whether the message is about this
+// rollout and this action, and was signed when it was recorded.
+import { DecisionAction, DECISION_MAX_AGE_MS, parseDecisionMessage, DecisionMessageError } from '../domain/decision';
+import { AllowedSigner, allowsPrincipal } from './allowed-signers';
+import { fingerprint } from './keys';
+import { NAMESPACE, parseArmoredSignature, SignatureFormatError, verifySshSig } from './sshsig';
+
+export interface RecordedProof {
+  /** Who the workflow said signed it. */
+  by: string;
+  /** The fingerprint it recorded. */
+  key: string;
+  message: string;
+  signature: string;
+  /** When it was recorded. */
+  recordedAt: Date;
+}
+
+/** What is wrong with a recorded decision (empty: it holds). */
+export function auditDecision(p: RecordedProof, expected: { rollout: string; action: DecisionAction }, signers: readonly AllowedSigner[]): string[] {
+  const problems: string[] = [];
+  let sig;
+  try {
+    sig = parseArmoredSignature(p.signature);
+  } catch (err) {
+    if (err instanceof SignatureFormatError) return [err.message];
+    throw err;
+  }
+  const signedBy = fingerprint(sig.publicKey.blob);
+  if (sig.namespace !== NAMESPACE) problems.push(`signed for namespace '${sig.namespace}', not '${NAMESPACE}'`);
+  else if (!verifySshSig(sig, p.message)) problems.push('the signature does not verify over the recorded message: the message or the signature was altered');
+  if (signedBy !== p.key) problems.push(`recorded as key ${p.key || '(none)'}, but signed by ${signedBy}`);
+  if (!allowsPrincipal(signers, p.by, sig.publicKey.blob, NAMESPACE, p.recordedAt)) problems.push(`${signedBy} is not a key of ${p.by || '(nobody)'} in the signers file`);
+  try {
+    const d = parseDecisionMessage(p.message);
+    if (d.rollout !== expected.rollout) problems.push(`the message is about ${d.rollout}, not ${expected.rollout}`);
+    if (d.action !== expected.action) problems.push(`the message says '${d.action}', the ledger '${expected.action}'`);
+    if (Math.abs(p.recordedAt.getTime() - Date.parse(d.at)) > DECISION_MAX_AGE_MS) problems.push(`signed at ${d.at} but recorded at ${p.recordedAt.toISOString()}`);
+  } catch (err) {
+    if (err instanceof DecisionMessageError) problems.push(err.message);
+    else throw err;
+  }
+  return problems;
+}

@@ -1,0 +1,55 @@
+// pause, resume and abort of a rollout or a removal: signed decisions, any
+// registered signer may make them; checked as workflows/decisions.ts explains.
+import { setHandler } from '@temporalio/workflow';
+import type { DecisionAction } from '../domain/decision';
+import type { DecisionRecord, RolloutStatus, SteerRequest } from '../domain/rollout';
+import { abortUpdate, pauseUpdate, resumeUpdate } from './definitions';
+import { checkFacts, OneAtATime, refused, verifySigned } from './decisions';
+import type { WorkflowRecorder } from './recorder';
+import type { Steps } from './steps';
+
+export interface Steering {
+  steps: Steps;
+  recorder: WorkflowRecorder;
+  lock: OneAtATime;
+  /** True once an abort was accepted (or the workflow rolls back for another reason). */
+  stopping(): boolean;
+  setPaused(paused: boolean): void;
+  abort(rec: DecisionRecord): void;
+}
+
+type SteerAction = Extract<DecisionAction, 'pause' | 'resume' | 'abort'>;
+
+export function setSteeringHandlers(s: Steering): void {
+  const r = s.recorder;
+  const { id, hotfix } = r.status;
+
+  function validate(action: SteerAction, req: SteerRequest): void {
+    if (r.final()) throw refused(`${id} has ended (${r.status.phase}): there is nothing to ${action}`);
+    if (r.status.sha256 === null) throw refused(`${id} is still in preflight and does not know its file yet: try again in a moment`);
+    if (action === 'abort' && s.stopping()) throw refused(`${id} is already stopping (${r.status.phase}): follow it with 'km-hotfix status ${id} --watch'`);
+    if (action === 'pause' && r.status.paused) throw refused(`${id} is already paused`);
+    if (action === 'resume' && !r.status.paused) throw refused(`${id} is not paused: nothing to resume`);
+    const d = checkFacts(req, { action, rollout: id, hotfix, sha256: r.status.sha256 });
+    if (action === 'abort' && !d.comment) throw refused('an abort needs a reason: --reason "why"');
+  }
+
+  function handler(action: SteerAction) {
+    return (req: SteerRequest): Promise<RolloutStatus> => s.lock.run(async () => {
+      validate(action, req); // again: another decision may have been accepted while this one waited
+      const rec = await verifySigned(s.steps, req, { action, rollout: id, hotfix, sha256: r.status.sha256 ?? '' });
+      validate(action, req); // and while its signature was checked
+      if (action === 'abort') s.abort(rec);
+      else {
+        r.status.paused = action === 'pause';
+        s.setPaused(r.status.paused);
+      }
+      await r.steering(rec);
+      return r.status;
+    });
+  }
+
+  setHandler(pauseUpdate, handler('pause'), { validator: (req: SteerRequest) => validate('pause', req) });
+  setHandler(resumeUpdate, handler('resume'), { validator: (req: SteerRequest) => validate('resume', req) });
+  setHandler(abortUpdate, handler('abort'), { validator: (req: SteerRequest) => validate('abort', req) });
+}
