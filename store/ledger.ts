@@ -36,7 +36,20 @@ export class ClaimConflict extends Error {
   }
 }
 
-export async function recordRolloutStart(sql: Sql, r: RolloutRecord): Promise<void> {
+/**
+ * PostgreSQL text and jsonb cannot hold U+0000, which anyone may put in a
+ * comment or reason: written as is, the insert fails on every retry and the
+ * ledger wedges. It is stored as U+FFFD instead.
+ */
+export function storable<T>(v: T): T {
+  if (typeof v === 'string') return v.replace(/\u0000/g, '\ufffd') as T;
+  if (Array.isArray(v)) return v.map(storable) as T;
+  if (v && typeof v === 'object' && !(v instanceof Date)) return Object.fromEntries(Object.entries(v).map(([k, x]) => [storable(k), storable(x)])) as T;
+  return v;
+}
+
+export async function recordRolloutStart(sql: Sql, raw: RolloutRecord): Promise<void> {
+  const r = storable(raw);
   await sql`
     INSERT INTO rollout (id, kind, hotfix, requested_by, servers, options, phase)
     VALUES (${r.id}, ${r.kind}, ${r.hotfix}, ${r.requestedBy}, ${r.servers}, ${sql.json(r.options as never)}, 'preflight')
@@ -44,7 +57,8 @@ export async function recordRolloutStart(sql: Sql, r: RolloutRecord): Promise<vo
   await appendEvent(sql, { rolloutId: r.id, key: 'started', kind: 'started', actor: r.requestedBy, detail: { servers: r.servers, options: r.options, ...(r.signed ?? {}) } });
 }
 
-export async function appendEvent(sql: Sql, e: LedgerEvent): Promise<void> {
+export async function appendEvent(sql: Sql, raw: LedgerEvent): Promise<void> {
+  const e = storable(raw);
   await sql`
     INSERT INTO rollout_event (rollout_id, event_key, kind, server, actor, detail)
     VALUES (${e.rolloutId}, ${e.key}, ${e.kind}, ${e.server ?? null}, ${e.actor ?? null}, ${sql.json((e.detail ?? {}) as never)})
@@ -52,8 +66,10 @@ export async function appendEvent(sql: Sql, e: LedgerEvent): Promise<void> {
 }
 
 /** Record a phase; a final phase may name the servers that need a person (kept as data for ledgerStatus). */
-export async function recordPhase(sql: Sql, rolloutId: string, phase: Phase, error?: string, needsAttention: string[] = []): Promise<void> {
+export async function recordPhase(sql: Sql, rolloutId: string, phase: Phase, rawError?: string, rawAttention: string[] = []): Promise<void> {
   const final = isFinalPhase(phase);
+  const error = storable(rawError);
+  const needsAttention = storable(rawAttention);
   await sql.begin(async (tx) => {
     await tx`
       UPDATE rollout SET phase = ${phase}, updated_at = now(),

@@ -92,6 +92,15 @@ export const MIGRATIONS: readonly Migration[] = [
       ALTER TABLE hotfix_file ADD PRIMARY KEY (sha256, file_name);
     `,
   },
+  {
+    version: 3,
+    name: 'the ledger refuses TRUNCATE too',
+    // Row triggers do not fire on TRUNCATE, which would empty the ledger at once.
+    sql: `
+      CREATE TRIGGER rollout_event_no_truncate BEFORE TRUNCATE ON rollout_event
+        FOR EACH STATEMENT EXECUTE FUNCTION rollout_event_append_only();
+    `,
+  },
 ];
 
 const LOCK_ID = 0x6b6d6866; // 'kmhf'

@@ -1,0 +1,214 @@
+// Crashes against the real stack (issue 9): the worker process SIGKILLed
+// during the canary's restart, at the gate and mid rollback; the Temporal
+// dev server restarted mid-rollout on the same SQLite file; each database
+// (orchestrator, Key Manager) refusing connections for a while. Every
+// rollout ends by the invariant of test/helpers/rollout-invariant.ts.
+import assert from 'node:assert/strict';
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import postgres, { Sql } from 'postgres';
+import { Client, Connection, WorkflowHandle } from '@temporalio/client';
+import { rolloutEnv, RolloutEnv, FAST_TIMING } from './helpers/rollout-env';
+import { scratchDir, testStack } from './helpers/stack';
+import { startWorkerProcess, WorkerProcess } from './helpers/worker-process';
+import { kmMaxProcesses as maxProcessesOf } from './helpers/invariant';
+import { endsBy } from './helpers/endings';
+import { statusQuery, WORKFLOW_TYPES } from '../workflows/definitions';
+import { isFinalPhase, RolloutInput, RolloutStatus } from '../domain/rollout';
+import { startDevServer, RunningDevServer } from '../stack/temporal';
+import { freePort } from '../stack/process';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 60_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn().catch(() => undefined);
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
+    await sleep(50);
+  }
+}
+
+describe('crashes: worker killed, Temporal restarted, databases gone for a while', function () {
+  this.timeout(240_000);
+  let env: RolloutEnv;
+  let keyFile: string;
+  let admin: Sql;
+  const workers: WorkerProcess[] = [];
+  const handles: WorkflowHandle[] = [];
+  const closedDatabases = new Set<string>();
+
+  before(async () => {
+    // A slow restart leaves time to kill the worker in the middle of one.
+    env = await rolloutEnv({ frontends: 1, backends: 3, restartMs: 1500 });
+    keyFile = path.join(await scratchDir('crash'), 'id_ed25519');
+    await fs.writeFile(keyFile, env.sshPrivateKey, { mode: 0o600 });
+    admin = postgres(testStack().postgres.url('postgres'), { max: 1, onnotice: () => undefined });
+  });
+
+  // Whatever happened: databases open again, workflows ended, claims released, workers gone.
+  afterEach(async function () {
+    this.timeout(60_000);
+    for (const db of closedDatabases) await reopen(db);
+    for (const h of handles.splice(0)) {
+      const d = await h.describe().catch(() => undefined);
+      if (d?.status.name === 'RUNNING') await h.terminate('test ended').catch(() => undefined);
+      await env.orchestrator`DELETE FROM server_claim WHERE rollout_id = ${h.workflowId}`;
+      await env.orchestrator`DELETE FROM hotfix_claim WHERE rollout_id = ${h.workflowId}`;
+    }
+    await Promise.all(workers.splice(0).map((w) => w.kill()));
+    for (const s of env.fleet.servers) s.clearFaults();
+  });
+  after(async () => {
+    await admin?.end({ timeout: 2 });
+    await env?.close();
+  });
+
+  const dbName = (url: string) => new URL(url).pathname.slice(1);
+  /** The database refuses new connections and its open ones are cut: an outage, as clients see it. */
+  async function closeDatabase(db: string): Promise<void> {
+    closedDatabases.add(db);
+    await admin.unsafe(`ALTER DATABASE "${db}" ALLOW_CONNECTIONS false`);
+    await admin`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ${db} AND pid <> pg_backend_pid()`;
+  }
+  async function reopen(db: string): Promise<void> {
+    await admin.unsafe(`ALTER DATABASE "${db}" ALLOW_CONNECTIONS true`);
+    closedDatabases.delete(db);
+  }
+
+  /** A rollout of hotfix `hf`, signed by alice. */
+  async function start(client: Client, taskQueue: string, hf: { name: string; sha256: string }): Promise<WorkflowHandle> {
+    const workflowId = `crash-${hf.name}`;
+    const signed = await env.sign('alice', { action: 'rollout', rollout: workflowId, hotfix: hf.name, sha256: hf.sha256 });
+    const i: RolloutInput = { hotfix: hf.name, signed, servers: [], batch: '1', maxFailures: 0, approvers: [], approvalTimeoutMs: 3_600_000, timing: FAST_TIMING };
+    const h = await client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue, workflowId, args: [i] });
+    handles.push(h);
+    return h;
+  }
+
+  async function phaseOf(h: WorkflowHandle, phase: string): Promise<RolloutStatus> {
+    return until(`phase ${phase}`, async () => {
+      const st = await h.query(statusQuery);
+      return (st.phase === phase || isFinalPhase(st.phase)) && st;
+    });
+  }
+
+  const workerOn = (taskQueue: string, client = env.client, temporalAddress = testStack().temporal.address) =>
+    startWorkerProcess(client, { temporalAddress, taskQueue, orchestratorUrl: env.orchestratorUrl, kmUrl: env.kmUrl, sshKeyFile: keyFile, allowedSigners: env.people.allowedSigners }, workers);
+  const queue = () => `crash-${randomBytes(3).toString('hex')}`;
+  const restarts = (server: string) => env.commands(server, /supervisorctl restart all/).length;
+
+  it('worker SIGKILLed during the canary\'s restart: a new worker finishes it; each server applied once', async () => {
+    const hf = await env.hotfix('backend');
+    const before = await maxProcessesOf(env.km);
+    const tq = queue();
+    const first = await workerOn(tq);
+    const h = await start(env.client, tq, hf);
+    const canary: string = await until('canary chosen', async () => (await h.query(statusQuery)).canary ?? undefined);
+    const restartsBefore = restarts(canary);
+    await until('canary applied', async () => (await env.applied(hf.name)).includes(canary));
+    await sleep(300); // inside the 1.5 s restart
+    assert.equal(restarts(canary), restartsBefore, 'the restart had not finished when the worker died');
+    await first.kill();
+
+    await workerOn(tq);
+    await phaseOf(h, 'verifying');
+    await env.approve(h, 'bob');
+    const st = (await h.result()) as RolloutStatus;
+    assert.equal(await endsBy(env, st, before, ['completed']), 'completed');
+  });
+
+  it('worker SIGKILLed at the gate: the approval reaches the new worker and the rollout completes', async () => {
+    const hf = await env.hotfix('frontend');
+    const before = await maxProcessesOf(env.km);
+    const tq = queue();
+    const first = await workerOn(tq);
+    const h = await start(env.client, tq, hf);
+    await phaseOf(h, 'verifying');
+    await first.kill();
+    await workerOn(tq);
+    await env.approve(h, 'bob');
+    const st = (await h.result()) as RolloutStatus;
+    await endsBy(env, st, before, ['completed']);
+    assert.deepEqual(st.approvals.map((a) => a.by), ['bob']);
+  });
+
+  it('worker SIGKILLed mid rollback: the new worker finishes the rollback; nothing left patched, drains restored', async () => {
+    const hf = await env.hotfix('backend');
+    const before = await maxProcessesOf(env.km);
+    const tq = queue();
+    const first = await workerOn(tq);
+    // The last server in fan-out fails its apply every time: a rollback of the canary and the servers before it.
+    const last = env.fleet.servers.at(-1)!.name;
+    env.fleet.server(last).fault({ failApplies: 100 });
+    const h = await start(env.client, tq, hf);
+    await phaseOf(h, 'verifying');
+    await env.approve(h, 'bob');
+    await phaseOf(h, 'rolling_back');
+    const patched = (await env.applied(hf.name)).length;
+    assert.ok(patched >= 2, `servers to roll back: ${patched}`);
+    // One server unapplied, its restart running, more to go.
+    await until('first unapply', async () => (await env.applied(hf.name)).length < patched, 60_000);
+    await first.kill();
+    assert.ok((await env.applied(hf.name)).length > 0, 'the worker died before the rollback ended');
+
+    await workerOn(tq);
+    const st = (await h.result()) as RolloutStatus;
+    await endsBy(env, st, before, ['rolled_back']);
+  });
+
+  it('the Temporal server restarts mid fan-out (same SQLite file): the rollout completes', async () => {
+    const dir = await scratchDir('temporal-restart');
+    const port = await freePort();
+    const opts = { binary: testStack().temporalBinary, port, headless: true, dbFile: path.join(dir, 'temporal.db'), logFile: path.join(dir, 'temporal.log') };
+    let server: RunningDevServer = await startDevServer(opts);
+    const connection = await Connection.connect({ address: server.address });
+    const client = new Client({ connection });
+    try {
+      const hf = await env.hotfix('common');
+      const before = await maxProcessesOf(env.km);
+      const tq = queue();
+      await workerOn(tq, client, server.address);
+      const h = await start(client, tq, hf);
+      await phaseOf(h, 'verifying');
+      await env.approve(h, 'bob');
+      await until('fan-out under way', async () => (await env.applied(hf.name)).length >= 2);
+      await server.stop();
+      await sleep(2000);
+      server = await startDevServer(opts);
+      // The client's long poll may break with the server: ask again until the workflow has closed.
+      await until('the rollout ends', async () => (await h.describe()).status.name !== 'RUNNING', 120_000);
+      const st = (await h.result()) as RolloutStatus;
+      await endsBy(env, st, before, ['completed']);
+    } finally {
+      for (const h of handles.splice(0)) await h.terminate('test ended').catch(() => undefined);
+      await Promise.all(workers.splice(0).map((w) => w.kill()));
+      await connection.close();
+      await server.stop();
+    }
+  });
+
+  for (const which of ['orchestrator', 'Key Manager'] as const) {
+    it(`the ${which} database refuses connections for 5 s mid fan-out: the rollout ends by the invariant`, async () => {
+      const hf = await env.hotfix('common');
+      const before = await maxProcessesOf(env.km);
+      const tq = queue();
+      await workerOn(tq);
+      const h = await start(env.client, tq, hf);
+      await phaseOf(h, 'verifying');
+      await env.approve(h, 'bob');
+      await until('fan-out under way', async () => (await env.applied(hf.name)).length >= 2);
+      const db = dbName(which === 'orchestrator' ? env.orchestratorUrl : env.kmUrl);
+      await closeDatabase(db);
+      await sleep(5000);
+      await reopen(db);
+      const st = (await h.result()) as RolloutStatus;
+      // Without its ledger the rollout waits and catches up; without the Key Manager database the servers' own
+      // commands fail (the vendor's controller needs it), so it may roll back.
+      const ending = await endsBy(env, st, before, which === 'orchestrator' ? ['completed'] : undefined);
+      console.log(`      (${which} database outage: ${ending}${st.error ? `: ${st.error}` : ''})`);
+    });
+  }
+});
