@@ -160,7 +160,7 @@ async function rollout(input: RolloutInput): Promise<RolloutStatus> {
     r.status.gate = null;
     const verdict = r.status.approvals.at(-1);
     if (decision && verdict) {
-      await r.record({ key: 'decision', kind: verdict.decision, actor: verdict.by, detail: { comment: verdict.comment, key: verdict.key, message: verdict.message, signature: verdict.signature } });
+      await r.record({ key: 'decision', kind: verdict.decision, actor: verdict.by, detail: { comment: verdict.comment, key: verdict.key, ...(verdict.via ? { via: verdict.via } : {}), message: verdict.message, signature: verdict.signature } });
     }
 
     // ---- restore: whatever the outcome ----------------------------------------------
