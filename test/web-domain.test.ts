@@ -10,6 +10,7 @@ import { keyFileSigner } from '../signing/signer';
 import { signMessage } from '../signing/sshsig';
 import { verifySignedDecision, SignatureRefused } from '../signing/verify';
 import { auditDecision } from '../signing/audit';
+import { notificationText } from '../domain/notification';
 import { esc, safeHref, scriptJson } from '../web/html';
 import { keygenVerify, makeKey, publicKeyLine, requireSshKeygen } from './helpers/openssh-tools';
 import { scratchDir } from './helpers/stack';
@@ -95,5 +96,17 @@ describe('HTML escaping of untrusted text', () => {
     assert.equal(safeHref('javascript:alert(1)'), null);
     assert.equal(safeHref('https://km-fe-1.example/'), 'https://km-fe-1.example/');
     assert.equal(scriptJson('</script><script>'), '"\\u003c/script>\\u003cscript>"');
+  });
+});
+
+describe('webhook notifications (Slack-compatible text)', () => {
+  it('says what to check and where, links the page, and keeps untrusted values from making links or mentions', () => {
+    const base = { rolloutId: 'rollout-h-1', hotfix: 'hotfix_backend_x', requestedBy: 'alice' };
+    const waiting = notificationText({ ...base, event: 'waiting', canary: 'km-be-1', canaryUrl: 'https://km-be-1.example/', drained: ['km-be-2'] }, 'https://km-hotfix.example/');
+    assert.equal(waiting, 'hotfix_backend_x waits for verification: check canary km-be-1 directly on https://km-be-1.example/ (not through the load balancer), then approve or reject (not alice, who started it): https://km-hotfix.example/rollouts/rollout-h-1. Backends km-be-2 are drained.');
+    assert.match(notificationText({ ...base, event: 'completed', servers: 5 }), /completed on 5 server\(s\): \(km-hotfix status rollout-h-1\)/);
+    const evil = notificationText({ ...base, event: 'rolled_back', error: 'rejected by bob: <!channel> <http://x|click>\nnext' });
+    assert.match(evil, /&lt;!channel&gt; &lt;http:\/\/x\|click&gt; next/);
+    assert.match(notificationText({ ...base, event: 'rollback_failed', needsAttention: ['km-be-3'] }), /FAILED TO ROLL BACK; needs a person for km-be-3/);
   });
 });

@@ -15,6 +15,7 @@ import { scratchDir } from './helpers/stack';
 import { startWebServer, WebServer } from '../web/server';
 import { generateEd25519KeyPair } from '../keymanager/keygen';
 import { isFinalPhase, RolloutStatus } from '../domain/rollout';
+import { freePort } from '../stack/process';
 
 const DELEGATE = 'km-hotfix-web@delegate';
 
@@ -24,17 +25,46 @@ describe('web page for approvers (real chromium)', function () {
   let web: WebServer;
   let browser: TestBrowser;
   const started: WorkflowHandle[] = [];
+  // A small webhook receiver: keeps every {text}; when down, answers 503 (and still counts the attempt).
+  const hook = { messages: [] as string[], attempts: 0, down: false, server: http.createServer() };
+  hook.server.on('request', (req, res) => {
+    let body = '';
+    req.on('data', (c: Buffer) => { body += c.toString(); });
+    req.on('end', () => {
+      hook.attempts++;
+      if (hook.down) {
+        res.statusCode = 503;
+        res.end();
+        return;
+      }
+      hook.messages.push(String((JSON.parse(body) as { text?: unknown }).text));
+      res.end('ok');
+    });
+  });
+  const messagesAbout = async (id: string, n: number): Promise<string[]> => {
+    for (let i = 0; i < 150; i++) {
+      const found = hook.messages.filter((m) => m.includes(encodeURIComponent(id)));
+      if (found.length >= n) return found;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    return hook.messages.filter((m) => m.includes(encodeURIComponent(id)));
+  };
 
   before(async () => {
+    await new Promise<void>((r) => hook.server.listen(0, '127.0.0.1', r));
+    const webPort = await freePort();
     // Slow restarts: the fan-out lasts long enough to watch the grid change.
-    env = await rolloutEnv({ frontends: 1, backends: 4, restartMs: 700 });
+    env = await rolloutEnv({
+      frontends: 1, backends: 4, restartMs: 700,
+      notify: { webhookUrl: `http://127.0.0.1:${(hook.server.address() as AddressInfo).port}/hook`, webUrl: `http://127.0.0.1:${webPort}` },
+    });
     const dir = await scratchDir('web');
     const pair = generateEd25519KeyPair(DELEGATE);
     const keyFile = path.join(dir, 'web_ed25519');
     await fs.writeFile(keyFile, pair.private, { mode: 0o600 });
     const [type, b64] = pair.public.trim().split(/\s+/);
     await fs.appendFile(env.people.allowedSigners, `${DELEGATE} ${type} ${b64}\n`);
-    web = await startWebServer({ client: env.client, orchestrator: env.orchestrator, trustedProxies: ['127.0.0.1', '::1'], signingKey: keyFile, pollMs: 300 });
+    web = await startWebServer({ client: env.client, orchestrator: env.orchestrator, trustedProxies: ['127.0.0.1', '::1'], signingKey: keyFile, pollMs: 300, port: webPort });
     browser = await launchBrowser();
     await fs.mkdir(SCREENSHOTS, { recursive: true });
   });
@@ -52,6 +82,7 @@ describe('web page for approvers (real chromium)', function () {
     await browser?.close();
     await web?.close();
     await env?.close();
+    hook.server.close();
   });
 
   async function gateRollout(approvers: string[] = []): Promise<{ h: WorkflowHandle; st: RolloutStatus }> {
@@ -112,6 +143,12 @@ describe('web page for approvers (real chromium)', function () {
     assert.equal(await page.locator('#timeline b', { hasText: 'on' }).count(), 0);
     await page.screenshot({ path: path.join(SCREENSHOTS, 'web-completed.png'), fullPage: true });
     await page.context().close();
+
+    // The webhook heard: waiting (canary, its URL, the page), then completed.
+    const [waiting, completed] = await messagesAbout(h.workflowId, 2);
+    assert.match(waiting ?? '', new RegExp(`${done.hotfix} waits for verification: check canary ${st.canary} directly on ${st.gate?.url?.replace(/[.]/g, '\\.')}`));
+    assert.ok(waiting?.includes(pageUrl(h)), waiting);
+    assert.match(completed ?? '', new RegExp(`${done.hotfix} completed on 5 server`));
   });
 
   it('reject with a reason: the workflow rolls back and the timeline keeps the reason', async () => {
@@ -126,6 +163,22 @@ describe('web page for approvers (real chromium)', function () {
     await page.goto(pageUrl(h));
     assert.match(await page.locator('#timeline').textContent() ?? '', /login page blank/);
     await page.context().close();
+    const said = await messagesAbout(h.workflowId, 2);
+    assert.match(said[1] ?? '', /rolled back: rejected by carol: login page blank/);
+  });
+
+  it('a webhook that is down neither blocks nor fails a rollout; it is retried a few times', async () => {
+    hook.down = true;
+    try {
+      const { h } = await gateRollout();
+      const attempts = hook.attempts;
+      await env.approve(h, 'bob');
+      const done = (await h.result()) as RolloutStatus;
+      assert.equal(done.phase, 'completed', done.error ?? '');
+      assert.ok(hook.attempts - attempts >= 3, `retried (${hook.attempts - attempts} attempts after the gate)`);
+    } finally {
+      hook.down = false;
+    }
   });
 
   it('a person the rules exclude sees the workflow\'s refusal, and nothing changes', async () => {
@@ -143,7 +196,7 @@ describe('web page for approvers (real chromium)', function () {
     await requester.context().close();
   });
 
-  it('without a person named by a trusted proxy the page is read-only: no buttons, and a post is refused', async () => {
+  it('without a person named by a trusted proxy the page is read-only: no buttons, also when the header comes from an untrusted address', async () => {
     const { h } = await gateRollout();
     const page = await open(undefined, h);
     assert.equal(await page.locator('#phase').textContent(), 'verifying');

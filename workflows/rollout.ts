@@ -14,15 +14,18 @@ import { formatDuration } from '../domain/plan';
 import { WorkflowRecorder, StopRollout } from './recorder';
 import { checkFacts, OneAtATime, refused, verifySigned } from './decisions';
 import { setSteeringHandlers } from './steering';
+import { Notifier } from './notify';
 
 export async function hotfixRollout(input: RolloutInput): Promise<RolloutStatus> {
-  const status = await rollout(input);
+  const notifier = new Notifier();
+  const status = await rollout(input, notifier);
   // An answer still being checked when the rollout ended is refused, not cut off.
   await condition(allHandlersFinished);
+  await notifier.settled();
   return status;
 }
 
-async function rollout(input: RolloutInput): Promise<RolloutStatus> {
+async function rollout(input: RolloutInput, notifier: Notifier): Promise<RolloutStatus> {
   const t = timing(input.timing);
   const steps = activityProxies(t);
   const id = workflowInfo().workflowId;
@@ -156,6 +159,10 @@ async function rollout(input: RolloutInput): Promise<RolloutStatus> {
       deadline: new Date(since.getTime() + input.approvalTimeoutMs).toISOString(),
     };
     await r.phase('verifying');
+    notifier.send({
+      event: 'waiting', rolloutId: id, hotfix: input.hotfix, requestedBy: r.status.requestedBy, canary,
+      ...(canaryInfo?.url ? { canaryUrl: canaryInfo.url } : {}), drained: drained.map((d) => d.server),
+    });
     const answered = await condition(() => decision !== undefined || abort !== undefined, input.approvalTimeoutMs);
     r.status.gate = null;
     const verdict = r.status.approvals.at(-1);
@@ -188,6 +195,7 @@ async function rollout(input: RolloutInput): Promise<RolloutStatus> {
       throw new StopRollout(`${result.failures} server(s) failed in fan-out, more than --max-failures ${input.maxFailures}: ${r.failedServers().join(', ')}`);
     }
     await r.phase('completed');
+    notifier.send({ event: 'completed', rolloutId: id, hotfix: input.hotfix, requestedBy: r.status.requestedBy, servers: r.status.servers.length });
     return r.status;
   } catch (err) {
     if (!(err instanceof StopRollout) && !isCancellation(err)) {
@@ -222,6 +230,10 @@ async function rollout(input: RolloutInput): Promise<RolloutStatus> {
       if (stuck.length > 0) log.error(`rollback of ${input.hotfix} ended: needs a person for ${stuck.join(', ')}`, { needsAttention: stuck });
       else log.info(`rollback of ${input.hotfix} ended: every server it patched is rolled back`);
       await r.phase(stuck.length > 0 ? 'rollback_failed' : 'rolled_back', stuck.length > 0 ? `needs a person: ${stuck.join(', ')}` : undefined);
+      notifier.send({
+        event: stuck.length > 0 ? 'rollback_failed' : 'rolled_back', rolloutId: id, hotfix: input.hotfix, requestedBy: r.status.requestedBy,
+        ...(r.status.error ? { error: r.status.error } : {}), needsAttention: stuck,
+      });
     });
     return r.status;
   }
