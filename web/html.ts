@@ -30,8 +30,8 @@ export function scriptJson(value: unknown): string {
 const STYLE = `
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5rem;color:#222;max-width:70rem}
 h1{font-size:1.3rem}h2{font-size:1.1rem;margin-top:1.5rem}
-table{border-collapse:collapse}td,th{padding:.25rem .6rem;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}
-code{font-size:12px}.muted{color:#666}
+table{border-collapse:collapse}td,th{padding:.2rem .6rem;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}
+code{font-size:12px}.muted{color:#666}.nowrap{white-space:nowrap}
 .grid{display:flex;flex-wrap:wrap;gap:4px}
 .srv{width:9rem;padding:.3rem;border-radius:4px;font-size:12px;background:#eee;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 .s-pending,.s-untouched,.s-skipped{background:#e4e4e4}.s-patching,.s-rolling_back,.s-removing{background:#ffe08a}
@@ -84,6 +84,8 @@ export interface RolloutView {
   live: boolean;
   /** The Content-Security-Policy nonce of this response's script. */
   nonce: string;
+  /** The canary's direct URL from the inventory (the gate names it only while it waits). */
+  canaryUrl?: string;
 }
 
 function serverCell(name: string, state: ServerState): string {
@@ -95,12 +97,14 @@ function eventLine(e: StoredEvent): string {
   const bits: string[] = [];
   if (typeof d.phase === 'string') bits.push(`phase ${esc(d.phase)}`);
   if (typeof d.error === 'string') bits.push(`<span class="muted">${esc(d.error)}</span>`);
+  const isSigned = typeof d.key === 'string' && d.key !== '';
   const comment = typeof d.comment === 'string' ? d.comment : typeof d.reason === 'string' ? d.reason : '';
-  if (comment) bits.push(`“${esc(comment)}”`);
-  const signed = typeof d.key === 'string' && d.key !== ''
+  // A person's words are quoted; the workflow's own reasons (e.g. why this canary) are not.
+  if (comment) bits.push(isSigned ? `“${esc(comment)}”` : `<span class="muted">${esc(comment)}</span>`);
+  const signed = isSigned
     ? ` <span class="signed">signed by <b>${esc(e.actor ?? '')}</b>${typeof d.via === 'string' ? ` via ${esc(d.via)}` : ''} with <code>${esc(d.key)}</code></span>`
     : e.actor ? ` by ${esc(e.actor)}` : '';
-  return `<tr class="event"><td>${when(e.at)}</td><td>${esc(e.kind)}</td><td>${e.server ? esc(e.server) : ''}</td><td>${bits.join(' ')}${signed}</td></tr>`;
+  return `<tr class="event"><td class="nowrap">${when(e.at)}</td><td>${esc(e.kind)}</td><td class="nowrap">${e.server ? esc(e.server) : ''}</td><td>${bits.join(' ')}${signed}</td></tr>`;
 }
 
 function gateForms(id: string, csrf: string): string {
@@ -116,9 +120,10 @@ function gateForms(id: string, csrf: string): string {
 export function rolloutPage(v: RolloutView): string {
   const st = v.status;
   const gate = st.gate;
-  const canaryUrl = gate?.url ? safeHref(gate.url) : null;
+  const url = gate?.url ?? v.canaryUrl;
+  const canaryUrl = url ? safeHref(url) : null;
   const canary = st.canary
-    ? `<p>Canary: <b id="canary">${esc(st.canary)}</b>${gate?.url ? ` — verify directly on ${canaryUrl ? `<a id="canary-url" href="${esc(canaryUrl)}">${esc(gate.url)}</a>` : `<code>${esc(gate.url)}</code>`} (not through the load balancer)` : ''}</p>`
+    ? `<p>Canary: <b id="canary">${esc(st.canary)}</b>${url ? ` — verify directly on ${canaryUrl ? `<a id="canary-url" href="${esc(canaryUrl)}">${esc(url)}</a>` : `<code>${esc(url)}</code>`} (not through the load balancer)` : ''}</p>`
     : '';
   const drained = st.drained.length > 0
     ? `<h2>Drained backends</h2><table id="drained"><tr><th>Server</th><th>Saved Maximum Processes</th></tr>${st.drained.map((d) => `<tr><td>${esc(d.server)}</td><td>${esc(d.maxProcesses)}</td></tr>`).join('')}</table>`

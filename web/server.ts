@@ -16,7 +16,7 @@ import { isFinalPhase, RolloutStatus } from '../domain/rollout';
 import { approveUpdate, rejectUpdate, statusQuery, WORKFLOW_TYPES } from '../workflows/definitions';
 import { answerWithin, mergeBatches, QUERY_TIMEOUT_MS } from '../platform/workflow-status';
 import { ledgerStatus, recentRollouts, rolloutEvents } from '../store/ledger';
-import { listInventory } from '../store/inventory';
+import { listInventory, inventoryServer } from '../store/inventory';
 import { keyFileSigner } from '../signing/signer';
 import { signMessage, Signer } from '../signing/sshsig';
 import { rolloutPage, rolloutsPage } from './html';
@@ -171,8 +171,10 @@ export async function startWebServer(o: WebOptions): Promise<WebServer> {
     const last = flash.get(sid);
     const notice = last && last.rollout === id && last.until > Date.now() ? last.notice : undefined;
     const canDecide = person !== null && signer !== null && found.status.kind === 'rollout';
+    const canaryUrl = found.status.canary ? (await inventoryServer(o.orchestrator, found.status.canary).catch(() => undefined))?.url : undefined;
     return rolloutPage({
       status: found.status, events: await rolloutEvents(o.orchestrator, id), person, live: found.live, nonce,
+      ...(canaryUrl ? { canaryUrl } : {}),
       csrf: canDecide ? tokenFor(sid) : null,
       ...(person && !signer ? { readOnlyWhy: 'Read-only: this server has no signing key (KM_HOTFIX_WEB_SIGNING_KEY).' } : {}),
       ...(notice ? { notice } : {}),
