@@ -11,7 +11,9 @@ import type { WorkflowHandle } from '@temporalio/client';
 import type { Page } from 'playwright-core';
 import { rolloutEnv, RolloutEnv } from './helpers/rollout-env';
 import { launchBrowser, SCREENSHOTS, TestBrowser } from './helpers/browser';
-import { scratchDir } from './helpers/stack';
+import { scratchDir, testStack } from './helpers/stack';
+import { BIN, cliEnv, lines, runCli } from './helpers/cli-process';
+import { spawn } from 'node:child_process';
 import { startWebServer, WebServer } from '../web/server';
 import { generateEd25519KeyPair } from '../keymanager/keygen';
 import { isFinalPhase, RolloutStatus } from '../domain/rollout';
@@ -262,5 +264,33 @@ describe('web page for approvers (real chromium)', function () {
     assert.match(await page.locator('h2:has-text("Recent") + table').textContent() ?? '', /completed|rolled_back/);
     await ctx.close();
     void h;
+  });
+
+  it('km-hotfix web: serves the page from the configured Temporal and database until Ctrl-C; bad input is one line and exit 2', async () => {
+    const base = { TEMPORAL_ADDRESS: testStack().temporal.address, DATABASE_URL: env.orchestratorUrl };
+    const badPort = await runCli(['web', '--port', 'http'], base);
+    assert.equal(badPort.code, 2, badPort.stderr);
+    assert.equal(lines(badPort.stderr).length, 1, badPort.stderr);
+    const badKey = await runCli(['web', '--port', '0'], { ...base, KM_HOTFIX_WEB_SIGNING_KEY: '/nonexistent/web_ed25519' });
+    assert.equal(badKey.code, 2, badKey.stderr);
+    assert.match(badKey.stderr, /KM_HOTFIX_WEB_SIGNING_KEY/);
+    assert.equal(lines(badKey.stderr).length, 1, badKey.stderr);
+
+    const port = await freePort();
+    const child = spawn(process.execPath, [BIN, 'web', '--port', String(port)], { env: cliEnv(base), stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+    const exited = new Promise<number | null>((r) => child.once('close', (code) => r(code)));
+    try {
+      for (let i = 0; i < 100 && !stderr.includes(`http://127.0.0.1:${port}`); i++) await new Promise((r) => setTimeout(r, 100));
+      assert.match(stderr, new RegExp(`km-hotfix web: http://127.0.0.1:${port} \\(read-only: no KM_HOTFIX_WEB_SIGNING_KEY\\)`));
+      const res = await fetch(`http://127.0.0.1:${port}/`);
+      assert.equal(res.status, 200);
+      assert.match(await res.text(), /<h1>km-hotfix rollouts<\/h1>/);
+      child.kill('SIGINT');
+      assert.equal(await exited, 0, stderr);
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+    }
   });
 });

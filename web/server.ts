@@ -192,7 +192,8 @@ export async function startWebServer(o: WebOptions): Promise<WebServer> {
     req.raw.on('close', () => { open = false; });
     let last = '';
     while (open) {
-      const found = await readRollout(id).catch(() => undefined);
+      const found = await readRollout(id).catch(() => null);
+      if (found === undefined) break; // no such rollout: nothing will ever change
       if (found) {
         const data = JSON.stringify({ phase: found.status.phase, servers: found.status.servers.map((s) => ({ name: s.name, state: s.state })) });
         if (data !== last && open) res.write(`data: ${data}\n\n`);
