@@ -11,6 +11,7 @@ import { keyManagerDatabaseActivities } from './key-manager-database';
 import { preflightActivities } from './preflight';
 import { hotfixFileActivities } from './hotfix-files';
 import { signingActivities } from './signing';
+import { notifyActivities } from './notify';
 
 export interface ActivityDeps {
   /** The orchestrator's own database (inventory, hotfix files, ledger). */
@@ -21,6 +22,8 @@ export interface ActivityDeps {
   ssh: { privateKey?: Buffer; agent?: string };
   /** Path of the OpenSSH allowed_signers file that says whose signed decisions count (SPEC §7). */
   allowedSigners: string;
+  /** Optional: a Slack-compatible webhook, and the web page's address for links in it. */
+  notify?: { webhookUrl?: string; webUrl?: string };
 }
 
 function build(deps: ActivityDeps, pool: SshPool) {
@@ -34,6 +37,7 @@ function build(deps: ActivityDeps, pool: SshPool) {
     ...preflightActivities({ orchestrator, kmSsh, kmDb }),
     ...hotfixFileActivities({ orchestrator, kmSsh, kmDb }),
     ...signingActivities({ allowedSigners: deps.allowedSigners }),
+    ...notifyActivities(deps.notify ?? {}),
   };
 }
 

@@ -11,8 +11,13 @@
 //   canary: km-be-1            (approve, reject)
 //   drained: km-be-2,km-be-3   (approve, reject; empty when none)
 //   comment: looks good
+//   on-behalf-of: bob          (approve, reject; only when a delegate signs)
 //   at: 2026-11-27T17:26:00.000Z
 //
+// A delegate (the web server, SPEC §7 as extended in the README) signs with its
+// own key for the person a trusted proxy named: the `on-behalf-of` line names
+// that person, the signers file names the delegate (a principal ending in
+// `@delegate`), and the workflow judges the person by the rules.
 // Pure: imported by workflows, activities and the CLI.
 
 export const DECISION_HEADER = 'km-hotfix decision v1';
@@ -35,8 +40,17 @@ export interface Decision {
   drained?: string[];
   /** One line; the reason of a reject or an abort. */
   comment: string;
+  /** approve and reject only: the person a delegate signs for (absent when the person signs). */
+  onBehalfOf?: string;
   /** ISO-8601 UTC, e.g. 2026-11-27T17:26:00.000Z. */
   at: string;
+}
+
+/** A signers-file principal ending in this is a delegate: its key signs for others, never as itself. */
+export const DELEGATE_SUFFIX = '@delegate';
+
+export function isDelegate(name: string): boolean {
+  return name.endsWith(DELEGATE_SUFFIX) && name.length > DELEGATE_SUFFIX.length;
 }
 
 /** The longest message accepted: a few hundred characters is typical. */
@@ -75,9 +89,9 @@ function isAction(a: string): a is DecisionAction {
 }
 
 /** The keys of a decision's message, in order. */
-function keysOf(action: DecisionAction): string[] {
+function keysOf(action: DecisionAction, delegated = false): string[] {
   return GATE_ACTIONS.includes(action)
-    ? ['action', 'rollout', 'hotfix', 'sha256', 'canary', 'drained', 'comment', 'at']
+    ? ['action', 'rollout', 'hotfix', 'sha256', 'canary', 'drained', 'comment', ...(delegated ? ['on-behalf-of'] : []), 'at']
     : ['action', 'rollout', 'hotfix', 'sha256', 'comment', 'at'];
 }
 
@@ -99,8 +113,12 @@ export function checkDecision(d: Decision): Decision {
     if (d.canary === undefined || d.drained === undefined) fail(`an ${d.action} names the canary and the drained backends`);
     checkItem('canary', d.canary);
     for (const s of d.drained) checkItem('drained', s);
-  } else if (d.canary !== undefined || d.drained !== undefined) {
-    fail(`only approve and reject name a canary and drained backends, not ${d.action}`);
+    if (d.onBehalfOf !== undefined) {
+      checkItem('on-behalf-of', d.onBehalfOf);
+      if (isDelegate(d.onBehalfOf)) fail(`'on-behalf-of' names a person, not a delegate ('${d.onBehalfOf}')`);
+    }
+  } else if (d.canary !== undefined || d.drained !== undefined || d.onBehalfOf !== undefined) {
+    fail(`only approve and reject name a canary, drained backends and a person signed for, not ${d.action}`);
   }
   return d;
 }
@@ -115,10 +133,10 @@ export function decisionMessage(d: Decision): string {
   checkDecision(d);
   const values: Record<string, string> = {
     action: d.action, rollout: d.rollout, hotfix: d.hotfix, sha256: d.sha256,
-    canary: d.canary ?? '', drained: drainedLine(d.drained ?? []), comment: d.comment, at: d.at,
+    canary: d.canary ?? '', drained: drainedLine(d.drained ?? []), comment: d.comment, 'on-behalf-of': d.onBehalfOf ?? '', at: d.at,
   };
   // An empty value is written `key:` (no trailing space) so that editors that trim lines keep the bytes.
-  const lines = keysOf(d.action).map((k) => (values[k] === '' ? `${k}:` : `${k}: ${values[k]}`));
+  const lines = keysOf(d.action, d.onBehalfOf !== undefined).map((k) => (values[k] === '' ? `${k}:` : `${k}: ${values[k]}`));
   return `${DECISION_HEADER}\n${lines.join('\n')}\n`;
 }
 
@@ -134,7 +152,7 @@ export function parseDecisionMessage(text: string): Decision {
   const values = new Map<string, string>();
   const keys: string[] = [];
   for (const line of lines.slice(1)) {
-    const m = /^([a-z0-9]+):(?: (.*))?$/.exec(line);
+    const m = /^([a-z0-9-]+):(?: (.*))?$/.exec(line);
     if (!m) fail(`line '${line}' is not 'key: value'`);
     if (values.has(m[1])) fail(`'${m[1]}' appears twice`);
     checkValue(m[1], m[2] ?? '');
@@ -143,7 +161,7 @@ export function parseDecisionMessage(text: string): Decision {
   }
   const action = values.get('action') ?? fail("it has no 'action'");
   if (!isAction(action)) fail(`unknown action '${action}'; expected one of ${DECISION_ACTIONS.join(', ')}`);
-  const expected = keysOf(action);
+  const expected = keysOf(action, values.has('on-behalf-of'));
   if (keys.join(',') !== expected.join(',')) fail(`an ${action} has the lines ${expected.join(', ')} in this order`);
   const get = (k: string): string => values.get(k) ?? '';
   const gate = GATE_ACTIONS.includes(action);
@@ -151,7 +169,7 @@ export function parseDecisionMessage(text: string): Decision {
   const d: Decision = {
     action, rollout: get('rollout'), hotfix: get('hotfix'), sha256: get('sha256'),
     ...(gate ? { canary: get('canary'), drained: drained === '' ? [] : drained.split(',') } : {}),
-    comment: get('comment'), at: get('at'),
+    comment: get('comment'), ...(values.has('on-behalf-of') ? { onBehalfOf: get('on-behalf-of') } : {}), at: get('at'),
   };
   if (decisionMessage(d) !== text) fail('it is not in canonical form (drained sorted, no extra spaces)');
   return d;

@@ -45,6 +45,8 @@ export interface DecisionRecord {
   by: string;
   /** SHA256 fingerprint of the key that signed. */
   key: string;
+  /** The delegate that signed for `by` (the web server), when one did. */
+  via?: string;
   /** The signed `at`. */
   at: string;
   comment: string;
@@ -105,6 +107,8 @@ export interface Approval {
   comment: string;
   /** SHA256 fingerprint of the key that signed, the signed message and its SSHSIG (SPEC §7). */
   key: string;
+  /** The delegate that signed for `by`, when one did. */
+  via?: string;
   message: string;
   signature: string;
 }

@@ -12,6 +12,16 @@ export interface Config {
   allowedSigners?: string;
   /** The person's private key for signing decisions; else the ssh-agent. */
   signingKey?: string;
+  /** The web page (web/): its own signing key (a delegate in allowed_signers), whom it trusts to name people, and where it is. */
+  web: {
+    signingKey?: string;
+    identityHeader: string;
+    trustedProxies: string[];
+    /** The page's public address, for links in notifications. */
+    url?: string;
+  };
+  /** A Slack-compatible webhook told when a rollout waits, completes, rolls back or fails to. */
+  webhookUrl?: string;
   /** TLS and API key, read by Temporal's envconfig conventions. */
   temporalApiKey?: string;
   temporalTls: boolean;
@@ -35,6 +45,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     sshAgent: env.SSH_AUTH_SOCK || undefined,
     allowedSigners: env.KM_HOTFIX_ALLOWED_SIGNERS || undefined,
     signingKey: env.KM_HOTFIX_SIGNING_KEY || undefined,
+    web: {
+      signingKey: env.KM_HOTFIX_WEB_SIGNING_KEY || undefined,
+      identityHeader: (env.KM_HOTFIX_WEB_IDENTITY_HEADER || 'X-Forwarded-User').toLowerCase(),
+      trustedProxies: (env.KM_HOTFIX_WEB_TRUSTED_PROXIES ?? '').split(',').map((a) => a.trim()).filter((a) => a !== ''),
+      url: env.KM_HOTFIX_WEB_URL || undefined,
+    },
+    webhookUrl: env.KM_HOTFIX_WEBHOOK_URL || undefined,
     temporalApiKey: apiKey,
     // An API key or a client certificate implies TLS, as Temporal's own tools do.
     temporalTls: tlsFlag === 'true' || tlsFlag === '1' || (tlsFlag !== 'false' && (!!apiKey || !!certPath)),

@@ -2,7 +2,7 @@
 // the same questions `ssh-keygen -Y verify -f allowed_signers -I NAME -n
 // km-hotfix -s SIG < MSG` answers, plus whether the message is about this
 // rollout and this action, and was signed when it was recorded.
-import { DecisionAction, DECISION_MAX_AGE_MS, parseDecisionMessage, DecisionMessageError } from '../domain/decision';
+import { DecisionAction, DECISION_MAX_AGE_MS, parseDecisionMessage, DecisionMessageError, isDelegate } from '../domain/decision';
 import { AllowedSigner, allowsPrincipal } from './allowed-signers';
 import { fingerprint } from './keys';
 import { NAMESPACE, parseArmoredSignature, SignatureFormatError, verifySshSig } from './sshsig';
@@ -12,6 +12,8 @@ export interface RecordedProof {
   by: string;
   /** The fingerprint it recorded. */
   key: string;
+  /** The delegate that signed for `by`, when one did. */
+  via?: string;
   message: string;
   signature: string;
   /** When it was recorded. */
@@ -32,9 +34,15 @@ export function auditDecision(p: RecordedProof, expected: { rollout: string; act
   if (sig.namespace !== NAMESPACE) problems.push(`signed for namespace '${sig.namespace}', not '${NAMESPACE}'`);
   else if (!verifySshSig(sig, p.message)) problems.push('the signature does not verify over the recorded message: the message or the signature was altered');
   if (signedBy !== p.key) problems.push(`recorded as key ${p.key || '(none)'}, but signed by ${signedBy}`);
-  if (!allowsPrincipal(signers, p.by, sig.publicKey.blob, NAMESPACE, p.recordedAt)) problems.push(`${signedBy} is not a key of ${p.by || '(nobody)'} in the signers file`);
+  // A delegated decision: the key is the delegate's, and the message names the person.
+  const holder = p.via ?? p.by;
+  if (p.via !== undefined && !isDelegate(p.via)) problems.push(`recorded as signed via ${p.via}, which is not a delegate (a principal ending in @delegate)`);
+  if (!allowsPrincipal(signers, holder, sig.publicKey.blob, NAMESPACE, p.recordedAt)) problems.push(`${signedBy} is not a key of ${holder || '(nobody)'} in the signers file`);
   try {
     const d = parseDecisionMessage(p.message);
+    if ((d.onBehalfOf ?? null) !== (p.via !== undefined ? p.by : null)) {
+      problems.push(d.onBehalfOf !== undefined ? `the message is signed on behalf of ${d.onBehalfOf}, the ledger names ${p.by}${p.via ? '' : ' with no delegate'}` : `the ledger says ${p.via ?? ''} signed for ${p.by}, but the message names nobody on behalf of`);
+    }
     if (d.rollout !== expected.rollout) problems.push(`the message is about ${d.rollout}, not ${expected.rollout}`);
     if (d.action !== expected.action) problems.push(`the message says '${d.action}', the ledger '${expected.action}'`);
     if (Math.abs(p.recordedAt.getTime() - Date.parse(d.at)) > DECISION_MAX_AGE_MS) problems.push(`signed at ${d.at} but recorded at ${p.recordedAt.toISOString()}`);

@@ -1,12 +1,12 @@
 // Checking one signed decision: the SSHSIG verifies in the km-hotfix namespace,
 // the key is on a line of the signers file, and the message is a canonical
 // decision. Whether its facts fit the rollout is domain/decision's business.
-import { Decision, parseDecisionMessage, DecisionMessageError } from '../domain/decision';
+import { Decision, parseDecisionMessage, DecisionMessageError, isDelegate } from '../domain/decision';
 import { AllowedSigner, findSigner } from './allowed-signers';
 import { fingerprint } from './keys';
 import { NAMESPACE, parseArmoredSignature, SignatureFormatError, verifySshSig } from './sshsig';
 
-export const REFUSALS = ['unsigned', 'malformed', 'bad-signature', 'unknown-signer'] as const;
+export const REFUSALS = ['unsigned', 'malformed', 'bad-signature', 'unknown-signer', 'not-a-delegate'] as const;
 export type SignatureRefusal = (typeof REFUSALS)[number];
 
 export class SignatureRefused extends Error {
@@ -24,8 +24,10 @@ export interface SignedDecision {
 }
 
 export interface VerifiedDecision {
-  /** The person: the name on the signers line whose key verified. */
+  /** The person: the name on the signers line whose key verified, or the person a delegate signed for. */
   by: string;
+  /** The delegate whose key signed for `by` (e.g. km-hotfix-web@delegate); absent when the person signed. */
+  via?: string;
   /** SHA256 fingerprint of the key. */
   key: string;
   decision: Decision;
@@ -60,6 +62,16 @@ export function verifySignedDecision(signed: Partial<SignedDecision> | undefined
   const signer = findSigner(signers, sig.publicKey.blob, NAMESPACE, when);
   if (!signer || signer.name === null) {
     throw new SignatureRefused('unknown-signer', `key ${key} is not a registered signer: ask an administrator to add it to the allowed_signers file`);
+  }
+  // A delegate's key speaks only for the person its message names; a person's key only for themself.
+  if (isDelegate(signer.name)) {
+    if (decision.onBehalfOf === undefined) {
+      throw new SignatureRefused('not-a-delegate', `key ${key} is the delegate ${signer.name}: it signs only for a person named on an 'on-behalf-of' line`);
+    }
+    return { by: decision.onBehalfOf, via: signer.name, key, decision };
+  }
+  if (decision.onBehalfOf !== undefined) {
+    throw new SignatureRefused('not-a-delegate', `${signer.name} (${key}) signed for ${decision.onBehalfOf}, but only a delegate key (a principal ending in @delegate in the signers file) may sign for someone else`);
   }
   return { by: signer.name, key, decision };
 }

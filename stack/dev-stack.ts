@@ -17,7 +17,10 @@ import { ensureTemporal, startDevServer, RunningDevServer } from './temporal';
 import { startEmbeddedPostgres, RunningPostgres } from './postgres';
 import { freePort, portInUse } from './process';
 import { generateEd25519KeyPair } from '../keymanager/keygen';
-import { ensurePeople, DEMO_PEOPLE } from './people';
+import { ensurePeople, DEMO_PEOPLE, WEB_DELEGATE } from './people';
+import { connectClient } from '../platform/temporal';
+
+export const DEFAULT_WEB_PORT = 8080;
 
 export const DEFAULT_TEMPORAL_PORT = 7233;
 export const DEFAULT_POSTGRES_PORT = 5433;
@@ -33,6 +36,8 @@ export interface DevStackOptions {
   uiPort?: number;
   /** PostgreSQL port (default 5433, or a free one when 5433 is taken). */
   postgresPort?: number;
+  /** The approvers' web page (default 8080, or a free one when 8080 is taken). */
+  webPort?: number;
   log: (line: string) => void;
   /** Called when the in-process worker stops on its own (an error). */
   onWorkerError?: (err: Error) => void;
@@ -43,13 +48,15 @@ export interface DevPids {
   dev: number;
   temporal?: number;
   postgres?: number;
-  ports: { temporal: number; ui: number; postgres: number; sim?: number[] };
+  ports: { temporal: number; ui: number; postgres: number; web?: number; sim?: number[] };
 }
 
 export interface DevStack {
   /** The environment lines printed by `km-hotfix dev` (SPEC §4). */
   env: Record<string, string>;
   uiUrl?: string;
+  /** The approvers' web page. */
+  webUrl?: string;
   pids: DevPids;
   stop(): Promise<void>;
 }
@@ -175,6 +182,7 @@ export async function startDevStack(opts: DevStackOptions): Promise<DevStack> {
     await assertPortFree(temporalPort, 'Temporal gRPC', '--temporal-port');
     await assertPortFree(uiPort, 'Temporal Web UI', '--ui-port');
     if (opts.postgresPort !== undefined) await assertPortFree(opts.postgresPort, 'PostgreSQL', '--postgres-port');
+    if (opts.webPort !== undefined) await assertPortFree(opts.webPort, 'the web page', '--web-port');
     await writePids();
 
     // 1. Temporal dev server.
@@ -234,14 +242,34 @@ export async function startDevStack(opts: DevStackOptions): Promise<DevStack> {
     }
 
     // 4. Who may sign decisions: the given signers file, or demo people (alice signs by default).
+    let webKey = process.env.KM_HOTFIX_WEB_SIGNING_KEY || undefined;
     if (!process.env.KM_HOTFIX_ALLOWED_SIGNERS) {
-      const people = await ensurePeople(dataDir);
+      const people = await ensurePeople(dataDir, DEMO_PEOPLE, [WEB_DELEGATE]);
       env.KM_HOTFIX_ALLOWED_SIGNERS = people.allowedSigners;
       env.KM_HOTFIX_SIGNING_KEY = people.keys.alice!;
+      webKey ??= people.keys[WEB_DELEGATE];
       log(`demo people ${DEMO_PEOPLE.join(', ')}: keys under ${path.join(dataDir, 'keys')}, listed in ${people.allowedSigners}; you sign as alice (KM_HOTFIX_SIGNING_KEY)`);
     }
 
-    // 5. The worker, in this process; it inherits our environment (KM_SSH_KEY, task queue, signers).
+    // 5. The approvers' web page; on dev, the proxy is anything on this machine (set X-Forwarded-User yourself).
+    const webConfig = loadConfig({ ...process.env, ...env });
+    const webPort = opts.webPort ?? ((await portInUse(DEFAULT_WEB_PORT)) ? 0 : DEFAULT_WEB_PORT);
+    const webClient = await connectClient(webConfig);
+    undo.push({ what: 'the web page\'s Temporal client', fn: () => webClient.close() });
+    const { startWebServer } = await import('../web/server');
+    const web = await startWebServer({
+      client: webClient.client, orchestrator, port: webPort,
+      identityHeader: webConfig.web.identityHeader,
+      trustedProxies: webConfig.web.trustedProxies.length > 0 ? webConfig.web.trustedProxies : ['127.0.0.1', '::1'],
+      ...(webKey ? { signingKey: webKey } : {}),
+    });
+    undo.push({ what: 'the web page', fn: () => web.close() });
+    pids.ports.web = web.port;
+    await writePids();
+    env.KM_HOTFIX_WEB_URL = web.url;
+    log(`approvers' web page on ${web.url} (a person is named by the ${webConfig.web.identityHeader} header from this machine)`);
+
+    // 6. The worker, in this process; it inherits our environment (KM_SSH_KEY, task queue, signers).
     const t3 = Date.now();
     const config = loadConfig({ ...process.env, ...env });
     const opened: OpenedDeps = await openActivityDeps(config, { requireSsh: false });
@@ -265,7 +293,7 @@ export async function startDevStack(opts: DevStackOptions): Promise<DevStack> {
       },
     });
     log(`worker polling task queue '${config.taskQueue}' in namespace '${config.temporalNamespace}' (${Date.now() - t3} ms)`);
-    return { env, uiUrl: temporal.uiUrl, pids, stop };
+    return { env, uiUrl: temporal.uiUrl, webUrl: env.KM_HOTFIX_WEB_URL, pids, stop };
   } catch (err) {
     await stop();
     throw startFailure(err);

@@ -6,6 +6,8 @@ import * as path from 'node:path';
 import { generateEd25519KeyPair } from '../keymanager/keygen';
 
 export const DEMO_PEOPLE = ['alice', 'bob', 'dana'] as const;
+/** The web page's own key: a delegate that signs for the person the proxy names (README "Signed decisions"). */
+export const WEB_DELEGATE = 'km-hotfix-web@delegate';
 
 export interface People {
   /** Path of the allowed_signers file. */
@@ -18,13 +20,13 @@ async function exists(p: string): Promise<boolean> {
   return fs.stat(p).then(() => true, () => false);
 }
 
-/** Keys for these people under DIR/keys (made when missing) and DIR/allowed_signers listing them all. */
-export async function ensurePeople(dataDir: string, names: readonly string[] = DEMO_PEOPLE): Promise<People> {
+/** Keys for these people (and delegates) under DIR/keys (made when missing) and DIR/allowed_signers listing them all. */
+export async function ensurePeople(dataDir: string, names: readonly string[] = DEMO_PEOPLE, delegates: readonly string[] = []): Promise<People> {
   const dir = path.join(dataDir, 'keys');
   await fs.mkdir(dir, { recursive: true, mode: 0o700 });
   const keys: Record<string, string> = {};
   const lines = ['# km-hotfix dev: demo people; a decision signed by one of these keys is made by that person'];
-  for (const name of names) {
+  for (const name of [...names, ...delegates]) {
     const file = path.join(dir, name);
     if (!(await exists(file)) || !(await exists(`${file}.pub`))) {
       const pair = generateEd25519KeyPair(`${name}@km-hotfix-dev`);

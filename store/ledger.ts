@@ -164,6 +164,8 @@ export interface RecordedDecision {
   kind: string;
   actor: string;
   key: string;
+  /** The delegate that signed for the actor, when one did. */
+  via?: string;
   message: string;
   signature: string;
 }
@@ -174,7 +176,8 @@ export async function recordedDecisions(sql: Sql, rolloutId: string): Promise<Re
     .filter((e) => typeof e.detail.signature === 'string')
     .map((e) => ({
       seq: e.seq, at: e.at, kind: e.kind, actor: e.actor ?? '',
-      key: String(e.detail.key ?? ''), message: String(e.detail.message ?? ''), signature: String(e.detail.signature ?? ''),
+      key: String(e.detail.key ?? ''), ...(typeof e.detail.via === 'string' ? { via: e.detail.via } : {}),
+      message: String(e.detail.message ?? ''), signature: String(e.detail.signature ?? ''),
     }));
 }
 
@@ -263,7 +266,7 @@ export async function ledgerStatus(sql: Sql, id: string, roles: ReadonlyMap<stri
     } catch {
       // An unreadable message is shown as recorded; 'km-hotfix audit' says what is wrong with it.
     }
-    decisions.push({ action, by: d.actor, key: d.key, at: signedAt, comment, message: d.message, signature: d.signature });
+    decisions.push({ action, by: d.actor, key: d.key, ...(d.via ? { via: d.via } : {}), at: signedAt, comment, message: d.message, signature: d.signature });
   }
   const last = events.filter((e) => e.kind === 'phase' && e.detail.phase === r.phase).at(-1);
   const needsAttention = (last?.detail.needsAttention as string[] | undefined) ?? [];

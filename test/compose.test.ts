@@ -136,6 +136,20 @@ describe('docker-compose.yml and Dockerfile (parsed; no Docker engine here)', ()
     assert.equal(path.resolve(ROOT, build.context, build.dockerfile ?? 'Dockerfile'), path.join(ROOT, 'Dockerfile'));
   });
 
+  it('serves the approvers\' page from the same image, with its delegate key as a secret and the proxy it trusts', () => {
+    const w = compose.services['km-hotfix-web']!;
+    assert.equal(w.image, compose.services['km-hotfix-worker']!.image);
+    assert.deepEqual((w.command as string[]).slice(0, 3), ['node', 'bin/km-hotfix.js', 'web']);
+    const e = env(w);
+    assert.equal(e.TEMPORAL_ADDRESS, 'temporal:7233');
+    assert.match(e.DATABASE_URL ?? '', /@postgresql:5432\/km_hotfix$/);
+    assert.equal(e.KM_HOTFIX_WEB_SIGNING_KEY, '/run/secrets/km_hotfix_web_key');
+    assert.ok('KM_HOTFIX_WEB_TRUSTED_PROXIES' in e);
+    assert.deepEqual(w.secrets, ['km_hotfix_web_key']);
+    assert.ok(compose.secrets?.km_hotfix_web_key?.file);
+    assert.equal(dependsOn(w).temporal, 'service_healthy');
+  });
+
   it('builds the worker on Debian (not Alpine), with npm ci and a build, and runs `km-hotfix worker`', () => {
     const froms = [...dockerfile.matchAll(/^FROM\s+(\S+)/gm)].map((m) => m[1]!);
     const image = /^ARG NODE_IMAGE=(\S+)/m.exec(dockerfile)?.[1];

@@ -19,6 +19,8 @@ const FIXTURES = path.resolve(__dirname, 'fixtures', 'workflows.js');
 const EXPORTS = ['TEMPORAL_ADDRESS', 'TEMPORAL_NAMESPACE', 'DATABASE_URL', 'KM_DATABASE_URL'];
 /** Without KM_HOTFIX_ALLOWED_SIGNERS, dev makes demo people and exports these. */
 const PEOPLE_EXPORTS = ['KM_HOTFIX_ALLOWED_SIGNERS', 'KM_HOTFIX_SIGNING_KEY'];
+/** The approvers' web page's address, last. */
+const WEB_EXPORTS = ['KM_HOTFIX_WEB_URL'];
 
 interface RunningDev {
   child: ChildProcess;
@@ -104,12 +106,12 @@ function alive(pid: number): boolean {
   }
 }
 
-async function devPorts(): Promise<{ temporal: number; ui: number; postgres: number }> {
-  return { temporal: await freePort(), ui: await freePort(), postgres: await freePort() };
+async function devPorts(): Promise<{ temporal: number; ui: number; postgres: number; web: number }> {
+  return { temporal: await freePort(), ui: await freePort(), postgres: await freePort(), web: await freePort() };
 }
 
-function portArgs(ports: { temporal: number; ui: number; postgres: number }): string[] {
-  return ['--temporal-port', String(ports.temporal), '--ui-port', String(ports.ui), '--postgres-port', String(ports.postgres)];
+function portArgs(ports: { temporal: number; ui: number; postgres: number; web: number }): string[] {
+  return ['--temporal-port', String(ports.temporal), '--ui-port', String(ports.ui), '--postgres-port', String(ports.postgres), '--web-port', String(ports.web)];
 }
 
 describe('km-hotfix dev (real Temporal dev server, embedded PostgreSQL, in-process worker)', function () {
@@ -133,12 +135,17 @@ describe('km-hotfix dev (real Temporal dev server, embedded PostgreSQL, in-proce
     console.log(`      (ready after ${seconds.toFixed(1)} s)`);
 
     const out = lines(dev.stdout());
-    assert.deepEqual(out.slice(0, -1).map((l) => l.split('=')[0]), [...EXPORTS, ...PEOPLE_EXPORTS].map((n) => `export ${n}`), dev.stdout());
+    assert.deepEqual(out.slice(0, -1).map((l) => l.split('=')[0]), [...EXPORTS, ...PEOPLE_EXPORTS, ...WEB_EXPORTS].map((n) => `export ${n}`), dev.stdout());
     // Demo people: alice, bob and dana in the signers file; alice signs; OpenSSH accepts dana's key and the file.
     assert.equal(env.KM_HOTFIX_ALLOWED_SIGNERS, path.join(data, 'allowed_signers'));
     assert.equal(env.KM_HOTFIX_SIGNING_KEY, path.join(data, 'keys', 'alice'));
     const signers = (await fs.readFile(env.KM_HOTFIX_ALLOWED_SIGNERS!, 'utf8')).split('\n').filter((l) => l && !l.startsWith('#'));
-    assert.deepEqual(signers.map((l) => l.split(' ').slice(0, 2).join(' ')), ['alice ssh-ed25519', 'bob ssh-ed25519', 'dana ssh-ed25519']);
+    assert.deepEqual(signers.map((l) => l.split(' ').slice(0, 2).join(' ')), ['alice ssh-ed25519', 'bob ssh-ed25519', 'dana ssh-ed25519', 'km-hotfix-web@delegate ssh-ed25519']);
+    // The approvers' page answers on its port while dev runs.
+    assert.equal(env.KM_HOTFIX_WEB_URL, `http://127.0.0.1:${ports.web}`);
+    const page = await fetch(env.KM_HOTFIX_WEB_URL!);
+    assert.equal(page.status, 200);
+    assert.match(await page.text(), /km-hotfix rollouts/);
     assert.equal((await fs.stat(path.join(data, 'keys', 'dana'))).mode & 0o077, 0, 'private keys are private');
     const message = path.join(data, 'msg');
     await fs.writeFile(message, 'km-hotfix decision v1\n');
@@ -167,7 +174,7 @@ describe('km-hotfix dev (real Temporal dev server, embedded PostgreSQL, in-proce
     console.log(`      (stopped after ${((Date.now() - t1) / 1000).toFixed(1)} s)`);
     assert.deepEqual(exit, { code: 0, signal: null }, dev.stderr());
     for (const pid of [dev.child.pid!, ...children]) assert.ok(!alive(pid), `process ${pid} is gone`);
-    for (const port of [ports.temporal, ports.ui, pgPort]) assert.ok(!(await portInUse(port)), `port ${port} is closed`);
+    for (const port of [ports.temporal, ports.ui, pgPort, ports.web]) assert.ok(!(await portInUse(port)), `port ${port} is closed`);
     await assert.rejects(fs.access(path.join(data, 'pids.json')), 'pids.json removed');
   });
 
@@ -238,7 +245,7 @@ describe('km-hotfix dev (real Temporal dev server, embedded PostgreSQL, in-proce
     let dev = startDev(args);
     started.push(dev);
     let env = await waitReady(dev, 60_000);
-    assert.deepEqual(lines(dev.stdout()).map((l) => l.split('=')[0]), [...EXPORTS, 'KM_SSH_KEY', 'KM_SIM_CONTROL', ...PEOPLE_EXPORTS].map((n) => `export ${n}`).concat('ready'));
+    assert.deepEqual(lines(dev.stdout()).map((l) => l.split('=')[0]), [...EXPORTS, 'KM_SSH_KEY', 'KM_SIM_CONTROL', ...PEOPLE_EXPORTS, ...WEB_EXPORTS].map((n) => `export ${n}`).concat('ready'));
     assert.equal(env.KM_SSH_KEY, path.join(data, 'ssh', 'id_ed25519'));
     assert.equal((await fs.stat(env.KM_SSH_KEY!)).mode & 0o777, 0o600);
     const key = await fs.readFile(env.KM_SSH_KEY!, 'utf8');

@@ -122,7 +122,8 @@ export async function openActivityDeps(config: Config, opts: { requireSsh: boole
   const allowedSigners = await checkAllowedSigners(config);
   const ssh = await loadSshCredentials(config, opts.requireSsh);
   const db = await openDatabases(config);
-  return { deps: { orchestrator: db.orchestrator, km: db.km, ssh, allowedSigners }, close: db.close };
+  const notify = { ...(config.webhookUrl ? { webhookUrl: config.webhookUrl } : {}), ...(config.web.url ? { webUrl: config.web.url } : {}) };
+  return { deps: { orchestrator: db.orchestrator, km: db.km, ssh, allowedSigners, notify }, close: db.close };
 }
 
 /**

@@ -48,7 +48,7 @@ export async function verifySigned(steps: Steps, signed: unknown, facts: Decisio
   const s = signed as SignedDecision;
   const v = await steps.signing.verifyDecision({ signed: { message: s.message, signature: s.signature }, at: new Date().toISOString() });
   if (!v.ok) throw refused(v.reason);
-  return { action: d.action, by: v.by, key: v.key, at: d.at, comment: d.comment, message: s.message, signature: s.signature };
+  return { action: d.action, by: v.by, key: v.key, ...(v.via ? { via: v.via } : {}), at: d.at, comment: d.comment, message: s.message, signature: s.signature };
 }
 
 /** One decision at a time: a second answer waits until the first is accepted or refused, then is judged on the new state. */

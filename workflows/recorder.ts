@@ -181,7 +181,7 @@ export class WorkflowRecorder {
   /** An accepted answer at the gate (its ledger event is written by the workflow once the gate closes). */
   approval(rec: DecisionRecord): void {
     const decision = rec.action === 'approve' ? 'approve' : 'reject';
-    this.status.approvals.push({ by: rec.by, decision, at: new Date().toISOString(), comment: rec.comment, key: rec.key, message: rec.message, signature: rec.signature });
+    this.status.approvals.push({ by: rec.by, decision, at: new Date().toISOString(), comment: rec.comment, key: rec.key, ...(rec.via ? { via: rec.via } : {}), message: rec.message, signature: rec.signature });
     this.status.decisions.push(rec);
     this.touch();
   }
@@ -205,8 +205,8 @@ export class WorkflowRecorder {
 }
 
 /** What anyone needs to re-check a decision: the key's fingerprint, the message, the signature. */
-export function proof(rec: DecisionRecord): { key: string; message: string; signature: string } {
-  return { key: rec.key, message: rec.message, signature: rec.signature };
+export function proof(rec: DecisionRecord): { key: string; via?: string; message: string; signature: string } {
+  return { key: rec.key, ...(rec.via ? { via: rec.via } : {}), message: rec.message, signature: rec.signature };
 }
 
 function stripUndefined(o: Record<string, unknown>): Record<string, unknown> {

@@ -15,18 +15,23 @@ import { formatDuration } from '../domain/plan';
 import { WorkflowRecorder, StopRollout } from './recorder';
 import { checkFacts, OneAtATime, refused, verifySigned } from './decisions';
 import { setSteeringHandlers } from './steering';
+import { Notifier } from './notify';
 
 export async function hotfixRollout(input: RolloutInput): Promise<RolloutStatus> {
   const problem = rolloutInputProblem(input);
   // Not even a hotfix: nothing to report under; the workflow fails at once.
   if (problem && typeof input?.hotfix !== 'string') throw invalidInput(problem);
-  const status = await rollout(input, problem);
+  const notifier = new Notifier();
+  const status = await rollout(input, problem, notifier);
   // An answer still being checked when the rollout ended is refused, not cut off.
-  await CancellationScope.nonCancellable(() => condition(allHandlersFinished));
+  await CancellationScope.nonCancellable(async () => {
+    await condition(allHandlersFinished);
+    await notifier.settled();
+  });
   return status;
 }
 
-async function rollout(input: RolloutInput, problem: string | undefined): Promise<RolloutStatus> {
+async function rollout(input: RolloutInput, problem: string | undefined, notifier: Notifier): Promise<RolloutStatus> {
   const t = timing(problem ? undefined : input.timing);
   const steps = activityProxies(t);
   const id = workflowInfo().workflowId;
@@ -173,11 +178,15 @@ async function rollout(input: RolloutInput, problem: string | undefined): Promis
       deadline: new Date(since.getTime() + input.approvalTimeoutMs).toISOString(),
     };
     await r.phase('verifying');
+    notifier.send({
+      event: 'waiting', rolloutId: id, hotfix: input.hotfix, requestedBy: r.status.requestedBy, canary,
+      ...(canaryInfo?.url ? { canaryUrl: canaryInfo.url } : {}), drained: drained.map((d) => d.server),
+    });
     const answered = await condition(() => decision !== undefined || abort !== undefined, input.approvalTimeoutMs);
     // The gate stays filled in while the phase says verifying; the next phase clears it.
     const verdict = r.status.approvals.at(-1);
     if (decision && verdict) {
-      void r.record({ key: 'decision', kind: verdict.decision, actor: verdict.by, detail: { comment: verdict.comment, key: verdict.key, message: verdict.message, signature: verdict.signature } });
+      void r.record({ key: 'decision', kind: verdict.decision, actor: verdict.by, detail: { comment: verdict.comment, key: verdict.key, ...(verdict.via ? { via: verdict.via } : {}), message: verdict.message, signature: verdict.signature } });
     }
 
     // ---- restore: whatever the outcome ----------------------------------------------
@@ -205,6 +214,7 @@ async function rollout(input: RolloutInput, problem: string | undefined): Promis
       throw new StopRollout(`${result.failures} server(s) failed in fan-out, more than --max-failures ${input.maxFailures}: ${r.failedServers().join(', ')}`);
     }
     await r.phase('completed');
+    notifier.send({ event: 'completed', rolloutId: id, hotfix: input.hotfix, requestedBy: r.status.requestedBy, servers: r.status.servers.length });
     return r.status;
   } catch (err) {
     if (!(err instanceof StopRollout) && !isCancellation(err)) {
@@ -238,6 +248,10 @@ async function rollout(input: RolloutInput, problem: string | undefined): Promis
       if (stuck.length > 0) log.error(`rollback of ${input.hotfix} ended: needs a person for ${stuck.join(', ')}`, { needsAttention: stuck });
       else log.info(`rollback of ${input.hotfix} ended: every server it attempted is rolled back`);
       await r.phase(stuck.length > 0 ? 'rollback_failed' : 'rolled_back', stuck.length > 0 ? `needs a person: ${stuck.join(', ')}` : undefined);
+      notifier.send({
+        event: stuck.length > 0 ? 'rollback_failed' : 'rolled_back', rolloutId: id, hotfix: input.hotfix, requestedBy: r.status.requestedBy,
+        ...(r.status.error ? { error: r.status.error } : {}), needsAttention: stuck,
+      });
     });
     return r.status;
   }

@@ -48,7 +48,7 @@ Example:
         for (const d of await recordedDecisions(sql, id)) {
           const action = decisionActionOf(st.kind, d.kind);
           if (!action) continue;
-          const problems = auditDecision({ by: d.actor, key: d.key, message: d.message, signature: d.signature, recordedAt: d.at }, { rollout: id, action }, signers);
+          const problems = auditDecision({ by: d.actor, key: d.key, ...(d.via ? { via: d.via } : {}), message: d.message, signature: d.signature, recordedAt: d.at }, { rollout: id, action }, signers);
           out.push({ action, by: d.actor, key: d.key, recordedAt: d.at.toISOString(), ok: problems.length === 0, problems, message: d.message, signature: d.signature });
         }
         return out;

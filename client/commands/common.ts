@@ -11,7 +11,8 @@ import { connectDatabase, connectOrchestrator, openDatabases, requireDatabaseUrl
 import { KeyManagerDatabase } from '../../keymanager/database';
 import { isFinalPhase, RolloutStatus, WorkflowKind, workflowId } from '../../domain/rollout';
 import { parseDuration, PlanError } from '../../domain/plan';
-import { WORKFLOW_TYPES, batchStatusQuery, statusQuery } from '../../workflows/definitions';
+import { WORKFLOW_TYPES, statusQuery } from '../../workflows/definitions';
+import { answerWithin, mergeBatches, QUERY_TIMEOUT_MS } from '../../platform/workflow-status';
 
 // Option parsers throw CliError, not commander's own error type: commander
 // would add a usage line, and SPEC §4 wants one line on stderr.
@@ -151,48 +152,6 @@ export async function readStatus(client: Client, d: Described, queryTimeoutMs = 
     throw new CliError(`${d.handle.workflowId} does not answer its status query (${firstLine(err)}): is a worker running on task queue '${config().taskQueue}'? ('km-hotfix worker' or 'km-hotfix dev')`, EXIT.unreachable);
   }
   return mergeBatches(client, st, queryTimeoutMs);
-}
-
-/** A query is answered by a worker: without one it would wait for ever. */
-const QUERY_TIMEOUT_MS = 15_000;
-
-/**
- * Ask, and give up after ms. The call is cancelled, not left pending: a query
- * retried after the connection closes throws 'Channel has been shut down'
- * from a timer, outside any promise.
- */
-async function answerWithin<T>(client: Client, ask: () => Promise<T>, ms: number): Promise<T> {
-  const controller = new AbortController();
-  const timer = setTimeout(() => controller.abort(), ms);
-  try {
-    return await client.withAbortSignal(controller.signal, ask);
-  } catch (err) {
-    if (controller.signal.aborted) throw new Error(`no answer within ${ms / 1000} s`);
-    throw err;
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-async function mergeBatches(client: Client, st: RolloutStatus, queryTimeoutMs: number): Promise<RolloutStatus> {
-  if (st.activeBatchWorkflows.length === 0) return st;
-  const byName = new Map(st.servers.map((s) => [s.name, s]));
-  await Promise.all(st.activeBatchWorkflows.map(async (childId) => {
-    try {
-      const progress = await answerWithin(client, () => client.workflow.getHandle(childId).query(batchStatusQuery), queryTimeoutMs);
-      for (const live of progress.servers) {
-        const s = byName.get(live.name);
-        if (!s) continue;
-        s.state = live.state;
-        if (live.startedAt) s.startedAt = live.startedAt;
-        if (live.endedAt) s.endedAt = live.endedAt;
-        if (live.error) s.error = live.error;
-      }
-    } catch {
-      // The child just ended: the parent's next answer has its results.
-    }
-  }));
-  return st;
 }
 
 async function finalStatus(d: Described): Promise<RolloutStatus> {

@@ -35,6 +35,7 @@ interface DevOptions {
   temporalPort?: number;
   uiPort?: number;
   postgresPort?: number;
+  webPort?: number;
 }
 
 export function registerDev(program: Command): void {
@@ -46,6 +47,7 @@ export function registerDev(program: Command): void {
     .option('--temporal-port <n>', 'Temporal gRPC port (default 7233)', parsePort('--temporal-port'))
     .option('--ui-port <n>', 'Temporal Web UI port (default: Temporal port + 1000)', parsePort('--ui-port'))
     .option('--postgres-port <n>', 'PostgreSQL port (default 5433, or a free one)', parsePort('--postgres-port'))
+    .option('--web-port <n>', 'the approvers\' web page (default 8080, or a free one)', parsePort('--web-port'))
     .action(async (opts: DevOptions) => runDev(opts));
 }
 
@@ -87,6 +89,7 @@ async function runDev(opts: DevOptions): Promise<void> {
       temporalPort: opts.temporalPort,
       uiPort: opts.uiPort,
       postgresPort: opts.postgresPort,
+      webPort: opts.webPort,
       log,
       onWorkerError: (err) => {
         workerError = err;
@@ -108,7 +111,7 @@ async function runDev(opts: DevOptions): Promise<void> {
   if (!signalled) {
     const lines = Object.entries(stack.env).map(([k, v]) => exportLine(k, v));
     process.stdout.write(lines.join('\n') + '\nready\n');
-    log(`ready in ${((Date.now() - started) / 1000).toFixed(1)} s${stack.uiUrl ? `; Temporal Web UI ${stack.uiUrl}` : ''}; Ctrl-C stops everything`);
+    log(`ready in ${((Date.now() - started) / 1000).toFixed(1)} s${stack.uiUrl ? `; Temporal Web UI ${stack.uiUrl}` : ''}${stack.webUrl ? `; approvers' page ${stack.webUrl}` : ''}; Ctrl-C stops everything`);
     await new Promise<void>((resolve) => {
       wake = resolve;
     });

@@ -14,6 +14,7 @@ import { registerRemove } from './remove';
 import { registerList } from './list';
 import { registerAudit } from './audit';
 import { registerDemo } from './demo';
+import { registerWeb } from './web';
 
 export type RegisterCommand = (program: Command) => void;
 
@@ -30,6 +31,7 @@ export const COMMANDS: RegisterCommand[] = [
   registerRemove,
   registerList,
   registerAudit,
+  registerWeb,
   registerDemo,
   registerSim,
 ];

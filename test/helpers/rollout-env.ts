@@ -81,8 +81,8 @@ export interface RolloutEnv {
 
 export const FAST_TIMING = { servicesTimeoutMs: 15_000, maxRetryIntervalMs: 500 };
 
-export async function rolloutEnv(options: Partial<Omit<SimFleetOptions, 'kmDatabaseUrl' | 'authorizedKey'>> & { frontends: number; backends: number; workflowsPath?: string }): Promise<RolloutEnv> {
-  const { workflowsPath, ...opts } = options;
+export async function rolloutEnv(options: Partial<Omit<SimFleetOptions, 'kmDatabaseUrl' | 'authorizedKey'>> & { frontends: number; backends: number; workflowsPath?: string; notify?: { webhookUrl?: string; webUrl?: string } }): Promise<RolloutEnv> {
+  const { workflowsPath, notify, ...opts } = options;
   const orchestratorUrl = await freshDatabase('orch');
   const orchestrator = sqlFor(orchestratorUrl);
   await migrate(orchestrator);
@@ -93,7 +93,7 @@ export async function rolloutEnv(options: Partial<Omit<SimFleetOptions, 'kmDatab
   await replaceInventory(orchestrator, fleet.inventory());
   const peopleDir = await fs.mkdtemp(path.join(os.tmpdir(), 'km-people-'));
   const people = await ensurePeople(peopleDir, TEST_PEOPLE);
-  const built = createActivities({ orchestrator, km, ssh: { privateKey: Buffer.from(keys.private) }, allowedSigners: people.allowedSigners });
+  const built = createActivities({ orchestrator, km, ssh: { privateKey: Buffer.from(keys.private) }, allowedSigners: people.allowedSigners, ...(notify ? { notify } : {}) });
   const worker = await testWorker({ activities: built.activities, ...(workflowsPath ? { workflowsPath } : {}) });
   const running = worker.worker.run();
   const client = worker.client;

@@ -1,0 +1,48 @@
+// Reading a running workflow's status: its query, with the per-server states
+// of the batch children running now merged over the parent's. Shared by the
+// CLI and the web page.
+import type { Client } from '@temporalio/client';
+import type { RolloutStatus } from '../domain/rollout';
+import { batchStatusQuery } from '../workflows/definitions';
+
+/** A query is answered by a worker: without one it would wait for ever. */
+export const QUERY_TIMEOUT_MS = 15_000;
+
+/**
+ * Ask, and give up after ms. The call is cancelled, not left pending: a query
+ * retried after the connection closes throws 'Channel has been shut down'
+ * from a timer, outside any promise.
+ */
+export async function answerWithin<T>(client: Client, ask: () => Promise<T>, ms: number): Promise<T> {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), ms);
+  try {
+    return await client.withAbortSignal(controller.signal, ask);
+  } catch (err) {
+    if (controller.signal.aborted) throw new Error(`no answer within ${ms / 1000} s`);
+    throw err;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export async function mergeBatches(client: Client, st: RolloutStatus, queryTimeoutMs = QUERY_TIMEOUT_MS): Promise<RolloutStatus> {
+  if (st.activeBatchWorkflows.length === 0) return st;
+  const byName = new Map(st.servers.map((s) => [s.name, s]));
+  await Promise.all(st.activeBatchWorkflows.map(async (childId) => {
+    try {
+      const progress = await answerWithin(client, () => client.workflow.getHandle(childId).query(batchStatusQuery), queryTimeoutMs);
+      for (const live of progress.servers) {
+        const s = byName.get(live.name);
+        if (!s) continue;
+        s.state = live.state;
+        if (live.startedAt) s.startedAt = live.startedAt;
+        if (live.endedAt) s.endedAt = live.endedAt;
+        if (live.error) s.error = live.error;
+      }
+    } catch {
+      // The child just ended: the parent's next answer has its results.
+    }
+  }));
+  return st;
+}

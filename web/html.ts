@@ -1,0 +1,157 @@
+// HTML for the approvers' page, rendered on the server. Everything that came
+// from a person or a file (inventory names and URLs, comments, reasons,
+// errors quoting them) goes through `esc`: it is text, never markup.
+import { inert } from '../domain/terminal';
+import { isFinalPhase, Phase, RolloutStatus, ServerState } from '../domain/rollout';
+import type { RolloutSummary, StoredEvent } from '../store/ledger';
+
+const ENTITIES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
+
+/** Text made safe for an element's content or a quoted attribute; control characters shown as escapes. */
+export function esc(text: unknown): string {
+  return inert(String(text ?? '')).replace(/[&<>"']/g, (c) => ENTITIES[c] ?? c);
+}
+
+/** A link target that is only http(s); anything else (javascript:, data:) is shown as text, not linked. */
+export function safeHref(url: string): string | null {
+  try {
+    const u = new URL(url);
+    return u.protocol === 'http:' || u.protocol === 'https:' ? u.toString() : null;
+  } catch {
+    return null;
+  }
+}
+
+/** JSON inside a <script> block: `<` escaped so no value can close the element. */
+export function scriptJson(value: unknown): string {
+  return JSON.stringify(value).replace(/</g, '\\u003c').replace(/\u2028/g, '\\u2028').replace(/\u2029/g, '\\u2029');
+}
+
+const STYLE = `
+body{font:14px/1.4 system-ui,sans-serif;margin:1.5rem;color:#222;max-width:70rem}
+h1{font-size:1.3rem}h2{font-size:1.1rem;margin-top:1.5rem}
+table{border-collapse:collapse}td,th{padding:.2rem .6rem;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}
+code{font-size:12px}.muted{color:#666}.nowrap{white-space:nowrap}
+.grid{display:flex;flex-wrap:wrap;gap:4px}
+.srv{width:9rem;padding:.3rem;border-radius:4px;font-size:12px;background:#eee;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+.s-pending,.s-untouched,.s-skipped{background:#e4e4e4}.s-patching,.s-rolling_back,.s-removing{background:#ffe08a}
+.s-patched,.s-removed{background:#9be29b}.s-failed,.s-rollback_failed{background:#f28b82}.s-rolled_back{background:#aecbfa}
+.notice{padding:.6rem;border-radius:4px;margin:1rem 0}.ok{background:#e6f4ea}.refused{background:#fce8e6}
+form{display:inline-block;margin-right:1rem;vertical-align:top}textarea{width:22rem;height:3rem}
+`;
+
+export function layout(title: string, body: string, script = '', nonce = ''): string {
+  return `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${esc(title)}</title>
+<meta name="viewport" content="width=device-width">
+<style>${STYLE}</style></head><body>${body}${script ? `<script nonce="${esc(nonce)}">${script}</script>` : ''}</body></html>`;
+}
+
+function when(d: Date | string | null | undefined): string {
+  if (!d) return '-';
+  return new Date(d).toISOString().replace('T', ' ').slice(0, 19) + 'Z';
+}
+
+export function userLine(person: string | null): string {
+  return person
+    ? `<p class="muted">Signed in as <b id="person">${esc(person)}</b> (named by the proxy).</p>`
+    : '<p class="muted" id="read-only">Read-only: no person is named by a trusted proxy.</p>';
+}
+
+export function rolloutsPage(rows: RolloutSummary[], person: string | null): string {
+  const active = rows.filter((r) => !r.outcome);
+  const recent = rows.filter((r) => r.outcome);
+  const table = (list: RolloutSummary[], empty: string) => (list.length === 0
+    ? `<p class="muted">${empty}</p>`
+    : `<table><tr><th>Hotfix</th><th>Kind</th><th>Phase</th><th>Requester</th><th>Started</th><th>Ended</th><th>Outcome</th></tr>${list.map((r) => `
+<tr class="rollout-row"><td><a href="/rollouts/${encodeURIComponent(r.id)}">${esc(r.hotfix)}</a><br><code class="muted">${esc(r.id)}</code></td>
+<td>${esc(r.kind)}</td><td>${esc(r.phase)}</td><td>${esc(r.requestedBy)}</td><td>${when(r.startedAt)}</td><td>${when(r.endedAt)}</td>
+<td>${esc(r.outcome ?? 'running')}${r.error ? `<br><span class="muted">${esc(r.error.split('\n')[0]!.slice(0, 160))}</span>` : ''}</td></tr>`).join('')}</table>`);
+  return layout('km-hotfix rollouts', `<h1>km-hotfix rollouts</h1>${userLine(person)}
+<h2>Active</h2>${table(active, 'No rollout is running.')}
+<h2>Recent</h2>${table(recent, 'None yet.')}`);
+}
+
+export interface RolloutView {
+  status: RolloutStatus;
+  events: StoredEvent[];
+  person: string | null;
+  /** Per-session token for the forms; absent = read-only. */
+  csrf: string | null;
+  /** Why there are no buttons though a person is named (e.g. no signing key). */
+  readOnlyWhy?: string;
+  notice?: { ok: boolean; text: string };
+  /** Live: the page subscribes to server-sent events. */
+  live: boolean;
+  /** The Content-Security-Policy nonce of this response's script. */
+  nonce: string;
+  /** The canary's direct URL from the inventory (the gate names it only while it waits). */
+  canaryUrl?: string;
+}
+
+function serverCell(name: string, state: ServerState): string {
+  return `<div class="srv s-${esc(state)}" data-server="${esc(name)}" data-state="${esc(state)}" title="${esc(name)}: ${esc(state)}">${esc(name)}<br><span class="st">${esc(state)}</span></div>`;
+}
+
+function eventLine(e: StoredEvent): string {
+  const d = e.detail;
+  const bits: string[] = [];
+  if (typeof d.phase === 'string') bits.push(`phase ${esc(d.phase)}`);
+  if (typeof d.error === 'string') bits.push(`<span class="muted">${esc(d.error)}</span>`);
+  const isSigned = typeof d.key === 'string' && d.key !== '';
+  const comment = typeof d.comment === 'string' ? d.comment : typeof d.reason === 'string' ? d.reason : '';
+  // A person's words are quoted; the workflow's own reasons (e.g. why this canary) are not.
+  if (comment) bits.push(isSigned ? `“${esc(comment)}”` : `<span class="muted">${esc(comment)}</span>`);
+  const signed = isSigned
+    ? ` <span class="signed">signed by <b>${esc(e.actor ?? '')}</b>${typeof d.via === 'string' ? ` via ${esc(d.via)}` : ''} with <code>${esc(d.key)}</code></span>`
+    : e.actor ? ` by ${esc(e.actor)}` : '';
+  return `<tr class="event"><td class="nowrap">${when(e.at)}</td><td>${esc(e.kind)}</td><td class="nowrap">${e.server ? esc(e.server) : ''}</td><td>${bits.join(' ')}${signed}</td></tr>`;
+}
+
+function gateForms(id: string, csrf: string): string {
+  const action = (a: string) => `/rollouts/${encodeURIComponent(id)}/${a}`;
+  return `<div id="decide">
+<form method="post" action="${action('approve')}" id="approve-form"><input type="hidden" name="csrf" value="${esc(csrf)}">
+<label>Comment (optional)<br><textarea name="comment" maxlength="2000"></textarea></label><br><button type="submit" id="approve">Approve</button></form>
+<form method="post" action="${action('reject')}" id="reject-form"><input type="hidden" name="csrf" value="${esc(csrf)}">
+<label>Reason (required)<br><textarea name="reason" required maxlength="2000"></textarea></label><br><button type="submit" id="reject">Reject</button></form>
+</div>`;
+}
+
+export function rolloutPage(v: RolloutView): string {
+  const st = v.status;
+  const gate = st.gate;
+  const url = gate?.url ?? v.canaryUrl;
+  const canaryUrl = url ? safeHref(url) : null;
+  const canary = st.canary
+    ? `<p>Canary: <b id="canary">${esc(st.canary)}</b>${url ? ` — verify directly on ${canaryUrl ? `<a id="canary-url" href="${esc(canaryUrl)}">${esc(url)}</a>` : `<code>${esc(url)}</code>`} (not through the load balancer)` : ''}</p>`
+    : '';
+  const drained = st.drained.length > 0
+    ? `<h2>Drained backends</h2><table id="drained"><tr><th>Server</th><th>Saved Maximum Processes</th></tr>${st.drained.map((d) => `<tr><td>${esc(d.server)}</td><td>${esc(d.maxProcesses)}</td></tr>`).join('')}</table>`
+    : '';
+  let decide = '';
+  if (st.phase === 'verifying' && gate) {
+    decide = `<h2>Verification</h2><p id="gate-message">${esc(gate.message)}</p>
+<p class="muted">Waiting since ${when(gate.waitingSince)}; counts as rejected after ${when(gate.deadline)}.${gate.approvers.length ? ` Approvers: ${esc(gate.approvers.join(', '))}.` : ''}</p>
+${v.csrf ? gateForms(st.id, v.csrf) : `<p class="muted" id="no-buttons">${esc(v.readOnlyWhy ?? 'Read-only: sign in through the proxy to approve or reject.')}</p>`}`;
+  }
+  const notice = v.notice ? `<div class="notice ${v.notice.ok ? 'ok' : 'refused'}" id="notice">${esc(v.notice.text)}</div>` : '';
+  const body = `<p><a href="/">← rollouts</a></p>
+<h1>${esc(st.hotfix)}</h1><p><code>${esc(st.id)}</code></p>${userLine(v.person)}${notice}
+<p>Phase: <b id="phase">${esc(st.phase)}</b>${st.paused ? ' (paused)' : ''} · requested by ${esc(st.requestedBy || '(not yet verified)')}${st.requestedKey ? ` <code>${esc(st.requestedKey)}</code>` : ''}</p>
+${st.error ? `<p class="notice refused" id="error">${esc(st.error)}</p>` : ''}
+${st.needsAttention.length ? `<p class="notice refused">Needs a person: ${esc(st.needsAttention.join(', '))}</p>` : ''}
+${canary}${decide}${drained}
+<h2>Servers</h2><div class="grid" id="grid">${st.servers.map((s) => serverCell(s.name, s.state)).join('')}</div>
+<h2>Timeline</h2><table id="timeline">${v.events.map(eventLine).join('')}</table>`;
+  return layout(`${st.hotfix} · km-hotfix`, body, v.live && !isFinalPhase(st.phase) ? liveScript(st.id, st.phase) : '', v.nonce);
+}
+
+/** Follows the rollout: server states recoloured in place; a new phase reloads the page (gate, timeline). */
+function liveScript(id: string, phase: Phase): string {
+  return `(function(){var phase=${scriptJson(phase)};var es=new EventSource(${scriptJson(`/rollouts/${encodeURIComponent(id)}/events`)});
+es.onmessage=function(m){var d=JSON.parse(m.data);
+d.servers.forEach(function(s){var el=document.querySelector('[data-server="'+CSS.escape(s.name)+'"]');if(!el)return;
+if(el.dataset.state!==s.state){el.dataset.state=s.state;el.className='srv s-'+s.state;el.querySelector('.st').textContent=s.state;el.title=s.name+': '+s.state;}});
+if(d.phase!==phase){es.close();location.replace(${scriptJson(`/rollouts/${encodeURIComponent(id)}`)});}};
+es.onerror=function(){};})();`;
+}

@@ -1,0 +1,269 @@
+// The approvers' web page (issue 12): rollouts from the ledger, one rollout
+// live from its workflow, and the verification gate's Approve / Reject sent as
+// the same signed Updates as the CLI, so the workflow's rules decide.
+//
+// Who is deciding: the person a trusted reverse proxy names in a header, and
+// only when the request comes from one of the proxy's addresses. The server
+// signs with its own key, a delegate in the signers file, for that person
+// (`on-behalf-of`); the workflow judges the person. No person → read-only.
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import fastify, { FastifyReply, FastifyRequest } from 'fastify';
+import type { Sql } from 'postgres';
+import { Client, WorkflowUpdateFailedError } from '@temporalio/client';
+import { decisionMessage, DecisionMessageError, isDelegate, oneLine } from '../domain/decision';
+import { isFinalPhase, RolloutStatus } from '../domain/rollout';
+import { approveUpdate, rejectUpdate, statusQuery, WORKFLOW_TYPES } from '../workflows/definitions';
+import { answerWithin, mergeBatches, QUERY_TIMEOUT_MS } from '../platform/workflow-status';
+import { ledgerStatus, recentRollouts, rolloutEvents } from '../store/ledger';
+import { listInventory, inventoryServer } from '../store/inventory';
+import { keyFileSigner } from '../signing/signer';
+import { signMessage, Signer } from '../signing/sshsig';
+import { rolloutPage, rolloutsPage } from './html';
+
+export interface WebOptions {
+  client: Client;
+  orchestrator: Sql;
+  port?: number;
+  host?: string;
+  /** Header naming the person (lower case), e.g. x-forwarded-user. */
+  identityHeader?: string;
+  /** Addresses of the reverse proxy; the header is believed only from these. */
+  trustedProxies?: readonly string[];
+  /** The server's own private key (a delegate in allowed_signers); without it the page is read-only. */
+  signingKey?: string;
+  /** How often a live page is refreshed (ms). */
+  pollMs?: number;
+}
+
+export interface WebServer {
+  url: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+const ID = /^[A-Za-z0-9][A-Za-z0-9._:@-]{0,250}$/;
+const PERSON = /^[A-Za-z0-9][A-Za-z0-9._:@-]{0,99}$/;
+const KINDS = new Set<string>([WORKFLOW_TYPES.rollout, WORKFLOW_TYPES.removal, WORKFLOW_TYPES.upload]);
+const COOKIE = 'kmh_session';
+
+/** 127.0.0.1 and ::ffff:127.0.0.1 are the same peer. */
+function normalAddress(a: string | undefined): string {
+  return (a ?? '').replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/, '');
+}
+
+function cookies(req: IncomingMessage): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const part of (req.headers.cookie ?? '').split(';')) {
+    const eq = part.indexOf('=');
+    if (eq > 0) out.set(part.slice(0, eq).trim(), part.slice(eq + 1).trim());
+  }
+  return out;
+}
+
+export async function startWebServer(o: WebOptions): Promise<WebServer> {
+  const header = (o.identityHeader ?? 'x-forwarded-user').toLowerCase();
+  const trusted = new Set((o.trustedProxies ?? []).map(normalAddress));
+  const secret = randomBytes(32);
+  const signer: Signer | null = o.signingKey ? await keyFileSigner(o.signingKey) : null;
+  const pollMs = o.pollMs ?? 700;
+  // The outcome of a session's last decision, shown on the rollout's page for a while (the page reloads as phases change).
+  const flash = new Map<string, { rollout: string; until: number; notice: { ok: boolean; text: string } }>();
+
+  // forceCloseConnections: a live page's event stream must not hold close() open.
+  const app = fastify({ logger: false, bodyLimit: 16_384, forceCloseConnections: true });
+  app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_req, body, done) => {
+    done(null, Object.fromEntries(new URLSearchParams(String(body))));
+  });
+
+  /** The person the proxy names, or null: from an untrusted address, or not a plain name, nobody. */
+  const personOf = (req: FastifyRequest): string | null => {
+    if (!trusted.has(normalAddress(req.socket.remoteAddress))) return null;
+    const v = req.headers[header];
+    if (typeof v !== 'string') return null;
+    const name = v.trim();
+    return PERSON.test(name) && !isDelegate(name) ? name : null;
+  };
+
+  /** A session id in a cookie (made on first visit); the CSRF token is derived from it. */
+  const session = (req: FastifyRequest, reply: FastifyReply): string => {
+    const have = cookies(req.raw).get(COOKIE);
+    if (have && /^[A-Za-z0-9_-]{43}$/.test(have)) return have;
+    const sid = randomBytes(32).toString('base64url');
+    reply.header('set-cookie', `${COOKIE}=${sid}; Path=/; HttpOnly; SameSite=Strict`);
+    return sid;
+  };
+  const tokenFor = (sid: string): string => createHmac('sha256', secret).update(sid).digest('base64url');
+
+  /** Why a state-changing request is refused as cross-site, or null. */
+  const crossSite = (req: FastifyRequest): string | null => {
+    const site = req.headers['sec-fetch-site'];
+    if (site !== undefined && site !== 'same-origin') return `a ${String(site)} request`;
+    const origin = req.headers.origin;
+    if (origin !== undefined) {
+      const host = (trusted.has(normalAddress(req.socket.remoteAddress)) && typeof req.headers['x-forwarded-host'] === 'string')
+        ? req.headers['x-forwarded-host'] : req.headers.host;
+      let from: string;
+      try {
+        from = new URL(origin).host;
+      } catch {
+        return 'a request from an unreadable origin';
+      }
+      if (from !== host) return `a request from ${origin}`;
+    }
+    const sid = cookies(req.raw).get(COOKIE);
+    const body = req.body as Record<string, string> | undefined;
+    const token = typeof body?.csrf === 'string' ? body.csrf : '';
+    if (!sid || token.length === 0) return 'a request without this page\'s form token';
+    const want = Buffer.from(tokenFor(sid));
+    const got = Buffer.from(token);
+    if (want.length !== got.length || !timingSafeEqual(want, got)) return 'a request with a wrong form token';
+    return null;
+  };
+
+  const roles = async () => new Map((await listInventory(o.orchestrator)).map((s) => [s.name, s.role]));
+
+  /** The workflow's own answer while it runs (batch children merged), its result when done, else the ledger. */
+  const readRollout = async (id: string): Promise<{ status: RolloutStatus; live: boolean } | undefined> => {
+    const h = o.client.workflow.getHandle(id);
+    const desc = await h.describe().catch(() => undefined);
+    if (desc && KINDS.has(desc.type)) {
+      try {
+        if (desc.status.name === 'RUNNING') {
+          const st = await answerWithin(o.client, () => h.query(statusQuery), QUERY_TIMEOUT_MS);
+          return { status: await mergeBatches(o.client, st), live: true };
+        }
+        if (desc.status.name === 'COMPLETED') return { status: (await h.result()) as RolloutStatus, live: false };
+      } catch {
+        // no worker answers, or it just ended: the ledger's record
+      }
+    }
+    const st = await ledgerStatus(o.orchestrator, id, await roles());
+    return st ? { status: st, live: false } : undefined;
+  };
+
+  const secure = (reply: FastifyReply, nonce = ''): void => {
+    reply.header('content-type', 'text/html; charset=utf-8');
+    reply.header('cache-control', 'no-store');
+    reply.header('x-content-type-options', 'nosniff');
+    reply.header('referrer-policy', 'same-origin');
+    reply.header('content-security-policy',
+      `default-src 'none'; style-src 'unsafe-inline'; script-src 'nonce-${nonce}'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'`);
+  };
+
+  app.get('/', async (req, reply) => {
+    session(req, reply);
+    secure(reply);
+    return rolloutsPage(await recentRollouts(o.orchestrator, 50), personOf(req));
+  });
+
+  app.get<{ Params: { id: string } }>('/rollouts/:id', async (req, reply) => {
+    const sid = session(req, reply);
+    const id = req.params.id;
+    const found = ID.test(id) ? await readRollout(id) : undefined;
+    const nonce = randomBytes(16).toString('base64');
+    secure(reply, nonce);
+    if (!found) {
+      reply.code(404);
+      return rolloutsPage([], personOf(req)).replace('<h2>Active</h2>', `<p class="notice refused">No rollout with id ${id.replace(/[^A-Za-z0-9._:@-]/g, '?').slice(0, 250)}.</p><h2>Active</h2>`);
+    }
+    const person = personOf(req);
+    const last = flash.get(sid);
+    const notice = last && last.rollout === id && last.until > Date.now() ? last.notice : undefined;
+    const canDecide = person !== null && signer !== null && found.status.kind === 'rollout';
+    const canaryUrl = found.status.canary ? (await inventoryServer(o.orchestrator, found.status.canary).catch(() => undefined))?.url : undefined;
+    return rolloutPage({
+      status: found.status, events: await rolloutEvents(o.orchestrator, id), person, live: found.live, nonce,
+      ...(canaryUrl ? { canaryUrl } : {}),
+      csrf: canDecide ? tokenFor(sid) : null,
+      ...(person && !signer ? { readOnlyWhy: 'Read-only: this server has no signing key (KM_HOTFIX_WEB_SIGNING_KEY).' } : {}),
+      ...(notice ? { notice } : {}),
+    });
+  });
+
+  // Server-sent events: the phase and every server's state, sent when they change, until the rollout ends.
+  app.get<{ Params: { id: string } }>('/rollouts/:id/events', async (req, reply) => {
+    const id = req.params.id;
+    if (!ID.test(id)) return reply.code(404).send('no such rollout');
+    reply.hijack();
+    const res = reply.raw;
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
+    let open = true;
+    req.raw.on('close', () => { open = false; });
+    let last = '';
+    while (open) {
+      const found = await readRollout(id).catch(() => null);
+      if (found === undefined) break; // no such rollout: nothing will ever change
+      if (found) {
+        const data = JSON.stringify({ phase: found.status.phase, servers: found.status.servers.map((s) => ({ name: s.name, state: s.state })) });
+        if (data !== last && open) res.write(`data: ${data}\n\n`);
+        last = data;
+        if (isFinalPhase(found.status.phase) || !found.live) break;
+      }
+      await new Promise((r) => setTimeout(r, pollMs));
+    }
+    res.end();
+  });
+
+  const decide = (action: 'approve' | 'reject') => async (req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) => {
+    const id = req.params.id;
+    const why = crossSite(req);
+    if (why) {
+      secure(reply);
+      return reply.code(403).send(`<!doctype html><p>Refused: ${why.replace(/[<>&"']/g, '')} cannot change a rollout. Use the buttons on the rollout's page.</p>`);
+    }
+    const person = personOf(req);
+    if (!person || !signer) return reply.code(403).type('text/plain').send('read-only: no person is named by a trusted proxy, or this server has no signing key');
+    if (!ID.test(id)) return reply.code(404).type('text/plain').send('no such rollout');
+    const sid = cookies(req.raw).get(COOKIE) ?? '';
+    const body = req.body as Record<string, string>;
+    const comment = oneLine(String((action === 'approve' ? body.comment : body.reason) ?? ''));
+    for (const [k, v] of flash) if (v.until < Date.now()) flash.delete(k);
+    flash.set(sid, { rollout: id, until: Date.now() + 120_000, notice: await sendDecision(id, action, person, comment) });
+    return reply.code(303).header('location', `/rollouts/${encodeURIComponent(id)}`).send();
+  };
+
+  /** Sign for the person and send the Update; the workflow's refusal comes back as the notice. */
+  const sendDecision = async (id: string, action: 'approve' | 'reject', person: string, comment: string): Promise<{ ok: boolean; text: string }> => {
+    if (action === 'reject' && !comment) return { ok: false, text: 'reject refused: a rejection needs a reason' };
+    const found = await readRollout(id);
+    const st = found?.status;
+    if (!st || !found.live || st.phase !== 'verifying' || !st.canary || !st.sha256) {
+      return { ok: false, text: `${action} refused: rollout ${id} is not waiting for verification${st ? ` (phase ${st.phase})` : ''}` };
+    }
+    let message: string;
+    try {
+      message = decisionMessage({
+        action, rollout: st.id, hotfix: st.hotfix, sha256: st.sha256, canary: st.canary, drained: st.drained.map((d) => d.server),
+        comment, onBehalfOf: person, at: new Date().toISOString(),
+      });
+    } catch (err) {
+      if (err instanceof DecisionMessageError) return { ok: false, text: `${action} refused: ${err.message}` };
+      throw err;
+    }
+    const signed = { message, signature: await signMessage(signer as Signer, message) };
+    try {
+      await o.client.workflow.getHandle(id).executeUpdate(action === 'approve' ? approveUpdate : rejectUpdate, { args: [signed] });
+      return { ok: true, text: action === 'approve' ? `approved by ${person}: the rest of the fleet follows` : `rejected by ${person}: it rolls back now` };
+    } catch (err) {
+      if (err instanceof WorkflowUpdateFailedError) {
+        const cause = err.cause instanceof Error ? err.cause.message : err.message;
+        return { ok: false, text: `${action} refused: ${cause.split('\n')[0]}` };
+      }
+      throw err;
+    }
+  };
+
+  app.post('/rollouts/:id/approve', decide('approve'));
+  app.post('/rollouts/:id/reject', decide('reject'));
+
+  const address = await app.listen({ port: o.port ?? 0, host: o.host ?? '127.0.0.1' });
+  const port = (app.server.address() as { port: number }).port;
+  return {
+    url: address.replace('0.0.0.0', '127.0.0.1'),
+    port,
+    close: async () => {
+      await app.close();
+    },
+  };
+}
