@@ -553,7 +553,7 @@ function machine(): Machine {
 interface BenchRun {
   bench: 'fanout';
   date: string;
-  engine: { commit: string; subject: string; dirty: boolean; branch: string };
+  engine: { commit: string; subject: string; dirty: boolean; branch: string; engineCommit: string; engineSubject: string };
   machine: Machine;
   tools: { parallelSsh: string; ansible: string };
   argv: string[];
@@ -565,7 +565,12 @@ async function gitInfo(): Promise<BenchRun['engine']> {
   const g = async (args: string[]) => (await run('git', args, { timeoutMs: 10_000 })).stdout.trim();
   // Only the engine's code counts as dirty: results and docs change during a run.
   const dirty = (await g(['status', '--porcelain', '--', 'workflows', 'activities', 'domain', 'keymanager', 'worker', 'simulator'])).length > 0;
-  return { commit: await g(['rev-parse', 'HEAD']), subject: await g(['log', '-1', '--format=%s']), dirty, branch: await g(['rev-parse', '--abbrev-ref', 'HEAD']) };
+  // The engine: the last commit that changed what runs a rollout (HEAD may be a bench-only commit).
+  const engineDirs = ['workflows', 'activities', 'domain', 'keymanager', 'worker', 'store'];
+  return {
+    commit: await g(['rev-parse', 'HEAD']), subject: await g(['log', '-1', '--format=%s']), dirty, branch: await g(['rev-parse', '--abbrev-ref', 'HEAD']),
+    engineCommit: await g(['log', '-1', '--format=%H', '--', ...engineDirs]), engineSubject: await g(['log', '-1', '--format=%s', '--', ...engineDirs]),
+  };
 }
 
 async function toolVersions(): Promise<BenchRun['tools']> {
@@ -668,9 +673,9 @@ async function writeDoc(runs: BenchRun[]): Promise<void> {
     '',
   ];
   for (const r of [...runs].reverse()) {
-    const id = r.engine.commit.slice(0, 7);
+    const id = r.engine.engineCommit.slice(0, 7);
     parts.push(`## ${r.date.slice(0, 16).replace('T', ' ')} UTC — engine ${id}${r.engine.dirty ? ' (+ uncommitted changes)' : ''} (${r.engine.branch})`, '');
-    parts.push(`Engine commit \`${r.engine.commit}\`: ${r.engine.subject}`, '');
+    parts.push(`Engine (last commit to workflows/, activities/, domain/, keymanager/, worker/, store/): \`${r.engine.engineCommit}\` ${r.engine.engineSubject}. Checked out: \`${r.engine.commit.slice(0, 10)}\` ${r.engine.subject}.`, '');
     parts.push(`Machine: ${r.machine.nproc} cores (${r.machine.cpu}), ${r.machine.memoryGiB} GiB, ${r.machine.os}, Node ${r.machine.node}; load average at start ${r.machine.loadAvg.join(' / ')} (the machine is shared with other engineers' builds and tests). ${r.tools.parallelSsh}; ${r.tools.ansible}. Command: \`${r.argv.join(' ') || '(defaults)'}\`, ${Math.round(r.totalMs / 1000)} s in all.`, '');
     parts.push(runTable(r), '');
     const svg = chartFor(r);
