@@ -56,6 +56,8 @@ interface Options {
   fleetProcesses?: number;
   timeoutMs: number;
   doc: boolean;
+  /** Rewrite docs/BENCHMARKS.md from the recorded results, run nothing. */
+  docOnly: boolean;
 }
 
 function options(): Options {
@@ -69,6 +71,7 @@ function options(): Options {
       'fleet-processes': { type: 'string' },
       'timeout-min': { type: 'string', default: '20' },
       'no-doc': { type: 'boolean', default: false },
+      'doc-only': { type: 'boolean', default: false },
     },
     strict: true,
   });
@@ -95,6 +98,7 @@ function options(): Options {
     fleetProcesses: values['fleet-processes'] !== undefined ? int('fleet-processes', values['fleet-processes'], 1) : undefined,
     timeoutMs: int('timeout-min', values['timeout-min'], 1) * 60_000,
     doc: !values['no-doc'],
+    docOnly: values['doc-only'] ?? false,
   };
 }
 
@@ -146,6 +150,7 @@ function spanOf(fleet: SimFleet, name: string, kind: 'apply' | 'unapply'): Serve
   const start = Date.parse(log[i].at);
   let end = start + (log[i].durationMs ?? 0);
   for (const e of log.slice(i + 1)) {
+    if (e.command.includes('ssh-mgr-controller')) break; // a later unapply (rollback) starts another span
     if (!e.command.includes('supervisorctl')) continue;
     end = Math.max(end, Date.parse(e.at) + (e.durationMs ?? 0));
   }
@@ -600,9 +605,16 @@ function runTable(r: BenchRun): string {
   return lines.join('\n');
 }
 
-function chartFor(r: BenchRun): string | undefined {
-  const fixed = r.scenarios.filter((s) => !s.rollback && s.applyMs + s.restartMs > 0);
-  if (new Set(fixed.map((s) => s.servers)).size < 1) return undefined;
+/** The newest result of each scenario over these runs (in run order). */
+function latestPerScenario(runs: readonly BenchRun[]): ScenarioResult[] {
+  const by = new Map<string, ScenarioResult>();
+  for (const r of runs) for (const s of r.scenarios) by.set(s.name, s);
+  return [...by.values()].sort((a, b) => a.servers - b.servers || a.name.localeCompare(b.name));
+}
+
+function chartFor(scenarios: readonly ScenarioResult[]): string | undefined {
+  const fixed = scenarios.filter((s) => !s.rollback && s.applyMs + s.restartMs > 0);
+  if (fixed.length === 0) return undefined;
   const series: ChartSeries[] = [
     { name: 'ideal', color: '#444', dashed: true, points: fixed.map((s) => ({ x: s.servers, y: s.idealMs / 1000 })) },
     { name: 'km-hotfix', color: '#c62828', points: fixed.filter((s) => s.systems.km?.ok).map((s) => ({ x: s.servers, y: s.systems.km!.wallMs / 1000 })) },
@@ -623,6 +635,7 @@ async function loadRuns(dir: string): Promise<BenchRun[]> {
 async function writeDoc(runs: BenchRun[]): Promise<void> {
   const docs = path.join(ROOT, 'docs');
   await fs.mkdir(path.join(docs, 'benchmarks'), { recursive: true });
+  for (const f of await fs.readdir(path.join(docs, 'benchmarks'))) if (/^fanout-.*\.svg$/.test(f)) await fs.rm(path.join(docs, 'benchmarks', f));
   const parts: string[] = [
     '# Benchmarks: fan-out at the speed of the servers',
     '',
@@ -667,23 +680,48 @@ async function writeDoc(runs: BenchRun[]): Promise<void> {
     '',
     'Options: `--scenarios` takes `[rollback-]SERVERSxWINDOW[-nolat]` names; `--systems km,pssh,ansible`; `--apply-ms`,',
     '`--restart-ms` (500 / 1000); `--fleet-processes K` (simulator processes; default one per 5,000 servers);',
-    '`--timeout-min` per run (20); `--no-doc`. Each run is appended to `bench/results/<date>-fanout.json` with the engine',
+    '`--timeout-min` per run (20); `--no-doc`; `--doc-only` (rewrite this file from the recorded results). Each run is appended to `bench/results/<date>-fanout.json` with the engine',
     'commit, the machine and the tool versions, and this file is rewritten from all of them. The fleet needs about 2 open',
     'files per server in its processes and the worker one per server (`ulimit -n`).',
     '',
   ];
+  // Engines in the order they were first measured; per engine, the newest result of each scenario.
+  const engines = [...new Set(runs.map((r) => r.engine.engineCommit))];
+  const label = (e: string) => `engine ${e.slice(0, 7)}`;
+  const merged = new Map(engines.map((e) => [e, latestPerScenario(runs.filter((r) => r.engine.engineCommit === e))]));
+  const names = [...new Set([...merged.values()].flatMap((ss) => ss.map((s) => s.name)))];
+  parts.push('## km-hotfix by engine (newest run of each scenario)', '');
+  parts.push(`| scenario | ideal | ${engines.map(label).join(' | ')} | parallel-ssh | Ansible |`, `|---|---|${engines.map(() => '---|').join('')}---|---|`);
+  for (const n of names) {
+    const any = [...merged.values()].flatMap((ss) => ss.filter((s) => s.name === n));
+    const cell = (x: SystemResult | undefined, rollback = false) => {
+      if (!x) return '–';
+      const ms = rollback ? x.rollbackMs : x.wallMs;
+      const ratio = rollback ? x.rollbackRatio : x.ratio;
+      return `${sec(ms)}${ratio ? ` (${ratio}×)` : ''}${x.ok ? '' : ' failed'}`;
+    };
+    const peer = (sys: System) => cell([...any].reverse().find((s) => s.systems[sys])?.systems[sys]);
+    const rollback = any[0].rollback;
+    parts.push(`| ${n}${rollback ? ' (rollback)' : ''} | ${sec(rollback ? any.find((s) => s.systems.km?.rollbackIdealMs !== undefined)?.systems.km?.rollbackIdealMs : any[0].idealMs)} | ${engines.map((e) => cell(merged.get(e)!.find((s) => s.name === n)?.systems.km, rollback)).join(' | ')} | ${rollback ? '–' : peer('pssh')} | ${rollback ? '–' : peer('ansible')} |`);
+  }
+  parts.push('', 'Engines:', '', ...engines.map((e) => {
+    const r = runs.find((x) => x.engine.engineCommit === e)!;
+    return `- ${label(e)}: \`${e}\` ${r.engine.engineSubject}`;
+  }), '');
+  for (const e of engines) {
+    const svg = chartFor(merged.get(e)!);
+    if (!svg) continue;
+    const file = `benchmarks/fanout-${e.slice(0, 7)}.svg`;
+    await fs.writeFile(path.join(docs, file), svg);
+    parts.push(`### Fan-out time against fleet size, ${label(e)}`, '', `![fan-out time against fleet size, ${label(e)}](${file})`, '');
+  }
+  parts.push('## Every run', '');
   for (const r of [...runs].reverse()) {
     const id = r.engine.engineCommit.slice(0, 7);
-    parts.push(`## ${r.date.slice(0, 16).replace('T', ' ')} UTC — engine ${id}${r.engine.dirty ? ' (+ uncommitted changes)' : ''} (${r.engine.branch})`, '');
+    parts.push(`### ${r.date.slice(0, 16).replace('T', ' ')} UTC — engine ${id}${r.engine.dirty ? ' (+ uncommitted changes)' : ''} (${r.engine.branch})`, '');
     parts.push(`Engine (last commit to workflows/, activities/, domain/, keymanager/, worker/, store/): \`${r.engine.engineCommit}\` ${r.engine.engineSubject}. Checked out: \`${r.engine.commit.slice(0, 10)}\` ${r.engine.subject}.`, '');
     parts.push(`Machine: ${r.machine.nproc} cores (${r.machine.cpu}), ${r.machine.memoryGiB} GiB, ${r.machine.os}, Node ${r.machine.node}; load average at start ${r.machine.loadAvg.join(' / ')} (the machine is shared with other engineers' builds and tests). ${r.tools.parallelSsh}; ${r.tools.ansible}. Command: \`${r.argv.join(' ') || '(defaults)'}\`, ${Math.round(r.totalMs / 1000)} s in all.`, '');
     parts.push(runTable(r), '');
-    const svg = chartFor(r);
-    if (svg) {
-      const file = `benchmarks/fanout-${r.date.slice(0, 10)}-${id}.svg`;
-      await fs.writeFile(path.join(docs, file), svg);
-      parts.push(`![fan-out time against fleet size](${file})`, '');
-    }
     const fleets = r.scenarios.map((s) => `${s.name}: ${s.fleetProcesses} process${s.fleetProcesses > 1 ? 'es' : ''}, ${s.fleetPeakRssMiB.join(' + ')} MiB`).join('; ');
     parts.push(`Simulator peak RSS: ${fleets}.`, '');
     const failed = r.scenarios.flatMap((s) => SYSTEMS.filter((x) => s.systems[x] && !s.systems[x]!.ok).map((x) => `- ${s.name} ${NAMES[x]}: ${s.systems[x]!.error ?? s.systems[x]!.phase ?? 'failed'}`));
@@ -696,6 +734,10 @@ async function writeDoc(runs: BenchRun[]): Promise<void> {
 
 async function main(): Promise<void> {
   const o = options();
+  if (o.docOnly) {
+    await writeDoc(await loadRuns(path.join(ROOT, 'bench', 'results')));
+    process.exit(0);
+  }
   const t0 = Date.now();
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'km-fanout-bench-'));
   await fs.chmod(dir, 0o755); // PostgreSQL runs as its own user when we are root
