@@ -700,7 +700,7 @@ async function writeDoc(runs: BenchRun[]): Promise<void> {
   const label = (e: string) => `engine ${e.slice(0, 7)}`;
   const merged = new Map(engines.map((e) => [e, latestPerScenario(runs.filter((r) => r.engine.engineCommit === e))]));
   const names = [...new Set([...merged.values()].flatMap((ss) => ss.map((s) => s.name)))];
-  parts.push('## km-hotfix by engine (newest run of each scenario)', '');
+  parts.push('## km-hotfix by engine (newest run of each scenario; the range over all runs)', '');
   parts.push(`| scenario | ideal | ${engines.map(label).join(' | ')} | parallel-ssh | Ansible |`, `|---|---|${engines.map(() => '---|').join('')}---|---|`);
   for (const n of names) {
     const any = [...merged.values()].flatMap((ss) => ss.filter((s) => s.name === n));
@@ -710,9 +710,12 @@ async function writeDoc(runs: BenchRun[]): Promise<void> {
       const ratio = rollback ? x.rollbackRatio : x.ratio;
       return `${sec(ms)}${ratio ? ` (${ratio}×)` : ''}${x.ok ? '' : ' failed'}`;
     };
-    const peer = (sys: System) => cell([...any].reverse().find((s) => s.systems[sys])?.systems[sys]);
+    // Every run of this scenario on an engine: the newest, and the range when there are several (a shared machine is noisy).
+    const all = (e: string | undefined, sys: System, rollback: boolean) => runs.filter((r) => e === undefined || r.engine.engineCommit === e).flatMap((r) => r.scenarios.filter((s) => s.name === n).map((s) => s.systems[sys])).filter((x): x is SystemResult => Boolean(x?.ok)).map((x) => (rollback ? x.rollbackMs : x.wallMs) ?? 0);
+    const range = (v: number[]) => (v.length > 1 ? `; ${v.length} runs: ${(Math.min(...v) / 1000).toFixed(1)}–${(Math.max(...v) / 1000).toFixed(1)} s` : '');
+    const peer = (sys: System) => cell([...any].reverse().find((s) => s.systems[sys])?.systems[sys]) + range(all(undefined, sys, false));
     const rollback = any[0].rollback;
-    parts.push(`| ${n}${rollback ? ' (rollback)' : ''} | ${sec(rollback ? any.find((s) => s.systems.km?.rollbackIdealMs !== undefined)?.systems.km?.rollbackIdealMs : any[0].idealMs)} | ${engines.map((e) => cell(merged.get(e)!.find((s) => s.name === n)?.systems.km, rollback)).join(' | ')} | ${rollback ? '–' : peer('pssh')} | ${rollback ? '–' : peer('ansible')} |`);
+    parts.push(`| ${n}${rollback ? ' (rollback)' : ''} | ${sec(rollback ? any.find((s) => s.systems.km?.rollbackIdealMs !== undefined)?.systems.km?.rollbackIdealMs : any[0].idealMs)} | ${engines.map((e) => cell(merged.get(e)!.find((s) => s.name === n)?.systems.km, rollback) + range(all(e, 'km', rollback))).join(' | ')} | ${rollback ? '–' : peer('pssh')} | ${rollback ? '–' : peer('ansible')} |`);
   }
   parts.push('', 'Engines:', '', ...engines.map((e) => {
     const r = runs.find((x) => x.engine.engineCommit === e)!;
