@@ -16,7 +16,7 @@ import { activityExecOptions, COMMAND_TIMEOUT_MS } from './key-manager-ssh';
 export function hotfixFileActivities(deps: { orchestrator: Sql; kmDb: KeyManagerDatabase; kmSsh: KeyManagerSsh }) {
   const { orchestrator, kmDb, kmSsh } = deps;
   return {
-    async uploadHotfix(u: { rolloutId: string; sha256: string; via?: string }): Promise<{ name: string; server?: { name: string; role: Role }; result: 'registered' | 'already-registered' }> {
+    async uploadHotfix(u: { rolloutId: string; sha256: string; via?: string; commandTimeoutMs?: number }): Promise<{ name: string; server?: { name: string; role: Role }; result: 'registered' | 'already-registered' }> {
       const file = await hotfixFileInfo(orchestrator, u.sha256);
       if (!file) throw nonRetryable(FAILURE.invalid, `hotfix file ${u.sha256} is not stored: run 'km-hotfix upload FILE' again`);
       const registered = await kmDb.hotfix(file.name);
@@ -27,7 +27,7 @@ export function hotfixFileActivities(deps: { orchestrator: Sql; kmDb: KeyManager
       const target = u.via ? await fleetServer(orchestrator, u.via) : (await listInventory(orchestrator))[0];
       if (!target) throw nonRetryable(FAILURE.invalid, "the inventory is empty: import one with 'km-hotfix fleet import FILE'");
       const content = await hotfixFileContent(orchestrator, u.sha256);
-      const opts = activityExecOptions(COMMAND_TIMEOUT_MS.apply);
+      const opts = activityExecOptions(u.commandTimeoutMs && u.commandTimeoutMs > 0 ? Math.min(u.commandTimeoutMs, COMMAND_TIMEOUT_MS.apply) : COMMAND_TIMEOUT_MS.apply);
       const remotePath = await classified(target.name, () => kmSsh.uploadHotfixFile(target, file.fileName, content, opts));
       await classified(target.name, () => kmSsh.registerHotfix(target, remotePath, opts));
       const row = await kmDb.hotfix(file.name);

@@ -3,38 +3,55 @@
 import type { Sql } from 'postgres';
 import type { KeyManagerDatabase } from '../keymanager/database';
 import type { DrainedBackend } from '../domain/rollout';
-import { appendEvent, eventDetail } from '../store/ledger';
+import { Context } from '@temporalio/activity';
+import { appendEvent } from '../store/ledger';
+import { nonRetryable } from './failures';
+import { activityLog } from './log';
+import { FAILURE } from '../domain/failures';
+
+function heartbeat(server: string): void {
+  try {
+    Context.current().heartbeat(server);
+  } catch { /* outside an activity */ }
+}
 
 export function keyManagerDatabaseActivities(deps: { orchestrator: Sql; kmDb: KeyManagerDatabase }) {
   const { orchestrator, kmDb } = deps;
   return {
     /**
-     * Record Maximum Processes of these backends, then set it to 0. The
-     * originals are written to the ledger before anything changes, and a
-     * retry reads them back from there: a second attempt must not record the
-     * 0s that the first one already wrote.
+     * Maximum Processes of these backends, before anything changes. The
+     * workflow keeps the values (in its history) and the ledger gets a copy:
+     * whatever happens to the drain afterwards, restore has them.
      */
-    async drainBackends(d: { rolloutId: string; servers: string[] }): Promise<DrainedBackend[]> {
-      const key = 'drain:recorded';
-      let recorded = (await eventDetail(orchestrator, d.rolloutId, key))?.drained as DrainedBackend[] | undefined;
-      if (!recorded) {
-        const now = await kmDb.maxProcesses(d.servers);
-        recorded = d.servers.map((server) => {
-          const v = now.get(server);
-          if (v === undefined) throw new Error(`backend ${server} is not in the Key Manager database's km_server table: check the inventory names`);
-          return { server, maxProcesses: v };
-        });
-        await appendEvent(orchestrator, { rolloutId: d.rolloutId, key, kind: 'drain', detail: { drained: recorded } });
-        recorded = (await eventDetail(orchestrator, d.rolloutId, key))?.drained as DrainedBackend[];
-      }
-      for (const b of recorded) await kmDb.setMaxProcesses(b.server, 0);
-      return recorded;
+    async readMaxProcesses(d: { servers: string[] }): Promise<DrainedBackend[]> {
+      const now = await kmDb.maxProcesses(d.servers);
+      return d.servers.map((server) => {
+        const v = now.get(server);
+        if (v === undefined) throw nonRetryable(FAILURE.invalid, `backend ${server} is not in the Key Manager database's km_server table: check the inventory names`);
+        return { server, maxProcesses: v };
+      });
     },
 
-    /** Put back exactly the recorded values. */
+    /** Set Maximum Processes 0 on each backend (a retry sets the same 0s again), heartbeating per server. */
+    async drainBackends(d: { rolloutId: string; drained: DrainedBackend[] }): Promise<void> {
+      for (const b of d.drained) {
+        await kmDb.setMaxProcesses(b.server, 0);
+        heartbeat(b.server);
+      }
+    },
+
+    /**
+     * Put back exactly the values read before the drain (the workflow holds
+     * them from readMaxProcesses, before anything changed). The ledger write
+     * is bookkeeping: it never fails the restore.
+     */
     async restoreMaxProcesses(r: { rolloutId: string; drained: DrainedBackend[] }): Promise<void> {
-      for (const b of r.drained) await kmDb.setMaxProcesses(b.server, b.maxProcesses);
-      await appendEvent(orchestrator, { rolloutId: r.rolloutId, key: 'drain:restored', kind: 'restore', detail: { restored: r.drained } });
+      for (const b of r.drained) {
+        await kmDb.setMaxProcesses(b.server, b.maxProcesses);
+        heartbeat(b.server);
+      }
+      await appendEvent(orchestrator, { rolloutId: r.rolloutId, key: 'drain:restored', kind: 'restore', detail: { restored: r.drained } })
+        .catch((err: unknown) => activityLog('warn', `ledger unreachable: the restore of Maximum Processes is not recorded there: ${(err as Error).message}`, { rolloutId: r.rolloutId }));
     },
 
     /** Servers whose Hotfixes Applied lists this hotfix. */

@@ -1,14 +1,16 @@
-// The vendor procedure's per-server steps, over SSH: apply, unapply, restart,
-// verify. Each is idempotent: it first asks the Key Manager database whether
-// the work is already done, so a retry after a lost connection never applies
-// twice.
+// The vendor procedure's per-server steps, over SSH: apply (or unapply),
+// restart, verify, as ONE activity per server. It is idempotent: it asks the
+// Key Manager database whether the hotfix is listed before sending a command,
+// so a retry after a lost connection never applies twice, and it resumes at
+// the step its heartbeat recorded.
 import { Context } from '@temporalio/activity';
 import type { Sql } from 'postgres';
 import type { ExecOptions } from '../keymanager/ssh';
 import type { KeyManagerSsh, ServiceStatus } from '../keymanager/key-manager-ssh';
 import type { KeyManagerDatabase } from '../keymanager/database';
-import { appendEvent } from '../store/ledger';
-import { fleetServer } from './inventory';
+import { appendEvent, LedgerEvent } from '../store/ledger';
+import type { FleetServer } from '../domain/fleet';
+import { inventoryCache } from './inventory';
 import { classified, nonRetryable } from './failures';
 import { activityLog } from './log';
 import { FAILURE } from '../domain/failures';
@@ -19,19 +21,63 @@ export interface ServerStep {
   hotfix: string;
 }
 
-/** Heartbeat while a command runs; cancellation closes the SSH channel. */
-export function activityExecOptions(timeoutMs: number): ExecOptions {
+/** One server's whole step (apply or unapply → restart → verify), as the workflow asks for it. */
+export interface ServerWork extends ServerStep {
+  /** How long services may take to be RUNNING again, in all (across retries). */
+  servicesTimeoutMs: number;
+  /** Caps every command's own timeout (tests and fault drills use short ones). */
+  commandTimeoutMs?: number;
+}
+
+/** Where a per-server activity got to, kept in its heartbeat details so that a retry resumes there. */
+export interface StepProgress {
+  step: 'start' | 'apply' | 'unapply' | 'restart' | 'verify' | 'done';
+  /** The apply/unapply command was sent (it may have taken effect even if its answer was lost). */
+  sent?: boolean;
+  /** Absolute time (ms) by which services must be RUNNING: one deadline for all attempts. */
+  verifyDeadline?: number;
+}
+
+/** Ledger events an activity could not write (orchestrator database down): the workflow writes them later. */
+export interface ServerWorkResult {
+  /** apply: whether this rollout's command changed the server (false: it was already listed). */
+  changed: boolean;
+  unrecorded: LedgerEvent[];
+}
+
+function progressOf(): StepProgress {
+  try {
+    const d = Context.current().info.heartbeatDetails as StepProgress | undefined;
+    return d && typeof d.step === 'string' ? { ...d } : { step: 'start' };
+  } catch {
+    return { step: 'start' };
+  }
+}
+
+/** Heartbeat while a command runs (with the progress so far); cancellation closes the SSH channel. */
+export function activityExecOptions(timeoutMs: number, progress?: StepProgress): ExecOptions {
   let ctx: Context | undefined;
   try {
     ctx = Context.current();
   } catch {
     ctx = undefined;
   }
-  return { timeoutMs, signal: ctx?.cancellationSignal, onTick: () => ctx?.heartbeat() };
+  return { timeoutMs, signal: ctx?.cancellationSignal, onTick: () => ctx?.heartbeat(progress) };
+}
+
+/** Record progress now: a retry after this point starts here. */
+function checkpoint(progress: StepProgress): void {
+  try {
+    Context.current().heartbeat(progress);
+  } catch { /* outside an activity */ }
 }
 
 /** Per-command limits: a hung command is cut off and the step retried. */
 export const COMMAND_TIMEOUT_MS = { apply: 5 * 60_000, restart: 2 * 60_000, status: 30_000 };
+
+function limit(ms: number, cap?: number): number {
+  return cap && cap > 0 ? Math.min(ms, cap) : ms;
+}
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -46,58 +92,124 @@ export function notRunning(services: ServiceStatus[]): ServiceStatus[] {
 
 export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyManagerSsh; kmDb: KeyManagerDatabase }) {
   const { orchestrator, kmSsh, kmDb } = deps;
+  const servers = inventoryCache(orchestrator);
+
+  /** The ledger is bookkeeping: a server's step never fails because the orchestrator database is down. */
+  async function note(e: LedgerEvent, unrecorded: LedgerEvent[]): Promise<void> {
+    try {
+      await appendEvent(orchestrator, e);
+    } catch (err) {
+      activityLog('warn', `ledger unreachable, ${e.kind} on ${e.server} will be recorded by the workflow: ${(err as Error).message}`, { server: e.server });
+      unrecorded.push(e);
+    }
+  }
+
+  /**
+   * Services RUNNING and the Key Manager database listing (or not) the hotfix,
+   * by progress.verifyDeadline (set on the first attempt, kept across retries).
+   */
+  async function verify(w: ServerWork, target: FleetServer, applied: boolean, progress: StepProgress): Promise<void> {
+    progress.step = 'verify';
+    progress.verifyDeadline ??= Date.now() + w.servicesTimeoutMs;
+    checkpoint(progress);
+    const opts = activityExecOptions(limit(COMMAND_TIMEOUT_MS.status, w.commandTimeoutMs), progress);
+    const within = `within ${Math.round(w.servicesTimeoutMs / 1000)}s`;
+    let last = '';
+    for (;;) {
+      const listed = await kmDb.isApplied(w.server, w.hotfix);
+      if (listed !== applied) {
+        throw nonRetryable(FAILURE.notApplied, `${w.server}: the Key Manager database ${applied ? 'does not list' : 'still lists'} ${w.hotfix} under Hotfixes Applied after ${applied ? 'applying' : 'unapplying'} it: check the server's ssh-mgr-controller log`);
+      }
+      let services: ServiceStatus[];
+      try {
+        services = await classified(w.server, () => kmSsh.servicesStatus(target, opts));
+      } catch (err) {
+        // A lost connection is retried, but never past the deadline.
+        if (Date.now() > progress.verifyDeadline) throw nonRetryable(FAILURE.servicesDown, `${w.server}: services not confirmed RUNNING ${within} after restart (last: ${(err as Error).message}): check 'supervisorctl status' on the server`);
+        throw err;
+      }
+      const down = notRunning(services);
+      if (services.length > 0 && down.length === 0) return;
+      last = down.map((d) => `${d.name} ${d.state}`).join(', ') || 'no services listed';
+      // FATAL will not recover by itself: fail now rather than at the deadline.
+      if (down.some((d) => d.state === 'FATAL') || Date.now() > progress.verifyDeadline) {
+        activityLog('warn', `${w.server}: services not RUNNING after restart (${last})`, { server: w.server });
+        throw nonRetryable(FAILURE.servicesDown, `${w.server}: services not RUNNING ${within} after restart (${last}): check 'supervisorctl status' on the server`);
+      }
+      opts.onTick?.();
+      await sleep(250, opts.signal);
+    }
+  }
+
+  async function restart(w: ServerWork, target: FleetServer, progress: StepProgress): Promise<void> {
+    progress.step = 'restart';
+    checkpoint(progress);
+    await classified(w.server, () => kmSsh.restartServices(target, activityExecOptions(limit(COMMAND_TIMEOUT_MS.restart, w.commandTimeoutMs), progress)));
+  }
+
   return {
-    async applyHotfix(s: ServerStep): Promise<'applied' | 'already-applied'> {
-      const target = await fleetServer(orchestrator, s.server);
-      if (await kmDb.isApplied(s.server, s.hotfix)) return 'already-applied';
-      await classified(s.server, () => kmSsh.applyHotfix(target, s.hotfix, activityExecOptions(COMMAND_TIMEOUT_MS.apply)));
-      activityLog('info', `${s.server}: applied ${s.hotfix}`, { server: s.server, hotfix: s.hotfix });
-      await appendEvent(orchestrator, { rolloutId: s.rolloutId, key: `apply:${s.server}`, kind: 'apply', server: s.server, detail: { hotfix: s.hotfix } });
-      return 'applied';
-    },
-
-    async unapplyHotfix(s: ServerStep): Promise<'unapplied' | 'not-applied'> {
-      const target = await fleetServer(orchestrator, s.server);
-      if (!(await kmDb.isApplied(s.server, s.hotfix))) return 'not-applied';
-      await classified(s.server, () => kmSsh.unapplyHotfix(target, s.hotfix, activityExecOptions(COMMAND_TIMEOUT_MS.apply)));
-      activityLog('info', `${s.server}: unapplied ${s.hotfix}`, { server: s.server, hotfix: s.hotfix });
-      await appendEvent(orchestrator, { rolloutId: s.rolloutId, key: `unapply:${s.server}`, kind: 'unapply', server: s.server, detail: { hotfix: s.hotfix } });
-      return 'unapplied';
-    },
-
-    async restartServices(s: { rolloutId: string; server: string; step: string }): Promise<void> {
-      const target = await fleetServer(orchestrator, s.server);
-      await classified(s.server, () => kmSsh.restartServices(target, activityExecOptions(COMMAND_TIMEOUT_MS.restart)));
-      await appendEvent(orchestrator, { rolloutId: s.rolloutId, key: `restart:${s.step}:${s.server}`, kind: 'restart', server: s.server });
+    /**
+     * Patch one server: apply → restart → verify, as one activity. Its
+     * heartbeat details say which step it reached, so a retry resumes there:
+     * an apply that took effect but whose answer was lost is found listed in
+     * the Key Manager database, and still restarted and verified.
+     */
+    async patchServer(w: ServerWork): Promise<ServerWorkResult> {
+      const target = await servers.get(w.server);
+      const progress = progressOf();
+      const unrecorded: LedgerEvent[] = [];
+      let changed = progress.sent === true;
+      if (progress.step === 'start' || progress.step === 'apply') {
+        progress.step = 'apply';
+        if (!(await kmDb.isApplied(w.server, w.hotfix))) {
+          progress.sent = true;
+          changed = true;
+          checkpoint(progress);
+          await classified(w.server, () => kmSsh.applyHotfix(target, w.hotfix, activityExecOptions(limit(COMMAND_TIMEOUT_MS.apply, w.commandTimeoutMs), progress)));
+          activityLog('info', `${w.server}: applied ${w.hotfix}`, { server: w.server, hotfix: w.hotfix });
+        }
+        await note({ rolloutId: w.rolloutId, key: `apply:${w.server}`, kind: 'apply', server: w.server, detail: { hotfix: w.hotfix, changed } }, unrecorded);
+        progress.step = 'restart';
+      }
+      if (progress.step === 'restart') {
+        await restart(w, target, progress);
+        await note({ rolloutId: w.rolloutId, key: `restart:apply:${w.server}`, kind: 'restart', server: w.server }, unrecorded);
+      }
+      await verify(w, target, true, progress);
+      await note({ rolloutId: w.rolloutId, key: `verify:apply:${w.server}`, kind: 'verified', server: w.server, detail: { hotfix: w.hotfix, applied: true } }, unrecorded);
+      return { changed, unrecorded };
     },
 
     /**
-     * Applied (or removed) means: the Key Manager database lists it (or not) under
-     * the server's Hotfixes Applied, and all services are RUNNING again, within timeoutMs.
+     * Roll back (or remove) on one server, if the Key Manager database lists
+     * the hotfix there: unapply → restart → verify, resuming like patchServer.
+     * Where it is not listed and this activity sent nothing, only the
+     * services are checked (e.g. after a checksum mismatch: nothing changed).
      */
-    async verifyServer(s: ServerStep & { applied: boolean; timeoutMs: number; step: string }): Promise<void> {
-      const target = await fleetServer(orchestrator, s.server);
-      const opts = activityExecOptions(COMMAND_TIMEOUT_MS.status);
-      const deadline = Date.now() + s.timeoutMs;
-      let last = '';
-      for (;;) {
-        const listed = await kmDb.isApplied(s.server, s.hotfix);
-        if (listed !== s.applied) {
-          throw nonRetryable(FAILURE.notApplied, `${s.server}: the Key Manager database ${s.applied ? 'does not list' : 'still lists'} ${s.hotfix} under Hotfixes Applied after ${s.applied ? 'applying' : 'unapplying'} it: check the server's ssh-mgr-controller log`);
+    async unpatchServer(w: ServerWork): Promise<ServerWorkResult> {
+      const target = await servers.get(w.server);
+      const progress = progressOf();
+      const unrecorded: LedgerEvent[] = [];
+      let changed = progress.sent === true;
+      if (progress.step === 'start' || progress.step === 'unapply') {
+        progress.step = 'unapply';
+        if (await kmDb.isApplied(w.server, w.hotfix)) {
+          progress.sent = true;
+          changed = true;
+          checkpoint(progress);
+          await classified(w.server, () => kmSsh.unapplyHotfix(target, w.hotfix, activityExecOptions(limit(COMMAND_TIMEOUT_MS.apply, w.commandTimeoutMs), progress)));
+          activityLog('info', `${w.server}: unapplied ${w.hotfix}`, { server: w.server, hotfix: w.hotfix });
         }
-        const services = await classified(s.server, () => kmSsh.servicesStatus(target, opts));
-        const down = notRunning(services);
-        if (services.length > 0 && down.length === 0) break;
-        last = down.map((d) => `${d.name} ${d.state}`).join(', ') || 'no services listed';
-        // FATAL will not recover by itself: fail now rather than at the deadline.
-        if (down.some((d) => d.state === 'FATAL') || Date.now() > deadline) {
-          activityLog('warn', `${s.server}: services not RUNNING after restart (${last})`, { server: s.server });
-          throw nonRetryable(FAILURE.servicesDown, `${s.server}: services not RUNNING after restart (${last}): check 'supervisorctl status' on the server`);
-        }
-        opts.onTick?.();
-        await sleep(250, opts.signal);
+        if (changed) await note({ rolloutId: w.rolloutId, key: `unapply:${w.server}`, kind: 'unapply', server: w.server, detail: { hotfix: w.hotfix } }, unrecorded);
+        progress.step = changed ? 'restart' : 'verify';
       }
-      await appendEvent(orchestrator, { rolloutId: s.rolloutId, key: `verify:${s.step}:${s.server}`, kind: 'verified', server: s.server, detail: { hotfix: s.hotfix, applied: s.applied } });
+      if (progress.step === 'restart') {
+        await restart(w, target, progress);
+        await note({ rolloutId: w.rolloutId, key: `restart:unapply:${w.server}`, kind: 'restart', server: w.server }, unrecorded);
+      }
+      await verify(w, target, false, progress);
+      await note({ rolloutId: w.rolloutId, key: `verify:unapply:${w.server}`, kind: 'verified', server: w.server, detail: { hotfix: w.hotfix, applied: false } }, unrecorded);
+      return { changed, unrecorded };
     },
   };
 }

@@ -55,6 +55,8 @@ export interface RolloutTiming {
   maxRetryIntervalMs: number;
   /** Servers per child workflow in fan-out; bounds each execution's history (see workflows/batches.ts). */
   sliceServers: number;
+  /** Caps every SSH command's own timeout (0 = the vendor-sized defaults); fault drills use short ones. */
+  commandTimeoutMs: number;
 }
 
 export interface UploadInput {

@@ -19,6 +19,7 @@ export function classify(words: string[]): CommandKind {
   if (w[0] === 'ssh-mgr-controller') {
     if (w.some((a) => a.startsWith('--apply-hotfix'))) return 'apply';
     if (w.some((a) => a.startsWith('--unapply-hotfix'))) return 'unapply';
+    if (w.some((a) => a.startsWith('--upload-hotfix'))) return 'upload';
   }
   if (w[0] === 'supervisorctl') {
     if (w[1] === 'restart') return 'restart';

@@ -3,9 +3,9 @@
 // until cleared. Allocated only for servers that were given a fault.
 import type { FaultSpec } from './index';
 
-export type CommandKind = 'apply' | 'unapply' | 'restart' | 'status' | 'other';
+export type CommandKind = 'apply' | 'unapply' | 'restart' | 'status' | 'upload' | 'other';
 
-type Counter = 'failApplies' | 'failUnapplies';
+type Counter = 'failApplies' | 'failUnapplies' | 'failNext';
 
 export class Faults {
   private spec?: FaultSpec;
@@ -13,12 +13,16 @@ export class Faults {
   add(spec: FaultSpec): void {
     validateFaultSpec(spec);
     const cur = (this.spec ??= {});
-    for (const k of ['failApplies', 'failUnapplies', 'dropConnection'] as const) {
+    for (const k of ['failApplies', 'failUnapplies', 'dropConnection', 'failNext'] as const) {
       if (spec[k] !== undefined) cur[k] = (cur[k] ?? 0) + (spec[k] as number);
     }
     if (spec.dropConnection !== undefined) cur.dropOn = spec.dropOn ?? cur.dropOn ?? 'apply';
     else if (spec.dropOn !== undefined) cur.dropOn = spec.dropOn;
-    if (spec.hangMs !== undefined) { cur.hangMs = spec.hangMs; cur.hangOn = spec.hangOn ?? 'any'; }
+    if (spec.dropWhen !== undefined) cur.dropWhen = spec.dropWhen;
+    if (spec.unreachableOn !== undefined) { cur.unreachableOn = spec.unreachableOn; cur.unreachableMs = spec.unreachableMs ?? 2_000; }
+    if (spec.failNext !== undefined) cur.failOn = spec.failOn ?? cur.failOn ?? 'any';
+    else if (spec.failOn !== undefined) cur.failOn = spec.failOn;
+    if (spec.hangMs !== undefined) { cur.hangMs = spec.hangMs; cur.hangOn = spec.hangOn ?? 'any'; cur.hangCount = spec.hangCount ?? 1; }
     for (const k of ['fatalService', 'applyMs', 'restartMs', 'kmVersion'] as const) {
       if (spec[k] !== undefined) (cur as Record<string, unknown>)[k] = spec[k];
     }
@@ -31,8 +35,9 @@ export class Faults {
   /** What is pending now (a copy); refuseMs is reported by the server. */
   pending(): FaultSpec {
     const out: FaultSpec = { ...(this.spec ?? {}) };
-    for (const k of ['failApplies', 'failUnapplies', 'dropConnection'] as const) if (out[k] === 0) delete out[k];
-    if (!out.dropConnection) delete out.dropOn;
+    for (const k of ['failApplies', 'failUnapplies', 'dropConnection', 'failNext'] as const) if (out[k] === 0) delete out[k];
+    if (!out.dropConnection) { delete out.dropOn; delete out.dropWhen; }
+    if (!out.failNext) delete out.failOn;
     return out;
   }
 
@@ -44,20 +49,43 @@ export class Faults {
     return true;
   }
 
-  takeDrop(kind: CommandKind): boolean {
+  /** A drop due on this command: before it runs, or after it took effect (the default). */
+  takeDrop(kind: CommandKind, when: 'before' | 'after'): boolean {
     const s = this.spec;
-    if (!s || !s.dropConnection || !matches(s.dropOn ?? 'apply', kind)) return false;
+    if (!s || !s.dropConnection || (s.dropWhen ?? 'after') !== when || !matches(s.dropOn ?? 'apply', kind)) return false;
     s.dropConnection--;
     return true;
   }
 
-  /** One-shot hang: ms to wait before running this command, or 0. */
+  /** Unreachable from this command on (unreachableOn): ms to stay unreachable, or 0. One-shot. */
+  takeUnreachable(kind: CommandKind): number {
+    const s = this.spec;
+    if (!s || !s.unreachableOn || !matches(s.unreachableOn, kind)) return 0;
+    const ms = s.unreachableMs ?? 2_000;
+    delete s.unreachableOn;
+    delete s.unreachableMs;
+    return ms;
+  }
+
+  /** A generic transient failure due on this command (failNext/failOn). */
+  takeFail(kind: CommandKind): boolean {
+    const s = this.spec;
+    if (!s || !s.failNext || !matches(s.failOn ?? 'any', kind)) return false;
+    s.failNext--;
+    return true;
+  }
+
+  /** Hang (the next hangCount matching commands): ms to wait before running this command, or 0. */
   takeHang(kind: CommandKind): number {
     const s = this.spec;
     if (!s || !s.hangMs || !matches(s.hangOn ?? 'any', kind)) return 0;
     const ms = s.hangMs;
-    delete s.hangMs;
-    delete s.hangOn;
+    s.hangCount = (s.hangCount ?? 1) - 1;
+    if (s.hangCount <= 0) {
+      delete s.hangMs;
+      delete s.hangOn;
+      delete s.hangCount;
+    }
     return ms;
   }
 
@@ -75,8 +103,9 @@ export class FaultSpecError extends Error {
   override name = 'FaultSpecError';
 }
 
-const COUNTS = ['failApplies', 'failUnapplies', 'dropConnection', 'hangMs', 'refuseMs', 'applyMs', 'restartMs'] as const;
-const KNOWN = new Set<string>([...COUNTS, 'dropOn', 'hangOn', 'fatalService', 'kmVersion']);
+const COUNTS = ['failApplies', 'failUnapplies', 'failNext', 'dropConnection', 'hangMs', 'hangCount', 'refuseMs', 'unreachableMs', 'applyMs', 'restartMs'] as const;
+const KNOWN = new Set<string>([...COUNTS, 'dropOn', 'dropWhen', 'failOn', 'hangOn', 'unreachableOn', 'fatalService', 'kmVersion']);
+const KINDS = ['apply', 'unapply', 'restart', 'status', 'upload', 'any'];
 
 /** Throws FaultSpecError naming the bad field (the control API answers 400 with it). */
 export function validateFaultSpec(spec: unknown): asserts spec is FaultSpec {
@@ -87,8 +116,10 @@ export function validateFaultSpec(spec: unknown): asserts spec is FaultSpec {
     const v = s[k];
     if (v !== undefined && (typeof v !== 'number' || !Number.isInteger(v) || v < 0)) throw new FaultSpecError(`'${k}' must be a whole number >= 0`);
   }
-  if (s.dropOn !== undefined && !['apply', 'unapply', 'restart', 'any'].includes(s.dropOn as string)) throw new FaultSpecError("'dropOn' must be apply, unapply, restart or any");
-  if (s.hangOn !== undefined && !['apply', 'unapply', 'restart', 'status', 'any'].includes(s.hangOn as string)) throw new FaultSpecError("'hangOn' must be apply, unapply, restart, status or any");
+  for (const k of ['dropOn', 'failOn', 'hangOn', 'unreachableOn'] as const) {
+    if (s[k] !== undefined && !KINDS.includes(s[k] as string)) throw new FaultSpecError(`'${k}' must be one of ${KINDS.join(', ')}`);
+  }
+  if (s.dropWhen !== undefined && s.dropWhen !== 'before' && s.dropWhen !== 'after') throw new FaultSpecError("'dropWhen' must be before or after");
   if (s.fatalService !== undefined && (typeof s.fatalService !== 'string' || !s.fatalService)) throw new FaultSpecError("'fatalService' must be a program name such as sshmgr-backend");
   if (s.kmVersion !== undefined && (typeof s.kmVersion !== 'string' || !/^\d+(?:\.\d+){1,3}$/.test(s.kmVersion))) throw new FaultSpecError("'kmVersion' must be a version such as 3.0.1");
 }

@@ -47,6 +47,9 @@ export interface CommandLogEntry {
   dropped?: boolean;
 }
 
+/** The commands a fault can target: --apply-hotfix, --unapply-hotfix, supervisorctl restart/status, --upload-hotfix. */
+export type FaultCommand = 'apply' | 'unapply' | 'restart' | 'status' | 'upload' | 'any';
+
 export interface FaultSpec {
   /** Fail the next N --apply-hotfix (exit 1, transient error message). */
   failApplies?: number;
@@ -55,15 +58,26 @@ export interface FaultSpec {
   /** Drop the TCP connection in the middle of the next N commands matching `dropOn` (default: apply).
    *  The drop comes AFTER the command took effect (e.g. the hotfix IS applied), before the exit status. */
   dropConnection?: number;
-  dropOn?: 'apply' | 'unapply' | 'restart' | 'any';
+  dropOn?: FaultCommand;
+  /** 'before': drop the connection instead of running the command (it never runs; logged with exit 255). Default 'after'. */
+  dropWhen?: 'before' | 'after';
+  /** Fail the next N commands matching `failOn` (default any) with exit 1 and a transient error, without running them. */
+  failNext?: number;
+  failOn?: FaultCommand;
   /** Hang the next matching command (default 'any') for this many ms before running it; if the client
    *  gives up meanwhile, the command never runs (logged with exit 129, like SIGHUP). */
   hangMs?: number;
-  hangOn?: 'apply' | 'unapply' | 'restart' | 'status' | 'any';
+  hangOn?: FaultCommand;
+  /** How many matching commands hang (default 1). */
+  hangCount?: number;
   /** Every restart from now on leaves this program FATAL (restart exits 1, status exits 3) until clearFaults(). */
   fatalService?: string;
   /** Refuse TCP connections (ECONNREFUSED) for this many ms, then accept again; open connections stay. */
   refuseMs?: number;
+  /** Unreachable for this many ms: open connections are cut and new ones refused, then accepted again.
+   *  With `unreachableOn`, from when the next matching command arrives (it does not run). */
+  unreachableMs?: number;
+  unreachableOn?: FaultCommand;
   /** Latencies. */
   applyMs?: number;
   restartMs?: number;

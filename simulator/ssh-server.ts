@@ -181,14 +181,32 @@ export class SimServerImpl implements SimServer, ServerRuntime {
         this.record({ at: new Date(started).toISOString(), command, exitCode: 129, channel: 'exec', durationMs: Date.now() - started });
         return;
       }
-      try {
-        result = await runCommand({ server: this, user: this.user, cwd: USERS[this.user].home, aborted }, words);
-      } catch (err) {
-        result = { stdout: '', stderr: `${words[0]}: internal error: ${(err as Error).message}\n`, code: 1 };
+      const unreachable = this.faults.takeUnreachable(kind);
+      if (unreachable > 0) {
+        // The server drops off the network as the command arrives: it does not run.
+        this.record({ at: new Date(started).toISOString(), command, exitCode: 255, channel: 'exec', durationMs: Date.now() - started });
+        this.refuse(unreachable);
+        for (const s of this.sockets) s.destroy();
+        return;
       }
-      // Drop AFTER the command took effect: the client sees a lost connection
-      // although e.g. the hotfix IS applied — the hard case for idempotent retries.
-      dropped = this.faults.takeDrop(kind);
+      if (this.faults.takeDrop(kind, 'before')) {
+        // The connection dies before the command runs: nothing happened on the server.
+        this.record({ at: new Date(started).toISOString(), command, exitCode: 255, channel: 'exec', durationMs: Date.now() - started });
+        socket?.destroy();
+        return;
+      }
+      if (this.faults.takeFail(kind)) {
+        result = { stdout: '', stderr: `${words[0]}: temporary failure (simulated); try again\n`, code: 1 };
+      } else {
+        try {
+          result = await runCommand({ server: this, user: this.user, cwd: USERS[this.user].home, aborted }, words);
+        } catch (err) {
+          result = { stdout: '', stderr: `${words[0]}: internal error: ${(err as Error).message}\n`, code: 1 };
+        }
+        // Drop AFTER the command took effect: the client sees a lost connection
+        // although e.g. the hotfix IS applied — the hard case for idempotent retries.
+        dropped = this.faults.takeDrop(kind, 'after');
+      }
     }
     result ??= { stdout: '', stderr: '', code: 1 };
     this.record({ at: new Date(started).toISOString(), command, exitCode: result.code, channel: 'exec', durationMs: Date.now() - started, ...(dropped ? { dropped } : {}) });
@@ -246,6 +264,10 @@ export class SimServerImpl implements SimServer, ServerRuntime {
   fault(spec: FaultSpec): void {
     this.faults.add(spec);
     if (spec.refuseMs) this.refuse(spec.refuseMs);
+    if (spec.unreachableMs && !spec.unreachableOn) {
+      this.refuse(spec.unreachableMs);
+      for (const s of this.sockets) s.destroy();
+    }
   }
 
   clearFaults(): void {

@@ -39,7 +39,9 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
     };
   });
   after(async () => { await env?.close(); });
-  afterEach(() => {
+  afterEach(async () => {
+    // Pass or fail, nothing a test started keeps running or holds a server.
+    await env?.endAll();
     for (const s of env.fleet.servers) s.clearFaults();
   });
 

@@ -28,6 +28,7 @@ describe('durability: the worker process dies mid-rollout', function () {
   });
   after(async () => {
     for (const w of workers) if (w.exitCode === null && w.signalCode === null) w.kill('SIGKILL');
+    await env?.endAll([taskQueue]); // pass or fail, the rollout ends and its claims go
     await env?.close();
   });
 

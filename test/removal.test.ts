@@ -14,6 +14,8 @@ describe('removal: unapply everywhere, then delete', function () {
   let env: RolloutEnv;
   before(async () => { env = await rolloutEnv({ frontends: 2, backends: 2 }); });
   after(async () => { await env?.close(); });
+  // Pass or fail, nothing a test started keeps running or holds a server.
+  afterEach(async () => { await env?.endAll(); });
 
   async function rolledOut(component: 'frontend' | 'backend' | 'common'): Promise<string> {
     const hf = await env.hotfix(component);

@@ -10,6 +10,8 @@ describe('rollout over sudo and through refused connections', function () {
   let env: RolloutEnv;
   before(async () => { env = await rolloutEnv({ frontends: 1, backends: 2, sudoServers: ['km-fe-1', 'km-be-1'] }); });
   after(async () => { await env?.close(); });
+  // Pass or fail, nothing a test started keeps running or holds a server.
+  afterEach(async () => { await env?.endAll(); });
 
   it('sudo: true servers get every privileged command as sudo -n, upload included, and are patched and rolled back like the others', async () => {
     const hf = await env.hotfix('backend'); // uploaded through km-fe-1, the first server: a sudo one

@@ -24,6 +24,8 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
   before(async () => { env = await rolloutEnv({ frontends: 2, backends: 3 }); });
   after(async () => { await env?.close(); });
   afterEach(async () => {
+    // Pass or fail, nothing a test started keeps running or holds a server.
+    await env?.endAll();
     // Each test starts from a clean fleet: nothing applied, logs cleared.
     await env.km`DELETE FROM km_hotfix_applied`;
     for (const s of env.fleet.servers) { s.clearLog(); s.clearFaults(); }

@@ -1,27 +1,27 @@
-// A run of batches over servers, as a child workflow of a rollout or a
-// removal. Fan-out lives here (not in the parent) so that no execution's
-// history grows with the fleet: a parent starts one child per slice of at
-// most `sliceServers` servers (workflows/steps.ts).
+// A window of servers, as a child workflow of a rollout or a removal: at most
+// `window` servers in flight, the next one starts as soon as one finishes.
+// Fan-out lives here (not in the parent) so that no execution's history grows
+// with the fleet: a parent starts one child per slice of at most
+// `sliceServers` servers (workflows/fanout.ts).
 import { condition, setHandler } from '@temporalio/workflow';
 import type { RolloutTiming, ServerState } from '../domain/rollout';
 import { batchStatusQuery, BatchProgress, pauseBatchesSignal, stopBatchesSignal } from './definitions';
-import { activityProxies, patchServer, timing, unpatchServer } from './steps';
-import { failureMessage } from './errors';
+import { activityProxies, LedgerBacklog, patchServer, timing, unpatchServer } from './steps';
+import { failureMessage, invalidInput } from './errors';
 
 export type BatchAction = 'apply' | 'rollback' | 'remove';
 
-/** Servers patched (or rolled back) together. */
-export type Batch = string[];
-
-/** A failure budget that never runs out: the batches go on whatever fails (a rollback visits every server). */
+/** A failure budget that never runs out: the window goes on whatever fails (a rollback visits every server). */
 export const NO_FAILURE_LIMIT = -1;
 
 export interface BatchesInput {
   rolloutId: string;
   hotfix: string;
   action: BatchAction;
-  batches: Batch[];
-  /** Failures this child may absorb before it stops starting batches; NO_FAILURE_LIMIT = never stop. */
+  /** In order; at most `window` of them at once. */
+  servers: string[];
+  window: number;
+  /** Failures this child may absorb before it starts no new server; NO_FAILURE_LIMIT = never stop. */
   maxFailures: number;
   timing?: Partial<RolloutTiming>;
   /** Start paused (the parent was paused when it started this child). */
@@ -34,14 +34,13 @@ export interface BatchServerResult {
   startedAt?: string;
   endedAt?: string;
   error?: string;
-  /** apply: this run applied it (so a rollback must unapply it). */
-  changed?: boolean;
 }
 
 export interface BatchesResult {
+  /** The servers this child started, in the order it started them. */
   servers: BatchServerResult[];
   failures: number;
-  /** Batches were left unstarted (stop signal or too many failures). */
+  /** Servers were left unstarted (stop signal or too many failures). */
   stopped: boolean;
 }
 
@@ -52,8 +51,12 @@ const STATES: Record<BatchAction, { running: ServerState; done: ServerState; fai
 };
 
 export async function serverBatches(input: BatchesInput): Promise<BatchesResult> {
+  if (!input || !Array.isArray(input.servers) || !STATES[input.action] || !Number.isInteger(input.window) || input.window < 1 || !Number.isInteger(input.maxFailures)) {
+    throw invalidInput('a batch workflow needs servers, an action, a window >= 1 and a failure budget');
+  }
   const t = timing(input.timing);
   const steps = activityProxies(t);
+  const backlog = new LedgerBacklog(steps);
   const states = STATES[input.action];
   // Only servers this child has started are reported: the parent knows the rest.
   const results = new Map<string, BatchServerResult>();
@@ -66,29 +69,36 @@ export async function serverBatches(input: BatchesInput): Promise<BatchesResult>
   let failures = 0;
   let stopped = false;
   const budget = input.maxFailures;
-  for (let i = 0; i < input.batches.length; i++) {
-    // Between batches: honour pause, stop, and the failure budget.
-    await condition(() => !paused || stopRequested);
-    if (stopRequested || (budget !== NO_FAILURE_LIMIT && failures > budget)) {
+  const spent = () => budget !== NO_FAILURE_LIMIT && failures > budget;
+  const inFlight = new Set<Promise<void>>();
+
+  const one = async (server: string): Promise<void> => {
+    const r: BatchServerResult = { name: server, state: states.running, startedAt: new Date().toISOString() };
+    results.set(server, r);
+    try {
+      if (input.action === 'apply') await patchServer(steps, t, backlog, input.rolloutId, server, input.hotfix);
+      else await unpatchServer(steps, t, backlog, input.rolloutId, server, input.hotfix);
+      r.state = states.done;
+    } catch (err) {
+      failures++;
+      r.state = states.failed;
+      r.error = failureMessage(err);
+    }
+    r.endedAt = new Date().toISOString();
+  };
+
+  for (const server of input.servers) {
+    // A free place in the window, unless paused; stop and the budget are checked as results arrive.
+    await condition(() => stopRequested || spent() || (!paused && inFlight.size < input.window));
+    if (stopRequested || spent()) {
       stopped = true;
       break;
     }
-    await Promise.all(input.batches[i].map(async (server) => {
-      const r: BatchServerResult = { name: server, state: states.running, startedAt: new Date().toISOString() };
-      results.set(server, r);
-      try {
-        if (input.action === 'apply') r.changed = await patchServer(steps, t, input.rolloutId, server, input.hotfix);
-        else await unpatchServer(steps, t, input.rolloutId, server, input.hotfix);
-        r.state = states.done;
-      } catch (err) {
-        failures++;
-        r.state = states.failed;
-        r.error = failureMessage(err);
-        // A failed apply may have half-happened: the rollback must visit it.
-        if (input.action === 'apply') r.changed = true;
-      }
-      r.endedAt = new Date().toISOString();
-    }));
+    const p: Promise<void> = one(server).finally(() => inFlight.delete(p));
+    inFlight.add(p);
   }
+  // The running ones finish.
+  await Promise.all([...inFlight]);
+  await backlog.drain();
   return { servers: [...results.values()], failures, stopped };
 }

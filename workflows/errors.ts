@@ -15,3 +15,8 @@ export function failureType(err: unknown): string | undefined {
   while ((e instanceof ActivityFailure || e instanceof ChildWorkflowFailure) && e.cause) e = e.cause;
   return e instanceof ApplicationFailure ? e.type ?? undefined : undefined;
 }
+
+/** A workflow input that can never work: the workflow fails at once instead of retrying its task forever. */
+export function invalidInput(message: string): ApplicationFailure {
+  return ApplicationFailure.nonRetryable(message, 'InvalidArgument');
+}

@@ -1,49 +1,44 @@
-// Runs batches of servers through child workflows (serverBatches), slice by
-// slice, so that every execution's history stays bounded on a large fleet.
+// Runs a window of servers through child workflows (serverBatches), one
+// child per slice of at most `sliceServers` servers, so that every
+// execution's history stays bounded on a large fleet.
+//
+// The window is split across "lanes": ceil(window / sliceServers) children
+// run at once, each with its share of the window; a lane starts its next
+// slice when its child ends. So at most `window` servers are in flight; with
+// a window smaller than a slice (the usual case) one child runs at a time and
+// the window narrows only at a slice's end. The failure budget: each child
+// gets what is left of it when it starts and stops starting servers once it is
+// spent; the parent then stops its other children and starts no new one.
 import { ChildWorkflowHandle, condition, ParentClosePolicy, startChild } from '@temporalio/workflow';
 import type { RolloutTiming, ServerState } from '../domain/rollout';
 import { failureMessage } from './errors';
 import { pauseBatchesSignal, stopBatchesSignal } from './definitions';
-import { Batch, BatchAction, BatchesResult, BatchServerResult, NO_FAILURE_LIMIT, serverBatches } from './batches';
+import { BatchAction, BatchesResult, BatchServerResult, NO_FAILURE_LIMIT, serverBatches } from './batches';
 import { timing } from './steps';
 
-/** The batches one child workflow runs, one after the other. */
-export type Slice = Batch[];
-/** Children started together, in parallel. */
-export type Wave = Slice[];
+/** Consecutive slices of at most `size` servers. */
+export function slicesOf(servers: string[], size: number): string[][] {
+  const out: string[][] = [];
+  for (let i = 0; i < servers.length; i += size) out.push(servers.slice(i, i + size));
+  return out;
+}
 
-/** Group batches into waves of child workflows: consecutive batches share a child up to `slice` servers; a wider batch is split across parallel children. */
-export function slicesOf(batches: Batch[], slice: number): Wave[] {
-  const waves: Wave[] = [];
-  let current: Slice = [];
-  let size = 0;
-  const flush = () => { if (current.length) { waves.push([current]); current = []; size = 0; } };
-  for (const batch of batches) {
-    if (batch.length > slice) {
-      flush();
-      const parts: Wave = [];
-      for (let i = 0; i < batch.length; i += slice) parts.push([batch.slice(i, i + slice)]);
-      waves.push(parts);
-      continue;
-    }
-    if (size + batch.length > slice) flush();
-    current.push(batch);
-    size += batch.length;
-  }
-  flush();
-  return waves;
+/** How a window of `window` servers is shared by the lanes (children at once) over slices of `slice`. */
+export function laneShares(window: number, slice: number, slices: number): number[] {
+  const lanes = Math.max(1, Math.min(slices, Math.ceil(window / slice)));
+  return Array.from({ length: lanes }, (_, i) => Math.max(1, Math.floor(window / lanes) + (i < window % lanes ? 1 : 0)));
 }
 
 /**
- * A batch workflow that ended without a result (terminated, timed out, a
- * bug): which of its servers it changed is unknown, so every one of them is
- * reported failed and changed — a rollback then visits them all (unapply is
- * a no-op where nothing was applied). Nothing is hidden.
+ * A batch workflow that ended without a result (terminated, timed out,
+ * cancelled, a bug): which of its servers it started is unknown, so every one
+ * of them is reported failed — a rollback then visits them all (it unapplies
+ * only where the Key Manager database lists the hotfix). Nothing is hidden.
  */
-function lostSlice(action: BatchAction, slice: Slice, err: unknown): BatchesResult {
+function lostSlice(action: BatchAction, servers: string[], err: unknown): BatchesResult {
   const error = `the batch workflow ended without a result (${failureMessage(err)}): state unknown`;
-  const servers = slice.flat().map((name) => ({ name, state: (action === 'rollback' ? 'rollback_failed' : 'failed') as ServerState, error, changed: true }));
-  return { servers, failures: servers.length, stopped: true };
+  const out = servers.map((name) => ({ name, state: (action === 'rollback' ? 'rollback_failed' : 'failed') as ServerState, error }));
+  return { servers: out, failures: out.length, stopped: true };
 }
 
 export interface FanoutControl {
@@ -52,50 +47,79 @@ export interface FanoutControl {
   /** Called with the ids of the children that run now. */
   onChildren(ids: string[]): void;
   onResult(r: BatchServerResult): void;
+  /** Called as soon as a child's start is requested, before it has started (pause/abort may arrive now). */
+  onStarting?(workflowId: string): void;
 }
 
 export class Fanout {
-  private running: ChildWorkflowHandle<typeof serverBatches>[] = [];
+  private readonly running = new Map<string, ChildWorkflowHandle<typeof serverBatches>>();
   private seq = 0;
 
   constructor(private readonly rolloutId: string, private readonly hotfix: string, private readonly timing: Partial<RolloutTiming> | undefined) {}
 
-  /** Forward pause/resume to the children that run now. */
+  /** Forward pause/resume to the children that run now (children still starting get it once started). */
   async setPaused(paused: boolean): Promise<void> {
-    await Promise.all(this.running.map((h) => h.signal(pauseBatchesSignal, paused).catch(() => undefined)));
+    await Promise.all([...this.running.values()].map((h) => h.signal(pauseBatchesSignal, paused).catch(() => undefined)));
   }
 
-  /** Ask running children to start no new batch. */
+  /** Ask running children to start no new server. */
   async stop(): Promise<void> {
-    await Promise.all(this.running.map((h) => h.signal(stopBatchesSignal).catch(() => undefined)));
+    await Promise.all([...this.running.values()].map((h) => h.signal(stopBatchesSignal).catch(() => undefined)));
   }
 
-  /** Run the batches; maxFailures NO_FAILURE_LIMIT = keep going whatever fails. Returns the failures counted. */
-  async run(action: BatchAction, batches: Batch[], maxFailures: number, ctl: FanoutControl): Promise<{ failures: number; stopped: boolean }> {
+  /** Run the servers in a window; maxFailures NO_FAILURE_LIMIT = keep going whatever fails. */
+  async run(action: BatchAction, servers: string[], window: number, maxFailures: number, ctl: FanoutControl): Promise<{ failures: number; stopped: boolean }> {
+    const slices = slicesOf(servers, timing(this.timing).sliceServers);
+    let next = 0;
     let failures = 0;
-    for (const wave of slicesOf(batches, timing(this.timing).sliceServers)) {
-      await condition(() => !ctl.isPaused() || ctl.shouldStop());
-      if (ctl.shouldStop() || (maxFailures !== NO_FAILURE_LIMIT && failures > maxFailures)) return { failures, stopped: true };
-      const budget = maxFailures === NO_FAILURE_LIMIT ? NO_FAILURE_LIMIT : maxFailures - failures;
-      this.running = await Promise.all(wave.map((slice) =>
-        startChild(serverBatches, {
-          workflowId: `${this.rolloutId}/${action}-${++this.seq}`,
-          args: [{ rolloutId: this.rolloutId, hotfix: this.hotfix, action, batches: slice, maxFailures: budget, timing: this.timing, paused: ctl.isPaused() }],
-          // The children are the parent's hands: they end with it.
-          parentClosePolicy: ParentClosePolicy.TERMINATE,
-        })));
-      ctl.onChildren(this.running.map((h) => h.workflowId));
-      const results = await Promise.all(this.running.map((h, i) => h.result().catch((err: unknown) => lostSlice(action, wave[i], err))));
-      this.running = [];
-      ctl.onChildren([]);
-      let stopped = false;
-      for (const r of results) {
+    let stopped = false;
+    const spent = () => maxFailures !== NO_FAILURE_LIMIT && failures > maxFailures;
+    const lane = async (share: number): Promise<void> => {
+      for (;;) {
+        await condition(() => !ctl.isPaused() || ctl.shouldStop() || stopped);
+        if (next >= slices.length) return;
+        if (ctl.shouldStop() || spent() || stopped) {
+          stopped = true;
+          return;
+        }
+        const slice = slices[next++];
+        const budget = maxFailures === NO_FAILURE_LIMIT ? NO_FAILURE_LIMIT : maxFailures - failures;
+        const r = await this.child(action, slice, Math.min(share, slice.length), budget, ctl);
         for (const s of r.servers) ctl.onResult(s);
         failures += r.failures;
-        stopped = stopped || r.stopped;
+        if (r.stopped || spent()) {
+          stopped = true;
+          await this.stop();
+        }
       }
-      if (stopped) return { failures, stopped: true };
+    };
+    await Promise.all(laneShares(window, timing(this.timing).sliceServers, slices.length).map(lane));
+    return { failures, stopped: stopped || next < slices.length };
+  }
+
+  private async child(action: BatchAction, servers: string[], window: number, maxFailures: number, ctl: FanoutControl): Promise<BatchesResult> {
+    const workflowId = `${this.rolloutId}/${action}-${++this.seq}`;
+    const pausedAtStart = ctl.isPaused();
+    try {
+      const starting = startChild(serverBatches, {
+        workflowId,
+        args: [{ rolloutId: this.rolloutId, hotfix: this.hotfix, action, servers, window, maxFailures, timing: this.timing, paused: pausedAtStart }],
+        // The children are the parent's hands: they end with it.
+        parentClosePolicy: ParentClosePolicy.TERMINATE,
+      });
+      ctl.onStarting?.(workflowId);
+      const h = await starting;
+      this.running.set(workflowId, h);
+      ctl.onChildren([...this.running.keys()]);
+      // A pause or abort that arrived while it was starting reached no child: deliver the state now.
+      if (ctl.shouldStop()) await h.signal(stopBatchesSignal).catch(() => undefined);
+      else if (ctl.isPaused() !== pausedAtStart) await h.signal(pauseBatchesSignal, ctl.isPaused()).catch(() => undefined);
+      return await h.result();
+    } catch (err) {
+      return lostSlice(action, servers, err);
+    } finally {
+      this.running.delete(workflowId);
+      ctl.onChildren([...this.running.keys()]);
     }
-    return { failures, stopped: false };
   }
 }

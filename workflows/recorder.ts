@@ -1,11 +1,11 @@
 // The status every workflow reports (SPEC §4) and its mirror in the ledger:
 // phase changes, server states, approvals and notes. Shared by the rollout,
 // removal and upload workflows.
-import { ApplicationFailure, isCancellation, log } from '@temporalio/workflow';
+import { ApplicationFailure, CancellationScope, isCancellation, log } from '@temporalio/workflow';
 import type { Phase, RolloutStatus, ServerState, WorkflowKind } from '../domain/rollout';
 import { isFinalPhase } from '../domain/rollout';
 import type { ServerSummary } from '../activities/preflight';
-import type { Steps } from './steps';
+import { LedgerBacklog, Steps } from './steps';
 import { failureMessage } from './errors';
 
 /** Ends the happy path on purpose (rejection, abort, too many failures): a rollback follows. */
@@ -13,11 +13,22 @@ export class StopRollout extends Error {
   override name = 'StopRollout';
 }
 
+/**
+ * Ledger writes run in the background, one after the other (so phases land in
+ * order), and cannot be cancelled: the workflow never waits on bookkeeping
+ * before it works on a server — a rollback goes on while the orchestrator
+ * database is down, and the ledger catches up. Only a final phase waits for
+ * everything before it, so a finished workflow's ledger is complete.
+ */
 export class WorkflowRecorder {
   readonly status: RolloutStatus;
+  /** Ledger events the SSH activities could not write themselves. */
+  readonly backlog: LedgerBacklog;
   private notes = 0;
+  private chain: Promise<void> = Promise.resolve();
 
   constructor(private readonly steps: Steps, id: string, kind: WorkflowKind, hotfix: string, requestedBy: string) {
+    this.backlog = new LedgerBacklog(steps);
     const now = new Date().toISOString();
     this.status = {
       id, kind, hotfix, phase: 'preflight', requestedBy, canary: null, drained: [], approvals: [], servers: [],
@@ -30,15 +41,43 @@ export class WorkflowRecorder {
     return isFinalPhase(this.status.phase);
   }
 
+  /**
+   * Enter a phase: visible at once to status queries, written to the ledger
+   * in the background. A final phase is recorded in a non-cancellable scope
+   * (a cancelled workflow still records how it ended and releases its
+   * claims) and waits until the ledger has everything.
+   */
   async phase(phase: Phase, error?: string): Promise<void> {
     this.status.phase = phase;
+    // The gate exists only while verifying: it is set before that phase begins, cleared when it ends.
+    if (phase !== 'verifying') this.status.gate = null;
     this.touch();
     if (this.final()) this.status.endedAt = this.status.updatedAt;
     // Replay-aware: logged once, when the workflow really reaches the phase.
     if (phase === 'failed' || phase === 'rollback_failed') log.warn(`${this.status.kind} of ${this.status.hotfix}: ${phase}`, { phase, error });
     else log.info(`${this.status.kind} of ${this.status.hotfix}: ${phase}`, { phase, ...(error ? { error } : {}) });
     const attention = this.final() && this.status.needsAttention.length > 0 ? { needsAttention: this.status.needsAttention } : {};
-    await this.steps.record.recordPhase({ rolloutId: this.status.id, phase, ...(error ? { error } : {}), ...attention });
+    const write = { rolloutId: this.status.id, phase, ...(error ? { error } : {}), ...attention };
+    if (!this.final()) {
+      this.enqueue(() => this.steps.record.recordPhase(write));
+      return;
+    }
+    await CancellationScope.nonCancellable(async () => {
+      await this.backlog.drain();
+      this.enqueue(() => this.steps.record.recordPhase(write));
+      await this.chain;
+    });
+  }
+
+  /** Everything written so far has reached the ledger. */
+  async flushed(): Promise<void> {
+    await CancellationScope.nonCancellable(() => this.chain);
+  }
+
+  private enqueue(write: () => Promise<void>): void {
+    this.chain = this.chain.then(() => CancellationScope.nonCancellable(write)).catch((err: unknown) => {
+      log.warn(`a ledger write failed: ${failureMessage(err)}`);
+    });
   }
 
   /**
@@ -46,7 +85,7 @@ export class WorkflowRecorder {
    * workflow in `failed` with nothing changed; returns undefined then.
    */
   async preflight<T>(fn: () => Promise<T>, record: { hotfix: string; servers: string[]; options: Record<string, unknown> }): Promise<T | undefined> {
-    await this.steps.record.recordRolloutStart({ id: this.status.id, kind: this.status.kind, hotfix: record.hotfix, requestedBy: this.status.requestedBy, servers: record.servers, options: stripUndefined(record.options) });
+    this.enqueue(() => this.steps.record.recordRolloutStart({ id: this.status.id, kind: this.status.kind, hotfix: record.hotfix, requestedBy: this.status.requestedBy, servers: record.servers, options: stripUndefined(record.options) }));
     try {
       return await fn();
     } catch (err) {
@@ -58,6 +97,7 @@ export class WorkflowRecorder {
   }
 
   async claim(servers: string[]): Promise<void> {
+    await this.flushed(); // the rollout's record exists before its claims
     await this.steps.record.claimServers({ rolloutId: this.status.id, hotfix: this.status.hotfix, servers });
   }
 
@@ -118,11 +158,13 @@ export class WorkflowRecorder {
 
   /** A steering note (pause, resume, abort) in the ledger; not awaited by signal handlers. */
   note(kind: string, actor: string, reason?: string): void {
-    void this.record({ key: `${kind}:${++this.notes}`, kind, actor, detail: reason ? { reason } : {} }).catch(() => undefined);
+    void this.record({ key: `${kind}:${++this.notes}`, kind, actor, detail: reason ? { reason } : {} });
   }
 
-  async record(e: { key: string; kind: string; server?: string; actor?: string; detail?: Record<string, unknown> }): Promise<void> {
-    await this.steps.record.recordEvent({ rolloutId: this.status.id, ...e });
+  /** Written in the background (see the class comment). */
+  record(e: { key: string; kind: string; server?: string; actor?: string; detail?: Record<string, unknown> }): Promise<void> {
+    this.enqueue(() => this.steps.record.recordEvent({ rolloutId: this.status.id, ...e }));
+    return Promise.resolve();
   }
 
   private touch(): void {

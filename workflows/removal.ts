@@ -6,15 +6,18 @@ import type { RemovalInput, RolloutStatus, SteerRequest } from '../domain/rollou
 import { abortSignal, pauseSignal, resumeSignal, statusQuery } from './definitions';
 import { activityProxies, timing } from './steps';
 import { Fanout } from './fanout';
-import { failureMessage } from './errors';
+import { failureMessage, invalidInput } from './errors';
+import { removalInputProblem } from '../domain/workflow-input';
 import { WorkflowRecorder } from './recorder';
 
 export async function hotfixRemoval(input: RemovalInput): Promise<RolloutStatus> {
-  const t = timing(input.timing);
+  const problem = removalInputProblem(input);
+  if (problem && !(typeof input?.hotfix === 'string' && typeof input?.requestedBy === 'string')) throw invalidInput(problem);
+  const t = timing(problem ? undefined : input.timing);
   const steps = activityProxies(t);
   const id = workflowInfo().workflowId;
   const r = new WorkflowRecorder(steps, id, 'removal', input.hotfix, input.requestedBy);
-  const fanout = new Fanout(id, input.hotfix, input.timing);
+  const fanout = new Fanout(id, input.hotfix, problem ? undefined : input.timing);
   let aborted = false;
   setHandler(statusQuery, () => r.status);
   setHandler(pauseSignal, (req: SteerRequest) => { if (!r.final()) { r.status.paused = true; r.note('pause', req.by, req.reason); void fanout.setPaused(true); } });
@@ -22,11 +25,12 @@ export async function hotfixRemoval(input: RemovalInput): Promise<RolloutStatus>
   setHandler(abortSignal, (req: SteerRequest) => { if (!r.final() && !aborted) { aborted = true; r.note('abort', req.by, req.reason); void fanout.stop(); } });
 
   const ctx = await r.preflight(async () => {
+    if (problem) throw invalidInput(`invalid removal input: ${problem}`);
     const c = await steps.preflight.prepareRemoval({ hotfix: input.hotfix, servers: input.servers });
     await r.claim(c.targets);
     await r.checkHealth(c.targets);
     return c;
-  }, { hotfix: input.hotfix, servers: input.servers, options: { keepRegistered: input.keepRegistered } });
+  }, { hotfix: input.hotfix, servers: problem ? [] : input.servers, options: problem ? {} : { keepRegistered: input.keepRegistered } });
   if (!ctx) return r.status;
 
   const targets = new Set(ctx.targets);
@@ -34,7 +38,7 @@ export async function hotfixRemoval(input: RemovalInput): Promise<RolloutStatus>
   try {
     await r.phase('removing');
     // One server at a time, in inventory order: the fleet keeps serving.
-    const result = await fanout.run('remove', ctx.targets.map((s) => [s]), 0, {
+    const result = await fanout.run('remove', ctx.targets, 1, 0, {
       isPaused: () => r.status.paused,
       shouldStop: () => aborted,
       onChildren: (ids) => { r.status.activeBatchWorkflows = ids; },

@@ -8,18 +8,22 @@ import { abortSignal, approveUpdate, pauseSignal, rejectUpdate, resumeSignal, st
 import { activityProxies, patchServer, timing } from './steps';
 import { Fanout } from './fanout';
 import { NO_FAILURE_LIMIT } from './batches';
-import { failureMessage } from './errors';
+import { failureMessage, invalidInput } from './errors';
+import { rolloutInputProblem } from '../domain/workflow-input';
 import { formatDuration } from '../domain/plan';
 import { WorkflowRecorder, StopRollout } from './recorder';
 
 export async function hotfixRollout(input: RolloutInput): Promise<RolloutStatus> {
-  const t = timing(input.timing);
+  const problem = rolloutInputProblem(input);
+  // Not even a hotfix and a requester: nothing to record under; the workflow fails at once.
+  if (problem && !(typeof input?.hotfix === 'string' && typeof input?.requestedBy === 'string')) throw invalidInput(problem);
+  const t = timing(problem ? undefined : input.timing);
   const steps = activityProxies(t);
   const id = workflowInfo().workflowId;
   const r = new WorkflowRecorder(steps, id, 'rollout', input.hotfix, input.requestedBy);
   r.status.batch = input.batch;
   r.status.maxFailures = input.maxFailures;
-  const fanout = new Fanout(id, input.hotfix, input.timing);
+  const fanout = new Fanout(id, input.hotfix, problem ? undefined : input.timing);
 
   let decision: { approved: boolean; by: string; reason: string } | undefined;
   let abort: SteerRequest | undefined;
@@ -74,11 +78,12 @@ export async function hotfixRollout(input: RolloutInput): Promise<RolloutStatus>
 
   // ---- preflight: changes nothing -------------------------------------------------
   const ctx = await r.preflight(async () => {
+    if (problem) throw invalidInput(`invalid rollout input: ${problem}`);
     const c = await steps.preflight.prepareRollout({ hotfix: input.hotfix, servers: input.servers, canary: input.canary, batch: input.batch, uploadSha256: input.upload?.sha256 });
     await r.claim(c.plan.targets);
     await r.checkHealth(c.plan.targets);
     return c;
-  }, { hotfix: input.hotfix, servers: input.servers, options: { canary: input.canary, batch: input.batch, maxFailures: input.maxFailures, approvers: input.approvers, approvalTimeoutMs: input.approvalTimeoutMs, upload: input.upload } });
+  }, { hotfix: input.hotfix, servers: problem ? [] : input.servers, options: problem ? {} : { canary: input.canary, batch: input.batch, maxFailures: input.maxFailures, approvers: input.approvers, approvalTimeoutMs: input.approvalTimeoutMs, upload: input.upload } });
   if (!ctx) return r.status;
 
   const { plan } = ctx;
@@ -89,12 +94,21 @@ export async function hotfixRollout(input: RolloutInput): Promise<RolloutStatus>
   }
   const canary = plan.canary.server;
   r.status.canary = canary;
-  await r.record({ key: 'canary', kind: 'canary', server: canary, detail: { reason: plan.canary.reason } });
+  void r.record({ key: 'canary', kind: 'canary', server: canary, detail: { reason: plan.canary.reason } });
   const canaryInfo = ctx.servers.find((s) => s.name === canary);
-  const touched: string[] = []; // servers this rollout applied (or tried to), in order
+  const rest = plan.batches.flat();
+  // --batch is a window: at most this many servers at once, the next starts when one finishes.
+  const window = Math.max(1, plan.batches[0]?.length ?? 1);
+  // Every target this rollout attempted, in the order it started them: the rollback's list.
+  // (Servers skipped at preflight are never in it; whether each still has the hotfix is
+  // asked of the Key Manager database when it is rolled back.)
+  const attempted: string[] = [];
+  // Maximum Processes as read before the drain: held here (and in the ledger) before anything changes.
   let drained: DrainedBackend[] = [];
+  let draining: Promise<void> | undefined;
   let restored = false;
   const restore = async () => {
+    if (draining) await draining.catch(() => undefined); // never race a drain still running
     if (drained.length > 0 && !restored) {
       await steps.keyManagerDb.restoreMaxProcesses({ rolloutId: id, drained });
       restored = true;
@@ -106,25 +120,28 @@ export async function hotfixRollout(input: RolloutInput): Promise<RolloutStatus>
     // ---- upload (when the rollout was given a file) -----------------------------------
     if (input.upload) {
       await r.phase('upload');
-      await steps.server.uploadHotfix({ rolloutId: id, sha256: input.upload.sha256, via: input.upload.via ?? canary });
+      await steps.server.uploadHotfix({ rolloutId: id, sha256: input.upload.sha256, via: input.upload.via ?? canary, ...(t.commandTimeoutMs > 0 ? { commandTimeoutMs: t.commandTimeoutMs } : {}) });
     }
     checkAbort();
 
     // ---- drain: only the canary runs backend operations while it is verified --------
     if (plan.drain.length > 0) {
       await r.phase('drain');
-      drained = await steps.keyManagerDb.drainBackends({ rolloutId: id, servers: plan.drain });
+      drained = await steps.keyManagerDb.readMaxProcesses({ servers: plan.drain });
       r.status.drained = drained;
+      await r.record({ key: 'drain:recorded', kind: 'drain', detail: { drained } });
+      draining = steps.drain.drainBackends({ rolloutId: id, drained });
+      await draining;
     }
     checkAbort();
 
     // ---- canary ---------------------------------------------------------------------
     await r.phase('canary');
-    touched.push(canary);
-    await r.serverStep(canary, 'patching', () => patchServer(steps, t, id, canary, input.hotfix), 'patched', 'failed');
+    attempted.push(canary);
+    await r.serverStep(canary, 'patching', () => patchServer(steps, t, r.backlog, id, canary, input.hotfix), 'patched', 'failed');
 
     // ---- verifying: a person checks the canary --------------------------------------
-    await r.phase('verifying');
+    // The gate is filled in before the phase shows: a status query never sees one without the other.
     const since = new Date();
     r.status.gate = {
       message: gateMessage(input.hotfix, canary, canaryInfo?.url, drained.map((d) => d.server), id),
@@ -135,9 +152,9 @@ export async function hotfixRollout(input: RolloutInput): Promise<RolloutStatus>
       waitingSince: since.toISOString(),
       deadline: new Date(since.getTime() + input.approvalTimeoutMs).toISOString(),
     };
+    await r.phase('verifying');
     const answered = await condition(() => decision !== undefined || abort !== undefined, input.approvalTimeoutMs);
-    r.status.gate = null;
-    if (decision) await r.record({ key: 'decision', kind: decision.approved ? 'approve' : 'reject', actor: decision.by, detail: { comment: decision.approved ? r.status.approvals.at(-1)?.comment ?? '' : decision.reason } });
+    if (decision) void r.record({ key: 'decision', kind: decision.approved ? 'approve' : 'reject', actor: decision.by, detail: { comment: decision.approved ? r.status.approvals.at(-1)?.comment ?? '' : decision.reason } });
 
     // ---- restore: whatever the outcome ----------------------------------------------
     if (drained.length > 0) {
@@ -148,14 +165,14 @@ export async function hotfixRollout(input: RolloutInput): Promise<RolloutStatus>
     if (!answered) throw new StopRollout(`no approval within ${formatDuration(input.approvalTimeoutMs)}: the approval timeout counts as a rejection`);
     if (decision && !decision.approved) throw new StopRollout(`rejected by ${decision.by}: ${decision.reason}`);
 
-    // ---- fan-out: the rest, in batches ----------------------------------------------
+    // ---- fan-out: the rest, in a window ---------------------------------------------
     await r.phase('fanout');
-    const result = await fanout.run('apply', plan.batches, input.maxFailures, {
+    const result = await fanout.run('apply', rest, window, input.maxFailures, {
       isPaused: () => r.status.paused,
       shouldStop: () => abort !== undefined,
       onChildren: (ids) => { r.status.activeBatchWorkflows = ids; },
       onResult: (s) => {
-        if (s.changed) touched.push(s.name);
+        attempted.push(s.name);
         r.updateServer(s.name, s.state, s.error, s.startedAt, s.endedAt);
       },
     });
@@ -173,30 +190,29 @@ export async function hotfixRollout(input: RolloutInput): Promise<RolloutStatus>
     } else {
       r.status.error = 'the workflow was cancelled';
     }
-    // ---- rollback: cannot be cancelled halfway --------------------------------------
+    // ---- rollback: cannot be cancelled halfway, never waits on the ledger -----------
     await CancellationScope.nonCancellable(async () => {
-      log.warn(`rolling back ${input.hotfix}: ${touched.length} server(s) to unapply`, { reason: r.status.error, servers: touched.length });
-      await r.phase('rolling_back', r.status.error ?? undefined);
+      const order = [...new Set(attempted)].reverse(); // reverse order of patching
+      log.warn(`rolling back ${input.hotfix}: ${order.length} server(s) attempted`, { reason: r.status.error, servers: order.length });
+      void r.phase('rolling_back', r.status.error ?? undefined);
       let restoreFailed = false;
-      try {
-        await restore();
-      } catch (e) {
+      const restoring = restore().catch((e: unknown) => {
         restoreFailed = true;
         r.status.error = `${r.status.error}; restoring Maximum Processes failed: ${failureMessage(e)}`;
-      }
-      const reversed = [...touched].reverse();
-      await fanout.run('rollback', reversed.map((s) => [s]), NO_FAILURE_LIMIT, {
+      });
+      const rollingBack = fanout.run('rollback', order, window, NO_FAILURE_LIMIT, {
         isPaused: () => false,
         shouldStop: () => false,
         onChildren: (ids) => { r.status.activeBatchWorkflows = ids; },
         onResult: (s) => r.updateServer(s.name, s.state, s.error, s.startedAt, s.endedAt),
       });
+      await Promise.all([restoring, rollingBack]);
       r.untouchedRest();
       const stuck = r.status.servers.filter((s) => s.state === 'rollback_failed').map((s) => s.name);
       if (restoreFailed) stuck.push(...drained.map((d) => `${d.server} (Maximum Processes ${d.maxProcesses})`));
       r.status.needsAttention = stuck;
       if (stuck.length > 0) log.error(`rollback of ${input.hotfix} ended: needs a person for ${stuck.join(', ')}`, { needsAttention: stuck });
-      else log.info(`rollback of ${input.hotfix} ended: every server it patched is rolled back`);
+      else log.info(`rollback of ${input.hotfix} ended: every server it attempted is rolled back`);
       await r.phase(stuck.length > 0 ? 'rollback_failed' : 'rolled_back', stuck.length > 0 ? `needs a person: ${stuck.join(', ')}` : undefined);
     });
     return r.status;

@@ -1,15 +1,17 @@
 // The per-server steps of the vendor procedure, as activity calls with the
 // timeouts and retry policies chosen for each (and why).
-import { proxyActivities, ActivityOptions } from '@temporalio/workflow';
+import { proxyActivities, ActivityCancellationType, ActivityOptions } from '@temporalio/workflow';
 import type { KmHotfixActivities } from '../activities';
 import type { RolloutTiming } from '../domain/rollout';
 import { NEVER_RETRY } from '../domain/failures';
+import type { LedgerEvent } from '../store/ledger';
 
 export const DEFAULT_TIMING: RolloutTiming = {
   servicesTimeoutMs: 5 * 60_000,
   maxRetryIntervalMs: 60_000,
-  // 18 history events per server (measured, test/history.test.ts): a child of 100 stays near 1,800, far below Temporal's 10,240 warning.
+  // 6 history events per server (one activity each; measured, test/history.test.ts): a child of 100 stays near 600, far below Temporal's 10,240 warning.
   sliceServers: 100,
+  commandTimeoutMs: 0,
 };
 
 export function timing(t?: Partial<RolloutTiming>): RolloutTiming {
@@ -26,16 +28,28 @@ export function activityProxies(t: RolloutTiming) {
     nonRetryableErrorTypes: [...NEVER_RETRY],
     ...overrides,
   });
+  // One server's whole step: apply (5 min) + restart (2 min) + services (their timeout), plus slack.
+  const serverStepMs = 7 * 60_000 + t.servicesTimeoutMs + 60_000;
   return {
-    // Databases: a restart or failover of PostgreSQL is waited out for minutes.
+    // The ledger: retried until the orchestrator database is back (the ledger catches up);
+    // the rollback never waits on it (workflows/recorder.ts writes in the background).
     record: proxyActivities<Pick<KmHotfixActivities, 'recordRolloutStart' | 'recordPhase' | 'recordEvent' | 'claimServers'>>({
       startToCloseTimeout: '30s',
-      scheduleToCloseTimeout: '15m',
       retry: retry(),
     }),
-    keyManagerDb: proxyActivities<Pick<KmHotfixActivities, 'drainBackends' | 'restoreMaxProcesses' | 'serversWithHotfix' | 'deleteHotfix'>>({
+    // The Key Manager database: a restart or failover of PostgreSQL is waited out for minutes.
+    keyManagerDb: proxyActivities<Pick<KmHotfixActivities, 'readMaxProcesses' | 'restoreMaxProcesses' | 'serversWithHotfix' | 'deleteHotfix'>>({
       startToCloseTimeout: '1m',
       scheduleToCloseTimeout: '15m',
+      heartbeatTimeout: '30s',
+      retry: retry(),
+    }),
+    // Setting Maximum Processes 0: a cancelled workflow waits until the drain has really stopped, so its restore comes last.
+    drain: proxyActivities<Pick<KmHotfixActivities, 'drainBackends'>>({
+      startToCloseTimeout: '1m',
+      scheduleToCloseTimeout: '15m',
+      heartbeatTimeout: '30s',
+      cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
       retry: retry(),
     }),
     // Read-only look-ups: a few attempts; a wrong input fails at once.
@@ -49,43 +63,54 @@ export function activityProxies(t: RolloutTiming) {
       heartbeatTimeout: '1m',
       retry: retry({ maximumAttempts: 3 }),
     }),
-    // Commands that change a server. A command may run up to 5 min (its own
-    // timeout); lost connections and timeouts retry with backoff for up to
-    // 20 min; a non-zero exit is made non-retryable by the activity after 3
-    // attempts; heartbeats every second catch a dead worker within 30 s.
-    server: proxyActivities<Pick<KmHotfixActivities, 'applyHotfix' | 'unapplyHotfix' | 'restartServices' | 'uploadHotfix'>>({
-      startToCloseTimeout: '6m',
-      scheduleToCloseTimeout: '20m',
+    // A server's whole step (apply or unapply → restart → verify) as one
+    // activity that resumes at the step its heartbeat recorded. Lost
+    // connections and timeouts retry with backoff for up to 20 min; a non-zero
+    // exit is made non-retryable by the activity after 3 attempts; heartbeats
+    // every second catch a dead worker within 30 s.
+    server: proxyActivities<Pick<KmHotfixActivities, 'patchServer' | 'unpatchServer' | 'uploadHotfix'>>({
+      startToCloseTimeout: serverStepMs,
+      scheduleToCloseTimeout: Math.max(20 * 60_000, 2 * serverStepMs),
       heartbeatTimeout: '30s',
       retry: retry(),
-    }),
-    // Polls until services are RUNNING (its own deadline); retried only for a lost connection.
-    verify: proxyActivities<Pick<KmHotfixActivities, 'verifyServer'>>({
-      startToCloseTimeout: t.servicesTimeoutMs + 60_000,
-      heartbeatTimeout: '30s',
-      retry: retry({ maximumAttempts: 4 }),
     }),
   };
 }
 
 export type Steps = ReturnType<typeof activityProxies>;
 
-/** Patch one server: apply, restart, verify. Returns whether this call applied it. */
-export async function patchServer(steps: Steps, t: RolloutTiming, rolloutId: string, server: string, hotfix: string): Promise<boolean> {
-  const applied = await steps.server.applyHotfix({ rolloutId, server, hotfix });
-  await steps.server.restartServices({ rolloutId, server, step: 'apply' });
-  await steps.verify.verifyServer({ rolloutId, server, hotfix, applied: true, timeoutMs: t.servicesTimeoutMs, step: 'apply' });
-  return applied === 'applied';
+/**
+ * Ledger events an activity could not write (the orchestrator database was
+ * down): written from the workflow in the background, retried until the
+ * database is back. Never awaited before work on a server.
+ */
+export class LedgerBacklog {
+  private pending: Promise<unknown>[] = [];
+  constructor(private readonly steps: Steps) {}
+
+  add(events: LedgerEvent[]): void {
+    for (const e of events) this.pending.push(this.steps.record.recordEvent(e).catch(() => undefined));
+  }
+
+  /** Wait for what is pending (before a workflow ends). */
+  async drain(): Promise<void> {
+    while (this.pending.length > 0) await Promise.all(this.pending.splice(0));
+  }
 }
 
-/** Unpatch one server: unapply, restart, verify. A server that never had it is left alone. */
-export async function unpatchServer(steps: Steps, t: RolloutTiming, rolloutId: string, server: string, hotfix: string): Promise<void> {
-  const result = await steps.server.unapplyHotfix({ rolloutId, server, hotfix });
-  if (result === 'not-applied') {
-    // Nothing was applied here (e.g. a checksum mismatch): no restart needed, but the services must be up.
-    await steps.verify.verifyServer({ rolloutId, server, hotfix, applied: false, timeoutMs: t.servicesTimeoutMs, step: 'unapply' });
-    return;
-  }
-  await steps.server.restartServices({ rolloutId, server, step: 'unapply' });
-  await steps.verify.verifyServer({ rolloutId, server, hotfix, applied: false, timeoutMs: t.servicesTimeoutMs, step: 'unapply' });
+function work(t: RolloutTiming, rolloutId: string, server: string, hotfix: string) {
+  return { rolloutId, server, hotfix, servicesTimeoutMs: t.servicesTimeoutMs, ...(t.commandTimeoutMs > 0 ? { commandTimeoutMs: t.commandTimeoutMs } : {}) };
+}
+
+/** Patch one server: apply, restart, verify. Returns whether this call applied it. */
+export async function patchServer(steps: Steps, t: RolloutTiming, backlog: LedgerBacklog, rolloutId: string, server: string, hotfix: string): Promise<boolean> {
+  const r = await steps.server.patchServer(work(t, rolloutId, server, hotfix));
+  backlog.add(r.unrecorded);
+  return r.changed;
+}
+
+/** Unpatch one server where Key Manager lists the hotfix: unapply, restart, verify (elsewhere: its services are checked). */
+export async function unpatchServer(steps: Steps, t: RolloutTiming, backlog: LedgerBacklog, rolloutId: string, server: string, hotfix: string): Promise<void> {
+  const r = await steps.server.unpatchServer(work(t, rolloutId, server, hotfix));
+  backlog.add(r.unrecorded);
 }

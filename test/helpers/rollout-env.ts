@@ -40,12 +40,19 @@ export interface RolloutEnv {
   maxProcesses(): Promise<Record<string, number>>;
   /** Commands each server ran, filtered by a pattern. */
   commands(server: string, pattern?: RegExp): string[];
+  /**
+   * End every workflow this environment started that still runs (terminate)
+   * and release the claims of all of them: call it in afterEach, so that one
+   * failing test never leaves a rollout holding servers for the next one.
+   */
+  endAll(otherTaskQueues?: string[]): Promise<void>;
   close(): Promise<void>;
 }
 
 export const FAST_TIMING = { servicesTimeoutMs: 15_000, maxRetryIntervalMs: 500 };
 
-export async function rolloutEnv(opts: Partial<Omit<SimFleetOptions, 'kmDatabaseUrl' | 'authorizedKey'>> & { frontends: number; backends: number }): Promise<RolloutEnv> {
+export async function rolloutEnv(options: Partial<Omit<SimFleetOptions, 'kmDatabaseUrl' | 'authorizedKey'>> & { frontends: number; backends: number; workflowsPath?: string }): Promise<RolloutEnv> {
+  const { workflowsPath, ...opts } = options;
   const orchestratorUrl = await freshDatabase('orch');
   const orchestrator = sqlFor(orchestratorUrl);
   await migrate(orchestrator);
@@ -55,11 +62,13 @@ export async function rolloutEnv(opts: Partial<Omit<SimFleetOptions, 'kmDatabase
   const fleet = await startSimFleet({ restartMs: 50, ...opts, kmDatabaseUrl: kmUrl, authorizedKey: keys.public });
   await replaceInventory(orchestrator, fleet.inventory());
   const built = createActivities({ orchestrator, km, ssh: { privateKey: Buffer.from(keys.private) } });
-  const worker = await testWorker({ activities: built.activities });
+  const worker = await testWorker({ activities: built.activities, ...(workflowsPath ? { workflowsPath } : {}) });
   const running = worker.worker.run();
   const client = worker.client;
   const taskQueue = worker.taskQueue;
   const suffix = () => randomBytes(3).toString('hex');
+  const started: string[] = [];
+  const track = (h: WorkflowHandle): WorkflowHandle => { started.push(h.workflowId); return h; };
 
   const env: RolloutEnv = {
     fleet, orchestrator, km, worker, client, taskQueue, orchestratorUrl, kmUrl, sshPrivateKey: keys.private,
@@ -75,11 +84,11 @@ export async function rolloutEnv(opts: Partial<Omit<SimFleetOptions, 'kmDatabase
     },
     async startRollout(input) {
       const full: RolloutInput = { requestedBy: 'alice', servers: [], batch: '1', maxFailures: 0, approvers: [], approvalTimeoutMs: 3_600_000, timing: FAST_TIMING, ...input };
-      return client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue, workflowId: `rollout-${input.hotfix}-${suffix()}`, args: [full] });
+      return track(await client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue, workflowId: `rollout-${input.hotfix}-${suffix()}`, args: [full] }));
     },
     async startRemoval(input) {
       const full: RemovalInput = { requestedBy: 'alice', servers: [], keepRegistered: false, timing: FAST_TIMING, ...input };
-      return client.workflow.start(WORKFLOW_TYPES.removal, { taskQueue, workflowId: `removal-${input.hotfix}-${suffix()}`, args: [full] });
+      return track(await client.workflow.start(WORKFLOW_TYPES.removal, { taskQueue, workflowId: `removal-${input.hotfix}-${suffix()}`, args: [full] }));
     },
     status: (h) => h.query(statusQuery),
     async waitForPhase(h, phase, timeoutMs = 30_000) {
@@ -101,7 +110,25 @@ export async function rolloutEnv(opts: Partial<Omit<SimFleetOptions, 'kmDatabase
     commands(server, pattern) {
       return fleet.server(server).log().map((e) => e.command).filter((c) => !pattern || pattern.test(c));
     },
+    async endAll(otherTaskQueues = []) {
+      // Tracked starts, and whatever else runs on this queue (CLI starts, children) or the others named.
+      const ids = new Set(started.splice(0));
+      for (const q of [taskQueue, ...otherTaskQueues]) {
+        try {
+          for await (const w of client.workflow.list({ query: `TaskQueue = '${q}' AND ExecutionStatus = 'Running'` })) ids.add(w.workflowId);
+        } catch { /* visibility not ready: the tracked ones still end */ }
+      }
+      for (const id of ids) {
+        const h = client.workflow.getHandle(id);
+        const running = await h.describe().then((d) => d.status.name === 'RUNNING').catch(() => false);
+        if (running) await h.terminate('test cleanup: the test ended').catch(() => undefined);
+      }
+      // This environment's orchestrator database is its own: nothing it started may hold a server now.
+      await orchestrator`DELETE FROM server_claim`;
+      await orchestrator`DELETE FROM hotfix_claim`;
+    },
     async close() {
+      await env.endAll().catch(() => undefined);
       worker.worker.shutdown();
       await running.catch(() => undefined);
       await built.close();

@@ -1,0 +1,59 @@
+// What a workflow accepts as input, checked before it does anything: a
+// workflow given something that can never work ends at once with one line
+// saying what is wrong (the workflows turn it into a non-retryable
+// ApplicationFailure), instead of failing its task and retrying forever.
+import type { RemovalInput, RolloutInput, UploadInput } from './rollout';
+import { parseHotfixFileName } from './hotfix';
+import { parseBatch } from './plan';
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const isText = (v: unknown): v is string => typeof v === 'string' && v.trim().length > 0;
+const isNames = (v: unknown): v is string[] => Array.isArray(v) && v.every(isText);
+
+function timingProblem(t: unknown): string | undefined {
+  if (t === undefined) return undefined;
+  if (!isObject(t)) return 'timing must be an object';
+  for (const [k, v] of Object.entries(t)) {
+    if (!['servicesTimeoutMs', 'maxRetryIntervalMs', 'sliceServers', 'commandTimeoutMs'].includes(k)) return `timing.${k} is not a known setting`;
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || (k !== 'commandTimeoutMs' && v === 0)) return `timing.${k} must be a positive number`;
+  }
+  return undefined;
+}
+
+/** The first thing wrong with a rollout's input, or undefined. */
+export function rolloutInputProblem(input: unknown): string | undefined {
+  if (!isObject(input)) return 'a rollout needs its input (hotfix, requestedBy, servers, batch, ...)';
+  const i = input as Partial<RolloutInput> & Record<string, unknown>;
+  if (!isText(i.hotfix)) return 'a rollout needs a hotfix Name';
+  if (!isText(i.requestedBy)) return 'a rollout needs the name of the person who requests it (requestedBy)';
+  if (!isNames(i.servers)) return 'servers must be a list of server names';
+  if (i.canary !== undefined && !isText(i.canary)) return 'canary must be a server name';
+  if (typeof i.batch !== 'string') return 'batch must be text such as "1", "5" or "20%"';
+  try { parseBatch(i.batch); } catch (err) { return (err as Error).message; }
+  if (typeof i.maxFailures !== 'number' || !Number.isInteger(i.maxFailures) || i.maxFailures < 0) return 'maxFailures must be a whole number >= 0';
+  if (!isNames(i.approvers)) return 'approvers must be a list of names';
+  if (typeof i.approvalTimeoutMs !== 'number' || !Number.isFinite(i.approvalTimeoutMs) || i.approvalTimeoutMs <= 0) return 'approvalTimeoutMs must be a positive number of milliseconds';
+  if (i.upload !== undefined && (!isObject(i.upload) || !isText(i.upload.sha256) || (i.upload.via !== undefined && !isText(i.upload.via)))) return 'upload must name a stored file by its sha256 (and optionally a server to upload through)';
+  return timingProblem(i.timing);
+}
+
+export function removalInputProblem(input: unknown): string | undefined {
+  if (!isObject(input)) return 'a removal needs its input (hotfix, requestedBy, servers)';
+  const i = input as Partial<RemovalInput>;
+  if (!isText(i.hotfix)) return 'a removal needs a hotfix Name';
+  if (!isText(i.requestedBy)) return 'a removal needs the name of the person who requests it (requestedBy)';
+  if (!isNames(i.servers)) return 'servers must be a list of server names';
+  if (typeof i.keepRegistered !== 'boolean') return 'keepRegistered must be true or false';
+  return timingProblem(i.timing);
+}
+
+export function uploadInputProblem(input: unknown): string | undefined {
+  if (!isObject(input)) return 'an upload needs its input (requestedBy, sha256, fileName)';
+  const i = input as Partial<UploadInput> & { fileName?: unknown };
+  if (!isText(i.requestedBy)) return 'an upload needs the name of the person who requests it (requestedBy)';
+  if (!isText(i.sha256)) return 'an upload needs the sha256 of a stored hotfix file';
+  if (i.via !== undefined && !isText(i.via)) return 'via must be a server name';
+  if (typeof i.fileName !== 'string') return 'an upload needs the hotfix file name';
+  try { parseHotfixFileName(i.fileName); } catch (err) { return (err as Error).message; }
+  return undefined;
+}
