@@ -313,8 +313,10 @@ const supervisorctl: Command = async (ctx, args) => {
     const fatal = ctx.server.faults.fatalService;
     sup.restart(restartMs, fatal);
     let stdout = programs.map((p) => `${p}: stopped\n`).join('');
-    // Like the real supervisorctl, wait until the programs are up (startsecs).
-    if (restartMs > 0) await new Promise((r) => setTimeout(r, restartMs));
+    // Like the real supervisorctl, wait until the programs are up (startsecs). A timer may fire
+    // a millisecond early by the wall clock: a `status` right after must already see RUNNING.
+    const upAt = Date.now() + restartMs;
+    while (Date.now() < upAt) await new Promise((r) => setTimeout(r, upAt - Date.now()));
     stdout += programs.map((p) => (p === fatal ? `${p}: ERROR (spawn error)\n` : `${p}: started\n`)).join('');
     return out(stdout, fatal && programs.includes(fatal) ? 1 : 0);
   }

@@ -60,7 +60,7 @@ export async function startSimFleet(opts: SimFleetOptions): Promise<SimFleet> {
       const s = new SimServerImpl({
         name: p.name, role: p.role, index: servers.length, host, sudo: sudo.has(p.name),
         kmVersion: opts.kmVersion ?? '3.0.0', restartMs: opts.restartMs ?? 200, applyMs: opts.applyMs ?? 0,
-        db, authorizedKey, urlBase: control?.url,
+        db, authorizedKey, urlBase: control?.url, andLists: opts.andLists ?? false,
       });
       servers.push(s);
       byName.set(p.name, s);

@@ -29,6 +29,9 @@ export interface SimFleetOptions {
   host?: string;
   /** Start a loopback HTTP control API for faults (port 0 = random). Off when undefined. */
   controlPort?: number;
+  /** Accept `a && b` lists (each part one simple command, run while the previous exits 0), as a login
+   *  shell does: the benchmarks' peers send `apply && restart && status` as one command. Default off. */
+  andLists?: boolean;
 }
 
 export interface CommandLogEntry {

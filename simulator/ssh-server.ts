@@ -13,6 +13,7 @@ import type { CommandLogEntry, FaultSpec, SimServer } from './index';
 import type { KmDatabase } from './km-database';
 import { serveSftp } from './sftp';
 import { parseWords, ShellSyntaxError } from './shell';
+import { splitAndList } from './and-list';
 import { Supervisor } from './supervisor';
 import { USERS, Vfs } from './vfs';
 import { generateEd25519KeyPair } from '../keymanager/keygen';
@@ -30,6 +31,8 @@ export interface SimServerConfig {
   authorizedKey: ParsedKey;
   /** Base for the server's direct `url` (the control API), if any. */
   urlBase?: string;
+  /** Accept `a && b` lists (benchmarks). */
+  andLists?: boolean;
 }
 
 /** Keep the newest entries only: a long benchmark must not grow without bound. */
@@ -157,6 +160,8 @@ export class SimServerImpl implements SimServer, ServerRuntime {
   }
 
   private async exec(command: string, stream: ServerChannel, aborted: () => boolean, socket: net.Socket | undefined): Promise<void> {
+    const list = this.cfg.andLists ? splitAndList(command) : undefined;
+    if (list) return this.execAndList(list, stream, aborted);
     const started = Date.now();
     let words: string[] | undefined;
     let result: ExecResult;
@@ -213,6 +218,32 @@ export class SimServerImpl implements SimServer, ServerRuntime {
     if (result.stdout) stream.write(result.stdout);
     if (result.stderr) stream.stderr.write(result.stderr);
     stream.exit(result.code);
+    stream.end();
+  }
+
+  /** `a && b && c`: each part runs (and is logged) as its own command while the previous one exits 0. Faults do not apply. */
+  private async execAndList(parts: string[], stream: ServerChannel, aborted: () => boolean): Promise<void> {
+    let stdout = '';
+    let stderr = '';
+    let code = 0;
+    for (const part of parts) {
+      const started = Date.now();
+      let result: ExecResult;
+      try {
+        result = await runCommand({ server: this, user: this.user, cwd: USERS[this.user].home, aborted }, parseWords(part));
+      } catch (err) {
+        result = { stdout: '', stderr: err instanceof ShellSyntaxError ? `sh: 1: ${err.message}\n` : `internal error: ${(err as Error).message}\n`, code: err instanceof ShellSyntaxError ? 2 : 1 };
+      }
+      this.record({ at: new Date(started).toISOString(), command: part, exitCode: result.code, channel: 'exec', durationMs: Date.now() - started });
+      stdout += result.stdout;
+      stderr += result.stderr;
+      code = result.code;
+      if (code !== 0 || aborted()) break;
+    }
+    if (aborted()) return;
+    if (stdout) stream.write(stdout);
+    if (stderr) stream.stderr.write(stderr);
+    stream.exit(code);
     stream.end();
   }
 
