@@ -27,7 +27,8 @@ import { makeHotfix, startSimFleet, type FaultSpec, type SimFleet } from '../sim
 import { generateEd25519KeyPair } from '../keymanager/keygen';
 import type { FleetServer } from '../domain/fleet';
 import type { RolloutStatus } from '../domain/rollout';
-import { approveUpdate, statusQuery } from '../workflows/definitions';
+import { statusQuery } from '../workflows/definitions';
+import { ensurePeople } from '../stack/people';
 import { idealMs, lineChartSvg, maxInFlight, percentile, perServerOverheadMs, spanMs, type ChartSeries, type ServerSpan } from './fanout-stats';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -301,6 +302,8 @@ interface ScenarioCtx {
   targets: string[];
   canary: string;
   env: NodeJS.ProcessEnv;
+  /** The approver's environment: the same, signing as bob. */
+  approverEnv: NodeJS.ProcessEnv;
   knownHostsFile: string;
 }
 
@@ -388,7 +391,7 @@ async function runKm(ctx: Ctx, sc: ScenarioCtx): Promise<SystemResult> {
       // The last server in fan-out order fails every apply: the rollout rolls back everything it patched.
       await sc.fleet.fault(sc.targets[sc.targets.length - 1], { failApplies: 1000 });
     }
-    const started = await run(process.execPath, [path.join(ROOT, 'bin', 'km-hotfix.js'), 'rollout', sc.hotfix, '--canary', sc.canary, '--batch', String(s.window), '--approvers', 'bench-approver', '--as', 'bench', '--json'], { env: sc.env, timeoutMs: 300_000 });
+    const started = await run(process.execPath, [path.join(ROOT, 'bin', 'km-hotfix.js'), 'rollout', sc.hotfix, '--canary', sc.canary, '--batch', String(s.window), '--approvers', 'bob', '--json'], { env: sc.env, timeoutMs: 300_000 });
     if (started.code !== 0) throw new Error(`km-hotfix rollout exited ${started.code}: ${started.stderr.trim()}`);
     const id = (JSON.parse(started.stdout.trim()) as { id: string }).id;
     const h = ctx.client.workflow.getHandle(id);
@@ -400,7 +403,8 @@ async function runKm(ctx: Ctx, sc: ScenarioCtx): Promise<SystemResult> {
       if (Date.now() > deadline) throw new Error('no gate within the timeout');
       await sleep(100);
     }
-    await h.executeUpdate(approveUpdate, { args: [{ by: 'bench-approver', comment: 'benchmark' }] });
+    const approved = await run(process.execPath, [path.join(ROOT, 'bin', 'km-hotfix.js'), 'approve', id, '--comment', 'benchmark'], { env: sc.approverEnv, timeoutMs: 120_000 });
+    if (approved.code !== 0) throw new Error(`km-hotfix approve exited ${approved.code}: ${approved.stderr.trim()}`);
     const approvedAt = Date.now();
     let rollbackAt: number | undefined;
     const result = h.result() as Promise<RolloutStatus>;
@@ -516,19 +520,22 @@ async function runScenario(ctx: Ctx, s: Scenario, index: number): Promise<Scenar
     await fs.writeFile(knownHostsFile, fleet.knownHosts.join('\n') + '\n');
     const canary = fleet.inventory.find((x) => x.role === 'frontend')!.name;
     const targets = fleet.inventory.filter((x) => x.name !== canary).map((x) => x.name);
+    // Decisions are signed (SPEC §7): alice starts, bob approves.
+    const people = await ensurePeople(ctx.dir, ['alice', 'bob']);
     const env: NodeJS.ProcessEnv = {
       ...process.env, TEMPORAL_ADDRESS: ctx.temporal.address, TEMPORAL_NAMESPACE: 'default', DATABASE_URL: ctx.pg.url(`orch_${tag}`), KM_DATABASE_URL: ctx.pg.url(`km_${tag}`),
       KM_SSH_KEY: ctx.keyFile, KM_HOTFIX_TASK_QUEUE: `km-hotfix-bench-${tag}`, KM_HOTFIX_ACTIVITY_SLOTS: String(Math.max(250, s.window + 50)),
+      KM_HOTFIX_ALLOWED_SIGNERS: people.allowedSigners, KM_HOTFIX_SIGNING_KEY: people.keys.alice,
     };
     // One hotfix for everyone: a common hotfix (no drain), uploaded through km-hotfix once.
     const made = await makeHotfix({ component: 'common', version: '3.0.0', description: 'bench_fanout', issueId: 'UKM-1100' });
     const hotfixFile = path.join(ctx.dir, made.fileName);
     await fs.writeFile(hotfixFile, made.bytes);
-    const sc: ScenarioCtx = { s, fleet, km, hotfix: made.manifest.name, hotfixFile, targets, canary, env, knownHostsFile };
+    const sc: ScenarioCtx = { s, fleet, km, hotfix: made.manifest.name, hotfixFile, targets, canary, env, approverEnv: { ...env, KM_HOTFIX_SIGNING_KEY: people.keys.bob }, knownHostsFile };
     // The worker (production's `km-hotfix worker`) registers the hotfix through the upload workflow, then runs the rollout.
     const worker = await startWorker(env);
     try {
-      const up = await run(process.execPath, [path.join(ROOT, 'bin', 'km-hotfix.js'), 'upload', hotfixFile, '--wait', '--as', 'bench'], { env, timeoutMs: 300_000 });
+      const up = await run(process.execPath, [path.join(ROOT, 'bin', 'km-hotfix.js'), 'upload', hotfixFile, '--wait'], { env, timeoutMs: 300_000 });
       if (up.code !== 0) throw new Error(`km-hotfix upload exited ${up.code}: ${up.stderr.trim()}`);
       if (ctx.o.systems.includes('km')) await runSystem(ctx, sc, 'km', result);
     } finally {
