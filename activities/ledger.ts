@@ -3,7 +3,7 @@
 import { Context } from '@temporalio/activity';
 import type { Sql } from 'postgres';
 import type { Phase } from '../domain/rollout';
-import { appendEvent, claim, ClaimConflict, LedgerEvent, recordPhase, recordRolloutStart, RolloutRecord, stillActiveConflicts } from '../store/ledger';
+import { appendEvent, appendServerStates, ServerStateRow, claim, ClaimConflict, LedgerEvent, recordPhase, recordRolloutStart, RolloutRecord, stillActiveConflicts } from '../store/ledger';
 import { nonRetryable } from './failures';
 import { FAILURE } from '../domain/failures';
 import { activityLog } from './log';
@@ -14,8 +14,12 @@ export function ledgerActivities(sql: Sql) {
     async recordRolloutStart(r: RolloutRecord): Promise<void> {
       await recordRolloutStart(sql, r);
     },
-    async recordPhase(p: { rolloutId: string; phase: Phase; error?: string; needsAttention?: string[] }): Promise<void> {
-      await recordPhase(sql, p.rolloutId, p.phase, p.error, p.needsAttention);
+    async recordPhase(p: { rolloutId: string; phase: Phase; error?: string; needsAttention?: string[]; needsAttentionMore?: number }): Promise<void> {
+      await recordPhase(sql, p.rolloutId, p.phase, p.error, p.needsAttention, p.needsAttentionMore);
+    },
+    /** Per-server states the workflows learned (a chunk of at most a few thousand: see workflows/recorder.ts). */
+    async recordServerStates(w: { rolloutId: string; servers: ServerStateRow[] }): Promise<void> {
+      await appendServerStates(sql, w.rolloutId, w.servers);
     },
     async recordEvent(e: LedgerEvent): Promise<void> {
       await appendEvent(sql, e);

@@ -7,7 +7,7 @@ import type { Sql } from 'postgres';
 import type { KeyManagerDatabase } from '../keymanager/database';
 import type { KeyManagerSsh } from '../keymanager/key-manager-ssh';
 import { HotfixNameError, parseHotfixName, Component } from '../domain/hotfix';
-import { parseBatch, planRollout, PlanError, RolloutPlan } from '../domain/plan';
+import { compactPlan, CompactPlan, packServers, PackedServers, parseBatch, planRollout, PlanError, RolloutPlan } from '../domain/plan';
 import type { FleetServer, Role } from '../domain/fleet';
 import { checkInventory, checkRegistration, planRemoval, PreflightError, RemovalPlan } from '../domain/preflight';
 import { hotfixFileInfo } from '../store/hotfix-files';
@@ -32,11 +32,10 @@ export interface PrepareRolloutInput {
   uploadFileName?: string;
 }
 
+/** Compact (domain/plan.ts PackedServers): a 20,000-server answer stays ~350 KiB, below Temporal's 512 KiB payload warning. */
 export interface RolloutContext {
   component: Component;
-  /** Every target, plus every backend that may be drained, in inventory order. */
-  servers: ServerSummary[];
-  plan: RolloutPlan;
+  plan: CompactPlan;
   registered: boolean;
   /** sha256 of the file registered in Key Manager under the Name, if any: what signed decisions name. */
   sha256: string | null;
@@ -44,9 +43,10 @@ export interface RolloutContext {
 
 export interface RemovalContext {
   component: Component;
-  servers: ServerSummary[];
-  /** Servers (inventory order) that list the hotfix and are in scope. */
-  targets: string[];
+  /** Every server in scope, in inventory order (compact, as for a rollout). */
+  scope: PackedServers;
+  /** Positions in scope of the servers that list the hotfix: the ones to remove it from. */
+  targets: number[];
   registered: boolean;
   sha256: string | null;
 }
@@ -56,6 +56,13 @@ export interface HealthProblem {
   type: string;
   message: string;
 }
+
+/** The problems found, at most HEALTH_PROBLEMS_SHOWN of them, and how many more: the answer stays small on a sick fleet. */
+export interface HealthReport {
+  problems: HealthProblem[];
+  more: number;
+}
+export const HEALTH_PROBLEMS_SHOWN = 20;
 
 function invalid(err: unknown): never {
   if (err instanceof PreflightError) throw nonRetryable(err.type, err.message);
@@ -101,11 +108,9 @@ export function preflightActivities(deps: { orchestrator: Sql; kmDb: KeyManagerD
       } catch (err) {
         invalid(err);
       }
-      const involved = new Set([...plan.targets, ...plan.drain]);
       return {
         component,
-        servers: fleet.filter((s) => involved.has(s.name)).map((s) => ({ name: s.name, role: s.role, ...(s.url ? { url: s.url } : {}) })),
-        plan,
+        plan: compactPlan(plan, fleet),
         registered: !!registeredRow,
         sha256: registeredRow?.sha256 ?? null,
       };
@@ -128,7 +133,11 @@ export function preflightActivities(deps: { orchestrator: Sql; kmDb: KeyManagerD
       } catch (err) {
         invalid(err);
       }
-      return { component, servers: removal.scope.map((s) => ({ name: s.name, role: s.role, ...(s.url ? { url: s.url } : {}) })), targets: removal.targets, registered, sha256: row?.sha256 ?? null };
+      const targets = new Set(removal.targets);
+      return {
+        component, scope: packServers(removal.scope), targets: removal.scope.flatMap((s, i) => (targets.has(s.name) ? [i] : [])),
+        registered, sha256: row?.sha256 ?? null,
+      };
     },
 
     /**
@@ -136,7 +145,7 @@ export function preflightActivities(deps: { orchestrator: Sql; kmDb: KeyManagerD
      * services RUNNING. Returns the problems rather than failing at the first,
      * so the user sees all of them at once.
      */
-    async checkServers(input: { servers: string[] }): Promise<HealthProblem[]> {
+    async checkServers(input: { servers: string[] }): Promise<HealthReport> {
       const fleet = new Map((await listInventory(orchestrator)).map((s) => [s.name, s]));
       const problems: HealthProblem[] = [];
       let ctx: Context | undefined;
@@ -170,7 +179,8 @@ export function preflightActivities(deps: { orchestrator: Sql; kmDb: KeyManagerD
         if (ticker) clearInterval(ticker);
       }
       const order = new Map(input.servers.map((n, i) => [n, i]));
-      return problems.sort((a, b) => (order.get(a.server) ?? 0) - (order.get(b.server) ?? 0));
+      const sorted = problems.sort((a, b) => (order.get(a.server) ?? 0) - (order.get(b.server) ?? 0));
+      return { problems: sorted.slice(0, HEALTH_PROBLEMS_SHOWN), more: Math.max(0, sorted.length - HEALTH_PROBLEMS_SHOWN) };
     },
   };
 }

@@ -154,12 +154,27 @@ export interface RolloutStatus {
   approvals: Approval[];
   /** Every signed decision accepted, in order: the start, pauses, resumes, aborts, the answer. */
   decisions: DecisionRecord[];
-  servers: ServerStatus[];
+  /**
+   * Every server, only while the rollout has at most FULL_SERVER_LIST_MAX of
+   * them (absent above): the full list is paged from the ledger
+   * (`km-hotfix status ID --servers`).
+   */
+  servers?: ServerStatus[];
+  /** How many servers the rollout covers (targets, skipped and drained backends). */
+  serverCount: number;
+  /** Servers per state; states with none are left out. */
+  serverCounts: Partial<Record<ServerState, number>>;
+  /** Failed and rollback_failed servers, at most ATTENTION_LIST_MAX of them ... */
+  attention: ServerStatus[];
+  /** ... and how many more there are. */
+  attentionMore: number;
   error: string | null;
   paused: boolean;
   gate: GateRequest | null;
-  /** Servers that need a person (rollback_failed). */
+  /** Servers that need a person (rollback_failed), at most ATTENTION_LIST_MAX ... */
   needsAttention: string[];
+  /** ... and how many more. */
+  needsAttentionMore: number;
   startedAt: string;
   updatedAt: string;
   endedAt: string | null;
@@ -168,6 +183,61 @@ export interface RolloutStatus {
   /** The batch workflows running now; their live per-server states are in their batchStatus query. */
   activeBatchWorkflows: string[];
 }
+
+/**
+ * Above this many servers a status leaves out the full per-server list. A
+ * status travels as one Temporal payload (query answer, workflow result,
+ * Update answer): Temporal warns at 512 KiB and fails the workflow task at
+ * 2 MiB. An entry is ~170 B, up to ~700 B with an error cut to
+ * STATUS_ERROR_MAX, so 500 servers stay under ~350 KiB even when every one
+ * failed; and 500 lines of `--json` are still something a person greps.
+ */
+export const FULL_SERVER_LIST_MAX = 500;
+/** The failed / needs-a-person servers a status names; the rest are counted (and paged from the ledger). */
+export const ATTENTION_LIST_MAX = 50;
+/** An error carried in a bounded status is cut to this many characters (the ledger keeps it whole). */
+export const STATUS_ERROR_MAX = 500;
+
+const ATTENTION_STATES: ReadonlySet<ServerState> = new Set(['failed', 'rollback_failed']);
+
+/** Servers per state, states with none left out. */
+export function countByState(servers: readonly ServerStatus[]): Partial<Record<ServerState, number>> {
+  const counts: Partial<Record<ServerState, number>> = {};
+  for (const s of servers) counts[s.state] = (counts[s.state] ?? 0) + 1;
+  return counts;
+}
+
+function cut(s: ServerStatus): ServerStatus {
+  return s.error && s.error.length > STATUS_ERROR_MAX ? { ...s, error: `${s.error.slice(0, STATUS_ERROR_MAX)}…` } : { ...s };
+}
+
+/**
+ * What leaves a workflow (query, result, Update answer): counts by state,
+ * the servers needing attention (capped), and the full list only up to
+ * `limit` servers. Its size does not grow with the fleet above the limit.
+ * `full.servers` is the workflow's complete list (kept in its memory).
+ */
+export function boundedStatus(full: FullRolloutStatus, limit = FULL_SERVER_LIST_MAX): RolloutStatus {
+  const { servers, ...rest } = full;
+  const failing = servers.filter((s) => ATTENTION_STATES.has(s.state));
+  const allAttention = full.needsAttention;
+  const more = full.needsAttentionMore ?? 0;
+  return {
+    ...rest,
+    ...(servers.length <= limit ? { servers: servers.map(cut) } : {}),
+    serverCount: servers.length,
+    serverCounts: countByState(servers),
+    attention: failing.slice(0, ATTENTION_LIST_MAX).map(cut),
+    attentionMore: Math.max(0, failing.length - ATTENTION_LIST_MAX),
+    needsAttention: allAttention.slice(0, ATTENTION_LIST_MAX),
+    needsAttentionMore: more + Math.max(0, allAttention.length - ATTENTION_LIST_MAX),
+    // Backends drained for a backend canary grow with the fleet too: the first `limit` (the ledger has all).
+    drained: full.drained.slice(0, limit),
+  };
+}
+
+/** The status as a workflow holds it: every server, in memory (the rollback needs them). Never sent as is. */
+export type FullRolloutStatus = RolloutStatus & { servers: ServerStatus[] };
 
 /** approve, reject, pause, resume and abort all carry one signed decision; the person is who signed it. */
 export type ApproveRequest = SignedDecision;

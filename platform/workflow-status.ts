@@ -2,7 +2,7 @@
 // of the batch children running now merged over the parent's. Shared by the
 // CLI and the web page.
 import type { Client } from '@temporalio/client';
-import type { RolloutStatus } from '../domain/rollout';
+import { countByState, RolloutStatus } from '../domain/rollout';
 import { batchStatusQuery } from '../workflows/definitions';
 
 /** A query is answered by a worker: without one it would wait for ever. */
@@ -27,7 +27,9 @@ export async function answerWithin<T>(client: Client, ask: () => Promise<T>, ms:
 }
 
 export async function mergeBatches(client: Client, st: RolloutStatus, queryTimeoutMs = QUERY_TIMEOUT_MS): Promise<RolloutStatus> {
-  if (st.activeBatchWorkflows.length === 0) return st;
+  // Above FULL_SERVER_LIST_MAX the status has no per-server list to merge into:
+  // its counts are the parent's (a child's servers count once the child ends, at most a slice later).
+  if (st.activeBatchWorkflows.length === 0 || !st.servers) return st;
   const byName = new Map(st.servers.map((s) => [s.name, s]));
   await Promise.all(st.activeBatchWorkflows.map(async (childId) => {
     try {
@@ -44,5 +46,6 @@ export async function mergeBatches(client: Client, st: RolloutStatus, queryTimeo
       // The child just ended: the parent's next answer has its results.
     }
   }));
+  st.serverCounts = countByState(st.servers);
   return st;
 }

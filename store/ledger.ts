@@ -2,7 +2,7 @@
 // rejection: it outlives Temporal's retention. Every write is idempotent
 // (keyed), so a retried activity never writes twice.
 import type { Sql } from 'postgres';
-import { isFinalPhase, Approval, DecisionRecord, DrainedBackend, Phase, RolloutStatus, ServerState, WorkflowKind } from '../domain/rollout';
+import { boundedStatus, isFinalPhase, Approval, DecisionRecord, DrainedBackend, Phase, RolloutStatus, ServerState, ServerStatus, WorkflowKind } from '../domain/rollout';
 import { parseDecisionMessage, DecisionAction } from '../domain/decision';
 import type { Role } from '../domain/fleet';
 
@@ -66,7 +66,7 @@ export async function appendEvent(sql: Sql, raw: LedgerEvent): Promise<void> {
 }
 
 /** Record a phase; a final phase may name the servers that need a person (kept as data for ledgerStatus). */
-export async function recordPhase(sql: Sql, rolloutId: string, phase: Phase, rawError?: string, rawAttention: string[] = []): Promise<void> {
+export async function recordPhase(sql: Sql, rolloutId: string, phase: Phase, rawError?: string, rawAttention: string[] = [], needsAttentionMore = 0): Promise<void> {
   const final = isFinalPhase(phase);
   const error = storable(rawError);
   const needsAttention = storable(rawAttention);
@@ -79,7 +79,7 @@ export async function recordPhase(sql: Sql, rolloutId: string, phase: Phase, raw
       WHERE id = ${rolloutId}`;
     await tx`
       INSERT INTO rollout_event (rollout_id, event_key, kind, detail)
-      VALUES (${rolloutId}, ${`phase:${phase}`}, 'phase', ${tx.json({ phase, ...(error ? { error } : {}), ...(needsAttention.length ? { needsAttention } : {}) })})
+      VALUES (${rolloutId}, ${`phase:${phase}`}, 'phase', ${tx.json({ phase, ...(error ? { error } : {}), ...(needsAttention.length ? { needsAttention } : {}), ...(needsAttentionMore > 0 ? { needsAttentionMore } : {}) })})
       ON CONFLICT (rollout_id, event_key) DO NOTHING`;
     if (final) {
       await tx`DELETE FROM server_claim WHERE rollout_id = ${rolloutId}`;
@@ -271,11 +271,96 @@ export async function ledgerStatus(sql: Sql, id: string, roles: ReadonlyMap<stri
   const last = events.filter((e) => e.kind === 'phase' && e.detail.phase === r.phase).at(-1);
   const needsAttention = (last?.detail.needsAttention as string[] | undefined) ?? [];
   if (r.kind === 'rollout') for (const n of needsAttention) if (states.has(n)) states.set(n, 'rollback_failed');
-  return {
+  // The per-server ledger, where the workflow wrote it; older rollouts have only their step events.
+  const written = await serverStates(sql, id, { page: 1, pageSize: 1_000_000 });
+  const servers: ServerStatus[] = written.total > 0
+    ? written.servers.map((s) => ({ ...s, role: s.role ?? roles.get(s.name) ?? 'both' }))
+    : [...states].map(([name, state]) => ({ name, role: roles.get(name) ?? 'both', state }));
+  return boundedStatus({
     id: r.id, kind: r.kind, hotfix: r.hotfix, phase: r.phase, requestedBy: r.requested_by, requestedKey, sha256: null, canary, drained, approvals, decisions,
-    servers: [...states].map(([name, state]) => ({ name, role: roles.get(name) ?? 'both', state })),
-    error: r.error, paused: false, gate: null, needsAttention,
+    servers, serverCount: 0, serverCounts: {}, attention: [], attentionMore: 0,
+    error: r.error, paused: false, gate: null, needsAttention, needsAttentionMore: Number(last?.detail.needsAttentionMore ?? 0),
     startedAt: r.started_at.toISOString(), updatedAt: r.updated_at.toISOString(), endedAt: r.ended_at?.toISOString() ?? null,
     activeBatchWorkflows: [],
+  });
+}
+
+/** One server's state as a workflow learned it, for the per-server ledger (rollout_server). */
+export interface ServerStateRow {
+  server: string;
+  state: ServerState;
+  /** When the workflow learned it (ISO): the latest per server wins. */
+  at: string;
+  /** Inventory order, given with the first row of each server. */
+  position?: number;
+  role?: Role;
+  startedAt?: string;
+  endedAt?: string;
+  error?: string;
+}
+
+/** Rows per insert: a status write of 20,000 servers goes in a few statements. */
+const ROWS_PER_INSERT = 1_000;
+
+/** Append per-server states (a retried write appends the same state again: harmless, the latest wins). */
+export async function appendServerStates(sql: Sql, rolloutId: string, raw: ServerStateRow[]): Promise<void> {
+  const rows = storable(raw);
+  for (let i = 0; i < rows.length; i += ROWS_PER_INSERT) {
+    const chunk = rows.slice(i, i + ROWS_PER_INSERT).map((r) => ({
+      rollout_id: rolloutId, server: r.server, state: r.state, at: r.at, position: r.position ?? null, role: r.role ?? null,
+      started_at: r.startedAt ?? null, ended_at: r.endedAt ?? null, error: r.error ?? null,
+    }));
+    await sql`INSERT INTO rollout_server ${sql(chunk)}`;
+  }
+}
+
+export interface ServerPage {
+  /** Servers matching the filter, across all pages. */
+  total: number;
+  page: number;
+  pageSize: number;
+  servers: { name: string; role: Role | null; state: ServerState; startedAt?: string; endedAt?: string; error?: string }[];
+}
+
+/**
+ * The latest state of each server of a rollout, in inventory order, one page
+ * (1-based) at a time; `state` keeps only servers in that state. The ledger
+ * answers after Temporal has forgotten the workflow.
+ */
+export async function serverStates(sql: Sql, rolloutId: string, o: { state?: ServerState; page: number; pageSize: number }): Promise<ServerPage> {
+  const rows = await sql<{ server: string; state: ServerState; role: Role | null; started_at: Date | null; ended_at: Date | null; error: string | null; total: string }[]>`
+    WITH latest AS (
+      SELECT DISTINCT ON (server) server, state, started_at, ended_at, error
+      FROM rollout_server WHERE rollout_id = ${rolloutId} ORDER BY server, at DESC, seq DESC),
+    first AS (
+      SELECT server, min(position) AS position, (array_agg(role ORDER BY seq) FILTER (WHERE role IS NOT NULL))[1] AS role
+      FROM rollout_server WHERE rollout_id = ${rolloutId} GROUP BY server),
+    -- Start and end of the latest step: an earlier row may hold the start.
+    started AS (
+      SELECT server, max(started_at) AS started_at FROM rollout_server WHERE rollout_id = ${rolloutId} GROUP BY server)
+    SELECT l.server, l.state, f.role, COALESCE(l.started_at, s.started_at) AS started_at, l.ended_at, l.error, count(*) OVER () AS total
+    FROM latest l JOIN first f USING (server) JOIN started s USING (server)
+    WHERE ${o.state ?? null}::text IS NULL OR l.state = ${o.state ?? null}
+    ORDER BY f.position NULLS LAST, l.server
+    LIMIT ${o.pageSize} OFFSET ${(o.page - 1) * o.pageSize}`;
+  let total = rows.length > 0 ? Number(rows[0].total) : 0;
+  if (rows.length === 0 && o.page > 1) total = (await serverStates(sql, rolloutId, { ...o, page: 1, pageSize: 1 })).total;
+  return {
+    total, page: o.page, pageSize: o.pageSize,
+    servers: rows.map((r) => ({
+      name: r.server, role: r.role, state: r.state,
+      ...(r.started_at ? { startedAt: r.started_at.toISOString() } : {}),
+      ...(r.ended_at ? { endedAt: r.ended_at.toISOString() } : {}),
+      ...(r.error ? { error: r.error } : {}),
+    })),
   };
+}
+
+/** Servers per state (latest state of each), for a status rebuilt from the ledger. */
+export async function serverStateCounts(sql: Sql, rolloutId: string): Promise<Partial<Record<ServerState, number>>> {
+  const rows = await sql<{ state: ServerState; n: string }[]>`
+    SELECT state, count(*) AS n FROM (
+      SELECT DISTINCT ON (server) server, state FROM rollout_server WHERE rollout_id = ${rolloutId} ORDER BY server, at DESC, seq DESC) l
+    GROUP BY state`;
+  return Object.fromEntries(rows.map((r) => [r.state, Number(r.n)]));
 }

@@ -101,6 +101,33 @@ export const MIGRATIONS: readonly Migration[] = [
         FOR EACH STATEMENT EXECUTE FUNCTION rollout_event_append_only();
     `,
   },
+  {
+    version: 4,
+    name: 'per-server states of each rollout, append-only',
+    // A status leaves out the per-server list on a large fleet (domain/rollout.ts
+    // FULL_SERVER_LIST_MAX): the workflows write each state they learn here, and
+    // 'km-hotfix status ID --servers' pages the latest state per server.
+    // 'at' is when the workflow learned the state: the latest wins, whatever
+    // order the writes (from the parent and its batch children) land in.
+    sql: `
+      CREATE TABLE rollout_server (
+        seq         bigserial PRIMARY KEY,
+        rollout_id  text NOT NULL REFERENCES rollout(id),
+        server      text NOT NULL,
+        state       text NOT NULL,
+        at          timestamptz NOT NULL,
+        position    integer,
+        role        text,
+        started_at  timestamptz,
+        ended_at    timestamptz,
+        error       text);
+      CREATE INDEX rollout_server_latest ON rollout_server (rollout_id, server, at DESC, seq DESC);
+      CREATE TRIGGER rollout_server_append_only BEFORE UPDATE OR DELETE ON rollout_server
+        FOR EACH ROW EXECUTE FUNCTION rollout_event_append_only();
+      CREATE TRIGGER rollout_server_no_truncate BEFORE TRUNCATE ON rollout_server
+        FOR EACH STATEMENT EXECUTE FUNCTION rollout_event_append_only();
+    `,
+  },
 ];
 
 const LOCK_ID = 0x6b6d6866; // 'kmhf'

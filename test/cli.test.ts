@@ -14,6 +14,7 @@ import { makeHotfix } from '../simulator';
 import type { RolloutStatus } from '../domain/rollout';
 import type { Component } from '../domain/hotfix';
 import type { PlanDocument } from '../client/render/plan';
+import { serversOf } from './helpers/servers';
 
 const APPLY = /ssh-mgr-controller --apply-hotfix=/;
 const UNAPPLY = /ssh-mgr-controller --unapply-hotfix=/;
@@ -125,9 +126,9 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
     assert.deepEqual(st.drained, [{ server: 'km-be-2', maxProcesses: before['km-be-2'] }, { server: 'km-be-3', maxProcesses: before['km-be-3'] }]);
     assert.deepEqual(st.approvals, []);
     assert.equal(st.error, null);
-    assert.deepEqual(st.servers.map((s) => s.name).sort(), FLEET);
-    for (const s of st.servers) assert.ok(s.role && s.state, JSON.stringify(s));
-    assert.equal(st.servers.find((s) => s.name === 'km-be-1')?.state, 'patched');
+    assert.deepEqual(serversOf(st).map((s) => s.name).sort(), FLEET);
+    for (const s of serversOf(st)) assert.ok(s.role && s.state, JSON.stringify(s));
+    assert.equal(serversOf(st).find((s) => s.name === 'km-be-1')?.state, 'patched');
     const human = await km(['status', id]);
     ok(human, 'status');
     assert.match(human.stdout, /phase\s+verifying/);
@@ -214,7 +215,7 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
     const final = await statusJson(id);
     assert.equal(final.phase, 'rolled_back');
     assert.deepEqual(final.approvals.map((a) => [a.by, a.decision, a.comment]), [['bob', 'reject', 'login page blank on km-fe-1']]);
-    assert.equal(final.servers.find((s) => s.name === 'km-fe-2')?.state, 'untouched');
+    assert.equal(serversOf(final).find((s) => s.name === 'km-fe-2')?.state, 'untouched');
   });
 
   it('abort while verifying: rollout --wait exits 1, the canary is unapplied and Maximum Processes restored', async () => {
@@ -432,7 +433,7 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
     assert.equal(st.phase, 'completed');
     assert.equal(st.canary, 'km-be-2');
     assert.deepEqual(st.approvals.map((a) => [a.by, a.decision, a.comment]), [['bob', 'approve', 'fine']]);
-    assert.deepEqual(st.servers.map((s) => [s.name, s.role, s.state]).sort(), [['km-be-2', 'backend', 'patched'], ['km-be-3', 'backend', 'patched']]);
+    assert.deepEqual(serversOf(st).map((s) => [s.name, s.role, s.state]).sort(), [['km-be-2', 'backend', 'patched'], ['km-be-3', 'backend', 'patched']]);
     refused(await km(['status', 'rollout-that-never-was']), 2, /no rollout, removal or upload with id/, 'unknown everywhere');
   });
 });

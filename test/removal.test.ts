@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { rolloutEnv, RolloutEnv } from './helpers/rollout-env';
 import type { RolloutStatus } from '../domain/rollout';
+import { serversOf } from './helpers/servers';
 
 const UNAPPLY = /ssh-mgr-controller --unapply-hotfix=/;
 const RESTART = /supervisorctl restart all/;
@@ -39,7 +40,7 @@ describe('removal: unapply everywhere, then delete', function () {
       assert.equal(env.commands(s.name, UNAPPLY).length, 1, `${s.name} unapplied once`);
       assert.equal(env.commands(s.name, RESTART).length, 1, `${s.name} restarted`);
     }
-    assert.ok(st.servers.every((s) => s.state === 'removed'));
+    assert.ok(serversOf(st).every((s) => s.state === 'removed'));
     // One at a time, in inventory order.
     const at = env.fleet.servers.map((s) => Date.parse(s.log().find((e) => UNAPPLY.test(e.command))!.at));
     assert.deepEqual([...at].sort((a, b) => a - b), at);

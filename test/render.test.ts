@@ -1,7 +1,7 @@
 // What a person sees: the status block stays readable for a large fleet.
 import assert from 'node:assert/strict';
 import { statusBlock } from '../client/render/status';
-import type { RolloutStatus, ServerStatus } from '../domain/rollout';
+import { boundedStatus, RolloutStatus, ServerStatus } from '../domain/rollout';
 
 function bigRollout(n: number): RolloutStatus {
   const servers: ServerStatus[] = Array.from({ length: n }, (_, i) => ({ name: `km-be-${i + 1}`, role: 'backend', state: i < 150 ? 'patched' : 'pending' }));
@@ -10,11 +10,12 @@ function bigRollout(n: number): RolloutStatus {
   servers[40].state = 'failed';
   servers[40].error = 'km-be-41: applying failed';
   const now = new Date().toISOString();
-  return {
+  // Bounded as a workflow bounds it, with the list kept whatever its size (this block is about rendering one).
+  return boundedStatus({
     id: 'rollout-x', kind: 'rollout', hotfix: 'hotfix_backend_x', phase: 'fanout', requestedBy: 'alice', requestedKey: null, sha256: null, canary: 'km-be-300',
-    drained: [], approvals: [], decisions: [], servers, error: null, paused: false, gate: null, needsAttention: [],
-    startedAt: now, updatedAt: now, endedAt: null, activeBatchWorkflows: [],
-  };
+    drained: [], approvals: [], decisions: [], servers, serverCount: 0, serverCounts: {}, attention: [], attentionMore: 0, error: null, paused: false, gate: null,
+    needsAttention: [], needsAttentionMore: 0, startedAt: now, updatedAt: now, endedAt: null, activeBatchWorkflows: [],
+  }, Infinity);
 }
 
 describe('status block', () => {

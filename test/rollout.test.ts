@@ -6,6 +6,7 @@ import { rolloutEnv, RolloutEnv, FAST_TIMING } from './helpers/rollout-env';
 import { WorkflowUpdateFailedError } from '@temporalio/client';
 import { rejectUpdate } from '../workflows/definitions';
 import type { RolloutStatus } from '../domain/rollout';
+import { serversOf } from './helpers/servers';
 
 const APPLY = /ssh-mgr-controller --apply-hotfix=/;
 const UNAPPLY = /ssh-mgr-controller --unapply-hotfix=/;
@@ -59,7 +60,7 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
     const canaryAt = firstApplyAt(env, 'km-be-1');
     for (const s of env.fleet.servers.filter((x) => x.name !== 'km-be-1')) assert.ok(firstApplyAt(env, s.name) > canaryAt, `${s.name} after the canary`);
     assert.deepEqual(done.approvals.map((a) => [a.by, a.decision, a.comment]), [['bob', 'approve', 'looks good']]);
-    assert.ok(done.servers.every((s) => s.state === 'patched'));
+    assert.ok(serversOf(done).every((s) => s.state === 'patched'));
   });
 
   it('frontend hotfix: the canary is a frontend and nothing is drained', async () => {
@@ -77,7 +78,7 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
     assert.equal(env.commands('km-fe-1', UNAPPLY).length, 1, 'the canary was unapplied');
     assert.equal(env.commands('km-fe-1', RESTART).length, 2, 'restarted after apply and after unapply');
     for (const s of env.fleet.servers.filter((x) => x.name !== 'km-fe-1')) assert.deepEqual(env.commands(s.name, CHANGES), [], `${s.name} untouched`);
-    assert.equal(done.servers.find((s) => s.name === 'km-fe-2')?.state, 'untouched');
+    assert.equal(serversOf(done).find((s) => s.name === 'km-fe-2')?.state, 'untouched');
   });
 
   it('common hotfix: the first server in inventory order is the canary; --canary is honoured', async () => {
@@ -122,7 +123,7 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
       assert.deepEqual(await env.applied(hf.name), []);
       assert.equal(env.commands('km-be-1', UNAPPLY).length, 1);
       assert.equal(env.commands('km-be-1', RESTART).length, 2);
-      assert.equal(st.servers.find((s) => s.name === 'km-be-1')?.state, 'rolled_back');
+      assert.equal(serversOf(st).find((s) => s.name === 'km-be-1')?.state, 'rolled_back');
       for (const s of env.fleet.servers.filter((x) => x.name !== 'km-be-1')) assert.deepEqual(env.commands(s.name, CHANGES), []);
     });
   }
@@ -156,7 +157,7 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
     assert.equal(env.commands('km-be-1', APPLY).length, 1, 'exactly one apply: a checksum mismatch is never retried');
     assert.deepEqual(await env.applied(hf.name), []);
     assert.deepEqual(await env.maxProcesses(), before);
-    assert.equal(st.servers.find((s) => s.name === 'km-be-1')?.state, 'rolled_back');
+    assert.equal(serversOf(st).find((s) => s.name === 'km-be-1')?.state, 'rolled_back');
   });
 
   it('a failure at fan-out server k: every patched server unapplied in reverse order, the rest untouched', async () => {
@@ -174,7 +175,7 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
     const unapplyAt = (n: string) => Date.parse(env.fleet.server(n).log().find((e) => UNAPPLY.test(e.command))!.at);
     assert.ok(unapplyAt('km-fe-1') < unapplyAt('km-be-1'), 'reverse order: km-fe-1 (patched last) before the canary');
     for (const n of ['km-be-2', 'km-be-3']) assert.deepEqual(env.commands(n, CHANGES), [], `${n} untouched`);
-    const states = Object.fromEntries(st.servers.map((s) => [s.name, s.state]));
+    const states = Object.fromEntries(serversOf(st).map((s) => [s.name, s.state]));
     assert.deepEqual(states, { 'km-fe-1': 'rolled_back', 'km-fe-2': 'rolled_back', 'km-be-1': 'rolled_back', 'km-be-2': 'untouched', 'km-be-3': 'untouched' });
     assert.deepEqual(await env.maxProcesses(), before, 'drained backends restored after the failure too');
   });
@@ -188,7 +189,7 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
     const st = (await h.result()) as RolloutStatus;
     assert.equal(st.phase, 'completed');
     assert.deepEqual(await env.applied(hf.name), ['km-be-2', 'km-be-3', 'km-fe-1', 'km-fe-2']);
-    assert.equal(st.servers.find((s) => s.name === 'km-be-1')?.state, 'failed');
+    assert.equal(serversOf(st).find((s) => s.name === 'km-be-1')?.state, 'failed');
   });
 
   it('a connection dropped mid-apply is retried and the hotfix applied exactly once', async () => {
@@ -279,7 +280,7 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
     const again = await env.startRollout({ hotfix: hf.name });
     const st = await env.waitForPhase(again, 'verifying');
     assert.equal(st.phase, 'verifying', st.error ?? '');
-    const skipped = st.servers.filter((s) => s.state === 'skipped').map((s) => s.name).sort();
+    const skipped = serversOf(st).filter((s) => s.state === 'skipped').map((s) => s.name).sort();
     assert.deepEqual(skipped, [...patched].sort());
     assert.ok(!patched.includes(st.canary!), 'the canary is a server without the hotfix');
     await env.approve(again, 'bob');
@@ -319,8 +320,8 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
     assert.equal(st.phase, 'rollback_failed');
     assert.deepEqual(st.needsAttention, ['km-fe-2']);
     assert.match(st.error ?? '', /km-fe-2/);
-    assert.equal(st.servers.find((s) => s.name === 'km-fe-2')?.state, 'rollback_failed');
-    assert.equal(st.servers.find((s) => s.name === 'km-fe-1')?.state, 'rolled_back');
+    assert.equal(serversOf(st).find((s) => s.name === 'km-fe-2')?.state, 'rollback_failed');
+    assert.equal(serversOf(st).find((s) => s.name === 'km-fe-1')?.state, 'rolled_back');
     assert.deepEqual(await env.applied(hf.name), [], 'unapplied even where services did not come back');
     const [row] = await env.orchestrator<{ phase: string; error: string }[]>`SELECT phase, error FROM rollout WHERE id = ${h.workflowId}`;
     assert.equal(row.phase, 'rollback_failed', 'the ledger says so too');
@@ -346,6 +347,6 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
     assert.match(st.error ?? '', /more than --max-failures 0/);
     await new Promise((r) => setTimeout(r, 700)); // an orphaned restart of the dead child settles
     assert.deepEqual(await env.applied(hf.name), [], 'nothing left applied');
-    assert.ok(st.servers.filter((s) => s.state === 'rolled_back').length >= 2);
+    assert.ok(serversOf(st).filter((s) => s.state === 'rolled_back').length >= 2);
   });
 });

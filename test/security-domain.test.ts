@@ -23,6 +23,7 @@ function rollout(over: Partial<RolloutStatus> = {}): RolloutStatus {
     id: 'rollout-x', kind: 'rollout', hotfix: 'hotfix_backend_x', phase: 'verifying', requestedBy: 'alice', requestedKey: null, sha256: null, canary: 'km-be-1',
     drained: [], approvals: [], decisions: [], servers: [{ name: 'km-be-1', role: 'backend', state: 'patched' }], error: null, paused: false, gate: null,
     needsAttention: [], startedAt: now, updatedAt: now, endedAt: null, activeBatchWorkflows: [], ...over,
+    serverCount: 1, serverCounts: { patched: 1 }, attention: [], attentionMore: 0, needsAttentionMore: 0,
   };
 }
 

@@ -3,7 +3,7 @@
 // errors quoting them) goes through `esc`: it is text, never markup.
 import { inert } from '../domain/terminal';
 import { isFinalPhase, Phase, RolloutStatus, ServerState } from '../domain/rollout';
-import type { RolloutSummary, StoredEvent } from '../store/ledger';
+import type { RolloutSummary, ServerPage, StoredEvent } from '../store/ledger';
 
 const ENTITIES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
 
@@ -86,6 +86,8 @@ export interface RolloutView {
   nonce: string;
   /** The canary's direct URL from the inventory (the gate names it only while it waits). */
   canaryUrl?: string;
+  /** A large fleet (no per-server list in the status): one page of the per-server ledger. */
+  serverPage?: { page: ServerPage; state?: ServerState };
 }
 
 function serverCell(name: string, state: ServerState): string {
@@ -139,18 +141,44 @@ ${v.csrf ? gateForms(st.id, v.csrf) : `<p class="muted" id="no-buttons">${esc(v.
 <h1>${esc(st.hotfix)}</h1><p><code>${esc(st.id)}</code></p>${userLine(v.person)}${notice}
 <p>Phase: <b id="phase">${esc(st.phase)}</b>${st.paused ? ' (paused)' : ''} · requested by ${esc(st.requestedBy || '(not yet verified)')}${st.requestedKey ? ` <code>${esc(st.requestedKey)}</code>` : ''}</p>
 ${st.error ? `<p class="notice refused" id="error">${esc(st.error)}</p>` : ''}
-${st.needsAttention.length ? `<p class="notice refused">Needs a person: ${esc(st.needsAttention.join(', '))}</p>` : ''}
+${st.needsAttention.length ? `<p class="notice refused">Needs a person: ${esc(st.needsAttention.join(', '))}${st.needsAttentionMore ? ` and ${st.needsAttentionMore} more` : ''}</p>` : ''}
 ${canary}${decide}${drained}
-<h2>Servers</h2><div class="grid" id="grid">${st.servers.map((s) => serverCell(s.name, s.state)).join('')}</div>
+<h2>Servers</h2>${st.servers ? `<div class="grid" id="grid">${st.servers.map((s) => serverCell(s.name, s.state)).join('')}</div>` : largeFleet(st, v.serverPage)}
 <h2>Timeline</h2><table id="timeline">${v.events.map(eventLine).join('')}</table>`;
   return layout(`${st.hotfix} · km-hotfix`, body, v.live && !isFinalPhase(st.phase) ? liveScript(st.id, st.phase) : '', v.nonce);
+}
+
+/** "patched 120 · pending 19,880": the counts by state of a status. */
+export function countsText(st: RolloutStatus): string {
+  return `${st.serverCount} servers: ${Object.entries(st.serverCounts).map(([k, n]) => `${k} ${n}`).join(' · ')}`;
+}
+
+/** Above FULL_SERVER_LIST_MAX servers: counts (live), the servers needing attention, and a page of the ledger. */
+function largeFleet(st: RolloutStatus, p: RolloutView['serverPage']): string {
+  const attention = st.attention.length
+    ? `<h3>Needing attention</h3><table id="attention">${st.attention.map((s) => `<tr><td>${esc(s.name)}</td><td>${esc(s.state)}</td><td>${esc(s.error ?? '')}</td></tr>`).join('')}</table>${st.attentionMore ? `<p class="muted">and ${st.attentionMore} more (filter the list below by state)</p>` : ''}`
+    : '';
+  let list = '';
+  if (p) {
+    const pages = Math.max(1, Math.ceil(p.page.total / p.page.pageSize));
+    const href = (n: number) => `/rollouts/${encodeURIComponent(st.id)}?page=${n}${p.state ? `&state=${encodeURIComponent(p.state)}` : ''}`;
+    const nav = [
+      p.page.page > 1 ? `<a id="prev-page" href="${esc(href(p.page.page - 1))}">← previous</a>` : '',
+      `page ${p.page.page} of ${pages} (${p.page.total} server(s)${p.state ? ` in state ${esc(p.state)}` : ''})`,
+      p.page.page < pages ? `<a id="next-page" href="${esc(href(p.page.page + 1))}">next →</a>` : '',
+    ].filter(Boolean).join(' · ');
+    list = `<h3>Every server, from the ledger</h3><p id="server-page-nav">${nav}</p>
+<table id="server-page"><tr><th>Server</th><th>Role</th><th>State</th><th>Note</th></tr>${p.page.servers.map((s) => `<tr data-ledger-server="${esc(s.name)}"><td>${esc(s.name)}</td><td>${esc(s.role ?? '')}</td><td>${esc(s.state)}</td><td>${esc(s.error ?? '')}</td></tr>`).join('')}</table>`;
+  }
+  return `<p id="counts">${esc(countsText(st))}</p>${attention}${list}`;
 }
 
 /** Follows the rollout: server states recoloured in place; a new phase reloads the page (gate, timeline). */
 function liveScript(id: string, phase: Phase): string {
   return `(function(){var phase=${scriptJson(phase)};var es=new EventSource(${scriptJson(`/rollouts/${encodeURIComponent(id)}/events`)});
 es.onmessage=function(m){var d=JSON.parse(m.data);
-d.servers.forEach(function(s){var el=document.querySelector('[data-server="'+CSS.escape(s.name)+'"]');if(!el)return;
+if(d.counts){var c=document.getElementById('counts');if(c)c.textContent=d.counts;}
+(d.servers||[]).forEach(function(s){var el=document.querySelector('[data-server="'+CSS.escape(s.name)+'"]');if(!el)return;
 if(el.dataset.state!==s.state){el.dataset.state=s.state;el.className='srv s-'+s.state;el.querySelector('.st').textContent=s.state;el.title=s.name+': '+s.state;}});
 if(d.phase!==phase){es.close();location.replace(${scriptJson(`/rollouts/${encodeURIComponent(id)}`)});}};
 es.onerror=function(){};})();`;

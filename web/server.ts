@@ -12,14 +12,17 @@ import fastify, { FastifyReply, FastifyRequest } from 'fastify';
 import type { Sql } from 'postgres';
 import { Client, WorkflowUpdateFailedError } from '@temporalio/client';
 import { decisionMessage, DecisionMessageError, isDelegate, oneLine } from '../domain/decision';
-import { isFinalPhase, RolloutStatus } from '../domain/rollout';
+import { isFinalPhase, RolloutStatus, SERVER_STATES, ServerState } from '../domain/rollout';
 import { approveUpdate, rejectUpdate, statusQuery, WORKFLOW_TYPES } from '../workflows/definitions';
 import { answerWithin, mergeBatches, QUERY_TIMEOUT_MS } from '../platform/workflow-status';
-import { ledgerStatus, recentRollouts, rolloutEvents } from '../store/ledger';
+import { ledgerStatus, recentRollouts, rolloutEvents, serverStates } from '../store/ledger';
 import { listInventory, inventoryServer } from '../store/inventory';
 import { keyFileSigner } from '../signing/signer';
 import { signMessage, Signer } from '../signing/sshsig';
-import { rolloutPage, rolloutsPage } from './html';
+import { countsText, rolloutPage, rolloutsPage } from './html';
+
+/** Servers per page of a large fleet's ledger list on the page. */
+const WEB_PAGE_SIZE = 100;
 
 export interface WebOptions {
   client: Client;
@@ -157,7 +160,7 @@ export async function startWebServer(o: WebOptions): Promise<WebServer> {
     return rolloutsPage(await recentRollouts(o.orchestrator, 50), personOf(req));
   });
 
-  app.get<{ Params: { id: string } }>('/rollouts/:id', async (req, reply) => {
+  app.get<{ Params: { id: string }; Querystring: { page?: string; state?: string } }>('/rollouts/:id', async (req, reply) => {
     const sid = session(req, reply);
     const id = req.params.id;
     const found = ID.test(id) ? await readRollout(id) : undefined;
@@ -172,7 +175,15 @@ export async function startWebServer(o: WebOptions): Promise<WebServer> {
     const notice = last && last.rollout === id && last.until > Date.now() ? last.notice : undefined;
     const canDecide = person !== null && signer !== null && found.status.kind === 'rollout';
     const canaryUrl = found.status.canary ? (await inventoryServer(o.orchestrator, found.status.canary).catch(() => undefined))?.url : undefined;
+    // Large fleets: a page of the per-server ledger (a bad page or state falls back to the first page of all).
+    const want = Number(req.query.page);
+    const state = (SERVER_STATES as readonly string[]).includes(req.query.state ?? '') ? req.query.state as ServerState : undefined;
+    const serverPage = found.status.servers ? undefined : {
+      page: await serverStates(o.orchestrator, id, { page: Number.isSafeInteger(want) && want >= 1 ? want : 1, pageSize: WEB_PAGE_SIZE, ...(state ? { state } : {}) }),
+      ...(state ? { state } : {}),
+    };
     return rolloutPage({
+      ...(serverPage ? { serverPage } : {}),
       status: found.status, events: await rolloutEvents(o.orchestrator, id), person, live: found.live, nonce,
       ...(canaryUrl ? { canaryUrl } : {}),
       csrf: canDecide ? tokenFor(sid) : null,
@@ -195,7 +206,9 @@ export async function startWebServer(o: WebOptions): Promise<WebServer> {
       const found = await readRollout(id).catch(() => null);
       if (found === undefined) break; // no such rollout: nothing will ever change
       if (found) {
-        const data = JSON.stringify({ phase: found.status.phase, servers: found.status.servers.map((s) => ({ name: s.name, state: s.state })) });
+        // A large fleet's status has counts, not servers (domain/rollout.ts FULL_SERVER_LIST_MAX).
+        const st = found.status;
+        const data = JSON.stringify(st.servers ? { phase: st.phase, servers: st.servers.map((s) => ({ name: s.name, state: s.state })) } : { phase: st.phase, counts: countsText(st) });
         if (data !== last && open) res.write(`data: ${data}\n\n`);
         last = data;
         if (isFinalPhase(found.status.phase) || !found.live) break;

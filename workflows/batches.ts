@@ -6,7 +6,8 @@
 import { condition, setHandler } from '@temporalio/workflow';
 import type { RolloutTiming, ServerState } from '../domain/rollout';
 import { batchStatusQuery, BatchProgress, pauseBatchesSignal, stopBatchesSignal } from './definitions';
-import { activityProxies, LedgerBacklog, patchServer, timing, unpatchServer } from './steps';
+import { activityProxies, LedgerBacklog, patchServer, Steps, timing, unpatchServer } from './steps';
+import type { ServerStateRow } from '../store/ledger';
 import { failureMessage, invalidInput } from './errors';
 import { pauseFlag } from './messages';
 
@@ -72,6 +73,7 @@ export async function serverBatches(input: BatchesInput): Promise<BatchesResult>
   const budget = input.maxFailures;
   const spent = () => budget !== NO_FAILURE_LIMIT && failures > budget;
   const inFlight = new Set<Promise<void>>();
+  const ledger = new ServerStateWriter(steps, input.rolloutId);
 
   const one = async (server: string): Promise<void> => {
     const r: BatchServerResult = { name: server, state: states.running, startedAt: new Date().toISOString() };
@@ -86,6 +88,7 @@ export async function serverBatches(input: BatchesInput): Promise<BatchesResult>
       r.error = failureMessage(err);
     }
     r.endedAt = new Date().toISOString();
+    ledger.ended(r);
   };
 
   for (const server of input.servers) {
@@ -101,5 +104,37 @@ export async function serverBatches(input: BatchesInput): Promise<BatchesResult>
   // The running ones finish.
   await Promise.all([...inFlight]);
   await backlog.drain();
+  await ledger.flushed();
   return { servers: [...results.values()], failures, stopped };
+}
+
+/**
+ * Writes the states of ended servers to the ledger ('km-hotfix status ID
+ * --servers'): at most one activity in flight, writing everything ended since
+ * the last one, so a fast window costs far fewer activities than servers.
+ * Never awaited before work on a server (the ledger catches up).
+ */
+class ServerStateWriter {
+  private buffered: ServerStateRow[] = [];
+  private writing: Promise<void> | undefined;
+
+  constructor(private readonly steps: Steps, private readonly rolloutId: string) {}
+
+  ended(r: BatchServerResult): void {
+    this.buffered.push({ server: r.name, state: r.state, at: r.endedAt ?? new Date().toISOString(), ...(r.startedAt ? { startedAt: r.startedAt } : {}), ...(r.endedAt ? { endedAt: r.endedAt } : {}), ...(r.error ? { error: r.error } : {}) });
+    this.writing ??= this.write();
+  }
+
+  private async write(): Promise<void> {
+    while (this.buffered.length > 0) {
+      const servers = this.buffered.splice(0);
+      await this.steps.record.recordServerStates({ rolloutId: this.rolloutId, servers }).catch(() => undefined);
+    }
+    this.writing = undefined;
+  }
+
+  /** Everything buffered has been written (before the child ends). */
+  async flushed(): Promise<void> {
+    while (this.writing) await this.writing;
+  }
 }

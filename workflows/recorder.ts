@@ -2,15 +2,30 @@
 // phase changes, server states, approvals and notes. Shared by the rollout,
 // removal and upload workflows.
 import { ApplicationFailure, CancellationScope, isCancellation, log } from '@temporalio/workflow';
-import type { DecisionRecord, Phase, RolloutStatus, ServerState, SignedDecision, WorkflowKind } from '../domain/rollout';
+import type { DecisionRecord, FullRolloutStatus, Phase, RolloutStatus, ServerState, ServerStatus, SignedDecision, WorkflowKind } from '../domain/rollout';
 import type { DecisionFacts } from '../domain/decision';
-import { isFinalPhase } from '../domain/rollout';
-import type { ServerSummary } from '../activities/preflight';
+import { ATTENTION_LIST_MAX, boundedStatus, isFinalPhase } from '../domain/rollout';
+import type { ServerStateRow } from '../store/ledger';
+import type { BatchServerResult } from './batches';
+import type { HealthProblem, ServerSummary } from '../activities/preflight';
 import { LedgerBacklog, Steps } from './steps';
 import { failureMessage } from './errors';
 import { verifySigned } from './decisions';
 
 /** Ends the happy path on purpose (rejection, abort, too many failures): a rollback follows. */
+/**
+ * Per-server rows per ledger write: ~100 B each, so a write of 1,000 is a
+ * ~100 KiB activity input, and 20,000 servers take 20 activities.
+ */
+export const SERVER_ROWS_PER_WRITE = 1_000;
+/** Servers per health-check activity (its input ~30 KiB); 16 checks run at a time within one. */
+export const HEALTH_CHECKS_PER_ACTIVITY = 2_000;
+
+/** "a, b, c and 7 more": names in a message without letting it grow with the fleet. */
+export function someOf(names: readonly string[], max = 10): string {
+  return names.slice(0, max).join(', ') + (names.length > max ? ` and ${names.length - max} more` : '');
+}
+
 export class StopRollout extends Error {
   override name = 'StopRollout';
 }
@@ -23,7 +38,9 @@ export class StopRollout extends Error {
  * everything before it, so a finished workflow's ledger is complete.
  */
 export class WorkflowRecorder {
-  readonly status: RolloutStatus;
+  /** Everything, every server included: stays in the workflow; report() is what leaves it. */
+  readonly status: FullRolloutStatus;
+  private readonly byName = new Map<string, ServerStatus>();
   /** Ledger events the SSH activities could not write themselves. */
   readonly backlog: LedgerBacklog;
   private notes = 0;
@@ -36,9 +53,15 @@ export class WorkflowRecorder {
     const now = new Date().toISOString();
     this.status = {
       id, kind, hotfix, phase: 'preflight', requestedBy: '', requestedKey: null, sha256: null, canary: null, drained: [], approvals: [],
-      decisions: [], servers: [], error: null, paused: false, gate: null, needsAttention: [], startedAt: now, updatedAt: now, endedAt: null,
+      decisions: [], servers: [], serverCount: 0, serverCounts: {}, attention: [], attentionMore: 0, error: null, paused: false, gate: null,
+      needsAttention: [], needsAttentionMore: 0, startedAt: now, updatedAt: now, endedAt: null,
       activeBatchWorkflows: [],
     };
+  }
+
+  /** The status as it leaves the workflow (query, result, Update answers): bounded whatever the fleet. */
+  report(): RolloutStatus {
+    return boundedStatus(this.status);
   }
 
   final(): boolean {
@@ -64,7 +87,10 @@ export class WorkflowRecorder {
     if (phase === 'failed' || phase === 'rollback_failed') log.warn(`${this.status.kind} of ${this.status.hotfix}: ${phase}`, { phase, error });
     else log.info(`${this.status.kind} of ${this.status.hotfix}: ${phase}`, { phase, ...(error ? { error } : {}) });
     if (!this.recorded) return; // a refused start leaves no trace in the ledger
-    const attention = this.final() && this.status.needsAttention.length > 0 ? { needsAttention: this.status.needsAttention } : {};
+    const all = this.status.needsAttention;
+    const attention = this.final() && all.length > 0
+      ? { needsAttention: all.slice(0, ATTENTION_LIST_MAX), ...(all.length > ATTENTION_LIST_MAX ? { needsAttentionMore: all.length - ATTENTION_LIST_MAX } : {}) }
+      : {};
     const write = { rolloutId: this.status.id, phase, ...(error ? { error } : {}), ...attention };
     if (!this.final()) {
       this.enqueue(() => this.steps.record.recordPhase(write));
@@ -130,22 +156,55 @@ export class WorkflowRecorder {
 
   /** Every server answers with its pinned host key and runs all services; otherwise preflight fails listing all problems. */
   async checkHealth(servers: string[]): Promise<void> {
-    if (servers.length === 0) return;
-    const problems = await this.steps.health.checkServers({ servers });
-    if (problems.length > 0) {
+    const problems: HealthProblem[] = [];
+    let count = 0;
+    // In chunks: each activity's input and answer stay small whatever the fleet.
+    for (let i = 0; i < servers.length; i += HEALTH_CHECKS_PER_ACTIVITY) {
+      const report = await this.steps.health.checkServers({ servers: servers.slice(i, i + HEALTH_CHECKS_PER_ACTIVITY) });
+      problems.push(...report.problems);
+      count += report.problems.length + report.more;
+    }
+    if (count > 0) {
       const shown = problems.slice(0, 5).map((p) => p.message).join('; ');
-      throw ApplicationFailure.nonRetryable(`preflight: ${problems.length} server(s) not ready, nothing was changed: ${shown}${problems.length > 5 ? `; and ${problems.length - 5} more` : ''}`, problems[0].type);
+      throw ApplicationFailure.nonRetryable(`preflight: ${count} server(s) not ready, nothing was changed: ${shown}${count > 5 ? `; and ${count - 5} more` : ''}`, problems[0].type);
     }
   }
 
   setServers(servers: ServerSummary[], skipped: string[]): void {
     const skip = new Set(skipped);
     this.status.servers = servers.map((s) => ({ name: s.name, role: s.role, state: skip.has(s.name) ? 'skipped' : 'pending' }));
+    this.byName.clear();
+    for (const s of this.status.servers) this.byName.set(s.name, s);
     this.touch();
+    this.recordServers(this.status.servers.map((s, position) => ({ ...row(s, this.status.updatedAt), position, role: s.role })));
+  }
+
+  /**
+   * Per-server states for the ledger ('km-hotfix status ID --servers'), in
+   * chunks, in the background like every ledger write. The batch children
+   * write their own servers' results (workflows/batches.ts).
+   */
+  recordServers(rows: ServerStateRow[]): void {
+    if (!this.recorded) return;
+    for (let i = 0; i < rows.length; i += SERVER_ROWS_PER_WRITE) {
+      const chunk = rows.slice(i, i + SERVER_ROWS_PER_WRITE);
+      this.enqueue(() => this.steps.record.recordServerStates({ rolloutId: this.status.id, servers: chunk }));
+    }
+  }
+
+  /**
+   * A result from a batch child. A child writes what it learns itself; a
+   * result without an end time is from a child that ended without a result
+   * (workflows/fanout.ts lostSlice), which only the parent can write.
+   */
+  batchResult(b: BatchServerResult): void {
+    this.updateServer(b.name, b.state, b.error, b.startedAt, b.endedAt);
+    const s = this.byName.get(b.name);
+    if (s && !b.endedAt) this.recordServers([row(s, this.status.updatedAt)]);
   }
 
   updateServer(name: string, state: ServerState, error?: string, startedAt?: string, endedAt?: string): void {
-    const s = this.status.servers.find((x) => x.name === name);
+    const s = this.byName.get(name);
     if (!s) return;
     s.state = state;
     if (startedAt && !s.startedAt) s.startedAt = startedAt;
@@ -161,11 +220,18 @@ export class WorkflowRecorder {
     try {
       const v = await fn();
       this.updateServer(name, done, undefined, undefined, new Date().toISOString());
+      this.recordServer(name);
       return v;
     } catch (err) {
       this.updateServer(name, failed, failureMessage(err), undefined, new Date().toISOString());
+      this.recordServer(name);
       throw err;
     }
+  }
+
+  private recordServer(name: string): void {
+    const s = this.byName.get(name);
+    if (s) this.recordServers([row(s, this.status.updatedAt)]);
   }
 
   failedServers(): string[] {
@@ -174,8 +240,14 @@ export class WorkflowRecorder {
 
   /** After a rollback, servers never reached are reported as untouched. */
   untouchedRest(): void {
-    for (const s of this.status.servers) if (s.state === 'pending') s.state = 'untouched';
+    const rows: ServerStateRow[] = [];
     this.touch();
+    for (const s of this.status.servers) {
+      if (s.state !== 'pending') continue;
+      s.state = 'untouched';
+      rows.push(row(s, this.status.updatedAt));
+    }
+    this.recordServers(rows);
   }
 
   /** An accepted answer at the gate (its ledger event is written by the workflow once the gate closes). */
@@ -202,6 +274,10 @@ export class WorkflowRecorder {
   private touch(): void {
     this.status.updatedAt = new Date().toISOString();
   }
+}
+
+function row(s: ServerStatus, at: string): ServerStateRow {
+  return { server: s.name, state: s.state, at, ...(s.startedAt ? { startedAt: s.startedAt } : {}), ...(s.endedAt ? { endedAt: s.endedAt } : {}), ...(s.error ? { error: s.error } : {}) };
 }
 
 /** What anyone needs to re-check a decision: the key's fingerprint, the message, the signature. */

@@ -9,7 +9,8 @@ import { activityProxies, timing } from './steps';
 import { Fanout } from './fanout';
 import { failureMessage, invalidInput } from './errors';
 import { removalInputProblem } from '../domain/workflow-input';
-import { WorkflowRecorder } from './recorder';
+import { someOf, WorkflowRecorder } from './recorder';
+import { unpackServers } from '../domain/plan';
 import { OneAtATime } from './decisions';
 import { setSteeringHandlers } from './steering';
 
@@ -28,7 +29,7 @@ async function removal(input: RemovalInput, problem: string | undefined): Promis
   const r = new WorkflowRecorder(steps, id, 'removal', input.hotfix);
   const fanout = new Fanout(id, input.hotfix, problem ? undefined : input.timing);
   let aborted = false;
-  setHandler(statusQuery, () => r.status);
+  setHandler(statusQuery, () => r.report());
   setSteeringHandlers({
     steps, recorder: r, lock: new OneAtATime(),
     stopping: () => aborted,
@@ -46,30 +47,32 @@ async function removal(input: RemovalInput, problem: string | undefined): Promis
     await r.start(input.signed, { action: 'remove', rollout: id, hotfix: input.hotfix, sha256: c.sha256 ?? NO_FILE }, {
       servers: input.servers, options: { keepRegistered: input.keepRegistered },
     });
-    await r.claim(c.targets);
-    await r.checkHealth(c.targets);
+    const targets = c.targets.map((i) => c.scope.names[i]);
+    await r.claim(targets);
+    await r.checkHealth(targets);
     return c;
   });
-  if (!ctx) return r.status;
+  if (!ctx) return r.report();
 
-  const targets = new Set(ctx.targets);
-  r.setServers(ctx.servers, ctx.servers.filter((s) => !targets.has(s.name)).map((s) => s.name));
+  const targets = ctx.targets.map((i) => ctx.scope.names[i]);
+  const inScope = new Set(ctx.targets);
+  r.setServers(unpackServers(ctx.scope), ctx.scope.names.filter((_, i) => !inScope.has(i)));
   try {
     await r.phase('removing');
     // One server at a time, in inventory order: the fleet keeps serving.
-    const result = await fanout.run('remove', ctx.targets, 1, 0, {
+    const result = await fanout.run('remove', targets, 1, 0, {
       isPaused: () => r.status.paused,
       shouldStop: () => aborted,
       onChildren: (ids) => { r.status.activeBatchWorkflows = ids; },
-      onResult: (s) => r.updateServer(s.name, s.state, s.error, s.startedAt, s.endedAt),
+      onResult: (s) => r.batchResult(s),
     });
     r.untouchedRest();
     if (result.failures > 0 || aborted) {
       const failed = r.failedServers();
       r.status.needsAttention = failed;
-      r.status.error = aborted ? 'aborted: the hotfix is still applied on the servers not yet reached' : `could not remove ${input.hotfix} from ${failed.join(', ')}: it stays registered; fix those servers and run the removal again`;
+      r.status.error = aborted ? 'aborted: the hotfix is still applied on the servers not yet reached' : `could not remove ${input.hotfix} from ${someOf(failed)}: it stays registered; fix those servers and run the removal again`;
       await r.phase('failed', r.status.error);
-      return r.status;
+      return r.report();
     }
     // A removal limited to some servers keeps the registration: others may still want it.
     if (!input.keepRegistered && input.servers.length === 0 && ctx.registered) {
@@ -77,10 +80,10 @@ async function removal(input: RemovalInput, problem: string | undefined): Promis
       const deleted = await steps.keyManagerDb.deleteHotfix({ rolloutId: id, hotfix: input.hotfix });
       if (deleted === 'still-applied') {
         const where = await steps.keyManagerDb.serversWithHotfix(input.hotfix);
-        r.status.error = `${input.hotfix} is still applied on ${where.join(', ')} (outside the inventory?): it stays registered`;
+        r.status.error = `${input.hotfix} is still applied on ${someOf(where)} (outside the inventory?): it stays registered`;
         r.status.needsAttention = where;
         await r.phase('failed', r.status.error);
-        return r.status;
+        return r.report();
       }
     }
     await r.phase('completed');
@@ -88,5 +91,5 @@ async function removal(input: RemovalInput, problem: string | undefined): Promis
     r.status.error = failureMessage(err);
     await r.phase('failed', r.status.error);
   }
-  return r.status;
+  return r.report();
 }

@@ -4,6 +4,7 @@
 //   rolling_back → rolled_back | rollback_failed.
 import { allHandlersFinished, CancellationScope, condition, isCancellation, log, setHandler, workflowInfo } from '@temporalio/workflow';
 import type { DecisionRecord, DrainedBackend, RolloutInput, RolloutStatus, SignedDecision } from '../domain/rollout';
+import { ATTENTION_LIST_MAX } from '../domain/rollout';
 import type { DecisionFacts } from '../domain/decision';
 import { approveUpdate, rejectUpdate, statusQuery } from './definitions';
 import { activityProxies, patchServer, timing } from './steps';
@@ -11,8 +12,8 @@ import { Fanout } from './fanout';
 import { NO_FAILURE_LIMIT } from './batches';
 import { failureMessage, invalidInput } from './errors';
 import { rolloutInputProblem } from '../domain/workflow-input';
-import { formatDuration } from '../domain/plan';
-import { WorkflowRecorder, StopRollout } from './recorder';
+import { expandPlan, formatDuration } from '../domain/plan';
+import { someOf, WorkflowRecorder, StopRollout } from './recorder';
 import { checkFacts, OneAtATime, refused, verifySigned } from './decisions';
 import { setSteeringHandlers } from './steering';
 import { Notifier } from './notify';
@@ -45,7 +46,7 @@ async function rollout(input: RolloutInput, problem: string | undefined, notifie
   let abort: DecisionRecord | undefined;
   let drained: DrainedBackend[] = [];
 
-  setHandler(statusQuery, () => r.status);
+  setHandler(statusQuery, () => r.report());
   setSteeringHandlers({
     steps, recorder: r, lock,
     stopping: () => abort !== undefined || r.status.phase === 'rolling_back',
@@ -83,7 +84,7 @@ async function rollout(input: RolloutInput, problem: string | undefined, notifie
       }
       r.approval(rec);
       decision = { approved: action === 'approve', by: rec.by, reason: rec.comment };
-      return r.status;
+      return r.report();
     });
   }
   setHandler(approveUpdate, answer('approve'), { validator: (req: SignedDecision) => validateAnswer('approve', req) });
@@ -106,25 +107,25 @@ async function rollout(input: RolloutInput, problem: string | undefined, notifie
         throw refused(`--approvers lists only ${rec.by}, who starts this rollout and so may not verify it: name someone else`);
       }
     });
-    await r.claim(c.plan.targets);
-    await r.checkHealth(c.plan.targets);
+    await r.claim(c.plan.targets.names);
+    await r.checkHealth(c.plan.targets.names);
     return c;
   });
-  if (!ctx) return r.status;
+  if (!ctx) return r.report();
 
-  const { plan } = ctx;
-  r.setServers(ctx.servers.filter((s) => plan.targets.includes(s.name)), plan.skipped);
+  const plan = ctx.plan;
+  const { targets, skipped, rest } = expandPlan(plan);
+  r.setServers(targets, skipped);
   if (!plan.canary) {
     await r.phase('completed'); // every target already had it
-    return r.status;
+    return r.report();
   }
   const canary = plan.canary.server;
   r.status.canary = canary;
   void r.record({ key: 'canary', kind: 'canary', server: canary, detail: { reason: plan.canary.reason } });
-  const canaryInfo = ctx.servers.find((s) => s.name === canary);
-  const rest = plan.batches.flat();
+  const canaryInfo = plan.canary;
   // --batch is a window: at most this many servers at once, the next starts when one finishes.
-  const window = Math.max(1, plan.batches[0]?.length ?? 1);
+  const window = plan.window;
   // Every target this rollout attempted, in the order it started them: the rollback's list.
   // (Servers skipped at preflight are never in it; whether each still has the hotfix is
   // asked of the Key Manager database when it is rolled back.)
@@ -206,16 +207,16 @@ async function rollout(input: RolloutInput, problem: string | undefined, notifie
       onChildren: (ids) => { r.status.activeBatchWorkflows = ids; },
       onResult: (s) => {
         attempted.push(s.name);
-        r.updateServer(s.name, s.state, s.error, s.startedAt, s.endedAt);
+        r.batchResult(s);
       },
     });
     checkAbort();
     if (result.failures > input.maxFailures) {
-      throw new StopRollout(`${result.failures} server(s) failed in fan-out, more than --max-failures ${input.maxFailures}: ${r.failedServers().join(', ')}`);
+      throw new StopRollout(`${result.failures} server(s) failed in fan-out, more than --max-failures ${input.maxFailures}: ${someOf(r.failedServers())}`);
     }
     await r.phase('completed');
     notifier.send({ event: 'completed', rolloutId: id, hotfix: input.hotfix, requestedBy: r.status.requestedBy, servers: r.status.servers.length });
-    return r.status;
+    return r.report();
   } catch (err) {
     if (!(err instanceof StopRollout) && !isCancellation(err)) {
       r.status.error = failureMessage(err);
@@ -238,22 +239,22 @@ async function rollout(input: RolloutInput, problem: string | undefined, notifie
         isPaused: () => false,
         shouldStop: () => false,
         onChildren: (ids) => { r.status.activeBatchWorkflows = ids; },
-        onResult: (s) => r.updateServer(s.name, s.state, s.error, s.startedAt, s.endedAt),
+        onResult: (s) => r.batchResult(s),
       });
       await Promise.all([restoring, rollingBack]);
       r.untouchedRest();
       const stuck = r.status.servers.filter((s) => s.state === 'rollback_failed').map((s) => s.name);
       if (restoreFailed) stuck.push(...drained.map((d) => `${d.server} (Maximum Processes ${d.maxProcesses})`));
       r.status.needsAttention = stuck;
-      if (stuck.length > 0) log.error(`rollback of ${input.hotfix} ended: needs a person for ${stuck.join(', ')}`, { needsAttention: stuck });
+      if (stuck.length > 0) log.error(`rollback of ${input.hotfix} ended: needs a person for ${someOf(stuck)}`, { needsAttention: stuck.length });
       else log.info(`rollback of ${input.hotfix} ended: every server it attempted is rolled back`);
-      await r.phase(stuck.length > 0 ? 'rollback_failed' : 'rolled_back', stuck.length > 0 ? `needs a person: ${stuck.join(', ')}` : undefined);
+      await r.phase(stuck.length > 0 ? 'rollback_failed' : 'rolled_back', stuck.length > 0 ? `needs a person: ${someOf(stuck)}` : undefined);
       notifier.send({
         event: stuck.length > 0 ? 'rollback_failed' : 'rolled_back', rolloutId: id, hotfix: input.hotfix, requestedBy: r.status.requestedBy,
-        ...(r.status.error ? { error: r.status.error } : {}), needsAttention: stuck,
+        ...(r.status.error ? { error: r.status.error } : {}), needsAttention: stuck.slice(0, ATTENTION_LIST_MAX),
       });
     });
-    return r.status;
+    return r.report();
   }
 }
 

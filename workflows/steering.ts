@@ -45,7 +45,7 @@ export function setSteeringHandlers(s: Steering): void {
         s.setPaused(r.status.paused);
       }
       r.steering(rec);
-      return r.status;
+      return r.report();
     });
   }
 

@@ -16,7 +16,7 @@ export async function hotfixUpload(input: UploadInput & { fileName: string }): P
   // A file name that is not a hotfix's: the upload ends failed under the name given (nothing is recorded: no start was checked).
   const hotfix = problem ? input.fileName : parseHotfixFileName(input.fileName).name;
   const r = new WorkflowRecorder(steps, id, 'upload', hotfix);
-  setHandler(statusQuery, () => r.status);
+  setHandler(statusQuery, () => r.report());
   const ok = await r.preflight(async () => {
     if (problem) throw invalidInput(`invalid upload: ${problem}`);
     await r.start(input.signed, { action: 'upload', rollout: id, hotfix, sha256: input.sha256 }, {
@@ -25,7 +25,7 @@ export async function hotfixUpload(input: UploadInput & { fileName: string }): P
     await r.claim([]);
     return true;
   });
-  if (!ok) return r.status;
+  if (!ok) return r.report();
   try {
     await r.phase('upload');
     const done = await steps.server.uploadHotfix({ rolloutId: id, sha256: input.sha256, fileName: input.fileName, via: input.via });
@@ -35,5 +35,5 @@ export async function hotfixUpload(input: UploadInput & { fileName: string }): P
     r.status.error = failureMessage(err);
     await r.phase('failed', r.status.error);
   }
-  return r.status;
+  return r.report();
 }

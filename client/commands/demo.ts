@@ -211,7 +211,7 @@ async function runDemo(o: { keep?: boolean }): Promise<number> {
 
 /** What Key Manager said on the canary (the vendor's message), else the first line of the error. */
 function firstErrorLine(st: RolloutStatus): string {
-  const canary = st.servers.find((s) => s.name === st.canary);
+  const canary = (st.servers ?? st.attention).find((s) => s.name === st.canary);
   const text = (canary?.error ?? st.error ?? '').split('\n')[0]!;
   const said = /Key Manager said: (.*)$/.exec(text);
   return said ? said[1]! : text;

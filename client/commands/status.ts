@@ -2,14 +2,71 @@
 // the gate, approvals and a per-server table; --watch follows it live.
 import type { Command } from 'commander';
 import type { Client } from '@temporalio/client';
-import type { RolloutStatus } from '../../domain/rollout';
+import { FULL_SERVER_LIST_MAX, RolloutStatus, SERVER_STATES, ServerState } from '../../domain/rollout';
 import type { Config } from '../../platform/config';
-import { EXIT, exitCodeOf } from '../errors';
+import { CliError, EXIT, exitCodeOf } from '../errors';
 import { UserError } from '../../platform/errors';
-import { statusBlock } from '../render/status';
+import { serverElapsed, short, statusBlock } from '../render/status';
 import { watch } from '../render/watch';
-import { config, describeWorkflow, isFinal, outcomeExit, readStatus, withOrchestrator, withTemporal } from './common';
-import { ledgerStatus } from '../../store/ledger';
+import { config, describeWorkflow, isFinal, outcomeExit, readStatus, wholeNumber, withOrchestrator, withTemporal } from './common';
+import { ledgerStatus, serverStates, ServerPage } from '../../store/ledger';
+import { formatTable } from './fleet';
+import { inert } from '../../domain/terminal';
+
+/** Servers per page of 'status --servers' by default, and at most. */
+export const SERVER_PAGE_SIZE = 100;
+export const SERVER_PAGE_MAX = 1_000;
+
+interface ServersOptions {
+  servers?: boolean;
+  state?: string;
+  page?: number;
+  pageSize?: number;
+  json?: boolean;
+  watch?: boolean;
+}
+
+/** The paging flags, checked before anything is read: one clear line and exit 2 otherwise. */
+function serversRequest(o: ServersOptions): { state?: ServerState; page: number; pageSize: number } | undefined {
+  const paging = o.state !== undefined || o.page !== undefined || o.pageSize !== undefined;
+  if (!o.servers) {
+    if (paging) throw new CliError('--state, --page and --page-size page the server list: add --servers', EXIT.refused);
+    return undefined;
+  }
+  if (o.watch) throw new CliError('--servers lists the ledger once; it does not --watch (drop one of them)', EXIT.refused);
+  if (o.state !== undefined && !(SERVER_STATES as readonly string[]).includes(o.state)) {
+    throw new CliError(`--state must be one of ${SERVER_STATES.join(', ')} (got '${o.state}')`, EXIT.refused);
+  }
+  const pageSize = o.pageSize ?? SERVER_PAGE_SIZE;
+  if (pageSize > SERVER_PAGE_MAX) throw new CliError(`--page-size must be at most ${SERVER_PAGE_MAX} (got ${pageSize})`, EXIT.refused);
+  return { ...(o.state ? { state: o.state as ServerState } : {}), page: o.page ?? 1, pageSize };
+}
+
+/** One page of the per-server ledger as a table with a footer that says how to get the next. */
+export function serverPageLines(id: string, p: ServerPage, state: ServerState | undefined, now = Date.now()): string[] {
+  const pages = Math.max(1, Math.ceil(p.total / p.pageSize));
+  const what = `${p.total} server(s)${state ? ` in state ${state}` : ''}`;
+  if (p.servers.length === 0) {
+    return [p.total === 0 ? `${id}: no ${state ? `${state} ` : ''}servers recorded in the ledger` : `${id}: page ${p.page} is past the last page (${pages}) of ${what}`].map(inert);
+  }
+  const table = formatTable(['SERVER', 'ROLE', 'STATE', 'ELAPSED', 'NOTE'], p.servers.map((s) => [
+    s.name, s.role ?? '-', s.state, serverElapsed(s, now), s.error ? short(s.error) : '',
+  ]));
+  const first = (p.page - 1) * p.pageSize + 1;
+  const next = p.page < pages ? `; next: km-hotfix status ${id} --servers${state ? ` --state ${state}` : ''} --page ${p.page + 1}${p.pageSize !== SERVER_PAGE_SIZE ? ` --page-size ${p.pageSize}` : ''}` : '';
+  return [...table.split('\n'), `servers ${first}-${first + p.servers.length - 1} of ${what} (page ${p.page} of ${pages})${next}`].map(inert);
+}
+
+async function listServers(cfg: Config, id: string, req: { state?: ServerState; page: number; pageSize: number }, json: boolean): Promise<void> {
+  if (!cfg.databaseUrl) throw new CliError('--servers reads the orchestrator database: set KM_HOTFIX_DATABASE_URL', EXIT.refused);
+  await withOrchestrator(cfg, async (sql) => {
+    const known = await sql`SELECT 1 FROM rollout WHERE id = ${id}`;
+    if (known.length === 0) throw new CliError(`no rollout, removal or upload ${id} in the ledger: 'km-hotfix list' shows the ids`, EXIT.refused);
+    const page = await serverStates(sql, id, req);
+    if (json) console.log(JSON.stringify({ id, ...(req.state ? { state: req.state } : {}), total: page.total, page: page.page, pageSize: page.pageSize, pages: Math.max(1, Math.ceil(page.total / page.pageSize)), servers: page.servers }, null, 2));
+    else console.log(serverPageLines(id, page, req.state).join('\n'));
+  });
+}
 import { listInventory } from '../../store/inventory';
 
 async function statusFromLedger(cfg: Config, id: string): Promise<RolloutStatus | undefined> {
@@ -64,20 +121,36 @@ export async function followWorkflow(cfg: Config, id: string, o: { json?: boolea
 export function registerStatus(program: Command): void {
   program
     .command('status <id>')
-    .summary('phase, canary, drained backends, the gate, approvals and every server of a rollout or removal')
+    .summary('phase, canary, drained backends, the gate, approvals, counts by server state; --servers pages every server')
     .description('Show a rollout, removal or upload: phase, canary, which backends are drained (and their Maximum Processes), what the verification gate waits for, approvals, and each server\'s state and elapsed time.')
     .option('--watch', 'follow it live until it ends (redrawn in place on a terminal, one line per change otherwise); exit 0 completed, 1 rolled back or failed')
-    .option('--json', 'one JSON document (with --watch: the final one)')
+    .option('--json', `one JSON document (with --watch: the final one); it has a "servers" list while the rollout has at most ${FULL_SERVER_LIST_MAX} servers`)
+    .option('--servers', 'list every server\'s latest state from the ledger, a page at a time (works after Temporal has forgotten the workflow)')
+    .option('--state <state>', 'with --servers: only servers in this state (e.g. failed, rollback_failed, pending)')
+    .option('--page <n>', 'with --servers: which page (from 1)', wholeNumber('--page', 1))
+    .option('--page-size <n>', `with --servers: servers per page (default ${SERVER_PAGE_SIZE}, at most ${SERVER_PAGE_MAX})`, wholeNumber('--page-size', 1))
     .addHelpText('after', `
+A status shows counts by state and the servers needing attention (failed,
+rollback_failed); it lists every server only up to ${FULL_SERVER_LIST_MAX} servers. Above that,
+'--servers' pages them from the ledger.
+
 Server states: pending, patching, patched, skipped (had it already), failed, rolling_back,
 rolled_back, rollback_failed (needs a person), untouched; removals: removing, removed.
 
 Examples:
   km-hotfix status rollout-hotfix_backend_fix_queue_stall-20250101T120000-a1b2c3
   km-hotfix status ID --watch
-  km-hotfix status ID --json | jq .phase`)
-    .action(async (id: string, o: { watch?: boolean; json?: boolean }) => {
+  km-hotfix status ID --json | jq .phase
+  km-hotfix status ID --servers --state failed
+  km-hotfix status ID --servers --page 3 --page-size 500`)
+    .action(async (id: string, o: ServersOptions) => {
+      const paging = serversRequest(o);
       const cfg = config();
+      if (paging) {
+        await listServers(cfg, id, paging, !!o.json);
+        process.exitCode = EXIT.ok;
+        return;
+      }
       if (o.watch) {
         await followWorkflow(cfg, id, o);
         return;

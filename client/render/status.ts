@@ -1,7 +1,7 @@
 // A rollout's status for people: the block that `status` prints and that
 // `status --watch` redraws, and the one-line changes printed instead when
 // stdout is not a terminal.
-import { isFinalPhase, RolloutStatus, ServerState, ServerStatus } from '../../domain/rollout';
+import { countByState, isFinalPhase, RolloutStatus, ServerState, ServerStatus } from '../../domain/rollout';
 import { formatTable } from '../commands/fleet';
 import { inert } from '../../domain/terminal';
 
@@ -33,7 +33,7 @@ export function short(error: string, max = 110): string {
   return l.length > max ? `${l.slice(0, max - 1)}…` : l;
 }
 
-function serverElapsed(s: ServerStatus, now: number): string {
+export function serverElapsed(s: Pick<ServerStatus, 'startedAt' | 'endedAt'>, now: number): string {
   if (!s.startedAt) return '-';
   const end = s.endedAt ? Date.parse(s.endedAt) : now;
   return elapsed(end - Date.parse(s.startedAt));
@@ -54,7 +54,24 @@ export function progress(st: RolloutStatus): Progress {
   const back = ROLLBACK_PHASES.has(st.phase);
   const set = back ? BACKWARD_DONE : FORWARD_DONE;
   const label = back ? 'settled in rollback' : st.kind === 'removal' ? 'done' : 'patched or skipped';
-  return { done: st.servers.filter((s) => set.has(s.state)).length, total: st.servers.length, label };
+  const counts = countsOf(st);
+  const done = (Object.entries(counts) as [ServerState, number][]).filter(([k]) => set.has(k)).reduce((a, [, n]) => a + n, 0);
+  return { done, total: totalOf(st), label };
+}
+
+/** Servers per state (a status from before bounded statuses has only its list). */
+export function countsOf(st: RolloutStatus): Partial<Record<ServerState, number>> {
+  return st.serverCounts ?? countByState(st.servers ?? []);
+}
+
+export function totalOf(st: RolloutStatus): number {
+  return st.serverCount ?? st.servers?.length ?? 0;
+}
+
+/** "a, b and 3 more" for the needs-a-person list. */
+function attentionNames(st: RolloutStatus): string {
+  const more = st.needsAttentionMore ?? 0;
+  return `${st.needsAttention.join(', ')}${more > 0 ? ` and ${more} more ('km-hotfix status ${st.id} --servers --state rollback_failed')` : ''}`;
 }
 
 export function bar(done: number, total: number, width = 24, fancy = true): string {
@@ -64,9 +81,7 @@ export function bar(done: number, total: number, width = 24, fancy = true): stri
 }
 
 function stateCounts(st: RolloutStatus): string {
-  const counts = new Map<string, number>();
-  for (const s of st.servers) counts.set(s.state, (counts.get(s.state) ?? 0) + 1);
-  return [...counts].map(([k, n]) => `${k} ${n}`).join(' · ');
+  return Object.entries(countsOf(st)).map(([k, n]) => `${k} ${n}`).join(' · ');
 }
 
 /** "bob (SHA256:…)": a person as the signers file names them, with the key that signed. */
@@ -86,14 +101,21 @@ function gateLine(st: RolloutStatus, now: number): string | undefined {
 const URGENT = new Set(['failed', 'rollback_failed', 'patching', 'rolling_back', 'removing']);
 
 /** At most `max` servers: the urgent ones and the canary first, in inventory order; the rest summed up. */
-export function serversToShow(st: RolloutStatus, max: number): { shown: RolloutStatus['servers']; hidden: string | undefined } {
-  if (st.servers.length <= max) return { shown: st.servers, hidden: undefined };
-  const rank = (s: RolloutStatus['servers'][number]) => (URGENT.has(s.state) ? 0 : s.name === st.canary ? 1 : 2);
-  const keep = new Set([...st.servers].sort((a, b) => rank(a) - rank(b)).slice(0, Math.max(1, max - 1)).map((s) => s.name));
-  const shown = st.servers.filter((s) => keep.has(s.name));
+export function serversToShow(st: RolloutStatus, max: number): { shown: ServerStatus[]; hidden: string | undefined } {
+  const all = st.servers;
+  if (!all) {
+    // A large fleet: the status names only the servers needing attention; the ledger pages the rest.
+    const shown = (st.attention ?? []).slice(0, Math.max(1, max - 1));
+    const rest = totalOf(st) - shown.length;
+    return { shown, hidden: rest > 0 ? `… and ${rest} more: 'km-hotfix status ${st.id} --servers' pages every server` : undefined };
+  }
+  if (all.length <= max) return { shown: all, hidden: undefined };
+  const rank = (s: ServerStatus) => (URGENT.has(s.state) ? 0 : s.name === st.canary ? 1 : 2);
+  const keep = new Set([...all].sort((a, b) => rank(a) - rank(b)).slice(0, Math.max(1, max - 1)).map((s) => s.name));
+  const shown = all.filter((s) => keep.has(s.name));
   const counts = new Map<string, number>();
-  for (const s of st.servers) if (!keep.has(s.name)) counts.set(s.state, (counts.get(s.state) ?? 0) + 1);
-  return { shown, hidden: `… and ${st.servers.length - shown.length} more (${[...counts].map(([k, n]) => `${k} ${n}`).join(' · ')}): 'km-hotfix status ${st.id}' lists them all` };
+  for (const s of all) if (!keep.has(s.name)) counts.set(s.state, (counts.get(s.state) ?? 0) + 1);
+  return { shown, hidden: `… and ${all.length - shown.length} more (${[...counts].map(([k, n]) => `${k} ${n}`).join(' · ')}): 'km-hotfix status ${st.id}' lists them all` };
 }
 
 /** The full status block; `maxServers` bounds the table (a live view must fit the terminal). */
@@ -111,13 +133,13 @@ export function statusBlock(st: RolloutStatus, now = Date.now(), fancy = true, m
     kv('drained', `${st.drained.map((d) => `${d.server} (Maximum Processes ${d.maxProcesses})`).join(', ')}${restored ? ' — restored' : ' — set to 0 now'}`);
   }
   if (st.kind === 'upload') {
-    if (st.servers[0]) kv('via', st.servers[0].name);
+    if (st.servers?.[0]) kv('via', st.servers[0].name);
     if (st.error) kv('error', st.error.split('\n')[0]!);
     return out.map(inert);
   }
   const p = progress(st);
   if (p.total === 0) kv('progress', 'servers are known once the preflight has run');
-  else kv('progress', `[${bar(p.done, p.total, 24, fancy)}] ${p.done}/${p.total} ${p.label}${st.servers.length ? `  (${stateCounts(st)})` : ''}`);
+  else kv('progress', `[${bar(p.done, p.total, 24, fancy)}] ${p.done}/${p.total} ${p.label}${p.total ? `  (${stateCounts(st)})` : ''}`);
   const gate = gateLine(st, now);
   if (gate) {
     kv('gate', gate);
@@ -126,8 +148,9 @@ export function statusBlock(st: RolloutStatus, now = Date.now(), fancy = true, m
   }
   for (const a of st.approvals) kv(a.decision === 'approve' ? 'approved' : 'rejected', `by ${signer(a.by, a.key)} at ${clock(a.at)}${a.comment ? `: ${a.comment}` : ''}`);
   for (const d of (st.decisions ?? []).filter((x) => x.action === 'abort')) kv('aborted', `by ${signer(d.by, d.key)}${d.comment ? `: ${d.comment}` : ''}`);
-  if (st.servers.length > 0) {
+  if (st.servers ? st.servers.length > 0 : (st.attention ?? []).length > 0) {
     out.push('');
+    if (!st.servers) out.push(`servers needing attention (the status of ${p.total} servers lists no more; 'km-hotfix status ${st.id} --servers' pages them all):`);
     const { shown, hidden } = serversToShow(st, maxServers);
     const table = formatTable(['SERVER', 'ROLE', 'STATE', 'ELAPSED', 'NOTE'], shown.map((s) => [
       s.name, s.role, s.state, serverElapsed(s, now),
@@ -140,7 +163,7 @@ export function statusBlock(st: RolloutStatus, now = Date.now(), fancy = true, m
     out.push('');
     kv('error', st.error.split('\n')[0]!);
   }
-  if (st.needsAttention.length > 0) kv('ATTENTION', `needs a person: ${st.needsAttention.join(', ')}`);
+  if (st.needsAttention.length > 0) kv('ATTENTION', `needs a person: ${attentionNames(st)}`);
   // Comments, reasons, errors and names came from people and files: printed inert, one line each.
   return out.map(inert);
 }
@@ -151,16 +174,16 @@ export function outcomeLine(st: RolloutStatus): string {
 }
 
 function outcome(st: RolloutStatus): string {
-  const n = (state: ServerState) => st.servers.filter((s) => s.state === state).length;
+  const n = (state: ServerState) => countsOf(st)[state] ?? 0;
   switch (st.phase) {
     case 'completed':
       if (st.kind === 'removal') return `completed: ${st.hotfix} removed from ${n('removed')} server(s)`;
-      if (st.kind === 'upload') return `completed: ${st.hotfix} is registered in Key Manager${st.servers[0] ? ` (uploaded via ${st.servers[0].name})` : ''}`;
+      if (st.kind === 'upload') return `completed: ${st.hotfix} is registered in Key Manager${st.servers?.[0] ? ` (uploaded via ${st.servers[0].name})` : ''}`;
       return `completed: ${st.hotfix} applied on ${n('patched')} server(s)${n('skipped') ? `, ${n('skipped')} had it already` : ''}`;
     case 'rolled_back':
       return `rolled back: ${st.error ?? 'stopped'}; every change was undone (${n('rolled_back')} server(s) rolled back)`;
     case 'rollback_failed':
-      return `ROLLBACK FAILED: ${st.error ?? ''}; needs a person: ${st.needsAttention.join(', ')}`;
+      return `ROLLBACK FAILED: ${st.error ?? ''}; needs a person: ${attentionNames(st)}`;
     case 'failed':
       return `failed: ${st.error ?? 'unknown error'}`;
     default:
@@ -184,19 +207,22 @@ export function changeLines(prev: RolloutStatus | undefined, cur: RolloutStatus,
     line(`phase ${cur.phase}${extra}`);
   }
   if (prev && prev.paused !== cur.paused) line(cur.paused ? `paused (km-hotfix resume ${cur.id})` : 'resumed');
-  const before = new Map(prev?.servers.map((s) => [s.name, s]) ?? []);
+  // A large fleet's status names only the servers needing attention: those are the changes shown (counts in the progress).
+  const listed = (x: RolloutStatus) => x.servers ?? x.attention ?? [];
+  const before = new Map(prev ? listed(prev).map((s) => [s.name, s]) : []);
   const p = progress(cur);
   // An upload's one "server" is where the file went, not a patched server.
-  for (const s of cur.kind === 'upload' ? [] : cur.servers) {
+  for (const s of cur.kind === 'upload' ? [] : listed(cur)) {
     const was = before.get(s.name);
     if (was?.state === s.state) continue;
     if (!was && (s.state === 'pending')) continue;
     const took = s.endedAt && s.startedAt ? ` in ${elapsed(Date.parse(s.endedAt) - Date.parse(s.startedAt))}` : '';
     line(`${s.name} ${s.state}${took}${s.error ? `: ${short(s.error)}` : ''}  [${p.done}/${p.total}]`);
   }
+  if (!cur.servers && cur.kind !== 'upload' && prev && progress(prev).done !== p.done) line(`progress ${p.done}/${p.total} ${p.label} (${stateCounts(cur)})`);
   if (cur.gate && !prev?.gate) line(`waiting for verification: ${cur.gate.message}`);
   // A final phase prints the error in the outcome line: say it once.
   if (cur.error && cur.error !== prev?.error && !isFinalPhase(cur.phase)) line(`error: ${cur.error.split('\n')[0]}`);
-  if (cur.needsAttention.length && cur.needsAttention.join() !== prev?.needsAttention.join()) line(`needs a person: ${cur.needsAttention.join(', ')}`);
+  if (cur.needsAttention.length && cur.needsAttention.join() !== prev?.needsAttention.join()) line(`needs a person: ${attentionNames(cur)}`);
   return out.map(inert);
 }

@@ -12,6 +12,7 @@ import assert from 'node:assert/strict';
 import type { Sql } from 'postgres';
 import type { SimFleet } from '../../simulator';
 import type { RolloutStatus } from '../../domain/rollout';
+import { serversOf } from './servers';
 
 export interface InvariantEnv {
   km: Sql;
@@ -64,8 +65,8 @@ export async function ledgerApplied(orchestrator: Sql, rolloutId: string): Promi
 export async function assertRolloutInvariant(env: InvariantEnv, status: RolloutStatus, exp: InvariantExpectation): Promise<InvariantReport> {
   const id = status.id;
   const hotfix = status.hotfix;
-  const skipped = new Set(exp.skipped ?? status.servers.filter((s) => s.state === 'skipped').map((s) => s.name));
-  const targets = (exp.targets ?? status.servers.map((s) => s.name)).filter((n) => !skipped.has(n));
+  const skipped = new Set(exp.skipped ?? serversOf(status).filter((s) => s.state === 'skipped').map((s) => s.name));
+  const targets = (exp.targets ?? serversOf(status).map((s) => s.name)).filter((n) => !skipped.has(n));
   const where = `${id} ended ${status.phase} (${status.error ?? 'no error'})`;
   assert.ok(['completed', 'rolled_back', 'rollback_failed', 'failed'].includes(status.phase), `${where}: not a final phase`);
 
@@ -83,7 +84,7 @@ export async function assertRolloutInvariant(env: InvariantEnv, status: RolloutS
   switch (status.phase) {
     case 'completed': {
       // --max-failures may absorb failed servers: they are reported failed, never hidden; the rest has it, applied once.
-      const failed = status.servers.filter((s) => s.state === 'failed').map((s) => s.name);
+      const failed = serversOf(status).filter((s) => s.state === 'failed').map((s) => s.name);
       assert.ok(failed.length <= (status.maxFailures ?? 0), `${where}: ${failed.length} failed server(s) within --max-failures ${status.maxFailures ?? 0}`);
       const ok = targets.filter((t) => !failed.includes(t)).sort();
       assert.deepEqual(appliedTargets.filter((t) => !failed.includes(t)), ok, `${where}: every target applied`);
