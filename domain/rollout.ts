@@ -82,6 +82,8 @@ export interface RolloutTiming {
   sliceServers: number;
   /** Caps every SSH command's own timeout (0 = the vendor-sized defaults); fault drills use short ones. */
   commandTimeoutMs: number;
+  /** Above this many servers a status has no per-server list (default FULL_SERVER_LIST_MAX; tests lower it to see a large fleet's status with a few servers). */
+  fullServerListMax: number;
 }
 
 export interface UploadInput {

@@ -14,7 +14,7 @@ function timingProblem(t: unknown): string | undefined {
   if (t === undefined) return undefined;
   if (!isObject(t)) return 'timing must be an object';
   for (const [k, v] of Object.entries(t)) {
-    if (!['servicesTimeoutMs', 'maxRetryIntervalMs', 'sliceServers', 'commandTimeoutMs'].includes(k)) return `timing.${k} is not a known setting`;
+    if (!['servicesTimeoutMs', 'maxRetryIntervalMs', 'sliceServers', 'commandTimeoutMs', 'fullServerListMax'].includes(k)) return `timing.${k} is not a known setting`;
     if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || (k !== 'commandTimeoutMs' && v === 0)) return `timing.${k} must be a positive number`;
   }
   return undefined;

@@ -5,7 +5,8 @@ import assert from 'node:assert/strict';
 import type { Sql } from 'postgres';
 import { freshDatabase, sqlFor } from './helpers/stack';
 import { migrate } from '../store/migrations';
-import { appendEvent, claim, ClaimConflict, conflictingRollouts, recordPhase, recordRolloutStart, releaseStaleClaims, rolloutEvents } from '../store/ledger';
+import { appendEvent, appendServerStates, claim, ClaimConflict, conflictingRollouts, ledgerStatus, recordPhase, recordRolloutStart, releaseStaleClaims, rolloutEvents, serverStateCounts, serverStates } from '../store/ledger';
+import { FULL_SERVER_LIST_MAX } from '../domain/rollout';
 
 describe('ledger (orchestrator database)', () => {
   let sql: Sql;
@@ -60,5 +61,46 @@ describe('ledger (orchestrator database)', () => {
     const [row] = await sql<{ phase: string; error: string }[]>`SELECT phase, error FROM rollout WHERE id = 'r4'`;
     assert.equal(row.phase, 'failed');
     assert.match(row.error, /ended without finishing/);
+  });
+  it('pages per-server states: the latest per server wins whatever order writes land in, inventory order, a state filter; rows are append-only', async () => {
+    await start('big');
+    const n = FULL_SERVER_LIST_MAX + 50;
+    const names = Array.from({ length: n }, (_, i) => `km3-be-${String(i + 1).padStart(5, '0')}`);
+    const t0 = '2026-01-01T10:00:00.000Z';
+    // A batch child's result lands before the parent's initial list (the parent's write was retried): the later 'at' still wins.
+    await appendServerStates(sql, 'big', [{ server: names[3], state: 'failed', at: '2026-01-01T10:05:00.000Z', startedAt: '2026-01-01T10:04:00.000Z', endedAt: '2026-01-01T10:05:00.000Z', error: 'apply failed' }]);
+    await appendServerStates(sql, 'big', names.map((server, position) => ({ server, state: 'pending', at: t0, position, role: 'backend' })));
+    await appendServerStates(sql, 'big', names.slice(0, 3).map((server) => ({ server, state: 'patched', at: '2026-01-01T10:02:00.000Z', endedAt: '2026-01-01T10:02:00.000Z' })));
+    // Retried: the same rows again change nothing.
+    await appendServerStates(sql, 'big', names.slice(0, 3).map((server) => ({ server, state: 'patched', at: '2026-01-01T10:02:00.000Z', endedAt: '2026-01-01T10:02:00.000Z' })));
+
+    const first = await serverStates(sql, 'big', { page: 1, pageSize: 100 });
+    assert.equal(first.total, n);
+    assert.deepEqual(first.servers.slice(0, 5).map((s) => [s.name, s.state, s.role]), [
+      [names[0], 'patched', 'backend'], [names[1], 'patched', 'backend'], [names[2], 'patched', 'backend'], [names[3], 'failed', 'backend'], [names[4], 'pending', 'backend'],
+    ]);
+    assert.equal(first.servers[3].error, 'apply failed');
+    assert.equal(first.servers[3].startedAt, '2026-01-01T10:04:00.000Z');
+    const last = await serverStates(sql, 'big', { page: 6, pageSize: 100 });
+    assert.deepEqual(last.servers.map((s) => s.name), names.slice(500));
+    const past = await serverStates(sql, 'big', { page: 7, pageSize: 100 });
+    assert.equal(past.servers.length, 0);
+    assert.equal(past.total, n, 'a page past the end still says how many there are');
+    const failed = await serverStates(sql, 'big', { state: 'failed', page: 1, pageSize: 10 });
+    assert.deepEqual(failed.servers.map((s) => s.name), [names[3]]);
+    assert.equal(failed.total, 1);
+    assert.deepEqual(await serverStateCounts(sql, 'big'), { patched: 3, failed: 1, pending: n - 4 });
+
+    // The status rebuilt from the ledger is bounded: counts, the failed server, no per-server list above the threshold.
+    const st = await ledgerStatus(sql, 'big', new Map());
+    assert.ok(st);
+    assert.equal(st.servers, undefined);
+    assert.equal(st.serverCount, n);
+    assert.deepEqual(st.serverCounts, { patched: 3, failed: 1, pending: n - 4 });
+    assert.deepEqual(st.attention.map((s) => s.name), [names[3]]);
+
+    await assert.rejects(sql`UPDATE rollout_server SET state = 'patched' WHERE rollout_id = 'big'`, /append-only/);
+    await assert.rejects(sql`DELETE FROM rollout_server WHERE rollout_id = 'big'`, /append-only/);
+    await assert.rejects(sql`TRUNCATE rollout_server`, /append-only/);
   });
 });

@@ -4,7 +4,7 @@
 import { ApplicationFailure, CancellationScope, isCancellation, log } from '@temporalio/workflow';
 import type { DecisionRecord, FullRolloutStatus, Phase, RolloutStatus, ServerState, ServerStatus, SignedDecision, WorkflowKind } from '../domain/rollout';
 import type { DecisionFacts } from '../domain/decision';
-import { ATTENTION_LIST_MAX, boundedStatus, isFinalPhase } from '../domain/rollout';
+import { ATTENTION_LIST_MAX, boundedStatus, FULL_SERVER_LIST_MAX, isFinalPhase } from '../domain/rollout';
 import type { ServerStateRow } from '../store/ledger';
 import type { BatchServerResult } from './batches';
 import type { HealthProblem, ServerSummary } from '../activities/preflight';
@@ -48,7 +48,7 @@ export class WorkflowRecorder {
   private recorded = false;
   private chain: Promise<void> = Promise.resolve();
 
-  constructor(private readonly steps: Steps, id: string, kind: WorkflowKind, hotfix: string) {
+  constructor(private readonly steps: Steps, id: string, kind: WorkflowKind, hotfix: string, private readonly listMax = FULL_SERVER_LIST_MAX) {
     this.backlog = new LedgerBacklog(steps);
     const now = new Date().toISOString();
     this.status = {
@@ -61,7 +61,7 @@ export class WorkflowRecorder {
 
   /** The status as it leaves the workflow (query, result, Update answers): bounded whatever the fleet. */
   report(): RolloutStatus {
-    return boundedStatus(this.status);
+    return boundedStatus(this.status, this.listMax);
   }
 
   final(): boolean {

@@ -26,7 +26,7 @@ async function removal(input: RemovalInput, problem: string | undefined): Promis
   const t = timing(problem ? undefined : input.timing);
   const steps = activityProxies(t);
   const id = workflowInfo().workflowId;
-  const r = new WorkflowRecorder(steps, id, 'removal', input.hotfix);
+  const r = new WorkflowRecorder(steps, id, 'removal', input.hotfix, t.fullServerListMax);
   const fanout = new Fanout(id, input.hotfix, problem ? undefined : input.timing);
   let aborted = false;
   setHandler(statusQuery, () => r.report());

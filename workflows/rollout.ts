@@ -36,7 +36,7 @@ async function rollout(input: RolloutInput, problem: string | undefined, notifie
   const t = timing(problem ? undefined : input.timing);
   const steps = activityProxies(t);
   const id = workflowInfo().workflowId;
-  const r = new WorkflowRecorder(steps, id, 'rollout', input.hotfix);
+  const r = new WorkflowRecorder(steps, id, 'rollout', input.hotfix, t.fullServerListMax);
   r.status.batch = input.batch;
   r.status.maxFailures = input.maxFailures;
   const fanout = new Fanout(id, input.hotfix, problem ? undefined : input.timing);

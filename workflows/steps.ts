@@ -2,7 +2,7 @@
 // timeouts and retry policies chosen for each (and why).
 import { proxyActivities, ActivityCancellationType, ActivityOptions } from '@temporalio/workflow';
 import type { KmHotfixActivities } from '../activities';
-import type { RolloutTiming } from '../domain/rollout';
+import { FULL_SERVER_LIST_MAX, RolloutTiming } from '../domain/rollout';
 import { NEVER_RETRY } from '../domain/failures';
 import type { LedgerEvent } from '../store/ledger';
 
@@ -12,6 +12,7 @@ export const DEFAULT_TIMING: RolloutTiming = {
   // 6 history events per server (one activity each; measured, test/history.test.ts): a child of 100 stays near 600, far below Temporal's 10,240 warning.
   sliceServers: 100,
   commandTimeoutMs: 0,
+  fullServerListMax: FULL_SERVER_LIST_MAX,
 };
 
 export function timing(t?: Partial<RolloutTiming>): RolloutTiming {
