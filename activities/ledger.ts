@@ -5,6 +5,7 @@ import type { Sql } from 'postgres';
 import type { Phase } from '../domain/rollout';
 import { appendEvent, appendServerStates, ServerStateRow, claim, ClaimConflict, LedgerEvent, recordPhase, recordRolloutStart, RolloutRecord, stillActiveConflicts } from '../store/ledger';
 import { nonRetryable } from './failures';
+import { PackedServers, unpackServers } from '../domain/plan';
 import { FAILURE } from '../domain/failures';
 import { activityLog } from './log';
 import { workflowRunning } from '../platform/temporal';
@@ -16,6 +17,13 @@ export function ledgerActivities(sql: Sql) {
     },
     async recordPhase(p: { rolloutId: string; phase: Phase; error?: string; needsAttention?: string[]; needsAttentionMore?: number }): Promise<void> {
       await recordPhase(sql, p.rolloutId, p.phase, p.error, p.needsAttention, p.needsAttentionMore);
+    },
+    /** A workflow's initial list (pending, or skipped: had it already), compact: one chunk of its servers from position `first`. */
+    async recordServerList(w: { rolloutId: string; at: string; first: number; servers: PackedServers; skipped: number[] }): Promise<void> {
+      const skipped = new Set(w.skipped);
+      await appendServerStates(sql, w.rolloutId, unpackServers(w.servers).map((s, i) => ({
+        server: s.name, role: s.role, position: w.first + i, at: w.at, state: skipped.has(i) ? 'skipped' : 'pending',
+      })));
     },
     /** Per-server states the workflows learned (a chunk of at most a few thousand: see workflows/recorder.ts). */
     async recordServerStates(w: { rolloutId: string; servers: ServerStateRow[] }): Promise<void> {

@@ -10,6 +10,7 @@ import { testStack } from './helpers/stack';
 import { freePort } from '../stack/process';
 import { serverStates } from '../store/ledger';
 import type { RolloutStatus } from '../domain/rollout';
+import { startWebServer } from '../web/server';
 
 const FLEET = ['km-fe-1', 'km-fe-2', 'km-fe-3', 'km-be-1', 'km-be-2', 'km-be-3', 'km-be-4'];
 /** Above 4 servers a status leaves out the list; two servers per batch child, so several children write. */
@@ -105,6 +106,22 @@ describe('status of a fleet above the threshold: bounded, and paged from the led
     const gone = await km(['status', h.workflowId, '--servers', '--state', 'patched'], { TEMPORAL_ADDRESS: `127.0.0.1:${await freePort()}` });
     ok(gone, 'status --servers without Temporal');
     assert.equal(lines(gone.stdout).filter((l) => /^km-/.test(l)).length, 6);
+
+    // The web page: counts, the failed server, and a page of the ledger instead of a grid.
+    const web = await startWebServer({ client: env.client, orchestrator: env.orchestrator, port: await freePort() });
+    try {
+      const html = await (await fetch(`${web.url}/rollouts/${encodeURIComponent(h.workflowId)}?page=2`)).text();
+      assert.doesNotMatch(html, /id="grid"/);
+      assert.match(html, /<p id="counts">7 servers: patched 6 · failed 1<\/p>/);
+      assert.match(html, /<table id="attention"><tr><td>km-be-3<\/td><td>failed<\/td>/);
+      assert.match(html, /← previous<\/a> · page 2 of 1 \(7 server\(s\)\)/, 'past the last page: says so, links back');
+      const first = await (await fetch(`${web.url}/rollouts/${encodeURIComponent(h.workflowId)}?state=failed`)).text();
+      assert.deepEqual([...first.matchAll(/data-ledger-server="([^"]+)"/g)].map((m) => m[1]), ['km-be-3']);
+      const all = await (await fetch(`${web.url}/rollouts/${encodeURIComponent(h.workflowId)}`)).text();
+      assert.deepEqual([...all.matchAll(/data-ledger-server="([^"]+)"/g)].map((m) => m[1]), page.servers.map((x) => x.name));
+    } finally {
+      await web.close();
+    }
 
     // Bad flags: one line, exit 2, nothing read.
     refused(await km(['status', h.workflowId, '--servers', '--page', '0']), /--page must be a whole number >= 1/, '--page 0');

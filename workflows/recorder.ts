@@ -6,6 +6,7 @@ import type { DecisionRecord, FullRolloutStatus, Phase, RolloutStatus, ServerSta
 import type { DecisionFacts } from '../domain/decision';
 import { ATTENTION_LIST_MAX, boundedStatus, FULL_SERVER_LIST_MAX, isFinalPhase } from '../domain/rollout';
 import type { ServerStateRow } from '../store/ledger';
+import { packServers } from '../domain/plan';
 import type { BatchServerResult } from './batches';
 import type { HealthProblem, ServerSummary } from '../activities/preflight';
 import { LedgerBacklog, Steps } from './steps';
@@ -18,6 +19,8 @@ import { verifySigned } from './decisions';
  * ~100 KiB activity input, and 20,000 servers take 20 activities.
  */
 export const SERVER_ROWS_PER_WRITE = 1_000;
+/** Servers per initial-list write (compact: ~80 KiB). */
+export const SERVER_LIST_PER_WRITE = 5_000;
 /** Servers per health-check activity (its input ~30 KiB); 16 checks run at a time within one. */
 export const HEALTH_CHECKS_PER_ACTIVITY = 2_000;
 
@@ -176,7 +179,14 @@ export class WorkflowRecorder {
     this.byName.clear();
     for (const s of this.status.servers) this.byName.set(s.name, s);
     this.touch();
-    this.recordServers(this.status.servers.map((s, position) => ({ ...row(s, this.status.updatedAt), position, role: s.role })));
+    // The initial list, compact (names and one letter per role): 20,000 servers are ~320 KiB of history, not ~2 MiB of rows.
+    if (!this.recorded) return;
+    const at = this.status.updatedAt;
+    for (let first = 0; first < this.status.servers.length; first += SERVER_LIST_PER_WRITE) {
+      const chunk = this.status.servers.slice(first, first + SERVER_LIST_PER_WRITE);
+      const write = { rolloutId: this.status.id, at, first, servers: packServers(chunk), skipped: chunk.flatMap((s, i) => (s.state === 'skipped' ? [i] : [])) };
+      this.enqueue(() => this.steps.record.recordServerList(write));
+    }
   }
 
   /**

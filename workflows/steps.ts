@@ -47,7 +47,7 @@ export function activityProxies(t: RolloutTiming) {
   return {
     // The ledger: retried until the orchestrator database is back (the ledger catches up);
     // the rollback never waits on it (workflows/recorder.ts writes in the background).
-    record: proxyActivities<Pick<KmHotfixActivities, 'recordRolloutStart' | 'recordPhase' | 'recordEvent' | 'recordServerStates' | 'claimServers'>>({
+    record: proxyActivities<Pick<KmHotfixActivities, 'recordRolloutStart' | 'recordPhase' | 'recordEvent' | 'recordServerStates' | 'recordServerList' | 'claimServers'>>({
       startToCloseTimeout: '30s',
       retry: retry(),
     }),
