@@ -13,7 +13,6 @@ import { LedgerBacklog, Steps } from './steps';
 import { failureMessage } from './errors';
 import { verifySigned } from './decisions';
 
-/** Ends the happy path on purpose (rejection, abort, too many failures): a rollback follows. */
 /**
  * Per-server rows per ledger write: ~100 B each, so a write of 1,000 is a
  * ~100 KiB activity input, and 20,000 servers take 20 activities.
@@ -29,6 +28,7 @@ export function someOf(names: readonly string[], max = 10): string {
   return names.slice(0, max).join(', ') + (names.length > max ? ` and ${names.length - max} more` : '');
 }
 
+/** Ends the happy path on purpose (rejection, abort, too many failures): a rollback follows. */
 export class StopRollout extends Error {
   override name = 'StopRollout';
 }
