@@ -1,9 +1,9 @@
 // What a person sees: the status block stays readable for a large fleet.
 import assert from 'node:assert/strict';
-import { statusBlock } from '../client/render/status';
-import { boundedStatus, RolloutStatus, ServerStatus } from '../domain/rollout';
+import { changeLines, outcomeLine, statusBlock } from '../client/render/status';
+import { boundedStatus, FULL_SERVER_LIST_MAX, RolloutStatus, ServerStatus } from '../domain/rollout';
 
-function bigRollout(n: number): RolloutStatus {
+function bigRollout(n: number, limit = Infinity): RolloutStatus {
   const servers: ServerStatus[] = Array.from({ length: n }, (_, i) => ({ name: `km-be-${i + 1}`, role: 'backend', state: i < 150 ? 'patched' : 'pending' }));
   servers[150].state = 'patching';
   servers[151].state = 'patching';
@@ -15,7 +15,7 @@ function bigRollout(n: number): RolloutStatus {
     id: 'rollout-x', kind: 'rollout', hotfix: 'hotfix_backend_x', phase: 'fanout', requestedBy: 'alice', requestedKey: null, sha256: null, canary: 'km-be-300',
     drained: [], approvals: [], decisions: [], servers, serverCount: 0, serverCounts: {}, attention: [], attentionMore: 0, error: null, paused: false, gate: null,
     needsAttention: [], needsAttentionMore: 0, startedAt: now, updatedAt: now, endedAt: null, activeBatchWorkflows: [],
-  }, Infinity);
+  }, limit);
 }
 
 describe('status block', () => {
@@ -32,5 +32,20 @@ describe('status block', () => {
     const lines = statusBlock(bigRollout(300), Date.now(), false);
     assert.equal(lines.filter((l) => /^km-be-\d+\s/.test(l)).length, 300);
     assert.ok(!lines.some((l) => l.includes('more (')));
+  });
+
+  it('a status above the threshold (no server list): counts, the failed server, and where to page the rest; --watch lines follow the counts', () => {
+    const st = bigRollout(2000, FULL_SERVER_LIST_MAX);
+    assert.equal(st.servers, undefined);
+    const lines = statusBlock(st, Date.now(), false);
+    const text = lines.join('\n');
+    assert.match(text, /149\/2000 patched or skipped {2}\(patched 149 · failed 1 · patching 2 · pending 1848\)/);
+    assert.match(text, /^km-be-41\s+backend\s+failed/m);
+    assert.match(text, /… and 1999 more: 'km-hotfix status rollout-x --servers' pages every server/);
+    assert.ok(lines.length < 20, `${lines.length} lines`);
+    const later = { ...st, serverCounts: { ...st.serverCounts, patched: 155, pending: 1842 } };
+    assert.deepEqual(changeLines(st, later, Date.parse('2026-01-01T10:00:00Z')).map((l) => l.replace(/^\S+\s+/, '')), ['progress 155/2000 patched or skipped (patched 155 · failed 1 · patching 2 · pending 1842)']);
+    const done = { ...st, phase: 'rollback_failed' as const, error: 'stopped', needsAttention: ['km-be-1', 'km-be-2'], needsAttentionMore: 70 };
+    assert.match(outcomeLine(done), /needs a person: km-be-1, km-be-2 and 70 more \('km-hotfix status rollout-x --servers --state rollback_failed'\)/);
   });
 });
