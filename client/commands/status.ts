@@ -122,7 +122,7 @@ export function registerStatus(program: Command): void {
   program
     .command('status <id>')
     .summary('phase, canary, drained backends, the gate, approvals, counts by server state; --servers pages every server')
-    .description('Show a rollout, removal or upload: phase, canary, which backends are drained (and their Maximum Processes), what the verification gate waits for, approvals, and each server\'s state and elapsed time.')
+    .description(`Show a rollout, removal or upload: phase, canary, which backends are drained (and their Maximum Processes), what the verification gate waits for, approvals, counts by server state, the servers needing attention, and each server's state and elapsed time while the rollout has at most ${FULL_SERVER_LIST_MAX} servers (above: --servers pages them).`)
     .option('--watch', 'follow it live until it ends (redrawn in place on a terminal, one line per change otherwise); exit 0 completed, 1 rolled back or failed')
     .option('--json', `one JSON document (with --watch: the final one); it has a "servers" list while the rollout has at most ${FULL_SERVER_LIST_MAX} servers`)
     .option('--servers', 'list every server\'s latest state from the ledger, a page at a time (works after Temporal has forgotten the workflow)')
