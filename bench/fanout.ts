@@ -12,7 +12,7 @@
 //     [--apply-ms 500] [--restart-ms 1000] [--fleet-processes K] [--timeout-min 20] [--no-doc]
 // Nothing here blocks the event loop on a child (the fleet lives in children anyway).
 import { fork, spawn, type ChildProcess } from 'node:child_process';
-import { promises as fs, readFileSync } from 'node:fs';
+import { promises as fs, readFileSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -174,6 +174,11 @@ async function fleetChild(): Promise<void> {
     if (m === 'stop') { void fleet.stop().then(() => process.exit(0)); return; }
     if (m.type === 'clear') { for (const s of fleet.servers) s.clearLog(); send({ type: 'ok' }); }
     if (m.type === 'fault') { fleet.server(m.name).fault(m.spec); send({ type: 'ok' }); }
+    // KM_HOTFIX_BENCH_DUMP=DIR: the servers' raw command logs, to study the gaps between a server's commands.
+    if (m.type === 'spans' && process.env.KM_HOTFIX_BENCH_DUMP) {
+      const logs = Object.fromEntries(m.names.filter((n) => mine.has(n)).map((n) => [n, fleet.server(n).log()]));
+      writeFileSync(path.join(process.env.KM_HOTFIX_BENCH_DUMP, `logs-${m.kind}-${process.pid}-${Date.now()}.json`), JSON.stringify(logs));
+    }
     if (m.type === 'spans') send({ type: 'spans', spans: m.names.filter((n) => mine.has(n)).map((n) => spanOf(fleet, n, m.kind)).filter((s): s is ServerSpan => s !== undefined) });
   });
   process.once('disconnect', () => { void fleet.stop().then(() => process.exit(0)); });
@@ -332,21 +337,23 @@ async function resetKm(sc: ScenarioCtx): Promise<void> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function historyEvents(client: Client, id: string): Promise<{ events: number; children: string[] }> {
-  const events = (await client.workflow.getHandle(id).fetchHistory()).events ?? [];
+async function historyEvents(client: Client, id: string, dumpDir?: string): Promise<{ events: number; children: string[] }> {
+  const history = await client.workflow.getHandle(id).fetchHistory();
+  const events = history.events ?? [];
+  if (dumpDir) await fs.writeFile(path.join(dumpDir, `history-${id.replace(/[^a-z0-9-]/gi, '_')}.json`), JSON.stringify(history));
   const children = events.map((e) => e.startChildWorkflowExecutionInitiatedEventAttributes?.workflowId).filter((x): x is string => Boolean(x));
   return { events: events.length, children };
 }
 
 /** Every execution of a rollout (the parent, its children, theirs): the largest history. */
-async function maxHistory(client: Client, id: string): Promise<{ max: number; executions: number }> {
+async function maxHistory(client: Client, id: string, dumpDir?: string): Promise<{ max: number; executions: number }> {
   let max = 0;
   let executions = 0;
   let ids = [id];
   while (ids.length) {
     const next: string[] = [];
     for (let i = 0; i < ids.length; i += 8) {
-      for (const h of await Promise.all(ids.slice(i, i + 8).map((x) => historyEvents(client, x)))) {
+      for (const h of await Promise.all(ids.slice(i, i + 8).map((x) => historyEvents(client, x, dumpDir)))) {
         max = Math.max(max, h.events);
         executions++;
         next.push(...h.children);
@@ -359,7 +366,9 @@ async function maxHistory(client: Client, id: string): Promise<{ max: number; ex
 
 /** The worker as production runs it (`km-hotfix worker`), in a child process so its memory is its own. */
 async function startWorker(env: NodeJS.ProcessEnv): Promise<{ child: ChildProcess; stop(): Promise<number> }> {
-  const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'km-hotfix.js'), 'worker'], { env, cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+  // KM_HOTFIX_BENCH_WORKER_ARGS: extra node flags for the worker only, e.g. '--cpu-prof --cpu-prof-dir=/tmp/prof'.
+  const nodeArgs = (process.env.KM_HOTFIX_BENCH_WORKER_ARGS ?? '').split(' ').filter(Boolean);
+  const child = spawn(process.execPath, [...nodeArgs, path.join(ROOT, 'bin', 'km-hotfix.js'), 'worker'], { env, cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   let err = '';
   await new Promise<void>((resolve, reject) => {
@@ -422,7 +431,7 @@ async function runKm(ctx: Ctx, sc: ScenarioCtx): Promise<SystemResult> {
     const endedAt = Date.now();
     const wallMs = (rollbackAt ?? endedAt) - approvedAt;
     const spans = await sc.fleet.spans('apply', sc.targets);
-    const hist = await maxHistory(ctx.client, id);
+    const hist = await maxHistory(ctx.client, id, process.env.KM_HOTFIX_BENCH_DUMP);
     const patched = await appliedCount(sc.km, sc.hotfix, sc.targets);
     const r: SystemResult = {
       ok: s.rollback ? final.phase === 'rolled_back' && patched === 0 : final.phase === 'completed' && patched === s.servers,
