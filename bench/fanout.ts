@@ -688,8 +688,8 @@ async function writeDoc(runs: BenchRun[]): Promise<void> {
     '',
     '`--scenarios 20000x2000 --systems km --fleet-processes 4` splits the fleet over 4 simulator processes (names',
     '`km-…`, `km1-…`, `km2-…`, `km3-…`, one Key Manager database). It has **not been run on this machine**: the hard',
-    'limit on open files here is 20,000 (`ulimit -Hn`) and the worker holds one SSH connection per server, so a',
-    '20,000-server rollout cannot open its connections in one worker process; the 2 cores are also shared by five',
+    'limit on open files here is 20,000 (`ulimit -Hn`) for the fleet\'s processes together with the worker (the worker now',
+    'keeps at most 2,048 idle SSH connections, keymanager/ssh.ts MAX_IDLE_CONNECTIONS, plus those in flight); the 2 cores are also shared by five',
     'engineers. What is known from the runs below: one simulator process serving 2,000 servers peaked at 204 MiB',
     '(417 MiB when parallel-ssh and Ansible also connected), an idle server costs 6-8 KiB (results/simulator-scale.md),',
     'so 20,000 servers should need 2-4 GiB over the 4 processes. The worker peaked at 489 MiB (2,000/200) and 593 MiB',
@@ -710,7 +710,7 @@ async function writeDoc(runs: BenchRun[]): Promise<void> {
     '`--restart-ms` (500 / 1000); `--fleet-processes K` (simulator processes; default one per 5,000 servers);',
     '`--timeout-min` per run (20); `--no-doc`; `--doc-only` (rewrite this file from the recorded results). Each run is appended to `bench/results/<date>-fanout.json` with the engine',
     'commit, the machine and the tool versions, and this file is rewritten from all of them. The fleet needs about 2 open',
-    'files per server in its processes and the worker one per server (`ulimit -n`).',
+    'files per server in its processes and the worker one per server up to 2,048 idle ones plus the window (`ulimit -n`).',
     '',
   ];
   // Engines in the order they were first measured; per engine, the newest result of each scenario.
