@@ -8,7 +8,7 @@ import type { Sql } from 'postgres';
 import type { ExecOptions } from '../keymanager/ssh';
 import type { KeyManagerSsh, ServiceStatus } from '../keymanager/key-manager-ssh';
 import type { KeyManagerDatabase } from '../keymanager/database';
-import { appendEvent, LedgerEvent } from '../store/ledger';
+import { appendEvents, LedgerEvent } from '../store/ledger';
 import type { FleetServer } from '../domain/fleet';
 import { inventoryCache } from './inventory';
 import { classified, nonRetryable } from './failures';
@@ -94,13 +94,50 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
   const { orchestrator, kmSsh, kmDb } = deps;
   const servers = inventoryCache(orchestrator);
 
-  /** The ledger is bookkeeping: a server's step never fails because the orchestrator database is down. */
-  async function note(e: LedgerEvent, unrecorded: LedgerEvent[]): Promise<void> {
+  /**
+   * The ledger is bookkeeping: a server's step never fails because the
+   * orchestrator database is down (the workflow writes what is left over).
+   * Never rejects, so it can run while the next command does.
+   */
+  async function note(events: LedgerEvent[], unrecorded: LedgerEvent[]): Promise<void> {
     try {
-      await appendEvent(orchestrator, e);
+      await appendEvents(orchestrator, events);
     } catch (err) {
-      activityLog('warn', `ledger unreachable, ${e.kind} on ${e.server} will be recorded by the workflow: ${(err as Error).message}`, { server: e.server });
-      unrecorded.push(e);
+      activityLog('warn', `ledger unreachable, ${events.map((e) => e.kind).join(' and ')} on ${events[0]?.server} will be recorded by the workflow: ${(err as Error).message}`, { server: events[0]?.server });
+      unrecorded.push(...events);
+    }
+  }
+
+  /**
+   * The server's inventory entry and, when the step starts with its command,
+   * whether the Key Manager database lists the hotfix: both at once (two
+   * databases, one wait).
+   */
+  async function begin(w: ServerWork, asking: boolean): Promise<{ target: FleetServer; listed?: boolean }> {
+    const [target, listed] = await Promise.all([servers.get(w.server), asking ? kmDb.isApplied(w.server, w.hotfix) : Promise.resolve(undefined)]);
+    return { target, ...(listed === undefined ? {} : { listed }) };
+  }
+
+  /**
+   * Restart, then verify. The apply/unapply event (if any) is written while
+   * the restart runs, and always before this returns or throws; the restart
+   * and verified events go in one insert at the end (a failed verify still
+   * records the restart).
+   */
+  async function restartAndVerify(w: ServerWork, target: FleetServer, applied: boolean, progress: StepProgress, sentNote: LedgerEvent[], unrecorded: LedgerEvent[]): Promise<void> {
+    const action = applied ? 'apply' : 'unapply';
+    const writing = note(sentNote, unrecorded);
+    const later: LedgerEvent[] = [];
+    try {
+      if (progress.step === 'restart') {
+        await restart(w, target, progress);
+        later.push({ rolloutId: w.rolloutId, key: `restart:${action}:${w.server}`, kind: 'restart', server: w.server });
+      }
+      await verify(w, target, applied, progress);
+      later.push({ rolloutId: w.rolloutId, key: `verify:${action}:${w.server}`, kind: 'verified', server: w.server, detail: { hotfix: w.hotfix, applied } });
+    } finally {
+      await writing;
+      await note(later, unrecorded);
     }
   }
 
@@ -116,13 +153,16 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
     const within = `within ${Math.round(w.servicesTimeoutMs / 1000)}s`;
     let last = '';
     for (;;) {
+      // Both questions at once (the database and the server); the database's answer is judged first.
+      const status = classified(w.server, () => kmSsh.servicesStatus(target, opts));
+      status.catch(() => undefined);
       const listed = await kmDb.isApplied(w.server, w.hotfix);
       if (listed !== applied) {
         throw nonRetryable(FAILURE.notApplied, `${w.server}: the Key Manager database ${applied ? 'does not list' : 'still lists'} ${w.hotfix} under Hotfixes Applied after ${applied ? 'applying' : 'unapplying'} it: check the server's ssh-mgr-controller log`);
       }
       let services: ServiceStatus[];
       try {
-        services = await classified(w.server, () => kmSsh.servicesStatus(target, opts));
+        services = await status;
       } catch (err) {
         // A lost connection is retried, but never past the deadline.
         if (Date.now() > progress.verifyDeadline) throw nonRetryable(FAILURE.servicesDown, `${w.server}: services not confirmed RUNNING ${within} after restart (last: ${(err as Error).message}): check 'supervisorctl status' on the server`);
@@ -155,28 +195,25 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
      * the Key Manager database, and still restarted and verified.
      */
     async patchServer(w: ServerWork): Promise<ServerWorkResult> {
-      const target = await servers.get(w.server);
       const progress = progressOf();
       const unrecorded: LedgerEvent[] = [];
       let changed = progress.sent === true;
-      if (progress.step === 'start' || progress.step === 'apply') {
+      const applying = progress.step === 'start' || progress.step === 'apply';
+      const { target, listed } = await begin(w, applying);
+      const sentNote: LedgerEvent[] = [];
+      if (applying) {
         progress.step = 'apply';
-        if (!(await kmDb.isApplied(w.server, w.hotfix))) {
+        if (!listed) {
           progress.sent = true;
           changed = true;
           checkpoint(progress);
           await classified(w.server, () => kmSsh.applyHotfix(target, w.hotfix, activityExecOptions(limit(COMMAND_TIMEOUT_MS.apply, w.commandTimeoutMs), progress)));
           activityLog('info', `${w.server}: applied ${w.hotfix}`, { server: w.server, hotfix: w.hotfix });
         }
-        await note({ rolloutId: w.rolloutId, key: `apply:${w.server}`, kind: 'apply', server: w.server, detail: { hotfix: w.hotfix, changed } }, unrecorded);
+        sentNote.push({ rolloutId: w.rolloutId, key: `apply:${w.server}`, kind: 'apply', server: w.server, detail: { hotfix: w.hotfix, changed } });
         progress.step = 'restart';
       }
-      if (progress.step === 'restart') {
-        await restart(w, target, progress);
-        await note({ rolloutId: w.rolloutId, key: `restart:apply:${w.server}`, kind: 'restart', server: w.server }, unrecorded);
-      }
-      await verify(w, target, true, progress);
-      await note({ rolloutId: w.rolloutId, key: `verify:apply:${w.server}`, kind: 'verified', server: w.server, detail: { hotfix: w.hotfix, applied: true } }, unrecorded);
+      await restartAndVerify(w, target, true, progress, sentNote, unrecorded);
       return { changed, unrecorded };
     },
 
@@ -187,28 +224,25 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
      * services are checked (e.g. after a checksum mismatch: nothing changed).
      */
     async unpatchServer(w: ServerWork): Promise<ServerWorkResult> {
-      const target = await servers.get(w.server);
       const progress = progressOf();
       const unrecorded: LedgerEvent[] = [];
       let changed = progress.sent === true;
-      if (progress.step === 'start' || progress.step === 'unapply') {
+      const unapplying = progress.step === 'start' || progress.step === 'unapply';
+      const { target, listed } = await begin(w, unapplying);
+      const sentNote: LedgerEvent[] = [];
+      if (unapplying) {
         progress.step = 'unapply';
-        if (await kmDb.isApplied(w.server, w.hotfix)) {
+        if (listed) {
           progress.sent = true;
           changed = true;
           checkpoint(progress);
           await classified(w.server, () => kmSsh.unapplyHotfix(target, w.hotfix, activityExecOptions(limit(COMMAND_TIMEOUT_MS.apply, w.commandTimeoutMs), progress)));
           activityLog('info', `${w.server}: unapplied ${w.hotfix}`, { server: w.server, hotfix: w.hotfix });
         }
-        if (changed) await note({ rolloutId: w.rolloutId, key: `unapply:${w.server}`, kind: 'unapply', server: w.server, detail: { hotfix: w.hotfix } }, unrecorded);
+        if (changed) sentNote.push({ rolloutId: w.rolloutId, key: `unapply:${w.server}`, kind: 'unapply', server: w.server, detail: { hotfix: w.hotfix } });
         progress.step = changed ? 'restart' : 'verify';
       }
-      if (progress.step === 'restart') {
-        await restart(w, target, progress);
-        await note({ rolloutId: w.rolloutId, key: `restart:unapply:${w.server}`, kind: 'restart', server: w.server }, unrecorded);
-      }
-      await verify(w, target, false, progress);
-      await note({ rolloutId: w.rolloutId, key: `verify:unapply:${w.server}`, kind: 'verified', server: w.server, detail: { hotfix: w.hotfix, applied: false } }, unrecorded);
+      await restartAndVerify(w, target, false, progress, sentNote, unrecorded);
       return { changed, unrecorded };
     },
   };

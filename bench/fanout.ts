@@ -12,7 +12,7 @@
 //     [--apply-ms 500] [--restart-ms 1000] [--fleet-processes K] [--timeout-min 20] [--no-doc]
 // Nothing here blocks the event loop on a child (the fleet lives in children anyway).
 import { fork, spawn, type ChildProcess } from 'node:child_process';
-import { promises as fs, readFileSync } from 'node:fs';
+import { promises as fs, readFileSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -174,6 +174,11 @@ async function fleetChild(): Promise<void> {
     if (m === 'stop') { void fleet.stop().then(() => process.exit(0)); return; }
     if (m.type === 'clear') { for (const s of fleet.servers) s.clearLog(); send({ type: 'ok' }); }
     if (m.type === 'fault') { fleet.server(m.name).fault(m.spec); send({ type: 'ok' }); }
+    // KM_HOTFIX_BENCH_DUMP=DIR: the servers' raw command logs, to study the gaps between a server's commands.
+    if (m.type === 'spans' && process.env.KM_HOTFIX_BENCH_DUMP) {
+      const logs = Object.fromEntries(m.names.filter((n) => mine.has(n)).map((n) => [n, fleet.server(n).log()]));
+      writeFileSync(path.join(process.env.KM_HOTFIX_BENCH_DUMP, `logs-${m.kind}-${process.pid}-${Date.now()}.json`), JSON.stringify(logs));
+    }
     if (m.type === 'spans') send({ type: 'spans', spans: m.names.filter((n) => mine.has(n)).map((n) => spanOf(fleet, n, m.kind)).filter((s): s is ServerSpan => s !== undefined) });
   });
   process.once('disconnect', () => { void fleet.stop().then(() => process.exit(0)); });
@@ -332,21 +337,23 @@ async function resetKm(sc: ScenarioCtx): Promise<void> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function historyEvents(client: Client, id: string): Promise<{ events: number; children: string[] }> {
-  const events = (await client.workflow.getHandle(id).fetchHistory()).events ?? [];
+async function historyEvents(client: Client, id: string, dumpDir?: string): Promise<{ events: number; children: string[] }> {
+  const history = await client.workflow.getHandle(id).fetchHistory();
+  const events = history.events ?? [];
+  if (dumpDir) await fs.writeFile(path.join(dumpDir, `history-${id.replace(/[^a-z0-9-]/gi, '_')}.json`), JSON.stringify(history));
   const children = events.map((e) => e.startChildWorkflowExecutionInitiatedEventAttributes?.workflowId).filter((x): x is string => Boolean(x));
   return { events: events.length, children };
 }
 
 /** Every execution of a rollout (the parent, its children, theirs): the largest history. */
-async function maxHistory(client: Client, id: string): Promise<{ max: number; executions: number }> {
+async function maxHistory(client: Client, id: string, dumpDir?: string): Promise<{ max: number; executions: number }> {
   let max = 0;
   let executions = 0;
   let ids = [id];
   while (ids.length) {
     const next: string[] = [];
     for (let i = 0; i < ids.length; i += 8) {
-      for (const h of await Promise.all(ids.slice(i, i + 8).map((x) => historyEvents(client, x)))) {
+      for (const h of await Promise.all(ids.slice(i, i + 8).map((x) => historyEvents(client, x, dumpDir)))) {
         max = Math.max(max, h.events);
         executions++;
         next.push(...h.children);
@@ -359,7 +366,9 @@ async function maxHistory(client: Client, id: string): Promise<{ max: number; ex
 
 /** The worker as production runs it (`km-hotfix worker`), in a child process so its memory is its own. */
 async function startWorker(env: NodeJS.ProcessEnv): Promise<{ child: ChildProcess; stop(): Promise<number> }> {
-  const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'km-hotfix.js'), 'worker'], { env, cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+  // KM_HOTFIX_BENCH_WORKER_ARGS: extra node flags for the worker only, e.g. '--cpu-prof --cpu-prof-dir=/tmp/prof'.
+  const nodeArgs = (process.env.KM_HOTFIX_BENCH_WORKER_ARGS ?? '').split(' ').filter(Boolean);
+  const child = spawn(process.execPath, [...nodeArgs, path.join(ROOT, 'bin', 'km-hotfix.js'), 'worker'], { env, cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   let err = '';
   await new Promise<void>((resolve, reject) => {
@@ -422,7 +431,7 @@ async function runKm(ctx: Ctx, sc: ScenarioCtx): Promise<SystemResult> {
     const endedAt = Date.now();
     const wallMs = (rollbackAt ?? endedAt) - approvedAt;
     const spans = await sc.fleet.spans('apply', sc.targets);
-    const hist = await maxHistory(ctx.client, id);
+    const hist = await maxHistory(ctx.client, id, process.env.KM_HOTFIX_BENCH_DUMP);
     const patched = await appliedCount(sc.km, sc.hotfix, sc.targets);
     const r: SystemResult = {
       ok: s.rollback ? final.phase === 'rolled_back' && patched === 0 : final.phase === 'completed' && patched === s.servers,
@@ -679,8 +688,8 @@ async function writeDoc(runs: BenchRun[]): Promise<void> {
     '',
     '`--scenarios 20000x2000 --systems km --fleet-processes 4` splits the fleet over 4 simulator processes (names',
     '`km-…`, `km1-…`, `km2-…`, `km3-…`, one Key Manager database). It has **not been run on this machine**: the hard',
-    'limit on open files here is 20,000 (`ulimit -Hn`) and the worker holds one SSH connection per server, so a',
-    '20,000-server rollout cannot open its connections in one worker process; the 2 cores are also shared by five',
+    'limit on open files here is 20,000 (`ulimit -Hn`) for the fleet\'s processes together with the worker (the worker now',
+    'keeps at most 2,048 idle SSH connections, keymanager/ssh.ts MAX_IDLE_CONNECTIONS, plus those in flight); the 2 cores are also shared by five',
     'engineers. What is known from the runs below: one simulator process serving 2,000 servers peaked at 204 MiB',
     '(417 MiB when parallel-ssh and Ansible also connected), an idle server costs 6-8 KiB (results/simulator-scale.md),',
     'so 20,000 servers should need 2-4 GiB over the 4 processes. The worker peaked at 489 MiB (2,000/200) and 593 MiB',
@@ -701,7 +710,7 @@ async function writeDoc(runs: BenchRun[]): Promise<void> {
     '`--restart-ms` (500 / 1000); `--fleet-processes K` (simulator processes; default one per 5,000 servers);',
     '`--timeout-min` per run (20); `--no-doc`; `--doc-only` (rewrite this file from the recorded results). Each run is appended to `bench/results/<date>-fanout.json` with the engine',
     'commit, the machine and the tool versions, and this file is rewritten from all of them. The fleet needs about 2 open',
-    'files per server in its processes and the worker one per server (`ulimit -n`).',
+    'files per server in its processes and the worker one per server up to 2,048 idle ones plus the window (`ulimit -n`).',
     '',
   ];
   // Engines in the order they were first measured; per engine, the newest result of each scenario.

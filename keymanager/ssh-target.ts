@@ -48,6 +48,8 @@ export interface SshPoolOptions {
   readyTimeoutMs?: number;
   /** Close a connection with no open channel after this long. Default 60 s. */
   idleMs?: number;
+  /** Idle connections kept (least recently used closed first). Default MAX_IDLE_CONNECTIONS (keymanager/ssh.ts). */
+  maxIdle?: number;
   /** Concurrent channels per connection; OpenSSH's MaxSessions default is 10. Default 8. */
   maxChannels?: number;
   /** Output kept per stream of one command. Default 4 MiB. */

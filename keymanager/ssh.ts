@@ -17,7 +17,18 @@ import { commandLine, HOST_KEY, hostKeyFingerprint, normalizeFingerprint, ExecOp
 export type { ExecOptions, ExecResult, SshCredentials, SshPoolOptions, SshTarget } from './ssh-target';
 export { commandLine, hostKeyFingerprint } from './ssh-target';
 
-const DEFAULTS = { connectTimeoutMs: 10_000, readyTimeoutMs: 20_000, idleMs: 60_000, maxChannels: 8, maxOutputBytes: 4 << 20 };
+/**
+ * Idle connections a pool keeps open. A preflight connects to every server
+ * and the fan-out reuses those connections (no second handshake), but a
+ * worker must not hold one connection, one open file, per server of a
+ * 20,000-server fleet (the hard open-files limit can be 20,000): past this
+ * many idle ones the least recently used is closed. 2,048 keeps a
+ * 2,000-server fleet's preflight connections for its fan-out; busy
+ * connections (servers in flight) are never closed for it.
+ */
+export const MAX_IDLE_CONNECTIONS = 2048;
+
+const DEFAULTS = { connectTimeoutMs: 10_000, readyTimeoutMs: 20_000, idleMs: 60_000, maxIdle: MAX_IDLE_CONNECTIONS, maxChannels: 8, maxOutputBytes: 4 << 20 };
 type Waiter = { resolve: () => void; reject: (e: Error) => void };
 
 /** One SSH connection to one server, shared by concurrent calls. */
@@ -44,6 +55,8 @@ function abortReason(signal: AbortSignal): unknown {
 
 export class SshPool {
   private readonly conns = new Map<string, Connection>();
+  /** Connections with no call on them, least recently used first. */
+  private readonly idle = new Set<Connection>();
   private readonly opts: Required<SshPoolOptions>;
 
   constructor(private readonly creds: SshCredentials, opts: SshPoolOptions = {}) {
@@ -232,6 +245,7 @@ export class SshPool {
       const onGone = () => {
         conn.closed = true;
         clearTimeout(conn.idleTimer);
+        this.idle.delete(conn);
         if (this.conns.get(name) === conn) this.conns.delete(name);
         for (const w of conn.waiters.splice(0)) w.reject(new StaleConnection('connection closed'));
         settle(conn.lastError ?? new KmError('connection', `${name}: the connection to ${target.host}:${target.port} closed during the SSH handshake: check sshd on the server (MaxStartups, its log)`, { server: name }));
@@ -274,6 +288,7 @@ export class SshPool {
     if (conn.closed) return Promise.reject(new StaleConnection('connection closed'));
     clearTimeout(conn.idleTimer);
     conn.idleTimer = undefined;
+    this.idle.delete(conn);
     conn.sock?.ref();
     if (conn.active < this.opts.maxChannels) {
       conn.active++;
@@ -308,6 +323,11 @@ export class SshPool {
       conn.sock?.unref();
       conn.idleTimer = setTimeout(() => void this.closeConnection(conn), this.opts.idleMs);
       conn.idleTimer.unref();
+      this.idle.add(conn);
+      for (const oldest of this.idle) {
+        if (this.idle.size <= this.opts.maxIdle) break;
+        void this.closeConnection(oldest);
+      }
     }
   }
 
@@ -315,12 +335,14 @@ export class SshPool {
   private discard(conn: Connection): void {
     conn.closed = true;
     clearTimeout(conn.idleTimer);
+    this.idle.delete(conn);
     if (this.conns.get(conn.target.name) === conn) this.conns.delete(conn.target.name);
     conn.sock?.destroy();
   }
 
   private async closeConnection(conn: Connection): Promise<void> {
     clearTimeout(conn.idleTimer);
+    this.idle.delete(conn);
     if (this.conns.get(conn.target.name) === conn) this.conns.delete(conn.target.name);
     if (conn.closed && (!conn.sock || conn.sock.destroyed)) return;
     await new Promise<void>((resolve) => {

@@ -70,7 +70,9 @@ export interface RunningDevServer {
 }
 
 export async function startDevServer(opts: DevServerOptions): Promise<RunningDevServer> {
-  const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(opts.port), '--log-level', 'warn'];
+  const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(opts.port), '--log-level', 'warn',
+    // The worker that completes a workflow task gets the activities it schedules in the answer (no poll round trip).
+    '--dynamic-config-value', 'system.enableActivityEagerExecution=true'];
   if (opts.dbFile) args.push('--db-filename', opts.dbFile);
   if (opts.headless || opts.uiPort === undefined) args.push('--headless');
   else args.push('--ui-port', String(opts.uiPort), '--ui-disable-news-fetch');

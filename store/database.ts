@@ -50,8 +50,8 @@ export function requireDatabaseUrl(config: Config, label: DatabaseLabel): string
 }
 
 /** The orchestrator database from DATABASE_URL, connected and migrated. */
-export async function connectOrchestrator(config: Config): Promise<Sql> {
-  const sql = await connectDatabase(requireDatabaseUrl(config, 'orchestrator'), 'orchestrator');
+export async function connectOrchestrator(config: Config, opts: { max?: number } = {}): Promise<Sql> {
+  const sql = await connectDatabase(requireDatabaseUrl(config, 'orchestrator'), 'orchestrator', opts);
   try {
     await migrate(sql);
   } catch (err) {
@@ -72,13 +72,13 @@ export interface OpenDatabases {
  * before connecting, so a missing one is reported before a slow timeout; on
  * failure nothing stays open.
  */
-export async function openDatabases(config: Config, opts: { kmMax?: number } = {}): Promise<OpenDatabases> {
+export async function openDatabases(config: Config, opts: { kmMax?: number; orchestratorMax?: number } = {}): Promise<OpenDatabases> {
   requireDatabaseUrl(config, 'orchestrator');
   const kmUrl = requireDatabaseUrl(config, 'Key Manager');
   const opened: Sql[] = [];
   const close = () => Promise.all(opened.map((s) => s.end({ timeout: 5 }).catch(() => undefined))).then(() => undefined);
   try {
-    opened.push(await connectOrchestrator(config));
+    opened.push(await connectOrchestrator(config, opts.orchestratorMax === undefined ? {} : { max: opts.orchestratorMax }));
     opened.push(await connectDatabase(kmUrl, 'Key Manager', opts.kmMax === undefined ? {} : { max: opts.kmMax }));
   } catch (err) {
     await close();

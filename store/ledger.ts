@@ -65,6 +65,16 @@ export async function appendEvent(sql: Sql, raw: LedgerEvent): Promise<void> {
     ON CONFLICT (rollout_id, event_key) DO NOTHING`;
 }
 
+/** Several events in one round trip (a server step's events, written together). */
+export async function appendEvents(sql: Sql, raw: LedgerEvent[]): Promise<void> {
+  if (raw.length === 0) return;
+  if (raw.length === 1) return appendEvent(sql, raw[0]);
+  const rows = raw.map(storable).map((e) => ({ rollout_id: e.rolloutId, event_key: e.key, kind: e.kind, server: e.server ?? null, actor: e.actor ?? null, detail: sql.json((e.detail ?? {}) as never) }));
+  await sql`
+    INSERT INTO rollout_event ${sql(rows, 'rollout_id', 'event_key', 'kind', 'server', 'actor', 'detail')}
+    ON CONFLICT (rollout_id, event_key) DO NOTHING`;
+}
+
 /** Record a phase; a final phase may name the servers that need a person (kept as data for ledgerStatus). */
 export async function recordPhase(sql: Sql, rolloutId: string, phase: Phase, rawError?: string, rawAttention: string[] = [], needsAttentionMore = 0): Promise<void> {
   const final = isFinalPhase(phase);

@@ -385,6 +385,31 @@ describe('keymanager/ssh against OpenSSH sshd', function () {
     }
   });
 
+  it('keeps at most maxIdle idle connections, closing the least recently used, and never a busy one', async () => {
+    const p = new SshPool({ privateKey: sshd.clientKey }, { maxIdle: 2 });
+    const [a, b, c] = ['km-a', 'km-b', 'km-c'].map((name) => ({ ...t, name }));
+    try {
+      const before = sshd.connections();
+      await p.exec(a, ['true']);
+      await p.exec(b, ['true']);
+      await p.exec(a, ['true']); // a is now the most recently used: b goes first
+      // c's command runs while a and b are idle: a third idle one only once c is done.
+      const running = p.exec(c, ['sleep', '0.3']);
+      await sleep(100);
+      assert.equal(p.size, 3, 'a busy connection does not count against the idle cap');
+      await running;
+      assert.equal(p.size, 2);
+      await p.exec(a, ['true']);
+      await p.exec(c, ['true']);
+      assert.equal(sshd.connections() - before, 3, 'a and c were reused');
+      await p.exec(b, ['true']);
+      assert.equal(sshd.connections() - before, 4, 'b was closed (least recently used) and connects again');
+      assert.equal(p.size, 2);
+    } finally {
+      await p.close();
+    }
+  });
+
   it('never reuses a connection once the pinned host key of that server changes', async () => {
     const p = new SshPool({ privateKey: sshd.clientKey });
     try {

@@ -33,7 +33,11 @@ export function activitySlots(env: NodeJS.ProcessEnv = process.env): number {
   return n;
 }
 
+/** Activity pollers: enough that a window of 50 servers starts without queueing behind a few polls. */
+const ACTIVITY_POLLS = 50;
+
 export async function createKmHotfixWorker(opts: KmHotfixWorkerOptions): Promise<KmHotfixWorker> {
+  const slots = activitySlots();
   const { activities, close } = createActivities(opts.activityDeps);
   const code = opts.workflowBundle ? { workflowBundle: opts.workflowBundle } : { workflowsPath: require.resolve('../workflows') };
   const worker = await Worker.create({
@@ -46,7 +50,13 @@ export async function createKmHotfixWorker(opts: KmHotfixWorkerOptions): Promise
     // Each server step holds a slot for its whole SSH command: the widest batch
     // in use needs as many (bench/results/rollout-scale.md: 100 → 250 cut a
     // 2,000-server fan-out from 45 s to 27 s).
-    maxConcurrentActivityTaskExecutions: activitySlots(),
+    maxConcurrentActivityTaskExecutions: slots,
+    // A window's servers start together: with the default 5-10 pollers the
+    // last of 50 waited ~100 ms for a poll (schedule-to-start p90, 200/50).
+    maxConcurrentActivityTaskPolls: Math.min(slots, ACTIVITY_POLLS),
+    // The activities a workflow task schedules (a window's next servers) come
+    // back with its completion when the server allows eager execution.
+    maxEagerActivityReservationsPerWorkflowTask: Math.min(slots, ACTIVITY_POLLS),
     // The workflow's next task goes first to the worker that ran its last one
     // (its "sticky" cache). When that worker is dead, Temporal moves the task
     // to the shared queue after this long (default 10 s, measured 10-11 s of
@@ -98,6 +108,13 @@ export async function loadSshCredentials(config: Config, required: boolean): Pro
   return {};
 }
 
+/**
+ * Connections per database in a worker: every server step in flight reads the
+ * Key Manager database and writes the ledger, and with the default 5 a window
+ * of 50 queued for them (p90 17 ms per query against <1 ms, 200/50).
+ */
+const WORKER_DB_CONNECTIONS = 20;
+
 export interface OpenedDeps {
   deps: ActivityDeps;
   close(): Promise<void>;
@@ -121,7 +138,11 @@ export async function openActivityDeps(config: Config, opts: { requireSsh: boole
   }
   const allowedSigners = await checkAllowedSigners(config);
   const ssh = await loadSshCredentials(config, opts.requireSsh);
-  const db = await openDatabases(config);
+  const db = await openDatabases(config, { kmMax: WORKER_DB_CONNECTIONS, orchestratorMax: WORKER_DB_CONNECTIONS });
+  // Open the connections now: opened on demand, a window's first servers
+  // waited on 40 password handshakes at once (first apply 76-254 ms after the start, 200/50).
+  const warm = (sql: typeof db.km) => Promise.all(Array.from({ length: WORKER_DB_CONNECTIONS }, () => sql`SELECT 1`));
+  await Promise.all([warm(db.orchestrator), warm(db.km)]).catch(() => undefined);
   const notify = { ...(config.webhookUrl ? { webhookUrl: config.webhookUrl } : {}), ...(config.web.url ? { webUrl: config.web.url } : {}) };
   return { deps: { orchestrator: db.orchestrator, km: db.km, ssh, allowedSigners, notify }, close: db.close };
 }

@@ -3,9 +3,9 @@
 // Fan-out lives here (not in the parent) so that no execution's history grows
 // with the fleet: a parent starts one child per slice of at most
 // `sliceServers` servers (workflows/fanout.ts).
-import { condition, setHandler } from '@temporalio/workflow';
+import { condition, getExternalWorkflowHandle, setHandler, workflowInfo } from '@temporalio/workflow';
 import type { RolloutTiming, ServerState } from '../domain/rollout';
-import { batchStatusQuery, BatchProgress, pauseBatchesSignal, stopBatchesSignal } from './definitions';
+import { batchFreedSignal, batchStatusQuery, BatchProgress, pauseBatchesSignal, stopBatchesSignal, widenBatchesSignal } from './definitions';
 import { activityProxies, LedgerBacklog, patchServer, Steps, timing, unpatchServer } from './steps';
 import type { ServerStateRow } from '../store/ledger';
 import { failureMessage, invalidInput } from './errors';
@@ -28,6 +28,10 @@ export interface BatchesInput {
   timing?: Partial<RolloutTiming>;
   /** Start paused (the parent was paused when it started this child). */
   paused?: boolean;
+  /** The window this child may grow to (widenBatchesSignal); it starts at `window`. Default: `window`. */
+  fullWindow?: number;
+  /** Tell the parent, once, when its last server has started and half its full window is free for good (batchFreedSignal). */
+  handOff?: boolean;
 }
 
 export interface BatchServerResult {
@@ -66,6 +70,10 @@ export async function serverBatches(input: BatchesInput): Promise<BatchesResult>
   let paused = input.paused ?? false;
   setHandler(stopBatchesSignal, () => { stopRequested = true; });
   setHandler(pauseBatchesSignal, (p) => { const flag = pauseFlag(p); if (flag !== undefined) paused = flag; });
+  // Started with the places its predecessor in the lane had freed; the rest come when that one has ended.
+  const fullWindow = Math.max(input.window, input.fullWindow ?? input.window);
+  let window = input.window;
+  setHandler(widenBatchesSignal, (w) => { if (Number.isInteger(w) && w > window) window = Math.min(w, fullWindow); });
   setHandler(batchStatusQuery, (): BatchProgress => ({ servers: [...results.values()], paused }));
 
   let failures = 0;
@@ -93,13 +101,22 @@ export async function serverBatches(input: BatchesInput): Promise<BatchesResult>
 
   for (const server of input.servers) {
     // A free place in the window, unless paused; stop and the budget are checked as results arrive.
-    await condition(() => stopRequested || spent() || (!paused && inFlight.size < input.window));
+    await condition(() => stopRequested || spent() || (!paused && inFlight.size < window));
     if (stopRequested || spent()) {
       stopped = true;
       break;
     }
     const p: Promise<void> = one(server).finally(() => inFlight.delete(p));
     inFlight.add(p);
+  }
+  // Nothing more to start: once half the window is free for good, the parent
+  // may start the next slice's child in those places (one signal, not one per server).
+  if (input.handOff && !stopped) {
+    await condition(() => inFlight.size === 0 || (window >= fullWindow && fullWindow - inFlight.size >= Math.ceil(fullWindow / 2)));
+    const parent = workflowInfo().parent;
+    if (inFlight.size > 0 && parent) {
+      await getExternalWorkflowHandle(parent.workflowId).signal(batchFreedSignal, { workflowId: workflowInfo().workflowId, freed: fullWindow - inFlight.size }).catch(() => undefined);
+    }
   }
   // The running ones finish.
   await Promise.all([...inFlight]);

@@ -19,6 +19,10 @@ export const batchStatusQuery = defineQuery<BatchProgress>('batchStatus');
 /** The parent stops a batch workflow from starting new batches (abort, or too many failures elsewhere). */
 export const stopBatchesSignal = defineSignal('stopBatches');
 export const pauseBatchesSignal = defineSignal<[boolean]>('pauseBatches');
+/** Batch child → its parent, at most once: it has started its last server and `freed` places of its window are free for good. */
+export const batchFreedSignal = defineSignal<[{ workflowId: string; freed: number }]>('batchFreed');
+/** Parent → a batch child started with part of its lane's window: the whole share (the number) is free now. */
+export const widenBatchesSignal = defineSignal<[number]>('widenBatches');
 
 export interface BatchProgress {
   servers: { name: string; state: ServerState; startedAt?: string; endedAt?: string; error?: string }[];

@@ -2,17 +2,24 @@
 // child per slice of at most `sliceServers` servers, so that every
 // execution's history stays bounded on a large fleet.
 //
-// The window is split across "lanes": ceil(window / sliceServers) children
-// run at once, each with its share of the window; a lane starts its next
+// The window is split across "lanes": ceil(2 × window / sliceServers)
+// children run at once, each with its share of the window (so each child runs
+// at least two rounds of its share: LANE_ROUNDS); a lane starts its next
 // slice when its child ends. So at most `window` servers are in flight; with
-// a window smaller than a slice (the usual case) one child runs at a time and
-// the window narrows only at a slice's end. The failure budget: each child
+// a window of at most half a slice one child runs at a time. At a slice's
+// end the window does not drain: once the child has started its last server
+// and half its share is free for good, it says so (one signal) and the lane
+// starts the next child in those places; when the first child ends, the next
+// one gets the whole share (one signal). At most two children per lane, never
+// more than the share in flight. The failure budget: each child
 // gets what is left of it when it starts and stops starting servers once it is
-// spent; the parent then stops its other children and starts no new one.
-import { ChildWorkflowHandle, condition, ParentClosePolicy, startChild } from '@temporalio/workflow';
+// spent; the parent then stops its other children and starts no new one (a
+// failure among a child's last servers is known when that child ends: within
+// one server's time, as with several lanes).
+import { ChildWorkflowHandle, condition, ParentClosePolicy, setHandler, startChild } from '@temporalio/workflow';
 import type { RolloutTiming, ServerState } from '../domain/rollout';
 import { failureMessage } from './errors';
-import { pauseBatchesSignal, stopBatchesSignal } from './definitions';
+import { batchFreedSignal, pauseBatchesSignal, stopBatchesSignal, widenBatchesSignal } from './definitions';
 import { BatchAction, BatchesResult, BatchServerResult, NO_FAILURE_LIMIT, serverBatches } from './batches';
 import { timing } from './steps';
 
@@ -23,9 +30,17 @@ export function slicesOf(servers: string[], size: number): string[][] {
   return out;
 }
 
+/**
+ * Rounds of its window a child runs at least: a child whose share equals its
+ * slice starts all its servers at once and ends with its slowest, in lock-step
+ * (2,000/200 with slices of 100: 10 rounds of 100 per lane). With two rounds
+ * per child, the window slides inside each child.
+ */
+const LANE_ROUNDS = 2;
+
 /** How a window of `window` servers is shared by the lanes (children at once) over slices of `slice`. */
 export function laneShares(window: number, slice: number, slices: number): number[] {
-  const lanes = Math.max(1, Math.min(slices, Math.ceil(window / slice)));
+  const lanes = Math.max(1, Math.min(slices, Math.ceil((LANE_ROUNDS * window) / slice)));
   return Array.from({ length: lanes }, (_, i) => Math.max(1, Math.floor(window / lanes) + (i < window % lanes ? 1 : 0)));
 }
 
@@ -53,6 +68,8 @@ export interface FanoutControl {
 
 export class Fanout {
   private readonly running = new Map<string, ChildWorkflowHandle<typeof serverBatches>>();
+  /** Places each child has freed for good, as it reported them (batchFreedSignal). */
+  private readonly freed = new Map<string, number>();
   private seq = 0;
 
   constructor(private readonly rolloutId: string, private readonly hotfix: string, private readonly timing: Partial<RolloutTiming> | undefined) {}
@@ -74,36 +91,55 @@ export class Fanout {
     let failures = 0;
     let stopped = false;
     const spent = () => maxFailures !== NO_FAILURE_LIMIT && failures > maxFailures;
+    setHandler(batchFreedSignal, (m) => {
+      if (m && typeof m.workflowId === 'string' && Number.isInteger(m.freed) && m.freed > 0) this.freed.set(m.workflowId, m.freed);
+    });
     const lane = async (share: number): Promise<void> => {
+      const ending: Promise<void>[] = [];
+      // The lane's previous child, while it runs: the next one starts in the places it has freed.
+      let prev: { id: string; ended: boolean; done: Promise<void> } | undefined;
       for (;;) {
+        const p = prev;
+        if (p) await condition(() => p.ended || this.freed.has(p.id) || ctl.shouldStop() || stopped);
         await condition(() => !ctl.isPaused() || ctl.shouldStop() || stopped);
-        if (next >= slices.length) return;
+        if (next >= slices.length) break;
         if (ctl.shouldStop() || spent() || stopped) {
           stopped = true;
-          return;
+          break;
         }
         const slice = slices[next++];
         const budget = maxFailures === NO_FAILURE_LIMIT ? NO_FAILURE_LIMIT : maxFailures - failures;
-        const r = await this.child(action, slice, Math.min(share, slice.length), budget, ctl);
-        for (const s of r.servers) ctl.onResult(s);
-        failures += r.failures;
-        if (r.stopped || spent()) {
-          stopped = true;
-          await this.stop();
-        }
+        const full = Math.min(share, slice.length);
+        const handed = p && !p.ended ? Math.min(full, this.freed.get(p.id) ?? full) : full;
+        const workflowId = `${this.rolloutId}/${action}-${++this.seq}`;
+        const cur = { id: workflowId, ended: false, done: Promise.resolve() };
+        cur.done = this.child(workflowId, action, slice, { window: handed, fullWindow: full, handOff: next < slices.length }, budget, ctl, handed < full ? p?.done : undefined)
+          .then(async (r) => {
+            cur.ended = true;
+            this.freed.delete(workflowId);
+            for (const s of r.servers) ctl.onResult(s);
+            failures += r.failures;
+            if (r.stopped || spent()) {
+              stopped = true;
+              await this.stop();
+            }
+          });
+        ending.push(cur.done);
+        prev = cur;
       }
+      await Promise.all(ending);
     };
     await Promise.all(laneShares(window, timing(this.timing).sliceServers, slices.length).map(lane));
     return { failures, stopped: stopped || next < slices.length };
   }
 
-  private async child(action: BatchAction, servers: string[], window: number, maxFailures: number, ctl: FanoutControl): Promise<BatchesResult> {
-    const workflowId = `${this.rolloutId}/${action}-${++this.seq}`;
+  /** One child; started with part of the lane's share, it gets the whole share once `predecessor` has ended. */
+  private async child(workflowId: string, action: BatchAction, servers: string[], w: { window: number; fullWindow: number; handOff: boolean }, maxFailures: number, ctl: FanoutControl, predecessor?: Promise<void>): Promise<BatchesResult> {
     const pausedAtStart = ctl.isPaused();
     try {
       const starting = startChild(serverBatches, {
         workflowId,
-        args: [{ rolloutId: this.rolloutId, hotfix: this.hotfix, action, servers, window, maxFailures, timing: this.timing, paused: pausedAtStart }],
+        args: [{ rolloutId: this.rolloutId, hotfix: this.hotfix, action, servers, window: w.window, maxFailures, timing: this.timing, paused: pausedAtStart, ...(w.fullWindow > w.window ? { fullWindow: w.fullWindow } : {}), ...(w.handOff ? { handOff: true } : {}) }],
         // The children are the parent's hands: they end with it.
         parentClosePolicy: ParentClosePolicy.TERMINATE,
       });
@@ -114,6 +150,7 @@ export class Fanout {
       // A pause or abort that arrived while it was starting reached no child: deliver the state now.
       if (ctl.shouldStop()) await h.signal(stopBatchesSignal).catch(() => undefined);
       else if (ctl.isPaused() !== pausedAtStart) await h.signal(pauseBatchesSignal, ctl.isPaused()).catch(() => undefined);
+      if (predecessor) void predecessor.then(() => h.signal(widenBatchesSignal, w.fullWindow).catch(() => undefined));
       return await h.result();
     } catch (err) {
       return lostSlice(action, servers, err);
