@@ -286,6 +286,13 @@ interface SystemResult {
   rollbackOverheadP50Ms?: number;
   rollbackOverheadP95Ms?: number;
   phase?: string;
+  /** The largest history of any execution, in bytes (Temporal warns at 10 MiB). */
+  historyMaxBytes?: number;
+  /** The workflow's result (its bounded status), in bytes. */
+  resultBytes?: number;
+  /** Lines of the Temporal server's log warning of a payload or history size during the run. */
+  temporalWarnings?: number;
+  temporalWarningLines?: string[];
 }
 
 interface Ctx {
@@ -337,17 +344,19 @@ async function resetKm(sc: ScenarioCtx): Promise<void> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function historyEvents(client: Client, id: string, dumpDir?: string): Promise<{ events: number; children: string[] }> {
-  const history = await client.workflow.getHandle(id).fetchHistory();
+async function historyEvents(client: Client, id: string, dumpDir?: string): Promise<{ events: number; bytes: number; children: string[] }> {
+  const handle = client.workflow.getHandle(id);
+  const [history, described] = await Promise.all([handle.fetchHistory(), handle.describe()]);
   const events = history.events ?? [];
   if (dumpDir) await fs.writeFile(path.join(dumpDir, `history-${id.replace(/[^a-z0-9-]/gi, '_')}.json`), JSON.stringify(history));
   const children = events.map((e) => e.startChildWorkflowExecutionInitiatedEventAttributes?.workflowId).filter((x): x is string => Boolean(x));
-  return { events: events.length, children };
+  return { events: events.length, bytes: described.historySize ?? 0, children };
 }
 
 /** Every execution of a rollout (the parent, its children, theirs): the largest history. */
-async function maxHistory(client: Client, id: string, dumpDir?: string): Promise<{ max: number; executions: number }> {
+async function maxHistory(client: Client, id: string, dumpDir?: string): Promise<{ max: number; maxBytes: number; executions: number }> {
   let max = 0;
+  let maxBytes = 0;
   let executions = 0;
   let ids = [id];
   while (ids.length) {
@@ -355,13 +364,14 @@ async function maxHistory(client: Client, id: string, dumpDir?: string): Promise
     for (let i = 0; i < ids.length; i += 8) {
       for (const h of await Promise.all(ids.slice(i, i + 8).map((x) => historyEvents(client, x, dumpDir)))) {
         max = Math.max(max, h.events);
+        maxBytes = Math.max(maxBytes, h.bytes);
         executions++;
         next.push(...h.children);
       }
     }
     ids = [...new Set(next)];
   }
-  return { max, executions };
+  return { max, maxBytes, executions };
 }
 
 /** The worker as production runs it (`km-hotfix worker`), in a child process so its memory is its own. */
@@ -392,9 +402,25 @@ async function startWorker(env: NodeJS.ProcessEnv): Promise<{ child: ChildProces
   };
 }
 
+/**
+ * What the Temporal server warned about since `from` (a byte offset in its
+ * log): payloads over the blob-size warning (512 KiB) and histories over the
+ * event-count or size warnings. The 20,000-server target is "no warning".
+ */
+async function temporalWarnings(logFile: string, from: number): Promise<string[]> {
+  const text = await fs.readFile(logFile, 'utf8').catch(() => '');
+  return text.slice(from).split('\n').filter((l) => /blob (data )?size|history (size|count)|exceeds.*limit|limit.*exceed/i.test(l)).map((l) => l.slice(0, 300));
+}
+
+async function logSize(logFile: string): Promise<number> {
+  return (await fs.stat(logFile).catch(() => ({ size: 0 }))).size;
+}
+
 async function runKm(ctx: Ctx, sc: ScenarioCtx): Promise<SystemResult> {
   const { s } = sc;
   await resetKm(sc);
+  const temporalLog = path.join(ctx.dir, 'temporal.log');
+  const logFrom = await logSize(temporalLog);
   {
     if (s.rollback) {
       // The last server in fan-out order fails every apply: the rollout rolls back everything it patched.
@@ -433,10 +459,13 @@ async function runKm(ctx: Ctx, sc: ScenarioCtx): Promise<SystemResult> {
     const spans = await sc.fleet.spans('apply', sc.targets);
     const hist = await maxHistory(ctx.client, id, process.env.KM_HOTFIX_BENCH_DUMP);
     const patched = await appliedCount(sc.km, sc.hotfix, sc.targets);
+    const warnings = await temporalWarnings(temporalLog, logFrom);
+    const resultBytes = Buffer.byteLength(JSON.stringify(final));
     const r: SystemResult = {
-      ok: s.rollback ? final.phase === 'rolled_back' && patched === 0 : final.phase === 'completed' && patched === s.servers,
+      ok: (s.rollback ? final.phase === 'rolled_back' && patched === 0 : final.phase === 'completed' && patched === s.servers) && warnings.length === 0,
       wallMs, ...summarize(spans, s, wallMs), patched: spans.length,
-      historyMaxEvents: hist.max, historyExecutions: hist.executions, phase: final.phase,
+      historyMaxEvents: hist.max, historyMaxBytes: hist.maxBytes, historyExecutions: hist.executions, phase: final.phase,
+      resultBytes, temporalWarnings: warnings.length, ...(warnings.length > 0 ? { temporalWarningLines: warnings.slice(0, 5) } : {}),
       ...(final.error ? { error: final.error } : {}),
     };
     if (s.rollback) {
@@ -600,21 +629,22 @@ async function toolVersions(): Promise<BenchRun['tools']> {
 }
 
 const sec = (ms: number | undefined) => (ms === undefined ? '–' : (ms / 1000).toFixed(2) + ' s');
+const kib = (bytes: number) => (bytes >= 1024 * 1024 ? `${(bytes / 1024 / 1024).toFixed(1)} MiB` : `${Math.round(bytes / 1024)} KiB`);
 const NAMES: Record<System, string> = { km: 'km-hotfix', pssh: 'parallel-ssh', ansible: 'Ansible (`raw`)' };
 
 function runTable(r: BenchRun): string {
   const lines = [
-    '| scenario | ideal | system | fan-out (wall) | × ideal | span in server logs | overhead/server p50 / p95 | max in flight | patched | history events (max/exec) | worker peak RSS |',
-    '|---|---|---|---|---|---|---|---|---|---|---|',
+    '| scenario | ideal | system | fan-out (wall) | × ideal | span in server logs | overhead/server p50 / p95 | max in flight | patched | history events (max/exec) | largest history · result · Temporal warnings | worker peak RSS |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|',
   ];
   for (const s of r.scenarios) {
     for (const sys of SYSTEMS) {
       const x = s.systems[sys];
       if (!x) continue;
       const label = s.rollback ? `${s.name} (fan-out until the last server fails)` : `${s.name}${s.applyMs + s.restartMs === 0 ? ' (no latency)' : ''}`;
-      lines.push(`| ${label} | ${sec(s.idealMs)} | ${NAMES[sys]}${x.ok ? '' : ' **FAILED**'} | ${sec(x.wallMs)} | ${x.ratio ?? '–'} | ${sec(x.spanMs)} | ${x.overheadP50Ms} / ${x.overheadP95Ms} ms | ${x.maxInFlight} | ${x.patched}/${s.servers} | ${x.historyMaxEvents !== undefined ? `${x.historyMaxEvents}${x.historyMaxEvents >= HISTORY_WARN ? ' ⚠' : ''} (${x.historyExecutions} executions)` : '–'} | ${x.workerPeakRssMiB !== undefined ? `${x.workerPeakRssMiB} MiB` : '–'} |`);
+      lines.push(`| ${label} | ${sec(s.idealMs)} | ${NAMES[sys]}${x.ok ? '' : ' **FAILED**'} | ${sec(x.wallMs)} | ${x.ratio ?? '–'} | ${sec(x.spanMs)} | ${x.overheadP50Ms} / ${x.overheadP95Ms} ms | ${x.maxInFlight} | ${x.patched}/${s.servers} | ${x.historyMaxEvents !== undefined ? `${x.historyMaxEvents}${x.historyMaxEvents >= HISTORY_WARN ? ' ⚠' : ''} (${x.historyExecutions} executions)` : '–'} | ${x.historyMaxBytes !== undefined ? `${kib(x.historyMaxBytes)} · ${kib(x.resultBytes ?? 0)} · ${x.temporalWarnings ?? 0}` : '–'} | ${x.workerPeakRssMiB !== undefined ? `${x.workerPeakRssMiB} MiB` : '–'} |`);
       if (s.rollback && x.rollbackMs !== undefined) {
-        lines.push(`| ${s.name}: **rollback** of ${x.rolledBack} servers | ${sec(x.rollbackIdealMs)} | km-hotfix | ${sec(x.rollbackMs)} | ${x.rollbackRatio ?? '–'} | ${sec(x.rollbackSpanMs)} | ${x.rollbackOverheadP50Ms} / ${x.rollbackOverheadP95Ms} ms | | | | |`);
+        lines.push(`| ${s.name}: **rollback** of ${x.rolledBack} servers | ${sec(x.rollbackIdealMs)} | km-hotfix | ${sec(x.rollbackMs)} | ${x.rollbackRatio ?? '–'} | ${sec(x.rollbackSpanMs)} | ${x.rollbackOverheadP50Ms} / ${x.rollbackOverheadP95Ms} ms | | | | | |`);
       }
     }
   }
@@ -679,7 +709,10 @@ async function writeDoc(runs: BenchRun[]): Promise<void> {
     'plus its own wall time beyond apply + restart (round trips between its commands); p50 and p95 over the N servers.',
     '**max in flight** = most servers between apply start and status end at one instant (≤ window). **history events** =',
     'the largest history of any workflow execution of the rollout (parent and children), fetched with the Temporal',
-    'client; Temporal warns at 10,240. **worker peak RSS** = VmHWM of the worker process (/proc/PID/status).',
+    'client; Temporal warns at 10,240. **largest history · result · Temporal warnings** = the largest history in bytes',
+    '(`describe()`; Temporal warns at 10 MiB), the size of the workflow\'s result (its bounded status), and the lines of the',
+    'Temporal server\'s own log during the run that warn of a payload (512 KiB) or history size or count; a run with any',
+    'such warning is marked FAILED. **worker peak RSS** = VmHWM of the worker process (/proc/PID/status).',
     '**Rollback** (`rollback-…` scenarios, km-hotfix only): the last server of the fan-out fails every apply (a simulator',
     'fault), so the rollout rolls back everything it patched (the canary and every other server): timed from the moment',
     'the status says `rolling_back` to the workflow\'s end, against the same windowed ideal. (Not a removal.)',

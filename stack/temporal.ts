@@ -72,6 +72,7 @@ export interface RunningDevServer {
 export async function startDevServer(opts: DevServerOptions): Promise<RunningDevServer> {
   const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(opts.port), '--log-level', 'warn',
     // The worker that completes a workflow task gets the activities it schedules in the answer (no poll round trip).
+    // One worker here (dev, tests, bench); the production config leaves it off (deploy/temporal/dynamicconfig).
     '--dynamic-config-value', 'system.enableActivityEagerExecution=true'];
   if (opts.dbFile) args.push('--db-filename', opts.dbFile);
   if (opts.headless || opts.uiPort === undefined) args.push('--headless');

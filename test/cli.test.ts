@@ -6,8 +6,8 @@
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { promises as fs } from 'node:fs';
-import { rolloutEnv, RolloutEnv } from './helpers/rollout-env';
-import { CliResult, lines, runCli } from './helpers/cli-process';
+import { cliSettings, rolloutEnv, RolloutEnv } from './helpers/rollout-env';
+import { assertOk, assertRefused, CliResult, lines, runCli } from './helpers/cli-process';
 import { scratchDir, testStack } from './helpers/stack';
 import { freePort } from '../stack/process';
 import { makeHotfix } from '../simulator';
@@ -30,15 +30,8 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
   before(async () => {
     env = await rolloutEnv({ frontends: 2, backends: 3 });
     dir = await scratchDir('cli');
-    base = {
-      TEMPORAL_ADDRESS: testStack().temporal.address,
-      KM_HOTFIX_TASK_QUEUE: env.taskQueue,
-      DATABASE_URL: env.orchestratorUrl,
-      KM_DATABASE_URL: env.kmUrl,
-      // alice signs by default; `as(NAME)` signs with another person's key.
-      KM_HOTFIX_SIGNING_KEY: env.people.keys.alice!,
-      KM_HOTFIX_ALLOWED_SIGNERS: env.people.allowedSigners,
-    };
+    // alice signs by default; a test passes another KM_HOTFIX_SIGNING_KEY to sign as someone else.
+    base = cliSettings(env, testStack().temporal.address);
   });
   after(async () => { await env?.close(); });
   afterEach(async () => {
@@ -56,18 +49,8 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
     return { path: made.path!, name: `hotfix_${component}_cli_fix_${seq}`, fileName: made.fileName };
   }
 
-  function ok(r: CliResult, what: string): void {
-    assert.equal(r.code, 0, `${what}: exit ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
-  }
-
-  /** Exit code and exactly one stderr line matching `re`; no stack trace. */
-  function refused(r: CliResult, code: number, re: RegExp, what: string): void {
-    assert.equal(r.code, code, `${what}: exit ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
-    const err = lines(r.stderr);
-    assert.equal(err.length, 1, `${what}: one line on stderr, got:\n${r.stderr}`);
-    assert.match(err[0]!, re, what);
-    assert.doesNotMatch(r.stderr, /\n\s+at /, `${what}: no stack trace`);
-  }
+  const ok = assertOk;
+  const refused = assertRefused;
 
   const handle = (id: string) => env.client.workflow.getHandle(id);
   const statusJson = async (id: string): Promise<RolloutStatus> => {

@@ -11,8 +11,8 @@ import * as path from 'node:path';
 import { promises as fs } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { WorkflowUpdateFailedError } from '@temporalio/client';
-import { rolloutEnv, RolloutEnv, FAST_TIMING } from './helpers/rollout-env';
-import { CliResult, lines, runCli } from './helpers/cli-process';
+import { cliSettings, rolloutEnv, RolloutEnv, FAST_TIMING } from './helpers/rollout-env';
+import { assertOk, assertRefused, CliResult, lines, runCli } from './helpers/cli-process';
 import { scratchDir, testStack } from './helpers/stack';
 import { runChild } from '../stack/process';
 import { makeHotfix } from '../simulator';
@@ -46,30 +46,18 @@ describe('hostile and careless input: refused in one line with nothing changed, 
   before(async () => {
     env = await rolloutEnv({ frontends: 2, backends: 3 });
     dir = await scratchDir('hostile');
-    base = {
-      TEMPORAL_ADDRESS: testStack().temporal.address,
-      KM_HOTFIX_TASK_QUEUE: env.taskQueue,
-      DATABASE_URL: env.orchestratorUrl,
-      KM_DATABASE_URL: env.kmUrl,
-      KM_HOTFIX_SIGNING_KEY: env.people.keys.alice!,
-      KM_HOTFIX_ALLOWED_SIGNERS: env.people.allowedSigners,
-    };
+    // alice signs by default; a test passes another KM_HOTFIX_SIGNING_KEY to sign as someone else.
+    base = cliSettings(env, testStack().temporal.address);
   });
   after(async () => { await env?.close(); });
 
   const km = (args: string[], extra: Record<string, string | undefined> = {}, timeoutMs = 60_000): Promise<CliResult> => runCli(args, { ...base, ...extra }, timeoutMs);
 
-  function ok(r: CliResult, what: string): void {
-    assert.equal(r.code, 0, `${what}: exit ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
-  }
+  const ok = assertOk;
 
-  /** Exit code, exactly one stderr line matching re, no stack trace, no control character. */
+  /** Refused on one line (cli-process assertRefused), and no control character reaches the terminal. */
   function refused(r: CliResult, code: number, re: RegExp, what: string): void {
-    assert.equal(r.code, code, `${what}: exit ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
-    const err = lines(r.stderr);
-    assert.equal(err.length, 1, `${what}: one line on stderr, got:\n${r.stderr}`);
-    assert.match(err[0]!, re, what);
-    assert.doesNotMatch(r.stderr, /\n\s+at /, `${what}: no stack trace`);
+    assertRefused(r, code, re, what);
     assert.doesNotMatch(r.stderr + r.stdout, CONTROL, `${what}: no control character reaches the terminal`);
   }
 

@@ -4,8 +4,8 @@
 // not the list; every server's state is paged from the ledger by the CLI,
 // with or without Temporal. Checked against the Key Manager database.
 import assert from 'node:assert/strict';
-import { rolloutEnv, RolloutEnv, FAST_TIMING } from './helpers/rollout-env';
-import { lines, runCli, CliResult } from './helpers/cli-process';
+import { cliSettings, rolloutEnv, RolloutEnv, FAST_TIMING } from './helpers/rollout-env';
+import { assertOk, assertRefused, lines, runCli, CliResult } from './helpers/cli-process';
 import { testStack } from './helpers/stack';
 import { freePort } from '../stack/process';
 import { serverStates } from '../store/ledger';
@@ -22,14 +22,8 @@ describe('status of a fleet above the threshold: bounded, and paged from the led
   let base: Record<string, string>;
   before(async () => {
     env = await rolloutEnv({ frontends: 3, backends: 4 });
-    base = {
-      TEMPORAL_ADDRESS: testStack().temporal.address,
-      KM_HOTFIX_TASK_QUEUE: env.taskQueue,
-      DATABASE_URL: env.orchestratorUrl,
-      KM_DATABASE_URL: env.kmUrl,
-      KM_HOTFIX_SIGNING_KEY: env.people.keys.alice!,
-      KM_HOTFIX_ALLOWED_SIGNERS: env.people.allowedSigners,
-    };
+    // alice signs by default; a test passes another KM_HOTFIX_SIGNING_KEY to sign as someone else.
+    base = cliSettings(env, testStack().temporal.address);
   });
   after(async () => { await env?.close(); });
   afterEach(async () => {
@@ -38,15 +32,8 @@ describe('status of a fleet above the threshold: bounded, and paged from the led
     for (const s of env.fleet.servers) { s.clearLog(); s.clearFaults(); }
   });
   const km = (args: string[], extra: Record<string, string> = {}): Promise<CliResult> => runCli(args, { ...base, ...extra }, 60_000);
-  function ok(r: CliResult, what: string): void {
-    assert.equal(r.code, 0, `${what}: exit ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
-  }
-  function refused(r: CliResult, re: RegExp, what: string): void {
-    assert.equal(r.code, 2, `${what}: exit ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
-    const err = lines(r.stderr);
-    assert.equal(err.length, 1, `${what}: one line on stderr, got:\n${r.stderr}`);
-    assert.match(err[0]!, re, what);
-  }
+  const ok = assertOk;
+  const refused = (r: CliResult, re: RegExp, what: string): void => assertRefused(r, 2, re, what);
 
   it('fan-out with a failure: counts and the failed server in status, answer and result; every server paged from the ledger as Key Manager has it', async () => {
     const hf = await env.hotfix('frontend');

@@ -1,5 +1,6 @@
 // Run the real `km-hotfix` command as a child process (always asynchronous).
 import { spawn, ChildProcess } from 'node:child_process';
+import assert from 'node:assert/strict';
 import * as path from 'node:path';
 
 export const BIN = path.resolve(__dirname, '..', '..', '..', 'bin', 'km-hotfix.js');
@@ -45,3 +46,17 @@ export function lines(text: string): string[] {
 }
 
 export type { ChildProcess };
+
+/** Exit 0, or the command's whole output in the failure message. */
+export function assertOk(r: CliResult, what: string): void {
+  assert.equal(r.code, 0, `${what}: exit ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
+}
+
+/** Bad input: this exit code and exactly one stderr line matching `re`, no stack trace. */
+export function assertRefused(r: CliResult, code: number, re: RegExp, what: string): void {
+  assert.equal(r.code, code, `${what}: exit ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
+  const err = lines(r.stderr);
+  assert.equal(err.length, 1, `${what}: one line on stderr, got:\n${r.stderr}`);
+  assert.match(err[0]!, re, what);
+  assert.doesNotMatch(r.stderr, /\n\s+at /, `${what}: no stack trace`);
+}

@@ -212,3 +212,15 @@ export async function rolloutEnv(options: Partial<Omit<SimFleetOptions, 'kmDatab
   };
   return env;
 }
+
+/** What `km-hotfix` needs to reach this environment, signing as `signer` (alice by default). */
+export function cliSettings(env: RolloutEnv, temporalAddress: string, signer = 'alice'): Record<string, string> {
+  return {
+    TEMPORAL_ADDRESS: temporalAddress,
+    KM_HOTFIX_TASK_QUEUE: env.taskQueue,
+    DATABASE_URL: env.orchestratorUrl,
+    KM_DATABASE_URL: env.kmUrl,
+    KM_HOTFIX_SIGNING_KEY: env.people.keys[signer]!,
+    KM_HOTFIX_ALLOWED_SIGNERS: env.people.allowedSigners,
+  };
+}
