@@ -47,10 +47,54 @@ export interface ServerWorkResult {
 
 function progressOf(): StepProgress {
   try {
-    const d = Context.current().info.heartbeatDetails as StepProgress | undefined;
+    const ctx = Context.current();
+    // The attempt's heartbeat clock starts when it runs (Temporal's starts when it is handed out, a little earlier).
+    if (!lastBeat.has(ctx)) lastBeat.set(ctx, Date.now());
+    const d = ctx.info.heartbeatDetails as StepProgress | undefined;
     return d && typeof d.step === 'string' ? { ...d } : { step: 'start' };
   } catch {
     return { step: 'start' };
+  }
+}
+
+/** The worker sends a heartbeat at most this often (worker/worker.ts maxHeartbeatThrottleInterval). */
+export const MAX_HEARTBEAT_THROTTLE_MS = 2000;
+
+/** When each running attempt last heartbeat (its start, before the first). */
+const lastBeat = new WeakMap<Context, number>();
+
+function beat(ctx: Context, progress?: StepProgress): void {
+  lastBeat.set(ctx, Date.now());
+  ctx.heartbeat(progress);
+}
+
+/**
+ * Whether Temporal may already have timed this attempt out and started
+ * another: its last heartbeat (sent up to the throttle interval late) is
+ * older than the heartbeat timeout. Happens when the worker's event loop is
+ * starved for seconds (20,000 servers, a window of 2,000 on 2 cores).
+ */
+export function attemptMayBeStale(lastBeatMs: number, nowMs: number, heartbeatTimeoutMs: number | undefined, throttleMs = MAX_HEARTBEAT_THROTTLE_MS): boolean {
+  return heartbeatTimeoutMs !== undefined && heartbeatTimeoutMs > 0 && nowMs - lastBeatMs > heartbeatTimeoutMs - throttleMs;
+}
+
+/**
+ * Before a command that changes the server (apply, unapply, restart): an
+ * attempt that may have been replaced sends nothing, so a stale attempt
+ * never applies twice or restarts a server its successor has verified. It
+ * fails retryably (ignored by Temporal if it already timed it out).
+ */
+function fence(server: string, what: string): void {
+  let ctx: Context;
+  try {
+    ctx = Context.current();
+  } catch {
+    return; // outside an activity
+  }
+  const since = lastBeat.get(ctx);
+  if (since === undefined) return;
+  if (attemptMayBeStale(since, Date.now(), ctx.info.heartbeatTimeoutMs)) {
+    throw new Error(`${server}: this attempt went ${((Date.now() - since) / 1000).toFixed(1)} s without a heartbeat (the worker was busy), so it does not send ${what}: the step is retried`);
   }
 }
 
@@ -62,13 +106,13 @@ export function activityExecOptions(timeoutMs: number, progress?: StepProgress):
   } catch {
     ctx = undefined;
   }
-  return { timeoutMs, signal: ctx?.cancellationSignal, onTick: () => ctx?.heartbeat(progress) };
+  return { timeoutMs, signal: ctx?.cancellationSignal, onTick: () => { if (ctx) beat(ctx, progress); } };
 }
 
 /** Record progress now: a retry after this point starts here. */
 function checkpoint(progress: StepProgress): void {
   try {
-    Context.current().heartbeat(progress);
+    beat(Context.current(), progress);
   } catch { /* outside an activity */ }
 }
 
@@ -183,6 +227,7 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
 
   async function restart(w: ServerWork, target: FleetServer, progress: StepProgress): Promise<void> {
     progress.step = 'restart';
+    fence(w.server, 'the restart');
     checkpoint(progress);
     await classified(w.server, () => kmSsh.restartServices(target, activityExecOptions(limit(COMMAND_TIMEOUT_MS.restart, w.commandTimeoutMs), progress)));
   }
@@ -204,6 +249,7 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
       if (applying) {
         progress.step = 'apply';
         if (!listed) {
+          fence(w.server, 'the apply');
           progress.sent = true;
           changed = true;
           checkpoint(progress);
@@ -233,6 +279,7 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
       if (unapplying) {
         progress.step = 'unapply';
         if (listed) {
+          fence(w.server, 'the unapply');
           progress.sent = true;
           changed = true;
           checkpoint(progress);

@@ -3,6 +3,7 @@
 import { promises as fs } from 'node:fs';
 import { NativeConnection, Worker, WorkflowBundleOption } from '@temporalio/worker';
 import { createActivities, ActivityDeps } from '../activities';
+import { MAX_HEARTBEAT_THROTTLE_MS } from '../activities/key-manager-ssh';
 import type { Config } from '../platform/config';
 import { UserError } from '../platform/errors';
 import { openDatabases } from '../store/database';
@@ -66,7 +67,7 @@ export async function createKmHotfixWorker(opts: KmHotfixWorkerOptions): Promise
     stickyQueueScheduleToStartTimeout: '3s',
     // Heartbeats go out at most every 2 s: well inside the 5 s heartbeat
     // timeout of server steps (workflows/steps.ts HEARTBEAT_TIMEOUT).
-    maxHeartbeatThrottleInterval: '2s',
+    maxHeartbeatThrottleInterval: MAX_HEARTBEAT_THROTTLE_MS,
     // Running activities get this long to finish on shutdown, then are cancelled.
     shutdownGraceTime: '10s',
     shutdownForceTime: '20s',
