@@ -109,6 +109,20 @@ const SCENARIOS: Record<string, Scenario> = {
     const input: RemovalInput = { hotfix: hf.name, signed, servers: [], keepRegistered: false, timing: FAST_TIMING };
     await env.client.workflow.execute(WORKFLOW_TYPES.removal, { taskQueue: env.taskQueue, workflowId: id, args: [input] });
   },
+  /** A window wider than half a slice: at a slice's end the next child starts in the places the previous one freed. */
+  async handoff(_env, id) {
+    const wide = await rolloutEnv({ frontends: 1, backends: 6, restartMs: 50 });
+    try {
+      const hf = await wide.hotfix('common', { description: 'replay_handoff' });
+      const input = await rollout(wide, id, hf, { canary: wide.fleet.servers[0]!.name, batch: '2', timing: { ...FAST_TIMING, sliceServers: 4 } });
+      const h = await wide.client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue: wide.taskQueue, workflowId: id, args: [input] });
+      await phase(h, 'verifying');
+      await wide.approve(h, 'bob');
+      await h.result();
+    } finally {
+      await wide.close();
+    }
+  },
   /** The worker process is SIGKILLed at the gate; a new worker takes over (a workflow task times out on the dead one). */
   async crash(env, id) {
     const hf = await env.hotfix('backend', { description: 'replay_crash' });
