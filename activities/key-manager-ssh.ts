@@ -8,7 +8,7 @@ import type { Sql } from 'postgres';
 import type { ExecOptions } from '../keymanager/ssh';
 import type { KeyManagerSsh, ServiceStatus } from '../keymanager/key-manager-ssh';
 import type { KeyManagerDatabase } from '../keymanager/database';
-import { appendEvents, LedgerEvent } from '../store/ledger';
+import { eventAppender, LedgerEvent } from '../store/ledger';
 import type { FleetServer } from '../domain/fleet';
 import { inventoryCache } from './inventory';
 import { classified, nonRetryable } from './failures';
@@ -137,6 +137,7 @@ export function notRunning(services: ServiceStatus[]): ServiceStatus[] {
 export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyManagerSsh; kmDb: KeyManagerDatabase }) {
   const { orchestrator, kmSsh, kmDb } = deps;
   const servers = inventoryCache(orchestrator);
+  const appendEvents = eventAppender(orchestrator);
 
   /**
    * The ledger is bookkeeping: a server's step never fails because the
@@ -145,7 +146,7 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
    */
   async function note(events: LedgerEvent[], unrecorded: LedgerEvent[]): Promise<void> {
     try {
-      await appendEvents(orchestrator, events);
+      await appendEvents(events);
     } catch (err) {
       activityLog('warn', `ledger unreachable, ${events.map((e) => e.kind).join(' and ')} on ${events[0]?.server} will be recorded by the workflow: ${(err as Error).message}`, { server: events[0]?.server });
       unrecorded.push(...events);

@@ -4,6 +4,7 @@
 // writes km_server.max_processes, and deletes a km_hotfix row applied nowhere.
 import type { Sql } from 'postgres';
 import { KmError } from './errors';
+import { Coalescer } from '../platform/coalesce';
 
 export type KmRole = 'frontend' | 'backend' | 'both';
 
@@ -95,12 +96,33 @@ export class KeyManagerDatabase {
     });
   }
 
+  /**
+   * Whether a server's Hotfixes Applied lists the hotfix. Asks made in the
+   * same turn of the event loop (a window's server steps) share one query.
+   */
   isApplied(server: string, hotfix: string): Promise<boolean> {
-    return q(`reading whether ${hotfix} is applied on ${server}`, async () => {
-      const rows = await this.sql`
-        SELECT 1 FROM km_hotfix_applied WHERE server_name = ${server} AND hotfix_name = ${hotfix}`;
-      return rows.length > 0;
-    });
+    return this.appliedAsks.call({ server, hotfix });
+  }
+
+  private readonly appliedAsks = new Coalescer<{ server: string; hotfix: string }, boolean>((asks) => this.appliedAmong(asks));
+
+  private async appliedAmong(asks: { server: string; hotfix: string }[]): Promise<boolean[]> {
+    const byHotfix = new Map<string, Set<string>>();
+    for (const a of asks) {
+      const servers = byHotfix.get(a.hotfix) ?? new Set<string>();
+      servers.add(a.server);
+      byHotfix.set(a.hotfix, servers);
+    }
+    const listed = new Set<string>();
+    const key = (server: string, hotfix: string) => `${hotfix}\u0000${server}`;
+    // Nearly always one hotfix per batch: one query.
+    await Promise.all([...byHotfix].map(async ([hotfix, set]) => {
+      const servers = [...set];
+      const rows = await q(`reading whether ${hotfix} is applied on ${servers.length === 1 ? servers[0] : `${servers.length} servers`}`, () => this.sql<{ server_name: string }[]>`
+        SELECT server_name FROM km_hotfix_applied WHERE hotfix_name = ${hotfix} AND server_name = ANY(${servers}::text[])`);
+      for (const r of rows) listed.add(key(r.server_name, hotfix));
+    }));
+    return asks.map((a) => listed.has(key(a.server, a.hotfix)));
   }
 
   /** Maximum Processes of the given servers; servers unknown to Key Manager are absent from the map. */

@@ -5,6 +5,7 @@ import type { Sql } from 'postgres';
 import { boundedStatus, isFinalPhase, Approval, DecisionRecord, DrainedBackend, Phase, RolloutStatus, ServerState, ServerStatus, WorkflowKind } from '../domain/rollout';
 import { parseDecisionMessage, DecisionAction } from '../domain/decision';
 import type { Role } from '../domain/fleet';
+import { Coalescer } from '../platform/coalesce';
 
 export interface RolloutRecord {
   id: string;
@@ -73,6 +74,26 @@ export async function appendEvents(sql: Sql, raw: LedgerEvent[]): Promise<void> 
   await sql`
     INSERT INTO rollout_event ${sql(rows, 'rollout_id', 'event_key', 'kind', 'server', 'actor', 'detail')}
     ON CONFLICT (rollout_id, event_key) DO NOTHING`;
+}
+
+/**
+ * appendEvents for many callers: the events appended in the same turn of the
+ * event loop (a window's server steps) go in one insert. A failed insert fails
+ * every caller in it (each then leaves its events to the workflow).
+ */
+export function eventAppender(sql: Sql): (events: LedgerEvent[]) => Promise<void> {
+  const inserts = new Coalescer<LedgerEvent[], void>(async (lists) => {
+    const seen = new Set<string>();
+    const events = lists.flat().filter((e) => {
+      const k = `${e.rolloutId}\u0000${e.key}`;
+      if (seen.has(k)) return false;
+      seen.add(k);
+      return true;
+    });
+    await appendEvents(sql, events);
+    return lists.map(() => undefined);
+  });
+  return (events) => (events.length === 0 ? Promise.resolve() : inserts.call(events));
 }
 
 /** Record a phase; a final phase may name the servers that need a person (kept as data for ledgerStatus). */

@@ -14,9 +14,11 @@ describe('keymanager/database (KM database, SPEC §2)', function () {
   let sql: Sql;
   let other: Sql;
   let db: KeyManagerDatabase;
+  let urlOf = '';
 
   before(async () => {
     const url = await freshDatabase('kmdb');
+    urlOf = url;
     sql = sqlFor(url);
     other = sqlFor(url); // a second client, for concurrent transactions
     await createKmSchema(sql);
@@ -67,6 +69,25 @@ describe('keymanager/database (KM database, SPEC §2)', function () {
     assert.equal(await db.isApplied('km-be-1', 'hotfix_backend_fix_queue_stall'), true);
     assert.equal(await db.isApplied('km-fe-1', 'hotfix_backend_fix_queue_stall'), false);
     assert.equal(await db.isApplied('km-be-1', 'hotfix_common_fix_tags_and_stats'), false);
+  });
+
+  it('answers many server steps asking at once with one query per hotfix, each answer right', async () => {
+    const queries: string[] = [];
+    const counted = postgres(urlOf, { max: 4, onnotice: () => undefined, debug: (_c, query) => { queries.push(query); } });
+    try {
+      const counting = new KeyManagerDatabase(counted);
+      const asks: [string, string][] = [
+        ['km-be-1', 'hotfix_backend_fix_queue_stall'], ['km-fe-1', 'hotfix_backend_fix_queue_stall'], ['km-be-2', 'hotfix_backend_fix_queue_stall'],
+        ['km-be-1', 'hotfix_common_fix_tags_and_stats'], ['km-be-1', 'hotfix_backend_fix_queue_stall'], ['km-nope', 'hotfix_backend_fix_queue_stall'],
+      ];
+      const answers = await Promise.all(asks.map(([server, hotfix]) => counting.isApplied(server, hotfix)));
+      assert.deepEqual(answers, [true, false, true, false, true, false]);
+      assert.equal(queries.filter((q) => /km_hotfix_applied/.test(q)).length, 2, 'one query per hotfix, not one per ask');
+      // A lone ask still gets its answer on its own.
+      assert.equal(await counting.isApplied('km-be-2', 'hotfix_backend_fix_queue_stall'), true);
+    } finally {
+      await counted.end();
+    }
   });
 
   it('reads and writes Maximum Processes', async () => {

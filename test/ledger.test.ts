@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import type { Sql } from 'postgres';
 import { freshDatabase, sqlFor } from './helpers/stack';
 import { migrate } from '../store/migrations';
-import { appendEvent, appendServerStates, claim, ClaimConflict, conflictingRollouts, ledgerStatus, recordPhase, recordRolloutStart, releaseStaleClaims, rolloutEvents, serverStateCounts, serverStates } from '../store/ledger';
+import { appendEvent, appendServerStates, eventAppender, claim, ClaimConflict, conflictingRollouts, ledgerStatus, recordPhase, recordRolloutStart, releaseStaleClaims, rolloutEvents, serverStateCounts, serverStates } from '../store/ledger';
 import { FULL_SERVER_LIST_MAX } from '../domain/rollout';
 
 describe('ledger (orchestrator database)', () => {
@@ -28,6 +28,24 @@ describe('ledger (orchestrator database)', () => {
     assert.deepEqual(events.map((e) => e.kind), ['started', 'apply', 'approve', 'phase']);
     assert.deepEqual(events.find((e) => e.kind === 'approve')?.detail, { comment: 'ok' });
     assert.equal(events.find((e) => e.kind === 'approve')?.actor, 'bob');
+  });
+
+  it('writes the events of many server steps appended at once in one insert, each once', async () => {
+    await start('r-many');
+    const append = eventAppender(sql);
+    await Promise.all([
+      append([{ rolloutId: 'r-many', key: 'apply:a', kind: 'apply', server: 'a' }]),
+      append([{ rolloutId: 'r-many', key: 'apply:b', kind: 'apply', server: 'b' }, { rolloutId: 'r-many', key: 'restart:apply:b', kind: 'restart', server: 'b' }]),
+      append([{ rolloutId: 'r-many', key: 'apply:a', kind: 'apply', server: 'a' }]), // a retry's duplicate
+      append([]),
+    ]);
+    const events = (await rolloutEvents(sql, 'r-many')).filter((e) => e.kind !== 'started');
+    assert.deepEqual(events.map((e) => `${e.kind}:${e.server}`).sort(), ['apply:a', 'apply:b', 'restart:b']);
+    // An insert that fails (an unknown rollout) fails every caller in it: each leaves its events to the workflow.
+    const failing = [append([{ rolloutId: 'r-many', key: 'apply:c', kind: 'apply', server: 'c' }]), append([{ rolloutId: 'no-such-rollout', key: 'apply:d', kind: 'apply', server: 'd' }])];
+    await assert.rejects(failing[0]);
+    await assert.rejects(failing[1]);
+    assert.equal((await rolloutEvents(sql, 'r-many')).some((e) => e.server === 'c'), false, 'nothing of the failed insert was written');
   });
 
   it('refuses to change or delete an event', async () => {

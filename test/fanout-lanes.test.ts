@@ -1,0 +1,31 @@
+// How fan-out shares its window among child workflows (workflows/fanout.ts):
+// never more servers in flight than --batch, at most CHILD_SHARE_MAX per
+// child where there are slices enough, and no lane without a place.
+import { strict as assert } from 'node:assert';
+import fc from 'fast-check';
+import { CHILD_SHARE_MAX, laneShares, slicesOf } from '../workflows/fanout';
+
+describe('fan-out lanes (window shares per child workflow)', () => {
+  it('splits the benchmark windows as measured: 2,000/200 in four children of 50, 200/50 in one, 20,000/2,000 in forty', () => {
+    assert.deepEqual(laneShares(200, 500, 4), [50, 50, 50, 50]);
+    assert.deepEqual(laneShares(50, 500, 1), [50]);
+    assert.deepEqual(laneShares(2000, 500, 40), Array(40).fill(50));
+  });
+
+  it('keeps the small-slice shapes the tests and recorded histories use', () => {
+    assert.deepEqual(laneShares(2, 4, 3), [2], 'one lane: the hand-off between children is exercised');
+    assert.deepEqual(laneShares(1, 2, 5), [1]);
+    assert.deepEqual(laneShares(1, 1, 5), [1], 'a window of one never runs two lanes');
+  });
+
+  it('never puts more servers in flight than the window, and gives every lane a place', () => {
+    fc.assert(fc.property(fc.integer({ min: 1, max: 5000 }), fc.integer({ min: 1, max: 1000 }), fc.integer({ min: 1, max: 20000 }), (window, slice, servers) => {
+      const slices = slicesOf(Array.from({ length: servers }, (_, i) => `s${i}`), slice).length;
+      const shares = laneShares(window, slice, slices);
+      assert.equal(shares.reduce((a, b) => a + b, 0), window);
+      assert.ok(shares.every((s) => s >= 1));
+      assert.ok(shares.length <= slices);
+      if (slices * CHILD_SHARE_MAX >= window) assert.ok(shares.every((s) => s <= CHILD_SHARE_MAX), `${window}/${slice}/${slices}: ${shares.join(',')}`);
+    }), { numRuns: 500 });
+  });
+});
