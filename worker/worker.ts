@@ -63,7 +63,7 @@ export async function createKmHotfixWorker(opts: KmHotfixWorkerOptions): Promise
     // to the shared queue after this long (default 10 s, measured 10-11 s of
     // stall in test/production/). A live worker picks its sticky tasks up in
     // milliseconds; one slower than 3 s only costs another worker a replay of
-    // the history (a few thousand events at most, workflows/steps.ts).
+    // the history (at most ~1,800 events, workflows/steps.ts).
     stickyQueueScheduleToStartTimeout: '3s',
     // Heartbeats go out at most every 2 s: well inside the 5 s heartbeat
     // timeout of server steps (workflows/steps.ts HEARTBEAT_TIMEOUT).

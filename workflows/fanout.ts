@@ -2,11 +2,12 @@
 // child per slice of at most `sliceServers` servers, so that every
 // execution's history stays bounded on a large fleet.
 //
-// The window is split across "lanes": children that run at once, each with
-// its share of the window (at most CHILD_SHARE_MAX while there are slices
-// enough), and each running at least
-// LANE_ROUNDS rounds of its share; a lane starts its next slice when its child
-// ends. So at most `window` servers are in flight. At a slice's
+// The window is split across "lanes": ceil(2 × window / sliceServers)
+// children run at once (never more than the window's places), each with its
+// share of the window (so each child runs at least two rounds of its share:
+// LANE_ROUNDS); a lane starts its next slice when its child ends. So at most
+// `window` servers are in flight; with a window of at most half a slice one
+// child runs at a time. At a slice's
 // end the window does not drain: once the child has started its last server
 // and half its share is free for good, it says so (one signal) and the lane
 // starts the next child in those places; when the first child ends, the next
@@ -38,21 +39,10 @@ export function slicesOf(servers: string[], size: number): string[][] {
  */
 const LANE_ROUNDS = 2;
 
-/**
- * The most servers one child has in flight. Each running activity is part of
- * its execution's state, which Temporal rewrites on every event of that
- * execution: one child holding 200 cost the Temporal server 16 s of CPU where
- * four holding 50 cost 11 s (bench/results/issue-11b-speed.md). With slices of
- * 500, four lanes of 50 run a 2,000/200 fan-out with one child each, and no
- * hand-off between slices (bench/results/issue-11c-cpu.md).
- */
-export const CHILD_SHARE_MAX = 50;
-
 /** How a window of `window` servers is shared by the lanes (children at once) over slices of `slice`. */
 export function laneShares(window: number, slice: number, slices: number): number[] {
-  const wanted = Math.max(Math.ceil((LANE_ROUNDS * window) / slice), Math.ceil(window / CHILD_SHARE_MAX));
   // Never more lanes than places in the window: each lane holds at least one.
-  const lanes = Math.max(1, Math.min(slices, window, wanted));
+  const lanes = Math.max(1, Math.min(slices, window, Math.ceil((LANE_ROUNDS * window) / slice)));
   return Array.from({ length: lanes }, (_, i) => Math.floor(window / lanes) + (i < window % lanes ? 1 : 0));
 }
 

@@ -9,10 +9,8 @@ import type { LedgerEvent } from '../store/ledger';
 export const DEFAULT_TIMING: RolloutTiming = {
   servicesTimeoutMs: 5 * 60_000,
   maxRetryIntervalMs: 60_000,
-  // A few history events per server (one activity each; measured and extrapolated by test/history.test.ts):
-  // a child of 500 stays near 2,100 events in a wide window and below 5,000 one server at a time, under
-  // Temporal's 10,240 warning. Longer slices mean fewer hand-offs between children (workflows/fanout.ts).
-  sliceServers: 500,
+  // 6 history events per server (one activity each; measured, test/history.test.ts): a child of 100 stays near 600, far below Temporal's 10,240 warning.
+  sliceServers: 100,
   commandTimeoutMs: 0,
   fullServerListMax: FULL_SERVER_LIST_MAX,
 };
