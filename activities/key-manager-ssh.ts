@@ -233,65 +233,54 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
     await classified(w.server, () => kmSsh.restartServices(target, activityExecOptions(limit(COMMAND_TIMEOUT_MS.restart, w.commandTimeoutMs), progress)));
   }
 
+  /**
+   * One server's step: apply (or unapply) → restart → verify. The command is
+   * sent only where the Key Manager database says it is needed (not listed
+   * for an apply, listed for an unapply); heartbeat details say which step an
+   * earlier attempt reached, so a retry resumes there.
+   */
+  async function serverStep(w: ServerWork, applying: boolean): Promise<ServerWorkResult> {
+    const action = applying ? 'apply' : 'unapply';
+    const progress = progressOf();
+    const unrecorded: LedgerEvent[] = [];
+    let changed = progress.sent === true;
+    const sending = progress.step === 'start' || progress.step === action;
+    const { target, listed } = await begin(w, sending);
+    const sentNote: LedgerEvent[] = [];
+    if (sending) {
+      progress.step = action;
+      if (listed !== applying) {
+        fence(w.server, `the ${action}`);
+        progress.sent = true;
+        changed = true;
+        checkpoint(progress);
+        const opts = activityExecOptions(limit(COMMAND_TIMEOUT_MS.apply, w.commandTimeoutMs), progress);
+        await classified(w.server, () => (applying ? kmSsh.applyHotfix(target, w.hotfix, opts) : kmSsh.unapplyHotfix(target, w.hotfix, opts)));
+        activityLog('info', `${w.server}: ${applying ? 'applied' : 'unapplied'} ${w.hotfix}`, { server: w.server, hotfix: w.hotfix });
+      }
+      // An apply is recorded whether it changed the server or found it listed; an unapply only when sent.
+      if (applying || changed) sentNote.push({ rolloutId: w.rolloutId, key: `${action}:${w.server}`, kind: action, server: w.server, detail: applying ? { hotfix: w.hotfix, changed } : { hotfix: w.hotfix } });
+      // Nothing unapplied (it was not listed): only the services are checked.
+      progress.step = applying || changed ? 'restart' : 'verify';
+    }
+    await restartAndVerify(w, target, applying, progress, sentNote, unrecorded);
+    return { changed, unrecorded };
+  }
+
   return {
     /**
-     * Patch one server: apply → restart → verify, as one activity. Its
-     * heartbeat details say which step it reached, so a retry resumes there:
-     * an apply that took effect but whose answer was lost is found listed in
-     * the Key Manager database, and still restarted and verified.
+     * Patch one server: apply → restart → verify, as one activity. An apply
+     * that took effect but whose answer was lost is found listed in the Key
+     * Manager database on retry, and still restarted and verified.
      */
-    async patchServer(w: ServerWork): Promise<ServerWorkResult> {
-      const progress = progressOf();
-      const unrecorded: LedgerEvent[] = [];
-      let changed = progress.sent === true;
-      const applying = progress.step === 'start' || progress.step === 'apply';
-      const { target, listed } = await begin(w, applying);
-      const sentNote: LedgerEvent[] = [];
-      if (applying) {
-        progress.step = 'apply';
-        if (!listed) {
-          fence(w.server, 'the apply');
-          progress.sent = true;
-          changed = true;
-          checkpoint(progress);
-          await classified(w.server, () => kmSsh.applyHotfix(target, w.hotfix, activityExecOptions(limit(COMMAND_TIMEOUT_MS.apply, w.commandTimeoutMs), progress)));
-          activityLog('info', `${w.server}: applied ${w.hotfix}`, { server: w.server, hotfix: w.hotfix });
-        }
-        sentNote.push({ rolloutId: w.rolloutId, key: `apply:${w.server}`, kind: 'apply', server: w.server, detail: { hotfix: w.hotfix, changed } });
-        progress.step = 'restart';
-      }
-      await restartAndVerify(w, target, true, progress, sentNote, unrecorded);
-      return { changed, unrecorded };
-    },
+    patchServer: (w: ServerWork): Promise<ServerWorkResult> => serverStep(w, true),
 
     /**
      * Roll back (or remove) on one server, if the Key Manager database lists
-     * the hotfix there: unapply → restart → verify, resuming like patchServer.
-     * Where it is not listed and this activity sent nothing, only the
-     * services are checked (e.g. after a checksum mismatch: nothing changed).
+     * the hotfix there: unapply → restart → verify. Where it is not listed and
+     * no attempt sent the unapply, only the services are checked (e.g. after a
+     * checksum mismatch: nothing changed).
      */
-    async unpatchServer(w: ServerWork): Promise<ServerWorkResult> {
-      const progress = progressOf();
-      const unrecorded: LedgerEvent[] = [];
-      let changed = progress.sent === true;
-      const unapplying = progress.step === 'start' || progress.step === 'unapply';
-      const { target, listed } = await begin(w, unapplying);
-      const sentNote: LedgerEvent[] = [];
-      if (unapplying) {
-        progress.step = 'unapply';
-        if (listed) {
-          fence(w.server, 'the unapply');
-          progress.sent = true;
-          changed = true;
-          checkpoint(progress);
-          await classified(w.server, () => kmSsh.unapplyHotfix(target, w.hotfix, activityExecOptions(limit(COMMAND_TIMEOUT_MS.apply, w.commandTimeoutMs), progress)));
-          activityLog('info', `${w.server}: unapplied ${w.hotfix}`, { server: w.server, hotfix: w.hotfix });
-        }
-        if (changed) sentNote.push({ rolloutId: w.rolloutId, key: `unapply:${w.server}`, kind: 'unapply', server: w.server, detail: { hotfix: w.hotfix } });
-        progress.step = changed ? 'restart' : 'verify';
-      }
-      await restartAndVerify(w, target, false, progress, sentNote, unrecorded);
-      return { changed, unrecorded };
-    },
+    unpatchServer: (w: ServerWork): Promise<ServerWorkResult> => serverStep(w, false),
   };
 }

@@ -9,6 +9,7 @@ import { batchFreedSignal, batchStatusQuery, BatchProgress, pauseBatchesSignal, 
 import { activityProxies, LedgerBacklog, patchServer, Steps, timing, unpatchServer } from './steps';
 import type { ServerStateRow } from '../store/ledger';
 import { failureMessage, invalidInput } from './errors';
+import { stateRow } from './recorder';
 import { pauseFlag } from './messages';
 
 export type BatchAction = 'apply' | 'rollback' | 'remove';
@@ -96,7 +97,7 @@ export async function serverBatches(input: BatchesInput): Promise<BatchesResult>
       r.error = failureMessage(err);
     }
     r.endedAt = new Date().toISOString();
-    ledger.ended(r);
+    ledger.ended(stateRow(r, r.endedAt));
   };
 
   for (const server of input.servers) {
@@ -142,8 +143,8 @@ class ServerStateWriter {
 
   constructor(private readonly steps: Steps, private readonly rolloutId: string) {}
 
-  ended(r: BatchServerResult): void {
-    this.buffered.push({ server: r.name, state: r.state, at: r.endedAt ?? new Date().toISOString(), ...(r.startedAt ? { startedAt: r.startedAt } : {}), ...(r.endedAt ? { endedAt: r.endedAt } : {}), ...(r.error ? { error: r.error } : {}) });
+  ended(row: ServerStateRow): void {
+    this.buffered.push(row);
     this.kick(SERVERS_PER_LEDGER_WRITE);
   }
 

@@ -210,7 +210,7 @@ export class WorkflowRecorder {
   batchResult(b: BatchServerResult): void {
     this.updateServer(b.name, b.state, b.error, b.startedAt, b.endedAt);
     const s = this.byName.get(b.name);
-    if (s && !b.endedAt) this.recordServers([row(s, this.status.updatedAt)]);
+    if (s && !b.endedAt) this.recordServers([stateRow(s, this.status.updatedAt)]);
   }
 
   updateServer(name: string, state: ServerState, error?: string, startedAt?: string, endedAt?: string): void {
@@ -241,7 +241,7 @@ export class WorkflowRecorder {
 
   private recordServer(name: string): void {
     const s = this.byName.get(name);
-    if (s) this.recordServers([row(s, this.status.updatedAt)]);
+    if (s) this.recordServers([stateRow(s, this.status.updatedAt)]);
   }
 
   failedServers(): string[] {
@@ -255,7 +255,7 @@ export class WorkflowRecorder {
     for (const s of this.status.servers) {
       if (s.state !== 'pending') continue;
       s.state = 'untouched';
-      rows.push(row(s, this.status.updatedAt));
+      rows.push(stateRow(s, this.status.updatedAt));
     }
     this.recordServers(rows);
   }
@@ -286,7 +286,8 @@ export class WorkflowRecorder {
   }
 }
 
-function row(s: ServerStatus, at: string): ServerStateRow {
+/** A server's state as a ledger row (rollout_server), learned at `at`. */
+export function stateRow(s: Pick<ServerStatus, 'name' | 'state' | 'startedAt' | 'endedAt' | 'error'>, at: string): ServerStateRow {
   return { server: s.name, state: s.state, at, ...(s.startedAt ? { startedAt: s.startedAt } : {}), ...(s.endedAt ? { endedAt: s.endedAt } : {}), ...(s.error ? { error: s.error } : {}) };
 }
 
