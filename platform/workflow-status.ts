@@ -1,8 +1,8 @@
 // Reading a running workflow's status: its query, with the per-server states
-// of the batch children running now merged over the parent's. Shared by the
-// CLI and the web page.
+// of the batch children running now merged over the parent's (or, above the
+// status threshold, the ledger's counts). Shared by the CLI and the web page.
 import type { Client } from '@temporalio/client';
-import { countByState, RolloutStatus } from '../domain/rollout';
+import { countByState, isFinalPhase, RolloutStatus, ServerState } from '../domain/rollout';
 import { batchStatusQuery } from '../workflows/definitions';
 
 /** A query is answered by a worker: without one it would wait for ever. */
@@ -48,4 +48,29 @@ export async function mergeBatches(client: Client, st: RolloutStatus, queryTimeo
   }));
   st.serverCounts = countByState(st.servers);
   return st;
+}
+
+/** Servers of a workflow by latest state, as the ledger has them (store/ledger.ts serverStateCounts). */
+export type LedgerCounts = (workflowId: string) => Promise<Partial<Record<ServerState, number>>>;
+
+/**
+ * Above FULL_SERVER_LIST_MAX a running workflow's own counts move only when a
+ * batch child ends (its parent learns the results then): a child of 500
+ * servers would leave them still for most of a rollout. Its children write
+ * each server's start and end to the ledger every few servers
+ * (workflows/batches.ts), and ledger rows carry their own time, so the
+ * ledger's latest state per server is at least as fresh: those counts are
+ * shown while it runs. The ledger's answer is used only when it has every
+ * server (the server list is written at the start, in the background);
+ * unreachable or incomplete, the workflow's own counts stay.
+ */
+export async function withLedgerCounts(st: RolloutStatus, counts?: LedgerCounts): Promise<RolloutStatus> {
+  if (!counts || st.servers || isFinalPhase(st.phase) || st.serverCount === 0) return st;
+  try {
+    const fromLedger = await counts(st.id);
+    const total = Object.values(fromLedger).reduce((a, b) => a + (b ?? 0), 0);
+    return total === st.serverCount ? { ...st, serverCounts: fromLedger } : st;
+  } catch {
+    return st;
+  }
 }

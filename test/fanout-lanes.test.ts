@@ -1,11 +1,19 @@
 // How fan-out shares its window among child workflows (workflows/fanout.ts):
-// never more servers in flight than --batch, and no lane without a place.
+// never more servers in flight than --batch, at most CHILD_SHARE_MAX per
+// child where there are slices enough, and no lane without a place.
 import { strict as assert } from 'node:assert';
 import fc from 'fast-check';
-import { laneShares, slicesOf } from '../workflows/fanout';
+import { CHILD_SHARE_MAX, laneShares, slicesOf } from '../workflows/fanout';
 
 describe('fan-out lanes (window shares per child workflow)', () => {
-  it('splits the benchmark windows over slices of 100: 2,000/200 in four children of 50, 200/50 in one, 20,000/2,000 in forty', () => {
+  it('splits the benchmark windows over slices of 500: 2,000/200 in four children of 50 (one slice each), 200/50 in one, 20,000/2,000 in forty', () => {
+    assert.deepEqual(laneShares(200, 500, 4, CHILD_SHARE_MAX), [50, 50, 50, 50]);
+    assert.deepEqual(laneShares(50, 500, 1, CHILD_SHARE_MAX), [50]);
+    assert.deepEqual(laneShares(2000, 500, 40, CHILD_SHARE_MAX), Array(40).fill(50));
+    assert.deepEqual(laneShares(200, 500, 4), [200], 'without the cap: one child holds the whole window');
+  });
+
+  it('keeps the shape of workflows started with slices of 100 (they replay so)', () => {
     assert.deepEqual(laneShares(200, 100, 20), [50, 50, 50, 50]);
     assert.deepEqual(laneShares(50, 100, 2), [50]);
     assert.deepEqual(laneShares(2000, 100, 200), Array(40).fill(50));
@@ -22,12 +30,13 @@ describe('fan-out lanes (window shares per child workflow)', () => {
   });
 
   it('never puts more servers in flight than the window, and gives every lane a place', () => {
-    fc.assert(fc.property(fc.integer({ min: 1, max: 5000 }), fc.integer({ min: 1, max: 1000 }), fc.integer({ min: 1, max: 20000 }), (window, slice, servers) => {
+    fc.assert(fc.property(fc.integer({ min: 1, max: 5000 }), fc.integer({ min: 1, max: 1000 }), fc.integer({ min: 1, max: 20000 }), fc.boolean(), (window, slice, servers, capped) => {
       const slices = slicesOf(Array.from({ length: servers }, (_, i) => `s${i}`), slice).length;
-      const shares = laneShares(window, slice, slices);
+      const shares = laneShares(window, slice, slices, capped ? CHILD_SHARE_MAX : undefined);
       assert.equal(shares.reduce((a, b) => a + b, 0), window);
       assert.ok(shares.every((s) => s >= 1));
       assert.ok(shares.length <= slices);
+      if (capped && slices * CHILD_SHARE_MAX >= window) assert.ok(shares.every((s) => s <= CHILD_SHARE_MAX), `${window}/${slice}/${slices}: ${shares.join(',')}`);
     }), { numRuns: 500 });
   });
 });

@@ -11,6 +11,7 @@ import { freePort } from '../stack/process';
 import { serverStates } from '../store/ledger';
 import type { RolloutStatus } from '../domain/rollout';
 import { startWebServer } from '../web/server';
+import { statusQuery } from '../workflows/definitions';
 
 const FLEET = ['km-fe-1', 'km-fe-2', 'km-fe-3', 'km-be-1', 'km-be-2', 'km-be-3', 'km-be-4'];
 /** Above 4 servers a status leaves out the list; two servers per batch child, so several children write. */
@@ -130,5 +131,51 @@ describe('status of a fleet above the threshold: bounded, and paged from the led
     const page = await serverStates(env.orchestrator, h.workflowId, { page: 1, pageSize: 100 });
     assert.deepEqual(page.servers.map((s) => [s.name, s.state]), FLEET.map((n) => [n, n === done.canary ? 'rolled_back' : 'untouched']));
     assert.deepEqual(await env.applied(hf.name), []);
+  });
+});
+
+describe('live counts of a fleet above the threshold: from the ledger while a batch child runs', function () {
+  this.timeout(180_000);
+  let env: RolloutEnv;
+  before(async () => { env = await rolloutEnv({ frontends: 1, backends: 13 }); });
+  after(async () => { await env?.close(); });
+  afterEach(async () => { await env?.endAll(); });
+
+  it('counts move as servers end, before the child that runs them ends (the workflow itself learns them then): web page and CLI', async () => {
+    const hf = await env.hotfix('frontend');
+    // One child runs all 13 backends, two at a time; one of them hangs 8 s in its apply while the other place
+    // goes on through the rest (0.3 s each), so the child cannot end before most servers have.
+    const backends = env.fleet.servers.map((s) => s.name).filter((n) => n.startsWith('km-be-'));
+    for (const n of backends) env.fleet.server(n).fault({ hangMs: n === 'km-be-3' ? 8_000 : 300, hangOn: 'apply' });
+    const h = await env.startRollout({ hotfix: hf.name, batch: '2', timing: { ...FAST_TIMING, fullServerListMax: 4, sliceServers: 20 } });
+    await env.waitForPhase(h, 'verifying');
+    await env.approve(h, 'bob', 'fine');
+    const own = async () => (await h.query(statusQuery)).serverCounts.patched ?? 0;
+    const web = await startWebServer({ client: env.client, orchestrator: env.orchestrator, port: await freePort() });
+    try {
+      const deadline = Date.now() + 30_000;
+      let text = '';
+      for (;;) {
+        const html = await (await fetch(`${web.url}/rollouts/${encodeURIComponent(h.workflowId)}`)).text();
+        text = /<p id="counts">([^<]*)<\/p>/.exec(html)?.[1] ?? '';
+        const patched = Number(/patched (\d+)/.exec(text)?.[1] ?? 0);
+        if (patched >= 11) break;
+        assert.ok(Date.now() < deadline, `the web page's counts never showed 11 patched: ${text}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.match(text, /^14 servers: /);
+      const cli = await runCli(['status', h.workflowId, '--json'], cliSettings(env, testStack().temporal.address), 60_000);
+      assertOk(cli, 'status --json');
+      const st = JSON.parse(cli.stdout) as RolloutStatus;
+      assert.ok((st.serverCounts.patched ?? 0) >= 11, `the CLI's counts: ${JSON.stringify(st.serverCounts)}`);
+      assert.equal(Object.values(st.serverCounts).reduce((a, b) => a + (b ?? 0), 0), 14);
+      // The workflow's own counts have not moved yet (so the counts above were the ledger's): only the canary.
+      assert.equal(await own(), 1, 'the parent learns the child\'s results only when it ends');
+    } finally {
+      await web.close();
+    }
+    const done = (await h.result()) as RolloutStatus;
+    assert.equal(done.phase, 'completed', done.error ?? '');
+    assert.deepEqual(done.serverCounts, { patched: 14 });
   });
 });

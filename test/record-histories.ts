@@ -99,6 +99,20 @@ const SCENARIOS: Record<string, Scenario> = {
       last.clearFaults();
     }
   },
+  /** Recorded with slices of 500 (the fan-out's patch marker is in it) and a late failure: the rollback's fan-out runs the same shape. */
+  async 'slices-of-500'(env, id) {
+    const hf = await env.hotfix('common', { description: 'replay_slices' });
+    const last = env.fleet.servers.at(-1)!;
+    last.fault({ failApplies: 100 });
+    try {
+      const h = await env.client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue: env.taskQueue, workflowId: id, args: [await rollout(env, id, hf, { batch: '2' })] });
+      await phase(h, 'verifying');
+      await env.approve(h, 'bob');
+      await h.result();
+    } finally {
+      last.clearFaults();
+    }
+  },
   async removal(env, id) {
     const hf = await env.hotfix('frontend', { description: 'replay_removal' });
     const r = await env.client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue: env.taskQueue, workflowId: `${id}-rollout`, args: [await rollout(env, `${id}-rollout`, hf)] });

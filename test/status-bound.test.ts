@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { ATTENTION_LIST_MAX, boundedStatus, FULL_SERVER_LIST_MAX, FullRolloutStatus, ServerStatus, STATUS_ERROR_MAX } from '../domain/rollout';
 import { compactPlan, expandPlan, packServers, planRollout, unpackServers } from '../domain/plan';
 import type { FleetServer } from '../domain/fleet';
+import { withLedgerCounts } from '../platform/workflow-status';
 
 /** Temporal warns about a payload at 512 KiB and fails the workflow task at 2 MiB. */
 const PAYLOAD_WARNING = 512 * 1024;
@@ -84,5 +85,31 @@ describe('bounded status (domain/rollout.ts)', () => {
     assert.equal(c.canary?.server, plan.canary?.server);
     assert.equal(c.canary?.url, 'https://km3-be-00001:8443/');
     assert.deepEqual(unpackServers(packServers([{ name: 'a', role: 'backend' }])), [{ name: 'a', role: 'backend' }]);
+  });
+});
+
+describe('live counts from the ledger (platform/workflow-status.ts withLedgerCounts)', () => {
+  const servers: ServerStatus[] = Array.from({ length: FULL_SERVER_LIST_MAX + 10 }, (_, i) => ({ name: name(i + 1), role: 'backend', state: i === 0 ? 'patched' : 'pending' }));
+  const running = () => ({ ...boundedStatus(full(servers)), phase: 'fanout' as const, endedAt: null });
+  const n = servers.length;
+
+  it('a running large fleet shows the ledger\'s counts when the ledger has every server', async () => {
+    const st = await withLedgerCounts(running(), async () => ({ patched: 40, patching: 50, pending: n - 90 }));
+    assert.deepEqual(st.serverCounts, { patched: 40, patching: 50, pending: n - 90 });
+  });
+
+  it('keeps the workflow\'s own counts when the ledger is incomplete, unreachable, or not asked', async () => {
+    assert.deepEqual((await withLedgerCounts(running(), async () => ({ patched: 1 }))).serverCounts, { patched: 1, pending: n - 1 }, 'server list not yet written');
+    assert.deepEqual((await withLedgerCounts(running(), async () => { throw new Error('connection refused'); })).serverCounts, { patched: 1, pending: n - 1 });
+    assert.deepEqual((await withLedgerCounts(running())).serverCounts, { patched: 1, pending: n - 1 });
+  });
+
+  it('never asks for a small fleet (its status lists every server) or a finished workflow', async () => {
+    let asked = 0;
+    const counts = async () => { asked++; return { patched: n }; };
+    const small = { ...boundedStatus(full(servers.slice(0, 3))), phase: 'fanout' as const };
+    assert.deepEqual((await withLedgerCounts(small, counts)).serverCounts, { patched: 1, pending: 2 });
+    assert.deepEqual((await withLedgerCounts(boundedStatus(full(servers)), counts)).serverCounts, { patched: 1, pending: n - 1 }, 'rollback_failed is final');
+    assert.equal(asked, 0);
   });
 });

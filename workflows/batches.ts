@@ -87,6 +87,7 @@ export async function serverBatches(input: BatchesInput): Promise<BatchesResult>
   const one = async (server: string): Promise<void> => {
     const r: BatchServerResult = { name: server, state: states.running, startedAt: new Date().toISOString() };
     results.set(server, r);
+    ledger.started(stateRow(r, r.startedAt ?? ''));
     try {
       if (input.action === 'apply') await patchServer(steps, t, backlog, input.rolloutId, server, input.hotfix);
       else await unpatchServer(steps, t, backlog, input.rolloutId, server, input.hotfix);
@@ -126,34 +127,45 @@ export async function serverBatches(input: BatchesInput): Promise<BatchesResult>
   return { servers: [...results.values()], failures, stopped };
 }
 
-/** Servers that end before the ledger is written (the rest at the child's end): a slice of 100 costs at most ~11 writes. */
+/** Servers that end before the ledger is written (the rest at the child's end): a slice of 500 costs at most ~51 writes. */
 const SERVERS_PER_LEDGER_WRITE = 10;
 
 /**
- * Writes the states of ended servers to the ledger ('km-hotfix status ID
- * --servers'): at most one activity in flight, each writing everything ended
- * since the last once SERVERS_PER_LEDGER_WRITE have, and the rest before the
- * child ends. Far fewer activities than servers, and a small slice's history
- * does not depend on timing (one write at its end). Never awaited before work
- * on a server (the ledger catches up).
+ * Writes the states of this child's servers to the ledger: 'km-hotfix status
+ * ID --servers', and the live counts of a fleet above the status threshold
+ * (platform/workflow-status.ts), whose parent learns a child's results only
+ * when the child ends. At most one activity in flight, each writing
+ * everything since the last once SERVERS_PER_LEDGER_WRITE servers have ended
+ * (starts ride along), and the rest before the child ends. Far fewer
+ * activities than servers, and a small slice's history does not depend on
+ * timing (one write at its end). Never awaited before work on a server (the
+ * ledger catches up).
  */
 class ServerStateWriter {
   private buffered: ServerStateRow[] = [];
+  /** Servers ended since the last write began. */
+  private endedSince = 0;
   private writing: Promise<void> | undefined;
 
   constructor(private readonly steps: Steps, private readonly rolloutId: string) {}
 
+  started(row: ServerStateRow): void {
+    this.buffered.push(row);
+  }
+
   ended(row: ServerStateRow): void {
     this.buffered.push(row);
+    this.endedSince++;
     this.kick(SERVERS_PER_LEDGER_WRITE);
   }
 
   private kick(atLeast: number): void {
-    if (!this.writing && this.buffered.length >= atLeast) this.writing = this.write();
+    if (!this.writing && this.endedSince >= atLeast && this.buffered.length > 0) this.writing = this.write();
   }
 
   private async write(): Promise<void> {
     const servers = this.buffered.splice(0);
+    this.endedSince = 0;
     await this.steps.record.recordServerStates({ rolloutId: this.rolloutId, servers }).catch(() => undefined);
     this.writing = undefined;
     this.kick(SERVERS_PER_LEDGER_WRITE);
@@ -162,7 +174,7 @@ class ServerStateWriter {
   /** Everything buffered has been written (before the child ends). */
   async flushed(): Promise<void> {
     for (;;) {
-      this.kick(1);
+      this.kick(0);
       if (!this.writing) return;
       await this.writing;
     }

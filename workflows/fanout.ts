@@ -2,12 +2,11 @@
 // child per slice of at most `sliceServers` servers, so that every
 // execution's history stays bounded on a large fleet.
 //
-// The window is split across "lanes": ceil(2 × window / sliceServers)
-// children run at once (never more than the window's places), each with its
-// share of the window (so each child runs at least two rounds of its share:
-// LANE_ROUNDS); a lane starts its next slice when its child ends. So at most
-// `window` servers are in flight; with a window of at most half a slice one
-// child runs at a time. At a slice's
+// The window is split across "lanes": children that run at once (never more
+// than the window's places), each with its share of the window: at most
+// CHILD_SHARE_MAX while there are slices enough, and small enough that each
+// child runs at least two rounds of its share (LANE_ROUNDS). A lane starts its
+// next slice when its child ends. So at most `window` servers are in flight. At a slice's
 // end the window does not drain: once the child has started its last server
 // and half its share is free for good, it says so (one signal) and the lane
 // starts the next child in those places; when the first child ends, the next
@@ -17,12 +16,12 @@
 // spent; the parent then stops its other children and starts no new one (a
 // failure among a child's last servers is known when that child ends: within
 // one server's time, as with several lanes).
-import { ChildWorkflowHandle, condition, ParentClosePolicy, setHandler, startChild } from '@temporalio/workflow';
+import { ChildWorkflowHandle, condition, ParentClosePolicy, patched, setHandler, startChild } from '@temporalio/workflow';
 import type { RolloutTiming, ServerState } from '../domain/rollout';
 import { failureMessage } from './errors';
+import { DEFAULT_TIMING } from './steps';
 import { batchFreedSignal, pauseBatchesSignal, stopBatchesSignal, widenBatchesSignal } from './definitions';
 import { BatchAction, BatchesResult, BatchServerResult, NO_FAILURE_LIMIT, serverBatches } from './batches';
-import { timing } from './steps';
 
 /** Consecutive slices of at most `size` servers. */
 export function slicesOf(servers: string[], size: number): string[][] {
@@ -39,10 +38,36 @@ export function slicesOf(servers: string[], size: number): string[][] {
  */
 const LANE_ROUNDS = 2;
 
-/** How a window of `window` servers is shared by the lanes (children at once) over slices of `slice`. */
-export function laneShares(window: number, slice: number, slices: number): number[] {
+/**
+ * The most servers one child has in flight by default. Each running activity
+ * is part of its execution's state, which Temporal rewrites on every event of
+ * that execution: one child holding 200 cost the Temporal server 16 s of CPU
+ * where four holding 50 cost 11 s (bench/results/issue-11b-speed.md). With
+ * slices of 500, four lanes of 50 run a 2,000/200 fan-out with one child
+ * each and no hand-off between slices (bench/results/issue-11e-slices.md).
+ */
+export const CHILD_SHARE_MAX = 50;
+
+/** Workflows started before slices of 500 replay with the shape they ran with: slices of 100, no cap per child. */
+const SLICES_OF_500 = 'fanout-slices-of-500';
+const EARLIER_SLICE_SERVERS = 100;
+
+/** Slice size and the cap per child for this workflow: an explicit timing.sliceServers wins (tests use small slices). */
+function shape(t: Partial<RolloutTiming> | undefined): { slice: number; childMax?: number } {
+  if (t?.sliceServers !== undefined) return { slice: t.sliceServers };
+  return patched(SLICES_OF_500) ? { slice: DEFAULT_TIMING.sliceServers, childMax: CHILD_SHARE_MAX } : { slice: EARLIER_SLICE_SERVERS };
+}
+
+/**
+ * How a window of `window` servers is shared by the lanes (children at once)
+ * over slices of `slice`: enough lanes for LANE_ROUNDS rounds per child, and
+ * (with `childMax`) at most that many servers per child while there are
+ * slices enough.
+ */
+export function laneShares(window: number, slice: number, slices: number, childMax?: number): number[] {
+  const wanted = Math.max(Math.ceil((LANE_ROUNDS * window) / slice), childMax ? Math.ceil(window / childMax) : 1);
   // Never more lanes than places in the window: each lane holds at least one.
-  const lanes = Math.max(1, Math.min(slices, window, Math.ceil((LANE_ROUNDS * window) / slice)));
+  const lanes = Math.max(1, Math.min(slices, window, wanted));
   return Array.from({ length: lanes }, (_, i) => Math.floor(window / lanes) + (i < window % lanes ? 1 : 0));
 }
 
@@ -88,7 +113,8 @@ export class Fanout {
 
   /** Run the servers in a window; maxFailures NO_FAILURE_LIMIT = keep going whatever fails. */
   async run(action: BatchAction, servers: string[], window: number, maxFailures: number, ctl: FanoutControl): Promise<{ failures: number; stopped: boolean }> {
-    const slices = slicesOf(servers, timing(this.timing).sliceServers);
+    const { slice, childMax } = shape(this.timing);
+    const slices = slicesOf(servers, slice);
     let next = 0;
     let failures = 0;
     let stopped = false;
@@ -131,7 +157,7 @@ export class Fanout {
       }
       await Promise.all(ending);
     };
-    await Promise.all(laneShares(window, timing(this.timing).sliceServers, slices.length).map(lane));
+    await Promise.all(laneShares(window, slice, slices.length, childMax).map(lane));
     return { failures, stopped: stopped || next < slices.length };
   }
 

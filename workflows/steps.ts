@@ -9,8 +9,10 @@ import type { LedgerEvent } from '../store/ledger';
 export const DEFAULT_TIMING: RolloutTiming = {
   servicesTimeoutMs: 5 * 60_000,
   maxRetryIntervalMs: 60_000,
-  // 6 history events per server (one activity each; measured, test/history.test.ts): a child of 100 stays near 600, far below Temporal's 10,240 warning.
-  sliceServers: 100,
+  // ~6 history events per server (one activity each; measured, test/history.test.ts): a child of 500 stays
+  // near 3,300, under Temporal's 10,240 warning. Longer slices mean fewer hand-offs between children
+  // (workflows/fanout.ts; workflows started before this ran slices of 100, and replay so).
+  sliceServers: 500,
   commandTimeoutMs: 0,
   fullServerListMax: FULL_SERVER_LIST_MAX,
 };

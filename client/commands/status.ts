@@ -8,7 +8,8 @@ import { CliError, EXIT, exitCodeOf } from '../errors';
 import { UserError } from '../../platform/errors';
 import { serverElapsed, short, statusBlock } from '../render/status';
 import { watch } from '../render/watch';
-import { config, describeWorkflow, isFinal, outcomeExit, readStatus, wholeNumber, withOrchestrator, withTemporal } from './common';
+import { config, describeWorkflow, isFinal, ledgerCountsFor, outcomeExit, readStatus, wholeNumber, withOrchestrator, withTemporal } from './common';
+import type { LedgerCounts } from '../../platform/workflow-status';
 import { ledgerStatus, serverStates, ServerPage } from '../../store/ledger';
 import { formatTable } from './fleet';
 import { inert } from '../../domain/terminal';
@@ -82,12 +83,12 @@ async function statusFromLedger(cfg: Config, id: string): Promise<RolloutStatus 
 export const LIVE_ANSWER_MS = 2_000;
 
 /** Observations of a workflow, tolerant of a short gap right after it starts (no answer yet). */
-export function statusReader(client: Client, id: string): () => Promise<RolloutStatus> {
+export function statusReader(client: Client, id: string, counts?: LedgerCounts): () => Promise<RolloutStatus> {
   return async () => {
     const started = Date.now();
     for (;;) {
       try {
-        return await readStatus(client, await describeWorkflow(client, id));
+        return await readStatus(client, await describeWorkflow(client, id), undefined, counts);
       } catch (err) {
         // The first workflow task may not have run yet; give it a few seconds (a bad id fails at once).
         if (err instanceof UserError && exitCodeOf(err) === EXIT.refused) throw err;
@@ -100,8 +101,9 @@ export function statusReader(client: Client, id: string): () => Promise<RolloutS
 
 /** Follow a workflow to its end (live view, or silently with json), print, and set the exit code. */
 export async function followWorkflow(cfg: Config, id: string, o: { json?: boolean }): Promise<RolloutStatus> {
+  const ledger = ledgerCountsFor(cfg);
   return withTemporal(cfg, async (client) => {
-    const read = statusReader(client, id);
+    const read = statusReader(client, id, ledger.counts);
     let st: RolloutStatus;
     if (o.json) {
       st = await read();
@@ -115,7 +117,7 @@ export async function followWorkflow(cfg: Config, id: string, o: { json?: boolea
     }
     process.exitCode = outcomeExit(st);
     return st;
-  });
+  }).finally(() => ledger.close());
 }
 
 export function registerStatus(program: Command): void {
@@ -155,9 +157,10 @@ Examples:
         await followWorkflow(cfg, id, o);
         return;
       }
+      const ledger = ledgerCountsFor(cfg);
       const st = await withTemporal(cfg, async (client) => {
         try {
-          return await readStatus(client, await describeWorkflow(client, id), LIVE_ANSWER_MS);
+          return await readStatus(client, await describeWorkflow(client, id), LIVE_ANSWER_MS, ledger.counts);
         } catch (err) {
           // Temporal forgets a closed workflow after its retention; the ledger does not.
           // A query unanswered in time (its workflow task moving to another worker) gets the ledger's view too.
@@ -170,7 +173,7 @@ Examples:
             : `km-hotfix: Temporal did not answer within ${LIVE_ANSWER_MS / 1000} s; showing the ledger's view (try again in a few seconds for the live one)`);
           return fromLedger;
         }
-      });
+      }).finally(() => ledger.close());
       if (o.json) console.log(JSON.stringify(st, null, 2));
       else console.log(statusBlock(st, Date.now(), !!process.stdout.isTTY).join('\n'));
       process.exitCode = EXIT.ok;
