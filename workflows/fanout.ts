@@ -33,7 +33,7 @@ export function slicesOf(servers: string[], size: number): string[][] {
 /**
  * Rounds of its window a child runs at least: a child whose share equals its
  * slice starts all its servers at once and ends with its slowest, in lock-step
- * (2,000/200 with slices of 100: 10 rounds of 100 per lane). With two rounds
+ * (children of 100 holding 100 places each: every child a lock-step round). With two rounds
  * per child, the window slides inside each child.
  */
 const LANE_ROUNDS = 2;
