@@ -65,6 +65,21 @@ export async function collect(client: Client, scenario: string, workflowId: stri
 
 type Scenario = (env: RolloutEnv, id: string) => Promise<void>;
 
+/** A common hotfix whose last server fails every apply: approved at the gate, so everything patched is rolled back. */
+async function lastServerFails(env: RolloutEnv, id: string, description: string, batch: string): Promise<void> {
+  const hf = await env.hotfix('common', { description });
+  const last = env.fleet.servers.at(-1)!;
+  last.fault({ failApplies: 100 });
+  try {
+    const h = await env.client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue: env.taskQueue, workflowId: id, args: [await rollout(env, id, hf, { batch })] });
+    await phase(h, 'verifying');
+    await env.approve(h, 'bob');
+    await h.result();
+  } finally {
+    last.clearFaults();
+  }
+}
+
 /** Representative runs; each names its workflow id so re-recording gives the same files. */
 const SCENARIOS: Record<string, Scenario> = {
   async approve(env, id) {
@@ -87,31 +102,11 @@ const SCENARIOS: Record<string, Scenario> = {
     await h.result();
   },
   async 'failure-rollback'(env, id) {
-    const hf = await env.hotfix('common', { description: 'replay_failure' });
-    const last = env.fleet.servers.at(-1)!;
-    last.fault({ failApplies: 100 });
-    try {
-      const h = await env.client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue: env.taskQueue, workflowId: id, args: [await rollout(env, id, hf, { batch: '1' })] });
-      await phase(h, 'verifying');
-      await env.approve(h, 'bob');
-      await h.result();
-    } finally {
-      last.clearFaults();
-    }
+    await lastServerFails(env, id, 'replay_failure', '1');
   },
   /** Recorded with slices of 500 (the fan-out's patch marker is in it) and a late failure: the rollback's fan-out runs the same shape. */
   async 'slices-of-500'(env, id) {
-    const hf = await env.hotfix('common', { description: 'replay_slices' });
-    const last = env.fleet.servers.at(-1)!;
-    last.fault({ failApplies: 100 });
-    try {
-      const h = await env.client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue: env.taskQueue, workflowId: id, args: [await rollout(env, id, hf, { batch: '2' })] });
-      await phase(h, 'verifying');
-      await env.approve(h, 'bob');
-      await h.result();
-    } finally {
-      last.clearFaults();
-    }
+    await lastServerFails(env, id, 'replay_slices', '2');
   },
   async removal(env, id) {
     const hf = await env.hotfix('frontend', { description: 'replay_removal' });
