@@ -200,7 +200,8 @@ export const ATTENTION_LIST_MAX = 50;
 /** An error carried in a bounded status is cut to this many characters (the ledger keeps it whole). */
 export const STATUS_ERROR_MAX = 500;
 
-const ATTENTION_STATES: ReadonlySet<ServerState> = new Set(['failed', 'rollback_failed']);
+/** The states of servers a status names under "needing attention". */
+export const ATTENTION_STATES: readonly ServerState[] = ['failed', 'rollback_failed'];
 
 /** Servers per state, states with none left out. */
 export function countByState(servers: readonly ServerStatus[]): Partial<Record<ServerState, number>> {
@@ -209,7 +210,8 @@ export function countByState(servers: readonly ServerStatus[]): Partial<Record<S
   return counts;
 }
 
-function cut(s: ServerStatus): ServerStatus {
+/** A server as a bounded status carries it: its error cut to STATUS_ERROR_MAX. */
+export function cut(s: ServerStatus): ServerStatus {
   return s.error && s.error.length > STATUS_ERROR_MAX ? { ...s, error: `${s.error.slice(0, STATUS_ERROR_MAX)}…` } : { ...s };
 }
 
@@ -221,7 +223,7 @@ function cut(s: ServerStatus): ServerStatus {
  */
 export function boundedStatus(full: FullRolloutStatus, limit = FULL_SERVER_LIST_MAX): RolloutStatus {
   const { servers, ...rest } = full;
-  const failing = servers.filter((s) => ATTENTION_STATES.has(s.state));
+  const failing = servers.filter((s) => ATTENTION_STATES.includes(s.state));
   const allAttention = full.needsAttention;
   const more = full.needsAttentionMore ?? 0;
   return {

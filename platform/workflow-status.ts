@@ -1,8 +1,10 @@
 // Reading a running workflow's status: its query, with the per-server states
 // of the batch children running now merged over the parent's (or, above the
-// status threshold, the ledger's counts). Shared by the CLI and the web page.
+// status threshold, the ledger's counts and failed servers). Shared by the CLI
+// and the web page.
 import type { Client } from '@temporalio/client';
-import { countByState, isFinalPhase, RolloutStatus, ServerState } from '../domain/rollout';
+import { ATTENTION_LIST_MAX, ATTENTION_STATES, countByState, cut, isFinalPhase, RolloutStatus, ServerState, ServerStatus } from '../domain/rollout';
+import type { Role } from '../domain/fleet';
 import { batchStatusQuery } from '../workflows/definitions';
 
 /** A query is answered by a worker: without one it would wait for ever. */
@@ -50,26 +52,38 @@ export async function mergeBatches(client: Client, st: RolloutStatus, queryTimeo
   return st;
 }
 
-/** Servers of a workflow by latest state, as the ledger has them (store/ledger.ts serverStateCounts). */
-export type LedgerCounts = (workflowId: string) => Promise<Partial<Record<ServerState, number>>>;
+/** What a running workflow's status takes from the ledger (store/ledger.ts liveLedger). */
+export interface LedgerView {
+  /** Servers by latest state. */
+  counts(workflowId: string): Promise<Partial<Record<ServerState, number>>>;
+  /** The first `limit` servers (inventory order) whose latest state is one of `states`, and how many there are. */
+  inStates(workflowId: string, states: readonly ServerState[], limit: number): Promise<{ total: number; servers: (Omit<ServerStatus, 'role'> & { role: Role | null })[] }>;
+}
 
 /**
- * Above FULL_SERVER_LIST_MAX a running workflow's own counts move only when a
- * batch child ends (its parent learns the results then): a child of 500
- * servers would leave them still for most of a rollout. Its children write
- * each server's start and end to the ledger every few servers
- * (workflows/batches.ts), and ledger rows carry their own time, so the
- * ledger's latest state per server is at least as fresh: those counts are
- * shown while it runs. The ledger's answer is used only when it has every
- * server (the server list is written at the start, in the background);
- * unreachable or incomplete, the workflow's own counts stay.
+ * Above FULL_SERVER_LIST_MAX a running workflow's own counts and servers
+ * needing attention move only when a batch child ends (its parent learns the
+ * results then): a child of 500 servers would leave them still for most of a
+ * rollout. Its children write each server's start and end to the ledger every
+ * few servers (workflows/batches.ts), and ledger rows carry their own time,
+ * so the ledger's latest state per server is at least as fresh: its counts
+ * and failed servers are shown while the workflow runs. The ledger's answer is
+ * used only when it has every server (the server list is written at the
+ * start, in the background); unreachable or incomplete, the workflow's own
+ * answer stays.
  */
-export async function withLedgerCounts(st: RolloutStatus, counts?: LedgerCounts): Promise<RolloutStatus> {
-  if (!counts || st.servers || isFinalPhase(st.phase) || st.serverCount === 0) return st;
+export async function withLedgerView(st: RolloutStatus, ledger?: LedgerView): Promise<RolloutStatus> {
+  if (!ledger || st.servers || isFinalPhase(st.phase) || st.serverCount === 0) return st;
   try {
-    const fromLedger = await counts(st.id);
-    const total = Object.values(fromLedger).reduce((a, b) => a + (b ?? 0), 0);
-    return total === st.serverCount ? { ...st, serverCounts: fromLedger } : st;
+    const [counts, failing] = await Promise.all([ledger.counts(st.id), ledger.inStates(st.id, ATTENTION_STATES, ATTENTION_LIST_MAX)]);
+    const total = Object.values(counts).reduce((a, b) => a + (b ?? 0), 0);
+    if (total !== st.serverCount) return st;
+    return {
+      ...st,
+      serverCounts: counts,
+      attention: failing.servers.map((s) => cut({ ...s, role: s.role ?? 'both' })),
+      attentionMore: Math.max(0, failing.total - failing.servers.length),
+    };
   } catch {
     return st;
   }

@@ -355,10 +355,11 @@ export interface ServerPage {
 
 /**
  * The latest state of each server of a rollout, in inventory order, one page
- * (1-based) at a time; `state` keeps only servers in that state. The ledger
- * answers after Temporal has forgotten the workflow.
+ * (1-based) at a time; `state` (or `states`) keeps only servers in that state.
+ * The ledger answers after Temporal has forgotten the workflow.
  */
-export async function serverStates(sql: Sql, rolloutId: string, o: { state?: ServerState; page: number; pageSize: number }): Promise<ServerPage> {
+export async function serverStates(sql: Sql, rolloutId: string, o: { state?: ServerState; states?: readonly ServerState[]; page: number; pageSize: number }): Promise<ServerPage> {
+  const only = o.states ?? (o.state ? [o.state] : null);
   const rows = await sql<{ server: string; state: ServerState; role: Role | null; started_at: Date | null; ended_at: Date | null; error: string | null; total: string }[]>`
     WITH latest AS (
       SELECT DISTINCT ON (server) server, state, started_at, ended_at, error
@@ -371,7 +372,7 @@ export async function serverStates(sql: Sql, rolloutId: string, o: { state?: Ser
       SELECT server, max(started_at) AS started_at FROM rollout_server WHERE rollout_id = ${rolloutId} GROUP BY server)
     SELECT l.server, l.state, f.role, COALESCE(l.started_at, s.started_at) AS started_at, l.ended_at, l.error, count(*) OVER () AS total
     FROM latest l JOIN first f USING (server) JOIN started s USING (server)
-    WHERE ${o.state ?? null}::text IS NULL OR l.state = ${o.state ?? null}
+    WHERE ${only === null}::boolean OR l.state = ANY(${sql.array([...(only ?? [])])}::text[])
     ORDER BY f.position NULLS LAST, l.server
     LIMIT ${o.pageSize} OFFSET ${(o.page - 1) * o.pageSize}`;
   let total = rows.length > 0 ? Number(rows[0].total) : 0;
@@ -384,6 +385,14 @@ export async function serverStates(sql: Sql, rolloutId: string, o: { state?: Ser
       ...(r.ended_at ? { endedAt: r.ended_at.toISOString() } : {}),
       ...(r.error ? { error: r.error } : {}),
     })),
+  };
+}
+
+/** What a running workflow's status takes from the ledger above the status threshold (platform/workflow-status.ts). */
+export function liveLedger(sql: Sql) {
+  return {
+    counts: (rolloutId: string) => serverStateCounts(sql, rolloutId),
+    inStates: (rolloutId: string, states: readonly ServerState[], limit: number) => serverStates(sql, rolloutId, { states, page: 1, pageSize: limit }),
   };
 }
 

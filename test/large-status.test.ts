@@ -139,43 +139,51 @@ describe('live counts of a fleet above the threshold: from the ledger while a ba
   let env: RolloutEnv;
   before(async () => { env = await rolloutEnv({ frontends: 1, backends: 13 }); });
   after(async () => { await env?.close(); });
-  afterEach(async () => { await env?.endAll(); });
+  afterEach(async () => {
+    await env?.endAll();
+    for (const s of env.fleet.servers) s.clearFaults();
+  });
 
-  it('counts move as servers end, before the child that runs them ends (the workflow itself learns them then): web page and CLI', async () => {
+  it('counts and the failed server show as servers end, before the child that runs them ends (the workflow itself learns them then): web page and CLI', async () => {
     const hf = await env.hotfix('frontend');
-    // One child runs all 13 backends, two at a time; one of them hangs 8 s in its apply while the other place
-    // goes on through the rest (0.3 s each), so the child cannot end before most servers have.
+    // One child runs all 13 backends, two at a time. km-be-3 hangs 10 s in its apply while the other place goes on
+    // through the rest (0.3 s each), so the child cannot end before most servers have; km-be-5 fails every apply.
     const backends = env.fleet.servers.map((s) => s.name).filter((n) => n.startsWith('km-be-'));
-    for (const n of backends) env.fleet.server(n).fault({ hangMs: n === 'km-be-3' ? 8_000 : 300, hangOn: 'apply' });
-    const h = await env.startRollout({ hotfix: hf.name, batch: '2', timing: { ...FAST_TIMING, fullServerListMax: 4, sliceServers: 20 } });
+    for (const n of backends) env.fleet.server(n).fault(n === 'km-be-5' ? { failApplies: 100 } : { hangMs: n === 'km-be-3' ? 10_000 : 300, hangOn: 'apply' });
+    const h = await env.startRollout({ hotfix: hf.name, batch: '2', maxFailures: 1, timing: { ...FAST_TIMING, fullServerListMax: 4, sliceServers: 20 } });
     await env.waitForPhase(h, 'verifying');
     await env.approve(h, 'bob', 'fine');
-    const own = async () => (await h.query(statusQuery)).serverCounts.patched ?? 0;
     const web = await startWebServer({ client: env.client, orchestrator: env.orchestrator, port: await freePort() });
     try {
       const deadline = Date.now() + 30_000;
-      let text = '';
+      let html = '';
+      let counts = '';
       for (;;) {
-        const html = await (await fetch(`${web.url}/rollouts/${encodeURIComponent(h.workflowId)}`)).text();
-        text = /<p id="counts">([^<]*)<\/p>/.exec(html)?.[1] ?? '';
-        const patched = Number(/patched (\d+)/.exec(text)?.[1] ?? 0);
-        if (patched >= 11) break;
-        assert.ok(Date.now() < deadline, `the web page's counts never showed 11 patched: ${text}`);
+        html = await (await fetch(`${web.url}/rollouts/${encodeURIComponent(h.workflowId)}`)).text();
+        counts = /<p id="counts">([^<]*)<\/p>/.exec(html)?.[1] ?? '';
+        if (Number(/patched (\d+)/.exec(counts)?.[1] ?? 0) >= 10 && /failed 1/.test(counts)) break;
+        assert.ok(Date.now() < deadline, `the web page never showed 10 patched and 1 failed: ${counts}`);
         await new Promise((r) => setTimeout(r, 100));
       }
-      assert.match(text, /^14 servers: /);
+      assert.match(counts, /^14 servers: /);
+      assert.match(html, /<table id="attention"><tr><td>km-be-5<\/td><td>failed<\/td>/);
       const cli = await runCli(['status', h.workflowId, '--json'], cliSettings(env, testStack().temporal.address), 60_000);
       assertOk(cli, 'status --json');
       const st = JSON.parse(cli.stdout) as RolloutStatus;
-      assert.ok((st.serverCounts.patched ?? 0) >= 11, `the CLI's counts: ${JSON.stringify(st.serverCounts)}`);
+      assert.ok((st.serverCounts.patched ?? 0) >= 10, `the CLI's counts: ${JSON.stringify(st.serverCounts)}`);
+      assert.equal(st.serverCounts.failed, 1);
       assert.equal(Object.values(st.serverCounts).reduce((a, b) => a + (b ?? 0), 0), 14);
-      // The workflow's own counts have not moved yet (so the counts above were the ledger's): only the canary.
-      assert.equal(await own(), 1, 'the parent learns the child\'s results only when it ends');
+      assert.deepEqual(st.attention.map((s) => [s.name, s.state]), [['km-be-5', 'failed']]);
+      assert.match(st.attention[0].error ?? '', /./);
+      // The workflow's own answer has not moved yet (so the answers above were the ledger's): only the canary.
+      const own = await h.query(statusQuery);
+      assert.deepEqual(own.serverCounts, { patched: 1, pending: 13 }, 'the parent learns the child\'s results only when it ends');
+      assert.deepEqual(own.attention, []);
     } finally {
       await web.close();
     }
     const done = (await h.result()) as RolloutStatus;
     assert.equal(done.phase, 'completed', done.error ?? '');
-    assert.deepEqual(done.serverCounts, { patched: 14 });
+    assert.deepEqual(done.serverCounts, { patched: 13, failed: 1 });
   });
 });

@@ -107,6 +107,10 @@ describe('ledger (orchestrator database)', () => {
     const failed = await serverStates(sql, 'big', { state: 'failed', page: 1, pageSize: 10 });
     assert.deepEqual(failed.servers.map((s) => s.name), [names[3]]);
     assert.equal(failed.total, 1);
+    const either = await serverStates(sql, 'big', { states: ['failed', 'patched'], page: 1, pageSize: 2 });
+    assert.deepEqual(either.servers.map((s) => [s.name, s.state]), [[names[0], 'patched'], [names[1], 'patched']], 'several states, inventory order');
+    assert.equal(either.total, 4);
+    assert.equal((await serverStates(sql, 'big', { states: [], page: 1, pageSize: 10 })).total, 0, 'no state: no server');
     assert.deepEqual(await serverStateCounts(sql, 'big'), { patched: 3, failed: 1, pending: n - 4 });
 
     // The status rebuilt from the ledger is bounded: counts, the failed server, no per-server list above the threshold.

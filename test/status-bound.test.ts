@@ -2,10 +2,10 @@
 // status of 20,000 servers is counts and the servers needing attention, not
 // 20,000 entries; a small fleet's status still lists every server.
 import assert from 'node:assert/strict';
-import { ATTENTION_LIST_MAX, boundedStatus, FULL_SERVER_LIST_MAX, FullRolloutStatus, ServerStatus, STATUS_ERROR_MAX } from '../domain/rollout';
+import { ATTENTION_LIST_MAX, boundedStatus, FULL_SERVER_LIST_MAX, FullRolloutStatus, ServerState, ServerStatus, STATUS_ERROR_MAX } from '../domain/rollout';
 import { compactPlan, expandPlan, packServers, planRollout, unpackServers } from '../domain/plan';
 import type { FleetServer } from '../domain/fleet';
-import { withLedgerCounts } from '../platform/workflow-status';
+import { LedgerView, withLedgerView } from '../platform/workflow-status';
 
 /** Temporal warns about a payload at 512 KiB and fails the workflow task at 2 MiB. */
 const PAYLOAD_WARNING = 512 * 1024;
@@ -88,28 +88,41 @@ describe('bounded status (domain/rollout.ts)', () => {
   });
 });
 
-describe('live counts from the ledger (platform/workflow-status.ts withLedgerCounts)', () => {
+describe('live counts and failed servers from the ledger (platform/workflow-status.ts withLedgerView)', () => {
   const servers: ServerStatus[] = Array.from({ length: FULL_SERVER_LIST_MAX + 10 }, (_, i) => ({ name: name(i + 1), role: 'backend', state: i === 0 ? 'patched' : 'pending' }));
   const running = () => ({ ...boundedStatus(full(servers)), phase: 'fanout' as const, endedAt: null });
   const n = servers.length;
-
-  it('a running large fleet shows the ledger\'s counts when the ledger has every server', async () => {
-    const st = await withLedgerCounts(running(), async () => ({ patched: 40, patching: 50, pending: n - 90 }));
-    assert.deepEqual(st.serverCounts, { patched: 40, patching: 50, pending: n - 90 });
+  const failed = (i: number) => ({ name: name(i), role: null, state: 'failed' as const, error: LONG_ERROR });
+  const view = (counts: Partial<Record<ServerState, number>>, failing = { total: 0, servers: [] as ReturnType<typeof failed>[] }): LedgerView => ({
+    counts: async () => counts,
+    inStates: async (_id, states, limit) => {
+      assert.deepEqual(states, ['failed', 'rollback_failed']);
+      assert.equal(limit, ATTENTION_LIST_MAX);
+      return failing;
+    },
   });
 
-  it('keeps the workflow\'s own counts when the ledger is incomplete, unreachable, or not asked', async () => {
-    assert.deepEqual((await withLedgerCounts(running(), async () => ({ patched: 1 }))).serverCounts, { patched: 1, pending: n - 1 }, 'server list not yet written');
-    assert.deepEqual((await withLedgerCounts(running(), async () => { throw new Error('connection refused'); })).serverCounts, { patched: 1, pending: n - 1 });
-    assert.deepEqual((await withLedgerCounts(running())).serverCounts, { patched: 1, pending: n - 1 });
+  it('a running large fleet shows the ledger\'s counts and its failed servers (errors cut, the rest counted) when the ledger has every server', async () => {
+    const st = await withLedgerView(running(), view({ patched: 40, patching: 50, failed: 60, pending: n - 150 }, { total: 60, servers: Array.from({ length: ATTENTION_LIST_MAX }, (_, i) => failed(i + 2)) }));
+    assert.deepEqual(st.serverCounts, { patched: 40, patching: 50, failed: 60, pending: n - 150 });
+    assert.equal(st.attention.length, ATTENTION_LIST_MAX);
+    assert.deepEqual(st.attention[0], { name: name(2), role: 'both', state: 'failed', error: `${LONG_ERROR.slice(0, STATUS_ERROR_MAX)}…` });
+    assert.equal(st.attentionMore, 60 - ATTENTION_LIST_MAX);
+  });
+
+  it('keeps the workflow\'s own answer when the ledger is incomplete, unreachable, or not asked', async () => {
+    const own = { patched: 1, pending: n - 1 };
+    assert.deepEqual((await withLedgerView(running(), view({ patched: 1 }))).serverCounts, own, 'server list not yet written');
+    assert.deepEqual((await withLedgerView(running(), { counts: async () => { throw new Error('connection refused'); }, inStates: async () => ({ total: 0, servers: [] }) })).serverCounts, own);
+    assert.deepEqual((await withLedgerView(running())).serverCounts, own);
   });
 
   it('never asks for a small fleet (its status lists every server) or a finished workflow', async () => {
     let asked = 0;
-    const counts = async () => { asked++; return { patched: n }; };
+    const counting: LedgerView = { counts: async () => { asked++; return { patched: n }; }, inStates: async () => { asked++; return { total: 0, servers: [] }; } };
     const small = { ...boundedStatus(full(servers.slice(0, 3))), phase: 'fanout' as const };
-    assert.deepEqual((await withLedgerCounts(small, counts)).serverCounts, { patched: 1, pending: 2 });
-    assert.deepEqual((await withLedgerCounts(boundedStatus(full(servers)), counts)).serverCounts, { patched: 1, pending: n - 1 }, 'rollback_failed is final');
+    assert.deepEqual((await withLedgerView(small, counting)).serverCounts, { patched: 1, pending: 2 });
+    assert.deepEqual((await withLedgerView(boundedStatus(full(servers)), counting)).serverCounts, { patched: 1, pending: n - 1 }, 'rollback_failed is final');
     assert.equal(asked, 0);
   });
 });

@@ -14,8 +14,8 @@ import { Client, WorkflowUpdateFailedError } from '@temporalio/client';
 import { decisionMessage, DecisionMessageError, isDelegate, oneLine } from '../domain/decision';
 import { isFinalPhase, RolloutStatus, SERVER_STATES, ServerState } from '../domain/rollout';
 import { approveUpdate, rejectUpdate, statusQuery, WORKFLOW_TYPES } from '../workflows/definitions';
-import { answerWithin, mergeBatches, QUERY_TIMEOUT_MS, withLedgerCounts } from '../platform/workflow-status';
-import { ledgerStatus, recentRollouts, rolloutEvents, serverStateCounts, serverStates } from '../store/ledger';
+import { answerWithin, mergeBatches, QUERY_TIMEOUT_MS, withLedgerView } from '../platform/workflow-status';
+import { ledgerStatus, liveLedger, recentRollouts, rolloutEvents, serverStates } from '../store/ledger';
 import { listInventory, inventoryServer } from '../store/inventory';
 import { keyFileSigner } from '../signing/signer';
 import { signMessage, Signer } from '../signing/sshsig';
@@ -125,6 +125,7 @@ export async function startWebServer(o: WebOptions): Promise<WebServer> {
   };
 
   const roles = async () => new Map((await listInventory(o.orchestrator)).map((s) => [s.name, s.role]));
+  const ledger = liveLedger(o.orchestrator);
 
   /** The workflow's own answer while it runs (batch children merged), its result when done, else the ledger. */
   const readRollout = async (id: string): Promise<{ status: RolloutStatus; live: boolean } | undefined> => {
@@ -134,7 +135,7 @@ export async function startWebServer(o: WebOptions): Promise<WebServer> {
       try {
         if (desc.status.name === 'RUNNING') {
           const st = await answerWithin(o.client, () => h.query(statusQuery), QUERY_TIMEOUT_MS);
-          return { status: await withLedgerCounts(await mergeBatches(o.client, st), (rid) => serverStateCounts(o.orchestrator, rid)), live: true };
+          return { status: await withLedgerView(await mergeBatches(o.client, st), ledger), live: true };
         }
         if (desc.status.name === 'COMPLETED') return { status: (await h.result()) as RolloutStatus, live: false };
       } catch {

@@ -12,8 +12,8 @@ import { KeyManagerDatabase } from '../../keymanager/database';
 import { isFinalPhase, RolloutStatus, WorkflowKind, workflowId } from '../../domain/rollout';
 import { parseDuration, PlanError } from '../../domain/plan';
 import { WORKFLOW_TYPES, statusQuery } from '../../workflows/definitions';
-import { answerWithin, LedgerCounts, mergeBatches, QUERY_TIMEOUT_MS, withLedgerCounts } from '../../platform/workflow-status';
-import { serverStateCounts } from '../../store/ledger';
+import { answerWithin, LedgerView, mergeBatches, QUERY_TIMEOUT_MS, withLedgerView } from '../../platform/workflow-status';
+import { liveLedger } from '../../store/ledger';
 
 // Option parsers throw CliError, not commander's own error type: commander
 // would add a usage line, and SPEC §4 wants one line on stderr.
@@ -137,19 +137,23 @@ export async function describeWorkflow(client: Client, id: string): Promise<Desc
 }
 
 /**
- * The ledger's counts for a large fleet's live status, for the life of one
+ * The ledger's view of a large fleet's live status, for the life of one
  * command: connected on first use (a small fleet's status never asks), none
  * without an orchestrator database URL.
  */
-export function ledgerCountsFor(cfg: Config): { counts?: LedgerCounts; close(): Promise<void> } {
+export function ledgerViewFor(cfg: Config): { view?: LedgerView; close(): Promise<void> } {
   if (!cfg.databaseUrl) return { close: async () => undefined };
   const url = cfg.databaseUrl;
-  let sql: Promise<Sql> | undefined;
+  let live: Promise<{ sql: Sql; view: LedgerView }> | undefined;
+  const open = () => (live ??= connectDatabase(url, 'orchestrator', { max: 2 }).then((sql) => ({ sql, view: liveLedger(sql) })));
   return {
-    counts: async (id) => serverStateCounts(await (sql ??= connectDatabase(url, 'orchestrator', { max: 1 })), id),
+    view: {
+      counts: async (id) => (await open()).view.counts(id),
+      inStates: async (id, states, limit) => (await open()).view.inStates(id, states, limit),
+    },
     close: async () => {
-      const opened = await sql?.catch(() => undefined);
-      await opened?.end({ timeout: 5 }).catch(() => undefined);
+      const opened = await live?.catch(() => undefined);
+      await opened?.sql.end({ timeout: 5 }).catch(() => undefined);
     },
   };
 }
@@ -157,10 +161,11 @@ export function ledgerCountsFor(cfg: Config): { counts?: LedgerCounts; close(): 
 /**
  * The status of a workflow: its live query while it runs, with the per-server
  * states of the batch children running now merged over the parent's (above
- * the status threshold: the ledger's counts, when `counts` is given); its
+ * the status threshold: the ledger's counts and failed servers, when `ledger`
+ * is given); its
  * result once it has ended.
  */
-export async function readStatus(client: Client, d: Described, queryTimeoutMs = QUERY_TIMEOUT_MS, counts?: LedgerCounts): Promise<RolloutStatus> {
+export async function readStatus(client: Client, d: Described, queryTimeoutMs = QUERY_TIMEOUT_MS, ledger?: LedgerView): Promise<RolloutStatus> {
   if (!d.running) return finalStatus(d);
   let st: RolloutStatus;
   try {
@@ -171,7 +176,7 @@ export async function readStatus(client: Client, d: Described, queryTimeoutMs = 
     if (!again.running) return finalStatus(again);
     throw new CliError(`${d.handle.workflowId} does not answer its status query (${firstLine(err)}): is a worker running on task queue '${config().taskQueue}'? ('km-hotfix worker' or 'km-hotfix dev')`, EXIT.unreachable);
   }
-  return withLedgerCounts(await mergeBatches(client, st, queryTimeoutMs), counts);
+  return withLedgerView(await mergeBatches(client, st, queryTimeoutMs), ledger);
 }
 
 async function finalStatus(d: Described): Promise<RolloutStatus> {

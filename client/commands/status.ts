@@ -8,8 +8,8 @@ import { CliError, EXIT, exitCodeOf } from '../errors';
 import { UserError } from '../../platform/errors';
 import { serverElapsed, short, statusBlock } from '../render/status';
 import { watch } from '../render/watch';
-import { config, describeWorkflow, isFinal, ledgerCountsFor, outcomeExit, readStatus, wholeNumber, withOrchestrator, withTemporal } from './common';
-import type { LedgerCounts } from '../../platform/workflow-status';
+import { config, describeWorkflow, isFinal, ledgerViewFor, outcomeExit, readStatus, wholeNumber, withOrchestrator, withTemporal } from './common';
+import type { LedgerView } from '../../platform/workflow-status';
 import { ledgerStatus, serverStates, ServerPage } from '../../store/ledger';
 import { formatTable } from './fleet';
 import { inert } from '../../domain/terminal';
@@ -83,12 +83,12 @@ async function statusFromLedger(cfg: Config, id: string): Promise<RolloutStatus 
 export const LIVE_ANSWER_MS = 2_000;
 
 /** Observations of a workflow, tolerant of a short gap right after it starts (no answer yet). */
-export function statusReader(client: Client, id: string, counts?: LedgerCounts): () => Promise<RolloutStatus> {
+export function statusReader(client: Client, id: string, ledger?: LedgerView): () => Promise<RolloutStatus> {
   return async () => {
     const started = Date.now();
     for (;;) {
       try {
-        return await readStatus(client, await describeWorkflow(client, id), undefined, counts);
+        return await readStatus(client, await describeWorkflow(client, id), undefined, ledger);
       } catch (err) {
         // The first workflow task may not have run yet; give it a few seconds (a bad id fails at once).
         if (err instanceof UserError && exitCodeOf(err) === EXIT.refused) throw err;
@@ -101,9 +101,9 @@ export function statusReader(client: Client, id: string, counts?: LedgerCounts):
 
 /** Follow a workflow to its end (live view, or silently with json), print, and set the exit code. */
 export async function followWorkflow(cfg: Config, id: string, o: { json?: boolean }): Promise<RolloutStatus> {
-  const ledger = ledgerCountsFor(cfg);
+  const ledger = ledgerViewFor(cfg);
   return withTemporal(cfg, async (client) => {
-    const read = statusReader(client, id, ledger.counts);
+    const read = statusReader(client, id, ledger.view);
     let st: RolloutStatus;
     if (o.json) {
       st = await read();
@@ -157,10 +157,10 @@ Examples:
         await followWorkflow(cfg, id, o);
         return;
       }
-      const ledger = ledgerCountsFor(cfg);
+      const ledger = ledgerViewFor(cfg);
       const st = await withTemporal(cfg, async (client) => {
         try {
-          return await readStatus(client, await describeWorkflow(client, id), LIVE_ANSWER_MS, ledger.counts);
+          return await readStatus(client, await describeWorkflow(client, id), LIVE_ANSWER_MS, ledger.view);
         } catch (err) {
           // Temporal forgets a closed workflow after its retention; the ledger does not.
           // A query unanswered in time (its workflow task moving to another worker) gets the ledger's view too.
