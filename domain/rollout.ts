@@ -211,7 +211,7 @@ export function countByState(servers: readonly ServerStatus[]): Partial<Record<S
 }
 
 /** A server as a bounded status carries it: its error cut to STATUS_ERROR_MAX. */
-export function cut(s: ServerStatus): ServerStatus {
+export function boundedServer(s: ServerStatus): ServerStatus {
   return s.error && s.error.length > STATUS_ERROR_MAX ? { ...s, error: `${s.error.slice(0, STATUS_ERROR_MAX)}…` } : { ...s };
 }
 
@@ -228,10 +228,10 @@ export function boundedStatus(full: FullRolloutStatus, limit = FULL_SERVER_LIST_
   const more = full.needsAttentionMore ?? 0;
   return {
     ...rest,
-    ...(servers.length <= limit ? { servers: servers.map(cut) } : {}),
+    ...(servers.length <= limit ? { servers: servers.map(boundedServer) } : {}),
     serverCount: servers.length,
     serverCounts: countByState(servers),
-    attention: failing.slice(0, ATTENTION_LIST_MAX).map(cut),
+    attention: failing.slice(0, ATTENTION_LIST_MAX).map(boundedServer),
     attentionMore: Math.max(0, failing.length - ATTENTION_LIST_MAX),
     needsAttention: allAttention.slice(0, ATTENTION_LIST_MAX),
     needsAttentionMore: more + Math.max(0, allAttention.length - ATTENTION_LIST_MAX),

@@ -3,7 +3,7 @@
 // status threshold, the ledger's counts and failed servers). Shared by the CLI
 // and the web page.
 import type { Client } from '@temporalio/client';
-import { ATTENTION_LIST_MAX, ATTENTION_STATES, countByState, cut, isFinalPhase, RolloutStatus, ServerState, ServerStatus } from '../domain/rollout';
+import { ATTENTION_LIST_MAX, ATTENTION_STATES, countByState, boundedServer, isFinalPhase, RolloutStatus, ServerState, ServerStatus } from '../domain/rollout';
 import type { Role } from '../domain/fleet';
 import { batchStatusQuery } from '../workflows/definitions';
 
@@ -81,7 +81,7 @@ export async function withLedgerView(st: RolloutStatus, ledger?: LedgerView): Pr
     return {
       ...st,
       serverCounts: counts,
-      attention: failing.servers.map((s) => cut({ ...s, role: s.role ?? 'both' })),
+      attention: failing.servers.map((s) => boundedServer({ ...s, role: s.role ?? 'both' })),
       attentionMore: Math.max(0, failing.total - failing.servers.length),
     };
   } catch {
