@@ -9,7 +9,7 @@
 // Manager database is reset between runs so each applies fresh. Writes
 // bench/results/<date>-fanout.json (appends this run) and docs/BENCHMARKS.md.
 //   node dist/bench/fanout.js [--quick] [--scenarios 20x5,200x50,...] [--systems km,pssh,ansible]
-//     [--apply-ms 500] [--restart-ms 1000] [--fleet-processes K] [--timeout-min 20] [--no-doc]
+//     [--apply-ms 500] [--restart-ms 1000] [--fleet-processes K] [--timeout-min 20] [--no-doc] [--no-record]
 // Nothing here blocks the event loop on a child (the fleet lives in children anyway).
 import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { promises as fs, readFileSync, writeFileSync } from 'node:fs';
@@ -57,6 +57,8 @@ interface Options {
   fleetProcesses?: number;
   timeoutMs: number;
   doc: boolean;
+  /** Append this run to bench/results/ (off for experiments: print only). */
+  record: boolean;
   /** Rewrite docs/BENCHMARKS.md from the recorded results, run nothing. */
   docOnly: boolean;
 }
@@ -72,6 +74,7 @@ function options(): Options {
       'fleet-processes': { type: 'string' },
       'timeout-min': { type: 'string', default: '20' },
       'no-doc': { type: 'boolean', default: false },
+      'no-record': { type: 'boolean', default: false },
       'doc-only': { type: 'boolean', default: false },
     },
     strict: true,
@@ -98,7 +101,9 @@ function options(): Options {
     systems: systems as System[],
     fleetProcesses: values['fleet-processes'] !== undefined ? int('fleet-processes', values['fleet-processes'], 1) : undefined,
     timeoutMs: int('timeout-min', values['timeout-min'], 1) * 60_000,
-    doc: !values['no-doc'],
+    // An unrecorded run cannot be in the document either.
+    doc: !values['no-doc'] && !values['no-record'],
+    record: !values['no-record'],
     docOnly: values['doc-only'] ?? false,
   };
 }
@@ -754,7 +759,7 @@ async function writeDoc(runs: BenchRun[]): Promise<void> {
     '',
     'Options: `--scenarios` takes `[rollback-]SERVERSxWINDOW[-nolat]` names; `--systems km,pssh,ansible`; `--apply-ms`,',
     '`--restart-ms` (500 / 1000); `--fleet-processes K` (simulator processes; default one per 5,000 servers);',
-    '`--timeout-min` per run (20); `--no-doc`; `--doc-only` (rewrite this file from the recorded results). Each run is appended to `bench/results/<date>-fanout.json` with the engine',
+    '`--timeout-min` per run (20); `--no-doc`; `--no-record` (print the run, write no file: for experiments on an uncommitted tree); `--doc-only` (rewrite this file from the recorded results). Each run is appended to `bench/results/<date>-fanout.json` with the engine',
     'commit, the machine and the tool versions, and this file is rewritten from all of them. The fleet needs about 2 open',
     'files per server in its processes and the worker one per server up to 2,048 idle ones plus the window (`ulimit -n`).',
     '',
@@ -844,9 +849,11 @@ async function main(): Promise<void> {
     const date = new Date().toISOString();
     const runRecord: BenchRun = { bench: 'fanout', date, engine, machine: m, tools, argv: process.argv.slice(2), totalMs: Date.now() - t0, scenarios };
     const resultsDir = path.join(ROOT, 'bench', 'results');
-    const file = path.join(resultsDir, `${date.slice(0, 10)}-fanout.json`);
-    const prior = await fs.readFile(file, 'utf8').then((t) => (JSON.parse(t) as { runs: BenchRun[] }).runs, () => [] as BenchRun[]);
-    await fs.writeFile(file, JSON.stringify({ runs: [...prior, runRecord] }, null, 1) + '\n');
+    if (o.record) {
+      const file = path.join(resultsDir, `${date.slice(0, 10)}-fanout.json`);
+      const prior = await fs.readFile(file, 'utf8').then((t) => (JSON.parse(t) as { runs: BenchRun[] }).runs, () => [] as BenchRun[]);
+      await fs.writeFile(file, JSON.stringify({ runs: [...prior, runRecord] }, null, 1) + '\n');
+    }
     if (o.doc) await writeDoc(await loadRuns(resultsDir));
     console.log(JSON.stringify(runRecord));
     if (scenarios.some((s) => Object.values(s.systems).some((x) => !x.ok))) code = 1;
