@@ -2,8 +2,8 @@
 // wide window, many server steps ask the same database at once; one query for
 // all of them costs one round trip's system calls instead of one each, which
 // on a busy worker is most of a query's cost (bench/results/issue-11c-cpu.md).
-// The batch goes out in the same turn (setImmediate), so a lone call waits for
-// nothing.
+// The batch goes out right after the current turn (setImmediate), so a lone
+// call waits for nothing but that.
 
 /** At most this many calls share one batch (bounds the size of one query). */
 export const MAX_BATCH = 1000;

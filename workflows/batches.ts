@@ -85,9 +85,10 @@ export async function serverBatches(input: BatchesInput): Promise<BatchesResult>
   const ledger = new ServerStateWriter(steps, input.rolloutId);
 
   const one = async (server: string): Promise<void> => {
-    const r: BatchServerResult = { name: server, state: states.running, startedAt: new Date().toISOString() };
+    const startedAt = new Date().toISOString();
+    const r: BatchServerResult = { name: server, state: states.running, startedAt };
     results.set(server, r);
-    ledger.started(stateRow(r, r.startedAt ?? ''));
+    ledger.started(stateRow(r, startedAt));
     try {
       if (input.action === 'apply') await patchServer(steps, t, backlog, input.rolloutId, server, input.hotfix);
       else await unpatchServer(steps, t, backlog, input.rolloutId, server, input.hotfix);

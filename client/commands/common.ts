@@ -162,8 +162,7 @@ export function ledgerViewFor(cfg: Config): { view?: LedgerView; close(): Promis
  * The status of a workflow: its live query while it runs, with the per-server
  * states of the batch children running now merged over the parent's (above
  * the status threshold: the ledger's counts and failed servers, when `ledger`
- * is given); its
- * result once it has ended.
+ * is given); its result once it has ended.
  */
 export async function readStatus(client: Client, d: Described, queryTimeoutMs = QUERY_TIMEOUT_MS, ledger?: LedgerView): Promise<RolloutStatus> {
   if (!d.running) return finalStatus(d);
