@@ -28,25 +28,25 @@ function attempt(): number {
 }
 
 /** Turn anything thrown by a Key Manager module into the failure the workflow should see. */
-export function toFailure(err: unknown, server?: string): ApplicationFailure {
+export function toFailure(err: unknown, server?: string, attemptNo: number = attempt()): ApplicationFailure {
   if (err instanceof ApplicationFailure) return err;
   if (err instanceof KmError) {
     const type = BY_KIND[err.kind];
     const where = server && !err.message.includes(server) ? `${server}: ` : '';
     // Lost connections and timeouts retry for minutes; a non-zero exit only a few times.
-    const nonRetryable = !err.retryable || (err.kind === 'command-failed' && attempt() >= COMMAND_ATTEMPTS);
+    const nonRetryable = !err.retryable || (err.kind === 'command-failed' && attemptNo >= COMMAND_ATTEMPTS);
     return ApplicationFailure.create({ type, message: `${where}${err.message}`, nonRetryable, cause: err });
   }
   const message = err instanceof Error ? err.message : String(err);
   return ApplicationFailure.create({ type: 'Error', message: server ? `${server}: ${message}` : message, nonRetryable: false });
 }
 
-/** Run fn, translating its errors. */
-export async function classified<T>(server: string | undefined, fn: () => Promise<T>): Promise<T> {
+/** Run fn, translating its errors; `attemptNo` is this server's attempt when it is not the activity's (a run of servers). */
+export async function classified<T>(server: string | undefined, fn: () => Promise<T>, attemptNo?: number): Promise<T> {
   try {
     return await fn();
   } catch (err) {
-    throw toFailure(err, server);
+    throw toFailure(err, server, attemptNo);
   }
 }
 

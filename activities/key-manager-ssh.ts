@@ -8,10 +8,12 @@ import type { Sql } from 'postgres';
 import type { ExecOptions } from '../keymanager/ssh';
 import type { KeyManagerSsh, ServiceStatus } from '../keymanager/key-manager-ssh';
 import type { KeyManagerDatabase } from '../keymanager/database';
-import { eventAppender, LedgerEvent } from '../store/ledger';
+import { defaultPayloadConverter } from '@temporalio/common';
+import { eventAppender, LedgerEvent, serverStateAppender, ServerStateRow } from '../store/ledger';
+import { ACTION_STATES, BatchAction, ServerState } from '../domain/rollout';
 import type { FleetServer } from '../domain/fleet';
 import { inventoryCache } from './inventory';
-import { classified, nonRetryable } from './failures';
+import { classified, nonRetryable, toFailure } from './failures';
 import { activityLog } from './log';
 import { FAILURE } from '../domain/failures';
 
@@ -45,16 +47,39 @@ export interface ServerWorkResult {
   unrecorded: LedgerEvent[];
 }
 
-function progressOf(): StepProgress {
+/**
+ * A server's step as it runs: where it got to, how to save that (a
+ * heartbeat) so that a retry resumes there, and which attempt at this server
+ * this is (a run's attempts count from when the server started).
+ */
+export interface StepTrack {
+  progress: StepProgress;
+  save(): void;
+  attempt: number;
+}
+
+/** The running activity's context, if any (unit tests call steps outside one). */
+function currentContext(): Context | undefined {
   try {
     const ctx = Context.current();
     // The attempt's heartbeat clock starts when it runs (Temporal's starts when it is handed out, a little earlier).
     if (!lastBeat.has(ctx)) lastBeat.set(ctx, Date.now());
-    const d = ctx.info.heartbeatDetails as StepProgress | undefined;
-    return d && typeof d.step === 'string' ? { ...d } : { step: 'start' };
+    return ctx;
   } catch {
-    return { step: 'start' };
+    return undefined;
   }
+}
+
+function isStepProgress(d: unknown): d is StepProgress {
+  return typeof d === 'object' && d !== null && typeof (d as StepProgress).step === 'string';
+}
+
+/** A single-server activity: its heartbeat details are the step's progress. */
+function singleTrack(): StepTrack {
+  const ctx = currentContext();
+  const d = ctx?.info.heartbeatDetails;
+  const progress: StepProgress = isStepProgress(d) ? { ...d } : { step: 'start' };
+  return { progress, save: () => { if (ctx) beat(ctx, progress); }, attempt: ctx?.info.attempt ?? 1 };
 }
 
 /** The worker sends a heartbeat at most this often (worker/worker.ts maxHeartbeatThrottleInterval). */
@@ -63,7 +88,7 @@ export const MAX_HEARTBEAT_THROTTLE_MS = 2000;
 /** When each running attempt last heartbeat (its start, before the first). */
 const lastBeat = new WeakMap<Context, number>();
 
-function beat(ctx: Context, progress?: StepProgress): void {
+function beat(ctx: Context, progress?: StepProgress | RunProgress): void {
   lastBeat.set(ctx, Date.now());
   ctx.heartbeat(progress);
 }
@@ -98,22 +123,51 @@ function fence(server: string, what: string): void {
   }
 }
 
-/** Heartbeat while a command runs (with the progress so far); cancellation closes the SSH channel. */
-export function activityExecOptions(timeoutMs: number, progress?: StepProgress): ExecOptions {
+/** Heartbeat while a command runs; cancellation closes the SSH channel. */
+export function activityExecOptions(timeoutMs: number): ExecOptions {
   let ctx: Context | undefined;
   try {
     ctx = Context.current();
   } catch {
     ctx = undefined;
   }
-  return { timeoutMs, signal: ctx?.cancellationSignal, onTick: () => { if (ctx) beat(ctx, progress); } };
+  return { timeoutMs, signal: ctx?.cancellationSignal, onTick: () => { if (ctx) beat(ctx); } };
 }
 
-/** Record progress now: a retry after this point starts here. */
-function checkpoint(progress: StepProgress): void {
+/**
+ * A server step's commands: heartbeat (with the progress so far) while one
+ * runs. A single server's step is cut off by cancellation; a run's is not
+ * (cancelling a run means "start no further server": the one under way
+ * finishes, never half-applied).
+ */
+function stepExecOptions(timeoutMs: number, track: StepTrack, signal: AbortSignal | undefined): ExecOptions {
+  return { timeoutMs, signal, onTick: () => track.save() };
+}
+
+/** A single server's step stops at cancellation, whatever its reason. */
+function cancellation(): AbortSignal | undefined {
   try {
-    beat(Context.current(), progress);
-  } catch { /* outside an activity */ }
+    return Context.current().cancellationSignal;
+  } catch {
+    return undefined; // outside an activity
+  }
+}
+
+/**
+ * A run's commands are cut off only when nobody will take its result: the
+ * workflow is gone (terminated), or Temporal has handed the run to another
+ * attempt. A cancel the workflow asked for lets the current server finish.
+ */
+function runAbandoned(ctx: Context | undefined): AbortSignal | undefined {
+  if (!ctx) return undefined;
+  const gone = new AbortController();
+  const check = () => {
+    const d = ctx.cancellationDetails;
+    if (!d || d.notFound || d.timedOut || d.reset) gone.abort();
+  };
+  if (ctx.cancellationSignal.aborted) check();
+  else ctx.cancellationSignal.addEventListener('abort', check, { once: true });
+  return gone.signal;
 }
 
 /** Per-command limits: a hung command is cut off and the step retried. */
@@ -134,10 +188,83 @@ export function notRunning(services: ServiceStatus[]): ServiceStatus[] {
   return services.filter((s) => s.state !== 'RUNNING');
 }
 
+/** A run of servers, as the workflow asks for it: one window place runs them in turn, in one activity. */
+export interface ServerRun {
+  rolloutId: string;
+  hotfix: string;
+  action: BatchAction;
+  /** In order; a retry resumes at the server the run's heartbeat reached. */
+  servers: string[];
+  servicesTimeoutMs: number;
+  commandTimeoutMs?: number;
+  /** End the run at its first failed server (a failure budget is set): the workflow applies the budget as results arrive. */
+  stopAtFailure: boolean;
+  /** How long one server's lost connections and timeouts are retried before that server has failed (ms). */
+  serverRetryMs: number;
+}
+
+/** One server of a run, as it ended. */
+export interface RunServerResult {
+  name: string;
+  state: ServerState;
+  startedAt: string;
+  endedAt: string;
+  error?: string;
+}
+
+/**
+ * What a run did: its first servers, in order (the rest were not started:
+ * the run was cancelled, or stopped at a failure), and ledger events it could
+ * not write.
+ */
+export interface RunResult {
+  servers: RunServerResult[];
+  unrecorded: LedgerEvent[];
+}
+
+/** A run's heartbeat details: the servers done, and where the current one got to. */
+interface RunProgress {
+  done: RunServerResult[];
+  unrecorded: LedgerEvent[];
+  current?: { index: number; startedAt: string; firstAttempt: number; step: StepProgress };
+}
+
+function isRunProgress(d: unknown): d is RunProgress {
+  return typeof d === 'object' && d !== null && Array.isArray((d as RunProgress).done) && Array.isArray((d as RunProgress).unrecorded);
+}
+
+const GRPC_NOT_FOUND = 5;
+
+/** Thrown inside a run when it was cancelled before a server's first command: nothing was changed on that server. */
+class RunStopped extends Error {}
+
+/**
+ * Whether the workflow still wants this run to go on: a heartbeat sent now,
+ * not throttled, whose answer says whether cancellation was requested (the
+ * workflow cancels its runs on pause, abort and a spent failure budget). A
+ * throttled heartbeat would bring it up to 2 s later, a server or more too late.
+ */
+async function stillWanted(ctx: Context, details: RunProgress): Promise<boolean> {
+  if (ctx.cancellationSignal.aborted) return false;
+  try {
+    const r = await ctx.client.workflowService.recordActivityTaskHeartbeat({
+      namespace: ctx.info.namespace,
+      taskToken: ctx.info.taskToken,
+      details: { payloads: [defaultPayloadConverter.toPayload(details)] },
+    });
+    return !r.cancelRequested && !ctx.cancellationSignal.aborted;
+  } catch (err) {
+    // NOT_FOUND: the workflow or this attempt is gone. Otherwise Temporal is unreachable: throttled heartbeats still carry a cancellation.
+    if ((err as { code?: number }).code === GRPC_NOT_FOUND) return false;
+    return !ctx.cancellationSignal.aborted;
+  }
+}
+
 export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyManagerSsh; kmDb: KeyManagerDatabase }) {
   const { orchestrator, kmSsh, kmDb } = deps;
   const servers = inventoryCache(orchestrator);
   const appendEvents = eventAppender(orchestrator);
+  const appendStates = serverStateAppender(orchestrator);
 
   /**
    * The ledger is bookkeeping: a server's step never fails because the
@@ -151,6 +278,15 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
       activityLog('warn', `ledger unreachable, ${events.map((e) => e.kind).join(' and ')} on ${events[0]?.server} will be recorded by the workflow: ${(err as Error).message}`, { server: events[0]?.server });
       unrecorded.push(...events);
     }
+  }
+
+  /**
+   * A run's server state as it changes, for status while the run goes on (the
+   * workflow learns it when the run ends and writes it again). Best effort:
+   * never fails the step.
+   */
+  function noteState(rolloutId: string, row: ServerStateRow): Promise<void> {
+    return appendStates(rolloutId, [row]).catch(() => undefined);
   }
 
   /**
@@ -169,16 +305,16 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
    * and verified events go in one insert at the end (a failed verify still
    * records the restart).
    */
-  async function restartAndVerify(w: ServerWork, target: FleetServer, applied: boolean, progress: StepProgress, sentNote: LedgerEvent[], unrecorded: LedgerEvent[]): Promise<void> {
+  async function restartAndVerify(w: ServerWork, target: FleetServer, applied: boolean, track: StepTrack, signal: AbortSignal | undefined, sentNote: LedgerEvent[], unrecorded: LedgerEvent[]): Promise<void> {
     const action = applied ? 'apply' : 'unapply';
     const writing = note(sentNote, unrecorded);
     const later: LedgerEvent[] = [];
     try {
-      if (progress.step === 'restart') {
-        await restart(w, target, progress);
+      if (track.progress.step === 'restart') {
+        await restart(w, target, track, signal);
         later.push({ rolloutId: w.rolloutId, key: `restart:${action}:${w.server}`, kind: 'restart', server: w.server });
       }
-      await verify(w, target, applied, progress);
+      await verify(w, target, applied, track, signal);
       later.push({ rolloutId: w.rolloutId, key: `verify:${action}:${w.server}`, kind: 'verified', server: w.server, detail: { hotfix: w.hotfix, applied } });
     } finally {
       await writing;
@@ -190,16 +326,17 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
    * Services RUNNING and the Key Manager database listing (or not) the hotfix,
    * by progress.verifyDeadline (set on the first attempt, kept across retries).
    */
-  async function verify(w: ServerWork, target: FleetServer, applied: boolean, progress: StepProgress): Promise<void> {
+  async function verify(w: ServerWork, target: FleetServer, applied: boolean, track: StepTrack, signal: AbortSignal | undefined): Promise<void> {
+    const progress = track.progress;
     progress.step = 'verify';
-    progress.verifyDeadline ??= Date.now() + w.servicesTimeoutMs;
-    checkpoint(progress);
-    const opts = activityExecOptions(limit(COMMAND_TIMEOUT_MS.status, w.commandTimeoutMs), progress);
+    const deadline = (progress.verifyDeadline ??= Date.now() + w.servicesTimeoutMs);
+    track.save();
+    const opts = stepExecOptions(limit(COMMAND_TIMEOUT_MS.status, w.commandTimeoutMs), track, signal);
     const within = `within ${Math.round(w.servicesTimeoutMs / 1000)}s`;
     let last = '';
     for (;;) {
       // Both questions at once (the database and the server); the database's answer is judged first.
-      const status = classified(w.server, () => kmSsh.servicesStatus(target, opts));
+      const status = classified(w.server, () => kmSsh.servicesStatus(target, opts), track.attempt);
       status.catch(() => undefined);
       const listed = await kmDb.isApplied(w.server, w.hotfix);
       if (listed !== applied) {
@@ -210,14 +347,14 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
         services = await status;
       } catch (err) {
         // A lost connection is retried, but never past the deadline.
-        if (Date.now() > progress.verifyDeadline) throw nonRetryable(FAILURE.servicesDown, `${w.server}: services not confirmed RUNNING ${within} after restart (last: ${(err as Error).message}): check 'supervisorctl status' on the server`);
+        if (Date.now() > deadline) throw nonRetryable(FAILURE.servicesDown, `${w.server}: services not confirmed RUNNING ${within} after restart (last: ${(err as Error).message}): check 'supervisorctl status' on the server`);
         throw err;
       }
       const down = notRunning(services);
       if (services.length > 0 && down.length === 0) return;
       last = down.map((d) => `${d.name} ${d.state}`).join(', ') || 'no services listed';
       // FATAL will not recover by itself: fail now rather than at the deadline.
-      if (down.some((d) => d.state === 'FATAL') || Date.now() > progress.verifyDeadline) {
+      if (down.some((d) => d.state === 'FATAL') || Date.now() > deadline) {
         activityLog('warn', `${w.server}: services not RUNNING after restart (${last})`, { server: w.server });
         throw nonRetryable(FAILURE.servicesDown, `${w.server}: services not RUNNING ${within} after restart (${last}): check 'supervisorctl status' on the server`);
       }
@@ -226,26 +363,28 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
     }
   }
 
-  async function restart(w: ServerWork, target: FleetServer, progress: StepProgress): Promise<void> {
-    progress.step = 'restart';
+  async function restart(w: ServerWork, target: FleetServer, track: StepTrack, signal: AbortSignal | undefined): Promise<void> {
+    track.progress.step = 'restart';
     fence(w.server, 'the restart');
-    checkpoint(progress);
-    await classified(w.server, () => kmSsh.restartServices(target, activityExecOptions(limit(COMMAND_TIMEOUT_MS.restart, w.commandTimeoutMs), progress)));
+    track.save();
+    await classified(w.server, () => kmSsh.restartServices(target, stepExecOptions(limit(COMMAND_TIMEOUT_MS.restart, w.commandTimeoutMs), track, signal)), track.attempt);
   }
 
   /**
    * One server's step: apply (or unapply) → restart → verify. The command is
    * sent only where the Key Manager database says it is needed (not listed
-   * for an apply, listed for an unapply); heartbeat details say which step an
-   * earlier attempt reached, so a retry resumes there.
+   * for an apply, listed for an unapply); the track says which step an
+   * earlier attempt reached, so a retry resumes there. In a run, `wanted`
+   * is asked while the server is read, and answered before anything is sent.
    */
-  async function serverStep(w: ServerWork, applying: boolean): Promise<ServerWorkResult> {
+  async function serverStep(w: ServerWork, applying: boolean, track: StepTrack, signal: AbortSignal | undefined, wanted?: Promise<boolean>): Promise<ServerWorkResult> {
     const action = applying ? 'apply' : 'unapply';
-    const progress = progressOf();
+    const progress = track.progress;
     const unrecorded: LedgerEvent[] = [];
     let changed = progress.sent === true;
     const sending = progress.step === 'start' || progress.step === action;
     const { target, listed } = await begin(w, sending);
+    if (wanted && !(await wanted)) throw new RunStopped();
     const sentNote: LedgerEvent[] = [];
     if (sending) {
       progress.step = action;
@@ -253,9 +392,9 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
         fence(w.server, `the ${action}`);
         progress.sent = true;
         changed = true;
-        checkpoint(progress);
-        const opts = activityExecOptions(limit(COMMAND_TIMEOUT_MS.apply, w.commandTimeoutMs), progress);
-        await classified(w.server, () => (applying ? kmSsh.applyHotfix(target, w.hotfix, opts) : kmSsh.unapplyHotfix(target, w.hotfix, opts)));
+        track.save();
+        const opts = stepExecOptions(limit(COMMAND_TIMEOUT_MS.apply, w.commandTimeoutMs), track, signal);
+        await classified(w.server, () => (applying ? kmSsh.applyHotfix(target, w.hotfix, opts) : kmSsh.unapplyHotfix(target, w.hotfix, opts)), track.attempt);
         activityLog('info', `${w.server}: ${applying ? 'applied' : 'unapplied'} ${w.hotfix}`, { server: w.server, hotfix: w.hotfix });
       }
       // An apply is recorded whether it changed the server or found it listed; an unapply only when sent.
@@ -263,8 +402,70 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
       // Nothing unapplied (it was not listed): only the services are checked.
       progress.step = applying || changed ? 'restart' : 'verify';
     }
-    await restartAndVerify(w, target, applying, progress, sentNote, unrecorded);
+    await restartAndVerify(w, target, applying, track, signal, sentNote, unrecorded);
     return { changed, unrecorded };
+  }
+
+  /**
+   * A window place's servers in turn, each apply (or unapply) → restart →
+   * verify as above: one activity for several servers, so a server costs no
+   * round trip through Temporal. Heartbeat details hold the servers done and
+   * the current one's step, so a retry resumes there; a server's attempts
+   * count from when it started. A server that fails for good is a result, not
+   * the run's failure; a lost connection retries the run (from that server)
+   * until `serverRetryMs` has passed since the server started. Cancelled, the
+   * run finishes the server under way and returns what it did.
+   */
+  async function runServers(run: ServerRun): Promise<RunResult> {
+    const ctx = currentContext();
+    const saved = ctx?.info.heartbeatDetails;
+    const state: RunProgress = isRunProgress(saved) ? saved : { done: [], unrecorded: [] };
+    const save = () => { if (ctx) beat(ctx, state); };
+    const states = ACTION_STATES[run.action];
+    const applying = run.action === 'apply';
+    const attempt = ctx?.info.attempt ?? 1;
+    const writes: Promise<void>[] = [];
+    const abandoned = runAbandoned(ctx);
+    for (let i = state.done.length; i < run.servers.length; i++) {
+      const server = run.servers[i];
+      const w: ServerWork = { rolloutId: run.rolloutId, server, hotfix: run.hotfix, servicesTimeoutMs: run.servicesTimeoutMs, ...(run.commandTimeoutMs ? { commandTimeoutMs: run.commandTimeoutMs } : {}) };
+      const fresh = state.current?.index !== i;
+      if (fresh) {
+        if (ctx?.cancellationSignal.aborted) break;
+        state.current = { index: i, startedAt: new Date().toISOString(), firstAttempt: attempt, step: { step: 'start' } };
+      }
+      const cur = state.current!;
+      const track: StepTrack = { progress: cur.step, save, attempt: attempt - cur.firstAttempt + 1 };
+      // Asked from the second server on (the run's start answered it for the first).
+      const wanted = fresh && ctx && i > 0 ? stillWanted(ctx, state) : undefined;
+      // Its running state goes to the ledger once it is known to start (the row carries its own time).
+      if (fresh) writes.push((wanted ?? Promise.resolve(true)).then((go) => (go ? noteState(run.rolloutId, { server, state: states.running, at: cur.startedAt, startedAt: cur.startedAt }) : undefined)));
+      let result: RunServerResult;
+      try {
+        const r = await serverStep(w, applying, track, abandoned, wanted);
+        state.unrecorded.push(...r.unrecorded);
+        result = { name: server, state: states.done, startedAt: cur.startedAt, endedAt: new Date().toISOString() };
+      } catch (err) {
+        if (err instanceof RunStopped) {
+          state.current = undefined;
+          break;
+        }
+        const failure = toFailure(err, server, track.attempt);
+        if (!failure.nonRetryable && Date.now() - Date.parse(cur.startedAt) < run.serverRetryMs) {
+          save();
+          await Promise.all(writes);
+          throw failure; // the run is retried from this server
+        }
+        result = { name: server, state: states.failed, startedAt: cur.startedAt, endedAt: new Date().toISOString(), error: failure.message };
+      }
+      state.done.push(result);
+      state.current = undefined;
+      save();
+      writes.push(noteState(run.rolloutId, { server, state: result.state, at: result.endedAt, startedAt: result.startedAt, endedAt: result.endedAt, ...(result.error ? { error: result.error } : {}) }));
+      if (result.state === states.failed && run.stopAtFailure) break;
+    }
+    await Promise.all(writes);
+    return { servers: state.done, unrecorded: state.unrecorded };
   }
 
   return {
@@ -273,7 +474,7 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
      * that took effect but whose answer was lost is found listed in the Key
      * Manager database on retry, and still restarted and verified.
      */
-    patchServer: (w: ServerWork): Promise<ServerWorkResult> => serverStep(w, true),
+    patchServer: (w: ServerWork): Promise<ServerWorkResult> => serverStep(w, true, singleTrack(), cancellation()),
 
     /**
      * Roll back (or remove) on one server, if the Key Manager database lists
@@ -281,6 +482,9 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
      * no attempt sent the unapply, only the services are checked (e.g. after a
      * checksum mismatch: nothing changed).
      */
-    unpatchServer: (w: ServerWork): Promise<ServerWorkResult> => serverStep(w, false),
+    unpatchServer: (w: ServerWork): Promise<ServerWorkResult> => serverStep(w, false, singleTrack(), cancellation()),
+
+    /** Several servers in turn (fan-out, rollback and removal windows): see runServers above. */
+    runServers,
   };
 }

@@ -22,6 +22,31 @@ export const SERVER_STATES = [
 ] as const;
 export type ServerState = (typeof SERVER_STATES)[number];
 
+/** What a window of servers does to each: patch (apply), roll back (unapply) or remove (unapply). */
+export type BatchAction = 'apply' | 'rollback' | 'remove';
+
+/** The state of a server while its step runs, once it succeeded, once it failed. */
+export const ACTION_STATES: Record<BatchAction, { running: ServerState; done: ServerState; failed: ServerState }> = {
+  apply: { running: 'patching', done: 'patched', failed: 'failed' },
+  rollback: { running: 'rolling_back', done: 'rolled_back', failed: 'rollback_failed' },
+  remove: { running: 'removing', done: 'removed', failed: 'failed' },
+};
+
+/** The most servers one activity runs in turn: its timeouts scale with the run, and a lost run loses this many results. */
+export const RUN_SERVERS_MAX = 20;
+
+/**
+ * How many servers one window place runs in turn in one activity (a "run"):
+ * each place's share of the servers, so that a window takes them in about one
+ * round of runs, and at most RUN_SERVERS_MAX. Each server in a run saves an
+ * activity's round trip through Temporal; a slow server holds only its own
+ * place, and a run stops at the first failure when a failure budget is set.
+ */
+export function runLength(window: number, servers: number): number {
+  if (!Number.isInteger(window) || window < 1 || !Number.isInteger(servers) || servers < 1) return 1;
+  return Math.max(1, Math.min(RUN_SERVERS_MAX, Math.ceil(servers / window)));
+}
+
 export type WorkflowKind = 'upload' | 'rollout' | 'removal';
 
 export interface UploadSource {

@@ -28,7 +28,13 @@ export async function answerWithin<T>(client: Client, ask: () => Promise<T>, ms:
   }
 }
 
-export async function mergeBatches(client: Client, st: RolloutStatus, queryTimeoutMs = QUERY_TIMEOUT_MS): Promise<RolloutStatus> {
+/**
+ * The states of the servers that the batch children running now have, over
+ * the parent's. A child running servers in runs knows a run's results only
+ * when it ends; which of the run's servers has started or ended meanwhile
+ * is in the ledger (the run writes each one's state), read when `ledger` is given.
+ */
+export async function mergeBatches(client: Client, st: RolloutStatus, queryTimeoutMs = QUERY_TIMEOUT_MS, ledger?: Pick<LedgerView, 'of'>): Promise<RolloutStatus> {
   // Above FULL_SERVER_LIST_MAX the status has no per-server list to merge into:
   // its counts are the parent's (a child's servers count once the child ends, at most a slice later).
   if (st.activeBatchWorkflows.length === 0 || !st.servers) return st;
@@ -36,7 +42,9 @@ export async function mergeBatches(client: Client, st: RolloutStatus, queryTimeo
   await Promise.all(st.activeBatchWorkflows.map(async (childId) => {
     try {
       const progress = await answerWithin(client, () => client.workflow.getHandle(childId).query(batchStatusQuery), queryTimeoutMs);
-      for (const live of progress.servers) {
+      const running = ledger && progress.inRun?.length ? await ledger.of(st.id, progress.inRun).catch(() => []) : [];
+      // A run's server still 'pending' in the ledger has not started: the parent's state stays.
+      for (const live of [...running.filter((r) => r.state !== 'pending'), ...progress.servers]) {
         const s = byName.get(live.name);
         if (!s) continue;
         s.state = live.state;
@@ -58,6 +66,8 @@ export interface LedgerView {
   counts(workflowId: string): Promise<Partial<Record<ServerState, number>>>;
   /** The first `limit` servers (inventory order) whose latest state is one of `states`, and how many there are. */
   inStates(workflowId: string, states: readonly ServerState[], limit: number): Promise<{ total: number; servers: (Omit<ServerStatus, 'role'> & { role: Role | null })[] }>;
+  /** The latest state of each of these servers (those with a row). */
+  of(workflowId: string, names: readonly string[]): Promise<(Omit<ServerStatus, 'role'> & { role: Role | null })[]>;
 }
 
 /**

@@ -345,6 +345,20 @@ export async function appendServerStates(sql: Sql, rolloutId: string, raw: Serve
   }
 }
 
+/**
+ * appendServerStates for many callers: rows appended in the same turn of the
+ * event loop (a window's server steps in runs) go in one insert.
+ */
+export function serverStateAppender(sql: Sql): (rolloutId: string, rows: ServerStateRow[]) => Promise<void> {
+  const inserts = new Coalescer<{ rolloutId: string; rows: ServerStateRow[] }, void>(async (asks) => {
+    const byRollout = new Map<string, ServerStateRow[]>();
+    for (const a of asks) byRollout.set(a.rolloutId, [...(byRollout.get(a.rolloutId) ?? []), ...a.rows]);
+    for (const [id, rows] of byRollout) await appendServerStates(sql, id, rows);
+    return asks.map(() => undefined);
+  });
+  return (rolloutId, rows) => (rows.length === 0 ? Promise.resolve() : inserts.call({ rolloutId, rows }));
+}
+
 export interface ServerPage {
   /** Servers matching the filter, across all pages. */
   total: number;
@@ -388,11 +402,27 @@ export async function serverStates(sql: Sql, rolloutId: string, o: { state?: Ser
   };
 }
 
+/** The latest state of each of these servers of a rollout (those with a row). */
+export async function latestStates(sql: Sql, rolloutId: string, names: readonly string[]): Promise<ServerPage['servers']> {
+  if (names.length === 0) return [];
+  const rows = await sql<{ server: string; state: ServerState; started_at: Date | null; ended_at: Date | null; error: string | null }[]>`
+    SELECT DISTINCT ON (server) server, state, started_at, ended_at, error
+    FROM rollout_server WHERE rollout_id = ${rolloutId} AND server = ANY(${sql.array([...names])}::text[])
+    ORDER BY server, at DESC, seq DESC`;
+  return rows.map((r) => ({
+    name: r.server, role: null, state: r.state,
+    ...(r.started_at ? { startedAt: r.started_at.toISOString() } : {}),
+    ...(r.ended_at ? { endedAt: r.ended_at.toISOString() } : {}),
+    ...(r.error ? { error: r.error } : {}),
+  }));
+}
+
 /** What a running workflow's status takes from the ledger above the status threshold (platform/workflow-status.ts). */
 export function liveLedger(sql: Sql) {
   return {
     counts: (rolloutId: string) => serverStateCounts(sql, rolloutId),
     inStates: (rolloutId: string, states: readonly ServerState[], limit: number) => serverStates(sql, rolloutId, { states, page: 1, pageSize: limit }),
+    of: (rolloutId: string, names: readonly string[]) => latestStates(sql, rolloutId, names),
   };
 }
 

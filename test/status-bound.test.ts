@@ -100,6 +100,7 @@ describe('live counts and failed servers from the ledger (platform/workflow-stat
       assert.equal(limit, ATTENTION_LIST_MAX);
       return failing;
     },
+    of: async () => [],
   });
 
   it('a running large fleet shows the ledger\'s counts and its failed servers (errors cut, the rest counted) when the ledger has every server', async () => {
@@ -113,13 +114,13 @@ describe('live counts and failed servers from the ledger (platform/workflow-stat
   it('keeps the workflow\'s own answer when the ledger is incomplete, unreachable, or not asked', async () => {
     const own = { patched: 1, pending: n - 1 };
     assert.deepEqual((await withLedgerView(running(), view({ patched: 1 }))).serverCounts, own, 'server list not yet written');
-    assert.deepEqual((await withLedgerView(running(), { counts: async () => { throw new Error('connection refused'); }, inStates: async () => ({ total: 0, servers: [] }) })).serverCounts, own);
+    assert.deepEqual((await withLedgerView(running(), { counts: async () => { throw new Error('connection refused'); }, inStates: async () => ({ total: 0, servers: [] }), of: async () => [] })).serverCounts, own);
     assert.deepEqual((await withLedgerView(running())).serverCounts, own);
   });
 
   it('never asks for a small fleet (its status lists every server) or a finished workflow', async () => {
     let asked = 0;
-    const counting: LedgerView = { counts: async () => { asked++; return { patched: n }; }, inStates: async () => { asked++; return { total: 0, servers: [] }; } };
+    const counting: LedgerView = { counts: async () => { asked++; return { patched: n }; }, inStates: async () => { asked++; return { total: 0, servers: [] }; }, of: async () => { asked++; return []; } };
     const small = { ...boundedStatus(full(servers.slice(0, 3))), phase: 'fanout' as const };
     assert.deepEqual((await withLedgerView(small, counting)).serverCounts, { patched: 1, pending: 2 });
     assert.deepEqual((await withLedgerView(boundedStatus(full(servers)), counting)).serverCounts, { patched: 1, pending: n - 1 }, 'rollback_failed is final');

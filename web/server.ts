@@ -135,7 +135,7 @@ export async function startWebServer(o: WebOptions): Promise<WebServer> {
       try {
         if (desc.status.name === 'RUNNING') {
           const st = await answerWithin(o.client, () => h.query(statusQuery), QUERY_TIMEOUT_MS);
-          return { status: await withLedgerView(await mergeBatches(o.client, st), ledger), live: true };
+          return { status: await withLedgerView(await mergeBatches(o.client, st, QUERY_TIMEOUT_MS, ledger), ledger), live: true };
         }
         if (desc.status.name === 'COMPLETED') return { status: (await h.result()) as RolloutStatus, live: false };
       } catch {

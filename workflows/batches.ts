@@ -3,16 +3,23 @@
 // Fan-out lives here (not in the parent) so that no execution's history grows
 // with the fleet: a parent starts one child per slice of at most
 // `sliceServers` servers (workflows/fanout.ts).
-import { condition, getExternalWorkflowHandle, setHandler, workflowInfo } from '@temporalio/workflow';
-import type { RolloutTiming, ServerState } from '../domain/rollout';
+import { CancellationScope, condition, getExternalWorkflowHandle, isCancellation, patched, setHandler, workflowInfo } from '@temporalio/workflow';
+import { ACTION_STATES, BatchAction, runLength, RolloutTiming, ServerState } from '../domain/rollout';
 import { batchFreedSignal, batchStatusQuery, BatchProgress, pauseBatchesSignal, stopBatchesSignal, widenBatchesSignal } from './definitions';
-import { activityProxies, LedgerBacklog, patchServer, Steps, timing, unpatchServer } from './steps';
+import { activityProxies, LedgerBacklog, patchServer, runServers, stepLimits, Steps, timing, unpatchServer } from './steps';
+import type { RunServerResult } from '../activities/key-manager-ssh';
 import type { ServerStateRow } from '../store/ledger';
 import { failureMessage, invalidInput } from './errors';
 import { stateRow } from './recorder';
 import { pauseFlag } from './messages';
 
-export type BatchAction = 'apply' | 'rollback' | 'remove';
+export type { BatchAction };
+
+/**
+ * Workflows started before runs patched one server per activity, and replay
+ * so; later ones run each window place's servers in runs (runServers).
+ */
+const SERVER_RUNS = 'server-runs';
 
 /** A failure budget that never runs out: the window goes on whatever fails (a rollback visits every server). */
 export const NO_FAILURE_LIMIT = -1;
@@ -51,31 +58,29 @@ export interface BatchesResult {
   stopped: boolean;
 }
 
-const STATES: Record<BatchAction, { running: ServerState; done: ServerState; failed: ServerState }> = {
-  apply: { running: 'patching', done: 'patched', failed: 'failed' },
-  rollback: { running: 'rolling_back', done: 'rolled_back', failed: 'rollback_failed' },
-  remove: { running: 'removing', done: 'removed', failed: 'failed' },
-};
-
 export async function serverBatches(input: BatchesInput): Promise<BatchesResult> {
-  if (!input || !Array.isArray(input.servers) || !STATES[input.action] || !Number.isInteger(input.window) || input.window < 1 || !Number.isInteger(input.maxFailures)) {
+  if (!input || !Array.isArray(input.servers) || !ACTION_STATES[input.action] || !Number.isInteger(input.window) || input.window < 1 || !Number.isInteger(input.maxFailures)) {
     throw invalidInput('a batch workflow needs servers, an action, a window >= 1 and a failure budget');
   }
   const t = timing(input.timing);
   const steps = activityProxies(t);
   const backlog = new LedgerBacklog(steps);
-  const states = STATES[input.action];
+  const states = ACTION_STATES[input.action];
   // Only servers this child has started are reported: the parent knows the rest.
   const results = new Map<string, BatchServerResult>();
   let stopRequested = false;
   let paused = input.paused ?? false;
-  setHandler(stopBatchesSignal, () => { stopRequested = true; });
-  setHandler(pauseBatchesSignal, (p) => { const flag = pauseFlag(p); if (flag !== undefined) paused = flag; });
+  // Runs in flight are cancelled on pause and stop (they finish their current server).
+  let halt = (): void => undefined;
+  setHandler(stopBatchesSignal, () => { stopRequested = true; halt(); });
+  setHandler(pauseBatchesSignal, (p) => { const flag = pauseFlag(p); if (flag !== undefined) paused = flag; if (paused) halt(); });
   // Started with the places its predecessor in the lane had freed; the rest come when that one has ended.
   const fullWindow = Math.max(input.window, input.fullWindow ?? input.window);
   let window = input.window;
   setHandler(widenBatchesSignal, (w) => { if (Number.isInteger(w) && w > window) window = Math.min(w, fullWindow); });
-  setHandler(batchStatusQuery, (): BatchProgress => ({ servers: [...results.values()], paused }));
+  // Servers handed to runs whose results are not in yet: status reads their states from the ledger.
+  const inRun = new Set<string>();
+  setHandler(batchStatusQuery, (): BatchProgress => ({ servers: [...results.values()], paused, ...(inRun.size > 0 ? { inRun: [...inRun] } : {}) }));
 
   let failures = 0;
   let stopped = false;
@@ -102,6 +107,75 @@ export async function serverBatches(input: BatchesInput): Promise<BatchesResult>
     ledger.ended(stateRow(r, r.endedAt));
   };
 
+  if (patched(SERVER_RUNS)) {
+    // Each window place runs a run of servers in turn (one activity): see domain/rollout.ts runLength.
+    const queue = [...input.servers];
+    const length = runLength(fullWindow, queue.length);
+    const runs = new Map<Promise<void>, CancellationScope>();
+    const serverRetryMs = stepLimits(t).retryMs;
+    const settle = (s: RunServerResult): void => {
+      const r: BatchServerResult = { name: s.name, state: s.state, startedAt: s.startedAt, endedAt: s.endedAt, ...(s.error ? { error: s.error } : {}) };
+      if (r.state === states.failed) failures++;
+      results.set(r.name, r);
+      ledger.started(stateRow({ ...r, state: states.running }, s.startedAt));
+      ledger.ended(stateRow(r, s.endedAt));
+      if (spent()) halt();
+    };
+    halt = () => { for (const scope of runs.values()) scope.cancel(); };
+    const launch = (servers: string[]): void => {
+      for (const s of servers) inRun.add(s);
+      const scope = new CancellationScope();
+      const run = runServers(t, servers.length);
+      const p: Promise<void> = scope
+        .run(() => run({ rolloutId: input.rolloutId, hotfix: input.hotfix, action: input.action, servers, servicesTimeoutMs: t.servicesTimeoutMs, ...(t.commandTimeoutMs > 0 ? { commandTimeoutMs: t.commandTimeoutMs } : {}), stopAtFailure: budget !== NO_FAILURE_LIMIT, serverRetryMs }))
+        .then((done) => {
+          backlog.add(done.unrecorded);
+          for (const s of done.servers) settle(s);
+          // Not started (cancelled, or stopped at a failure): back to the front of the queue.
+          queue.unshift(...servers.slice(done.servers.length));
+        }, (err: unknown) => {
+          // Cancelled before it started: nothing ran. Otherwise its results are lost, and every server in it counts as attempted and failed.
+          if (isCancellation(err) && paused && !stopRequested) queue.unshift(...servers);
+          else for (const s of lostRun(servers, states.failed, err)) settle(s);
+        })
+        .finally(() => {
+          for (const s of servers) inRun.delete(s);
+          runs.delete(p);
+        });
+      runs.set(p, scope);
+    };
+    let handedOff = false;
+    const mayHandOff = () => input.handOff === true && !handedOff && window >= fullWindow && fullWindow - runs.size >= Math.ceil(fullWindow / 2);
+    for (;;) {
+      await condition(() => stopRequested || spent() || (queue.length > 0 ? !paused && runs.size < window : runs.size === 0 || mayHandOff()));
+      if (stopRequested || spent()) {
+        stopped = true;
+        halt();
+        break;
+      }
+      if (queue.length > 0) {
+        launch(queue.splice(0, length));
+        continue;
+      }
+      if (runs.size === 0) break;
+      // Nothing left to start and half the window free for good: the parent may start the next slice's child there.
+      handedOff = true;
+      const parent = workflowInfo().parent;
+      if (parent) {
+        const freed = fullWindow - runs.size;
+        // A run cancelled by a pause may give servers back: they start only in the places this child kept.
+        window = fullWindow - freed;
+        await getExternalWorkflowHandle(parent.workflowId).signal(batchFreedSignal, { workflowId: workflowInfo().workflowId, freed }).catch(() => undefined);
+      }
+    }
+    while (runs.size > 0) await Promise.all([...runs.keys()]);
+    await backlog.drain();
+    await ledger.flushed();
+    // In the order they started: a rollback goes in reverse of it.
+    const servers = [...results.values()].sort((a, b) => (a.startedAt ?? '').localeCompare(b.startedAt ?? ''));
+    return { servers, failures, stopped: stopped || queue.length > 0 };
+  }
+
   for (const server of input.servers) {
     // A free place in the window, unless paused; stop and the budget are checked as results arrive.
     await condition(() => stopRequested || spent() || (!paused && inFlight.size < window));
@@ -126,6 +200,18 @@ export async function serverBatches(input: BatchesInput): Promise<BatchesResult>
   await backlog.drain();
   await ledger.flushed();
   return { servers: [...results.values()], failures, stopped };
+}
+
+/**
+ * A run that ended without a result (its retries ran out, a bug): which of its
+ * servers it reached is unknown, so each counts as attempted and failed — a
+ * rollback then visits them all (it unapplies only where the Key Manager
+ * database lists the hotfix). Nothing is hidden.
+ */
+function lostRun(servers: string[], failed: ServerState, err: unknown): RunServerResult[] {
+  const at = new Date().toISOString();
+  const error = `the run of ${servers.length} server(s) ended without a result (${failureMessage(err)}): state unknown`;
+  return servers.map((name) => ({ name, state: failed, startedAt: at, endedAt: at, error }));
 }
 
 /** Servers that end before the ledger is written (the rest at the child's end): a slice of 500 costs at most ~51 writes. */

@@ -27,6 +27,8 @@ export const widenBatchesSignal = defineSignal<[number]>('widenBatches');
 export interface BatchProgress {
   servers: { name: string; state: ServerState; startedAt?: string; endedAt?: string; error?: string }[];
   paused: boolean;
+  /** Servers handed to runs still in flight: which of them has started is in the ledger (the run writes it), not here. */
+  inRun?: string[];
 }
 
 export const WORKFLOW_TYPES = { upload: 'hotfixUpload', rollout: 'hotfixRollout', removal: 'hotfixRemoval', batches: 'serverBatches' } as const;

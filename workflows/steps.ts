@@ -35,17 +35,31 @@ export function timing(t?: Partial<RolloutTiming>): RolloutTiming {
  */
 export const HEARTBEAT_TIMEOUT = '5s';
 
-/** The activities as the workflows call them, grouped by the timeouts and retries each kind of step needs. */
-export function activityProxies(t: RolloutTiming) {
-  const retry = (overrides: Partial<NonNullable<ActivityOptions['retry']>> = {}): ActivityOptions['retry'] => ({
+/** Retries with backoff up to the timing's ceiling; errors the activities mark never-retry fail at once. */
+function retryPolicy(t: RolloutTiming, overrides: Partial<NonNullable<ActivityOptions['retry']>> = {}): ActivityOptions['retry'] {
+  return {
     initialInterval: Math.min(2000, t.maxRetryIntervalMs),
     backoffCoefficient: 2,
     maximumInterval: t.maxRetryIntervalMs,
     nonRetryableErrorTypes: [...NEVER_RETRY],
     ...overrides,
-  });
-  // One server's whole step: apply (5 min) + restart (2 min) + services (their timeout), plus slack.
-  const serverStepMs = 7 * 60_000 + t.servicesTimeoutMs + 60_000;
+  };
+}
+
+/**
+ * One server's whole step: an attempt may take apply (5 min) + restart (2 min)
+ * + services (their timeout), plus slack; lost connections and timeouts are
+ * retried for at least 20 minutes.
+ */
+export function stepLimits(t: RolloutTiming): { attemptMs: number; retryMs: number } {
+  const attemptMs = 7 * 60_000 + t.servicesTimeoutMs + 60_000;
+  return { attemptMs, retryMs: Math.max(20 * 60_000, 2 * attemptMs) };
+}
+
+/** The activities as the workflows call them, grouped by the timeouts and retries each kind of step needs. */
+export function activityProxies(t: RolloutTiming) {
+  const retry = (overrides: Partial<NonNullable<ActivityOptions['retry']>> = {}) => retryPolicy(t, overrides);
+  const serverStepMs = stepLimits(t).attemptMs;
   return {
     // The ledger: retried until the orchestrator database is back (the ledger catches up);
     // the rollback never waits on it (workflows/recorder.ts writes in the background).
@@ -91,7 +105,7 @@ export function activityProxies(t: RolloutTiming) {
     // catch a dead worker within HEARTBEAT_TIMEOUT.
     server: proxyActivities<Pick<KmHotfixActivities, 'patchServer' | 'unpatchServer' | 'uploadHotfix'>>({
       startToCloseTimeout: serverStepMs,
-      scheduleToCloseTimeout: Math.max(20 * 60_000, 2 * serverStepMs),
+      scheduleToCloseTimeout: stepLimits(t).retryMs,
       heartbeatTimeout: HEARTBEAT_TIMEOUT,
       retry: retry(),
     }),
@@ -99,6 +113,22 @@ export function activityProxies(t: RolloutTiming) {
 }
 
 export type Steps = ReturnType<typeof activityProxies>;
+
+/**
+ * runServers for a run of `length` servers (workflows/batches.ts): a server's
+ * limits times the run's length. Cancelling a run (pause, abort, a spent
+ * budget) waits for it: it finishes the server under way and returns what it did.
+ */
+export function runServers(t: RolloutTiming, length: number) {
+  const { attemptMs, retryMs } = stepLimits(t);
+  return proxyActivities<Pick<KmHotfixActivities, 'runServers'>>({
+    startToCloseTimeout: attemptMs * length,
+    scheduleToCloseTimeout: retryMs * length,
+    heartbeatTimeout: HEARTBEAT_TIMEOUT,
+    cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+    retry: retryPolicy(t),
+  }).runServers;
+}
 
 /**
  * Ledger events an activity could not write (the orchestrator database was

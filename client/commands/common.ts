@@ -150,6 +150,7 @@ export function ledgerViewFor(cfg: Config): { view?: LedgerView; close(): Promis
     view: {
       counts: async (id) => (await open()).view.counts(id),
       inStates: async (id, states, limit) => (await open()).view.inStates(id, states, limit),
+      of: async (id, names) => (await open()).view.of(id, names),
     },
     close: async () => {
       const opened = await live?.catch(() => undefined);
@@ -175,7 +176,7 @@ export async function readStatus(client: Client, d: Described, queryTimeoutMs = 
     if (!again.running) return finalStatus(again);
     throw new CliError(`${d.handle.workflowId} does not answer its status query (${firstLine(err)}): is a worker running on task queue '${config().taskQueue}'? ('km-hotfix worker' or 'km-hotfix dev')`, EXIT.unreachable);
   }
-  return withLedgerView(await mergeBatches(client, st, queryTimeoutMs), ledger);
+  return withLedgerView(await mergeBatches(client, st, queryTimeoutMs, ledger), ledger);
 }
 
 async function finalStatus(d: Described): Promise<RolloutStatus> {
