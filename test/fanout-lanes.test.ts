@@ -4,6 +4,7 @@
 import { strict as assert } from 'node:assert';
 import fc from 'fast-check';
 import { CHILD_SHARE_MAX, laneShares, slicesOf } from '../workflows/fanout';
+import { runLength, RUN_SERVERS_MAX } from '../domain/rollout';
 
 describe('fan-out lanes (window shares per child workflow)', () => {
   it('splits the benchmark windows over slices of 500: 2,000/200 in four children of 50 (one slice each), 200/50 in one, 20,000/2,000 in forty', () => {
@@ -38,5 +39,28 @@ describe('fan-out lanes (window shares per child workflow)', () => {
       assert.ok(shares.length <= slices);
       if (capped && slices * CHILD_SHARE_MAX >= window) assert.ok(shares.every((s) => s <= CHILD_SHARE_MAX), `${window}/${slice}/${slices}: ${shares.join(',')}`);
     }), { numRuns: 500 });
+  });
+});
+
+describe('runs (servers one window place runs in turn, in one activity)', () => {
+  it('gives each place about one round of the servers: 4 at 200/50, 10 for a child of 500 with 50 places', () => {
+    assert.equal(runLength(50, 199), 4);
+    assert.equal(runLength(50, 500), 10);
+    assert.equal(runLength(2, 8), 4);
+  });
+
+  it('runs one server per activity when the window is as wide as the servers, and never more than RUN_SERVERS_MAX', () => {
+    assert.equal(runLength(500, 500), 1);
+    assert.equal(runLength(600, 500), 1);
+    assert.equal(runLength(1, 500), RUN_SERVERS_MAX);
+  });
+
+  it('takes every server in at most a round of runs when it can, and never a run of zero', () => {
+    fc.assert(fc.property(fc.integer({ min: 1, max: 5000 }), fc.integer({ min: 1, max: 5000 }), (window, servers) => {
+      const n = runLength(window, servers);
+      assert.ok(n >= 1 && n <= RUN_SERVERS_MAX);
+      if (Math.ceil(servers / window) <= RUN_SERVERS_MAX) assert.ok(n * window >= servers, `${window}/${servers}: runs of ${n}`);
+    }), { numRuns: 500 });
+    assert.equal(runLength(0, 10), 1, 'nonsense in, one server per run out');
   });
 });

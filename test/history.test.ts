@@ -34,6 +34,8 @@ interface ExecutionHistory {
   children: string[];
   /** Sum of payload bytes in the history (inputs, results, failures). */
   payloadBytes: number;
+  /** A batch child's servers, from its result (0 for the parent). */
+  servers: number;
 }
 
 /** Sum of every Uint8Array reachable from a decoded event: payload data and metadata. */
@@ -51,14 +53,17 @@ async function historyOf(client: Client, id: string): Promise<ExecutionHistory> 
   const activities: Record<string, number> = {};
   const children: string[] = [];
   let payloadBytes = 0;
+  let servers = 0;
   for (const e of events) {
+    const result = e.workflowExecutionCompletedEventAttributes?.result?.payloads?.[0]?.data;
+    if (result && id.includes('/')) servers = ((JSON.parse(Buffer.from(result).toString('utf8')) as { servers?: unknown[] }).servers ?? []).length;
     const scheduled = e.activityTaskScheduledEventAttributes?.activityType?.name;
     if (scheduled) activities[scheduled] = (activities[scheduled] ?? 0) + 1;
     const child = e.startChildWorkflowExecutionInitiatedEventAttributes?.workflowId;
     if (child) children.push(child);
     payloadBytes += bytesIn(e);
   }
-  return { id, events: events.length, activities, children, payloadBytes };
+  return { id, events: events.length, activities, children, payloadBytes, servers };
 }
 
 interface RolloutHistories {
@@ -84,8 +89,17 @@ function fit(points: { x: number; y: number }[]): { a: number; b: number; maxRes
 }
 
 const names = (n: number) => Array.from({ length: n }, (_, i) => `s${i}`);
-/** Servers a child ran: one activity per server (apply or unapply → restart → verify). */
-const childServers = (c: ExecutionHistory, activity: 'patchServer' | 'unpatchServer') => c.activities[activity] ?? 0;
+/** Servers a child ran (its result lists them), in runs of several per activity. */
+const childServers = (c: ExecutionHistory) => c.servers;
+/** Activities a child scheduled, of every kind (runs of servers, ledger writes). */
+const activitiesOf = (c: ExecutionHistory) => Object.values(c.activities).reduce((a, b) => a + b, 0);
+/**
+ * History events one activity costs a child at most: scheduled, started,
+ * completed, and the workflow task (3 events) its completion wakes.
+ */
+const ACTIVITY_EVENTS = 6;
+/** A child's own events besides its activities: start, first and last workflow tasks, end, a hand-off signal. */
+const CHILD_BASE_EVENTS = 20;
 const maxEvents = (hs: ExecutionHistory[]) => Math.max(...hs.map((h) => h.events));
 const ofRun = (label: string, fleet: number) => {
   const r = runs.find((x) => x.label === label && x.fleet === fleet);
@@ -142,22 +156,22 @@ describe('history length against fleet size (large fleets: < 10,240 events per e
         const r = await measuredRollout(env, 'batch1', '1', false);
         const fanned = fleet - 1; // all but the canary
         assert.equal(r.children.length, Math.ceil(fanned / SLICE));
-        assert.deepEqual(r.children.map((c) => childServers(c, 'patchServer')), slicesOf(names(fanned), SLICE).map((w) => w.length));
+        assert.deepEqual(r.children.map((c) => childServers(c)), slicesOf(names(fanned), SLICE).map((w) => w.length));
         assert.ok(r.children.every((c) => /\/apply-\d+$/.test(c.id)));
         assert.equal(r.parent.activities.patchServer, 1, 'the parent patches only the canary');
       });
 
       it('wide window (50%): a window wider than a slice runs several children at once', async () => {
         const r = await measuredRollout(env, 'wide', '50%', false);
-        assert.ok(r.children.every((c) => childServers(c, 'patchServer') <= SLICE));
-        assert.equal(r.children.reduce((s, c) => s + childServers(c, 'patchServer'), 0), fleet - 1);
+        assert.ok(r.children.every((c) => childServers(c) <= SLICE));
+        assert.equal(r.children.reduce((s, c) => s + childServers(c), 0), fleet - 1);
       });
 
       it('a failure late in fan-out: everything rolled back through rollback children of at most 6 servers', async () => {
         const r = await measuredRollout(env, 'rollback', '1', true);
         const rollbacks = r.children.filter((c) => /\/rollback-\d+$/.test(c.id));
-        assert.equal(rollbacks.reduce((s, c) => s + childServers(c, 'unpatchServer'), 0), fleet, 'every touched server (canary, patched, failed) visited');
-        assert.ok(rollbacks.every((c) => childServers(c, 'unpatchServer') <= SLICE));
+        assert.equal(rollbacks.reduce((s, c) => s + childServers(c), 0), fleet, 'every touched server (canary, patched, failed) visited');
+        assert.ok(rollbacks.every((c) => childServers(c) <= SLICE));
         assert.equal(rollbacks.length, Math.ceil(fleet / SLICE));
       });
     });
@@ -173,9 +187,12 @@ describe('history length against fleet size (large fleets: < 10,240 events per e
         const l = maxEvents(pick(ofRun(label, large)));
         assert.ok(Math.abs(l - s) <= JITTER, `${label}: largest child ${s} events on ${small} servers, ${l} on ${large}`);
       }
-      // Parallel batches share workflow tasks: never more than the sequential worst case.
-      const wide = maxEvents(ofRun('wide', large).children);
-      assert.ok(wide <= maxEvents(ofRun('batch1', large).children.filter((c) => childServers(c, 'patchServer') === SLICE)) + JITTER, `wide-batch child ${wide} events`);
+      // Every child, whatever its window: a few events per activity, and no more activities than servers plus ledger writes.
+      for (const c of runs.flatMap((r) => r.children)) {
+        assert.ok(c.events <= CHILD_BASE_EVENTS + ACTIVITY_EVENTS * activitiesOf(c), `${c.id}: ${c.events} events for ${activitiesOf(c)} activities ${JSON.stringify(c.activities)}`);
+        assert.ok((c.activities.runServers ?? 0) <= childServers(c) + 1, `${c.id}: ${c.activities.runServers} runs for ${childServers(c)} servers`);
+        assert.equal(c.activities.patchServer ?? 0, 0, `${c.id}: no per-server activity`);
+      }
     });
 
     it('(b) the parent grows only per slice: no per-server activity, a few events per child', () => {
@@ -193,16 +210,6 @@ describe('history length against fleet size (large fleets: < 10,240 events per e
 
     it(`fit and extrapolation: with the default slice (${DEFAULT_TIMING.sliceServers}) every execution of a 2,000-server rollout stays below ${HISTORY_WARN.toLocaleString('en')} events`, () => {
       const all = runs;
-      // Children: events against the servers they ran, sequential (batch 1) being the worst case.
-      const applyPts = all.filter((r) => r.label === 'batch1').flatMap((r) => r.children.filter((c) => c.id.includes('/apply-')).map((c) => ({ x: childServers(c, 'patchServer'), y: c.events })));
-      const rollbackChildren = all.filter((r) => r.label === 'rollback').flatMap((r) => r.children.filter((c) => c.id.includes('/rollback-')));
-      const rollbackPts = rollbackChildren.map((c) => ({ x: childServers(c, 'unpatchServer'), y: c.events }));
-      const applyFit = fit(applyPts);
-      const rollbackFit = fit(rollbackPts);
-      assert.ok(applyFit.maxResidual <= JITTER, `apply children are linear in their servers: ${JSON.stringify(applyPts)}`);
-      assert.ok(rollbackFit.maxResidual <= JITTER, `rollback children are linear in their servers: ${JSON.stringify(rollbackPts)}`);
-      assert.ok(applyFit.b > 2 && applyFit.b < 40, `per-server cost ${applyFit.b} is plausible (one activity per server)`);
-
       // Parent: events against children, from the sequential runs (one child per wave, the worst case).
       const parentPts = (['batch1', 'rollback'] as const).flatMap((label) => [small, large].map((f) => ofRun(label, f).parent));
       const seq = fit(parentPts.filter((p) => !p.children.some((c) => c.includes('/rollback-'))).map((p) => ({ x: p.children.length, y: p.events })));
@@ -219,20 +226,20 @@ describe('history length against fleet size (large fleets: < 10,240 events per e
       const worstWidth = 'any';
       // A rollback after the last apply: every server, one at a time, grouped by slice.
       const rollbackChildrenAt2000 = Math.ceil(servers / slice);
-      const childAt = (f: { a: number; b: number }) => Math.ceil(f.a + f.b * slice);
+      // A child's worst case: runs of one server each (a window as wide as its slice), plus a ledger write per 10 servers.
+      const childActivitiesAt = slice + Math.ceil(slice / 10) + 1;
       // The parent's cost per child varies by a few events with timing (workflow tasks merge): take the larger slope.
       const perChild = Math.max(seq.b, rbPerChild);
       const extrapolated = {
-        applyChild: childAt(applyFit),
-        rollbackChild: childAt(rollbackFit),
+        child: CHILD_BASE_EVENTS + ACTIVITY_EVENTS * childActivitiesAt,
         parentCompleted: Math.ceil(seq.a + perChild * worstApplyChildren),
         parentRolledBack: Math.ceil(rbBase + perChild * (worstApplyChildren + rollbackChildrenAt2000)),
       };
       const table = all.map((r) => `  ${r.label.padEnd(8)} ${String(r.fleet).padStart(3)} servers: parent ${r.parent.events} events (${r.children.length} children, ${(r.parent.payloadBytes / 1024).toFixed(1)} KiB payloads); children ${r.children.map((c) => c.events).join(', ')}`);
       console.log([
         `    history events measured (slice ${SLICE}):`, ...table,
-        `    fit: apply child ${applyFit.a.toFixed(1)} + ${applyFit.b.toFixed(2)}·servers (max residual ${applyFit.maxResidual.toFixed(1)}); rollback child ${rollbackFit.a.toFixed(1)} + ${rollbackFit.b.toFixed(2)}·servers; parent ${seq.a.toFixed(1)} + ${seq.b.toFixed(2)}·children (with rollback: ${rbBase.toFixed(1)} + ${rbPerChild.toFixed(2)}·children)`,
-        `    2,000 servers, slice ${slice}: apply child ≤ ${extrapolated.applyChild}, rollback child ≤ ${extrapolated.rollbackChild}, parent ≤ ${extrapolated.parentCompleted} (worst --batch ${worstWidth}: ${worstApplyChildren} children), parent with a full rollback ≤ ${extrapolated.parentRolledBack} (+${rollbackChildrenAt2000} rollback children); threshold ${HISTORY_WARN}`,
+        `    fit: parent ${seq.a.toFixed(1)} + ${seq.b.toFixed(2)}·children (with rollback: ${rbBase.toFixed(1)} + ${rbPerChild.toFixed(2)}·children); a child ≤ ${CHILD_BASE_EVENTS} + ${ACTIVITY_EVENTS}·activities`,
+        `    2,000 servers, slice ${slice}: a child (apply or rollback) ≤ ${extrapolated.child}, parent ≤ ${extrapolated.parentCompleted} (worst --batch ${worstWidth}: ${worstApplyChildren} children), parent with a full rollback ≤ ${extrapolated.parentRolledBack} (+${rollbackChildrenAt2000} rollback children); threshold ${HISTORY_WARN}`,
       ].join('\n'));
       for (const [what, events] of Object.entries(extrapolated)) {
         assert.ok(events < HISTORY_WARN, `${what}: ${events} events at ${servers} servers with slices of ${slice}`);

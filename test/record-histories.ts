@@ -108,6 +108,10 @@ const SCENARIOS: Record<string, Scenario> = {
   async 'slices-of-500'(env, id) {
     await lastServerFails(env, id, 'replay_slices', '2');
   },
+  /** Fan-out and its rollback in runs (the 'server-runs' patch marker): runs of several servers, one stopping at the failure. */
+  async 'server-runs'(env, id) {
+    await lastServerFails(env, id, 'replay_runs', '1');
+  },
   async removal(env, id) {
     const hf = await env.hotfix('frontend', { description: 'replay_removal' });
     const r = await env.client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue: env.taskQueue, workflowId: `${id}-rollout`, args: [await rollout(env, `${id}-rollout`, hf)] });

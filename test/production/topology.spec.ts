@@ -33,7 +33,7 @@ async function midFanout(t: Topology, id: string, hotfix: string): Promise<{ chi
     const child = await t.runningChild(id);
     if (!child) return undefined;
     if ((await t.applied(hotfix)).length < 2) return undefined;
-    const running = (await t.pendingActivities(child)).find((a) => a.state === 2 /* STARTED */ && a.lastWorkerIdentity && a.activityType?.name === 'patchServer');
+    const running = (await t.pendingActivities(child)).find((a) => a.state === 2 /* STARTED */ && a.lastWorkerIdentity && ['runServers', 'patchServer'].includes(a.activityType?.name ?? ''));
     if (!running) return undefined;
     return { child, running: { identity: running.lastWorkerIdentity!, activityId: running.activityId!, type: running.activityType!.name! } };
   }, 120_000, 50);
