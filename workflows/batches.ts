@@ -71,9 +71,9 @@ export async function serverBatches(input: BatchesInput): Promise<BatchesResult>
   let stopRequested = false;
   let paused = input.paused ?? false;
   // Runs in flight are cancelled on pause and stop (they finish their current server).
-  let halt = (): void => undefined;
-  setHandler(stopBatchesSignal, () => { stopRequested = true; halt(); });
-  setHandler(pauseBatchesSignal, (p) => { const flag = pauseFlag(p); if (flag !== undefined) paused = flag; if (paused) halt(); });
+  let halt = (_why: 'pause' | 'stop'): void => undefined;
+  setHandler(stopBatchesSignal, () => { stopRequested = true; halt('stop'); });
+  setHandler(pauseBatchesSignal, (p) => { const flag = pauseFlag(p); if (flag !== undefined) paused = flag; if (paused) halt('pause'); });
   // Started with the places its predecessor in the lane had freed; the rest come when that one has ended.
   const fullWindow = Math.max(input.window, input.fullWindow ?? input.window);
   let window = input.window;
@@ -111,7 +111,8 @@ export async function serverBatches(input: BatchesInput): Promise<BatchesResult>
     // Each window place runs a run of servers in turn (one activity): see domain/rollout.ts runLength.
     const queue = [...input.servers];
     const length = runLength(fullWindow, queue.length);
-    const runs = new Map<Promise<void>, CancellationScope>();
+    // Each run in flight, and why it was cancelled (a pause gives its servers back; a stop does not).
+    const runs = new Map<Promise<void>, { scope: CancellationScope; cancelled?: 'pause' | 'stop' }>();
     const serverRetryMs = stepLimits(t).retryMs;
     const settle = (s: RunServerResult): void => {
       const r: BatchServerResult = { name: s.name, state: s.state, startedAt: s.startedAt, endedAt: s.endedAt, ...(s.error ? { error: s.error } : {}) };
@@ -119,12 +120,18 @@ export async function serverBatches(input: BatchesInput): Promise<BatchesResult>
       results.set(r.name, r);
       ledger.started(stateRow({ ...r, state: states.running }, s.startedAt));
       ledger.ended(stateRow(r, s.endedAt));
-      if (spent()) halt();
+      if (spent()) halt('stop');
     };
-    halt = () => { for (const scope of runs.values()) scope.cancel(); };
+    halt = (why) => {
+      for (const r of runs.values()) {
+        if (r.cancelled !== 'stop') r.cancelled = why;
+        r.scope.cancel();
+      }
+    };
     const launch = (servers: string[]): void => {
       for (const s of servers) inRun.add(s);
       const scope = new CancellationScope();
+      const self: { scope: CancellationScope; cancelled?: 'pause' | 'stop' } = { scope };
       const run = runServers(t, servers.length);
       const p: Promise<void> = scope
         .run(() => run({ rolloutId: input.rolloutId, hotfix: input.hotfix, action: input.action, servers, servicesTimeoutMs: t.servicesTimeoutMs, ...(t.commandTimeoutMs > 0 ? { commandTimeoutMs: t.commandTimeoutMs } : {}), stopAtFailure: budget !== NO_FAILURE_LIMIT, serverRetryMs }))
@@ -135,14 +142,14 @@ export async function serverBatches(input: BatchesInput): Promise<BatchesResult>
           queue.unshift(...servers.slice(done.servers.length));
         }, (err: unknown) => {
           // Cancelled before it started: nothing ran. Otherwise its results are lost, and every server in it counts as attempted and failed.
-          if (isCancellation(err) && paused && !stopRequested) queue.unshift(...servers);
+          if (isCancellation(err) && self.cancelled === 'pause') queue.unshift(...servers);
           else for (const s of lostRun(servers, states.failed, err)) settle(s);
         })
         .finally(() => {
           for (const s of servers) inRun.delete(s);
           runs.delete(p);
         });
-      runs.set(p, scope);
+      runs.set(p, self);
     };
     let handedOff = false;
     const mayHandOff = () => input.handOff === true && !handedOff && window >= fullWindow && fullWindow - runs.size >= Math.ceil(fullWindow / 2);
@@ -150,7 +157,7 @@ export async function serverBatches(input: BatchesInput): Promise<BatchesResult>
       await condition(() => stopRequested || spent() || (queue.length > 0 ? !paused && runs.size < window : runs.size === 0 || mayHandOff()));
       if (stopRequested || spent()) {
         stopped = true;
-        halt();
+        halt('stop');
         break;
       }
       if (queue.length > 0) {
