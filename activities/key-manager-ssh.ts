@@ -220,12 +220,15 @@ export interface RunServerResult {
 export interface RunResult {
   servers: RunServerResult[];
   unrecorded: LedgerEvent[];
+  /** Server states the run could not write to the ledger (orchestrator database down): the workflow writes them. */
+  unwritten?: ServerStateRow[];
 }
 
 /** A run's heartbeat details: the servers done, and where the current one got to. */
 interface RunProgress {
   done: RunServerResult[];
   unrecorded: LedgerEvent[];
+  unwritten?: ServerStateRow[];
   current?: { index: number; startedAt: string; firstAttempt: number; step: StepProgress };
 }
 
@@ -281,12 +284,12 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
   }
 
   /**
-   * A run's server state as it changes, for status while the run goes on (the
-   * workflow learns it when the run ends and writes it again). Best effort:
-   * never fails the step.
+   * A run's server state as it changes, for status while the run goes on and
+   * `status --servers` after. Never fails the step: a row that cannot be
+   * written is left to the workflow (`unwritten`).
    */
-  function noteState(rolloutId: string, row: ServerStateRow): Promise<void> {
-    return appendStates(rolloutId, [row]).catch(() => undefined);
+  function noteState(rolloutId: string, row: ServerStateRow, unwritten: ServerStateRow[]): Promise<void> {
+    return appendStates(rolloutId, [row]).catch(() => { unwritten.push(row); });
   }
 
   /**
@@ -425,6 +428,7 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
     const applying = run.action === 'apply';
     const attempt = ctx?.info.attempt ?? 1;
     const writes: Promise<void>[] = [];
+    const unwritten = (state.unwritten ??= []);
     const abandoned = runAbandoned(ctx);
     for (let i = state.done.length; i < run.servers.length; i++) {
       const server = run.servers[i];
@@ -439,7 +443,7 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
       // Asked from the second server on (the run's start answered it for the first).
       const wanted = fresh && ctx && i > 0 ? stillWanted(ctx, state) : undefined;
       // Its running state goes to the ledger once it is known to start (the row carries its own time).
-      if (fresh) writes.push((wanted ?? Promise.resolve(true)).then((go) => (go ? noteState(run.rolloutId, { server, state: states.running, at: cur.startedAt, startedAt: cur.startedAt }) : undefined)));
+      if (fresh) writes.push((wanted ?? Promise.resolve(true)).then((go) => (go ? noteState(run.rolloutId, { server, state: states.running, at: cur.startedAt, startedAt: cur.startedAt }, unwritten) : undefined)));
       let result: RunServerResult;
       try {
         const r = await serverStep(w, applying, track, abandoned, wanted);
@@ -461,11 +465,11 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
       state.done.push(result);
       state.current = undefined;
       save();
-      writes.push(noteState(run.rolloutId, { server, state: result.state, at: result.endedAt, startedAt: result.startedAt, endedAt: result.endedAt, ...(result.error ? { error: result.error } : {}) }));
+      writes.push(noteState(run.rolloutId, { server, state: result.state, at: result.endedAt, startedAt: result.startedAt, endedAt: result.endedAt, ...(result.error ? { error: result.error } : {}) }, unwritten));
       if (result.state === states.failed && run.stopAtFailure) break;
     }
     await Promise.all(writes);
-    return { servers: state.done, unrecorded: state.unrecorded };
+    return { servers: state.done, unrecorded: state.unrecorded, ...(unwritten.length > 0 ? { unwritten } : {}) };
   }
 
   return {

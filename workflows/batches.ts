@@ -114,12 +114,12 @@ export async function serverBatches(input: BatchesInput): Promise<BatchesResult>
     // Each run in flight, and why it was cancelled (a pause gives its servers back; a stop does not).
     const runs = new Map<Promise<void>, { scope: CancellationScope; cancelled?: 'pause' | 'stop' }>();
     const serverRetryMs = stepLimits(t).retryMs;
-    const settle = (s: RunServerResult): void => {
+    // A run writes its servers' states to the ledger itself; the workflow writes only what it could not, and lost runs.
+    const settle = (s: RunServerResult, write: boolean): void => {
       const r: BatchServerResult = { name: s.name, state: s.state, startedAt: s.startedAt, endedAt: s.endedAt, ...(s.error ? { error: s.error } : {}) };
       if (r.state === states.failed) failures++;
       results.set(r.name, r);
-      ledger.started(stateRow({ ...r, state: states.running }, s.startedAt));
-      ledger.ended(stateRow(r, s.endedAt));
+      if (write) ledger.ended(stateRow(r, s.endedAt));
       if (spent()) halt('stop');
     };
     halt = (why) => {
@@ -137,13 +137,14 @@ export async function serverBatches(input: BatchesInput): Promise<BatchesResult>
         .run(() => run({ rolloutId: input.rolloutId, hotfix: input.hotfix, action: input.action, servers, servicesTimeoutMs: t.servicesTimeoutMs, ...(t.commandTimeoutMs > 0 ? { commandTimeoutMs: t.commandTimeoutMs } : {}), stopAtFailure: budget !== NO_FAILURE_LIMIT, serverRetryMs }))
         .then((done) => {
           backlog.add(done.unrecorded);
-          for (const s of done.servers) settle(s);
+          ledger.rows(done.unwritten ?? []);
+          for (const s of done.servers) settle(s, false);
           // Not started (cancelled, or stopped at a failure): back to the front of the queue.
           queue.unshift(...servers.slice(done.servers.length));
         }, (err: unknown) => {
           // Cancelled before it started: nothing ran. Otherwise its results are lost, and every server in it counts as attempted and failed.
           if (isCancellation(err) && self.cancelled === 'pause') queue.unshift(...servers);
-          else for (const s of lostRun(servers, states.failed, err)) settle(s);
+          else for (const s of lostRun(servers, states.failed, err)) settle(s, true);
         })
         .finally(() => {
           for (const s of servers) inRun.delete(s);
@@ -251,6 +252,11 @@ class ServerStateWriter {
     this.buffered.push(row);
     this.endedSince++;
     this.kick(SERVERS_PER_LEDGER_WRITE);
+  }
+
+  /** Rows a run could not write (written with the next write, or at the child's end). */
+  rows(rows: ServerStateRow[]): void {
+    this.buffered.push(...rows);
   }
 
   private kick(atLeast: number): void {
