@@ -456,8 +456,9 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
         }
         const failure = toFailure(err, server, track.attempt);
         if (!failure.nonRetryable && Date.now() - Date.parse(cur.startedAt) < run.serverRetryMs) {
-          save();
+          // Rows that could not be written go into the last heartbeat too: the retry returns them.
           await Promise.all(writes);
+          save();
           throw failure; // the run is retried from this server
         }
         result = { name: server, state: states.failed, startedAt: cur.startedAt, endedAt: new Date().toISOString(), error: failure.message };

@@ -393,12 +393,17 @@ export async function serverStates(sql: Sql, rolloutId: string, o: { state?: Ser
   if (rows.length === 0 && o.page > 1) total = (await serverStates(sql, rolloutId, { ...o, page: 1, pageSize: 1 })).total;
   return {
     total, page: o.page, pageSize: o.pageSize,
-    servers: rows.map((r) => ({
-      name: r.server, role: r.role, state: r.state,
-      ...(r.started_at ? { startedAt: r.started_at.toISOString() } : {}),
-      ...(r.ended_at ? { endedAt: r.ended_at.toISOString() } : {}),
-      ...(r.error ? { error: r.error } : {}),
-    })),
+    servers: rows.map(serverOf),
+  };
+}
+
+/** A rollout_server row as a page shows it. */
+function serverOf(r: { server: string; role?: Role | null; state: ServerState; started_at: Date | null; ended_at: Date | null; error: string | null }): ServerPage['servers'][number] {
+  return {
+    name: r.server, role: r.role ?? null, state: r.state,
+    ...(r.started_at ? { startedAt: r.started_at.toISOString() } : {}),
+    ...(r.ended_at ? { endedAt: r.ended_at.toISOString() } : {}),
+    ...(r.error ? { error: r.error } : {}),
   };
 }
 
@@ -409,12 +414,7 @@ export async function latestStates(sql: Sql, rolloutId: string, names: readonly 
     SELECT DISTINCT ON (server) server, state, started_at, ended_at, error
     FROM rollout_server WHERE rollout_id = ${rolloutId} AND server = ANY(${sql.array([...names])}::text[])
     ORDER BY server, at DESC, seq DESC`;
-  return rows.map((r) => ({
-    name: r.server, role: null, state: r.state,
-    ...(r.started_at ? { startedAt: r.started_at.toISOString() } : {}),
-    ...(r.ended_at ? { endedAt: r.ended_at.toISOString() } : {}),
-    ...(r.error ? { error: r.error } : {}),
-  }));
+  return rows.map(serverOf);
 }
 
 /** What a running workflow's status takes from the ledger above the status threshold (platform/workflow-status.ts). */

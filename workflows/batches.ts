@@ -70,8 +70,15 @@ export async function serverBatches(input: BatchesInput): Promise<BatchesResult>
   const results = new Map<string, BatchServerResult>();
   let stopRequested = false;
   let paused = input.paused ?? false;
-  // Runs in flight are cancelled on pause and stop (they finish their current server).
-  let halt = (_why: 'pause' | 'stop'): void => undefined;
+  // Runs in flight (SERVER_RUNS), and why each was cancelled: a pause gives its servers back, a stop does not.
+  const runs = new Map<Promise<void>, { scope: CancellationScope; cancelled?: 'pause' | 'stop' }>();
+  // Pause and stop cancel the runs in flight: each finishes its current server and returns what it did.
+  const halt = (why: 'pause' | 'stop'): void => {
+    for (const r of runs.values()) {
+      if (r.cancelled !== 'stop') r.cancelled = why;
+      r.scope.cancel();
+    }
+  };
   setHandler(stopBatchesSignal, () => { stopRequested = true; halt('stop'); });
   setHandler(pauseBatchesSignal, (p) => { const flag = pauseFlag(p); if (flag !== undefined) paused = flag; if (paused) halt('pause'); });
   // Started with the places its predecessor in the lane had freed; the rest come when that one has ended.
@@ -111,8 +118,6 @@ export async function serverBatches(input: BatchesInput): Promise<BatchesResult>
     // Each window place runs a run of servers in turn (one activity): see domain/rollout.ts runLength.
     const queue = [...input.servers];
     const length = runLength(fullWindow, queue.length);
-    // Each run in flight, and why it was cancelled (a pause gives its servers back; a stop does not).
-    const runs = new Map<Promise<void>, { scope: CancellationScope; cancelled?: 'pause' | 'stop' }>();
     const serverRetryMs = stepLimits(t).retryMs;
     // A run writes its servers' states to the ledger itself; the workflow writes only what it could not, and lost runs.
     const settle = (s: RunServerResult, write: boolean): void => {
@@ -121,12 +126,6 @@ export async function serverBatches(input: BatchesInput): Promise<BatchesResult>
       results.set(r.name, r);
       if (write) ledger.ended(stateRow(r, s.endedAt));
       if (spent()) halt('stop');
-    };
-    halt = (why) => {
-      for (const r of runs.values()) {
-        if (r.cancelled !== 'stop') r.cancelled = why;
-        r.scope.cancel();
-      }
     };
     const launch = (servers: string[]): void => {
       for (const s of servers) inRun.add(s);
