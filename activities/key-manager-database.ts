@@ -59,6 +59,17 @@ export function keyManagerDatabaseActivities(deps: { orchestrator: Sql; kmDb: Ke
       return kmDb.appliedOn(hotfix);
     },
 
+    /**
+     * Of these servers, those whose Hotfixes Applied differs from `applied`
+     * (listing the hotfix when it should not, or not listing it when it
+     * should): one query, however many servers. How a rollout learns where its
+     * hotfix really is, for its rollback and its outcome.
+     */
+    async serversDiffering(d: { hotfix: string; servers: string[]; applied: boolean }): Promise<string[]> {
+      const on = new Set(await kmDb.appliedOn(d.hotfix));
+      return d.servers.filter((s) => on.has(s) !== d.applied);
+    },
+
     async deleteHotfix(d: { rolloutId: string; hotfix: string }): Promise<'deleted' | 'still-applied' | 'absent'> {
       const result = await kmDb.deleteHotfixIfUnapplied(d.hotfix);
       await appendEvent(orchestrator, { rolloutId: d.rolloutId, key: 'delete', kind: 'delete', detail: { hotfix: d.hotfix, result } });

@@ -1,62 +1,24 @@
 // The vendor procedure's per-server steps, over SSH: apply (or unapply),
-// restart, verify, as ONE activity per server. It is idempotent: it asks the
-// Key Manager database whether the hotfix is listed before sending a command,
-// so a retry after a lost connection never applies twice, and it resumes at
-// the step its heartbeat recorded.
+// restart, verify. A window place runs several servers in turn in one
+// activity (a run). Each step is judged from what can be observed, never
+// from memory: the Key Manager database says whether the change is in
+// effect, the record written before a change is sent says whether this
+// rollout sent it, and the services' pids say whether a restart has happened
+// since. So a step started again after any loss (a dropped connection, a
+// worker killed, a run cancelled) neither applies twice, nor skips the
+// restart it owes, nor restarts twice.
 import { Context } from '@temporalio/activity';
 import type { Sql } from 'postgres';
 import type { ExecOptions } from '../keymanager/ssh';
 import type { KeyManagerSsh, ServiceStatus } from '../keymanager/key-manager-ssh';
 import type { KeyManagerDatabase } from '../keymanager/database';
-import { defaultPayloadConverter } from '@temporalio/common';
-import { eventAppender, LedgerEvent, serverStateAppender, ServerStateRow } from '../store/ledger';
-import { ACTION_STATES, BatchAction, ServerState } from '../domain/rollout';
+import { eventAppender, lastSentServices, LedgerEvent, sentEvent, serverStateAppender, ServerStateRow } from '../store/ledger';
+import { ACTION_STATES, BatchAction, MAX_HEARTBEAT_THROTTLE_MS, ServerState } from '../domain/rollout';
 import type { FleetServer } from '../domain/fleet';
 import { inventoryCache } from './inventory';
 import { classified, nonRetryable, toFailure } from './failures';
 import { activityLog } from './log';
 import { FAILURE } from '../domain/failures';
-
-export interface ServerStep {
-  rolloutId: string;
-  server: string;
-  hotfix: string;
-}
-
-/** One server's whole step (apply or unapply → restart → verify), as the workflow asks for it. */
-export interface ServerWork extends ServerStep {
-  /** How long services may take to be RUNNING again, in all (across retries). */
-  servicesTimeoutMs: number;
-  /** Caps every command's own timeout (tests and fault drills use short ones). */
-  commandTimeoutMs?: number;
-}
-
-/** Where a per-server activity got to, kept in its heartbeat details so that a retry resumes there. */
-export interface StepProgress {
-  step: 'start' | 'apply' | 'unapply' | 'restart' | 'verify' | 'done';
-  /** The apply/unapply command was sent (it may have taken effect even if its answer was lost). */
-  sent?: boolean;
-  /** Absolute time (ms) by which services must be RUNNING: one deadline for all attempts. */
-  verifyDeadline?: number;
-}
-
-/** Ledger events an activity could not write (orchestrator database down): the workflow writes them later. */
-export interface ServerWorkResult {
-  /** apply: whether this rollout's command changed the server (false: it was already listed). */
-  changed: boolean;
-  unrecorded: LedgerEvent[];
-}
-
-/**
- * A server's step as it runs: where it got to, how to save that (a
- * heartbeat) so that a retry resumes there, and which attempt at this server
- * this is (a run's attempts count from when the server started).
- */
-export interface StepTrack {
-  progress: StepProgress;
-  save(): void;
-  attempt: number;
-}
 
 /** The running activity's context, if any (unit tests call steps outside one). */
 function currentContext(): Context | undefined {
@@ -70,27 +32,14 @@ function currentContext(): Context | undefined {
   }
 }
 
-function isStepProgress(d: unknown): d is StepProgress {
-  return typeof d === 'object' && d !== null && typeof (d as StepProgress).step === 'string';
-}
-
-/** A single-server activity: its heartbeat details are the step's progress. */
-function singleTrack(): StepTrack {
-  const ctx = currentContext();
-  const d = ctx?.info.heartbeatDetails;
-  const progress: StepProgress = isStepProgress(d) ? { ...d } : { step: 'start' };
-  return { progress, save: () => { if (ctx) beat(ctx, progress); }, attempt: ctx?.info.attempt ?? 1 };
-}
-
-/** The worker sends a heartbeat at most this often (worker/worker.ts maxHeartbeatThrottleInterval). */
-export const MAX_HEARTBEAT_THROTTLE_MS = 2000;
+export { MAX_HEARTBEAT_THROTTLE_MS };
 
 /** When each running attempt last heartbeat (its start, before the first). */
 const lastBeat = new WeakMap<Context, number>();
 
-function beat(ctx: Context, progress?: StepProgress | RunProgress): void {
+function beat(ctx: Context): void {
   lastBeat.set(ctx, Date.now());
-  ctx.heartbeat(progress);
+  ctx.heartbeat();
 }
 
 /**
@@ -106,8 +55,7 @@ export function attemptMayBeStale(lastBeatMs: number, nowMs: number, heartbeatTi
 /**
  * Before a command that changes the server (apply, unapply, restart): an
  * attempt that may have been replaced sends nothing, so a stale attempt
- * never applies twice or restarts a server its successor has verified. It
- * fails retryably (ignored by Temporal if it already timed it out).
+ * never acts beside its successor. The server is tried again.
  */
 function fence(server: string, what: string): void {
   let ctx: Context;
@@ -123,7 +71,7 @@ function fence(server: string, what: string): void {
   }
 }
 
-/** Heartbeat while a command runs; cancellation closes the SSH channel. */
+/** Heartbeat while a command runs; cancellation closes the SSH channel (uploads, health checks). */
 export function activityExecOptions(timeoutMs: number): ExecOptions {
   let ctx: Context | undefined;
   try {
@@ -135,28 +83,9 @@ export function activityExecOptions(timeoutMs: number): ExecOptions {
 }
 
 /**
- * A server step's commands: heartbeat (with the progress so far) while one
- * runs. A single server's step is cut off by cancellation; a run's is not
- * (cancelling a run means "start no further server": the one under way
- * finishes, never half-applied).
- */
-function stepExecOptions(timeoutMs: number, track: StepTrack, signal: AbortSignal | undefined): ExecOptions {
-  return { timeoutMs, signal, onTick: () => track.save() };
-}
-
-/** A single server's step stops at cancellation, whatever its reason. */
-function cancellation(): AbortSignal | undefined {
-  try {
-    return Context.current().cancellationSignal;
-  } catch {
-    return undefined; // outside an activity
-  }
-}
-
-/**
  * A run's commands are cut off only when nobody will take its result: the
- * workflow is gone (terminated), or Temporal has handed the run to another
- * attempt. A cancel the workflow asked for lets the current server finish.
+ * workflow is gone (terminated), or Temporal has given up on this attempt.
+ * A cancel the workflow asked for lets the current server finish.
  */
 function runAbandoned(ctx: Context | undefined): AbortSignal | undefined {
   if (!ctx) return undefined;
@@ -188,12 +117,30 @@ export function notRunning(services: ServiceStatus[]): ServiceStatus[] {
   return services.filter((s) => s.state !== 'RUNNING');
 }
 
+/**
+ * Which processes run the services now, as one comparable string: supervisor
+ * gives every program a new pid when it restarts, so two readings that differ
+ * mean a restart happened between them.
+ */
+export function servicesIdentity(services: ServiceStatus[]): string {
+  return services.map((s) => `${s.name}:${/\bpid (\d+)/.exec(s.detail)?.[1] ?? s.state}`).join(',');
+}
+
+/** A server's attempts so far, as the workflow hands them from one run to the next. */
+export interface ServerResume {
+  /** This server's attempt, from 1: a command that exits non-zero fails the server at COMMAND_ATTEMPTS. */
+  attempt: number;
+  /** When the server's first attempt started: lost connections are retried for `serverRetryMs` from then. */
+  startedAt: string;
+  /** Absolute time (ms) by which services must be RUNNING: one deadline for all attempts. */
+  verifyDeadline?: number;
+}
+
 /** A run of servers, as the workflow asks for it: one window place runs them in turn, in one activity. */
 export interface ServerRun {
   rolloutId: string;
   hotfix: string;
   action: BatchAction;
-  /** In order; a retry resumes at the server the run's heartbeat reached. */
   servers: string[];
   servicesTimeoutMs: number;
   commandTimeoutMs?: number;
@@ -201,6 +148,10 @@ export interface ServerRun {
   stopAtFailure: boolean;
   /** How long one server's lost connections and timeouts are retried before that server has failed (ms). */
   serverRetryMs: number;
+  /** The first server's earlier attempts (it is being retried). */
+  resume?: ServerResume;
+  /** Send no apply or unapply: only finish a change already in effect (its restart, its verify). */
+  finishOnly?: boolean;
 }
 
 /** One server of a run, as it ended. */
@@ -212,28 +163,31 @@ export interface RunServerResult {
   error?: string;
 }
 
+/** A server the run stopped at to be tried again: where its attempts are, and whether a change may have been sent. */
+export interface RunRetry extends ServerResume {
+  name: string;
+  error: string;
+  /** A change was sent to it (or found in effect with this rollout's record): it is under way and must be finished. */
+  touched: boolean;
+}
+
 /**
- * What a run did: its first servers, in order (the rest were not started:
- * the run was cancelled, or stopped at a failure), and ledger events it could
- * not write.
+ * What a run did: its first servers, in order, as they ended; the server it
+ * stopped at for a retry, if any; servers a finish-only run found nothing to
+ * finish on. The rest were not started. Also ledger writes it could not make.
  */
 export interface RunResult {
   servers: RunServerResult[];
+  retry?: RunRetry;
+  untouched?: string[];
   unrecorded: LedgerEvent[];
   /** Server states the run could not write to the ledger (orchestrator database down): the workflow writes them. */
   unwritten?: ServerStateRow[];
 }
 
-/** A run's heartbeat details: the servers done, and where the current one got to. */
-interface RunProgress {
-  done: RunServerResult[];
-  unrecorded: LedgerEvent[];
-  unwritten?: ServerStateRow[];
-  current?: { index: number; startedAt: string; firstAttempt: number; step: StepProgress };
-}
-
-function isRunProgress(d: unknown): d is RunProgress {
-  return typeof d === 'object' && d !== null && Array.isArray((d as RunProgress).done) && Array.isArray((d as RunProgress).unrecorded);
+/** A server's step as it goes: its attempt and deadlines, and whether a change was sent. */
+interface StepTrack extends ServerResume {
+  touched: boolean;
 }
 
 const GRPC_NOT_FOUND = 5;
@@ -245,22 +199,30 @@ class RunStopped extends Error {}
  * Whether the workflow still wants this run to go on: a heartbeat sent now,
  * not throttled, whose answer says whether cancellation was requested (the
  * workflow cancels its runs on pause, abort and a spent failure budget). A
- * throttled heartbeat would bring it up to 2 s later, a server or more too late.
+ * throttled heartbeat would bring it up to 2 s later. Temporal unreachable
+ * counts as no: a run starts no server that Temporal cannot hear about.
  */
-async function stillWanted(ctx: Context, details: RunProgress): Promise<boolean> {
+async function stillWanted(ctx: Context): Promise<boolean> {
   if (ctx.cancellationSignal.aborted) return false;
   try {
-    const r = await ctx.client.workflowService.recordActivityTaskHeartbeat({
-      namespace: ctx.info.namespace,
-      taskToken: ctx.info.taskToken,
-      details: { payloads: [defaultPayloadConverter.toPayload(details)] },
-    });
+    const r = await ctx.client.workflowService.recordActivityTaskHeartbeat({ namespace: ctx.info.namespace, taskToken: ctx.info.taskToken });
+    lastBeat.set(ctx, Date.now());
     return !r.cancelRequested && !ctx.cancellationSignal.aborted;
   } catch (err) {
-    // NOT_FOUND: the workflow or this attempt is gone. Otherwise Temporal is unreachable: throttled heartbeats still carry a cancellation.
-    if ((err as { code?: number }).code === GRPC_NOT_FOUND) return false;
-    return !ctx.cancellationSignal.aborted;
+    if ((err as { code?: number }).code !== GRPC_NOT_FOUND) activityLog('warn', `Temporal did not answer a run's heartbeat: the run starts no further server: ${(err as Error).message}`);
+    return false;
   }
+}
+
+/** How one server's step went: done, or (finish-only) nothing to finish. */
+type StepOutcome = 'done' | 'untouched';
+
+interface ServerWork {
+  rolloutId: string;
+  server: string;
+  hotfix: string;
+  servicesTimeoutMs: number;
+  commandTimeoutMs?: number;
 }
 
 export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyManagerSsh; kmDb: KeyManagerDatabase }) {
@@ -270,7 +232,7 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
   const appendStates = serverStateAppender(orchestrator);
 
   /**
-   * The ledger is bookkeeping: a server's step never fails because the
+   * The ledger is bookkeeping after the fact: a step never fails because the
    * orchestrator database is down (the workflow writes what is left over).
    * Never rejects, so it can run while the next command does.
    */
@@ -283,60 +245,32 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
     }
   }
 
-  /**
-   * A run's server state as it changes, for status while the run goes on and
-   * `status --servers` after. Never fails the step: a row that cannot be
-   * written is left to the workflow (`unwritten`).
-   */
+  /** A run's server state as it changes, for status while the run goes on; never fails the step. */
   function noteState(rolloutId: string, row: ServerStateRow, unwritten: ServerStateRow[]): Promise<void> {
     return appendStates(rolloutId, [row]).catch(() => { unwritten.push(row); });
   }
 
   /**
-   * The server's inventory entry and, when the step starts with its command,
-   * whether the Key Manager database lists the hotfix: both at once (two
-   * databases, one wait).
+   * The record written before a change is sent (write-ahead): unlike the
+   * ledger's other writes it must land first, since a later step judges the
+   * restart it owes by it. The orchestrator database down: nothing is sent,
+   * the server is tried again.
    */
-  async function begin(w: ServerWork, asking: boolean): Promise<{ target: FleetServer; listed?: boolean }> {
-    const [target, listed] = await Promise.all([servers.get(w.server), asking ? kmDb.isApplied(w.server, w.hotfix) : Promise.resolve(undefined)]);
-    return { target, ...(listed === undefined ? {} : { listed }) };
-  }
-
-  /**
-   * Restart, then verify. The apply/unapply event (if any) is written while
-   * the restart runs, and always before this returns or throws; the restart
-   * and verified events go in one insert at the end (a failed verify still
-   * records the restart).
-   */
-  async function restartAndVerify(w: ServerWork, target: FleetServer, applied: boolean, track: StepTrack, signal: AbortSignal | undefined, sentNote: LedgerEvent[], unrecorded: LedgerEvent[]): Promise<void> {
-    const action = applied ? 'apply' : 'unapply';
-    const writing = note(sentNote, unrecorded);
-    const later: LedgerEvent[] = [];
+  async function recordSending(w: ServerWork, action: 'apply' | 'unapply', services: string): Promise<void> {
     try {
-      if (track.progress.step === 'restart') {
-        await restart(w, target, track, signal);
-        later.push({ rolloutId: w.rolloutId, key: `restart:${action}:${w.server}`, kind: 'restart', server: w.server });
-      }
-      await verify(w, target, applied, track, signal);
-      later.push({ rolloutId: w.rolloutId, key: `verify:${action}:${w.server}`, kind: 'verified', server: w.server, detail: { hotfix: w.hotfix, applied } });
-    } finally {
-      await writing;
-      await note(later, unrecorded);
+      await appendEvents([sentEvent(w.rolloutId, w.server, action, services)]);
+    } catch (err) {
+      throw new Error(`${w.server}: the ${action} is not sent until its record is written, and the orchestrator database is unreachable (${(err as Error).message}): it is retried`);
     }
   }
 
   /**
    * Services RUNNING and the Key Manager database listing (or not) the hotfix,
-   * by progress.verifyDeadline (set on the first attempt, kept across retries).
+   * by track.verifyDeadline (set on the first attempt, kept across retries).
    */
-  async function verify(w: ServerWork, target: FleetServer, applied: boolean, track: StepTrack, signal: AbortSignal | undefined): Promise<void> {
-    const progress = track.progress;
-    progress.step = 'verify';
-    const deadline = (progress.verifyDeadline ??= Date.now() + w.servicesTimeoutMs);
-    track.save();
-    const opts = stepExecOptions(limit(COMMAND_TIMEOUT_MS.status, w.commandTimeoutMs), track, signal);
+  async function verify(w: ServerWork, target: FleetServer, applied: boolean, track: StepTrack, opts: ExecOptions): Promise<void> {
+    const deadline = (track.verifyDeadline ??= Date.now() + w.servicesTimeoutMs);
     const within = `within ${Math.round(w.servicesTimeoutMs / 1000)}s`;
-    let last = '';
     for (;;) {
       // Both questions at once (the database and the server); the database's answer is judged first.
       const status = classified(w.server, () => kmSsh.servicesStatus(target, opts), track.attempt);
@@ -355,7 +289,7 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
       }
       const down = notRunning(services);
       if (services.length > 0 && down.length === 0) return;
-      last = down.map((d) => `${d.name} ${d.state}`).join(', ') || 'no services listed';
+      const last = down.map((d) => `${d.name} ${d.state}`).join(', ') || 'no services listed';
       // FATAL will not recover by itself: fail now rather than at the deadline.
       if (down.some((d) => d.state === 'FATAL') || Date.now() > deadline) {
         activityLog('warn', `${w.server}: services not RUNNING after restart (${last})`, { server: w.server });
@@ -366,130 +300,120 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
     }
   }
 
-  async function restart(w: ServerWork, target: FleetServer, track: StepTrack, signal: AbortSignal | undefined): Promise<void> {
-    track.progress.step = 'restart';
-    fence(w.server, 'the restart');
-    track.save();
-    await classified(w.server, () => kmSsh.restartServices(target, stepExecOptions(limit(COMMAND_TIMEOUT_MS.restart, w.commandTimeoutMs), track, signal)), track.attempt);
-  }
-
   /**
-   * One server's step: apply (or unapply) → restart → verify. The command is
-   * sent only where the Key Manager database says it is needed (not listed
-   * for an apply, listed for an unapply); the track says which step an
-   * earlier attempt reached, so a retry resumes there. In a run, `wanted`
-   * is asked while the server is read, and answered before anything is sent.
+   * One server's step: apply (or unapply) → restart → verify. The change is
+   * sent only where the Key Manager database says it is needed, after its
+   * record (with the services' pids) is written. Where it is already in
+   * effect, a restart is owed only if this rollout's record says it sent it
+   * and the same processes still run. `wanted` (asked while the server is
+   * read) is answered before anything is sent.
    */
-  async function serverStep(w: ServerWork, applying: boolean, track: StepTrack, signal: AbortSignal | undefined, wanted?: Promise<boolean>): Promise<ServerWorkResult> {
+  async function serverStep(w: ServerWork, applying: boolean, track: StepTrack, signal: AbortSignal | undefined, onTick: () => void, o: { wanted?: Promise<boolean>; finishOnly?: boolean }): Promise<{ outcome: StepOutcome; unrecorded: LedgerEvent[] }> {
     const action = applying ? 'apply' : 'unapply';
-    const progress = track.progress;
     const unrecorded: LedgerEvent[] = [];
-    let changed = progress.sent === true;
-    const sending = progress.step === 'start' || progress.step === action;
-    const { target, listed } = await begin(w, sending);
-    if (wanted && !(await wanted)) throw new RunStopped();
-    const sentNote: LedgerEvent[] = [];
-    if (sending) {
-      progress.step = action;
-      if (listed !== applying) {
-        fence(w.server, `the ${action}`);
-        progress.sent = true;
-        changed = true;
-        track.save();
-        const opts = stepExecOptions(limit(COMMAND_TIMEOUT_MS.apply, w.commandTimeoutMs), track, signal);
-        await classified(w.server, () => (applying ? kmSsh.applyHotfix(target, w.hotfix, opts) : kmSsh.unapplyHotfix(target, w.hotfix, opts)), track.attempt);
-        activityLog('info', `${w.server}: ${applying ? 'applied' : 'unapplied'} ${w.hotfix}`, { server: w.server, hotfix: w.hotfix });
-      }
-      // An apply is recorded whether it changed the server or found it listed; an unapply only when sent.
-      if (applying || changed) sentNote.push({ rolloutId: w.rolloutId, key: `${action}:${w.server}`, kind: action, server: w.server, detail: applying ? { hotfix: w.hotfix, changed } : { hotfix: w.hotfix } });
-      // Nothing unapplied (it was not listed): only the services are checked.
-      progress.step = applying || changed ? 'restart' : 'verify';
+    const statusOpts: ExecOptions = { timeoutMs: limit(COMMAND_TIMEOUT_MS.status, w.commandTimeoutMs), signal, onTick };
+    const targetP = servers.get(w.server);
+    const [target, listed, before] = await Promise.all([
+      targetP,
+      kmDb.isApplied(w.server, w.hotfix),
+      targetP.then((t) => classified(w.server, () => kmSsh.servicesStatus(t, statusOpts), track.attempt)),
+    ]);
+    if (o.wanted && !(await o.wanted)) throw new RunStopped();
+    const running = servicesIdentity(before);
+    let restart: boolean;
+    if (listed !== applying) {
+      if (o.finishOnly) return { outcome: 'untouched', unrecorded };
+      fence(w.server, `the ${action}`);
+      await recordSending(w, action, running);
+      track.touched = true;
+      const opts: ExecOptions = { timeoutMs: limit(COMMAND_TIMEOUT_MS.apply, w.commandTimeoutMs), signal, onTick };
+      await classified(w.server, () => (applying ? kmSsh.applyHotfix(target, w.hotfix, opts) : kmSsh.unapplyHotfix(target, w.hotfix, opts)), track.attempt);
+      activityLog('info', `${w.server}: ${applying ? 'applied' : 'unapplied'} ${w.hotfix}`, { server: w.server, hotfix: w.hotfix });
+      restart = true;
+    } else {
+      // In effect already: sent by an earlier step of this rollout (its record), or not by this rollout at all.
+      const sent = await classified(w.server, () => lastSentServices(orchestrator, w.rolloutId, w.server, action), track.attempt);
+      track.touched = sent !== undefined;
+      restart = sent === running;
     }
-    await restartAndVerify(w, target, applying, track, signal, sentNote, unrecorded);
-    return { changed, unrecorded };
+    // An apply is recorded whether it changed the server or found it listed; an unapply only when this rollout made it.
+    const sentNote: LedgerEvent[] = applying || track.touched ? [{ rolloutId: w.rolloutId, key: `${action}:${w.server}`, kind: action, server: w.server, detail: applying ? { hotfix: w.hotfix, changed: track.touched } : { hotfix: w.hotfix } }] : [];
+    const writing = note(sentNote, unrecorded);
+    const later: LedgerEvent[] = [];
+    try {
+      if (restart) {
+        fence(w.server, 'the restart');
+        await classified(w.server, () => kmSsh.restartServices(target, { timeoutMs: limit(COMMAND_TIMEOUT_MS.restart, w.commandTimeoutMs), signal, onTick }), track.attempt);
+        later.push({ rolloutId: w.rolloutId, key: `restart:${action}:${w.server}:${running}`, kind: 'restart', server: w.server });
+      }
+      await verify(w, target, applying, track, statusOpts);
+      later.push({ rolloutId: w.rolloutId, key: `verify:${action}:${w.server}`, kind: 'verified', server: w.server, detail: { hotfix: w.hotfix, applied: applying } });
+    } finally {
+      await writing;
+      await note(later, unrecorded);
+    }
+    return { outcome: 'done', unrecorded };
   }
 
   /**
    * A window place's servers in turn, each apply (or unapply) → restart →
    * verify as above: one activity for several servers, so a server costs no
-   * round trip through Temporal. Heartbeat details hold the servers done and
-   * the current one's step, so a retry resumes there; a server's attempts
-   * count from when it started. A server that fails for good is a result, not
-   * the run's failure; a lost connection retries the run (from that server)
-   * until `serverRetryMs` has passed since the server started. Cancelled, the
-   * run finishes the server under way and returns what it did.
+   * round trip through Temporal. A server that fails for good is a result; a
+   * lost connection or a timeout ends the run at that server, which the
+   * workflow tries again on its own (the rest go back to its queue, for any
+   * free place). Cancelled, the run finishes the server under way and returns
+   * what it did. It never fails for a server's sake: a failed activity means
+   * its worker was lost, and the workflow starts its servers again.
    */
   async function runServers(run: ServerRun): Promise<RunResult> {
     const ctx = currentContext();
-    const saved = ctx?.info.heartbeatDetails;
-    const state: RunProgress = isRunProgress(saved) ? saved : { done: [], unrecorded: [] };
-    const save = () => { if (ctx) beat(ctx, state); };
+    const onTick = () => { if (ctx) beat(ctx); };
     const states = ACTION_STATES[run.action];
     const applying = run.action === 'apply';
-    const attempt = ctx?.info.attempt ?? 1;
     const writes: Promise<void>[] = [];
-    const unwritten = (state.unwritten ??= []);
+    const unwritten: ServerStateRow[] = [];
+    const unrecorded: LedgerEvent[] = [];
+    const done: RunServerResult[] = [];
+    const untouched: string[] = [];
     const abandoned = runAbandoned(ctx);
-    for (let i = state.done.length; i < run.servers.length; i++) {
+    let retry: RunRetry | undefined;
+    for (let i = 0; i < run.servers.length; i++) {
+      if (ctx?.cancellationSignal.aborted) break;
       const server = run.servers[i];
       const w: ServerWork = { rolloutId: run.rolloutId, server, hotfix: run.hotfix, servicesTimeoutMs: run.servicesTimeoutMs, ...(run.commandTimeoutMs ? { commandTimeoutMs: run.commandTimeoutMs } : {}) };
-      const fresh = state.current?.index !== i;
-      if (fresh) {
-        if (ctx?.cancellationSignal.aborted) break;
-        state.current = { index: i, startedAt: new Date().toISOString(), firstAttempt: attempt, step: { step: 'start' } };
-      }
-      const cur = state.current!;
-      const track: StepTrack = { progress: cur.step, save, attempt: attempt - cur.firstAttempt + 1 };
+      const resumed = i === 0 ? run.resume : undefined;
+      const track: StepTrack = { attempt: resumed?.attempt ?? 1, startedAt: resumed?.startedAt ?? new Date().toISOString(), ...(resumed?.verifyDeadline ? { verifyDeadline: resumed.verifyDeadline } : {}), touched: false };
       // Asked from the second server on (the run's start answered it for the first).
-      const wanted = fresh && ctx && i > 0 ? stillWanted(ctx, state) : undefined;
+      const wanted = ctx && i > 0 ? stillWanted(ctx) : undefined;
       // Its running state goes to the ledger once it is known to start (the row carries its own time).
-      if (fresh) writes.push((wanted ?? Promise.resolve(true)).then((go) => (go ? noteState(run.rolloutId, { server, state: states.running, at: cur.startedAt, startedAt: cur.startedAt }, unwritten) : undefined)));
+      writes.push((wanted ?? Promise.resolve(true)).then((go) => (go ? noteState(run.rolloutId, { server, state: states.running, at: track.startedAt, startedAt: track.startedAt }, unwritten) : undefined)));
       let result: RunServerResult;
       try {
-        const r = await serverStep(w, applying, track, abandoned, wanted);
-        state.unrecorded.push(...r.unrecorded);
-        result = { name: server, state: states.done, startedAt: cur.startedAt, endedAt: new Date().toISOString() };
+        const r = await serverStep(w, applying, track, abandoned, onTick, { wanted, finishOnly: run.finishOnly });
+        unrecorded.push(...r.unrecorded);
+        if (r.outcome === 'untouched') {
+          untouched.push(server);
+          continue;
+        }
+        result = { name: server, state: states.done, startedAt: track.startedAt, endedAt: new Date().toISOString() };
       } catch (err) {
-        if (err instanceof RunStopped) {
-          state.current = undefined;
+        if (err instanceof RunStopped) break;
+        const failure = toFailure(err, server, track.attempt);
+        if (!failure.nonRetryable && Date.now() - Date.parse(track.startedAt) < run.serverRetryMs) {
+          retry = { name: server, attempt: track.attempt + 1, startedAt: track.startedAt, ...(track.verifyDeadline ? { verifyDeadline: track.verifyDeadline } : {}), touched: track.touched, error: failure.message };
+          activityLog('warn', `${server}: ${failure.message} (attempt ${track.attempt}): it is tried again`, { server });
           break;
         }
-        const failure = toFailure(err, server, track.attempt);
-        if (!failure.nonRetryable && Date.now() - Date.parse(cur.startedAt) < run.serverRetryMs) {
-          // Rows that could not be written go into the last heartbeat too: the retry returns them.
-          await Promise.all(writes);
-          save();
-          throw failure; // the run is retried from this server
-        }
-        result = { name: server, state: states.failed, startedAt: cur.startedAt, endedAt: new Date().toISOString(), error: failure.message };
+        result = { name: server, state: states.failed, startedAt: track.startedAt, endedAt: new Date().toISOString(), error: failure.message };
       }
-      state.done.push(result);
-      state.current = undefined;
-      save();
+      done.push(result);
       writes.push(noteState(run.rolloutId, { server, state: result.state, at: result.endedAt, startedAt: result.startedAt, endedAt: result.endedAt, ...(result.error ? { error: result.error } : {}) }, unwritten));
       if (result.state === states.failed && run.stopAtFailure) break;
     }
     await Promise.all(writes);
-    return { servers: state.done, unrecorded: state.unrecorded, ...(unwritten.length > 0 ? { unwritten } : {}) };
+    return { servers: done, ...(retry ? { retry } : {}), ...(untouched.length > 0 ? { untouched } : {}), unrecorded, ...(unwritten.length > 0 ? { unwritten } : {}) };
   }
 
-  return {
-    /**
-     * Patch one server: apply → restart → verify, as one activity. An apply
-     * that took effect but whose answer was lost is found listed in the Key
-     * Manager database on retry, and still restarted and verified.
-     */
-    patchServer: (w: ServerWork): Promise<ServerWorkResult> => serverStep(w, true, singleTrack(), cancellation()),
-
-    /**
-     * Roll back (or remove) on one server, if the Key Manager database lists
-     * the hotfix there: unapply → restart → verify. Where it is not listed and
-     * no attempt sent the unapply, only the services are checked (e.g. after a
-     * checksum mismatch: nothing changed).
-     */
-    unpatchServer: (w: ServerWork): Promise<ServerWorkResult> => serverStep(w, false, singleTrack(), cancellation()),
-
-    /** Several servers in turn (fan-out, rollback and removal windows): see runServers above. */
-    runServers,
-  };
+  /** Several servers in turn (canary, fan-out, rollback and removal windows): see runServers above. */
+  return { runServers };
 }

@@ -32,6 +32,9 @@ export const ACTION_STATES: Record<BatchAction, { running: ServerState; done: Se
   remove: { running: 'removing', done: 'removed', failed: 'failed' },
 };
 
+/** The worker sends a heartbeat at most this often (worker/worker.ts maxHeartbeatThrottleInterval). */
+export const MAX_HEARTBEAT_THROTTLE_MS = 2000;
+
 /** The most servers one activity runs in turn: its timeouts scale with the run, and a lost run loses this many results. */
 export const RUN_SERVERS_MAX = 20;
 

@@ -434,3 +434,22 @@ export async function serverStateCounts(sql: Sql, rolloutId: string): Promise<Pa
     GROUP BY state`;
   return Object.fromEntries(rows.map((r) => [r.state, Number(r.n)]));
 }
+
+/**
+ * The record written before an apply or unapply is sent (activities/key-manager-ssh.ts):
+ * which services (their pids) ran on the server just before. A later step that
+ * finds the change in effect compares them with what runs now: the same pids
+ * mean no restart has happened since, so one is owed.
+ */
+export function sentEvent(rolloutId: string, server: string, action: 'apply' | 'unapply', services: string): LedgerEvent {
+  return { rolloutId, key: `sent:${action}:${server}:${services}`, kind: 'sent', server, detail: { action, services } };
+}
+
+/** The services recorded by this rollout's latest `sent` record for a server and action, if any. */
+export async function lastSentServices(sql: Sql, rolloutId: string, server: string, action: 'apply' | 'unapply'): Promise<string | undefined> {
+  const rows = await sql<{ services: string }[]>`
+    SELECT detail->>'services' AS services FROM rollout_event
+     WHERE rollout_id = ${rolloutId} AND kind = 'sent' AND server = ${server} AND detail->>'action' = ${action}
+     ORDER BY seq DESC LIMIT 1`;
+  return rows[0]?.services ?? undefined;
+}

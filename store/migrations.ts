@@ -128,6 +128,15 @@ export const MIGRATIONS: readonly Migration[] = [
         FOR EACH STATEMENT EXECUTE FUNCTION rollout_event_append_only();
     `,
   },
+  {
+    version: 5,
+    name: 'the records written before a change is sent, by server',
+    // A step that finds its change already in effect looks up the record its
+    // predecessor wrote before sending it (store/ledger.ts lastSentServices).
+    sql: `
+      CREATE INDEX rollout_event_sent ON rollout_event (rollout_id, server, seq DESC) WHERE kind = 'sent';
+    `,
+  },
 ];
 
 const LOCK_ID = 0x6b6d6866; // 'kmhf'

@@ -318,7 +318,8 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
     await env.approve(h, 'bob');
     const st = (await h.result()) as RolloutStatus;
     assert.equal(st.phase, 'rollback_failed');
-    assert.deepEqual(st.needsAttention, ['km-fe-2']);
+    assert.deepEqual(st.needsAttention.map((n) => n.split(' ')[0]), ['km-fe-2']);
+    assert.match(st.needsAttention[0], /services not RUNNING.*FATAL/, 'it says how the server differs');
     assert.match(st.error ?? '', /km-fe-2/);
     assert.equal(serversOf(st).find((s) => s.name === 'km-fe-2')?.state, 'rollback_failed');
     assert.equal(serversOf(st).find((s) => s.name === 'km-fe-1')?.state, 'rolled_back');

@@ -3,26 +3,33 @@
 // Fan-out lives here (not in the parent) so that no execution's history grows
 // with the fleet: a parent starts one child per slice of at most
 // `sliceServers` servers (workflows/fanout.ts).
-import { CancellationScope, condition, getExternalWorkflowHandle, isCancellation, patched, setHandler, workflowInfo } from '@temporalio/workflow';
+//
+// Each window place runs a run of servers in turn (one activity,
+// activities/key-manager-ssh.ts runServers). What a run leaves under way
+// stays in its place until it is finished: a server to retry (after its own
+// backoff), or every server of a run whose worker was lost (each step judges
+// from the Key Manager database, the change's record and the services' pids
+// what is left to do, so starting one again is safe). Pause and stop start
+// no new server; what is under way is finished, never abandoned, so that when
+// this child ends, nothing it started can still change a server.
+import { CancellationScope, condition, getExternalWorkflowHandle, isCancellation, setHandler, sleep, workflowInfo } from '@temporalio/workflow';
 import { ACTION_STATES, BatchAction, runLength, RolloutTiming, ServerState } from '../domain/rollout';
 import { batchFreedSignal, batchStatusQuery, BatchProgress, pauseBatchesSignal, stopBatchesSignal, widenBatchesSignal } from './definitions';
-import { activityProxies, LedgerBacklog, patchServer, runServers, stepLimits, Steps, timing, unpatchServer } from './steps';
-import type { RunServerResult } from '../activities/key-manager-ssh';
+import { activityProxies, LedgerBacklog, retryDelayMs, runServers, stepLimits, Steps, timing } from './steps';
+import type { RunResult, RunServerResult, ServerResume } from '../activities/key-manager-ssh';
 import type { ServerStateRow } from '../store/ledger';
 import { failureMessage, invalidInput } from './errors';
 import { stateRow } from './recorder';
 import { pauseFlag } from './messages';
+import { TemporalCancel } from './steering';
 
 export type { BatchAction };
 
-/**
- * Workflows started before runs patched one server per activity, and replay
- * so; later ones run each window place's servers in runs (runServers).
- */
-const SERVER_RUNS = 'server-runs';
-
 /** A failure budget that never runs out: the window goes on whatever fails (a rollback visits every server). */
 export const NO_FAILURE_LIMIT = -1;
+
+/** A server whose runs were lost this many times (their worker died each time) has failed: its state is unknown. */
+const RUN_LOSSES_MAX = 3;
 
 export interface BatchesInput {
   rolloutId: string;
@@ -40,6 +47,8 @@ export interface BatchesInput {
   fullWindow?: number;
   /** Tell the parent, once, when its last server has started and half its full window is free for good (batchFreedSignal). */
   handOff?: boolean;
+  /** Send no apply or unapply: only finish changes already in effect (servers of a batch child that was lost). */
+  finishOnly?: boolean;
 }
 
 export interface BatchServerResult {
@@ -51,11 +60,18 @@ export interface BatchServerResult {
 }
 
 export interface BatchesResult {
-  /** The servers this child started, in the order it started them. */
+  /** The servers this child ended, in the order it started them. */
   servers: BatchServerResult[];
   failures: number;
   /** Servers were left unstarted (stop signal or too many failures). */
   stopped: boolean;
+}
+
+/** What one window place runs next: servers in turn; `underWay` ones are finished whatever pause or stop says. */
+interface Unit {
+  servers: string[];
+  resume?: ServerResume;
+  underWay: boolean;
 }
 
 export async function serverBatches(input: BatchesInput): Promise<BatchesResult> {
@@ -66,21 +82,16 @@ export async function serverBatches(input: BatchesInput): Promise<BatchesResult>
   const steps = activityProxies(t);
   const backlog = new LedgerBacklog(steps);
   const states = ACTION_STATES[input.action];
-  // Only servers this child has started are reported: the parent knows the rest.
   const results = new Map<string, BatchServerResult>();
   let stopRequested = false;
   let paused = input.paused ?? false;
-  // Runs in flight (SERVER_RUNS), and why each was cancelled: a pause gives its servers back, a stop does not.
-  const runs = new Map<Promise<void>, { scope: CancellationScope; cancelled?: 'pause' | 'stop' }>();
-  // Pause and stop cancel the runs in flight: each finishes its current server and returns what it did.
-  const halt = (why: 'pause' | 'stop'): void => {
-    for (const r of runs.values()) {
-      if (r.cancelled !== 'stop') r.cancelled = why;
-      r.scope.cancel();
-    }
-  };
-  setHandler(stopBatchesSignal, () => { stopRequested = true; halt('stop'); });
-  setHandler(pauseBatchesSignal, (p) => { const flag = pauseFlag(p); if (flag !== undefined) paused = flag; if (paused) halt('pause'); });
+  // Runs that may be cancelled (they hold no server under way yet): pause and stop cancel them, and each finishes its current server.
+  const cancellable = new Set<CancellationScope>();
+  const halt = (): void => { for (const scope of cancellable) scope.cancel(); };
+  setHandler(stopBatchesSignal, () => { stopRequested = true; halt(); });
+  setHandler(pauseBatchesSignal, (p) => { const flag = pauseFlag(p); if (flag !== undefined) paused = flag; if (paused) halt(); });
+  // A cancel of this child from Temporal is a stop: what is under way is finished, never cut off.
+  new TemporalCancel().onRequest(() => { stopRequested = true; halt(); });
   // Started with the places its predecessor in the lane had freed; the rest come when that one has ended.
   const fullWindow = Math.max(input.window, input.fullWindow ?? input.window);
   let window = input.window;
@@ -90,135 +101,125 @@ export async function serverBatches(input: BatchesInput): Promise<BatchesResult>
   setHandler(batchStatusQuery, (): BatchProgress => ({ servers: [...results.values()], paused, ...(inRun.size > 0 ? { inRun: [...inRun] } : {}) }));
 
   let failures = 0;
-  let stopped = false;
   const budget = input.maxFailures;
   const spent = () => budget !== NO_FAILURE_LIMIT && failures > budget;
-  const inFlight = new Set<Promise<void>>();
+  const stopping = () => stopRequested || spent();
   const ledger = new ServerStateWriter(steps, input.rolloutId);
+  const queue = [...input.servers];
+  const length = runLength(fullWindow, queue.length);
+  const serverRetryMs = stepLimits(t).retryMs;
+  const losses = new Map<string, number>();
+  // Window places in use: a run in flight, or a server waiting for its retry.
+  let places = 0;
+  const working = new Set<Promise<void>>();
 
-  const one = async (server: string): Promise<void> => {
-    const startedAt = new Date().toISOString();
-    const r: BatchServerResult = { name: server, state: states.running, startedAt };
-    results.set(server, r);
-    ledger.started(stateRow(r, startedAt));
-    try {
-      if (input.action === 'apply') await patchServer(steps, t, backlog, input.rolloutId, server, input.hotfix);
-      else await unpatchServer(steps, t, backlog, input.rolloutId, server, input.hotfix);
-      r.state = states.done;
-    } catch (err) {
-      failures++;
-      r.state = states.failed;
-      r.error = failureMessage(err);
-    }
-    r.endedAt = new Date().toISOString();
-    ledger.ended(stateRow(r, r.endedAt));
+  // A run writes its servers' states to the ledger itself; the workflow writes only what it could not, and lost servers.
+  const settle = (s: RunServerResult, write: boolean): void => {
+    const r: BatchServerResult = { name: s.name, state: s.state, startedAt: s.startedAt, endedAt: s.endedAt, ...(s.error ? { error: s.error } : {}) };
+    if (r.state === states.failed) failures++;
+    results.set(r.name, r);
+    if (write) ledger.ended(stateRow(r, s.endedAt));
+    if (spent()) halt();
   };
 
-  if (patched(SERVER_RUNS)) {
-    // Each window place runs a run of servers in turn (one activity): see domain/rollout.ts runLength.
-    const queue = [...input.servers];
-    const length = runLength(fullWindow, queue.length);
-    const serverRetryMs = stepLimits(t).retryMs;
-    // A run writes its servers' states to the ledger itself; the workflow writes only what it could not, and lost runs.
-    const settle = (s: RunServerResult, write: boolean): void => {
-      const r: BatchServerResult = { name: s.name, state: s.state, startedAt: s.startedAt, endedAt: s.endedAt, ...(s.error ? { error: s.error } : {}) };
-      if (r.state === states.failed) failures++;
-      results.set(r.name, r);
-      if (write) ledger.ended(stateRow(r, s.endedAt));
-      if (spent()) halt('stop');
-    };
-    const launch = (servers: string[]): void => {
-      for (const s of servers) inRun.add(s);
-      const scope = new CancellationScope();
-      const self: { scope: CancellationScope; cancelled?: 'pause' | 'stop' } = { scope };
-      const run = runServers(t, servers.length);
-      const p: Promise<void> = scope
-        .run(() => run({ rolloutId: input.rolloutId, hotfix: input.hotfix, action: input.action, servers, servicesTimeoutMs: t.servicesTimeoutMs, ...(t.commandTimeoutMs > 0 ? { commandTimeoutMs: t.commandTimeoutMs } : {}), stopAtFailure: budget !== NO_FAILURE_LIMIT, serverRetryMs }))
-        .then((done) => {
-          backlog.add(done.unrecorded);
-          ledger.rows(done.unwritten ?? []);
-          for (const s of done.servers) settle(s, false);
-          // Not started (cancelled, or stopped at a failure): back to the front of the queue.
-          queue.unshift(...servers.slice(done.servers.length));
-        }, (err: unknown) => {
-          // Cancelled before it started: nothing ran. Otherwise its results are lost, and every server in it counts as attempted and failed.
-          if (isCancellation(err) && self.cancelled === 'pause') queue.unshift(...servers);
-          else for (const s of lostRun(servers, states.failed, err)) settle(s, true);
-        })
-        .finally(() => {
-          for (const s of servers) inRun.delete(s);
-          runs.delete(p);
-        });
-      runs.set(p, self);
-    };
+  /** Run one unit in its place; returns what it leaves under way (the place's next unit), if anything. */
+  const runUnit = async (unit: Unit): Promise<Unit | undefined> => {
+    // Under way while paused or stopping: only what is in effect is finished; the rest goes back to the queue.
+    const finishOnly = input.finishOnly === true || (unit.underWay && (paused || stopping()));
+    const scope = new CancellationScope();
+    if (!unit.underWay) cancellable.add(scope);
+    for (const s of unit.servers) inRun.add(s);
+    const run = runServers(t, unit.servers.length);
+    let r: RunResult;
+    try {
+      r = await scope.run(() => run({
+        rolloutId: input.rolloutId, hotfix: input.hotfix, action: input.action, servers: unit.servers, servicesTimeoutMs: t.servicesTimeoutMs,
+        ...(t.commandTimeoutMs > 0 ? { commandTimeoutMs: t.commandTimeoutMs } : {}), stopAtFailure: budget !== NO_FAILURE_LIMIT, serverRetryMs,
+        ...(unit.resume ? { resume: unit.resume } : {}), ...(finishOnly ? { finishOnly } : {}),
+      }));
+    } catch (err) {
+      // Cancelled before it started: nothing ran. Otherwise its worker was lost: every server of it is started again.
+      if (isCancellation(err)) {
+        queue.unshift(...unit.servers);
+        return undefined;
+      }
+      return lostRun(unit, err);
+    } finally {
+      for (const s of unit.servers) inRun.delete(s);
+      cancellable.delete(scope);
+    }
+    backlog.add(r.unrecorded);
+    ledger.rows(r.unwritten ?? []);
+    for (const s of r.servers) settle(s, false);
+    const ended = new Set(r.servers.map((s) => s.name));
+    const retry = r.retry;
+    // A retry that sent nothing yet waits in the queue like any server while pausing or stopping.
+    const keep = retry && (retry.touched || !(paused || stopping())) ? retry : undefined;
+    // In a finish-only child, a server with nothing to finish is done with; elsewhere it waits in the queue (for a resume).
+    if (input.finishOnly) for (const s of r.untouched ?? []) ended.add(s);
+    queue.unshift(...unit.servers.filter((s) => !ended.has(s) && s !== keep?.name));
+    if (!keep) return undefined;
+    await sleep(retryDelayMs(t, keep.attempt));
+    return { servers: [keep.name], resume: { attempt: keep.attempt, startedAt: keep.startedAt, ...(keep.verifyDeadline ? { verifyDeadline: keep.verifyDeadline } : {}) }, underWay: true };
+  };
+
+  /** A run that ended without a result: its servers are started again, each at most RUN_LOSSES_MAX times. */
+  const lostRun = (unit: Unit, err: unknown): Unit | undefined => {
+    const again: string[] = [];
+    const at = new Date().toISOString();
+    for (const name of unit.servers) {
+      const n = (losses.get(name) ?? 0) + 1;
+      losses.set(name, n);
+      if (n < RUN_LOSSES_MAX) again.push(name);
+      else settle({ name, state: states.failed, startedAt: at, endedAt: at, error: `its run was lost ${n} times (${failureMessage(err)}): state unknown` }, true);
+    }
+    return again.length > 0 ? { servers: again, underWay: true } : undefined;
+  };
+
+  const place = (first: Unit): void => {
+    places++;
+    const p: Promise<void> = (async () => {
+      let unit: Unit | undefined = first;
+      while (unit) unit = await runUnit(unit);
+    })().finally(() => {
+      places--;
+      working.delete(p);
+    });
+    working.add(p);
+  };
+
+  await CancellationScope.nonCancellable(async () => {
     let handedOff = false;
-    const mayHandOff = () => input.handOff === true && !handedOff && window >= fullWindow && fullWindow - runs.size >= Math.ceil(fullWindow / 2);
+    const mayHandOff = () => input.handOff === true && !handedOff && window >= fullWindow && fullWindow - places >= Math.ceil(fullWindow / 2);
     for (;;) {
-      await condition(() => stopRequested || spent() || (queue.length > 0 ? !paused && runs.size < window : runs.size === 0 || mayHandOff()));
-      if (stopRequested || spent()) {
-        stopped = true;
-        halt('stop');
+      await condition(() => stopping() || (queue.length > 0 ? !paused && places < window : places === 0 || mayHandOff()));
+      if (stopping()) {
+        halt();
         break;
       }
       if (queue.length > 0) {
-        launch(queue.splice(0, length));
+        place({ servers: queue.splice(0, length), underWay: false });
         continue;
       }
-      if (runs.size === 0) break;
+      if (places === 0) break;
       // Nothing left to start and half the window free for good: the parent may start the next slice's child there.
       handedOff = true;
       const parent = workflowInfo().parent;
       if (parent) {
-        const freed = fullWindow - runs.size;
-        // A run cancelled by a pause may give servers back: they start only in the places this child kept.
+        const freed = fullWindow - places;
+        // Servers a pause gives back start only in the places this child kept.
         window = fullWindow - freed;
         await getExternalWorkflowHandle(parent.workflowId).signal(batchFreedSignal, { workflowId: workflowInfo().workflowId, freed }).catch(() => undefined);
       }
     }
-    while (runs.size > 0) await Promise.all([...runs.keys()]);
+    // What is under way is finished before this child ends.
+    while (working.size > 0) await Promise.all([...working]);
     await backlog.drain();
     await ledger.flushed();
-    // In the order they started: a rollback goes in reverse of it.
-    const servers = [...results.values()].sort((a, b) => (a.startedAt ?? '').localeCompare(b.startedAt ?? ''));
-    return { servers, failures, stopped: stopped || queue.length > 0 };
-  }
-
-  for (const server of input.servers) {
-    // A free place in the window, unless paused; stop and the budget are checked as results arrive.
-    await condition(() => stopRequested || spent() || (!paused && inFlight.size < window));
-    if (stopRequested || spent()) {
-      stopped = true;
-      break;
-    }
-    const p: Promise<void> = one(server).finally(() => inFlight.delete(p));
-    inFlight.add(p);
-  }
-  // Nothing more to start: once half the window is free for good, the parent
-  // may start the next slice's child in those places (one signal, not one per server).
-  if (input.handOff && !stopped) {
-    await condition(() => inFlight.size === 0 || (window >= fullWindow && fullWindow - inFlight.size >= Math.ceil(fullWindow / 2)));
-    const parent = workflowInfo().parent;
-    if (inFlight.size > 0 && parent) {
-      await getExternalWorkflowHandle(parent.workflowId).signal(batchFreedSignal, { workflowId: workflowInfo().workflowId, freed: fullWindow - inFlight.size }).catch(() => undefined);
-    }
-  }
-  // The running ones finish.
-  await Promise.all([...inFlight]);
-  await backlog.drain();
-  await ledger.flushed();
-  return { servers: [...results.values()], failures, stopped };
-}
-
-/**
- * A run that ended without a result (its retries ran out, a bug): which of its
- * servers it reached is unknown, so each counts as attempted and failed — a
- * rollback then visits them all (it unapplies only where the Key Manager
- * database lists the hotfix). Nothing is hidden.
- */
-function lostRun(servers: string[], failed: ServerState, err: unknown): RunServerResult[] {
-  const at = new Date().toISOString();
-  const error = `the run of ${servers.length} server(s) ended without a result (${failureMessage(err)}): state unknown`;
-  return servers.map((name) => ({ name, state: failed, startedAt: at, endedAt: at, error }));
+  });
+  // In the order they started: a rollback goes in reverse of it.
+  const servers = [...results.values()].sort((a, b) => (a.startedAt ?? '').localeCompare(b.startedAt ?? ''));
+  return { servers, failures, stopped: queue.length > 0 };
 }
 
 /** Servers that end before the ledger is written (the rest at the child's end): a slice of 500 costs at most ~51 writes. */

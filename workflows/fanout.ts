@@ -16,7 +16,7 @@
 // spent; the parent then stops its other children and starts no new one (a
 // failure among a child's last servers is known when that child ends: within
 // one server's time, as with several lanes).
-import { ChildWorkflowHandle, condition, ParentClosePolicy, patched, setHandler, startChild } from '@temporalio/workflow';
+import { ChildWorkflowHandle, condition, ParentClosePolicy, setHandler, startChild } from '@temporalio/workflow';
 import type { RolloutTiming, ServerState } from '../domain/rollout';
 import { failureMessage } from './errors';
 import { DEFAULT_TIMING } from './steps';
@@ -48,14 +48,10 @@ const LANE_ROUNDS = 2;
  */
 export const CHILD_SHARE_MAX = 50;
 
-/** Workflows started before slices of 500 replay with the shape they ran with: slices of 100, no cap per child. */
-const SLICES_OF_500 = 'fanout-slices-of-500';
-const EARLIER_SLICE_SERVERS = 100;
-
 /** Slice size and the cap per child for this workflow: an explicit timing.sliceServers wins (tests use small slices). */
 function shape(t: Partial<RolloutTiming> | undefined): { slice: number; childMax?: number } {
   if (t?.sliceServers !== undefined) return { slice: t.sliceServers };
-  return patched(SLICES_OF_500) ? { slice: DEFAULT_TIMING.sliceServers, childMax: CHILD_SHARE_MAX } : { slice: EARLIER_SLICE_SERVERS };
+  return { slice: DEFAULT_TIMING.sliceServers, childMax: CHILD_SHARE_MAX };
 }
 
 /**
@@ -72,15 +68,15 @@ export function laneShares(window: number, slice: number, slices: number, childM
 }
 
 /**
- * A batch workflow that ended without a result (terminated, timed out,
- * cancelled, a bug): which of its servers it started is unknown, so every one
- * of them is reported failed — a rollback then visits them all (it unapplies
- * only where the Key Manager database lists the hotfix). Nothing is hidden.
+ * A batch workflow that ended without a result (terminated, timed out, a
+ * bug): which of its servers it reached is unknown. Its servers are reported
+ * back as lost; the caller decides (a rollout finishes their changes and
+ * rolls back; a rollback visits them again). Nothing is hidden.
  */
-function lostSlice(action: BatchAction, servers: string[], err: unknown): BatchesResult {
+function lostSlice(action: BatchAction, servers: string[], err: unknown): BatchesResult & { lost: string[] } {
   const error = `the batch workflow ended without a result (${failureMessage(err)}): state unknown`;
   const out = servers.map((name) => ({ name, state: (action === 'rollback' ? 'rollback_failed' : 'failed') as ServerState, error }));
-  return { servers: out, failures: out.length, stopped: true };
+  return { servers: out, failures: out.length, stopped: action !== 'rollback', lost: servers };
 }
 
 export interface FanoutControl {
@@ -112,11 +108,12 @@ export class Fanout {
   }
 
   /** Run the servers in a window; maxFailures NO_FAILURE_LIMIT = keep going whatever fails. */
-  async run(action: BatchAction, servers: string[], window: number, maxFailures: number, ctl: FanoutControl): Promise<{ failures: number; stopped: boolean }> {
+  async run(action: BatchAction, servers: string[], window: number, maxFailures: number, ctl: FanoutControl, finishOnly = false): Promise<{ failures: number; stopped: boolean; lost: string[] }> {
     const { slice, childMax } = shape(this.timing);
     const slices = slicesOf(servers, slice);
     let next = 0;
     let failures = 0;
+    const lost: string[] = [];
     let stopped = false;
     const spent = () => maxFailures !== NO_FAILURE_LIMIT && failures > maxFailures;
     setHandler(batchFreedSignal, (m) => {
@@ -141,10 +138,11 @@ export class Fanout {
         const handed = p && !p.ended ? Math.min(full, this.freed.get(p.id) ?? full) : full;
         const workflowId = `${this.rolloutId}/${action}-${++this.seq}`;
         const cur = { id: workflowId, ended: false, done: Promise.resolve() };
-        cur.done = this.child(workflowId, action, slice, { window: handed, fullWindow: full, handOff: next < slices.length }, budget, ctl, handed < full ? p?.done : undefined)
+        cur.done = this.child(workflowId, action, slice, { window: handed, fullWindow: full, handOff: next < slices.length, finishOnly }, budget, ctl, handed < full ? p?.done : undefined)
           .then(async (r) => {
             cur.ended = true;
             this.freed.delete(workflowId);
+            if ('lost' in r) lost.push(...r.lost);
             for (const s of r.servers) ctl.onResult(s);
             failures += r.failures;
             if (r.stopped || spent()) {
@@ -158,16 +156,16 @@ export class Fanout {
       await Promise.all(ending);
     };
     await Promise.all(laneShares(window, slice, slices.length, childMax).map(lane));
-    return { failures, stopped: stopped || next < slices.length };
+    return { failures, stopped: stopped || next < slices.length, lost };
   }
 
   /** One child; started with part of the lane's share, it gets the whole share once `predecessor` has ended. */
-  private async child(workflowId: string, action: BatchAction, servers: string[], w: { window: number; fullWindow: number; handOff: boolean }, maxFailures: number, ctl: FanoutControl, predecessor?: Promise<void>): Promise<BatchesResult> {
+  private async child(workflowId: string, action: BatchAction, servers: string[], w: { window: number; fullWindow: number; handOff: boolean; finishOnly: boolean }, maxFailures: number, ctl: FanoutControl, predecessor?: Promise<void>): Promise<BatchesResult | (BatchesResult & { lost: string[] })> {
     const pausedAtStart = ctl.isPaused();
     try {
       const starting = startChild(serverBatches, {
         workflowId,
-        args: [{ rolloutId: this.rolloutId, hotfix: this.hotfix, action, servers, window: w.window, maxFailures, timing: this.timing, paused: pausedAtStart, ...(w.fullWindow > w.window ? { fullWindow: w.fullWindow } : {}), ...(w.handOff ? { handOff: true } : {}) }],
+        args: [{ rolloutId: this.rolloutId, hotfix: this.hotfix, action, servers, window: w.window, maxFailures, timing: this.timing, paused: pausedAtStart, ...(w.fullWindow > w.window ? { fullWindow: w.fullWindow } : {}), ...(w.handOff ? { handOff: true } : {}), ...(w.finishOnly ? { finishOnly: true } : {}) }],
         // The children are the parent's hands: they end with it.
         parentClosePolicy: ParentClosePolicy.TERMINATE,
       });

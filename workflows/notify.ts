@@ -3,7 +3,7 @@
 // quick retries; its failure is caught here. The workflow waits for those
 // still in flight only once, just before it returns, so that the last message
 // ("completed", "rolled back") is not cut off; bounded by the retry policy.
-import { patched, proxyActivities } from '@temporalio/workflow';
+import { proxyActivities } from '@temporalio/workflow';
 import type { KmHotfixActivities } from '../activities';
 import type { Notification } from '../domain/notification';
 
@@ -17,8 +17,6 @@ export class Notifier {
   private readonly pending: Promise<unknown>[] = [];
 
   send(n: Notification): void {
-    // A rollout that was already running when a worker with notifications took over replays without them.
-    if (!patched('webhook-notifications')) return;
     this.pending.push(notify(n).catch(() => undefined));
   }
 

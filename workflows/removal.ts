@@ -12,17 +12,19 @@ import { removalInputProblem } from '../domain/workflow-input';
 import { someOf, WorkflowRecorder } from './recorder';
 import { unpackServers } from '../domain/plan';
 import { OneAtATime } from './decisions';
-import { setSteeringHandlers } from './steering';
+import { setSteeringHandlers, TemporalCancel } from './steering';
 
 export async function hotfixRemoval(input: RemovalInput): Promise<RolloutStatus> {
   const problem = removalInputProblem(input);
   if (problem && typeof input?.hotfix !== 'string') throw invalidInput(problem);
-  const status = await removal(input, problem);
+  // A cancel from Temporal is an abort: the server under way is finished, the rest left as they are.
+  const cancel = new TemporalCancel();
+  const status = await CancellationScope.nonCancellable(() => removal(input, problem, cancel));
   await CancellationScope.nonCancellable(() => condition(allHandlersFinished));
   return status;
 }
 
-async function removal(input: RemovalInput, problem: string | undefined): Promise<RolloutStatus> {
+async function removal(input: RemovalInput, problem: string | undefined, cancel: TemporalCancel): Promise<RolloutStatus> {
   const t = timing(problem ? undefined : input.timing);
   const steps = activityProxies(t);
   const id = workflowInfo().workflowId;
@@ -38,6 +40,10 @@ async function removal(input: RemovalInput, problem: string | undefined): Promis
       aborted = true;
       void fanout.stop();
     },
+  });
+  cancel.onRequest(() => {
+    aborted = true;
+    void fanout.stop();
   });
 
   const ctx = await r.preflight(async () => {

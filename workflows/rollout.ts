@@ -2,20 +2,21 @@
 //   preflight → [upload] → [drain] → canary → verifying → [restore] → fanout → completed
 // and on failure, rejection, timeout or abort:
 //   rolling_back → rolled_back | rollback_failed.
-import { allHandlersFinished, CancellationScope, condition, isCancellation, log, setHandler, workflowInfo } from '@temporalio/workflow';
+import { allHandlersFinished, CancellationScope, condition, log, setHandler, sleep, workflowInfo } from '@temporalio/workflow';
 import type { DecisionRecord, DrainedBackend, RolloutInput, RolloutStatus, SignedDecision } from '../domain/rollout';
-import { ATTENTION_LIST_MAX } from '../domain/rollout';
+import { ATTENTION_LIST_MAX, MAX_HEARTBEAT_THROTTLE_MS } from '../domain/rollout';
 import type { DecisionFacts } from '../domain/decision';
 import { approveUpdate, rejectUpdate, statusQuery } from './definitions';
-import { activityProxies, patchServer, timing } from './steps';
-import { Fanout } from './fanout';
+import { activityProxies, HEARTBEAT_TIMEOUT_MS, Steps, timing } from './steps';
+import { Fanout, FanoutControl } from './fanout';
 import { NO_FAILURE_LIMIT } from './batches';
 import { failureMessage, invalidInput } from './errors';
 import { rolloutInputProblem } from '../domain/workflow-input';
 import { expandPlan, formatDuration } from '../domain/plan';
-import { someOf, WorkflowRecorder, StopRollout } from './recorder';
+import { someOf, stateRow, WorkflowRecorder, StopRollout } from './recorder';
+import type { ServerStateRow } from '../store/ledger';
 import { checkFacts, OneAtATime, refused, verifySigned } from './decisions';
-import { setSteeringHandlers } from './steering';
+import { setSteeringHandlers, TemporalCancel } from './steering';
 import { Notifier } from './notify';
 
 export async function hotfixRollout(input: RolloutInput): Promise<RolloutStatus> {
@@ -23,7 +24,9 @@ export async function hotfixRollout(input: RolloutInput): Promise<RolloutStatus>
   // Not even a hotfix: nothing to report under; the workflow fails at once.
   if (problem && typeof input?.hotfix !== 'string') throw invalidInput(problem);
   const notifier = new Notifier();
-  const status = await rollout(input, problem, notifier);
+  // Nothing the rollout does is cut off by a cancel from Temporal: the cancel is taken as an abort (it rolls back).
+  const cancel = new TemporalCancel();
+  const status = await CancellationScope.nonCancellable(() => rollout(input, problem, notifier, cancel));
   // An answer still being checked when the rollout ended is refused, not cut off.
   await CancellationScope.nonCancellable(async () => {
     await condition(allHandlersFinished);
@@ -32,7 +35,7 @@ export async function hotfixRollout(input: RolloutInput): Promise<RolloutStatus>
   return status;
 }
 
-async function rollout(input: RolloutInput, problem: string | undefined, notifier: Notifier): Promise<RolloutStatus> {
+async function rollout(input: RolloutInput, problem: string | undefined, notifier: Notifier, cancel: TemporalCancel): Promise<RolloutStatus> {
   const t = timing(problem ? undefined : input.timing);
   const steps = activityProxies(t);
   const id = workflowInfo().workflowId;
@@ -44,17 +47,23 @@ async function rollout(input: RolloutInput, problem: string | undefined, notifie
 
   let decision: { approved: boolean; by: string; reason: string } | undefined;
   let abort: DecisionRecord | undefined;
+  // A cancel from Temporal (its Web UI, `temporal workflow cancel`) is an abort: it rolls back, it never cuts a step off.
+  let cancelled = false;
   let drained: DrainedBackend[] = [];
+  const stopping = () => abort !== undefined || cancelled || r.status.phase === 'rolling_back';
 
   setHandler(statusQuery, () => r.report());
   setSteeringHandlers({
-    steps, recorder: r, lock,
-    stopping: () => abort !== undefined || r.status.phase === 'rolling_back',
+    steps, recorder: r, lock, stopping,
     setPaused: (paused) => { void fanout.setPaused(paused); },
     abort: (rec) => {
       abort = rec;
       void fanout.stop();
     },
+  });
+  cancel.onRequest(() => {
+    cancelled = true;
+    void fanout.stop();
   });
 
   /** What an answer at the gate must state: this rollout, file, canary and drained backends, as they are now. */
@@ -92,6 +101,7 @@ async function rollout(input: RolloutInput, problem: string | undefined, notifie
 
   const checkAbort = () => {
     if (abort) throw new StopRollout(`aborted by ${abort.by}${abort.comment ? `: ${abort.comment}` : ''}`);
+    if (cancelled) throw new StopRollout('the workflow was cancelled from Temporal: a cancel is an abort');
   };
 
   // ---- preflight: changes nothing -------------------------------------------------
@@ -112,6 +122,11 @@ async function rollout(input: RolloutInput, problem: string | undefined, notifie
     return c;
   });
   if (!ctx) return r.report();
+  if (cancelled) {
+    r.status.error = 'cancelled during preflight: nothing was changed';
+    await r.phase('failed', r.status.error);
+    return r.report();
+  }
 
   const plan = ctx.plan;
   const { targets, skipped, rest } = expandPlan(plan);
@@ -126,10 +141,8 @@ async function rollout(input: RolloutInput, problem: string | undefined, notifie
   const canaryInfo = plan.canary;
   // --batch is a window: at most this many servers at once, the next starts when one finishes.
   const window = plan.window;
-  // Every target this rollout attempted, in the order it started them: the rollback's list.
-  // (Servers skipped at preflight are never in it; whether each still has the hotfix is
-  // asked of the Key Manager database when it is rolled back.)
-  const attempted: string[] = [];
+  // The rollback's scope is every target (skipped ones excepted), in reverse plan order: never a list kept in memory.
+  const scope = [canary, ...rest].reverse();
   // Maximum Processes as read before the drain (`drained`, above): held here (and in the ledger) before anything changes.
   let draining: Promise<void> | undefined;
   let restored = false;
@@ -163,8 +176,14 @@ async function rollout(input: RolloutInput, problem: string | undefined, notifie
 
     // ---- canary ---------------------------------------------------------------------
     await r.phase('canary');
-    attempted.push(canary);
-    await r.serverStep(canary, 'patching', () => patchServer(steps, t, r.backlog, id, canary, input.hotfix), 'patched', 'failed');
+    r.updateServer(canary, 'patching', undefined, new Date().toISOString());
+    const patchedCanary = await fanout.run('apply', [canary], 1, 0, control(() => r.status.paused, () => abort !== undefined || cancelled));
+    await finishLost(patchedCanary.lost);
+    const canaryState = r.status.servers.find((s) => s.name === canary);
+    if (canaryState?.state !== 'patched') {
+      checkAbort();
+      throw new StopRollout(`the canary ${canary} failed: ${canaryState?.error ?? 'no result'}`);
+    }
 
     // ---- verifying: a person checks the canary --------------------------------------
     // The gate is filled in before the phase shows: a status query never sees one without the other.
@@ -201,61 +220,133 @@ async function rollout(input: RolloutInput, problem: string | undefined, notifie
 
     // ---- fan-out: the rest, in a window ---------------------------------------------
     await r.phase('fanout');
-    const result = await fanout.run('apply', rest, window, input.maxFailures, {
-      isPaused: () => r.status.paused,
-      shouldStop: () => abort !== undefined,
-      onChildren: (ids) => { r.status.activeBatchWorkflows = ids; },
-      onResult: (s) => {
-        attempted.push(s.name);
-        r.batchResult(s);
-      },
-    });
+    const result = await fanout.run('apply', rest, window, input.maxFailures, control(() => r.status.paused, () => abort !== undefined || cancelled));
+    await finishLost(result.lost);
     checkAbort();
-    if (result.failures > input.maxFailures) {
+    if (result.failures > input.maxFailures || result.stopped) {
       throw new StopRollout(`${result.failures} server(s) failed in fan-out, more than --max-failures ${input.maxFailures}: ${someOf(r.failedServers())}`);
     }
+    // Read, not remembered: every target lists the hotfix, but for failures within --max-failures.
+    const missing = await differing(steps, input.hotfix, [canary, ...rest], true);
+    for (const s of missing) {
+      const st = r.status.servers.find((x) => x.name === s);
+      if (st && st.state !== 'failed') r.updateServer(s, 'failed', `the Key Manager database does not list ${input.hotfix} on ${s}`);
+    }
+    if (missing.length > input.maxFailures) {
+      throw new StopRollout(`${missing.length} server(s) do not have ${input.hotfix} after fan-out, more than --max-failures ${input.maxFailures}: ${someOf(missing)}`);
+    }
+    r.recordServers(r.status.servers.filter((s) => s.state === 'failed').map((s) => stateRow(s, r.status.updatedAt)));
     await r.phase('completed');
     notifier.send({ event: 'completed', rolloutId: id, hotfix: input.hotfix, requestedBy: r.status.requestedBy, servers: r.status.servers.length });
     return r.report();
   } catch (err) {
-    if (!(err instanceof StopRollout) && !isCancellation(err)) {
-      r.status.error = failureMessage(err);
-    } else if (err instanceof StopRollout) {
-      r.status.error = err.message;
-    } else {
-      r.status.error = 'the workflow was cancelled';
+    r.status.error = err instanceof StopRollout ? err.message : failureMessage(err);
+    // Everything this rollout started has ended when the error reaches here (each step is awaited): nothing can land behind the rollback.
+    return rollback();
+  }
+
+  /** Fan-out controls: results go to the status; the children's ids too. */
+  function control(isPaused: () => boolean, shouldStop: () => boolean): FanoutControl {
+    return {
+      isPaused, shouldStop,
+      onChildren: (ids) => { r.status.activeBatchWorkflows = ids; },
+      onResult: (s) => r.batchResult(s),
+    };
+  }
+
+  /**
+   * Servers of a batch child that ended without a result: once any activity
+   * of it can no longer send a command (its heartbeat timeout has passed), a
+   * finish-only child gives each change in effect its restart and verify.
+   */
+  async function finishLost(lost: string[]): Promise<void> {
+    if (lost.length === 0) return;
+    await sleep(QUIESCE_MS);
+    await fanout.run('apply', lost, window, NO_FAILURE_LIMIT, control(() => false, () => false), true);
+  }
+
+  /**
+   * Roll back from the truth: ask the Key Manager database which targets list
+   * the hotfix, unapply exactly those (reverse plan order, same window), ask
+   * again and visit what is still listed or was lost (a few passes); then the
+   * outcome is a last read of the database and of Maximum Processes. Cannot
+   * be paused, stopped or cancelled.
+   */
+  async function rollback(): Promise<RolloutStatus> {
+    log.warn(`rolling back ${input.hotfix}: ${scope.length} target(s)`, { reason: r.status.error, servers: scope.length });
+    r.status.paused = false;
+    void r.phase('rolling_back', r.status.error ?? undefined);
+    let restoreError: string | undefined;
+    const restoring = restore().catch((e: unknown) => { restoreError = failureMessage(e); });
+    const failedForGood = new Map<string, string>();
+    const ctl: FanoutControl = {
+      ...control(() => false, () => false),
+      onResult: (s) => {
+        r.batchResult(s);
+        if (s.state === 'rollback_failed') failedForGood.set(s.name, s.error ?? 'rollback failed');
+        else failedForGood.delete(s.name);
+      },
+    };
+    let visit = await differing(steps, input.hotfix, scope, false);
+    for (let pass = 1; visit.length > 0; pass++) {
+      const res = await fanout.run('rollback', visit, window, NO_FAILURE_LIMIT, ctl);
+      if (pass >= ROLLBACK_PASSES) break;
+      if (res.lost.length > 0) await sleep(QUIESCE_MS);
+      const listed = new Set(await differing(steps, input.hotfix, scope, false));
+      const lost = new Set(res.lost);
+      visit = scope.filter((s) => lost.has(s) || (listed.has(s) && !failedForGood.has(s)));
     }
-    // ---- rollback: cannot be cancelled halfway, never waits on the ledger -----------
-    await CancellationScope.nonCancellable(async () => {
-      const order = [...new Set(attempted)].reverse(); // reverse order of patching
-      log.warn(`rolling back ${input.hotfix}: ${order.length} server(s) attempted`, { reason: r.status.error, servers: order.length });
-      void r.phase('rolling_back', r.status.error ?? undefined);
-      let restoreFailed = false;
-      const restoring = restore().catch((e: unknown) => {
-        restoreFailed = true;
-        r.status.error = `${r.status.error}; restoring Maximum Processes failed: ${failureMessage(e)}`;
-      });
-      const rollingBack = fanout.run('rollback', order, window, NO_FAILURE_LIMIT, {
-        isPaused: () => false,
-        shouldStop: () => false,
-        onChildren: (ids) => { r.status.activeBatchWorkflows = ids; },
-        onResult: (s) => r.batchResult(s),
-      });
-      await Promise.all([restoring, rollingBack]);
-      r.untouchedRest();
-      const stuck = r.status.servers.filter((s) => s.state === 'rollback_failed').map((s) => s.name);
-      if (restoreFailed) stuck.push(...drained.map((d) => `${d.server} (Maximum Processes ${d.maxProcesses})`));
-      r.status.needsAttention = stuck;
-      if (stuck.length > 0) log.error(`rollback of ${input.hotfix} ended: needs a person for ${someOf(stuck)}`, { needsAttention: stuck.length });
-      else log.info(`rollback of ${input.hotfix} ended: every server it attempted is rolled back`);
-      await r.phase(stuck.length > 0 ? 'rollback_failed' : 'rolled_back', stuck.length > 0 ? `needs a person: ${someOf(stuck)}` : undefined);
-      notifier.send({
-        event: stuck.length > 0 ? 'rollback_failed' : 'rolled_back', rolloutId: id, hotfix: input.hotfix, requestedBy: r.status.requestedBy,
-        ...(r.status.error ? { error: r.status.error } : {}), needsAttention: stuck.slice(0, ATTENTION_LIST_MAX),
-      });
+    await restoring;
+    // The outcome, read: where the hotfix is, and Maximum Processes of every drained backend.
+    const still = await differing(steps, input.hotfix, scope, false);
+    const now = drained.length > 0 ? await steps.keyManagerDb.readMaxProcesses({ servers: drained.map((d) => d.server) }) : [];
+    const stillSet = new Set(still);
+    const stuck = [
+      ...still.map((s) => `${s} (${input.hotfix} still applied)`),
+      ...[...failedForGood].filter(([s]) => !stillSet.has(s)).map(([s, e]) => `${s} (${e})`),
+      ...drained.filter((d) => now.find((x) => x.server === d.server)?.maxProcesses !== d.maxProcesses)
+        .map((d) => `${d.server} (Maximum Processes ${now.find((x) => x.server === d.server)?.maxProcesses ?? 'unknown'}, was ${d.maxProcesses})`),
+    ];
+    if (restoreError) r.status.error = `${r.status.error}; restoring Maximum Processes failed: ${restoreError}`;
+    const named = new Set(stuck.map((s) => s.split(' ')[0]));
+    const rows: ServerStateRow[] = [];
+    for (const s of r.status.servers) {
+      if (s.state === 'skipped') continue;
+      const state = named.has(s.name) ? 'rollback_failed' : s.state === 'pending' ? 'untouched' : 'rolled_back';
+      if (state !== s.state) {
+        r.updateServer(s.name, state);
+        rows.push(stateRow(s, r.status.updatedAt));
+      }
+    }
+    r.recordServers(rows);
+    r.status.needsAttention = stuck;
+    if (stuck.length > 0) log.error(`rollback of ${input.hotfix} ended: needs a person for ${someOf(stuck)}`, { needsAttention: stuck.length });
+    else log.info(`rollback of ${input.hotfix} ended: no target lists it and Maximum Processes are back`);
+    await r.phase(stuck.length > 0 ? 'rollback_failed' : 'rolled_back', stuck.length > 0 ? `needs a person: ${someOf(stuck)}` : undefined);
+    notifier.send({
+      event: stuck.length > 0 ? 'rollback_failed' : 'rolled_back', rolloutId: id, hotfix: input.hotfix, requestedBy: r.status.requestedBy,
+      ...(r.status.error ? { error: r.status.error } : {}), needsAttention: stuck.slice(0, ATTENTION_LIST_MAX),
     });
     return r.report();
   }
+}
+
+/** Once a batch child is lost, any activity of it has stopped sending commands by then (its heartbeat timeout, plus the throttle). */
+const QUIESCE_MS = HEARTBEAT_TIMEOUT_MS + MAX_HEARTBEAT_THROTTLE_MS;
+
+/** Passes of a rollback: the first over what is listed; the next over what is still listed or was lost. */
+const ROLLBACK_PASSES = 3;
+
+/** Servers per read of the Key Manager database: each activity's input stays under ~100 KiB. */
+const SERVERS_PER_READ = 5_000;
+
+/** Of `servers`, those whose listing in the Key Manager database is not `applied`, in their order. */
+async function differing(steps: Steps, hotfix: string, servers: string[], applied: boolean): Promise<string[]> {
+  const out: string[] = [];
+  for (let i = 0; i < servers.length; i += SERVERS_PER_READ) {
+    out.push(...await steps.keyManagerDb.serversDiffering({ hotfix, servers: servers.slice(i, i + SERVERS_PER_READ), applied }));
+  }
+  return out;
 }
 
 function gateMessage(hotfix: string, canary: string, url: string | undefined, drained: string[], id: string): string {

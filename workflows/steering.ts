@@ -1,6 +1,6 @@
 // pause, resume and abort of a rollout or a removal: signed decisions, any
 // registered signer may make them; checked as workflows/decisions.ts explains.
-import { setHandler } from '@temporalio/workflow';
+import { CancellationScope, setHandler } from '@temporalio/workflow';
 import type { DecisionAction } from '../domain/decision';
 import type { DecisionRecord, RolloutStatus, SteerRequest } from '../domain/rollout';
 import { abortUpdate, pauseUpdate, resumeUpdate } from './definitions';
@@ -27,7 +27,11 @@ export function setSteeringHandlers(s: Steering): void {
   function validate(action: SteerAction, req: SteerRequest): void {
     if (r.final()) throw refused(`${id} has ended (${r.status.phase}): there is nothing to ${action}`);
     if (r.status.sha256 === null) throw refused(`${id} is still in preflight and does not know its file yet: try again in a moment`);
-    if (action === 'abort' && s.stopping()) throw refused(`${id} is already stopping (${r.status.phase}): follow it with 'km-hotfix status ${id} --watch'`);
+    if (s.stopping()) {
+      // A rollback cannot be paused or held: it runs to its end (SPEC §5).
+      const what = r.status.phase === 'rolling_back' ? 'rolling back' : 'stopping';
+      throw refused(`${id} is already ${what} (${r.status.phase}): it cannot be ${action === 'abort' ? 'aborted again' : `${action}d`}; follow it with 'km-hotfix status ${id} --watch'`);
+    }
     if (action === 'pause' && r.status.paused) throw refused(`${id} is already paused`);
     if (action === 'resume' && !r.status.paused) throw refused(`${id} is not paused: nothing to resume`);
     const d = checkFacts(req, { action, rollout: id, hotfix, sha256: r.status.sha256 });
@@ -52,4 +56,27 @@ export function setSteeringHandlers(s: Steering): void {
   setHandler(pauseUpdate, handler('pause'), { validator: (req: SteerRequest) => validate('pause', req) });
   setHandler(resumeUpdate, handler('resume'), { validator: (req: SteerRequest) => validate('resume', req) });
   setHandler(abortUpdate, handler('abort'), { validator: (req: SteerRequest) => validate('abort', req) });
+}
+
+/**
+ * A cancel of the workflow from Temporal (its Web UI, `temporal workflow
+ * cancel`), as a flag and a callback. The workflow runs its steps in a
+ * non-cancellable scope and treats the cancel as an abort or a stop: a step
+ * is never cut off halfway.
+ */
+export class TemporalCancel {
+  requested = false;
+  private readonly listeners: (() => void)[] = [];
+
+  constructor() {
+    CancellationScope.current().cancelRequested.catch(() => {
+      this.requested = true;
+      for (const f of this.listeners) f();
+    });
+  }
+
+  onRequest(f: () => void): void {
+    this.listeners.push(f);
+    if (this.requested) f();
+  }
 }

@@ -33,6 +33,7 @@ export function timing(t?: Partial<RolloutTiming>): RolloutTiming {
  * The database-only activities below keep their start-to-close timeouts: they
  * run for milliseconds, and running drainBackends twice at once is not safe.
  */
+export const HEARTBEAT_TIMEOUT_MS = 5_000;
 export const HEARTBEAT_TIMEOUT = '5s';
 
 /** Retries with backoff up to the timing's ceiling; errors the activities mark never-retry fail at once. */
@@ -68,7 +69,7 @@ export function activityProxies(t: RolloutTiming) {
       retry: retry(),
     }),
     // The Key Manager database: a restart or failover of PostgreSQL is waited out for minutes.
-    keyManagerDb: proxyActivities<Pick<KmHotfixActivities, 'readMaxProcesses' | 'restoreMaxProcesses' | 'serversWithHotfix' | 'deleteHotfix'>>({
+    keyManagerDb: proxyActivities<Pick<KmHotfixActivities, 'readMaxProcesses' | 'restoreMaxProcesses' | 'serversWithHotfix' | 'serversDiffering' | 'deleteHotfix'>>({
       startToCloseTimeout: '1m',
       scheduleToCloseTimeout: '15m',
       heartbeatTimeout: '30s',
@@ -98,12 +99,8 @@ export function activityProxies(t: RolloutTiming) {
       heartbeatTimeout: HEARTBEAT_TIMEOUT,
       retry: retry({ maximumAttempts: 3 }),
     }),
-    // A server's whole step (apply or unapply → restart → verify) as one
-    // activity that resumes at the step its heartbeat recorded. Lost
-    // connections and timeouts retry with backoff for up to 20 min; a non-zero
-    // exit is made non-retryable by the activity after 3 attempts; heartbeats
-    // catch a dead worker within HEARTBEAT_TIMEOUT.
-    server: proxyActivities<Pick<KmHotfixActivities, 'patchServer' | 'unpatchServer' | 'uploadHotfix'>>({
+    // Uploading the file through one server: lost connections and timeouts retry with backoff for up to 20 min.
+    server: proxyActivities<Pick<KmHotfixActivities, 'uploadHotfix'>>({
       startToCloseTimeout: serverStepMs,
       scheduleToCloseTimeout: stepLimits(t).retryMs,
       heartbeatTimeout: HEARTBEAT_TIMEOUT,
@@ -117,17 +114,24 @@ export type Steps = ReturnType<typeof activityProxies>;
 /**
  * runServers for a run of `length` servers (workflows/batches.ts): a server's
  * limits times the run's length. Cancelling a run (pause, abort, a spent
- * budget) waits for it: it finishes the server under way and returns what it did.
+ * budget) waits for it: it finishes the server under way and returns what it
+ * did. One attempt: a server's retries are the workflow's (each server
+ * on its own, with its own backoff), and a run whose worker was lost is
+ * started again by the workflow, which never loses track of its servers.
  */
 export function runServers(t: RolloutTiming, length: number) {
-  const { attemptMs, retryMs } = stepLimits(t);
+  const { attemptMs } = stepLimits(t);
   return proxyActivities<Pick<KmHotfixActivities, 'runServers'>>({
     startToCloseTimeout: attemptMs * length,
-    scheduleToCloseTimeout: retryMs * length,
     heartbeatTimeout: HEARTBEAT_TIMEOUT,
     cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-    retry: retryPolicy(t),
+    retry: { maximumAttempts: 1 },
   }).runServers;
+}
+
+/** The wait before a server's next attempt: doubling from 2 s up to the timing's ceiling, per server. */
+export function retryDelayMs(t: RolloutTiming, attempt: number): number {
+  return Math.min(t.maxRetryIntervalMs, Math.min(2000, t.maxRetryIntervalMs) * 2 ** Math.max(0, attempt - 2));
 }
 
 /**
@@ -147,21 +151,4 @@ export class LedgerBacklog {
   async drain(): Promise<void> {
     while (this.pending.length > 0) await Promise.all(this.pending.splice(0));
   }
-}
-
-function work(t: RolloutTiming, rolloutId: string, server: string, hotfix: string) {
-  return { rolloutId, server, hotfix, servicesTimeoutMs: t.servicesTimeoutMs, ...(t.commandTimeoutMs > 0 ? { commandTimeoutMs: t.commandTimeoutMs } : {}) };
-}
-
-/** Patch one server: apply, restart, verify. Returns whether this call applied it. */
-export async function patchServer(steps: Steps, t: RolloutTiming, backlog: LedgerBacklog, rolloutId: string, server: string, hotfix: string): Promise<boolean> {
-  const r = await steps.server.patchServer(work(t, rolloutId, server, hotfix));
-  backlog.add(r.unrecorded);
-  return r.changed;
-}
-
-/** Unpatch one server where Key Manager lists the hotfix: unapply, restart, verify (elsewhere: its services are checked). */
-export async function unpatchServer(steps: Steps, t: RolloutTiming, backlog: LedgerBacklog, rolloutId: string, server: string, hotfix: string): Promise<void> {
-  const r = await steps.server.unpatchServer(work(t, rolloutId, server, hotfix));
-  backlog.add(r.unrecorded);
 }
