@@ -316,7 +316,13 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
     const [target, listed, before] = await Promise.all([
       targetP,
       kmDb.isApplied(w.server, w.hotfix),
-      targetP.then((t) => classified(w.server, () => kmSsh.servicesStatus(t, statusOpts), track.attempt)),
+      targetP.then((t) => classified(w.server, () => kmSsh.servicesStatus(t, statusOpts), track.attempt)).catch((err: unknown) => {
+        // A step retried after its verify began keeps that deadline for every status read.
+        if (track.verifyDeadline !== undefined && Date.now() > track.verifyDeadline) {
+          throw nonRetryable(FAILURE.servicesDown, `${w.server}: services not confirmed RUNNING within ${Math.round(w.servicesTimeoutMs / 1000)}s after restart (last: ${(err as Error).message}): check 'supervisorctl status' on the server`);
+        }
+        throw err;
+      }),
     ]);
     if (o.wanted && !(await o.wanted)) throw new RunStopped();
     const running = servicesIdentity(before);

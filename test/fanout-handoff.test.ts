@@ -40,8 +40,9 @@ describe('fan-out: the next slice starts in the places the previous one freed', 
     const slowest = busy.find((b) => b.name === 'km-be-2')!;
     const secondSlice = busy.filter((b) => ['km-be-3', 'km-be-4', 'km-be-5', 'km-be-6'].includes(b.name));
     assert.ok(Math.min(...secondSlice.map((b) => b.start)) < slowest.end, 'a server of the second slice started while the first slice\'s last one still ran');
-    const first = await env.client.workflow.getHandle(`${h.workflowId}/apply-1`).describe();
-    const second = await env.client.workflow.getHandle(`${h.workflowId}/apply-2`).describe();
+    // apply-1 patched the canary; the fan-out's slices are apply-2 and apply-3.
+    const first = await env.client.workflow.getHandle(`${h.workflowId}/apply-2`).describe();
+    const second = await env.client.workflow.getHandle(`${h.workflowId}/apply-3`).describe();
     assert.ok(first.closeTime && second.startTime < first.closeTime, `second child started ${second.startTime.toISOString()}, first ended ${first.closeTime?.toISOString()}`);
   });
 });

@@ -104,13 +104,34 @@ const SCENARIOS: Record<string, Scenario> = {
   async 'failure-rollback'(env, id) {
     await lastServerFails(env, id, 'replay_failure', '1');
   },
-  /** Recorded with slices of 500 (the fan-out's patch marker is in it) and a late failure: the rollback's fan-out runs the same shape. */
-  async 'slices-of-500'(env, id) {
-    await lastServerFails(env, id, 'replay_slices', '2');
+  /** A cancel from Temporal mid fan-out: taken as an abort, the rollout quiesces and rolls back. */
+  async 'temporal-cancel'(env, id) {
+    const hf = await env.hotfix('common', { description: 'replay_cancel' });
+    for (const s of env.fleet.servers) s.fault({ restartMs: 400 });
+    try {
+      const h = await env.client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue: env.taskQueue, workflowId: id, args: [await rollout(env, id, hf, { batch: '1' })] });
+      await phase(h, 'verifying');
+      await env.approve(h, 'bob');
+      for (const deadline = Date.now() + 30_000; (await env.applied(hf.name)).length < 2 && Date.now() < deadline;) await sleep(25);
+      await h.cancel();
+      await h.result();
+    } finally {
+      for (const s of env.fleet.servers) s.clearFaults();
+    }
   },
-  /** Fan-out and its rollback in runs (the 'server-runs' patch marker): runs of several servers, one stopping at the failure. */
-  async 'server-runs'(env, id) {
-    await lastServerFails(env, id, 'replay_runs', '1');
+  /** A server unreachable at its restart: the batch child waits its backoff and runs it again, alone. */
+  async 'retried-server'(env, id) {
+    const hf = await env.hotfix('common', { description: 'replay_retry' });
+    const last = env.fleet.servers.at(-1)!;
+    last.fault({ unreachableOn: 'restart', unreachableMs: 1_000 });
+    try {
+      const h = await env.client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue: env.taskQueue, workflowId: id, args: [await rollout(env, id, hf, { batch: '1' })] });
+      await phase(h, 'verifying');
+      await env.approve(h, 'bob');
+      await h.result();
+    } finally {
+      last.clearFaults();
+    }
   },
   async removal(env, id) {
     const hf = await env.hotfix('frontend', { description: 'replay_removal' });

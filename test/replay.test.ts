@@ -11,7 +11,7 @@ import { workflowBundle, PROJECT_WORKFLOWS } from './helpers/worker';
 import { historyFromJson } from './helpers/history-json';
 import { HISTORIES_DIR, RecordedHistory } from './record-histories';
 
-const SCENARIOS = ['approve', 'reject', 'approval-timeout', 'failure-rollback', 'removal', 'crash', 'handoff', 'slices-of-500', 'server-runs'];
+const SCENARIOS = ['approve', 'reject', 'approval-timeout', 'failure-rollback', 'removal', 'crash', 'handoff', 'temporal-cancel', 'retried-server'];
 const ALTERED = path.resolve(__dirname, 'fixtures', 'altered-workflows.js');
 
 async function load(): Promise<RecordedHistory[]> {

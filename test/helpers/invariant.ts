@@ -7,7 +7,9 @@
 //   rolled_back     no target listed in the KM database, Maximum Processes restored exactly, services RUNNING;
 //   rollback_failed needsAttention names exactly the servers that still differ;
 //   failed          (stopped in preflight) nothing changed;
-// and always: the ledger agrees with the KM database, no claim is left behind.
+// and always: every effective apply or unapply is followed by exactly one
+// `supervisorctl restart all` (never a restart without a change), the ledger
+// agrees with the KM database, no claim is left behind.
 import assert from 'node:assert/strict';
 import type { Sql } from 'postgres';
 import type { SimFleet } from '../../simulator';
@@ -27,6 +29,8 @@ export interface InvariantExpectation {
   targets?: string[];
   /** Servers skipped at preflight (already had the hotfix): they must not have been touched. */
   skipped?: string[];
+  /** --batch as a number of servers: never more fan-out servers than this in flight at once (from the command logs). */
+  window?: number;
 }
 
 export interface InvariantReport {
@@ -61,6 +65,56 @@ export async function ledgerApplied(orchestrator: Sql, rolloutId: string): Promi
   return [...state].filter(([, on]) => on).map(([s]) => s).sort();
 }
 
+/**
+ * The restart rule on one server, from its command log since `since`: each
+ * effective apply or unapply of the hotfix is followed by exactly one
+ * effective restart before the next change, and no restart follows nothing.
+ * Returns what is wrong, or undefined.
+ */
+export function restartProblem(fleet: SimFleet, server: string, hotfix: string, since: string): string | undefined {
+  const change = new RegExp(`--(un)?apply-hotfix=${escape(hotfix)}(\\s|$)`);
+  const restart = /supervisorctl restart all/;
+  let owed: string | undefined;
+  for (const e of fleet.server(server).log()) {
+    if (e.at < since || e.channel !== 'exec' || !(e.exitCode === 0 || e.dropped)) continue;
+    if (change.test(e.command)) {
+      if (owed) return `${server}: '${e.command}' at ${e.at} came before the restart owed for '${owed}'`;
+      owed = `${e.command} at ${e.at}`;
+    } else if (restart.test(e.command)) {
+      if (!owed) return `${server}: a restart at ${e.at} followed no change`;
+      owed = undefined;
+    }
+  }
+  return owed ? `${server}: '${owed}' was never followed by a restart` : undefined;
+}
+
+/**
+ * The most fan-out servers in flight at one instant: each server counts from
+ * its first apply command to the end of the last restart before its first
+ * unapply (a server waiting for a retry holds its place), all from the
+ * simulator's command logs.
+ */
+export function maxApplyInFlight(fleet: SimFleet, servers: string[], hotfix: string, since: string): number {
+  const apply = new RegExp(`--apply-hotfix=${escape(hotfix)}(\\s|$)`);
+  const unapply = new RegExp(`--unapply-hotfix=${escape(hotfix)}(\\s|$)`);
+  const edges: [number, number][] = [];
+  for (const s of servers) {
+    const log = fleet.server(s).log().filter((e) => e.at >= since && e.channel === 'exec');
+    const first = log.findIndex((e) => apply.test(e.command));
+    if (first < 0) continue;
+    const stop = log.findIndex((e) => unapply.test(e.command));
+    const mine = log.slice(first, stop < 0 ? undefined : stop);
+    const end = Math.max(...mine.map((e) => Date.parse(e.at) + (e.durationMs ?? 0)));
+    edges.push([Date.parse(log[first].at), 1], [end, -1]);
+  }
+  // Ends before starts at the same instant: a place freed and taken again in one millisecond is not two.
+  edges.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+  let now = 0;
+  let most = 0;
+  for (const [, d] of edges) most = Math.max(most, (now += d));
+  return most;
+}
+
 /** Check the invariant for one finished rollout; throws an AssertionError naming what differs. */
 export async function assertRolloutInvariant(env: InvariantEnv, status: RolloutStatus, exp: InvariantExpectation): Promise<InvariantReport> {
   const id = status.id;
@@ -79,6 +133,14 @@ export async function assertRolloutInvariant(env: InvariantEnv, status: RolloutS
   const CHANGES = new RegExp(`--(un)?apply-hotfix=${escape(hotfix)}(\\s|$)`);
 
   for (const s of skipped) assert.equal(effectiveCommands(env.fleet, s, CHANGES), 0, `${where}: ${s} was skipped at preflight but changed`);
+  if (exp.window !== undefined) {
+    const most = maxApplyInFlight(env.fleet, targets.filter((t) => t !== status.canary), hotfix, status.startedAt);
+    assert.ok(most <= exp.window, `${where}: ${most} servers in flight at once, more than the window of ${exp.window}`);
+  }
+  for (const t of targets) {
+    const problem = restartProblem(env.fleet, t, hotfix, status.startedAt);
+    assert.equal(problem, undefined, `${where}: every effective change gets exactly one restart: ${problem}`);
+  }
 
   const differing = [...new Set([...appliedTargets, ...mpDiffers, ...notRunning])].sort();
   switch (status.phase) {
