@@ -9,7 +9,8 @@ import type { Config } from '../../platform/config';
 import {
   awaitStartAccepted, config, duration, nameList, newWorkflowId, wholeNumber, withDatabases, withTemporal,
 } from './common';
-import { localSignerName, person, signDecision } from './signing';
+import { localSignerName, signDecision } from './signing';
+import { signer } from '../render/status';
 import { CliError, EXIT } from '../errors';
 import { signatureKeyFingerprint } from '../../signing/sshsig';
 import { prepareRollout, PreparedRollout, readHotfixArg, refuseConflicts } from './prepare';
@@ -61,7 +62,7 @@ export async function startRollout(cfg: Config, req: RolloutRequest): Promise<St
       };
       await client.workflow.start(hotfixRollout, { taskQueue: cfg.taskQueue, workflowId: id, args: [input] });
       const st = await awaitStartAccepted(client, id, 'rollout');
-      return { id, prepared, requestedBy: st ? person(st.requestedBy, st.requestedKey) : '(not yet verified)' };
+      return { id, prepared, requestedBy: st ? signer(st.requestedBy, st.requestedKey) : '(not yet verified)' };
     });
   });
 }

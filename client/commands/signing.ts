@@ -10,6 +10,7 @@ import { NAMESPACE, parseArmoredSignature, signMessage, Signer, signatureKeyFing
 import { readAllowedSigners, findSigner } from '../../signing/allowed-signers';
 import { fingerprint } from '../../signing/keys';
 import { CliError, EXIT } from '../errors';
+import { signer as signerText } from '../render/status';
 
 export type UnsignedDecision = Omit<Decision, 'at' | 'comment'> & { comment?: string };
 
@@ -93,13 +94,8 @@ export async function localSignerName(cfg: Config, signed: SignedDecision): Prom
   }
 }
 
-/** "bob (SHA256:…)": how a person is shown. */
-export function person(by: string, key: string | null | undefined): string {
-  return key ? `${by} (${key})` : by;
-}
-
 /** The person the workflow recorded for this signature (the name comes from the signers file, not from us). */
 export function signerOf(st: RolloutStatus, signed: SignedDecision): string {
   const d = st.decisions.find((x) => x.signature === signed.signature);
-  return d ? person(d.by, d.key) : 'you';
+  return d ? signerText(d.by, d.key, d.via) : 'you';
 }
