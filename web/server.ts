@@ -85,7 +85,7 @@ export async function startWebServer(o: WebOptions): Promise<WebServer> {
 
   // forceCloseConnections: a live page's event stream must not hold close() open.
   // maxParamLength: fastify's default (100) is shorter than a long hotfix's rollout id.
-  const app = fastify({ logger: false, bodyLimit: 16_384, forceCloseConnections: true, maxParamLength: MAX_PARAM });
+  const app = fastify({ logger: false, bodyLimit: 16_384, forceCloseConnections: true, routerOptions: { maxParamLength: MAX_PARAM } });
   app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_req, body, done) => {
     done(null, Object.fromEntries(new URLSearchParams(String(body))));
   });

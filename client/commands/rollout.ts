@@ -9,7 +9,7 @@ import type { Config } from '../../platform/config';
 import {
   awaitStartAccepted, config, duration, nameList, newWorkflowId, wholeNumber, withDatabases, withTemporal,
 } from './common';
-import { localSignerName, signDecision } from './signing';
+import { localSignerName, signDecision, strangerApprover } from './signing';
 import { signer } from '../render/status';
 import { CliError, EXIT } from '../errors';
 import { signatureKeyFingerprint } from '../../signing/sshsig';
@@ -39,6 +39,8 @@ export interface StartedRollout {
 export async function startRollout(cfg: Config, req: RolloutRequest): Promise<StartedRollout> {
   const hotfix = await readHotfixArg(req.hotfix, { followSymlinks: req.followSymlinks });
   const approvers = [...new Set(req.approvers)];
+  const stranger = await strangerApprover(cfg, approvers);
+  if (stranger) throw new CliError(`--approvers: ${stranger}: name approvers as the signers file spells them`, EXIT.refused);
   return withDatabases(cfg, async (db) => {
     const prepared = await prepareRollout(db, hotfix, { servers: req.servers, canary: req.canary, batch: req.batch });
     return withTemporal(cfg, async (client: Client) => {
