@@ -8,7 +8,7 @@ import { verifySignedDecision, SignatureRefused, SignatureRefusal } from '../sig
 
 /** A verification is an answer, not a failure: a refusal is returned (never retried), with the reason for the caller. */
 export type VerifyOutcome =
-  | { ok: true; by: string; key: string; via?: string }
+  | { ok: true; by: string; key: string; via?: string; personKeys?: string[] }
   | { ok: false; refusal: SignatureRefusal | 'no-signers'; reason: string };
 
 export function signingActivities(deps: { allowedSigners: string }) {
@@ -25,7 +25,7 @@ export function signingActivities(deps: { allowedSigners: string }) {
       }
       try {
         const v = verifySignedDecision(input.signed, signers, new Date(input.at));
-        return { ok: true, by: v.by, key: v.key, ...(v.via ? { via: v.via } : {}) };
+        return { ok: true, by: v.by, key: v.key, ...(v.via ? { via: v.via } : {}), ...(v.personKeys ? { personKeys: v.personKeys } : {}) };
       } catch (err) {
         if (err instanceof SignatureRefused) return { ok: false, refusal: err.refusal, reason: err.message };
         throw err;

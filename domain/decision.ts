@@ -49,8 +49,9 @@ export interface Decision {
 /** A signers-file principal ending in this is a delegate: its key signs for others, never as itself. */
 export const DELEGATE_SUFFIX = '@delegate';
 
+/** Case-insensitive, as a proxy or an admin may spell it: `web@DELEGATE` is a delegate too, never a person. */
 export function isDelegate(name: string): boolean {
-  return name.endsWith(DELEGATE_SUFFIX) && name.length > DELEGATE_SUFFIX.length;
+  return name.toLowerCase().endsWith(DELEGATE_SUFFIX) && name.length > DELEGATE_SUFFIX.length;
 }
 
 /** The longest message accepted: a few hundred characters is typical. */

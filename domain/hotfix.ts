@@ -21,6 +21,11 @@ const DESCRIPTION = /^[A-Za-z0-9][A-Za-z0-9.-]*(?:_[A-Za-z0-9][A-Za-z0-9.-]*)*$/
 const ISSUE_ID = /^[A-Za-z][A-Za-z0-9]*-\d+$/;
 const NAME = /^hotfix_(frontend|backend|common)_[A-Za-z0-9][A-Za-z0-9.-]*(?:_[A-Za-z0-9][A-Za-z0-9.-]*)*$/;
 
+/** The longest file name Linux allows (NAME_MAX, bytes; the grammar is ASCII): a hotfix's Name comes from its file's name. */
+export const FILE_NAME_MAX = 255;
+/** The longest Name: what the shortest version and issue id leave of a file name (sshmgr-1.0-<Name>_A-1.gz). */
+export const HOTFIX_NAME_MAX = FILE_NAME_MAX - 'sshmgr-1.0-_A-1.gz'.length;
+
 export class HotfixNameError extends Error {
   override name = 'HotfixNameError';
 }
@@ -33,6 +38,7 @@ export function parseHotfixFileName(pathOrName: string): HotfixFileName {
   const fail = (why: string): never => {
     throw new HotfixNameError(`'${fileName}' is not a hotfix file name (${why}); expected sshmgr-<version>-hotfix_<component>_<description>_<issue_id>.gz, e.g. ${EXAMPLE}`);
   };
+  if (fileName.length > FILE_NAME_MAX) fail(`it is longer than ${FILE_NAME_MAX} characters, the longest file name there is`);
   if (!fileName.startsWith('sshmgr-')) fail("it must start with 'sshmgr-'");
   if (!fileName.endsWith('.gz')) fail("it must end with '.gz'");
   const body = fileName.slice('sshmgr-'.length, -'.gz'.length);
@@ -52,13 +58,13 @@ export function parseHotfixFileName(pathOrName: string): HotfixFileName {
 }
 
 export function isHotfixName(name: string): boolean {
-  return NAME.test(name);
+  return name.length <= HOTFIX_NAME_MAX && NAME.test(name);
 }
 
 /** Validate a hotfix Name such as hotfix_backend_fix_queue_stall; it reaches a shell, so the grammar is strict. */
 export function parseHotfixName(name: string): { name: string; component: Component } {
   if (!isHotfixName(name)) {
-    throw new HotfixNameError(`'${name}' is not a hotfix Name: expected hotfix_<frontend|backend|common>_<description> of letters, digits, '.', '-' and '_' (e.g. hotfix_common_fix_tags_and_stats)`);
+    throw new HotfixNameError(`'${name}' is not a hotfix Name: expected hotfix_<frontend|backend|common>_<description> of letters, digits, '.', '-' and '_', at most ${HOTFIX_NAME_MAX} characters (e.g. hotfix_common_fix_tags_and_stats)`);
   }
   return { name, component: name.split('_')[1] as Component };
 }

@@ -2,6 +2,7 @@
 // the CLI, the workflows and the activities exchange (SPEC §4, §5).
 import type { Role } from './fleet';
 import type { DecisionAction } from './decision';
+import { HOTFIX_NAME_MAX } from './hotfix';
 
 export const PHASES = [
   'preflight', 'upload', 'drain', 'canary', 'verifying', 'restore', 'fanout',
@@ -281,3 +282,9 @@ export function workflowId(kind: WorkflowKind, hotfix: string, now: Date, suffix
   const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\..*$/, '');
   return `${kind}-${hotfix}-${stamp}-${suffix}`;
 }
+
+/** Random bytes of a workflow id's suffix (hex: twice as many characters). */
+export const WORKFLOW_ID_SUFFIX_BYTES = 3;
+/** The longest id km-hotfix makes: the longest kind with the longest Name (the web page's routes accept it). */
+export const WORKFLOW_ID_MAX = Math.max(...(['upload', 'rollout', 'removal'] as const).map((k) =>
+  workflowId(k, 'x'.repeat(HOTFIX_NAME_MAX), new Date(0), '0'.repeat(2 * WORKFLOW_ID_SUFFIX_BYTES)).length));

@@ -17,6 +17,8 @@ export interface Config {
     signingKey?: string;
     identityHeader: string;
     trustedProxies: string[];
+    /** KM_HOTFIX_WEB_NAMES as given (exact | case-insensitive); domain/people.ts parses it. */
+    names?: string;
     /** The page's public address, for links in notifications. */
     url?: string;
   };
@@ -49,6 +51,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       signingKey: env.KM_HOTFIX_WEB_SIGNING_KEY || undefined,
       identityHeader: (env.KM_HOTFIX_WEB_IDENTITY_HEADER || 'X-Forwarded-User').toLowerCase(),
       trustedProxies: (env.KM_HOTFIX_WEB_TRUSTED_PROXIES ?? '').split(',').map((a) => a.trim()).filter((a) => a !== ''),
+      names: env.KM_HOTFIX_WEB_NAMES || undefined,
       url: env.KM_HOTFIX_WEB_URL || undefined,
     },
     webhookUrl: env.KM_HOTFIX_WEBHOOK_URL || undefined,

@@ -9,6 +9,7 @@
 // A person's name is the first literal principal of the line whose key verified.
 import { readFile } from 'node:fs/promises';
 import { parsePublicKeyBlob, isKeyType, fingerprint, KeyFormatError } from './keys';
+import { isDelegate } from '../domain/decision';
 
 export interface AllowedSigner {
   /** Line number in the file, for messages. */
@@ -156,12 +157,32 @@ export function matchPrincipals(name: string, patterns: readonly string[]): bool
   return matched;
 }
 
-function usable(s: AllowedSigner, key: Buffer, namespace: string, when: Date): boolean {
-  if (s.certAuthority || !s.key.equals(key)) return false; // certificates are not supported: plain keys only
+/** A line that counts for this namespace at this time, whatever its key. */
+function inForce(s: AllowedSigner, namespace: string, when: Date): boolean {
+  if (s.certAuthority) return false; // certificates are not supported: plain keys only
   if (s.namespaces && !s.namespaces.some((n) => matchPattern(namespace, n))) return false;
   if (s.validAfter && when < s.validAfter) return false;
   if (s.validBefore && when > s.validBefore) return false;
   return true;
+}
+
+function usable(s: AllowedSigner, key: Buffer, namespace: string, when: Date): boolean {
+  return s.key.equals(key) && inForce(s, namespace, when);
+}
+
+/**
+ * The people of the file (SPEC §7 "People"): the name of every line in force that
+ * is not a delegate, spelled as the file spells it, once each. A pattern
+ * (`*@example.com`) is nobody's own line, so it makes no person.
+ */
+export function peopleOf(signers: readonly AllowedSigner[], namespace: string, when: Date): string[] {
+  const names = signers.filter((s) => s.name !== null && !isDelegate(s.name) && inForce(s, namespace, when)).map((s) => s.name as string);
+  return [...new Set(names)];
+}
+
+/** Fingerprints of the keys of this person's lines in force: how a name is tied back to the keys that are theirs. */
+export function keysOf(signers: readonly AllowedSigner[], person: string, namespace: string, when: Date): string[] {
+  return [...new Set(signers.filter((s) => s.name === person && inForce(s, namespace, when)).map((s) => s.fingerprint))];
 }
 
 /** Who holds this key, per the file: the first usable line that names a person. */

@@ -3,7 +3,7 @@
 // km-hotfix -s SIG < MSG` answers, plus whether the message is about this
 // rollout and this action, and was signed when it was recorded.
 import { DecisionAction, DECISION_MAX_AGE_MS, parseDecisionMessage, DecisionMessageError, isDelegate } from '../domain/decision';
-import { AllowedSigner, allowsPrincipal } from './allowed-signers';
+import { AllowedSigner, allowsPrincipal, peopleOf } from './allowed-signers';
 import { fingerprint } from './keys';
 import { NAMESPACE, parseArmoredSignature, SignatureFormatError, verifySshSig } from './sshsig';
 
@@ -38,6 +38,8 @@ export function auditDecision(p: RecordedProof, expected: { rollout: string; act
   const holder = p.via ?? p.by;
   if (p.via !== undefined && !isDelegate(p.via)) problems.push(`recorded as signed via ${p.via}, which is not a delegate (a principal ending in @delegate)`);
   if (!allowsPrincipal(signers, holder, sig.publicKey.blob, NAMESPACE, p.recordedAt)) problems.push(`${signedBy} is not a key of ${holder || '(nobody)'} in the signers file`);
+  // A delegate speaks only for a person of the file (SPEC §7 "People"): one it named otherwise was never anyone.
+  if (p.via !== undefined && !peopleOf(signers, NAMESPACE, p.recordedAt).includes(p.by)) problems.push(`${p.by || '(nobody)'} is not in the signers file: ${p.via} may sign only for a person with a line of their own`);
   try {
     const d = parseDecisionMessage(p.message);
     if ((d.onBehalfOf ?? null) !== (p.via !== undefined ? p.by : null)) {

@@ -2,11 +2,11 @@
 // the key is on a line of the signers file, and the message is a canonical
 // decision. Whether its facts fit the rollout is domain/decision's business.
 import { Decision, parseDecisionMessage, DecisionMessageError, isDelegate } from '../domain/decision';
-import { AllowedSigner, findSigner } from './allowed-signers';
+import { AllowedSigner, findSigner, keysOf, peopleOf } from './allowed-signers';
 import { fingerprint } from './keys';
 import { NAMESPACE, parseArmoredSignature, SignatureFormatError, verifySshSig } from './sshsig';
 
-export const REFUSALS = ['unsigned', 'malformed', 'bad-signature', 'unknown-signer', 'not-a-delegate'] as const;
+export const REFUSALS = ['unsigned', 'malformed', 'bad-signature', 'unknown-signer', 'not-a-delegate', 'unknown-person'] as const;
 export type SignatureRefusal = (typeof REFUSALS)[number];
 
 export class SignatureRefused extends Error {
@@ -30,6 +30,8 @@ export interface VerifiedDecision {
   via?: string;
   /** SHA256 fingerprint of the key. */
   key: string;
+  /** When a delegate signed: the fingerprints of the person's own lines, so the requester rule sees the person's keys, not only the delegate's. */
+  personKeys?: string[];
   decision: Decision;
 }
 
@@ -68,7 +70,12 @@ export function verifySignedDecision(signed: Partial<SignedDecision> | undefined
     if (decision.onBehalfOf === undefined) {
       throw new SignatureRefused('not-a-delegate', `key ${key} is the delegate ${signer.name}: it signs only for a person named on an 'on-behalf-of' line`);
     }
-    return { by: decision.onBehalfOf, via: signer.name, key, decision };
+    // The delegate does not create people: only a name with a line of its own, spelled as the file spells it.
+    const person = decision.onBehalfOf;
+    if (!peopleOf(signers, NAMESPACE, when).includes(person)) {
+      throw new SignatureRefused('unknown-person', `${person} is not in the signers file: the delegate ${signer.name} signs only for a person with a line of their own there, spelled as the file spells it`);
+    }
+    return { by: person, via: signer.name, key, personKeys: keysOf(signers, person, NAMESPACE, when), decision };
   }
   if (decision.onBehalfOf !== undefined) {
     throw new SignatureRefused('not-a-delegate', `${signer.name} (${key}) signed for ${decision.onBehalfOf}, but only a delegate key (a principal ending in @delegate in the signers file) may sign for someone else`);

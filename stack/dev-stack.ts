@@ -18,6 +18,7 @@ import { startEmbeddedPostgres, RunningPostgres } from './postgres';
 import { freePort, portInUse } from './process';
 import { generateEd25519KeyPair } from '../keymanager/keygen';
 import { ensurePeople, DEMO_PEOPLE, WEB_DELEGATE } from './people';
+import { NameMatchingError, parseNameMatching } from '../domain/people';
 import { connectClient } from '../platform/temporal';
 
 export const DEFAULT_WEB_PORT = 8080;
@@ -139,6 +140,16 @@ async function assertPortFree(port: number, what: string, flag: string): Promise
 }
 
 /** A failure while starting: one line, exit 3 (the stack could not be brought up). */
+/** KM_HOTFIX_WEB_NAMES, or a refusal in one line. */
+function webNames(value: string | undefined): ReturnType<typeof parseNameMatching> {
+  try {
+    return parseNameMatching(value);
+  } catch (err) {
+    if (err instanceof NameMatchingError) throw new UserError(err.message, 'refused');
+    throw err;
+  }
+}
+
 function startFailure(err: unknown): UserError {
   if (err instanceof UserError) return err;
   const message = (err instanceof Error ? err.message : String(err)).split('\n')[0];
@@ -262,6 +273,8 @@ export async function startDevStack(opts: DevStackOptions): Promise<DevStack> {
       identityHeader: webConfig.web.identityHeader,
       trustedProxies: webConfig.web.trustedProxies.length > 0 ? webConfig.web.trustedProxies : ['127.0.0.1', '::1'],
       ...(webKey ? { signingKey: webKey } : {}),
+      ...(webConfig.allowedSigners ? { allowedSigners: webConfig.allowedSigners } : {}),
+      names: webNames(webConfig.web.names),
     });
     undo.push({ what: 'the web page', fn: () => web.close() });
     pids.ports.web = web.port;

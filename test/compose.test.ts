@@ -145,6 +145,9 @@ describe('docker-compose.yml and Dockerfile (parsed; no Docker engine here)', ()
     assert.match(e.DATABASE_URL ?? '', /@postgresql:5432\/km_hotfix$/);
     assert.equal(e.KM_HOTFIX_WEB_SIGNING_KEY, '/run/secrets/km_hotfix_web_key');
     assert.ok('KM_HOTFIX_WEB_TRUSTED_PROXIES' in e);
+    // The page acts only for people of the worker's signers file: the same file, mounted the same way.
+    assert.deepEqual(w.configs, compose.services['km-hotfix-worker']!.configs);
+    assert.equal(e.KM_HOTFIX_ALLOWED_SIGNERS, env(compose.services['km-hotfix-worker']!).KM_HOTFIX_ALLOWED_SIGNERS);
     assert.deepEqual(w.secrets, ['km_hotfix_web_key']);
     assert.ok(compose.secrets?.km_hotfix_web_key?.file);
     assert.equal(dependsOn(w).temporal, 'service_healthy');

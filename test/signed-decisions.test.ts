@@ -258,6 +258,20 @@ describe('signed decisions: the workflow checks every signature (SPEC §7)', fun
       assert.match(noSigners.stderr, /--signers FILE/);
     });
 
+    // Issue 23: the CLI's path keeps the same identity rule: --approvers are people of the file, as it spells them.
+    it('--approvers names people as the signers file spells them: a stranger, another spelling or a delegate is refused in one line, nothing started', async () => {
+      const hf = await env.hotfix('common');
+      const before = await env.orchestrator`SELECT id FROM rollout`;
+      for (const [who, re] of [['eve', /--approvers: eve is not in the signers file/], ['DANA', /--approvers: DANA is not in the signers file/], ['web@DELEGATE', /--approvers: web@DELEGATE is a delegate, not a person/]] as const) {
+        const r = await km(['rollout', hf.name, '--servers', 'km-fe-1', '--approvers', `dana,${who}`]);
+        assert.equal(r.code, 2, `${who}: ${r.stdout}${r.stderr}`);
+        assert.equal(lines(r.stderr).length, 1, r.stderr);
+        assert.match(r.stderr, re);
+        assert.equal(r.stdout, '');
+      }
+      assert.deepEqual(await env.orchestrator`SELECT id FROM rollout`, before, 'nothing started');
+    });
+
     it('signs with the ssh-agent when KM_HOTFIX_SIGNING_KEY is not set: its first registered key', async () => {
       let agent: TestAgent | undefined;
       try {

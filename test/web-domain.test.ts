@@ -5,7 +5,11 @@ import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { decisionMessage, parseDecisionMessage, DecisionMessageError, isDelegate } from '../domain/decision';
-import { parseAllowedSigners } from '../signing/allowed-signers';
+import { gateAnswerRefusal, parseNameMatching, personNamed } from '../domain/people';
+import { parseHotfixFileName, parseHotfixName, HOTFIX_NAME_MAX, HotfixNameError } from '../domain/hotfix';
+import { RolloutStatus, workflowId, WORKFLOW_ID_MAX } from '../domain/rollout';
+import { changeLines, statusBlock } from '../client/render/status';
+import { parseAllowedSigners, peopleOf } from '../signing/allowed-signers';
 import { keyFileSigner } from '../signing/signer';
 import { signMessage } from '../signing/sshsig';
 import { verifySignedDecision, SignatureRefused } from '../signing/verify';
@@ -26,15 +30,25 @@ describe('delegated decisions (the web page signs for a person)', function () {
   let signersFile: string;
   let webKey: string;
   let bobKey: string;
+  let carolKey: string;
+  /** A second delegate, its suffix in capitals. */
+  let shoutKey: string;
 
   before(async function () {
     await requireSshKeygen(this);
     dir = await scratchDir('web-domain');
     webKey = await makeKey(dir, 'web');
     bobKey = await makeKey(dir, 'bob');
+    carolKey = await makeKey(dir, 'carol');
+    shoutKey = await makeKey(dir, 'shout');
     const line = async (name: string, key: string) => `${name} ${(await publicKeyLine(key)).split(/\s+/).slice(0, 2).join(' ')}`;
     signersFile = path.join(dir, 'allowed_signers');
-    await fs.writeFile(signersFile, `${await line('km-hotfix-web@delegate', webKey)}\n${await line('bob', bobKey)}\n`);
+    // A pattern line and an expired line make nobody a person.
+    await fs.writeFile(signersFile, [
+      await line('km-hotfix-web@delegate', webKey), await line('bob', bobKey), await line('carol', carolKey),
+      await line('other-web@DELEGATE', shoutKey), await line('*@contractors.example', shoutKey),
+      `olga valid-before="20200101" ${(await publicKeyLine(carolKey)).split(/\s+/).slice(0, 2).join(' ')}`, '',
+    ].join('\n'));
   });
 
   const sign = async (key: string, message: string) => ({ message, signature: await signMessage(await keyFileSigner(key), message) });
@@ -81,11 +95,109 @@ describe('delegated decisions (the web page signs for a person)', function () {
     assert.match(auditDecision({ ...proof, by: 'bob', via: 'km-hotfix-web@delegate' }, expected, await signers()).join('; '), /on behalf of carol, the ledger names bob/);
   });
 
+  // Issue 23, item 2: on today's code the delegate's word made anyone a person.
+  it('the delegate creates nobody: on-behalf-of a name without a line of its own, or spelled otherwise, is refused', async () => {
+    const now = new Date();
+    const at = now.toISOString();
+    const file = await signers();
+    assert.deepEqual(peopleOf(file, 'km-hotfix', now), ['bob', 'carol'], 'delegates, patterns and an expired line are no people');
+    for (const [name, re] of [
+      ['mallory', /^mallory is not in the signers file/],
+      ['Carol', /^Carol is not in the signers file: .* spelled as the file spells it/],
+      ['olga', /^olga is not in the signers file/],
+      ['someone@contractors.example', /^someone@contractors\.example is not in the signers file/],
+    ] as const) {
+      const s = await sign(webKey, decisionMessage({ ...GATE, onBehalfOf: name, at }));
+      assert.throws(() => verifySignedDecision(s, file, now), (e: unknown) => e instanceof SignatureRefused && e.refusal === 'unknown-person' && re.test(e.message), name);
+    }
+    const v = verifySignedDecision(await sign(webKey, decisionMessage({ ...GATE, onBehalfOf: 'carol', at })), file, now);
+    assert.deepEqual([v.by, v.via], ['carol', 'km-hotfix-web@delegate']);
+    assert.deepEqual(v.personKeys, [file.find((l) => l.name === 'carol')!.fingerprint], 'the person\'s own keys, for the requester rule');
+  });
+
+  // Issue 23, item 5: `@DELEGATE` was a person on today's code.
+  it('the delegate suffix is matched in any case: such a key never decides as itself, such a name is never signed for', async () => {
+    const now = new Date();
+    const at = now.toISOString();
+    assert.ok(isDelegate('something@DELEGATE'));
+    assert.ok(isDelegate('Web@Delegate'));
+    const asItself = await sign(shoutKey, decisionMessage({ ...GATE, at }));
+    const file = await signers();
+    assert.throws(() => verifySignedDecision(asItself, file, now), (e: unknown) => e instanceof SignatureRefused && e.refusal === 'not-a-delegate');
+    assert.throws(() => decisionMessage({ ...GATE, onBehalfOf: 'km-hotfix-web@DELEGATE', at }), /names a person, not a delegate/);
+    assert.match((personNamed('km-hotfix-web@DELEGATE', ['bob'], 'case-insensitive') as { refused: string }).refused, /is a delegate, not a person/);
+  });
+
+  it('the page\'s names: exact by default; case-insensitive only when unique in the file, and then the file\'s spelling', () => {
+    const people = ['alice', 'bob', 'Kim', 'KIM'];
+    assert.deepEqual(personNamed('alice', people), { person: 'alice' });
+    assert.deepEqual(personNamed('ALICE', people), { refused: 'ALICE is not in the signers file' });
+    assert.deepEqual(personNamed('ALICE', people, 'case-insensitive'), { person: 'alice' });
+    assert.deepEqual(personNamed('Bob', people, 'case-insensitive'), { person: 'bob' });
+    assert.match((personNamed('kim', people, 'case-insensitive') as { refused: string }).refused, /kim is ambiguous: the signers file has Kim, KIM/);
+    assert.match((personNamed('Kim', people, 'case-insensitive') as { refused: string }).refused, /ambiguous/, 'even an exact spelling, when the proxy does not tell case apart');
+    assert.deepEqual(personNamed('mallory', people, 'case-insensitive'), { refused: 'mallory is not in the signers file' });
+    assert.equal(parseNameMatching(undefined), 'exact');
+    assert.equal(parseNameMatching('case-insensitive'), 'case-insensitive');
+    assert.throws(() => parseNameMatching('loose'), /KM_HOTFIX_WEB_NAMES must be exact or case-insensitive, not 'loose'/);
+  });
+
+  it('the gate\'s rule compares the file\'s principals and the person\'s keys: the requester under another name with her key is the requester', () => {
+    const gate = { requestedBy: 'alice', requestedKey: 'SHA256:alice', approvers: [] as string[] };
+    assert.match(gateAnswerRefusal({ by: 'alice', keys: [] }, gate) ?? '', /^alice started this rollout: someone else must verify the canary$/);
+    assert.match(gateAnswerRefusal({ by: 'alice-laptop', keys: ['SHA256:web', 'SHA256:alice'] }, gate) ?? '', /^alice-laptop started this rollout as alice with the same key/);
+    assert.match(gateAnswerRefusal({ by: 'alice', key: 'SHA256:alice', keys: ['SHA256:alice'] }, gate) ?? '', /^alice \(SHA256:alice\) started this rollout/);
+    assert.equal(gateAnswerRefusal({ by: 'bob', keys: ['SHA256:bob'] }, gate), null);
+    assert.equal(gateAnswerRefusal({ by: 'bob', keys: [] }, { ...gate, approvers: ['carol'] }), 'bob is not an approver of this rollout (approvers: carol)');
+    assert.equal(gateAnswerRefusal({ by: 'carol', keys: [] }, { ...gate, approvers: ['carol'] }), null);
+  });
+
+  it('audit: a recorded delegated decision for someone who is not a person of the file fails', async () => {
+    const now = new Date();
+    // As today's code accepted it: the page's key, on behalf of a name the file does not have.
+    const s = await sign(webKey, decisionMessage({ ...GATE, onBehalfOf: 'mallory', at: now.toISOString() }));
+    const proof = { by: 'mallory', via: 'km-hotfix-web@delegate', key: verifySignedDecision(await sign(webKey, decisionMessage({ ...GATE, onBehalfOf: 'bob', at: now.toISOString() })), await signers(), now).key, message: s.message, signature: s.signature, recordedAt: now };
+    assert.match(auditDecision(proof, { rollout: GATE.rollout, action: 'approve' }, await signers()).join('; '), /mallory is not in the signers file: km-hotfix-web@delegate may sign only for a person/);
+  });
+
   it('OpenSSH still parses the signers file and verifies the delegate\'s signature for its principal', async () => {
     const message = decisionMessage({ ...GATE, onBehalfOf: 'carol', at: new Date().toISOString() });
     const s = await sign(webKey, message);
     const r = await keygenVerify(dir, signersFile, 'km-hotfix-web@delegate', message, s.signature);
     assert.equal(r.code, 0, r.stderr);
+  });
+});
+
+// Issue 23, item 4: on today's code a web approval read as if it were dana's own key.
+describe('a delegated decision is shown as the delegate\'s', () => {
+  it('status and --watch say "approved by dana via km-hotfix-web@delegate (SHA256:…)"; a person\'s own stays "by bob (SHA256:…)"', () => {
+    const now = new Date().toISOString();
+    const approval = { by: 'dana', decision: 'approve' as const, at: now, comment: 'ok', key: 'SHA256:webkey', via: 'km-hotfix-web@delegate', message: '', signature: '' };
+    const base: RolloutStatus = {
+      id: 'rollout-x', kind: 'rollout', hotfix: 'hotfix_backend_x', phase: 'verifying', requestedBy: 'alice', requestedKey: 'SHA256:alicekey', sha256: null, canary: 'km-be-1',
+      drained: [], approvals: [], decisions: [], servers: [], serverCount: 0, serverCounts: {}, attention: [], attentionMore: 0, error: null, paused: false, gate: null,
+      needsAttention: [], needsAttentionMore: 0, startedAt: now, updatedAt: now, endedAt: null, activeBatchWorkflows: [],
+    };
+    const answered: RolloutStatus = { ...base, phase: 'fanout', approvals: [approval] };
+    assert.match(statusBlock(answered).join('\n'), /^approved\s+by dana via km-hotfix-web@delegate \(SHA256:webkey\) at /m);
+    assert.match(changeLines(base, answered).join('\n'), /approved by dana via km-hotfix-web@delegate \(SHA256:webkey\): ok/);
+    assert.match(statusBlock({ ...answered, approvals: [{ ...approval, by: 'bob', key: 'SHA256:bobkey', via: undefined }] }).join('\n'), /^approved\s+by bob \(SHA256:bobkey\) at /m);
+  });
+});
+
+// Issue 23, item 3: the web page's routes are sized for this.
+describe('the longest id km-hotfix makes', () => {
+  it('comes from the longest Name a hotfix file name can hold; a longer Name or file name is refused in one line', () => {
+    const name = `hotfix_common_${'a'.repeat(HOTFIX_NAME_MAX - 'hotfix_common_'.length)}`;
+    assert.equal(parseHotfixName(name).name, name);
+    const file = `sshmgr-1.0-${name}_A-1.gz`;
+    assert.equal(file.length, 255);
+    assert.equal(parseHotfixFileName(file).name, name);
+    assert.throws(() => parseHotfixName(`${name}a`), (e: unknown) => e instanceof HotfixNameError && /at most 237 characters/.test(e.message) && !e.message.includes('\n'));
+    assert.throws(() => parseHotfixFileName(`sshmgr-1.0-${name}a_A-1.gz`), /longer than 255 characters/);
+    const longest = workflowId('removal', name, new Date(), 'abcdef');
+    assert.equal(longest.length, WORKFLOW_ID_MAX);
+    assert.ok(WORKFLOW_ID_MAX > 100, `${WORKFLOW_ID_MAX}: longer than fastify's default route parameter`);
   });
 });
 

@@ -7,7 +7,7 @@ import { promises as fs } from 'node:fs';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
-import type { WorkflowHandle } from '@temporalio/client';
+import { WorkflowHandle, WorkflowUpdateFailedError } from '@temporalio/client';
 import type { Page } from 'playwright-core';
 import { rolloutEnv, RolloutEnv } from './helpers/rollout-env';
 import { launchBrowser, SCREENSHOTS, TestBrowser } from './helpers/browser';
@@ -16,16 +16,26 @@ import { BIN, cliEnv, lines, runCli } from './helpers/cli-process';
 import { spawn } from 'node:child_process';
 import { startWebServer, WebServer } from '../web/server';
 import { generateEd25519KeyPair } from '../keymanager/keygen';
-import { isFinalPhase, RolloutStatus } from '../domain/rollout';
+import { isFinalPhase, RolloutStatus, workflowId, WORKFLOW_ID_MAX } from '../domain/rollout';
+import { decisionMessage } from '../domain/decision';
+import { HOTFIX_NAME_MAX } from '../domain/hotfix';
+import { approveUpdate } from '../workflows/definitions';
+import { keyFileSigner } from '../signing/signer';
+import { signMessage } from '../signing/sshsig';
 import { freePort } from '../stack/process';
 import { serversOf } from './helpers/servers';
 
 const DELEGATE = 'km-hotfix-web@delegate';
+const escapeRe = (s: string): string => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
 
 describe('web page for approvers (real chromium)', function () {
   this.timeout(180_000);
   let env: RolloutEnv;
   let web: WebServer;
+  /** The same page for a proxy whose names are case-insensitive (KM_HOTFIX_WEB_NAMES=case-insensitive). */
+  let webAnyCase: WebServer;
+  /** The page's delegate key. */
+  let keyFile: string;
   let browser: TestBrowser;
   const started: WorkflowHandle[] = [];
   // A small webhook receiver: keeps every {text}; when down, answers 503 (and still counts the attempt).
@@ -63,11 +73,13 @@ describe('web page for approvers (real chromium)', function () {
     });
     const dir = await scratchDir('web');
     const pair = generateEd25519KeyPair(DELEGATE);
-    const keyFile = path.join(dir, 'web_ed25519');
+    keyFile = path.join(dir, 'web_ed25519');
     await fs.writeFile(keyFile, pair.private, { mode: 0o600 });
     const [type, b64] = pair.public.trim().split(/\s+/);
     await fs.appendFile(env.people.allowedSigners, `${DELEGATE} ${type} ${b64}\n`);
-    web = await startWebServer({ client: env.client, orchestrator: env.orchestrator, trustedProxies: ['127.0.0.1', '::1'], signingKey: keyFile, pollMs: 300, port: webPort });
+    const page = { client: env.client, orchestrator: env.orchestrator, trustedProxies: ['127.0.0.1', '::1'], signingKey: keyFile, allowedSigners: env.people.allowedSigners, pollMs: 300 };
+    web = await startWebServer({ ...page, port: webPort });
+    webAnyCase = await startWebServer({ ...page, names: 'case-insensitive' });
     browser = await launchBrowser();
     await fs.mkdir(SCREENSHOTS, { recursive: true });
   });
@@ -84,6 +96,7 @@ describe('web page for approvers (real chromium)', function () {
   after(async () => {
     await browser?.close();
     await web?.close();
+    await webAnyCase?.close();
     await env?.close();
     hook.server.close();
   });
@@ -97,14 +110,41 @@ describe('web page for approvers (real chromium)', function () {
     return { h, st };
   }
 
-  const pageUrl = (h: WorkflowHandle) => `${web.url}/rollouts/${encodeURIComponent(h.workflowId)}`;
+  const pageUrl = (h: WorkflowHandle, on: WebServer = web) => `${on.url}/rollouts/${encodeURIComponent(h.workflowId)}`;
 
-  async function open(person: string | undefined, h: WorkflowHandle): Promise<Page> {
+  async function open(person: string | undefined, h: WorkflowHandle, on: WebServer = web): Promise<Page> {
     const ctx = await browser.context(person);
     const page = await ctx.newPage();
-    await page.goto(pageUrl(h));
+    await page.goto(pageUrl(h, on));
     return page;
   }
+
+  /** A page whose buttons `shown` saw, left open while the proxy now names `now`; then Approve. */
+  async function approveFromStalePage(h: WorkflowHandle, shown: string, now: string, on: WebServer = web): Promise<string> {
+    const page = await open(shown, h, on);
+    assert.equal(await page.locator('#approve').count(), 1, `${shown} sees the buttons`);
+    await page.context().setExtraHTTPHeaders({ 'X-Forwarded-User': now });
+    await page.click('#approve');
+    await page.locator('#notice').waitFor({ timeout: 15_000 });
+    const text = (await page.locator('#notice').textContent()) ?? '';
+    await page.context().close();
+    return text;
+  }
+
+  /** The page shows `who` no buttons, and says why. */
+  async function noButtonsFor(who: string, h: WorkflowHandle, why: RegExp, on: WebServer = web): Promise<void> {
+    const page = await open(who, h, on);
+    assert.equal(await page.locator('#phase').textContent(), 'verifying');
+    assert.equal(await page.locator('#approve').count(), 0, `no Approve for ${who}`);
+    assert.equal(await page.locator('#reject').count(), 0, `no Reject for ${who}`);
+    assert.match(await page.locator('#no-buttons').textContent() ?? '', why, who);
+    await page.context().close();
+  }
+
+  const cliEnvOf = () => ({
+    TEMPORAL_ADDRESS: testStack().temporal.address, KM_HOTFIX_TASK_QUEUE: env.taskQueue,
+    DATABASE_URL: env.orchestratorUrl, KM_DATABASE_URL: env.kmUrl, KM_HOTFIX_ALLOWED_SIGNERS: env.people.allowedSigners,
+  });
 
   it('approve end to end: the page shows canary, its URL and drained backends; the grid recolours live during fan-out; the timeline names the person, the delegate and the key', async () => {
     const { h, st } = await gateRollout();
@@ -142,10 +182,20 @@ describe('web page for approvers (real chromium)', function () {
     const row = page.locator('#timeline tr', { hasText: 'approve' }).first();
     const text = await row.textContent();
     assert.match(text ?? '', /login works <b>on<\/b> the canary/, 'the comment is shown as text, not markup');
-    assert.match(text ?? '', new RegExp(`signed by bob via ${DELEGATE} with SHA256:`));
+    // Issue 23, item 4: the key is the delegate's, and every view says so.
+    assert.match(text ?? '', new RegExp(`approved by bob via ${DELEGATE} \\(${escapeRe(approval.key)}\\)`));
     assert.equal(await page.locator('#timeline b', { hasText: 'on' }).count(), 0);
     await page.screenshot({ path: path.join(SCREENSHOTS, 'web-completed.png'), fullPage: true });
     await page.context().close();
+    const via = new RegExp(`by bob via ${DELEGATE} \\(${escapeRe(approval.key)}\\)`);
+    const status = await runCli(['status', h.workflowId], cliEnvOf());
+    assert.equal(status.code, 0, status.stderr);
+    assert.match(status.stdout, new RegExp(`^approved\\s+${via.source}`, 'm'));
+    const audit = await runCli(['audit', h.workflowId], cliEnvOf());
+    assert.equal(audit.code, 0, audit.stdout + audit.stderr);
+    assert.match(audit.stdout, new RegExp(`^ok\\s+approve\\s+${via.source}`, 'm'));
+    const auditJson = JSON.parse((await runCli(['audit', h.workflowId, '--json'], cliEnvOf())).stdout) as { decisions: { action: string; by: string; via?: string; key: string }[] };
+    assert.deepEqual(auditJson.decisions.map((d) => [d.action, d.by, d.via]), [['rollout', 'alice', undefined], ['approve', 'bob', DELEGATE]]);
 
     // The webhook heard: waiting (canary, its URL, the page), then completed.
     const [waiting, completed] = await messagesAbout(h.workflowId, 2);
@@ -184,19 +234,114 @@ describe('web page for approvers (real chromium)', function () {
     }
   });
 
-  it('a person the rules exclude sees the workflow\'s refusal, and nothing changes', async () => {
+  // Issue 23, item 5: on today's code the requester, a non-approver and `…@DELEGATE` all saw the buttons.
+  it('the buttons only for a person who may decide now: the requester, a non-approver and a delegate\'s name read why not; a stale page is still judged by the workflow', async () => {
     const { h } = await gateRollout(['carol']);
-    const page = await open('bob', h);
-    await page.click('#approve');
-    await page.locator('#notice', { hasText: 'approve refused: bob is not an approver of this rollout (approvers: carol)' }).waitFor({ timeout: 15_000 });
-    const requester = await open('alice', h);
-    await requester.click('#approve');
-    await requester.locator('#notice', { hasText: /approve refused: alice \(SHA256:\S+\) started this rollout/ }).waitFor({ timeout: 15_000 });
+    await noButtonsFor('alice', h, /alice started this rollout: someone else must verify the canary/);
+    await noButtonsFor('bob', h, /bob is not an approver of this rollout \(approvers: carol\)/);
+    await noButtonsFor('km-hotfix-web@DELEGATE', h, /km-hotfix-web@DELEGATE is a delegate, not a person/);
+    // A page carol left open, now used by someone else: the workflow refuses, nothing changes.
+    assert.match(await approveFromStalePage(h, 'carol', 'bob'), /^approve refused: bob is not an approver of this rollout \(approvers: carol\)$/);
+    assert.match(await approveFromStalePage(h, 'carol', 'alice'), /^approve refused: alice started this rollout: someone else must verify the canary$/);
     const st = await env.status(h);
     assert.equal(st.phase, 'verifying');
     assert.deepEqual(st.approvals, []);
-    await page.context().close();
-    await requester.context().close();
+    await env.abort(h, 'dana', 'the servers are needed for the next rollout');
+    await h.result();
+
+    // alice's key on a second line under another name is still alice: the page and the workflow compare her keys, not the delegate's.
+    const signers = await fs.readFile(env.people.allowedSigners, 'utf8');
+    const alicePub = (await fs.readFile(`${env.people.keys.alice}.pub`, 'utf8')).trim().split(/\s+/).slice(0, 2).join(' ');
+    await fs.writeFile(env.people.allowedSigners, `${signers}alice-laptop ${alicePub}\n`);
+    try {
+      const listed = await gateRollout(['alice-laptop', 'carol']);
+      await noButtonsFor('alice-laptop', listed.h, /alice-laptop started this rollout as alice with the same key/);
+      assert.match(await approveFromStalePage(listed.h, 'carol', 'alice-laptop'), /^approve refused: alice-laptop started this rollout as alice with the same key/);
+      assert.deepEqual((await env.status(listed.h)).approvals, []);
+    } finally {
+      await fs.writeFile(env.people.allowedSigners, signers);
+    }
+  });
+
+  // Issue 23, item 1: on today's code ALICE approved alice's own rollout through the page.
+  it('the requester under another spelling: nobody when names are exact; alice, so the requester, when the proxy\'s names are case-insensitive', async () => {
+    const { h } = await gateRollout();
+    // Exact (the default): ALICE is not a person of the file; nothing is signed for her.
+    await noButtonsFor('ALICE', h, /ALICE is not in the signers file/);
+    const named = await open('ALICE', h);
+    assert.match(await named.locator('#read-only').textContent() ?? '', /the proxy names ALICE, and ALICE is not in the signers file/);
+    await named.context().close();
+    assert.match(await approveFromStalePage(h, 'dana', 'ALICE'), /^approve refused: ALICE is not in the signers file$/);
+    // Case-insensitive: ALICE is alice, the requester.
+    const same = await open('ALICE', h, webAnyCase);
+    assert.equal(await same.locator('#person').textContent(), 'alice');
+    await same.context().close();
+    await noButtonsFor('ALICE', h, /alice started this rollout: someone else must verify the canary/, webAnyCase);
+    assert.match(await approveFromStalePage(h, 'Dana', 'Alice', webAnyCase), /^approve refused: alice started this rollout: someone else must verify the canary$/);
+    let st = await env.status(h);
+    assert.equal(st.phase, 'verifying');
+    assert.deepEqual(st.approvals, []);
+    // Dana, as her proxy spells her, approves as the file spells her.
+    const dana = await open('Dana', h, webAnyCase);
+    await dana.click('#approve');
+    await dana.locator('#notice', { hasText: 'approved by dana' }).waitFor({ timeout: 15_000 });
+    await dana.context().close();
+    st = await env.status(h);
+    assert.deepEqual(st.approvals.map((a) => [a.by, a.via]), [['dana', DELEGATE]]);
+    assert.match(st.approvals[0]!.message, /\non-behalf-of: dana\n/);
+  });
+
+  // Issue 23, item 2: on today's code the delegate's word made anyone a person, page or not.
+  it('a stranger: no buttons on the page, and the workflow refuses the delegate\'s signature for her when the page is bypassed', async () => {
+    const { h, st } = await gateRollout();
+    await noButtonsFor('eve', h, /eve is not in the signers file/);
+    const delegateSigned = async (onBehalfOf: string) => {
+      const message = decisionMessage({
+        action: 'approve', rollout: h.workflowId, hotfix: st.hotfix, sha256: st.sha256 ?? '', canary: st.canary ?? '', drained: st.drained.map((d) => d.server),
+        comment: 'straight to Temporal', onBehalfOf, at: new Date().toISOString(),
+      });
+      return { message, signature: await signMessage(await keyFileSigner(keyFile), message) };
+    };
+    for (const name of ['eve', 'BOB']) {
+      await assert.rejects(h.executeUpdate(approveUpdate, { args: [await delegateSigned(name)] }), (err: unknown) => {
+        assert.ok(err instanceof WorkflowUpdateFailedError, String(err));
+        assert.match(String((err.cause as Error | undefined)?.message), new RegExp(`^${name} is not in the signers file`));
+        return true;
+      }, name);
+    }
+    const now = await env.status(h);
+    assert.equal(now.phase, 'verifying');
+    assert.deepEqual(now.approvals, []);
+    assert.equal((await env.orchestrator`SELECT 1 FROM rollout_event WHERE rollout_id = ${h.workflowId} AND kind = 'approve'`).length, 0);
+  });
+
+  // Issue 23, item 3: on today's code such a rollout's page was fastify's JSON 404.
+  it('a rollout with the longest id this fleet\'s hotfixes allow opens from the list, lives, and is approved; any longer id gets the page\'s own 404', async () => {
+    // The longest Name a 3.0.0 hotfix file with a three-character issue id can carry (255 characters in all).
+    const description = 'x'.repeat(HOTFIX_NAME_MAX - 'hotfix_backend_'.length - '3.0.0'.length + '1.0'.length);
+    const hf = await env.hotfix('backend', { description, issue: 'A-1' });
+    assert.equal(hf.fileName.length, 255);
+    const id = workflowId('rollout', hf.name, new Date(), 'a1b2c3');
+    assert.ok(id.length > 115 && id.length >= WORKFLOW_ID_MAX - 2, `${id.length} characters`);
+    const h = await env.startRollout({ hotfix: hf.name, as: 'alice', workflowId: id });
+    started.push(h);
+    assert.equal((await env.waitForPhase(h, 'verifying')).phase, 'verifying');
+    const ctx = await browser.context('bob');
+    const page = await ctx.newPage();
+    await page.goto(web.url);
+    await page.click(`a[href="/rollouts/${encodeURIComponent(id)}"]`);
+    assert.equal(await page.locator('#phase').textContent(), 'verifying');
+    await page.click('#approve');
+    await page.locator('#notice', { hasText: 'approved by bob' }).waitFor({ timeout: 15_000 });
+    await page.locator('#phase', { hasText: 'completed' }).waitFor({ timeout: 60_000 });
+    assert.equal(((await h.result()) as RolloutStatus).phase, 'completed');
+    // The longest id any kind can have, and one more: the page's 404, not fastify's.
+    for (const n of [WORKFLOW_ID_MAX, WORKFLOW_ID_MAX + 1]) {
+      const r = await page.goto(`${web.url}/rollouts/${'r'.repeat(n)}`);
+      assert.equal(r?.status(), 404);
+      assert.match(await page.locator('.notice.refused').textContent() ?? '', n === WORKFLOW_ID_MAX ? /^No rollout with id r+\.$/ : /No such page|No rollout/);
+    }
+    await ctx.close();
   });
 
   it('without a person named by a trusted proxy the page is read-only: no buttons, also when the header comes from an untrusted address', async () => {
@@ -272,6 +417,10 @@ describe('web page for approvers (real chromium)', function () {
     const badPort = await runCli(['web', '--port', 'http'], base);
     assert.equal(badPort.code, 2, badPort.stderr);
     assert.equal(lines(badPort.stderr).length, 1, badPort.stderr);
+    const badNames = await runCli(['web', '--port', '0'], { ...base, KM_HOTFIX_WEB_NAMES: 'loose' });
+    assert.equal(badNames.code, 2, badNames.stderr);
+    assert.match(badNames.stderr, /KM_HOTFIX_WEB_NAMES must be exact or case-insensitive, not 'loose'/);
+    assert.equal(lines(badNames.stderr).length, 1, badNames.stderr);
     const badKey = await runCli(['web', '--port', '0'], { ...base, KM_HOTFIX_WEB_SIGNING_KEY: '/nonexistent/web_ed25519' });
     assert.equal(badKey.code, 2, badKey.stderr);
     assert.match(badKey.stderr, /KM_HOTFIX_WEB_SIGNING_KEY/);

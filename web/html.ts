@@ -51,13 +51,29 @@ function when(d: Date | string | null | undefined): string {
   return new Date(d).toISOString().replace('T', ' ').slice(0, 19) + 'Z';
 }
 
-export function userLine(person: string | null): string {
-  return person
-    ? `<p class="muted">Signed in as <b id="person">${esc(person)}</b> (named by the proxy).</p>`
+/** Who is at the keyboard: the name the proxy sent, and the signers file's person it is (or why none). */
+export interface Visitor {
+  /** The name in the proxy's identity header; null when no trusted proxy named anyone. */
+  named: string | null;
+  /** The person of the signers file, spelled as the file spells them; null when the name is nobody's. */
+  person: string | null;
+  /** Fingerprints of the person's keys in the file. */
+  keys: readonly string[];
+  /** Why the name is nobody's (e.g. "mallory is not in the signers file"). */
+  why?: string;
+}
+
+export function userLine(v: Visitor): string {
+  if (v.person !== null) {
+    const as = v.named !== null && v.named !== v.person ? ` (the proxy says ${esc(v.named)})` : '';
+    return `<p class="muted">Signed in as <b id="person">${esc(v.person)}</b>${as} (named by the proxy).</p>`;
+  }
+  return v.named !== null
+    ? `<p class="muted" id="read-only">Read-only: the proxy names ${esc(v.named)}, and ${esc(v.why ?? 'that is nobody here')}.</p>`
     : '<p class="muted" id="read-only">Read-only: no person is named by a trusted proxy.</p>';
 }
 
-export function rolloutsPage(rows: RolloutSummary[], person: string | null): string {
+export function rolloutsPage(rows: RolloutSummary[], visitor: Visitor): string {
   const active = rows.filter((r) => !r.outcome);
   const recent = rows.filter((r) => r.outcome);
   const table = (list: RolloutSummary[], empty: string) => (list.length === 0
@@ -66,7 +82,7 @@ export function rolloutsPage(rows: RolloutSummary[], person: string | null): str
 <tr class="rollout-row"><td><a href="/rollouts/${encodeURIComponent(r.id)}">${esc(r.hotfix)}</a><br><code class="muted">${esc(r.id)}</code></td>
 <td>${esc(r.kind)}</td><td>${esc(r.phase)}</td><td>${esc(r.requestedBy)}</td><td>${when(r.startedAt)}</td><td>${when(r.endedAt)}</td>
 <td>${esc(r.outcome ?? 'running')}${r.error ? `<br><span class="muted">${esc(r.error.split('\n')[0]!.slice(0, 160))}</span>` : ''}</td></tr>`).join('')}</table>`);
-  return layout('km-hotfix rollouts', `<h1>km-hotfix rollouts</h1>${userLine(person)}
+  return layout('km-hotfix rollouts', `<h1>km-hotfix rollouts</h1>${userLine(visitor)}
 <h2>Active</h2>${table(active, 'No rollout is running.')}
 <h2>Recent</h2>${table(recent, 'None yet.')}`);
 }
@@ -74,7 +90,7 @@ export function rolloutsPage(rows: RolloutSummary[], person: string | null): str
 export interface RolloutView {
   status: RolloutStatus;
   events: StoredEvent[];
-  person: string | null;
+  visitor: Visitor;
   /** Per-session token for the forms; absent = read-only. */
   csrf: string | null;
   /** Why there are no buttons though a person is named (e.g. no signing key). */
@@ -103,8 +119,10 @@ function eventLine(e: StoredEvent): string {
   const comment = typeof d.comment === 'string' ? d.comment : typeof d.reason === 'string' ? d.reason : '';
   // A person's words are quoted; the workflow's own reasons (e.g. why this canary) are not.
   if (comment) bits.push(isSigned ? `“${esc(comment)}”` : `<span class="muted">${esc(comment)}</span>`);
+  // As status and audit say it: "approved by dana via km-hotfix-web@delegate (SHA256:…)", the key being the delegate's.
+  const verb = e.kind === 'approve' ? 'approved' : e.kind === 'reject' ? 'rejected' : 'signed';
   const signed = isSigned
-    ? ` <span class="signed">signed by <b>${esc(e.actor ?? '')}</b>${typeof d.via === 'string' ? ` via ${esc(d.via)}` : ''} with <code>${esc(d.key)}</code></span>`
+    ? ` <span class="signed">${verb} by <b>${esc(e.actor ?? '')}</b>${typeof d.via === 'string' ? ` via ${esc(d.via)}` : ''} (<code>${esc(d.key)}</code>)</span>`
     : e.actor ? ` by ${esc(e.actor)}` : '';
   return `<tr class="event"><td class="nowrap">${when(e.at)}</td><td>${esc(e.kind)}</td><td class="nowrap">${e.server ? esc(e.server) : ''}</td><td>${bits.join(' ')}${signed}</td></tr>`;
 }
@@ -138,7 +156,7 @@ ${v.csrf ? gateForms(st.id, v.csrf) : `<p class="muted" id="no-buttons">${esc(v.
   }
   const notice = v.notice ? `<div class="notice ${v.notice.ok ? 'ok' : 'refused'}" id="notice">${esc(v.notice.text)}</div>` : '';
   const body = `<p><a href="/">← rollouts</a></p>
-<h1>${esc(st.hotfix)}</h1><p><code>${esc(st.id)}</code></p>${userLine(v.person)}${notice}
+<h1>${esc(st.hotfix)}</h1><p><code>${esc(st.id)}</code></p>${userLine(v.visitor)}${notice}
 <p>Phase: <b id="phase">${esc(st.phase)}</b>${st.paused ? ' (paused)' : ''} · requested by ${esc(st.requestedBy || '(not yet verified)')}${st.requestedKey ? ` <code>${esc(st.requestedKey)}</code>` : ''}</p>
 ${st.error ? `<p class="notice refused" id="error">${esc(st.error)}</p>` : ''}
 ${st.needsAttention.length ? `<p class="notice refused">Needs a person: ${esc(st.needsAttention.join(', '))}${st.needsAttentionMore ? ` and ${st.needsAttentionMore} more` : ''}</p>` : ''}

@@ -3,23 +3,27 @@
 // the same signed Updates as the CLI, so the workflow's rules decide.
 //
 // Who is deciding: the person a trusted reverse proxy names in a header, and
-// only when the request comes from one of the proxy's addresses. The server
-// signs with its own key, a delegate in the signers file, for that person
-// (`on-behalf-of`); the workflow judges the person. No person → read-only.
+// only when the request comes from one of the proxy's addresses, and only a
+// person of the signers file (domain/people.ts), spelled as the file spells
+// them. The server signs with its own key, a delegate in the signers file,
+// for that person (`on-behalf-of`); the workflow judges the person. No
+// person → read-only, saying why.
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import fastify, { FastifyReply, FastifyRequest } from 'fastify';
 import type { Sql } from 'postgres';
 import { Client, WorkflowUpdateFailedError } from '@temporalio/client';
-import { decisionMessage, DecisionMessageError, isDelegate, oneLine } from '../domain/decision';
-import { isFinalPhase, RolloutStatus, SERVER_STATES, ServerState } from '../domain/rollout';
+import { decisionMessage, DecisionMessageError, oneLine } from '../domain/decision';
+import { gateAnswerRefusal, NameMatching, personNamed } from '../domain/people';
+import { isFinalPhase, RolloutStatus, SERVER_STATES, ServerState, WORKFLOW_ID_MAX } from '../domain/rollout';
 import { approveUpdate, rejectUpdate, statusQuery, WORKFLOW_TYPES } from '../workflows/definitions';
 import { answerWithin, mergeBatches, QUERY_TIMEOUT_MS, withLedgerView } from '../platform/workflow-status';
 import { ledgerStatus, liveLedger, recentRollouts, rolloutEvents, serverStates } from '../store/ledger';
 import { listInventory, inventoryServer } from '../store/inventory';
 import { keyFileSigner } from '../signing/signer';
-import { signMessage, Signer } from '../signing/sshsig';
-import { countsText, rolloutPage, rolloutsPage } from './html';
+import { NAMESPACE, signMessage, Signer } from '../signing/sshsig';
+import { AllowedSignersError, keysOf, peopleOf, readAllowedSigners } from '../signing/allowed-signers';
+import { countsText, rolloutPage, rolloutsPage, Visitor } from './html';
 
 /** Servers per page of a large fleet's ledger list on the page. */
 const WEB_PAGE_SIZE = 100;
@@ -35,6 +39,10 @@ export interface WebOptions {
   trustedProxies?: readonly string[];
   /** The server's own private key (a delegate in allowed_signers); without it the page is read-only. */
   signingKey?: string;
+  /** The worker's signers file (KM_HOTFIX_ALLOWED_SIGNERS), read for every request: whom the page may sign for. Without it, read-only. */
+  allowedSigners?: string;
+  /** How the proxy's name matches the file's (KM_HOTFIX_WEB_NAMES): exact unless the proxy's names are case-insensitive. */
+  names?: NameMatching;
   /** How often a live page is refreshed (ms). */
   pollMs?: number;
 }
@@ -45,7 +53,9 @@ export interface WebServer {
   close(): Promise<void>;
 }
 
-const ID = /^[A-Za-z0-9][A-Za-z0-9._:@-]{0,250}$/;
+// Every id the CLI can make (domain/rollout.ts); percent-encoded, a character takes up to three.
+const ID = new RegExp(`^[A-Za-z0-9][A-Za-z0-9._:@-]{0,${WORKFLOW_ID_MAX - 1}}$`);
+const MAX_PARAM = 3 * WORKFLOW_ID_MAX;
 const PERSON = /^[A-Za-z0-9][A-Za-z0-9._:@-]{0,99}$/;
 const KINDS = new Set<string>([WORKFLOW_TYPES.rollout, WORKFLOW_TYPES.removal, WORKFLOW_TYPES.upload]);
 const COOKIE = 'kmh_session';
@@ -74,18 +84,46 @@ export async function startWebServer(o: WebOptions): Promise<WebServer> {
   const flash = new Map<string, { rollout: string; until: number; notice: { ok: boolean; text: string } }>();
 
   // forceCloseConnections: a live page's event stream must not hold close() open.
-  const app = fastify({ logger: false, bodyLimit: 16_384, forceCloseConnections: true });
+  // maxParamLength: fastify's default (100) is shorter than a long hotfix's rollout id.
+  const app = fastify({ logger: false, bodyLimit: 16_384, forceCloseConnections: true, routerOptions: { maxParamLength: MAX_PARAM } });
   app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_req, body, done) => {
     done(null, Object.fromEntries(new URLSearchParams(String(body))));
   });
 
-  /** The person the proxy names, or null: from an untrusted address, or not a plain name, nobody. */
-  const personOf = (req: FastifyRequest): string | null => {
+  /** The name the proxy sends, or null: from an untrusted address, or not a plain name, nobody. */
+  const namedBy = (req: FastifyRequest): string | null => {
     if (!trusted.has(normalAddress(req.socket.remoteAddress))) return null;
     const v = req.headers[header];
     if (typeof v !== 'string') return null;
     const name = v.trim();
-    return PERSON.test(name) && !isDelegate(name) ? name : null;
+    return PERSON.test(name) ? name : null;
+  };
+
+  /** Who is at the keyboard: the file's person the proxy's name is (read afresh: a deleted line counts at once), or why nobody. */
+  const visitorOf = async (req: FastifyRequest): Promise<Visitor> => {
+    const named = namedBy(req);
+    if (named === null) return { named: null, person: null, keys: [] };
+    if (!o.allowedSigners) return { named, person: null, keys: [], why: 'this server has no signers file (KM_HOTFIX_ALLOWED_SIGNERS) to know people by' };
+    let signers;
+    try {
+      signers = await readAllowedSigners(o.allowedSigners);
+    } catch (err) {
+      if (err instanceof AllowedSignersError) return { named, person: null, keys: [], why: err.message };
+      throw err;
+    }
+    const now = new Date();
+    const m = personNamed(named, peopleOf(signers, NAMESPACE, now), o.names ?? 'exact');
+    if ('refused' in m) return { named, person: null, keys: [], why: m.refused };
+    return { named, person: m.person, keys: keysOf(signers, m.person, NAMESPACE, now) };
+  };
+
+  /** Why this visitor may not answer this rollout's gate now, or null: the workflow's own rules, asked before anything is signed. */
+  const whyNot = (v: Visitor, st: RolloutStatus): string | null => {
+    if (v.person === null) return v.why ?? null;
+    if (!signer) return 'this server has no signing key (KM_HOTFIX_WEB_SIGNING_KEY)';
+    if (st.kind !== 'rollout' || st.phase !== 'verifying' || !st.gate) return `rollout ${st.id} is not waiting for verification`;
+    if (st.approvals.length > 0) return `rollout ${st.id} has already been answered`;
+    return gateAnswerRefusal({ by: v.person, keys: v.keys }, { requestedBy: st.requestedBy, requestedKey: st.requestedKey, approvers: st.gate.approvers });
   };
 
   /** A session id in a cookie (made on first visit); the CSRF token is derived from it. */
@@ -158,7 +196,14 @@ export async function startWebServer(o: WebOptions): Promise<WebServer> {
   app.get('/', async (req, reply) => {
     session(req, reply);
     secure(reply);
-    return rolloutsPage(await recentRollouts(o.orchestrator, 50), personOf(req));
+    return rolloutsPage(await recentRollouts(o.orchestrator, 50), await visitorOf(req));
+  });
+
+  // Not fastify's JSON 404: the page's own, with the way back.
+  app.setNotFoundHandler(async (req, reply) => {
+    secure(reply);
+    reply.code(404);
+    return rolloutsPage([], await visitorOf(req)).replace('<h2>Active</h2>', '<p class="notice refused">No such page.</p><h2>Active</h2>');
   });
 
   app.get<{ Params: { id: string }; Querystring: { page?: string; state?: string } }>('/rollouts/:id', async (req, reply) => {
@@ -167,14 +212,16 @@ export async function startWebServer(o: WebOptions): Promise<WebServer> {
     const found = ID.test(id) ? await readRollout(id) : undefined;
     const nonce = randomBytes(16).toString('base64');
     secure(reply, nonce);
+    const visitor = await visitorOf(req);
     if (!found) {
       reply.code(404);
-      return rolloutsPage([], personOf(req)).replace('<h2>Active</h2>', `<p class="notice refused">No rollout with id ${id.replace(/[^A-Za-z0-9._:@-]/g, '?').slice(0, 250)}.</p><h2>Active</h2>`);
+      return rolloutsPage([], visitor).replace('<h2>Active</h2>', `<p class="notice refused">No rollout with id ${id.replace(/[^A-Za-z0-9._:@-]/g, '?').slice(0, WORKFLOW_ID_MAX)}.</p><h2>Active</h2>`);
     }
-    const person = personOf(req);
     const last = flash.get(sid);
     const notice = last && last.rollout === id && last.until > Date.now() ? last.notice : undefined;
-    const canDecide = person !== null && signer !== null && found.status.kind === 'rollout';
+    // The buttons only for a person who may decide now; anyone else is told why not.
+    const why = visitor.named === null ? null : whyNot(visitor, found.status);
+    const canDecide = visitor.person !== null && signer !== null && why === null;
     const canaryUrl = found.status.canary ? (await inventoryServer(o.orchestrator, found.status.canary).catch(() => undefined))?.url : undefined;
     // Large fleets: a page of the per-server ledger (a bad page or state falls back to the first page of all).
     const want = Number(req.query.page);
@@ -185,10 +232,10 @@ export async function startWebServer(o: WebOptions): Promise<WebServer> {
     };
     return rolloutPage({
       ...(serverPage ? { serverPage } : {}),
-      status: found.status, events: await rolloutEvents(o.orchestrator, id), person, live: found.live, nonce,
+      status: found.status, events: await rolloutEvents(o.orchestrator, id), visitor, live: found.live, nonce,
       ...(canaryUrl ? { canaryUrl } : {}),
       csrf: canDecide ? tokenFor(sid) : null,
-      ...(person && !signer ? { readOnlyWhy: 'Read-only: this server has no signing key (KM_HOTFIX_WEB_SIGNING_KEY).' } : {}),
+      ...(why ? { readOnlyWhy: `Read-only for you: ${why}.` } : {}),
       ...(notice ? { notice } : {}),
     });
   });
@@ -226,14 +273,18 @@ export async function startWebServer(o: WebOptions): Promise<WebServer> {
       secure(reply);
       return reply.code(403).send(`<!doctype html><p>Refused: ${why.replace(/[<>&"']/g, '')} cannot change a rollout. Use the buttons on the rollout's page.</p>`);
     }
-    const person = personOf(req);
-    if (!person || !signer) return reply.code(403).type('text/plain').send('read-only: no person is named by a trusted proxy, or this server has no signing key');
+    const visitor = await visitorOf(req);
+    if (!visitor.named || !signer) return reply.code(403).type('text/plain').send('read-only: no person is named by a trusted proxy, or this server has no signing key');
     if (!ID.test(id)) return reply.code(404).type('text/plain').send('no such rollout');
     const sid = cookies(req.raw).get(COOKIE) ?? '';
     const body = req.body as Record<string, string>;
     const comment = oneLine(String((action === 'approve' ? body.comment : body.reason) ?? ''));
     for (const [k, v] of flash) if (v.until < Date.now()) flash.delete(k);
-    flash.set(sid, { rollout: id, until: Date.now() + 120_000, notice: await sendDecision(id, action, person, comment) });
+    // Nobody the file knows: nothing is signed. Everyone else is judged by the workflow.
+    const notice = visitor.person === null
+      ? { ok: false, text: `${action} refused: ${visitor.why ?? 'no person'}` }
+      : await sendDecision(id, action, visitor.person, comment);
+    flash.set(sid, { rollout: id, until: Date.now() + 120_000, notice });
     return reply.code(303).header('location', `/rollouts/${encodeURIComponent(id)}`).send();
   };
 

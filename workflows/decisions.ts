@@ -42,13 +42,19 @@ export function checkFacts(payload: unknown, facts: DecisionFacts): Decision {
   return d;
 }
 
+/** A verified decision, and (when a delegate signed) the keys of the person it signed for: for the requester rule, not for the record. */
+export type VerifiedRecord = DecisionRecord & { personKeys?: string[] };
+
 /** The facts, then the signature and the signer (the activity reads the signers file). */
-export async function verifySigned(steps: Steps, signed: unknown, facts: DecisionFacts): Promise<DecisionRecord> {
+export async function verifySigned(steps: Steps, signed: unknown, facts: DecisionFacts): Promise<VerifiedRecord> {
   const d = checkFacts(signed, facts);
   const s = signed as SignedDecision;
   const v = await steps.signing.verifyDecision({ signed: { message: s.message, signature: s.signature }, at: new Date().toISOString() });
   if (!v.ok) throw refused(v.reason);
-  return { action: d.action, by: v.by, key: v.key, ...(v.via ? { via: v.via } : {}), at: d.at, comment: d.comment, message: s.message, signature: s.signature };
+  return {
+    action: d.action, by: v.by, key: v.key, ...(v.via ? { via: v.via } : {}), at: d.at, comment: d.comment, message: s.message, signature: s.signature,
+    ...(v.personKeys ? { personKeys: v.personKeys } : {}),
+  };
 }
 
 /** One decision at a time: a second answer waits until the first is accepted or refused, then is judged on the new state. */

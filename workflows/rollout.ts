@@ -6,6 +6,7 @@ import { allHandlersFinished, CancellationScope, condition, log, setHandler, sle
 import type { DecisionRecord, DrainedBackend, RolloutInput, RolloutStatus, SignedDecision } from '../domain/rollout';
 import { ATTENTION_LIST_MAX, MAX_HEARTBEAT_THROTTLE_MS } from '../domain/rollout';
 import type { DecisionFacts } from '../domain/decision';
+import { gateAnswerRefusal } from '../domain/people';
 import { approveUpdate, rejectUpdate, statusQuery } from './definitions';
 import { activityProxies, HEARTBEAT_TIMEOUT_MS, Steps, timing } from './steps';
 import { Fanout, FanoutControl } from './fanout';
@@ -83,14 +84,14 @@ async function rollout(input: RolloutInput, problem: string | undefined, notifie
   function answer(action: 'approve' | 'reject') {
     return (req: SignedDecision): Promise<RolloutStatus> => lock.run(async () => {
       validateAnswer(action, req);
-      const rec = await verifySigned(steps, req, gateFacts(action));
+      const { personKeys, ...rec } = await verifySigned(steps, req, gateFacts(action));
       validateAnswer(action, req);
-      if (rec.by === r.status.requestedBy || rec.key === r.status.requestedKey) {
-        throw refused(`${rec.by} (${rec.key}) started this rollout${rec.by === r.status.requestedBy ? '' : ` as ${r.status.requestedBy} with the same key`}: someone else must verify the canary`);
-      }
-      if (input.approvers.length > 0 && !input.approvers.includes(rec.by)) {
-        throw refused(`${rec.by} is not an approver of this rollout (approvers: ${input.approvers.join(', ')})`);
-      }
+      // Principals and keys, the file's (domain/people.ts): through a delegate the key that signed is the delegate's, so the person's own keys count.
+      const why = gateAnswerRefusal(
+        { by: rec.by, ...(rec.via ? {} : { key: rec.key }), keys: [rec.key, ...(personKeys ?? [])] },
+        { requestedBy: r.status.requestedBy, requestedKey: r.status.requestedKey, approvers: input.approvers },
+      );
+      if (why) throw refused(why);
       r.approval(rec);
       decision = { approved: action === 'approve', by: rec.by, reason: rec.comment };
       return r.report();

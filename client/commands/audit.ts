@@ -12,6 +12,8 @@ import { signer } from '../render/status';
 interface AuditedDecision {
   action: string;
   by: string;
+  /** The delegate that signed for `by` (the web page), when one did: `key` is then the delegate's. */
+  via?: string;
   key: string;
   recordedAt: string;
   ok: boolean;
@@ -49,7 +51,7 @@ Example:
           const action = decisionActionOf(st.kind, d.kind);
           if (!action) continue;
           const problems = auditDecision({ by: d.actor, key: d.key, ...(d.via ? { via: d.via } : {}), message: d.message, signature: d.signature, recordedAt: d.at }, { rollout: id, action }, signers);
-          out.push({ action, by: d.actor, key: d.key, recordedAt: d.at.toISOString(), ok: problems.length === 0, problems, message: d.message, signature: d.signature });
+          out.push({ action, by: d.actor, ...(d.via ? { via: d.via } : {}), key: d.key, recordedAt: d.at.toISOString(), ok: problems.length === 0, problems, message: d.message, signature: d.signature });
         }
         return out;
       });
@@ -59,7 +61,7 @@ Example:
       } else {
         if (audited.length === 0) console.log(`${id}: no signed decision is recorded`);
         for (const a of audited) {
-          const head = `${a.action.padEnd(8)} by ${signer(a.by, a.key)}, recorded ${a.recordedAt}`;
+          const head = `${a.action.padEnd(8)} by ${signer(a.by, a.key, a.via)}, recorded ${a.recordedAt}`;
           console.log(a.ok ? `ok    ${head}` : `FAIL  ${head}: ${a.problems.join('; ')}`);
         }
         console.log(ok ? `${audited.length} decision(s) verified against ${file}` : `${audited.filter((a) => !a.ok).length || 'no'} decision(s) failed the check against ${file}`);

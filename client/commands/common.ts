@@ -9,7 +9,7 @@ import { CliError, EXIT, ExitCode } from '../errors';
 import { connectClient, TemporalClient } from '../../platform/temporal';
 import { connectDatabase, connectOrchestrator, openDatabases, requireDatabaseUrl } from '../../store/database';
 import { KeyManagerDatabase } from '../../keymanager/database';
-import { isFinalPhase, RolloutStatus, WorkflowKind, workflowId } from '../../domain/rollout';
+import { isFinalPhase, RolloutStatus, WorkflowKind, workflowId, WORKFLOW_ID_SUFFIX_BYTES } from '../../domain/rollout';
 import { parseDuration, PlanError } from '../../domain/plan';
 import { WORKFLOW_TYPES, statusQuery } from '../../workflows/definitions';
 import { answerWithin, LedgerView, mergeBatches, QUERY_TIMEOUT_MS, withLedgerView } from '../../platform/workflow-status';
@@ -102,7 +102,7 @@ export function config(): Config {
 
 /** A new workflow id for this kind and hotfix. */
 export function newWorkflowId(kind: WorkflowKind, hotfix: string): string {
-  return workflowId(kind, hotfix, new Date(), randomBytes(3).toString('hex'));
+  return workflowId(kind, hotfix, new Date(), randomBytes(WORKFLOW_ID_SUFFIX_BYTES).toString('hex'));
 }
 
 const KIND_BY_TYPE: Record<string, WorkflowKind> = {

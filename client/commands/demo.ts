@@ -22,7 +22,7 @@ import { withTemporal } from './common';
 import { startRollout } from './rollout';
 import { startUpload } from './upload';
 import { answerGate } from './gate';
-import { person } from './signing';
+import { signer } from '../render/status';
 import { statusReader } from './status';
 
 /** Short timings: the simulator restarts in ~300 ms, so nothing needs minutes here. */
@@ -160,7 +160,7 @@ async function runDemo(o: { keep?: boolean }): Promise<number> {
       lines.push(`  >> ${APPROVER} checks the canary and answers with her key: KM_HOTFIX_SIGNING_KEY=${danaKey} km-hotfix approve ${st.id} --comment "queue drains on km-be-1"`);
       const ok = await answerGate(danaCfg, st.id, { decision: 'approve', comment: 'queue drains on km-be-1' });
       const a = ok.status.approvals.at(-1);
-      lines.push(`  >> approved by ${a ? person(a.by, a.key) : APPROVER}; the signed message and signature are in the status, the ledger and the history ('km-hotfix audit ${st.id}')`);
+      lines.push(`  >> approved by ${a ? signer(a.by, a.key, a.via) : APPROVER}; the signed message and signature are in the status, the ledger and the history ('km-hotfix audit ${st.id}')`);
       return lines;
     });
     if (done.phase !== 'completed') throw new CliError(`the first rollout did not complete: ${done.phase}: ${done.error}`, EXIT.failed);

@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import type { LogLevel } from '@temporalio/worker';
 import { CliError, EXIT } from '../errors';
+import { NameMatchingError, parseNameMatching } from '../../domain/people';
 import type { DevStack } from '../../stack/dev-stack';
 
 function parsePort(flag: string) {
@@ -53,6 +54,13 @@ export function registerDev(program: Command): void {
 
 async function runDev(opts: DevOptions): Promise<void> {
   const log = (line: string) => process.stderr.write(`km-hotfix dev: ${line}\n`);
+  // Bad input is refused before anything starts.
+  try {
+    parseNameMatching(process.env.KM_HOTFIX_WEB_NAMES);
+  } catch (err) {
+    if (err instanceof NameMatchingError) throw new CliError(err.message, EXIT.refused);
+    throw err;
+  }
   // Loaded here, not at the top: the other commands need not load the SDK's worker.
   const { DefaultLogger, Runtime } = await import('@temporalio/worker');
   const { startDevStack } = await import('../../stack/dev-stack');

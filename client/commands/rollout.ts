@@ -9,7 +9,8 @@ import type { Config } from '../../platform/config';
 import {
   awaitStartAccepted, config, duration, nameList, newWorkflowId, wholeNumber, withDatabases, withTemporal,
 } from './common';
-import { localSignerName, person, signDecision } from './signing';
+import { localSignerName, signDecision, strangerApprover } from './signing';
+import { signer } from '../render/status';
 import { CliError, EXIT } from '../errors';
 import { signatureKeyFingerprint } from '../../signing/sshsig';
 import { prepareRollout, PreparedRollout, readHotfixArg, refuseConflicts } from './prepare';
@@ -38,6 +39,8 @@ export interface StartedRollout {
 export async function startRollout(cfg: Config, req: RolloutRequest): Promise<StartedRollout> {
   const hotfix = await readHotfixArg(req.hotfix, { followSymlinks: req.followSymlinks });
   const approvers = [...new Set(req.approvers)];
+  const stranger = await strangerApprover(cfg, approvers);
+  if (stranger) throw new CliError(`--approvers: ${stranger}: name approvers as the signers file spells them`, EXIT.refused);
   return withDatabases(cfg, async (db) => {
     const prepared = await prepareRollout(db, hotfix, { servers: req.servers, canary: req.canary, batch: req.batch });
     return withTemporal(cfg, async (client: Client) => {
@@ -61,7 +64,7 @@ export async function startRollout(cfg: Config, req: RolloutRequest): Promise<St
       };
       await client.workflow.start(hotfixRollout, { taskQueue: cfg.taskQueue, workflowId: id, args: [input] });
       const st = await awaitStartAccepted(client, id, 'rollout');
-      return { id, prepared, requestedBy: st ? person(st.requestedBy, st.requestedKey) : '(not yet verified)' };
+      return { id, prepared, requestedBy: st ? signer(st.requestedBy, st.requestedKey) : '(not yet verified)' };
     });
   });
 }

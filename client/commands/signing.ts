@@ -7,9 +7,11 @@ import type { RolloutStatus, SignedDecision } from '../../domain/rollout';
 import type { Config } from '../../platform/config';
 import { agentKeys, agentSigner, keyFileSigner, SigningKeyError } from '../../signing/signer';
 import { NAMESPACE, parseArmoredSignature, signMessage, Signer, signatureKeyFingerprint, SignatureFormatError } from '../../signing/sshsig';
-import { readAllowedSigners, findSigner } from '../../signing/allowed-signers';
+import { readAllowedSigners, findSigner, peopleOf } from '../../signing/allowed-signers';
+import { personNamed } from '../../domain/people';
 import { fingerprint } from '../../signing/keys';
 import { CliError, EXIT } from '../errors';
+import { signer as signerText } from '../render/status';
 
 export type UnsignedDecision = Omit<Decision, 'at' | 'comment'> & { comment?: string };
 
@@ -93,13 +95,25 @@ export async function localSignerName(cfg: Config, signed: SignedDecision): Prom
   }
 }
 
-/** "bob (SHA256:…)": how a person is shown. */
-export function person(by: string, key: string | null | undefined): string {
-  return key ? `${by} (${key})` : by;
+/**
+ * An --approvers name that is no person of the signers file, when the file is
+ * readable here: nobody could ever answer as them (names are compared as the
+ * file spells them). Undefined when all are people, or when it cannot tell.
+ */
+export async function strangerApprover(cfg: Config, approvers: readonly string[]): Promise<string | undefined> {
+  if (!cfg.allowedSigners || approvers.length === 0) return undefined;
+  const signers = await readAllowedSigners(cfg.allowedSigners).catch(() => undefined);
+  if (!signers) return undefined;
+  const people = peopleOf(signers, NAMESPACE, new Date());
+  for (const a of approvers) {
+    const m = personNamed(a, people);
+    if ('refused' in m) return m.refused;
+  }
+  return undefined;
 }
 
 /** The person the workflow recorded for this signature (the name comes from the signers file, not from us). */
 export function signerOf(st: RolloutStatus, signed: SignedDecision): string {
   const d = st.decisions.find((x) => x.signature === signed.signature);
-  return d ? person(d.by, d.key) : 'you';
+  return d ? signerText(d.by, d.key, d.via) : 'you';
 }

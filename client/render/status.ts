@@ -84,10 +84,14 @@ function stateCounts(st: RolloutStatus): string {
   return Object.entries(countsOf(st)).map(([k, n]) => `${k} ${n}`).join(' · ');
 }
 
-/** "bob (SHA256:…)": a person as the signers file names them, with the key that signed. */
-export function signer(by: string, key: string | null | undefined): string {
+/**
+ * "bob (SHA256:…)": a person as the signers file names them, with the key that signed;
+ * "dana via km-hotfix-web@delegate (SHA256:…)" when a delegate signed for her, the key then being the delegate's.
+ */
+export function signer(by: string, key: string | null | undefined, via?: string): string {
   if (!by) return '(start signature being checked)';
-  return key ? `${by} (${key})` : by;
+  const who = via ? `${by} via ${via}` : by;
+  return key ? `${who} (${key})` : who;
 }
 
 function gateLine(st: RolloutStatus, now: number): string | undefined {
@@ -146,8 +150,8 @@ export function statusBlock(st: RolloutStatus, now = Date.now(), fancy = true, m
     if (st.gate?.url) kv('', `check ${st.gate.url} directly, not through the load balancer`);
     kv('', `km-hotfix approve ${st.id}   |   km-hotfix reject ${st.id} --reason "..."`);
   }
-  for (const a of st.approvals) kv(a.decision === 'approve' ? 'approved' : 'rejected', `by ${signer(a.by, a.key)} at ${clock(a.at)}${a.comment ? `: ${a.comment}` : ''}`);
-  for (const d of (st.decisions ?? []).filter((x) => x.action === 'abort')) kv('aborted', `by ${signer(d.by, d.key)}${d.comment ? `: ${d.comment}` : ''}`);
+  for (const a of st.approvals) kv(a.decision === 'approve' ? 'approved' : 'rejected', `by ${signer(a.by, a.key, a.via)} at ${clock(a.at)}${a.comment ? `: ${a.comment}` : ''}`);
+  for (const d of (st.decisions ?? []).filter((x) => x.action === 'abort')) kv('aborted', `by ${signer(d.by, d.key, d.via)}${d.comment ? `: ${d.comment}` : ''}`);
   if (st.servers ? st.servers.length > 0 : (st.attention ?? []).length > 0) {
     out.push('');
     if (!st.servers) out.push(`servers needing attention (the status of ${p.total} servers lists no more; 'km-hotfix status ${st.id} --servers' pages them all):`);
@@ -199,7 +203,7 @@ export function changeLines(prev: RolloutStatus | undefined, cur: RolloutStatus,
   if (!prev) line(`${cur.kind} ${cur.id}: ${cur.hotfix}, started by ${signer(cur.requestedBy, cur.requestedKey)}`);
   else if (!prev.requestedBy && cur.requestedBy) line(`started by ${signer(cur.requestedBy, cur.requestedKey)} (signature verified)`);
   // Answers first: they come before the phase they lead to.
-  for (const a of cur.approvals.slice(prev?.approvals.length ?? 0)) line(`${a.decision === 'approve' ? 'approved' : 'rejected'} by ${signer(a.by, a.key)}${a.comment ? `: ${a.comment}` : ''}`);
+  for (const a of cur.approvals.slice(prev?.approvals.length ?? 0)) line(`${a.decision === 'approve' ? 'approved' : 'rejected'} by ${signer(a.by, a.key, a.via)}${a.comment ? `: ${a.comment}` : ''}`);
   if (!prev || prev.phase !== cur.phase) {
     let extra = '';
     if (cur.phase === 'canary' && cur.canary) extra = `: ${cur.canary}`;

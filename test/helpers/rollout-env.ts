@@ -59,7 +59,8 @@ export interface RolloutEnv {
   /** Upload-ready: store a hotfix file and register it on a server through the real upload path. */
   hotfix(component: Component, opts?: { version?: string; description?: string; issue?: string; register?: boolean }): Promise<{ name: string; sha256: string; fileName: string }>;
   /** Start a rollout signed by `as` (default alice); `signed` replaces the signature (refusal tests). */
-  startRollout(input: Partial<RolloutInput> & { hotfix: string; as?: string }): Promise<WorkflowHandle>;
+  /** `workflowId`: an id of the CLI's shape (e.g. the longest one); by default a short one. */
+  startRollout(input: Partial<RolloutInput> & { hotfix: string; as?: string; workflowId?: string }): Promise<WorkflowHandle>;
   startRemoval(input: Partial<RemovalInput> & { hotfix: string; as?: string }): Promise<WorkflowHandle>;
   /** sha256 of the file Key Manager has registered under this Name (NO_FILE when none). */
   registeredSha256(hotfix: string): Promise<string>;
@@ -150,8 +151,8 @@ export async function rolloutEnv(options: Partial<Omit<SimFleetOptions, 'kmDatab
       }
       return { name: stored.name, sha256: stored.sha256, fileName: stored.fileName };
     },
-    async startRollout({ as = 'alice', ...input }) {
-      const workflowId = `rollout-${input.hotfix}-${suffix()}`;
+    async startRollout({ as = 'alice', workflowId: id, ...input }) {
+      const workflowId = id ?? `rollout-${input.hotfix}-${suffix()}`;
       const sha256 = input.upload?.sha256 ?? await env.registeredSha256(input.hotfix);
       const signed = input.signed ?? await env.sign(as, { action: 'rollout', rollout: workflowId, hotfix: input.hotfix, sha256 });
       const full: RolloutInput = { servers: [], batch: '1', maxFailures: 0, approvers: [], approvalTimeoutMs: 3_600_000, timing: FAST_TIMING, ...input, signed };
