@@ -4,8 +4,8 @@
 //   rolling_back → rolled_back | rollback_failed.
 import { allHandlersFinished, CancellationScope, condition, isCancellation, log, setHandler, workflowInfo } from '@temporalio/workflow';
 import type { DecisionRecord, DrainedBackend, RolloutInput, RolloutStatus, SignedDecision } from '../domain/rollout';
-import { ATTENTION_LIST_MAX } from '../domain/rollout';
-import type { DecisionFacts } from '../domain/decision';
+import { ATTENTION_LIST_MAX, NAMES_IN_A_LINE, someNames } from '../domain/rollout';
+import { DecisionFacts, DrainedFacts, drainedFacts } from '../domain/decision';
 import { approveUpdate, rejectUpdate, statusQuery } from './definitions';
 import { activityProxies, patchServer, timing } from './steps';
 import { Fanout } from './fanout';
@@ -57,9 +57,15 @@ async function rollout(input: RolloutInput, problem: string | undefined, notifie
     },
   });
 
+  /** The drained backends by count and digest, recomputed from the workflow's own list (once: the list does not change). */
+  let drainedDigest: { of: DrainedBackend[]; facts: DrainedFacts } | undefined;
+  const drainedNow = (): DrainedFacts => {
+    if (drainedDigest?.of !== drained) drainedDigest = { of: drained, facts: drainedFacts(drained.map((d) => d.server)) };
+    return drainedDigest.facts;
+  };
   /** What an answer at the gate must state: this rollout, file, canary and drained backends, as they are now. */
   const gateFacts = (action: 'approve' | 'reject'): DecisionFacts => ({
-    action, rollout: id, hotfix: input.hotfix, sha256: r.status.sha256 ?? '', canary: r.status.canary ?? '', drained: drained.map((d) => d.server),
+    action, rollout: id, hotfix: input.hotfix, sha256: r.status.sha256 ?? '', canary: r.status.canary ?? '', drained: drainedNow(),
   });
 
   /** Answers to the gate: only while verifying, only once, signed for exactly this canary. */
@@ -173,7 +179,7 @@ async function rollout(input: RolloutInput, problem: string | undefined, notifie
       message: gateMessage(input.hotfix, canary, canaryInfo?.url, drained.map((d) => d.server), id),
       canary,
       ...(canaryInfo?.url ? { url: canaryInfo.url } : {}),
-      drained: drained.map((d) => d.server),
+      drained: drainedNow(),
       approvers: input.approvers,
       waitingSince: since.toISOString(),
       deadline: new Date(since.getTime() + input.approvalTimeoutMs).toISOString(),
@@ -181,7 +187,9 @@ async function rollout(input: RolloutInput, problem: string | undefined, notifie
     await r.phase('verifying');
     notifier.send({
       event: 'waiting', rolloutId: id, hotfix: input.hotfix, requestedBy: r.status.requestedBy, canary,
-      ...(canaryInfo?.url ? { canaryUrl: canaryInfo.url } : {}), drained: drained.map((d) => d.server),
+      ...(canaryInfo?.url ? { canaryUrl: canaryInfo.url } : {}),
+      // A few names and the count: the notification's input is in the history, and it grows with the fleet otherwise.
+      drained: drained.slice(0, NAMES_IN_A_LINE).map((d) => d.server), drainedCount: drained.length,
     });
     const answered = await condition(() => decision !== undefined || abort !== undefined, input.approvalTimeoutMs);
     // The gate stays filled in while the phase says verifying; the next phase clears it.
@@ -260,6 +268,7 @@ async function rollout(input: RolloutInput, problem: string | undefined, notifie
 
 function gateMessage(hotfix: string, canary: string, url: string | undefined, drained: string[], id: string): string {
   const where = url ? `connect directly to ${url} (not through the load balancer)` : `connect directly to ${canary} (not through the load balancer)`;
-  const drain = drained.length > 0 ? ` Backends ${drained.join(', ')} have Maximum Processes 0, so only ${canary} runs operations.` : '';
+  // A few names and the count: the whole list is on the rollout's page and in 'km-hotfix status ID --drained'.
+  const drain = drained.length > 0 ? ` Backends ${someNames(drained)} have Maximum Processes 0, so only ${canary} runs operations.` : '';
   return `Verify ${hotfix} on canary ${canary}: ${where}.${drain} Then: km-hotfix approve ${id} or km-hotfix reject ${id} --reason "..."`;
 }
