@@ -94,7 +94,7 @@ function gateLine(st: RolloutStatus, now: number): string | undefined {
   const g = st.gate;
   if (!g) return undefined;
   const who = g.approvers.length > 0 ? `${g.approvers.join(' or ')}` : `any approver but ${st.requestedBy}`;
-  return `waiting since ${clock(g.waitingSince)} (${elapsed(now - Date.parse(g.waitingSince))}) for ${who} to verify canary ${g.canary}; deadline ${when(g.deadline)}`;
+  return `waiting since ${clock(g.waitingSince)} (${elapsed(now - Date.parse(g.waitingSince))}) for ${who} to verify canary ${g.canary}`;
 }
 
 /** A line that names servers one by one is at most this long; past it, they are counted (a fleet's drained backends are thousands). */
@@ -155,6 +155,8 @@ export function statusBlock(st: RolloutStatus, now = Date.now(), fancy = true, m
   const gate = gateLine(st, now);
   if (gate) {
     kv('gate', gate);
+    // Its own line: with a canary's long name the gate line would not fit a terminal.
+    if (st.gate) kv('', `deadline ${when(st.gate.deadline)} (no answer by then counts as a rejection)`);
     if (st.gate?.url) kv('', `check ${st.gate.url} directly, not through the load balancer`);
     if (st.gate && st.gate.drained.count > 0) kv('', `an answer signs  drained: ${st.gate.drained.count} sha256:${st.gate.drained.sha256}`);
     kv('', `km-hotfix approve ${st.id}   |   km-hotfix reject ${st.id} --reason "..."`);
