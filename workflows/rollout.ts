@@ -4,8 +4,8 @@
 //   rolling_back → rolled_back | rollback_failed.
 import { allHandlersFinished, CancellationScope, condition, isCancellation, log, setHandler, workflowInfo } from '@temporalio/workflow';
 import type { DecisionRecord, DrainedBackend, RolloutInput, RolloutStatus, SignedDecision } from '../domain/rollout';
-import { ATTENTION_LIST_MAX, NAMES_IN_A_LINE, someNames } from '../domain/rollout';
-import { DecisionFacts, DrainedFacts, drainedFacts } from '../domain/decision';
+import { ATTENTION_LIST_MAX } from '../domain/rollout';
+import type { DecisionFacts } from '../domain/decision';
 import { approveUpdate, rejectUpdate, statusQuery } from './definitions';
 import { activityProxies, patchServer, timing } from './steps';
 import { Fanout } from './fanout';
@@ -17,6 +17,9 @@ import { someOf, WorkflowRecorder, StopRollout } from './recorder';
 import { checkFacts, OneAtATime, refused, verifySigned } from './decisions';
 import { setSteeringHandlers } from './steering';
 import { Notifier } from './notify';
+// The gate's facts that grow with the fleet: a count and a digest, or a few names (issue 31).
+import { drainedFacts, type DrainedFacts } from '../domain/decision';
+import { NAMES_IN_A_LINE, someNames } from '../domain/rollout';
 
 export async function hotfixRollout(input: RolloutInput): Promise<RolloutStatus> {
   const problem = rolloutInputProblem(input);
