@@ -49,6 +49,13 @@ interface Scenario {
   restartMs: number;
   /** km-hotfix only: the last server fails its applies, everything patched rolls back. */
   rollback: boolean;
+  /**
+   * km-hotfix only: a backend hotfix on a fleet of a quarter frontends and three quarters
+   * backends; the canary is the first backend and every other backend is drained while it
+   * is verified (the approval names them by count and digest, issue 31). The fan-out is
+   * every server but the canary.
+   */
+  backend: boolean;
 }
 
 interface Options {
@@ -88,11 +95,13 @@ function options(): Options {
   const restartMs = int('restart-ms', values['restart-ms'], 0);
   const names = values.scenarios ? values.scenarios.split(',') : values.quick ? QUICK : FULL;
   const scenarios = names.map((raw) => {
-    // [rollback-]NxW[-nolat]
-    const m = /^(rollback-)?(\d+)x(\d+)(-nolat)?$/.exec(raw.trim());
-    if (!m) throw new Error(`--scenarios: '${raw}' is not [rollback-]SERVERSxWINDOW[-nolat], e.g. 200x50, 200x50-nolat, rollback-2000x200`);
+    // [rollback-|backend-]NxW[-nolat]
+    const m = /^(rollback-|backend-)?(\d+)x(\d+)(-nolat)?$/.exec(raw.trim());
+    if (!m) throw new Error(`--scenarios: '${raw}' is not [rollback-|backend-]SERVERSxWINDOW[-nolat], e.g. 200x50, 200x50-nolat, rollback-2000x200, backend-1000x100`);
     const nolat = Boolean(m[4]);
-    return { name: raw.trim(), servers: int('scenarios', m[2], 1), window: int('scenarios', m[3], 1), applyMs: nolat ? 0 : applyMs, restartMs: nolat ? 0 : restartMs, rollback: Boolean(m[1]) };
+    const servers = int('scenarios', m[2], 1);
+    if (m[1] === 'backend-' && servers < 4) throw new Error(`--scenarios: '${raw}': a backend scenario needs at least 4 servers (a quarter are frontends)`);
+    return { name: raw.trim(), servers, window: int('scenarios', m[3], 1), applyMs: nolat ? 0 : applyMs, restartMs: nolat ? 0 : restartMs, rollback: m[1] === 'rollback-', backend: m[1] === 'backend-' };
   });
   const systems = (values.systems ?? '').split(',').map((s) => s.trim());
   for (const s of systems) if (!(SYSTEMS as readonly string[]).includes(s)) throw new Error(`--systems: '${s}' is not one of ${SYSTEMS.join(', ')}`);
@@ -252,12 +261,17 @@ class Fleet {
   async stop(): Promise<void> { await Promise.all(this.processes.map((p) => p.stop())); }
 }
 
-/** N backends (the fan-out) and one frontend (the canary) split over K processes. */
+/**
+ * N backends (the fan-out) and one frontend (the canary) split over K processes; a backend
+ * scenario: N servers, a quarter of them frontends (in the first process), the rest backends.
+ */
 async function startFleet(kmDatabaseUrl: string, authorizedKey: string, s: Scenario, k: number): Promise<Fleet> {
-  const per = Math.ceil(s.servers / k);
+  const frontends = s.backend ? Math.round(s.servers / 4) : 1;
+  const backends = s.backend ? s.servers - frontends : s.servers;
+  const per = Math.ceil(backends / k);
   const req = (i: number): FleetStart => ({
     kmDatabaseUrl, authorizedKey, applyMs: s.applyMs, restartMs: s.restartMs,
-    frontends: i === 0 ? 1 : 0, backends: Math.max(0, Math.min(per, s.servers - i * per)), namePrefix: i === 0 ? 'km' : `km${i}`,
+    frontends: i === 0 ? frontends : 0, backends: Math.max(0, Math.min(per, backends - i * per)), namePrefix: i === 0 ? 'km' : `km${i}`,
   });
   // The first creates the tables; the rest start together.
   const first = await FleetProcess.start(req(0));
@@ -467,7 +481,7 @@ async function runKm(ctx: Ctx, sc: ScenarioCtx): Promise<SystemResult> {
     const warnings = await temporalWarnings(temporalLog, logFrom);
     const resultBytes = Buffer.byteLength(JSON.stringify(final));
     const r: SystemResult = {
-      ok: (s.rollback ? final.phase === 'rolled_back' && patched === 0 : final.phase === 'completed' && patched === s.servers) && warnings.length === 0,
+      ok: (s.rollback ? final.phase === 'rolled_back' && patched === 0 : final.phase === 'completed' && patched === sc.targets.length) && warnings.length === 0,
       wallMs, ...summarize(spans, s, wallMs), patched: spans.length,
       historyMaxEvents: hist.max, historyMaxBytes: hist.maxBytes, historyExecutions: hist.executions, phase: final.phase,
       resultBytes, temporalWarnings: warnings.length, ...(warnings.length > 0 ? { temporalWarningLines: warnings.slice(0, 5) } : {}),
@@ -561,7 +575,7 @@ async function runScenario(ctx: Ctx, s: Scenario, index: number): Promise<Scenar
     await replaceInventory(orch, fleet.inventory);
     const knownHostsFile = path.join(ctx.dir, `known_hosts-${tag}`);
     await fs.writeFile(knownHostsFile, fleet.knownHosts.join('\n') + '\n');
-    const canary = fleet.inventory.find((x) => x.role === 'frontend')!.name;
+    const canary = fleet.inventory.find((x) => x.role === (s.backend ? 'backend' : 'frontend'))!.name;
     const targets = fleet.inventory.filter((x) => x.name !== canary).map((x) => x.name);
     // Decisions are signed (SPEC §7): alice starts, bob approves.
     const people = await ensurePeople(ctx.dir, ['alice', 'bob']);
@@ -570,8 +584,8 @@ async function runScenario(ctx: Ctx, s: Scenario, index: number): Promise<Scenar
       KM_SSH_KEY: ctx.keyFile, KM_HOTFIX_TASK_QUEUE: `km-hotfix-bench-${tag}`, KM_HOTFIX_ACTIVITY_SLOTS: String(Math.max(250, s.window + 50)),
       KM_HOTFIX_ALLOWED_SIGNERS: people.allowedSigners, KM_HOTFIX_SIGNING_KEY: people.keys.alice,
     };
-    // One hotfix for everyone: a common hotfix (no drain), uploaded through km-hotfix once.
-    const made = await makeHotfix({ component: 'common', version: '3.0.0', description: 'bench_fanout', issueId: 'UKM-1100' });
+    // One hotfix for everyone: a common hotfix (no drain), uploaded through km-hotfix once; a backend one for backend scenarios.
+    const made = await makeHotfix({ component: s.backend ? 'backend' : 'common', version: '3.0.0', description: 'bench_fanout', issueId: 'UKM-1100' });
     const hotfixFile = path.join(ctx.dir, made.fileName);
     await fs.writeFile(hotfixFile, made.bytes);
     const sc: ScenarioCtx = { s, fleet, km, hotfix: made.manifest.name, hotfixFile, targets, canary, env, approverEnv: { ...env, KM_HOTFIX_SIGNING_KEY: people.keys.bob }, knownHostsFile };
@@ -585,7 +599,7 @@ async function runScenario(ctx: Ctx, s: Scenario, index: number): Promise<Scenar
       const rss = await worker.stop();
       if (result.systems.km) result.systems.km.workerPeakRssMiB = rss;
     }
-    if (!s.rollback) for (const sys of ctx.o.systems.filter((x) => x !== 'km')) await runSystem(ctx, sc, sys, result);
+    if (!s.rollback && !s.backend) for (const sys of ctx.o.systems.filter((x) => x !== 'km')) await runSystem(ctx, sc, sys, result);
     result.fleetPeakRssMiB = fleet.peakRssMiB();
     return result;
   } finally {
@@ -664,7 +678,7 @@ function latestPerScenario(runs: readonly BenchRun[]): ScenarioResult[] {
 }
 
 function chartFor(scenarios: readonly ScenarioResult[]): string | undefined {
-  const fixed = scenarios.filter((s) => !s.rollback && s.applyMs + s.restartMs > 0);
+  const fixed = scenarios.filter((s) => !s.rollback && !s.backend && s.applyMs + s.restartMs > 0);
   if (fixed.length === 0) return undefined;
   const series: ChartSeries[] = [
     { name: 'ideal', color: '#444', dashed: true, points: fixed.map((s) => ({ x: s.servers, y: s.idealMs / 1000 })) },
@@ -721,6 +735,10 @@ async function writeDoc(runs: BenchRun[]): Promise<void> {
     '**Rollback** (`rollback-…` scenarios, km-hotfix only): the last server of the fan-out fails every apply (a simulator',
     'fault), so the rollout rolls back everything it patched (the canary and every other server): timed from the moment',
     'the status says `rolling_back` to the workflow\'s end, against the same windowed ideal. (Not a removal.)',
+    '**Backend** (`backend-…` scenarios, km-hotfix only): a backend hotfix on N servers, a quarter frontends and three',
+    'quarters backends; the canary is the first backend, so every other backend is drained (Maximum Processes 0) while it',
+    'is verified and the approval names them by count and sha256 (issue 31); timed from the approval (which restores them)',
+    'to the end; the fan-out is the N − 1 other servers.',
     '',
     '## The 20,000-server target',
     '',

@@ -32,7 +32,7 @@ import type { RolloutInput, RolloutStatus } from '../domain/rollout';
 import { approveUpdate, statusQuery, WORKFLOW_TYPES } from '../workflows/definitions';
 import { DEFAULT_TIMING } from '../workflows/steps';
 import { ensurePeople } from '../stack/people';
-import { decisionMessage, Decision } from '../domain/decision';
+import { decisionMessage, Decision, drainedFacts } from '../domain/decision';
 import { keyFileSigner } from '../signing/signer';
 import { signMessage } from '../signing/sshsig';
 
@@ -343,7 +343,7 @@ async function run(o: Options, st: Stack): Promise<Record<string, unknown>> {
     const s = await h.query(statusQuery).catch(() => undefined);
     if (s?.phase === 'verifying') {
       const approval = await signed(people.keys['bench-approver']!, {
-        action: 'approve', rollout: rolloutId, hotfix: stored.name, sha256: stored.sha256, canary: s.canary ?? '', drained: s.drained.map((d) => d.server), comment: 'automatic',
+        action: 'approve', rollout: rolloutId, hotfix: stored.name, sha256: stored.sha256, canary: s.canary ?? '', drained: s.gate?.drained ?? drainedFacts([]), comment: 'automatic',
       });
       await h.executeUpdate(approveUpdate, { args: [approval] });
       approvedAt = Date.now();

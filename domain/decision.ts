@@ -9,7 +9,7 @@
 //   hotfix: hotfix_backend_x
 //   sha256: 9f86d0...
 //   canary: km-be-1            (approve, reject)
-//   drained: km-be-2,km-be-3   (approve, reject; empty when none)
+//   drained: 749 sha256:3a7bd3...   (approve, reject; empty when none)
 //   comment: looks good
 //   on-behalf-of: bob          (approve, reject; only when a delegate signs)
 //   at: 2026-11-27T17:26:00.000Z
@@ -18,7 +18,17 @@
 // own key for the person a trusted proxy named: the `on-behalf-of` line names
 // that person, the signers file names the delegate (a principal ending in
 // `@delegate`), and the workflow judges the person by the rules.
+//
+// Facts are bound by value where they are small and by digest where they grow
+// with the fleet, so a message stays a few hundred bytes whatever the fleet:
+// the drained backends are their count and the sha256 of their canonical list
+// (sorted, once each, one per line; `km-hotfix status ID --drained | sha256sum`).
+// The approver is shown that list next to the message (--print-message, the
+// web page); the workflow recomputes the digest from its own list. Messages
+// written before (`drained: km-be-2,km-be-3`) are still read, for the ledger's
+// old rows and for replaying workflows that accepted one.
 // Pure: imported by workflows, activities and the CLI.
+import { sha256Hex } from './sha256';
 
 export const DECISION_HEADER = 'km-hotfix decision v1';
 export const DECISION_ACTIONS = ['upload', 'rollout', 'approve', 'reject', 'pause', 'resume', 'abort', 'remove'] as const;
@@ -36,14 +46,46 @@ export interface Decision {
   sha256: string;
   /** approve and reject only. */
   canary?: string;
-  /** approve and reject only; server names. */
-  drained?: string[];
+  /** approve and reject only: the drained backends, by count and digest. */
+  drained?: DrainedFacts;
   /** One line; the reason of a reject or an abort. */
   comment: string;
   /** approve and reject only: the person a delegate signs for (absent when the person signs). */
   onBehalfOf?: string;
   /** ISO-8601 UTC, e.g. 2026-11-27T17:26:00.000Z. */
   at: string;
+}
+
+/** The drained backends as a decision names them: how many, and the sha256 of their canonical list. */
+export interface DrainedFacts {
+  count: number;
+  /** sha256 (hex) of drainedList(names). */
+  sha256: string;
+  /** Only in a message written before digests: the names as that message listed them. */
+  listed?: string[];
+}
+
+/** The canonical list of drained backends, the text their digest is over: sorted, once each, one per line, each line ending in "\n". */
+export function drainedList(names: readonly string[]): string {
+  return [...new Set(names)].sort().map((n) => `${n}\n`).join('');
+}
+
+/** The facts a decision states about these drained backends. */
+export function drainedFacts(names: readonly string[]): DrainedFacts {
+  return { count: new Set(names).size, sha256: sha256Hex(drainedList(names)) };
+}
+
+/** The `drained:` value of a message: empty when none, else `COUNT sha256:HEX`. */
+export function drainedValue(f: DrainedFacts): string {
+  if (f.listed) return [...new Set(f.listed)].sort().join(',');
+  return f.count === 0 ? '' : `${f.count} sha256:${f.sha256}`;
+}
+
+/** Why the drained backends a decision states are not these, or null when they are. */
+export function drainedMismatch(signed: DrainedFacts, now: DrainedFacts, whose: string): string | null {
+  if (signed.count === now.count && signed.sha256 === now.sha256) return null;
+  const show = (f: DrainedFacts) => (f.count === 0 ? '(none)' : `${f.count} sha256:${f.sha256}`);
+  return `the signed drained backends are ${show(signed)} but ${whose} are ${show(now)}`;
 }
 
 /** A signers-file principal ending in this is a delegate: its key signs for others, never as itself. */
@@ -71,6 +113,7 @@ const SHA256 = /^[0-9a-f]{64}$/;
 // C0 and C1 controls, DEL, and the Unicode line and paragraph separators: a value is one line, as displayed.
 const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
 const ITEM = /^[A-Za-z0-9][A-Za-z0-9._:@-]*$/;
+const DRAINED_DIGEST = /^([1-9][0-9]{0,8}) sha256:([0-9a-f]{64})$/;
 
 function fail(why: string): never {
   throw new DecisionMessageError(`not a km-hotfix decision message: ${why}`);
@@ -113,7 +156,8 @@ export function checkDecision(d: Decision): Decision {
   if (GATE_ACTIONS.includes(d.action)) {
     if (d.canary === undefined || d.drained === undefined) fail(`an ${d.action} names the canary and the drained backends`);
     checkItem('canary', d.canary);
-    for (const s of d.drained) checkItem('drained', s);
+    if (!Number.isSafeInteger(d.drained.count) || d.drained.count < 0 || !SHA256.test(d.drained.sha256)) fail("'drained' must be a count and a sha256");
+    for (const s of d.drained.listed ?? []) checkItem('drained', s);
     if (d.onBehalfOf !== undefined) {
       checkItem('on-behalf-of', d.onBehalfOf);
       if (isDelegate(d.onBehalfOf)) fail(`'on-behalf-of' names a person, not a delegate ('${d.onBehalfOf}')`);
@@ -124,17 +168,12 @@ export function checkDecision(d: Decision): Decision {
   return d;
 }
 
-/** The drained backends as the message writes them: sorted, once each, comma-separated. */
-export function drainedLine(drained: readonly string[]): string {
-  return [...new Set(drained)].sort().join(',');
-}
-
 /** Build the canonical message; throws DecisionMessageError on a value that cannot be signed. */
 export function decisionMessage(d: Decision): string {
   checkDecision(d);
   const values: Record<string, string> = {
     action: d.action, rollout: d.rollout, hotfix: d.hotfix, sha256: d.sha256,
-    canary: d.canary ?? '', drained: drainedLine(d.drained ?? []), comment: d.comment, 'on-behalf-of': d.onBehalfOf ?? '', at: d.at,
+    canary: d.canary ?? '', drained: d.drained ? drainedValue(d.drained) : '', comment: d.comment, 'on-behalf-of': d.onBehalfOf ?? '', at: d.at,
   };
   // An empty value is written `key:` (no trailing space) so that editors that trim lines keep the bytes.
   const lines = keysOf(d.action, d.onBehalfOf !== undefined).map((k) => (values[k] === '' ? `${k}:` : `${k}: ${values[k]}`));
@@ -166,14 +205,23 @@ export function parseDecisionMessage(text: string): Decision {
   if (keys.join(',') !== expected.join(',')) fail(`an ${action} has the lines ${expected.join(', ')} in this order`);
   const get = (k: string): string => values.get(k) ?? '';
   const gate = GATE_ACTIONS.includes(action);
-  const drained = get('drained');
   const d: Decision = {
     action, rollout: get('rollout'), hotfix: get('hotfix'), sha256: get('sha256'),
-    ...(gate ? { canary: get('canary'), drained: drained === '' ? [] : drained.split(',') } : {}),
+    ...(gate ? { canary: get('canary'), drained: parseDrained(get('drained')) } : {}),
     comment: get('comment'), ...(values.has('on-behalf-of') ? { onBehalfOf: get('on-behalf-of') } : {}), at: get('at'),
   };
-  if (decisionMessage(d) !== text) fail('it is not in canonical form (drained sorted, no extra spaces)');
+  if (decisionMessage(d) !== text) fail('it is not in canonical form (no extra spaces; drained as a count and sha256:HEX)');
   return d;
+}
+
+/** `COUNT sha256:HEX`, empty (none), or a comma-separated list as messages wrote it before digests. */
+function parseDrained(value: string): DrainedFacts {
+  if (value === '') return drainedFacts([]);
+  const m = DRAINED_DIGEST.exec(value);
+  if (m) return { count: Number(m[1]), sha256: m[2]! };
+  if (value.includes(' ')) fail(`'drained' must be a count and a sha256, such as '749 sha256:3a7bd3…', not '${value.slice(0, 80)}'`);
+  const listed = value.split(',');
+  return { ...drainedFacts(listed), listed };
 }
 
 /** What the rollout is now: the facts a decision about it must state. */
@@ -183,7 +231,7 @@ export interface DecisionFacts {
   hotfix: string;
   sha256: string;
   canary?: string;
-  drained?: readonly string[];
+  drained?: DrainedFacts;
 }
 
 /** How far `at` may be from the workflow's clock: a signature is good for minutes, not forever. */
@@ -203,9 +251,8 @@ export function decisionMismatch(d: Decision, facts: DecisionFacts, nowMs: numbe
   if (d.sha256 !== facts.sha256) return differs('file sha256', d.sha256, facts.sha256);
   if (GATE_ACTIONS.includes(facts.action)) {
     if ((d.canary ?? '') !== (facts.canary ?? '')) return differs('canary', d.canary ?? '', facts.canary ?? '');
-    const signed = drainedLine(d.drained ?? []);
-    const now = drainedLine(facts.drained ?? []);
-    if (signed !== now) return differs('drained backends', signed, now);
+    const why = drainedMismatch(d.drained ?? drainedFacts([]), facts.drained ?? drainedFacts([]), `this ${kind}'s`);
+    if (why) return why;
   }
   const age = nowMs - Date.parse(d.at);
   if (Math.abs(age) > maxAgeMs) {

@@ -2,7 +2,9 @@
 // rollout needs a person or ends. Pure: built by the notify activity.
 // Names, URLs and errors come from the inventory and from people: Slack's
 // control characters (& < >) are escaped so a value cannot make a link or a
-// mention, and each value is one line.
+// mention, and each value is one line. A list that grows with the fleet
+// (the drained backends) is a few names and a count.
+import { NAMES_IN_A_LINE } from './rollout';
 
 export const NOTIFY_EVENTS = ['waiting', 'completed', 'rolled_back', 'rollback_failed'] as const;
 export type NotifyEvent = (typeof NOTIFY_EVENTS)[number];
@@ -15,7 +17,10 @@ export interface Notification {
   canary?: string;
   /** The canary's direct URL, to verify on. */
   canaryUrl?: string;
+  /** The first few drained backends ... */
   drained?: string[];
+  /** ... and how many there are in all (absent: as many as named). */
+  drainedCount?: number;
   /** Why it rolled back, or what needs a person. */
   error?: string;
   needsAttention?: string[];
@@ -40,7 +45,11 @@ export function notificationText(n: Notification, webUrl?: string): string {
   switch (n.event) {
     case 'waiting': {
       const where = n.canaryUrl ? ` directly on ${t(n.canaryUrl)} (not through the load balancer)` : '';
-      const drained = n.drained && n.drained.length > 0 ? ` Backends ${t(n.drained.join(', '))} are drained.` : '';
+      const names = n.drained ?? [];
+      const count = Math.max(n.drainedCount ?? 0, names.length);
+      const shown = names.slice(0, NAMES_IN_A_LINE);
+      const more = count - shown.length;
+      const drained = count > 0 ? ` Backends ${t(shown.join(', '))}${more > 0 ? ` and ${more} more` : ''} are drained.` : '';
       return `${t(n.hotfix)} waits for verification: check canary ${t(n.canary ?? '?')}${where}, then approve or reject (not ${t(n.requestedBy)}, who started it):${link}.${drained}`;
     }
     case 'completed':

@@ -1,7 +1,7 @@
 // What a rollout, an upload and a removal take and report: the messages that
 // the CLI, the workflows and the activities exchange (SPEC §4, §5).
 import type { Role } from './fleet';
-import type { DecisionAction } from './decision';
+import type { DecisionAction, DrainedFacts } from './decision';
 import { HOTFIX_NAME_MAX } from './hotfix';
 
 export const PHASES = [
@@ -163,7 +163,8 @@ export interface GateRequest {
   message: string;
   canary: string;
   url?: string;
-  drained: string[];
+  /** The drained backends as an answer states them (count and digest; the list is in the ledger): bounded whatever the fleet. */
+  drained: DrainedFacts;
   approvers: string[];
   waitingSince: string;
   deadline: string;
@@ -181,7 +182,10 @@ export interface RolloutStatus {
   /** sha256 of the hotfix file the decisions are about (null until preflight knows it; 'none' for a removal of an unregistered hotfix). */
   sha256: string | null;
   canary: string | null;
+  /** The drained backends, the first FULL_SERVER_LIST_MAX of them (the ledger has all: `status ID --drained`) ... */
   drained: DrainedBackend[];
+  /** ... and how many there are (absent in a status from before it was counted: as many as listed). */
+  drainedCount?: number;
   approvals: Approval[];
   /** Every signed decision accepted, in order: the start, pauses, resumes, aborts, the answer. */
   decisions: DecisionRecord[];
@@ -224,6 +228,14 @@ export interface RolloutStatus {
  * failed; and 500 lines of `--json` are still something a person greps.
  */
 export const FULL_SERVER_LIST_MAX = 500;
+/** Names a line of text lists before it says "and N more" (gate message, webhook, status): it fits a terminal line. */
+export const NAMES_IN_A_LINE = 5;
+
+/** "a, b, c and 746 more": at most `max` names of a list that grows with the fleet. */
+export function someNames(names: readonly string[], max = NAMES_IN_A_LINE): string {
+  return names.slice(0, max).join(', ') + (names.length > max ? ` and ${names.length - max} more` : '');
+}
+
 /** The failed / needs-a-person servers a status names; the rest are counted (and paged from the ledger). */
 export const ATTENTION_LIST_MAX = 50;
 /** An error carried in a bounded status is cut to this many characters (the ledger keeps it whole). */
@@ -266,6 +278,7 @@ export function boundedStatus(full: FullRolloutStatus, limit = FULL_SERVER_LIST_
     needsAttentionMore: more + Math.max(0, allAttention.length - ATTENTION_LIST_MAX),
     // Backends drained for a backend canary grow with the fleet too: the first `limit` (the ledger has all).
     drained: full.drained.slice(0, limit),
+    drainedCount: full.drained.length,
   };
 }
 

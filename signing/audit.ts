@@ -1,8 +1,10 @@
 // Re-checking a recorded decision, long after the fact (`km-hotfix audit`):
 // the same questions `ssh-keygen -Y verify -f allowed_signers -I NAME -n
 // km-hotfix -s SIG < MSG` answers, plus whether the message is about this
-// rollout and this action, and was signed when it was recorded.
-import { DecisionAction, DECISION_MAX_AGE_MS, parseDecisionMessage, DecisionMessageError, isDelegate } from '../domain/decision';
+// rollout and this action, and was signed when it was recorded; and, for an
+// answer at the gate, whether the drained backends it names by digest are the
+// ledger's list (an altered list, or message, shows here).
+import { DecisionAction, DECISION_MAX_AGE_MS, parseDecisionMessage, DecisionMessageError, isDelegate, drainedFacts, drainedMismatch } from '../domain/decision';
 import { AllowedSigner, allowsPrincipal, peopleOf } from './allowed-signers';
 import { fingerprint } from './keys';
 import { NAMESPACE, parseArmoredSignature, SignatureFormatError, verifySshSig } from './sshsig';
@@ -20,8 +22,16 @@ export interface RecordedProof {
   recordedAt: Date;
 }
 
+/** What the ledger says the decision is about. */
+export interface ExpectedDecision {
+  rollout: string;
+  action: DecisionAction;
+  /** approve and reject: the drained backends as the ledger recorded them before the drain. */
+  drained?: readonly string[];
+}
+
 /** What is wrong with a recorded decision (empty: it holds). */
-export function auditDecision(p: RecordedProof, expected: { rollout: string; action: DecisionAction }, signers: readonly AllowedSigner[]): string[] {
+export function auditDecision(p: RecordedProof, expected: ExpectedDecision, signers: readonly AllowedSigner[]): string[] {
   const problems: string[] = [];
   let sig;
   try {
@@ -47,6 +57,10 @@ export function auditDecision(p: RecordedProof, expected: { rollout: string; act
     }
     if (d.rollout !== expected.rollout) problems.push(`the message is about ${d.rollout}, not ${expected.rollout}`);
     if (d.action !== expected.action) problems.push(`the message says '${d.action}', the ledger '${expected.action}'`);
+    if (d.drained && expected.drained) {
+      const why = drainedMismatch(d.drained, drainedFacts(expected.drained), "the ledger's drained backends");
+      if (why) problems.push(`${why}: the ledger's list or the message was altered`);
+    }
     if (Math.abs(p.recordedAt.getTime() - Date.parse(d.at)) > DECISION_MAX_AGE_MS) problems.push(`signed at ${d.at} but recorded at ${p.recordedAt.toISOString()}`);
   } catch (err) {
     if (err instanceof DecisionMessageError) problems.push(err.message);

@@ -225,6 +225,39 @@ export async function eventDetail(sql: Sql, rolloutId: string, key: string): Pro
 }
 
 /**
+ * The drained backends as the workflow recorded them before the drain
+ * (`drain:recorded`), sorted by name as a decision's digest lists them;
+ * undefined when the rollout recorded no drain.
+ */
+export async function recordedDrained(sql: Sql, rolloutId: string): Promise<DrainedBackend[] | undefined> {
+  const rows = await sql<{ drained: DrainedBackend[] | null }[]>`
+    SELECT detail->'drained' AS drained FROM rollout_event WHERE rollout_id = ${rolloutId} AND event_key = 'drain:recorded'`;
+  if (rows.length === 0) return undefined;
+  const list = Array.isArray(rows[0]!.drained) ? rows[0]!.drained : [];
+  return list.filter((d) => typeof d?.server === 'string').sort((a, b) => (a.server < b.server ? -1 : a.server > b.server ? 1 : 0));
+}
+
+export interface DrainedPage {
+  total: number;
+  page: number;
+  pageSize: number;
+  drained: DrainedBackend[];
+}
+
+/** One page (1-based) of the recorded drained backends, sorted by name: a large fleet's are thousands. */
+export async function drainedPage(sql: Sql, rolloutId: string, o: { page: number; pageSize: number }): Promise<DrainedPage> {
+  const rows = await sql<{ server: string; max_processes: number | null; total: string }[]>`
+    SELECT d->>'server' AS server, (d->>'maxProcesses')::int AS max_processes, count(*) OVER () AS total
+    FROM rollout_event e, jsonb_array_elements(CASE WHEN jsonb_typeof(e.detail->'drained') = 'array' THEN e.detail->'drained' ELSE '[]'::jsonb END) AS d
+    WHERE e.rollout_id = ${rolloutId} AND e.event_key = 'drain:recorded'
+    ORDER BY d->>'server' COLLATE "C"
+    LIMIT ${o.pageSize} OFFSET ${(o.page - 1) * o.pageSize}`;
+  let total = rows.length > 0 ? Number(rows[0]!.total) : 0;
+  if (rows.length === 0 && o.page > 1) total = (await drainedPage(sql, rolloutId, { page: 1, pageSize: 1 })).total;
+  return { total, page: o.page, pageSize: o.pageSize, drained: rows.map((r) => ({ server: r.server, maxProcesses: r.max_processes ?? 0 })) };
+}
+
+/**
  * The conflicts that still block a new rollout: holders whose workflow no
  * longer runs (`isRunning`, asked of Temporal) left stale claims, which are
  * released first. The one rule for the CLI's early check and the claim activity.

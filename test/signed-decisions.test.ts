@@ -12,7 +12,7 @@ import { lines, runCli, CliResult } from './helpers/cli-process';
 import { scratchDir, testStack } from './helpers/stack';
 import { keygenSign, run, startAgent, TestAgent } from './helpers/openssh-tools';
 import { approveUpdate, abortUpdate, WORKFLOW_TYPES } from '../workflows/definitions';
-import { decisionMessage } from '../domain/decision';
+import { decisionMessage, drainedFacts } from '../domain/decision';
 import type { RolloutStatus, SignedDecision } from '../domain/rollout';
 import { generateEd25519KeyPair } from '../keymanager/keygen';
 import { keyTextSigner } from '../signing/signer';
@@ -61,7 +61,7 @@ describe('signed decisions: the workflow checks every signature (SPEC §7)', fun
     assert.equal(st.requestedBy, 'alice');
     assert.match(st.requestedKey ?? '', /^SHA256:[A-Za-z0-9+/]{43}$/);
     assert.deepEqual(st.drained.map((d) => d.server), ['km-be-2']);
-    const facts = { action: 'approve' as const, rollout: h.workflowId, hotfix: hf.name, sha256: hf.sha256, canary: 'km-be-1', drained: ['km-be-2'] };
+    const facts = { action: 'approve' as const, rollout: h.workflowId, hotfix: hf.name, sha256: hf.sha256, canary: 'km-be-1', drained: drainedFacts(['km-be-2']) };
     const before = await snapshot(h);
 
     // Unsigned, or not even shaped like a decision.
@@ -85,9 +85,10 @@ describe('signed decisions: the workflow checks every signature (SPEC §7)', fun
     // Replays: a real signature by bob, made for another rollout, canary, file or drain.
     const replays: [Partial<typeof facts>, RegExp][] = [
       [{ rollout: `${h.workflowId}-other` }, /signed rollout is '.*-other' but this rollout's is/],
-      [{ canary: 'km-be-2', drained: ['km-be-1'] }, /signed canary is 'km-be-2' but this rollout's is 'km-be-1'/],
+      [{ canary: 'km-be-2', drained: drainedFacts(['km-be-1']) }, /signed canary is 'km-be-2' but this rollout's is 'km-be-1'/],
       [{ sha256: 'f'.repeat(64) }, /signed file sha256 is 'f{64}'/],
-      [{ drained: [] }, /signed drained backends is '\(none\)' but this rollout's is 'km-be-2'/],
+      [{ drained: drainedFacts([]) }, /signed drained backends are \(none\) but this rollout's are 1 sha256:[0-9a-f]{64}/],
+      [{ drained: drainedFacts(['km-fe-1']) }, /signed drained backends are 1 sha256:[0-9a-f]{64} but this rollout's are 1 sha256:/],
     ];
     for (const [change, re] of replays) {
       await refusedWith(h.executeUpdate(approveUpdate, { args: [await env.sign('bob', { ...facts, ...change })] }), re, `replay ${JSON.stringify(change)}`);

@@ -5,8 +5,9 @@ import { strict as assert } from 'node:assert';
 import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { createHash } from 'node:crypto';
 import {
-  Decision, decisionMessage, parseDecisionMessage, DecisionMessageError, decisionMismatch, oneLine, DecisionFacts, DecisionAction,
+  Decision, decisionMessage, parseDecisionMessage, DecisionMessageError, decisionMismatch, oneLine, DecisionFacts, DecisionAction, drainedFacts,
 } from '../domain/decision';
 import { signMessage, parseArmoredSignature, verifySshSig, Signer } from '../signing/sshsig';
 import { keyFileSigner, agentKeys, agentSigner, SigningKeyError } from '../signing/signer';
@@ -20,24 +21,37 @@ const SHA = 'a'.repeat(64);
 const AT = '2026-11-27T17:26:00.000Z';
 const approve: Decision = {
   action: 'approve', rollout: 'rollout-hotfix_backend_x-20261127T172600-ab12', hotfix: 'hotfix_backend_x', sha256: SHA,
-  canary: 'km-be-1', drained: ['km-be-3', 'km-be-2'], comment: 'operations run on km-be-1 only; looks good', at: AT,
+  canary: 'km-be-1', drained: drainedFacts(['km-be-3', 'km-be-2', 'km-be-3']), comment: 'operations run on km-be-1 only; looks good', at: AT,
 };
+/** What `printf 'km-be-2\nkm-be-3\n' | sha256sum` says. */
+const DRAINED_SHA = createHash('sha256').update('km-be-2\nkm-be-3\n').digest('hex');
 
 describe('the canonical decision message', () => {
   it('is the SPEC §7 lines, in order, each ending in a newline', () => {
     assert.equal(decisionMessage(approve), [
       'km-hotfix decision v1', 'action: approve', `rollout: ${approve.rollout}`, 'hotfix: hotfix_backend_x', `sha256: ${SHA}`,
-      'canary: km-be-1', 'drained: km-be-2,km-be-3', 'comment: operations run on km-be-1 only; looks good', `at: ${AT}`, '',
+      'canary: km-be-1', `drained: 2 sha256:${DRAINED_SHA}`, 'comment: operations run on km-be-1 only; looks good', `at: ${AT}`, '',
     ].join('\n'));
   });
 
   it('parses back what it builds; actions other than approve/reject carry no canary or drain', () => {
-    assert.deepEqual(parseDecisionMessage(decisionMessage(approve)), { ...approve, drained: ['km-be-2', 'km-be-3'] });
+    assert.deepEqual(parseDecisionMessage(decisionMessage(approve)), approve);
     const abort: Decision = { action: 'abort', rollout: approve.rollout, hotfix: approve.hotfix, sha256: SHA, comment: '', at: AT };
     const text = decisionMessage(abort);
     assert.ok(text.includes('\ncomment:\n'), 'an empty value has no trailing space');
     assert.deepEqual(parseDecisionMessage(text), abort);
-    assert.deepEqual(parseDecisionMessage(decisionMessage({ ...approve, drained: [] })).drained, []);
+    const none = decisionMessage({ ...approve, drained: drainedFacts([]) });
+    assert.ok(none.includes('\ndrained:\n'), 'no drained backend: an empty value');
+    assert.deepEqual(parseDecisionMessage(none).drained, drainedFacts([]));
+  });
+
+  it('still reads a message from before digests (drained listed by name): its digest is computed from the names', () => {
+    const old = decisionMessage(approve).replace(/^drained: .*$/m, 'drained: km-be-2,km-be-3');
+    const d = parseDecisionMessage(old);
+    assert.deepEqual(d.drained, { count: 2, sha256: DRAINED_SHA, listed: ['km-be-2', 'km-be-3'] });
+    assert.equal(decisionMessage(d), old, 'written back byte for byte');
+    assert.equal(decisionMismatch(d, { action: 'approve', rollout: approve.rollout, hotfix: approve.hotfix, sha256: SHA, canary: 'km-be-1', drained: drainedFacts(['km-be-3', 'km-be-2']) }, Date.parse(AT)), null);
+    assert.throws(() => parseDecisionMessage(old.replace('km-be-2,km-be-3', 'km-be-3,km-be-2')), /canonical/, 'unsorted');
   });
 
   it('refuses line breaks and control characters in values, and anything not canonical', () => {
@@ -50,7 +64,11 @@ describe('the canonical decision message', () => {
     const variants = [
       good.replace(/\n/g, '\r\n'),
       good.slice(0, -1),
-      good.replace('drained: km-be-2,km-be-3', 'drained: km-be-3,km-be-2'),
+      good.replace(`drained: 2 sha256:${DRAINED_SHA}`, `drained: 02 sha256:${DRAINED_SHA}`),
+      good.replace(`drained: 2 sha256:${DRAINED_SHA}`, `drained: 2 sha256:${DRAINED_SHA.toUpperCase()}`),
+      good.replace(`drained: 2 sha256:${DRAINED_SHA}`, `drained: 2 ${DRAINED_SHA}`),
+      good.replace(`drained: 2 sha256:${DRAINED_SHA}`, `drained: 0 sha256:${DRAINED_SHA}`),
+      good.replace(`drained: 2 sha256:${DRAINED_SHA}`, `drained: 2  sha256:${DRAINED_SHA}`),
       good.replace('action: approve\n', '') ,
       good.replace('canary: km-be-1\n', 'canary: km-be-1\ncanary: km-be-9\n'),
       good.replace('comment: ', 'comment:  '),
@@ -65,14 +83,15 @@ describe('the canonical decision message', () => {
   });
 
   it('says which fact does not fit the rollout now, and refuses a stale or future `at`', () => {
-    const facts: DecisionFacts = { action: 'approve', rollout: approve.rollout, hotfix: approve.hotfix, sha256: SHA, canary: 'km-be-1', drained: ['km-be-2', 'km-be-3'] };
+    const facts: DecisionFacts = { action: 'approve', rollout: approve.rollout, hotfix: approve.hotfix, sha256: SHA, canary: 'km-be-1', drained: drainedFacts(['km-be-2', 'km-be-3']) };
     const now = Date.parse(AT) + 60_000;
     assert.equal(decisionMismatch(approve, facts, now), null);
     assert.match(decisionMismatch(approve, { ...facts, action: 'reject' }, now) ?? '', /for 'approve', not 'reject'/);
     assert.match(decisionMismatch(approve, { ...facts, rollout: 'rollout-other' }, now) ?? '', /rollout/);
     assert.match(decisionMismatch(approve, { ...facts, sha256: 'b'.repeat(64) }, now) ?? '', /file sha256/);
     assert.match(decisionMismatch(approve, { ...facts, canary: 'km-be-2' }, now) ?? '', /canary/);
-    assert.match(decisionMismatch(approve, { ...facts, drained: ['km-be-2'] }, now) ?? '', /drained/);
+    assert.match(decisionMismatch(approve, { ...facts, drained: drainedFacts(['km-be-2']) }, now) ?? '', /signed drained backends are 2 sha256:[0-9a-f]{64} but this rollout's are 1 sha256:/);
+    assert.match(decisionMismatch(approve, { ...facts, drained: drainedFacts(['km-be-2', 'km-be-4']) }, now) ?? '', /drained/, 'as many, not the same');
     assert.match(decisionMismatch(approve, facts, Date.parse(AT) + 11 * 60_000) ?? '', /11 minutes ago/);
     assert.match(decisionMismatch(approve, facts, Date.parse(AT) - 11 * 60_000) ?? '', /in the future/);
   });

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import { decisionMessage, parseDecisionMessage, DecisionMessageError, isDelegate } from '../domain/decision';
+import { decisionMessage, parseDecisionMessage, DecisionMessageError, isDelegate, drainedFacts } from '../domain/decision';
 import { gateAnswerRefusal, parseNameMatching, personNamed } from '../domain/people';
 import { parseHotfixFileName, parseHotfixName, HOTFIX_NAME_MAX, HotfixNameError } from '../domain/hotfix';
 import { RolloutStatus, workflowId, WORKFLOW_ID_MAX } from '../domain/rollout';
@@ -21,7 +21,7 @@ import { scratchDir } from './helpers/stack';
 
 const GATE = {
   action: 'approve' as const, rollout: 'rollout-hotfix_backend_x-1', hotfix: 'hotfix_backend_x', sha256: 'a'.repeat(64),
-  canary: 'km-be-1', drained: ['km-be-2'], comment: 'ok',
+  canary: 'km-be-1', drained: drainedFacts(['km-be-2']), comment: 'ok',
 };
 
 describe('delegated decisions (the web page signs for a person)', function () {

@@ -17,7 +17,7 @@ import { spawn } from 'node:child_process';
 import { startWebServer, WebServer } from '../web/server';
 import { generateEd25519KeyPair } from '../keymanager/keygen';
 import { isFinalPhase, RolloutStatus, workflowId, WORKFLOW_ID_MAX } from '../domain/rollout';
-import { decisionMessage } from '../domain/decision';
+import { decisionMessage, drainedFacts } from '../domain/decision';
 import { HOTFIX_NAME_MAX } from '../domain/hotfix';
 import { approveUpdate } from '../workflows/definitions';
 import { keyFileSigner } from '../signing/signer';
@@ -297,7 +297,7 @@ describe('web page for approvers (real chromium)', function () {
     await noButtonsFor('eve', h, /eve is not in the signers file/);
     const delegateSigned = async (onBehalfOf: string) => {
       const message = decisionMessage({
-        action: 'approve', rollout: h.workflowId, hotfix: st.hotfix, sha256: st.sha256 ?? '', canary: st.canary ?? '', drained: st.drained.map((d) => d.server),
+        action: 'approve', rollout: h.workflowId, hotfix: st.hotfix, sha256: st.sha256 ?? '', canary: st.canary ?? '', drained: drainedFacts(st.drained.map((d) => d.server)),
         comment: 'straight to Temporal', onBehalfOf, at: new Date().toISOString(),
       });
       return { message, signature: await signMessage(await keyFileSigner(keyFile), message) };

@@ -3,7 +3,7 @@
 // errors quoting them) goes through `esc`: it is text, never markup.
 import { inert } from '../domain/terminal';
 import { isFinalPhase, Phase, RolloutStatus, ServerState } from '../domain/rollout';
-import type { RolloutSummary, ServerPage, StoredEvent } from '../store/ledger';
+import type { DrainedPage, RolloutSummary, ServerPage, StoredEvent } from '../store/ledger';
 
 const ENTITIES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
 
@@ -104,6 +104,33 @@ export interface RolloutView {
   canaryUrl?: string;
   /** A large fleet (no per-server list in the status): one page of the per-server ledger. */
   serverPage?: { page: ServerPage; state?: ServerState };
+  /** One page of the drained backends from the ledger (sorted by name). */
+  drainedPage?: DrainedPage;
+}
+
+/**
+ * The drained backends: what an answer signs about them (count and sha256 of
+ * their sorted list, downloadable as drained.txt), and a page of the list;
+ * a large fleet's are thousands.
+ */
+function drainedSection(st: RolloutStatus, p: DrainedPage | undefined): string {
+  const count = st.gate?.drained.count ?? st.drainedCount ?? st.drained.length;
+  if (count === 0) return '';
+  const base = `/rollouts/${encodeURIComponent(st.id)}`;
+  // The ledger's page; a status that the ledger has not caught up with shows its own (first) entries.
+  const page: DrainedPage = p && p.total > 0 ? p : { total: st.drained.length, page: 1, pageSize: Math.max(1, st.drained.length), drained: [...st.drained].sort((a, b) => (a.server < b.server ? -1 : a.server > b.server ? 1 : 0)) };
+  const pages = Math.max(1, Math.ceil(page.total / page.pageSize));
+  const href = (n: number) => `${base}?drained=${n}`;
+  const nav = [
+    page.page > 1 ? `<a id="drained-prev" href="${esc(href(page.page - 1))}">← previous</a>` : '',
+    `page ${page.page} of ${pages} (${page.total} backend(s))`,
+    page.page < pages ? `<a id="drained-next" href="${esc(href(page.page + 1))}">next →</a>` : '',
+  ].filter(Boolean).join(' · ');
+  const signs = st.gate
+    ? `<p>An approval or rejection names them as <code id="drained-digest">drained: ${esc(st.gate.drained.count)} sha256:${esc(st.gate.drained.sha256)}</code>: the sha256 of their names sorted, one per line (<a id="drained-list" href="${esc(`${base}/drained.txt`)}">drained.txt</a>).</p>`
+    : `<p class="muted">${esc(count)} backend(s) (<a id="drained-list" href="${esc(`${base}/drained.txt`)}">drained.txt</a>).</p>`;
+  return `<h2>Drained backends</h2>${signs}<p id="drained-nav">${nav}</p>
+<table id="drained"><tr><th>Server</th><th>Saved Maximum Processes</th></tr>${page.drained.map((d) => `<tr data-drained="${esc(d.server)}"><td>${esc(d.server)}</td><td>${esc(d.maxProcesses)}</td></tr>`).join('')}</table>`;
 }
 
 function serverCell(name: string, state: ServerState): string {
@@ -145,9 +172,7 @@ export function rolloutPage(v: RolloutView): string {
   const canary = st.canary
     ? `<p>Canary: <b id="canary">${esc(st.canary)}</b>${url ? ` — verify directly on ${canaryUrl ? `<a id="canary-url" href="${esc(canaryUrl)}">${esc(url)}</a>` : `<code>${esc(url)}</code>`} (not through the load balancer)` : ''}</p>`
     : '';
-  const drained = st.drained.length > 0
-    ? `<h2>Drained backends</h2><table id="drained"><tr><th>Server</th><th>Saved Maximum Processes</th></tr>${st.drained.map((d) => `<tr><td>${esc(d.server)}</td><td>${esc(d.maxProcesses)}</td></tr>`).join('')}</table>`
-    : '';
+  const drained = drainedSection(st, v.drainedPage);
   let decide = '';
   if (st.phase === 'verifying' && gate) {
     decide = `<h2>Verification</h2><p id="gate-message">${esc(gate.message)}</p>

@@ -13,12 +13,12 @@ import type { IncomingMessage } from 'node:http';
 import fastify, { FastifyReply, FastifyRequest } from 'fastify';
 import type { Sql } from 'postgres';
 import { Client, WorkflowUpdateFailedError } from '@temporalio/client';
-import { decisionMessage, DecisionMessageError, oneLine } from '../domain/decision';
+import { decisionMessage, DecisionMessageError, drainedFacts, drainedList, drainedMismatch, oneLine } from '../domain/decision';
 import { gateAnswerRefusal, NameMatching, personNamed } from '../domain/people';
 import { isFinalPhase, RolloutStatus, SERVER_STATES, ServerState, WORKFLOW_ID_MAX } from '../domain/rollout';
 import { approveUpdate, rejectUpdate, statusQuery, WORKFLOW_TYPES } from '../workflows/definitions';
 import { answerWithin, mergeBatches, QUERY_TIMEOUT_MS, withLedgerView } from '../platform/workflow-status';
-import { ledgerStatus, liveLedger, recentRollouts, rolloutEvents, serverStates } from '../store/ledger';
+import { drainedPage, ledgerStatus, liveLedger, recentRollouts, recordedDrained, rolloutEvents, serverStates } from '../store/ledger';
 import { listInventory, inventoryServer } from '../store/inventory';
 import { keyFileSigner } from '../signing/signer';
 import { NAMESPACE, signMessage, Signer } from '../signing/sshsig';
@@ -206,7 +206,7 @@ export async function startWebServer(o: WebOptions): Promise<WebServer> {
     return rolloutsPage([], await visitorOf(req)).replace('<h2>Active</h2>', '<p class="notice refused">No such page.</p><h2>Active</h2>');
   });
 
-  app.get<{ Params: { id: string }; Querystring: { page?: string; state?: string } }>('/rollouts/:id', async (req, reply) => {
+  app.get<{ Params: { id: string }; Querystring: { page?: string; state?: string; drained?: string } }>('/rollouts/:id', async (req, reply) => {
     const sid = session(req, reply);
     const id = req.params.id;
     const found = ID.test(id) ? await readRollout(id) : undefined;
@@ -230,14 +230,27 @@ export async function startWebServer(o: WebOptions): Promise<WebServer> {
       page: await serverStates(o.orchestrator, id, { page: Number.isSafeInteger(want) && want >= 1 ? want : 1, pageSize: WEB_PAGE_SIZE, ...(state ? { state } : {}) }),
       ...(state ? { state } : {}),
     };
+    // The drained backends, a page at a time from the ledger: an answer names them by count and digest, the approver reads them here.
+    const wantDrained = Number(req.query.drained);
+    const drained = await drainedPage(o.orchestrator, id, { page: Number.isSafeInteger(wantDrained) && wantDrained >= 1 ? wantDrained : 1, pageSize: WEB_PAGE_SIZE });
     return rolloutPage({
       ...(serverPage ? { serverPage } : {}),
+      drainedPage: drained,
       status: found.status, events: await rolloutEvents(o.orchestrator, id), visitor, live: found.live, nonce,
       ...(canaryUrl ? { canaryUrl } : {}),
       csrf: canDecide ? tokenFor(sid) : null,
       ...(why ? { readOnlyWhy: `Read-only for you: ${why}.` } : {}),
       ...(notice ? { notice } : {}),
     });
+  });
+
+  // The drained backends as the digest an answer signs is over (sorted, one per line): `sha256sum drained.txt` gives it.
+  app.get<{ Params: { id: string } }>('/rollouts/:id/drained.txt', async (req, reply) => {
+    const id = req.params.id;
+    const drained = ID.test(id) ? await recordedDrained(o.orchestrator, id) : undefined;
+    reply.header('cache-control', 'no-store').header('x-content-type-options', 'nosniff');
+    if (!drained) return reply.code(404).type('text/plain; charset=utf-8').send('no drained backends are recorded for this rollout\n');
+    return reply.type('text/plain; charset=utf-8').send(drainedList(drained.map((d) => d.server)));
   });
 
   // Server-sent events: the phase and every server's state, sent when they change, until the rollout ends.
@@ -293,13 +306,21 @@ export async function startWebServer(o: WebOptions): Promise<WebServer> {
     if (action === 'reject' && !comment) return { ok: false, text: 'reject refused: a rejection needs a reason' };
     const found = await readRollout(id);
     const st = found?.status;
-    if (!st || !found.live || st.phase !== 'verifying' || !st.canary || !st.sha256) {
+    if (!st || !found.live || st.phase !== 'verifying' || !st.canary || !st.sha256 || !st.gate) {
       return { ok: false, text: `${action} refused: rollout ${id} is not waiting for verification${st ? ` (phase ${st.phase})` : ''}` };
+    }
+    // What the page lists (the ledger's) must be what is signed (the workflow's digest).
+    if (st.gate.drained.count > 0) {
+      const listed = drainedFacts(((await recordedDrained(o.orchestrator, id)) ?? []).map((d) => d.server));
+      if (drainedMismatch(listed, st.gate.drained, 'the workflow\'s')) {
+        return { ok: false, text: `${action} refused: the drained backends this page lists (${listed.count}) are not the ones rollout ${id} names (${st.gate.drained.count}, sha256:${st.gate.drained.sha256})` };
+      }
     }
     let message: string;
     try {
       message = decisionMessage({
-        action, rollout: st.id, hotfix: st.hotfix, sha256: st.sha256, canary: st.canary, drained: st.drained.map((d) => d.server),
+        // The drained backends by the workflow's digest, which the page shows next to their list.
+        action, rollout: st.id, hotfix: st.hotfix, sha256: st.sha256, canary: st.canary, drained: { count: st.gate.drained.count, sha256: st.gate.drained.sha256 },
         comment, onBehalfOf: person, at: new Date().toISOString(),
       });
     } catch (err) {

@@ -19,6 +19,9 @@ import type { ServerStateRow } from '../store/ledger';
 import { checkFacts, OneAtATime, refused, verifySigned } from './decisions';
 import { setSteeringHandlers, TemporalCancel } from './steering';
 import { Notifier } from './notify';
+// The gate's facts that grow with the fleet: a count and a digest, or a few names (issue 31).
+import { drainedFacts, type DrainedFacts } from '../domain/decision';
+import { NAMES_IN_A_LINE, someNames } from '../domain/rollout';
 
 export async function hotfixRollout(input: RolloutInput): Promise<RolloutStatus> {
   const problem = rolloutInputProblem(input);
@@ -67,9 +70,15 @@ async function rollout(input: RolloutInput, problem: string | undefined, notifie
     void fanout.stop();
   });
 
+  /** The drained backends by count and digest, recomputed from the workflow's own list (once: the list does not change). */
+  let drainedDigest: { of: DrainedBackend[]; facts: DrainedFacts } | undefined;
+  const drainedNow = (): DrainedFacts => {
+    if (drainedDigest?.of !== drained) drainedDigest = { of: drained, facts: drainedFacts(drained.map((d) => d.server)) };
+    return drainedDigest.facts;
+  };
   /** What an answer at the gate must state: this rollout, file, canary and drained backends, as they are now. */
   const gateFacts = (action: 'approve' | 'reject'): DecisionFacts => ({
-    action, rollout: id, hotfix: input.hotfix, sha256: r.status.sha256 ?? '', canary: r.status.canary ?? '', drained: drained.map((d) => d.server),
+    action, rollout: id, hotfix: input.hotfix, sha256: r.status.sha256 ?? '', canary: r.status.canary ?? '', drained: drainedNow(),
   });
 
   /** Answers to the gate: only while verifying, only once, signed for exactly this canary. */
@@ -193,7 +202,7 @@ async function rollout(input: RolloutInput, problem: string | undefined, notifie
       message: gateMessage(input.hotfix, canary, canaryInfo?.url, drained.map((d) => d.server), id),
       canary,
       ...(canaryInfo?.url ? { url: canaryInfo.url } : {}),
-      drained: drained.map((d) => d.server),
+      drained: drainedNow(),
       approvers: input.approvers,
       waitingSince: since.toISOString(),
       deadline: new Date(since.getTime() + input.approvalTimeoutMs).toISOString(),
@@ -201,7 +210,9 @@ async function rollout(input: RolloutInput, problem: string | undefined, notifie
     await r.phase('verifying');
     notifier.send({
       event: 'waiting', rolloutId: id, hotfix: input.hotfix, requestedBy: r.status.requestedBy, canary,
-      ...(canaryInfo?.url ? { canaryUrl: canaryInfo.url } : {}), drained: drained.map((d) => d.server),
+      ...(canaryInfo?.url ? { canaryUrl: canaryInfo.url } : {}),
+      // A few names and the count: the notification's input is in the history, and it grows with the fleet otherwise.
+      drained: drained.slice(0, NAMES_IN_A_LINE).map((d) => d.server), drainedCount: drained.length,
     });
     const answered = await condition(() => decision !== undefined || abort !== undefined, input.approvalTimeoutMs);
     // The gate stays filled in while the phase says verifying; the next phase clears it.
@@ -352,6 +363,7 @@ async function differing(steps: Steps, hotfix: string, servers: string[], applie
 
 function gateMessage(hotfix: string, canary: string, url: string | undefined, drained: string[], id: string): string {
   const where = url ? `connect directly to ${url} (not through the load balancer)` : `connect directly to ${canary} (not through the load balancer)`;
-  const drain = drained.length > 0 ? ` Backends ${drained.join(', ')} have Maximum Processes 0, so only ${canary} runs operations.` : '';
+  // A few names and the count: the whole list is on the rollout's page and in 'km-hotfix status ID --drained'.
+  const drain = drained.length > 0 ? ` Backends ${someNames(drained)} have Maximum Processes 0, so only ${canary} runs operations.` : '';
   return `Verify ${hotfix} on canary ${canary}: ${where}.${drain} Then: km-hotfix approve ${id} or km-hotfix reject ${id} --reason "..."`;
 }

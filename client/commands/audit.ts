@@ -2,7 +2,8 @@
 // rollout, removal or upload from the ledger (SPEC §7), independently of the
 // workflow that accepted them. Exit 0 all hold, 1 one does not, 2 bad input.
 import type { Command } from 'commander';
-import { decisionActionOf, ledgerStatus, recordedDecisions } from '../../store/ledger';
+import { decisionActionOf, ledgerStatus, recordedDecisions, recordedDrained } from '../../store/ledger';
+import { GATE_ACTIONS } from '../../domain/decision';
 import { readAllowedSigners, AllowedSignersError } from '../../signing/allowed-signers';
 import { auditDecision } from '../../signing/audit';
 import { CliError, EXIT } from '../errors';
@@ -26,7 +27,7 @@ export function registerAudit(program: Command): void {
   program
     .command('audit <id>')
     .summary('re-verify every signed decision of a rollout from the ledger; exit 1 if one fails')
-    .description(`Re-check each decision the ledger recorded for ID (the start, pauses, resumes, aborts, the approval or rejection): the SSH signature verifies over the recorded message, the key is the recorded one and belongs to the recorded person in the signers file, and the message is about this rollout and this action. Anyone can repeat one check with OpenSSH: ssh-keygen -Y verify -f allowed_signers -I NAME -n km-hotfix -s SIG < MSG (status --json holds NAME, MSG and SIG).`)
+    .description(`Re-check each decision the ledger recorded for ID (the start, pauses, resumes, aborts, the approval or rejection): the SSH signature verifies over the recorded message, the key is the recorded one and belongs to the recorded person in the signers file, and the message is about this rollout and this action, and an approval or rejection names (by count and sha256) the drained backends the ledger recorded. Anyone can repeat one check with OpenSSH: ssh-keygen -Y verify -f allowed_signers -I NAME -n km-hotfix -s SIG < MSG (status --json holds NAME, MSG and SIG).`)
     .option('--signers <file>', 'the allowed_signers file to check against (default: KM_HOTFIX_ALLOWED_SIGNERS)')
     .option('--json', 'one JSON document')
     .addHelpText('after', `
@@ -47,10 +48,13 @@ Example:
         const st = await ledgerStatus(sql, id, new Map());
         if (!st) throw new CliError(`the ledger has no rollout, removal or upload '${id}': 'km-hotfix list' shows recent ones`, EXIT.refused);
         const out: AuditedDecision[] = [];
+        // An answer at the gate names the drained backends by digest: re-computed from the ledger's list (none recorded: none drained).
+        const drained = ((await recordedDrained(sql, id)) ?? []).map((b) => b.server);
         for (const d of await recordedDecisions(sql, id)) {
           const action = decisionActionOf(st.kind, d.kind);
           if (!action) continue;
-          const problems = auditDecision({ by: d.actor, key: d.key, ...(d.via ? { via: d.via } : {}), message: d.message, signature: d.signature, recordedAt: d.at }, { rollout: id, action }, signers);
+          const expected = { rollout: id, action, ...(GATE_ACTIONS.includes(action) ? { drained } : {}) };
+          const problems = auditDecision({ by: d.actor, key: d.key, ...(d.via ? { via: d.via } : {}), message: d.message, signature: d.signature, recordedAt: d.at }, expected, signers);
           out.push({ action, by: d.actor, ...(d.via ? { via: d.via } : {}), key: d.key, recordedAt: d.at.toISOString(), ok: problems.length === 0, problems, message: d.message, signature: d.signature });
         }
         return out;

@@ -9,8 +9,10 @@ import type { RolloutStatus, SignedDecision } from '../../domain/rollout';
 import { approveUpdate, rejectUpdate } from '../../workflows/definitions';
 import type { Config } from '../../platform/config';
 import { CliError, EXIT } from '../errors';
-import { config, describeWorkflow, firstLine, readStatus, withTemporal } from './common';
+import { config, describeWorkflow, firstLine, readStatus, withOrchestrator, withTemporal } from './common';
 import { messageFor, readSignedDecision, signDecision, signerOf, UnsignedDecision } from './signing';
+import { drainedFacts, drainedList, drainedMismatch } from '../../domain/decision';
+import { recordedDrained } from '../../store/ledger';
 
 type GateAction = 'approve' | 'reject';
 
@@ -22,12 +24,39 @@ export interface Answer {
   signed?: SignedDecision;
 }
 
-/** The decision about this gate, as it is now: what a signature must state. */
+/** The decision about this gate, as it is now: what a signature must state (the drained backends by the workflow's own digest). */
 export function gateDecision(st: RolloutStatus, action: GateAction, comment?: string): UnsignedDecision {
-  if (st.phase !== 'verifying' || !st.canary || !st.sha256) {
+  if (st.phase !== 'verifying' || !st.canary || !st.sha256 || !st.gate) {
     throw new CliError(`rollout ${st.id} is not waiting for verification (phase ${st.phase}): there is nothing to ${action}`, EXIT.refused);
   }
-  return { action, rollout: st.id, hotfix: st.hotfix, sha256: st.sha256, canary: st.canary, drained: st.drained.map((d) => d.server), comment };
+  return { action, rollout: st.id, hotfix: st.hotfix, sha256: st.sha256, canary: st.canary, drained: { count: st.gate.drained.count, sha256: st.gate.drained.sha256 }, comment };
+}
+
+/**
+ * The drained backends a gate message names by digest, as the approver reads
+ * them: the ledger's list, checked against the workflow's digest, so what is
+ * shown is what is signed. A list that does not match is refused.
+ */
+export async function drainedToSign(cfg: Config, st: RolloutStatus): Promise<string[] | undefined> {
+  const named = st.gate?.drained;
+  if (!named || named.count === 0 || !cfg.databaseUrl) return named?.count === 0 ? [] : undefined;
+  const names = ((await withOrchestrator(cfg, (sql) => recordedDrained(sql, st.id))) ?? []).map((d) => d.server);
+  const listed = drainedFacts(names);
+  if (drainedMismatch(listed, named, 'the workflow\'s')) {
+    throw new CliError(`the ledger lists ${listed.count} drained backends (sha256:${listed.sha256}) but rollout ${st.id} names ${named.count} (sha256:${named.sha256}): not signing what cannot be shown; compare 'km-hotfix status ${st.id} --drained' with the Key Manager database`, EXIT.refused);
+  }
+  return names;
+}
+
+/** What --print-message writes on stderr: the drained backends next to the message, then how to sign it. */
+export function printedAlongside(st: RolloutStatus, action: GateAction, drained: string[] | undefined): string {
+  const count = st.gate?.drained.count ?? 0;
+  const sign = `sign it within 10 minutes: ssh-keygen -Y sign -f KEY -n km-hotfix FILE, then: km-hotfix ${action} ${st.id} --message FILE --signature FILE.sig\n`;
+  if (count === 0) return sign;
+  if (!drained) {
+    return `the message names the ${count} drained backends by their sha256; to see them, set DATABASE_URL (the orchestrator database) and run: km-hotfix status ${st.id} --drained\n${sign}`;
+  }
+  return `drained: these ${count} backends (sorted, one per line; their sha256 is the message's: km-hotfix status ${st.id} --drained | sha256sum)\n${drainedList(drained)}${sign}`;
 }
 
 async function gateStatus(client: Client, id: string, action: GateAction) {
@@ -38,9 +67,11 @@ async function gateStatus(client: Client, id: string, action: GateAction) {
   return { d, st };
 }
 
-/** The message to sign elsewhere (`--print-message`). */
-export async function gateMessage(cfg: Config, id: string, action: GateAction, comment?: string): Promise<string> {
-  return withTemporal(cfg, async (client) => messageFor(gateDecision((await gateStatus(client, id, action)).st, action, comment)));
+/** The message to sign elsewhere (`--print-message`), and what to show next to it. */
+export async function gateMessage(cfg: Config, id: string, action: GateAction, comment?: string): Promise<{ message: string; alongside: string }> {
+  const st = await withTemporal(cfg, async (client) => (await gateStatus(client, id, action)).st);
+  const message = messageFor(gateDecision(st, action, comment));
+  return { message, alongside: printedAlongside(st, action, await drainedToSign(cfg, st)) };
 }
 
 /** Send an answer; a refusal is exit 2 with the workflow's own reason. */
@@ -74,8 +105,10 @@ async function run(id: string, action: GateAction, o: GateFlags): Promise<{ stat
   const comment = action === 'approve' ? o.comment : o.reason;
   if (o.printMessage) {
     if (o.message || o.signature) throw new CliError('--print-message prints a message to sign; --message and --signature submit one: use one or the other', EXIT.refused);
-    process.stdout.write(await gateMessage(cfg, id, action, comment));
-    process.stderr.write(`sign it within 10 minutes: ssh-keygen -Y sign -f KEY -n km-hotfix FILE, then: km-hotfix ${action} ${id} --message FILE --signature FILE.sig\n`);
+    // stdout is the exact bytes to sign; the list they name by digest goes next to them, on stderr.
+    const printed = await gateMessage(cfg, id, action, comment);
+    process.stdout.write(printed.message);
+    process.stderr.write(printed.alongside);
     return undefined;
   }
   if (!!o.message !== !!o.signature) throw new CliError('--message and --signature go together: the message file and its ssh-keygen -Y sign signature', EXIT.refused);
@@ -87,9 +120,9 @@ export function registerGate(program: Command): void {
   program
     .command('approve <id>')
     .summary('approve the canary of a rollout waiting for verification: the rest of the fleet follows')
-    .description(`Approve rollout ID after verifying its canary ('km-hotfix status ID' says which server, its direct URL and which backends are drained). The approval is signed with your SSH key (KM_HOTFIX_SIGNING_KEY, else ssh-agent) and names this rollout, file, canary and drained backends; your name is the one the worker's signers file gives your key. Only while the rollout waits for verification, never by the person who started it (by name or by key), and only by a listed approver when the rollout has --approvers.`)
+    .description(`Approve rollout ID after verifying its canary ('km-hotfix status ID' says which server, its direct URL and which backends are drained). The approval is signed with your SSH key (KM_HOTFIX_SIGNING_KEY, else ssh-agent) and names this rollout, file, canary and drained backends (by count and the sha256 of their sorted list: 'km-hotfix status ID --drained' prints it); your name is the one the worker's signers file gives your key. Only while the rollout waits for verification, never by the person who started it (by name or by key), and only by a listed approver when the rollout has --approvers.`)
     .option('--comment <text>', 'what you checked, for the ledger (one line)')
-    .option('--print-message', 'print the message to sign elsewhere (a hardware key, another machine) and exit')
+    .option('--print-message', 'print the message to sign elsewhere (a hardware key, another machine) and exit; the drained backends it names by sha256 are listed on stderr')
     .option('--message <file>', 'submit a message signed elsewhere (with --signature)')
     .option('--signature <file>', 'its signature, made with ssh-keygen -Y sign -n km-hotfix')
     .addHelpText('after', `

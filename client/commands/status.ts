@@ -10,7 +10,8 @@ import { serverElapsed, short, statusBlock } from '../render/status';
 import { watch } from '../render/watch';
 import { config, describeWorkflow, isFinal, ledgerViewFor, outcomeExit, readStatus, wholeNumber, withOrchestrator, withTemporal } from './common';
 import type { LedgerView } from '../../platform/workflow-status';
-import { ledgerStatus, serverStates, ServerPage } from '../../store/ledger';
+import { ledgerStatus, recordedDrained, serverStates, ServerPage } from '../../store/ledger';
+import { drainedFacts, drainedList } from '../../domain/decision';
 import { formatTable } from './fleet';
 import { inert } from '../../domain/terminal';
 
@@ -19,6 +20,7 @@ export const SERVER_PAGE_SIZE = 100;
 export const SERVER_PAGE_MAX = 1_000;
 
 interface ServersOptions {
+  drained?: boolean;
   servers?: boolean;
   state?: string;
   page?: number;
@@ -56,6 +58,27 @@ export function serverPageLines(id: string, p: ServerPage, state: ServerState | 
   const first = (p.page - 1) * p.pageSize + 1;
   const next = p.page < pages ? `; next: km-hotfix status ${id} --servers${state ? ` --state ${state}` : ''} --page ${p.page + 1}${p.pageSize !== SERVER_PAGE_SIZE ? ` --page-size ${p.pageSize}` : ''}` : '';
   return [...table.split('\n'), `servers ${first}-${first + p.servers.length - 1} of ${what} (page ${p.page} of ${pages})${next}`].map(inert);
+}
+
+/**
+ * `--drained`: the backends drained for the verification, from the ledger,
+ * as the canonical list a decision's digest is over (sorted, one per line):
+ * `km-hotfix status ID --drained | sha256sum` gives the sha256 an answer signs.
+ */
+async function listDrained(cfg: Config, id: string, json: boolean): Promise<void> {
+  if (!cfg.databaseUrl) throw new CliError('--drained reads the orchestrator database: set DATABASE_URL', EXIT.refused);
+  await withOrchestrator(cfg, async (sql) => {
+    const known = await sql`SELECT 1 FROM rollout WHERE id = ${id}`;
+    if (known.length === 0) throw new CliError(`no rollout, removal or upload ${id} in the ledger: 'km-hotfix list' shows the ids`, EXIT.refused);
+    const drained = (await recordedDrained(sql, id)) ?? [];
+    const facts = drainedFacts(drained.map((d) => d.server));
+    if (json) {
+      console.log(JSON.stringify({ id, count: facts.count, sha256: facts.sha256, drained }, null, 2));
+      return;
+    }
+    process.stdout.write(drainedList(drained.map((d) => d.server)));
+    console.error(facts.count === 0 ? `${id}: no backend was drained` : `${id}: ${facts.count} drained backends, sha256:${facts.sha256}`);
+  });
 }
 
 async function listServers(cfg: Config, id: string, req: { state?: ServerState; page: number; pageSize: number }, json: boolean): Promise<void> {
@@ -127,6 +150,7 @@ export function registerStatus(program: Command): void {
     .description(`Show a rollout, removal or upload: phase, canary, which backends are drained (and their Maximum Processes), what the verification gate waits for, approvals, counts by server state, the servers needing attention, and each server's state and elapsed time while the rollout has at most ${FULL_SERVER_LIST_MAX} servers (above: --servers pages them).`)
     .option('--watch', 'follow it live until it ends (redrawn in place on a terminal, one line per change otherwise); exit 0 completed, 1 rolled back or failed')
     .option('--json', `one JSON document (with --watch: the final one); it has a "servers" list while the rollout has at most ${FULL_SERVER_LIST_MAX} servers`)
+    .option('--drained', 'print the backends drained for the verification from the ledger, sorted, one per line (piped to sha256sum: the digest an approval signs)')
     .option('--servers', 'list every server\'s latest state from the ledger, a page at a time (works after Temporal has forgotten the workflow)')
     .option('--state <state>', 'with --servers: only servers in this state (e.g. failed, rollback_failed, pending)')
     .option('--page <n>', 'with --servers: which page (from 1)', wholeNumber('--page', 1))
@@ -144,10 +168,17 @@ Examples:
   km-hotfix status ID --watch
   km-hotfix status ID --json | jq .phase
   km-hotfix status ID --servers --state failed
-  km-hotfix status ID --servers --page 3 --page-size 500`)
+  km-hotfix status ID --servers --page 3 --page-size 500
+  km-hotfix status ID --drained | sha256sum`)
     .action(async (id: string, o: ServersOptions) => {
+      if (o.drained && (o.servers || o.watch)) throw new CliError('--drained prints the drained backends once: drop --servers and --watch', EXIT.refused);
       const paging = serversRequest(o);
       const cfg = config();
+      if (o.drained) {
+        await listDrained(cfg, id, !!o.json);
+        process.exitCode = EXIT.ok;
+        return;
+      }
       if (paging) {
         await listServers(cfg, id, paging, !!o.json);
         process.exitCode = EXIT.ok;

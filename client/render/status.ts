@@ -1,7 +1,7 @@
 // A rollout's status for people: the block that `status` prints and that
 // `status --watch` redraws, and the one-line changes printed instead when
 // stdout is not a terminal.
-import { countByState, isFinalPhase, RolloutStatus, ServerState, ServerStatus } from '../../domain/rollout';
+import { countByState, DrainedBackend, isFinalPhase, RolloutStatus, ServerState, ServerStatus } from '../../domain/rollout';
 import { formatTable } from '../commands/fleet';
 import { inert } from '../../domain/terminal';
 
@@ -98,7 +98,19 @@ function gateLine(st: RolloutStatus, now: number): string | undefined {
   const g = st.gate;
   if (!g) return undefined;
   const who = g.approvers.length > 0 ? `${g.approvers.join(' or ')}` : `any approver but ${st.requestedBy}`;
-  return `waiting since ${clock(g.waitingSince)} (${elapsed(now - Date.parse(g.waitingSince))}) for ${who} to verify canary ${g.canary}; deadline ${when(g.deadline)}`;
+  return `waiting since ${clock(g.waitingSince)} (${elapsed(now - Date.parse(g.waitingSince))}) for ${who} to verify canary ${g.canary}`;
+}
+
+/** A line that names servers one by one is at most this long; past it, they are counted (a fleet's drained backends are thousands). */
+export const NAMED_LINE_MAX = 160;
+
+/** The drained backends by name while they fit a line, else how many and where the list is. */
+export function drainedText(st: RolloutStatus, named: (d: DrainedBackend) => string): string {
+  // A bounded status carries the first few hundred and the count.
+  const count = st.drainedCount ?? st.drained.length;
+  const byName = st.drained.map(named).join(', ');
+  if (count === st.drained.length && byName.length <= NAMED_LINE_MAX) return byName;
+  return `${count} backends ('km-hotfix status ${st.id} --drained' lists them)`;
 }
 
 /** States a person watching wants to see first when not every server fits. */
@@ -134,7 +146,7 @@ export function statusBlock(st: RolloutStatus, now = Date.now(), fancy = true, m
   if (st.kind === 'rollout') kv('canary', st.canary ?? '(not chosen yet)');
   if (st.drained.length > 0) {
     const restored = !['drain', 'canary', 'verifying'].includes(st.phase);
-    kv('drained', `${st.drained.map((d) => `${d.server} (Maximum Processes ${d.maxProcesses})`).join(', ')}${restored ? ' — restored' : ' — set to 0 now'}`);
+    kv('drained', `${drainedText(st, (d) => `${d.server} (Maximum Processes ${d.maxProcesses})`)}${restored ? ' — restored' : ' — set to 0 now'}`);
   }
   if (st.kind === 'upload') {
     if (st.servers?.[0]) kv('via', st.servers[0].name);
@@ -147,7 +159,10 @@ export function statusBlock(st: RolloutStatus, now = Date.now(), fancy = true, m
   const gate = gateLine(st, now);
   if (gate) {
     kv('gate', gate);
+    // Its own line: with a canary's long name the gate line would not fit a terminal.
+    if (st.gate) kv('', `deadline ${when(st.gate.deadline)} (no answer by then counts as a rejection)`);
     if (st.gate?.url) kv('', `check ${st.gate.url} directly, not through the load balancer`);
+    if (st.gate && st.gate.drained.count > 0) kv('', `an answer signs  drained: ${st.gate.drained.count} sha256:${st.gate.drained.sha256}`);
     kv('', `km-hotfix approve ${st.id}   |   km-hotfix reject ${st.id} --reason "..."`);
   }
   for (const a of st.approvals) kv(a.decision === 'approve' ? 'approved' : 'rejected', `by ${signer(a.by, a.key, a.via)} at ${clock(a.at)}${a.comment ? `: ${a.comment}` : ''}`);
@@ -207,7 +222,7 @@ export function changeLines(prev: RolloutStatus | undefined, cur: RolloutStatus,
   if (!prev || prev.phase !== cur.phase) {
     let extra = '';
     if (cur.phase === 'canary' && cur.canary) extra = `: ${cur.canary}`;
-    if (cur.phase === 'drain' || (cur.phase === 'canary' && cur.drained.length && !prev?.drained.length)) extra += cur.drained.length ? ` (drained ${cur.drained.map((d) => `${d.server} from ${d.maxProcesses}`).join(', ')})` : '';
+    if (cur.phase === 'drain' || (cur.phase === 'canary' && cur.drained.length && !prev?.drained.length)) extra += cur.drained.length ? ` (drained ${drainedText(cur, (d) => `${d.server} from ${d.maxProcesses}`)})` : '';
     line(`phase ${cur.phase}${extra}`);
   }
   if (prev && prev.paused !== cur.paused) line(cur.paused ? `paused (km-hotfix resume ${cur.id})` : 'resumed');

@@ -19,7 +19,7 @@ import type { Component } from '../../domain/hotfix';
 import { isFinalPhase, RolloutInput, RolloutStatus, RemovalInput, SignedDecision } from '../../domain/rollout';
 import { WORKFLOW_TYPES, statusQuery, approveUpdate, rejectUpdate, pauseUpdate, resumeUpdate, abortUpdate } from '../../workflows/definitions';
 import { generateEd25519KeyPair } from '../../keymanager/keygen';
-import { Decision, decisionMessage, DecisionAction, NO_FILE } from '../../domain/decision';
+import { Decision, decisionMessage, DecisionAction, drainedFacts, NO_FILE } from '../../domain/decision';
 import { keyFileSigner } from '../../signing/signer';
 import { signMessage } from '../../signing/sshsig';
 import { ensurePeople, People } from '../../stack/people';
@@ -117,7 +117,8 @@ export async function rolloutEnv(options: Partial<Omit<SimFleetOptions, 'kmDatab
       const gate = action === 'approve' || action === 'reject';
       return env.sign(who, {
         action, rollout: st.id, hotfix: st.hotfix, sha256: st.sha256 ?? '', comment,
-        ...(gate ? { canary: st.canary ?? '', drained: st.drained.map((d) => d.server) } : {}),
+        // The drained backends by the digest the workflow states (tests that check the digest itself compute their own).
+        ...(gate ? { canary: st.canary ?? '', drained: st.gate ? { count: st.gate.drained.count, sha256: st.gate.drained.sha256 } : drainedFacts([]) } : {}),
       });
     },
     async approve(h, who, comment) {
