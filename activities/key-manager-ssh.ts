@@ -134,6 +134,8 @@ export interface ServerResume {
   startedAt: string;
   /** Absolute time (ms) by which services must be RUNNING: one deadline for all attempts. */
   verifyDeadline?: number;
+  /** An earlier attempt sent a change (or found one in effect with this rollout's record). */
+  touched?: boolean;
 }
 
 /** A run of servers, as the workflow asks for it: one window place runs them in turn, in one activity. */
@@ -167,7 +169,7 @@ export interface RunServerResult {
 export interface RunRetry extends ServerResume {
   name: string;
   error: string;
-  /** A change was sent to it (or found in effect with this rollout's record): it is under way and must be finished. */
+  /** A change was sent to it (or found in effect with this rollout's record), now or by an earlier attempt: it is under way and must be finished. */
   touched: boolean;
 }
 
@@ -339,7 +341,7 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
     } else {
       // In effect already: sent by an earlier step of this rollout (its record), or not by this rollout at all.
       const sent = await classified(w.server, () => lastSentServices(orchestrator, w.rolloutId, w.server, action), track.attempt);
-      track.touched = sent !== undefined;
+      track.touched ||= sent !== undefined;
       restart = sent === running;
     }
     // An apply is recorded whether it changed the server or found it listed; an unapply only when this rollout made it.
@@ -388,7 +390,7 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
       const server = run.servers[i];
       const w: ServerWork = { rolloutId: run.rolloutId, server, hotfix: run.hotfix, servicesTimeoutMs: run.servicesTimeoutMs, ...(run.commandTimeoutMs ? { commandTimeoutMs: run.commandTimeoutMs } : {}) };
       const resumed = i === 0 ? run.resume : undefined;
-      const track: StepTrack = { attempt: resumed?.attempt ?? 1, startedAt: resumed?.startedAt ?? new Date().toISOString(), ...(resumed?.verifyDeadline ? { verifyDeadline: resumed.verifyDeadline } : {}), touched: false };
+      const track: StepTrack = { attempt: resumed?.attempt ?? 1, startedAt: resumed?.startedAt ?? new Date().toISOString(), ...(resumed?.verifyDeadline ? { verifyDeadline: resumed.verifyDeadline } : {}), touched: resumed?.touched === true };
       // Asked from the second server on (the run's start answered it for the first).
       const wanted = ctx && i > 0 ? stillWanted(ctx) : undefined;
       // Its running state goes to the ledger once it is known to start (the row carries its own time).

@@ -45,6 +45,8 @@ export interface CommandLogEntry {
   durationMs?: number;
   /** The connection was dropped (fault) after the command took effect, before its exit status was sent. */
   dropped?: boolean;
+  /** The command ran on the server (not stopped by a fault before it, nor cut off by the client during a hang). */
+  ran?: boolean;
 }
 
 /** The commands a fault can target: --apply-hotfix, --unapply-hotfix, supervisorctl restart/status, --upload-hotfix. */

@@ -166,6 +166,7 @@ export class SimServerImpl implements SimServer, ServerRuntime {
     let words: string[] | undefined;
     let result: ExecResult;
     let dropped = false;
+    let ran = false;
     try {
       words = parseWords(command);
     } catch (err) {
@@ -199,6 +200,7 @@ export class SimServerImpl implements SimServer, ServerRuntime {
         result = { stdout: '', stderr: `${words[0]}: temporary failure (simulated); try again\n`, code: 1 };
       } else {
         try {
+          ran = true;
           result = await runCommand({ server: this, user: this.user, cwd: USERS[this.user].home, aborted }, words);
         } catch (err) {
           result = { stdout: '', stderr: `${words[0]}: internal error: ${(err as Error).message}\n`, code: 1 };
@@ -209,7 +211,7 @@ export class SimServerImpl implements SimServer, ServerRuntime {
       }
     }
     result ??= { stdout: '', stderr: '', code: 1 };
-    this.record({ at: new Date(started).toISOString(), command, exitCode: result.code, channel: 'exec', durationMs: Date.now() - started, ...(dropped ? { dropped } : {}) });
+    this.record({ at: new Date(started).toISOString(), command, exitCode: result.code, channel: 'exec', durationMs: Date.now() - started, ...(dropped ? { dropped } : {}), ...(ran ? { ran } : {}) });
     if (dropped) {
       socket?.destroy();
       return;

@@ -48,6 +48,10 @@ const FAULTS: Record<string, FaultSpec> = {
 
 type Steer = 'pause' | 'resume' | 'abort' | 'cancel' | 'terminate a batch child' | 'kill the worker';
 
+/** Pause and resume most often; the events that end a rollout or lose a child (a 7 s wait for its activities) less. */
+const WEIGHTS: Record<Steer, number> = { pause: 4, resume: 4, abort: 2, cancel: 1, 'terminate a batch child': 1, 'kill the worker': 2 };
+const steerArb = (steers: Steer[]) => fc.oneof(...steers.map((s) => ({ arbitrary: fc.constant(s), weight: WEIGHTS[s] })));
+
 const scenario = (steers: Steer[]) => fc.record({
   size: fc.integer({ min: 1, max: FLEET.frontends + FLEET.backends }),
   offset: fc.nat(),
@@ -56,7 +60,7 @@ const scenario = (steers: Steer[]) => fc.record({
   maxFailures: fc.integer({ min: 0, max: 2 }),
   approve: fc.boolean(),
   faults: fc.array(fc.record({ server: fc.nat(), fault: fc.constantFrom(...Object.keys(FAULTS)) }), { maxLength: 3 }),
-  steering: fc.array(fc.record({ atMs: fc.integer({ min: 0, max: 2_500 }), steer: fc.constantFrom(...steers) }), { maxLength: 4 }),
+  steering: fc.array(fc.record({ atMs: fc.integer({ min: 0, max: 1_500 }), steer: steerArb(steers) }), { maxLength: 4 }),
 });
 type Scenario = ReturnType<typeof scenario> extends fc.Arbitrary<infer T> ? T : never;
 
@@ -71,6 +75,9 @@ interface Hands {
 async function runCase(env: RolloutEnv, sc: Scenario, hands: Hands): Promise<void> {
   const names = env.fleet.servers.map((s) => s.name);
   const chosen = new Set(Array.from({ length: sc.size }, (_, i) => names[(sc.offset + i) % names.length]));
+  // A canary of the hotfix's type among them (preflight refuses the rollout otherwise, before it is recorded).
+  const fits = (role: string) => sc.component === 'common' || role === 'both' || role === sc.component;
+  if (![...chosen].some((n) => fits(env.fleet.server(n).role))) chosen.add(env.fleet.servers.find((s) => fits(s.role))!.name);
   const servers = names.filter((n) => chosen.has(n));
   for (const s of env.fleet.servers) s.clearFaults();
   const hf = await env.hotfix(sc.component);
@@ -88,8 +95,17 @@ async function runCase(env: RolloutEnv, sc: Scenario, hands: Hands): Promise<voi
     await steer(env, h, s.steer, hands).catch(() => undefined); // refused steering changes nothing: also an outcome
   }
   const st = await finish(env, h);
-  await sleep(1_400); // a hung command the client gave up on settles
-  await assertRolloutInvariant(env, st, { maxProcessesBefore: before, window: batchWidth(parseBatch(sc.batch), Math.max(1, servers.length - 1)) });
+  // A hung command the client gave up on settles (it still logs when its hang ends).
+  if (sc.faults.some((f) => FAULTS[f.fault].hangMs)) await sleep(1_400);
+  try {
+    await assertRolloutInvariant(env, st, { maxProcessesBefore: before, window: batchWidth(parseBatch(sc.batch), Math.max(1, servers.length - 1)) });
+  } catch (err) {
+    // What each server was sent, and what the ledger says, for the person replaying the seed.
+    const logs = servers.map((n) => `${n}:\n${env.fleet.server(n).log().filter((e) => e.at >= st.startedAt).map((e) => `  ${e.at} ${e.command} → ${e.exitCode}${e.dropped ? ' (dropped)' : ''}`).join('\n')}`);
+    const events = await env.orchestrator<{ kind: string; server: string | null; at: Date }[]>`SELECT kind, server, at FROM rollout_event WHERE rollout_id = ${st.id} ORDER BY seq`;
+    (err as Error).message += `\n${logs.join('\n')}\nledger: ${events.map((e) => `${e.kind}${e.server ? `:${e.server}` : ''}`).join(' ')}`;
+    throw err;
+  }
 }
 
 async function steer(env: RolloutEnv, h: WorkflowHandle, s: Steer, hands: Hands): Promise<void> {

@@ -217,7 +217,11 @@ describe('rollback you can trust (issue 9)', function () {
     env.fleet.server('km-fe-1').fault({ restartMs: 800 });
     const h = await env.startRollout({ hotfix: hf.name, timing: { ...FAST_TIMING, servicesTimeoutMs: 2_000, commandTimeoutMs: 1_000 } });
     await env.waitForPhase(h, 'canary');
-    // Two status checks hang past their 1 s timeout: each retry of the step would get a fresh 2 s otherwise.
+    for (let i = 0; env.commands('km-fe-1', APPLY).length === 0; i++) {
+      if (i > 400) assert.fail('the canary was never applied');
+      await sleep(10);
+    }
+    // Two status checks after the apply hang past their 1 s timeout: each retry of the step would get a fresh 2 s otherwise.
     env.fleet.server('km-fe-1').fault({ hangMs: 1_500, hangOn: 'status', hangCount: 2 });
     const st = (await h.result()) as RolloutStatus;
     assert.equal(st.phase, 'rolled_back', st.error ?? '');

@@ -88,10 +88,12 @@ export async function serverBatches(input: BatchesInput): Promise<BatchesResult>
   // Runs that may be cancelled (they hold no server under way yet): pause and stop cancel them, and each finishes its current server.
   const cancellable = new Set<CancellationScope>();
   const halt = (): void => { for (const scope of cancellable) scope.cancel(); };
-  setHandler(stopBatchesSignal, () => { stopRequested = true; halt(); });
-  setHandler(pauseBatchesSignal, (p) => { const flag = pauseFlag(p); if (flag !== undefined) paused = flag; if (paused) halt(); });
+  // A finish-only child finishes what is under way: pause and stop have nothing to hold back there.
+  const steerable = input.finishOnly !== true;
+  setHandler(stopBatchesSignal, () => { if (steerable) { stopRequested = true; halt(); } });
+  setHandler(pauseBatchesSignal, (p) => { const flag = pauseFlag(p); if (steerable && flag !== undefined) paused = flag; if (paused) halt(); });
   // A cancel of this child from Temporal is a stop: what is under way is finished, never cut off.
-  new TemporalCancel().onRequest(() => { stopRequested = true; halt(); });
+  new TemporalCancel().onRequest(() => { if (steerable) { stopRequested = true; halt(); } });
   // Started with the places its predecessor in the lane had freed; the rest come when that one has ended.
   const fullWindow = Math.max(input.window, input.fullWindow ?? input.window);
   let window = input.window;
@@ -160,7 +162,7 @@ export async function serverBatches(input: BatchesInput): Promise<BatchesResult>
     queue.unshift(...unit.servers.filter((s) => !ended.has(s) && s !== keep?.name));
     if (!keep) return undefined;
     await sleep(retryDelayMs(t, keep.attempt));
-    return { servers: [keep.name], resume: { attempt: keep.attempt, startedAt: keep.startedAt, ...(keep.verifyDeadline ? { verifyDeadline: keep.verifyDeadline } : {}) }, underWay: true };
+    return { servers: [keep.name], resume: { attempt: keep.attempt, startedAt: keep.startedAt, ...(keep.verifyDeadline ? { verifyDeadline: keep.verifyDeadline } : {}), ...(keep.touched ? { touched: true } : {}) }, underWay: true };
   };
 
   /** A run that ended without a result: its servers are started again, each at most RUN_LOSSES_MAX times. */

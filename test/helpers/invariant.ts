@@ -41,9 +41,9 @@ export interface InvariantReport {
 
 const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
-/** Commands that changed a server: they ran to the end (exit 0) or were cut off after taking effect. */
+/** Commands that changed a server: they exited 0 (whether or not the connection then dropped before the answer arrived). */
 export function effectiveCommands(fleet: SimFleet, server: string, pattern: RegExp): number {
-  return fleet.server(server).log().filter((e) => pattern.test(e.command) && (e.exitCode === 0 || e.dropped)).length;
+  return fleet.server(server).log().filter((e) => pattern.test(e.command) && e.exitCode === 0).length;
 }
 
 export async function kmApplied(km: Sql, hotfix: string): Promise<string[]> {
@@ -76,11 +76,12 @@ export function restartProblem(fleet: SimFleet, server: string, hotfix: string, 
   const restart = /supervisorctl restart all/;
   let owed: string | undefined;
   for (const e of fleet.server(server).log()) {
-    if (e.at < since || e.channel !== 'exec' || !(e.exitCode === 0 || e.dropped)) continue;
-    if (change.test(e.command)) {
+    if (e.at < since || e.channel !== 'exec') continue;
+    // A change counts when it exited 0; a restart when it ran at all (one that leaves a program FATAL exits 1, yet restarted everything).
+    if (change.test(e.command) && e.exitCode === 0) {
       if (owed) return `${server}: '${e.command}' at ${e.at} came before the restart owed for '${owed}'`;
       owed = `${e.command} at ${e.at}`;
-    } else if (restart.test(e.command)) {
+    } else if (restart.test(e.command) && e.ran) {
       if (!owed) return `${server}: a restart at ${e.at} followed no change`;
       owed = undefined;
     }
@@ -90,8 +91,8 @@ export function restartProblem(fleet: SimFleet, server: string, hotfix: string, 
 
 /**
  * The most fan-out servers in flight at one instant: each server counts from
- * its first apply command to the end of the last restart before its first
- * unapply (a server waiting for a retry holds its place), all from the
+ * its first apply command to the end of its last apply or restart before its
+ * first unapply (a server waiting for a retry holds its place), all from the
  * simulator's command logs.
  */
 export function maxApplyInFlight(fleet: SimFleet, servers: string[], hotfix: string, since: string): number {
@@ -103,7 +104,8 @@ export function maxApplyInFlight(fleet: SimFleet, servers: string[], hotfix: str
     const first = log.findIndex((e) => apply.test(e.command));
     if (first < 0) continue;
     const stop = log.findIndex((e) => unapply.test(e.command));
-    const mine = log.slice(first, stop < 0 ? undefined : stop);
+    // Its apply and restart commands (status reads are left out: a rollback's first read of a server is not fan-out).
+    const mine = log.slice(first, stop < 0 ? undefined : stop).filter((e) => apply.test(e.command) || /supervisorctl restart all/.test(e.command));
     const end = Math.max(...mine.map((e) => Date.parse(e.at) + (e.durationMs ?? 0)));
     edges.push([Date.parse(log[first].at), 1], [end, -1]);
   }
