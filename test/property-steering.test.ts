@@ -137,21 +137,24 @@ async function finish(env: RolloutEnv, h: WorkflowHandle): Promise<RolloutStatus
 
 const params = (runs: number) => ({ numRuns: runs, endOnFailure: true, ...(SEED !== undefined ? { seed: SEED } : {}), verbose: 1 as const });
 
+/** Layer (a) runs in two lanes at once, each on a fleet of its own, with seeds `seed` and `seed + 1`. */
+const LANES = 2;
+
 describe('property (a): steering and faults together, in-process worker', function () {
   this.timeout(120_000 + STEERING_RUNS * 60_000);
-  let env: RolloutEnv;
-  before(async () => { env = await rolloutEnv({ ...FLEET, restartMs: 20 }); });
-  afterEach(async () => env.endAll());
-  after(async () => env?.close());
+  const envs: RolloutEnv[] = [];
+  before(async () => { for (let i = 0; i < LANES; i++) envs.push(await rolloutEnv({ ...FLEET, restartMs: 20 })); });
+  after(async () => { for (const env of envs) await env.close(); });
 
   it(`${STEERING_RUNS} random rollouts steered at random moments${SEED !== undefined ? ` (seed ${SEED})` : ''}`, async () => {
-    await fc.assert(fc.asyncProperty(scenario(['pause', 'resume', 'abort', 'cancel', 'terminate a batch child']), async (sc) => {
+    const seed = SEED ?? Math.floor(Math.random() * 2 ** 31);
+    await Promise.all(envs.map((env, lane) => fc.assert(fc.asyncProperty(scenario(['pause', 'resume', 'abort', 'cancel', 'terminate a batch child']), async (sc) => {
       try {
         await runCase(env, sc, {});
       } finally {
         await env.endAll();
       }
-    }), params(STEERING_RUNS));
+    }), { ...params(Math.ceil(STEERING_RUNS / LANES)), seed: seed + lane })));
   });
 });
 

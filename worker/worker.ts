@@ -1,9 +1,9 @@
 // The km-hotfix worker: the project's workflows and activities on one task
 // queue. Used in-process by `km-hotfix dev` and as `km-hotfix worker`.
 import { promises as fs } from 'node:fs';
-import { NativeConnection, Worker, WorkflowBundleOption } from '@temporalio/worker';
+import { NativeConnection, Worker, WorkerDeploymentOptions, WorkflowBundleOption } from '@temporalio/worker';
 import { createActivities, ActivityDeps } from '../activities';
-import { MAX_HEARTBEAT_THROTTLE_MS } from '../activities/key-manager-ssh';
+import { MAX_HEARTBEAT_THROTTLE_MS } from '../domain/rollout';
 import type { Config } from '../platform/config';
 import { UserError } from '../platform/errors';
 import { openDatabases } from '../store/database';
@@ -34,11 +34,29 @@ export function activitySlots(env: NodeJS.ProcessEnv = process.env): number {
   return n;
 }
 
+/**
+ * Worker Versioning (README, "Changing a workflow safely"): with
+ * KM_HOTFIX_BUILD_ID set, the worker is version KM_HOTFIX_DEPLOYMENT
+ * (default km-hotfix) / that build id, and every workflow it starts is pinned
+ * to it: a rollout finishes on the code it started with, whatever is deployed
+ * meanwhile. Unset (dev, tests): an unversioned worker.
+ */
+export function deploymentOptions(env: NodeJS.ProcessEnv = process.env): WorkerDeploymentOptions | undefined {
+  const buildId = env.KM_HOTFIX_BUILD_ID?.trim();
+  if (!buildId) return undefined;
+  const deploymentName = env.KM_HOTFIX_DEPLOYMENT?.trim() || 'km-hotfix';
+  const valid = /^[A-Za-z0-9][A-Za-z0-9._:+-]{0,254}$/;
+  if (!valid.test(buildId)) throw new UserError(`KM_HOTFIX_BUILD_ID must be letters, digits and . _ : + - (at most 255), e.g. the release or the commit (got '${buildId}')`, 'refused');
+  if (!valid.test(deploymentName)) throw new UserError(`KM_HOTFIX_DEPLOYMENT must be letters, digits and . _ : + - (at most 255) (got '${deploymentName}')`, 'refused');
+  return { version: { deploymentName, buildId }, useWorkerVersioning: true, defaultVersioningBehavior: 'PINNED' };
+}
+
 /** Activity pollers: enough that a window of 50 servers starts without queueing behind a few polls. */
 const ACTIVITY_POLLS = 50;
 
 export async function createKmHotfixWorker(opts: KmHotfixWorkerOptions): Promise<KmHotfixWorker> {
   const slots = activitySlots();
+  const versioning = deploymentOptions();
   const { activities, close } = createActivities(opts.activityDeps);
   const code = opts.workflowBundle ? { workflowBundle: opts.workflowBundle } : { workflowsPath: require.resolve('../workflows') };
   const worker = await Worker.create({
@@ -48,6 +66,7 @@ export async function createKmHotfixWorker(opts: KmHotfixWorkerOptions): Promise
     ...code,
     activities,
     ...(opts.identity ? { identity: opts.identity } : {}),
+    ...(versioning ? { workerDeploymentOptions: versioning } : {}),
     // Each server step holds a slot for its whole SSH command: the widest batch
     // in use needs as many (bench/results/rollout-scale.md: 100 → 250 cut a
     // 2,000-server fan-out from 45 s to 27 s).

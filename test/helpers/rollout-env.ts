@@ -204,7 +204,8 @@ export async function rolloutEnv(options: Partial<Omit<SimFleetOptions, 'kmDatab
     },
     async close() {
       await env.endAll().catch(() => undefined);
-      worker.worker.shutdown();
+      // A test may have stopped it already (to serve the task queue from a worker process).
+      if (worker.worker.getState() === 'RUNNING') worker.worker.shutdown();
       await running.catch(() => undefined);
       await built.close();
       await worker.close();
