@@ -51,7 +51,7 @@ describe('a backend rollout on 2,000 backends of 60-character names: the gate na
     const keyFile = path.join(dir, 'web_ed25519');
     await fs.writeFile(keyFile, pair.private, { mode: 0o600 });
     await fs.appendFile(env.people.allowedSigners, `${DELEGATE} ${pair.public.trim().split(/\s+/).slice(0, 2).join(' ')}\n`);
-    web = await startWebServer({ client: env.client, orchestrator: env.orchestrator, trustedProxies: ['127.0.0.1', '::1'], signingKey: keyFile, pollMs: 500, port: await freePort() });
+    web = await startWebServer({ client: env.client, orchestrator: env.orchestrator, trustedProxies: ['127.0.0.1', '::1'], signingKey: keyFile, allowedSigners: env.people.allowedSigners, pollMs: 500, port: await freePort() });
     browser = await launchBrowser();
   });
   // Every rollout a test started ends, pass or fail.

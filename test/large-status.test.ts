@@ -146,10 +146,10 @@ describe('live counts of a fleet above the threshold: from the ledger while a ba
 
   it('counts and the failed server show as servers end, before the child that runs them ends (the workflow itself learns them then): web page and CLI', async () => {
     const hf = await env.hotfix('frontend');
-    // One child runs all 13 backends, two at a time. km-be-3 hangs 20 s in its apply while the other place goes on
-    // through the rest (0.3 s each), so the child cannot end before most servers have; km-be-5 fails every apply.
+    // One child runs all 13 backends, two at a time. The last, km-be-13, hangs 20 s in its apply while the rest
+    // (0.3 s each) end, so the child cannot end before most servers have; km-be-5 fails every apply.
     const backends = env.fleet.servers.map((s) => s.name).filter((n) => n.startsWith('km-be-'));
-    for (const n of backends) env.fleet.server(n).fault(n === 'km-be-5' ? { failApplies: 100 } : { hangMs: n === 'km-be-3' ? 20_000 : 300, hangOn: 'apply' });
+    for (const n of backends) env.fleet.server(n).fault(n === 'km-be-5' ? { failApplies: 100 } : { hangMs: n === 'km-be-13' ? 20_000 : 300, hangOn: 'apply' });
     const h = await env.startRollout({ hotfix: hf.name, batch: '2', maxFailures: 1, timing: { ...FAST_TIMING, fullServerListMax: 4, sliceServers: 20 } });
     await env.waitForPhase(h, 'verifying');
     await env.approve(h, 'bob', 'fine');

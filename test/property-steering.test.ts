@@ -137,8 +137,8 @@ async function finish(env: RolloutEnv, h: WorkflowHandle): Promise<RolloutStatus
 
 const params = (runs: number) => ({ numRuns: runs, endOnFailure: true, ...(SEED !== undefined ? { seed: SEED } : {}), verbose: 1 as const });
 
-/** Layer (a) runs in two lanes at once, each on a fleet of its own, with seeds `seed` and `seed + 1`. */
-const LANES = 2;
+/** Layer (a) runs in lanes at once (KM_HOTFIX_PROPERTY_LANES, default 2), each on a fleet of its own, with seeds `seed`, `seed + 1`, … */
+const LANES = Number(process.env.KM_HOTFIX_PROPERTY_LANES ?? 2);
 
 describe('property (a): steering and faults together, in-process worker', function () {
   this.timeout(120_000 + STEERING_RUNS * 60_000);

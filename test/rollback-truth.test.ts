@@ -81,6 +81,9 @@ describe('rollback from the truth: steering meets faults and crashes', function 
     await h.cancel();
     const st = await ends(h, 'rolled_back');
     assert.match(st.error ?? '', /cancelled from Temporal/);
+    // The cancel stopped the fan-out: the servers not yet reached never got an apply.
+    const reached = env.fleet.servers.filter((s) => s.log().some((e) => e.at >= st.startedAt && APPLY.test(e.command))).length;
+    assert.ok(reached <= 4, `${reached} of 5 servers were reached: the fan-out went on after the cancel`);
     assert.deepEqual(await env.applied(hf.name), []);
   });
 

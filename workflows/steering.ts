@@ -71,12 +71,17 @@ export class TemporalCancel {
   constructor() {
     CancellationScope.current().cancelRequested.catch(() => {
       this.requested = true;
-      for (const f of this.listeners) f();
+      for (const f of this.listeners) run(f);
     });
   }
 
   onRequest(f: () => void): void {
     this.listeners.push(f);
-    if (this.requested) f();
+    if (this.requested) run(f);
   }
+}
+
+/** Outside the cancelled scope: what a listener starts (a signal to stop the children) must not be cancelled with it. */
+function run(f: () => void): void {
+  void CancellationScope.nonCancellable(async () => f());
 }

@@ -211,6 +211,8 @@ export async function rolloutEnv(options: Partial<Omit<SimFleetOptions, 'kmDatab
       await worker.close();
       await fleet.stop();
       await fs.rm(peopleDir, { recursive: true, force: true });
+      // Its connections go too: a suite of many environments would otherwise run PostgreSQL out of them.
+      await Promise.all([orchestrator.end({ timeout: 2 }), km.end({ timeout: 2 })]);
     },
   };
   return env;
