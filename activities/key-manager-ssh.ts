@@ -12,7 +12,7 @@ import type { Sql } from 'postgres';
 import type { ExecOptions } from '../keymanager/ssh';
 import type { KeyManagerSsh, ServiceStatus } from '../keymanager/key-manager-ssh';
 import type { KeyManagerDatabase } from '../keymanager/database';
-import { eventAppender, lastSentServices, LedgerEvent, sentEvent, serverStateAppender, ServerStateRow } from '../store/ledger';
+import { eventAppender, lastSent, LedgerEvent, sentEvent, serverStateAppender, ServerStateRow } from '../store/ledger';
 import { ACTION_STATES, BatchAction, MAX_HEARTBEAT_THROTTLE_MS, ServerState } from '../domain/rollout';
 import type { FleetServer } from '../domain/fleet';
 import { inventoryCache } from './inventory';
@@ -253,16 +253,29 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
   }
 
   /**
-   * The record written before a change is sent (write-ahead): unlike the
-   * ledger's other writes it must land first, since a later step judges the
-   * restart it owes by it. The orchestrator database down: nothing is sent,
-   * the server is tried again.
+   * A change's record (store/ledger.ts sentEvent): the services' pids before
+   * its restart. Unlike the ledger's other writes it must land before the
+   * restart is sent, since a later step judges the restart it owes by it. The
+   * orchestrator database down: no restart, the server is tried again.
    */
-  async function recordSending(w: ServerWork, action: 'apply' | 'unapply', services: string): Promise<void> {
+  async function recordChange(w: ServerWork, action: 'apply' | 'unapply', track: StepTrack, services: string): Promise<void> {
     try {
-      await appendEvents([sentEvent(w.rolloutId, w.server, action, services)]);
+      await appendEvents([sentEvent(w.rolloutId, w.server, action, `${track.startedAt}#${track.attempt}`, services)]);
     } catch (err) {
-      throw new Error(`${w.server}: the ${action} is not sent until its record is written, and the orchestrator database is unreachable (${(err as Error).message}): it is retried`);
+      throw new Error(`${w.server}: the record of the ${action} (which a retry judges its restart by) cannot be written, so no restart is sent: the orchestrator database is unreachable (${(err as Error).message}); it is retried`);
+    }
+  }
+
+  /** The services' pids now, as one string; a status read that fails after the verify deadline has failed the server. */
+  async function runningNow(w: ServerWork, target: FleetServer, track: StepTrack, opts: ExecOptions): Promise<string> {
+    try {
+      return servicesIdentity(await classified(w.server, () => kmSsh.servicesStatus(target, opts), track.attempt));
+    } catch (err) {
+      // A step retried after its verify began keeps that deadline for every status read.
+      if (track.verifyDeadline !== undefined && Date.now() > track.verifyDeadline) {
+        throw nonRetryable(FAILURE.servicesDown, `${w.server}: services not confirmed RUNNING within ${Math.round(w.servicesTimeoutMs / 1000)}s after restart (last: ${(err as Error).message}): check 'supervisorctl status' on the server`);
+      }
+      throw err;
     }
   }
 
@@ -303,56 +316,53 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
   }
 
   /**
-   * One server's step: apply (or unapply) → restart → verify. The change is
-   * sent only where the Key Manager database says it is needed, after its
-   * record (with the services' pids) is written. Where it is already in
-   * effect, a restart is owed only if this rollout's record says it sent it
-   * and the same processes still run. `wanted` (asked while the server is
-   * read) is answered before anything is sent.
+   * One server's step: apply (or unapply) → restart → verify. Every server a
+   * step is given was not in the target state when the workflow planned it
+   * (preflight for an apply, the rollback's read of the Key Manager database
+   * for an unapply), so a change found in effect is this rollout's. The change
+   * is sent only where the database says it is needed; while it runs, the
+   * services' pids (what runs before any restart: the change restarts
+   * nothing) are read and recorded, and the restart waits for that record.
+   * Where the change is already in effect, a restart is owed unless a record
+   * of its pids shows that other processes run now. `wanted` (asked while the
+   * server is read) is answered before anything is sent.
    */
   async function serverStep(w: ServerWork, applying: boolean, track: StepTrack, signal: AbortSignal | undefined, onTick: () => void, o: { wanted?: Promise<boolean>; finishOnly?: boolean }): Promise<{ outcome: StepOutcome; unrecorded: LedgerEvent[] }> {
     const action = applying ? 'apply' : 'unapply';
     const unrecorded: LedgerEvent[] = [];
     const statusOpts: ExecOptions = { timeoutMs: limit(COMMAND_TIMEOUT_MS.status, w.commandTimeoutMs), signal, onTick };
-    const targetP = servers.get(w.server);
-    const [target, listed, before] = await Promise.all([
-      targetP,
-      kmDb.isApplied(w.server, w.hotfix),
-      targetP.then((t) => classified(w.server, () => kmSsh.servicesStatus(t, statusOpts), track.attempt)).catch((err: unknown) => {
-        // A step retried after its verify began keeps that deadline for every status read.
-        if (track.verifyDeadline !== undefined && Date.now() > track.verifyDeadline) {
-          throw nonRetryable(FAILURE.servicesDown, `${w.server}: services not confirmed RUNNING within ${Math.round(w.servicesTimeoutMs / 1000)}s after restart (last: ${(err as Error).message}): check 'supervisorctl status' on the server`);
-        }
-        throw err;
-      }),
-    ]);
+    const [target, listed] = await Promise.all([servers.get(w.server), kmDb.isApplied(w.server, w.hotfix)]);
     if (o.wanted && !(await o.wanted)) throw new RunStopped();
-    const running = servicesIdentity(before);
-    let restart: boolean;
-    if (listed !== applying) {
-      if (o.finishOnly) return { outcome: 'untouched', unrecorded };
+    const sending = listed !== applying;
+    if (sending && o.finishOnly) return { outcome: 'untouched', unrecorded };
+    track.touched = true;
+    let restart = true;
+    if (sending) {
       fence(w.server, `the ${action}`);
-      await recordSending(w, action, running);
-      track.touched = true;
       const opts: ExecOptions = { timeoutMs: limit(COMMAND_TIMEOUT_MS.apply, w.commandTimeoutMs), signal, onTick };
-      await classified(w.server, () => (applying ? kmSsh.applyHotfix(target, w.hotfix, opts) : kmSsh.unapplyHotfix(target, w.hotfix, opts)), track.attempt);
+      const change = classified(w.server, () => (applying ? kmSsh.applyHotfix(target, w.hotfix, opts) : kmSsh.unapplyHotfix(target, w.hotfix, opts)), track.attempt);
+      const recording = runningNow(w, target, track, statusOpts).then((running) => recordChange(w, action, track, running));
+      const [sent, recorded] = await Promise.allSettled([change, recording]);
+      if (sent.status === 'rejected') throw sent.reason;
+      if (recorded.status === 'rejected') throw recorded.reason;
       activityLog('info', `${w.server}: ${applying ? 'applied' : 'unapplied'} ${w.hotfix}`, { server: w.server, hotfix: w.hotfix });
-      restart = true;
     } else {
-      // In effect already: sent by an earlier step of this rollout (its record), or not by this rollout at all.
-      const sent = await classified(w.server, () => lastSentServices(orchestrator, w.rolloutId, w.server, action), track.attempt);
-      track.touched ||= sent !== undefined;
-      restart = sent === running;
+      // In effect already: an earlier step's change. Its restart is owed unless its record's pids no longer run.
+      const [made, running] = await Promise.all([
+        classified(w.server, () => lastSent(orchestrator, w.rolloutId, w.server, action), track.attempt),
+        runningNow(w, target, track, statusOpts),
+      ]);
+      if (made === undefined) await recordChange(w, action, track, running);
+      else restart = made === running;
     }
-    // An apply is recorded whether it changed the server or found it listed; an unapply only when this rollout made it.
-    const sentNote: LedgerEvent[] = applying || track.touched ? [{ rolloutId: w.rolloutId, key: `${action}:${w.server}`, kind: action, server: w.server, detail: applying ? { hotfix: w.hotfix, changed: track.touched } : { hotfix: w.hotfix } }] : [];
+    const sentNote: LedgerEvent[] = [{ rolloutId: w.rolloutId, key: `${action}:${w.server}`, kind: action, server: w.server, detail: applying ? { hotfix: w.hotfix, changed: true } : { hotfix: w.hotfix } }];
     const writing = note(sentNote, unrecorded);
     const later: LedgerEvent[] = [];
     try {
       if (restart) {
         fence(w.server, 'the restart');
         await classified(w.server, () => kmSsh.restartServices(target, { timeoutMs: limit(COMMAND_TIMEOUT_MS.restart, w.commandTimeoutMs), signal, onTick }), track.attempt);
-        later.push({ rolloutId: w.rolloutId, key: `restart:${action}:${w.server}:${running}`, kind: 'restart', server: w.server });
+        later.push({ rolloutId: w.rolloutId, key: `restart:${action}:${w.server}:${track.startedAt}#${track.attempt}`, kind: 'restart', server: w.server });
       }
       await verify(w, target, applying, track, statusOpts);
       later.push({ rolloutId: w.rolloutId, key: `verify:${action}:${w.server}`, kind: 'verified', server: w.server, detail: { hotfix: w.hotfix, applied: applying } });

@@ -469,17 +469,17 @@ export async function serverStateCounts(sql: Sql, rolloutId: string): Promise<Pa
 }
 
 /**
- * The record written before an apply or unapply is sent (activities/key-manager-ssh.ts):
- * which services (their pids) ran on the server just before. A later step that
- * finds the change in effect compares them with what runs now: the same pids
- * mean no restart has happened since, so one is owed.
+ * The record of a change (activities/key-manager-ssh.ts): the services' pids
+ * as they ran before its restart, written before the restart is sent. A later
+ * step that finds the change in effect judges by the latest: none, its
+ * restart was never sent; the same pids still running, it is owed.
  */
-export function sentEvent(rolloutId: string, server: string, action: 'apply' | 'unapply', services: string): LedgerEvent {
-  return { rolloutId, key: `sent:${action}:${server}:${services}`, kind: 'sent', server, detail: { action, services } };
+export function sentEvent(rolloutId: string, server: string, action: 'apply' | 'unapply', attempt: string, services: string): LedgerEvent {
+  return { rolloutId, key: `sent:${action}:${server}:${attempt}`, kind: 'sent', server, detail: { action, services } };
 }
 
-/** The services recorded by this rollout's latest `sent` record for a server and action, if any. */
-export async function lastSentServices(sql: Sql, rolloutId: string, server: string, action: 'apply' | 'unapply'): Promise<string | undefined> {
+/** The services this rollout's latest record of a change on a server names (see sentEvent), if any. */
+export async function lastSent(sql: Sql, rolloutId: string, server: string, action: 'apply' | 'unapply'): Promise<string | undefined> {
   const rows = await sql<{ services: string }[]>`
     SELECT detail->>'services' AS services FROM rollout_event
      WHERE rollout_id = ${rolloutId} AND kind = 'sent' AND server = ${server} AND detail->>'action' = ${action}

@@ -132,7 +132,7 @@ export const MIGRATIONS: readonly Migration[] = [
     version: 5,
     name: 'the records written before a change is sent, by server',
     // A step that finds its change already in effect looks up the record its
-    // predecessor wrote before sending it (store/ledger.ts lastSentServices).
+    // predecessor wrote before sending it (store/ledger.ts lastSent).
     sql: `
       CREATE INDEX rollout_event_sent ON rollout_event (rollout_id, server, seq DESC) WHERE kind = 'sent';
     `,

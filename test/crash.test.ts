@@ -18,18 +18,7 @@ import { statusQuery, WORKFLOW_TYPES } from '../workflows/definitions';
 import { isFinalPhase, RolloutInput, RolloutStatus } from '../domain/rollout';
 import { startDevServer, RunningDevServer } from '../stack/temporal';
 import { freePort } from '../stack/process';
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn().catch(() => undefined);
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await sleep(50);
-  }
-}
+import { sleep, until } from './helpers/until';
 
 describe('crashes: worker killed, Temporal restarted, databases gone for a while', function () {
   this.timeout(240_000);

@@ -16,20 +16,10 @@ import { scratchDir, testStack } from './helpers/stack';
 import { startWorkerProcess, WorkerProcess } from './helpers/worker-process';
 import { statusQuery, WORKFLOW_TYPES } from '../workflows/definitions';
 import type { RolloutInput, RolloutStatus } from '../domain/rollout';
+import { sleep, until } from './helpers/until';
 
 const APPLY = /--apply-hotfix=/;
 const RESTART = /supervisorctl restart all/;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn().catch(() => undefined);
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await sleep(25);
-  }
-}
 
 describe('rollback from the truth: steering meets faults and crashes', function () {
   this.timeout(180_000);
