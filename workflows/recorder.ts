@@ -9,7 +9,7 @@ import type { ServerStateRow } from '../store/ledger';
 import { packServers } from '../domain/plan';
 import type { BatchServerResult } from './batches';
 import type { HealthProblem, ServerSummary } from '../activities/preflight';
-import { LedgerBacklog, Steps } from './steps';
+import type { Steps } from './steps';
 import { failureMessage } from './errors';
 import { verifySigned } from './decisions';
 
@@ -44,15 +44,12 @@ export class WorkflowRecorder {
   /** Everything, every server included: stays in the workflow; report() is what leaves it. */
   readonly status: FullRolloutStatus;
   private readonly byName = new Map<string, ServerStatus>();
-  /** Ledger events the SSH activities could not write themselves. */
-  readonly backlog: LedgerBacklog;
   private notes = 0;
   /** The ledger has this workflow only once its start signature verified: nothing is written for a refused start. */
   private recorded = false;
   private chain: Promise<void> = Promise.resolve();
 
   constructor(private readonly steps: Steps, id: string, kind: WorkflowKind, hotfix: string, private readonly listMax = FULL_SERVER_LIST_MAX) {
-    this.backlog = new LedgerBacklog(steps);
     const now = new Date().toISOString();
     this.status = {
       id, kind, hotfix, phase: 'preflight', requestedBy: '', requestedKey: null, sha256: null, canary: null, drained: [], approvals: [],
@@ -100,7 +97,6 @@ export class WorkflowRecorder {
       return;
     }
     await CancellationScope.nonCancellable(async () => {
-      await this.backlog.drain();
       this.enqueue(() => this.steps.record.recordPhase(write));
       await this.chain;
     });
@@ -222,26 +218,6 @@ export class WorkflowRecorder {
     if (error) s.error = error;
     if (state === 'failed' || state === 'rollback_failed') log.warn(`${name}: ${state}${error ? `: ${error}` : ''}`, { server: name, state });
     this.touch();
-  }
-
-  /** One step on one server in this workflow (the canary): state before, after, and on failure. */
-  async serverStep<T>(name: string, running: ServerState, fn: () => Promise<T>, done: ServerState, failed: ServerState): Promise<T> {
-    this.updateServer(name, running, undefined, new Date().toISOString());
-    try {
-      const v = await fn();
-      this.updateServer(name, done, undefined, undefined, new Date().toISOString());
-      this.recordServer(name);
-      return v;
-    } catch (err) {
-      this.updateServer(name, failed, failureMessage(err), undefined, new Date().toISOString());
-      this.recordServer(name);
-      throw err;
-    }
-  }
-
-  private recordServer(name: string): void {
-    const s = this.byName.get(name);
-    if (s) this.recordServers([stateRow(s, this.status.updatedAt)]);
   }
 
   failedServers(): string[] {
