@@ -11,11 +11,18 @@ const notInWorkflowCode = (extraYamlHint) => ({
   paths: [
     ...NODE.map((name) => ({ name, message: 'workflow code runs in a deterministic sandbox: do I/O in an activity' })),
     { name: 'yaml', message: `the YAML parser stays out of the workflow bundle${extraYamlHint}` },
-    ...['@temporalio/activity', '@temporalio/client', '@temporalio/worker'].map((name) => ({ name, message: 'workflow code imports only @temporalio/workflow' })),
+    ...['@temporalio/activity', '@temporalio/client', '@temporalio/worker'].map((name) => ({
+      name,
+      message: 'workflow code imports only @temporalio/workflow',
+    })),
   ],
   patterns: [
     { group: ['node:*'], message: 'workflow code runs in a deterministic sandbox: do I/O in an activity' },
-    { group: ['**/activities', '**/activities/*', '**/keymanager/*', '**/store/*', '**/platform/*'], allowTypeImports: true, message: 'workflow code calls activities through proxies (workflows/steps.ts); import their types only' },
+    {
+      group: ['**/activities', '**/activities/*', '**/keymanager/*', '**/store/*', '**/platform/*'],
+      allowTypeImports: true,
+      message: 'workflow code calls activities through proxies (workflows/steps.ts); import their types only',
+    },
   ],
 });
 
@@ -42,6 +49,11 @@ export default tseslint.config(
     // module that parses inventory files (never imported by workflow code).
     files: ['domain/**/*.ts'],
     ignores: ['domain/inventory-file.ts'],
-    rules: { '@typescript-eslint/no-restricted-imports': ['error', notInWorkflowCode(': parse files in domain/inventory-file.ts')] },
+    rules: {
+      '@typescript-eslint/no-restricted-imports': [
+        'error',
+        notInWorkflowCode(': parse files in domain/inventory-file.ts'),
+      ],
+    },
   },
 );

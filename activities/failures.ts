@@ -38,7 +38,11 @@ export function toFailure(err: unknown, server?: string, attemptNo: number = att
     return ApplicationFailure.create({ type, message: `${where}${err.message}`, nonRetryable, cause: err });
   }
   const message = err instanceof Error ? err.message : String(err);
-  return ApplicationFailure.create({ type: 'Error', message: server ? `${server}: ${message}` : message, nonRetryable: false });
+  return ApplicationFailure.create({
+    type: 'Error',
+    message: server ? `${server}: ${message}` : message,
+    nonRetryable: false,
+  });
 }
 
 /** Run fn, translating its errors; `attemptNo` is this server's attempt when it is not the activity's (a run of servers). */

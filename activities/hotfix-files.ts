@@ -18,7 +18,13 @@ import { activityExecOptions, COMMAND_TIMEOUT_MS } from './key-manager-ssh';
 export function hotfixFileActivities(deps: { orchestrator: Sql; kmDb: KeyManagerDatabase; kmSsh: KeyManagerSsh }) {
   const { orchestrator, kmDb, kmSsh } = deps;
 
-  async function forgetRefusedFile(target: FleetServer, remotePath: string, sha256: string, fileName: string, rolloutId: string): Promise<void> {
+  async function forgetRefusedFile(
+    target: FleetServer,
+    remotePath: string,
+    sha256: string,
+    fileName: string,
+    rolloutId: string,
+  ): Promise<void> {
     let removed = true;
     try {
       await kmSsh.removeHotfixFile(target, remotePath, activityExecOptions(COMMAND_TIMEOUT_MS.status));
@@ -26,35 +32,68 @@ export function hotfixFileActivities(deps: { orchestrator: Sql; kmDb: KeyManager
       removed = false; // the registration error matters more; the ledger says the copy may remain
     }
     await deleteHotfixFile(orchestrator, sha256, fileName);
-    await appendEvent(orchestrator, { rolloutId, key: `upload-refused:${sha256}:${fileName}`, kind: 'upload-refused', server: target.name, detail: { fileName, sha256, path: remotePath, removedFromServer: removed } });
+    await appendEvent(orchestrator, {
+      rolloutId,
+      key: `upload-refused:${sha256}:${fileName}`,
+      kind: 'upload-refused',
+      server: target.name,
+      detail: { fileName, sha256, path: remotePath, removedFromServer: removed },
+    });
   }
 
   return {
-    async uploadHotfix(u: { rolloutId: string; sha256: string; fileName?: string; via?: string; commandTimeoutMs?: number }): Promise<{ name: string; server?: { name: string; role: Role }; result: 'registered' | 'already-registered' }> {
+    async uploadHotfix(u: {
+      rolloutId: string;
+      sha256: string;
+      fileName?: string;
+      via?: string;
+      commandTimeoutMs?: number;
+    }): Promise<{ name: string; server?: { name: string; role: Role }; result: 'registered' | 'already-registered' }> {
       const file = await hotfixFileInfo(orchestrator, u.sha256, u.fileName);
-      if (!file) throw nonRetryable(FAILURE.invalid, `hotfix file ${u.sha256} is not stored: run 'km-hotfix upload FILE' again`);
+      if (!file)
+        throw nonRetryable(FAILURE.invalid, `hotfix file ${u.sha256} is not stored: run 'km-hotfix upload FILE' again`);
       const registered = await kmDb.hotfix(file.name);
       if (registered && registered.sha256 === file.sha256) return { name: file.name, result: 'already-registered' };
       if (registered) {
-        throw nonRetryable(FAILURE.conflict, `Key Manager already has a different file registered as ${file.name} (${registered.fileName}, sha256 ${registered.sha256.slice(0, 12)}…): remove it first with 'km-hotfix remove ${file.name}'`);
+        throw nonRetryable(
+          FAILURE.conflict,
+          `Key Manager already has a different file registered as ${file.name} (${registered.fileName}, sha256 ${registered.sha256.slice(0, 12)}…): remove it first with 'km-hotfix remove ${file.name}'`,
+        );
       }
       const target = u.via ? await fleetServer(orchestrator, u.via) : (await listInventory(orchestrator))[0];
-      if (!target) throw nonRetryable(FAILURE.invalid, "the inventory is empty: import one with 'km-hotfix fleet import FILE'");
+      if (!target)
+        throw nonRetryable(FAILURE.invalid, "the inventory is empty: import one with 'km-hotfix fleet import FILE'");
       const content = await hotfixFileContent(orchestrator, u.sha256);
-      const opts = activityExecOptions(u.commandTimeoutMs && u.commandTimeoutMs > 0 ? Math.min(u.commandTimeoutMs, COMMAND_TIMEOUT_MS.apply) : COMMAND_TIMEOUT_MS.apply);
-      const remotePath = await classified(target.name, () => kmSsh.uploadHotfixFile(target, file.fileName, content, opts));
+      const opts = activityExecOptions(
+        u.commandTimeoutMs && u.commandTimeoutMs > 0
+          ? Math.min(u.commandTimeoutMs, COMMAND_TIMEOUT_MS.apply)
+          : COMMAND_TIMEOUT_MS.apply,
+      );
+      const remotePath = await classified(target.name, () =>
+        kmSsh.uploadHotfixFile(target, file.fileName, content, opts),
+      );
       try {
         await classified(target.name, () => kmSsh.registerHotfix(target, remotePath, opts));
         const row = await kmDb.hotfix(file.name);
         if (!row || row.sha256 !== file.sha256) {
-          throw nonRetryable(FAILURE.notApplied, `${target.name}: ssh-mgr-controller --upload-hotfix succeeded but Key Manager ${row ? `lists ${file.name} with sha256 ${row.sha256}` : `does not list ${file.name}`}: check the server`);
+          throw nonRetryable(
+            FAILURE.notApplied,
+            `${target.name}: ssh-mgr-controller --upload-hotfix succeeded but Key Manager ${row ? `lists ${file.name} with sha256 ${row.sha256}` : `does not list ${file.name}`}: check the server`,
+          );
         }
       } catch (err) {
         // Refused for good (no retry follows): leave nothing behind, neither the copy on the server nor the stored file.
-        if (err instanceof ApplicationFailure && err.nonRetryable) await forgetRefusedFile(target, remotePath, file.sha256, file.fileName, u.rolloutId);
+        if (err instanceof ApplicationFailure && err.nonRetryable)
+          await forgetRefusedFile(target, remotePath, file.sha256, file.fileName, u.rolloutId);
         throw err;
       }
-      await appendEvent(orchestrator, { rolloutId: u.rolloutId, key: `upload:${file.sha256}`, kind: 'upload', server: target.name, detail: { name: file.name, fileName: file.fileName, sha256: file.sha256, path: remotePath } });
+      await appendEvent(orchestrator, {
+        rolloutId: u.rolloutId,
+        key: `upload:${file.sha256}`,
+        kind: 'upload',
+        server: target.name,
+        detail: { name: file.name, fileName: file.fileName, sha256: file.sha256, path: remotePath },
+      });
       return { name: file.name, server: { name: target.name, role: target.role }, result: 'registered' };
     },
   };

@@ -9,7 +9,11 @@ import { FAILURE } from '../domain/failures';
 
 export async function fleetServer(sql: Sql, name: string): Promise<FleetServer> {
   const s = await inventoryServer(sql, name);
-  if (!s) throw nonRetryable(FAILURE.invalid, `server ${name} is no longer in the inventory: re-import it with 'km-hotfix fleet import FILE'`);
+  if (!s)
+    throw nonRetryable(
+      FAILURE.invalid,
+      `server ${name} is no longer in the inventory: re-import it with 'km-hotfix fleet import FILE'`,
+    );
   return s;
 }
 

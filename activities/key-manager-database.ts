@@ -12,7 +12,9 @@ import { FAILURE } from '../domain/failures';
 function heartbeat(server: string): void {
   try {
     Context.current().heartbeat(server);
-  } catch { /* outside an activity */ }
+  } catch {
+    /* outside an activity */
+  }
 }
 
 export function keyManagerDatabaseActivities(deps: { orchestrator: Sql; kmDb: KeyManagerDatabase }) {
@@ -27,7 +29,11 @@ export function keyManagerDatabaseActivities(deps: { orchestrator: Sql; kmDb: Ke
       const now = await kmDb.maxProcesses(d.servers);
       return d.servers.map((server) => {
         const v = now.get(server);
-        if (v === undefined) throw nonRetryable(FAILURE.invalid, `backend ${server} is not in the Key Manager database's km_server table: check the inventory names`);
+        if (v === undefined)
+          throw nonRetryable(
+            FAILURE.invalid,
+            `backend ${server} is not in the Key Manager database's km_server table: check the inventory names`,
+          );
         return { server, maxProcesses: v };
       });
     },
@@ -50,8 +56,18 @@ export function keyManagerDatabaseActivities(deps: { orchestrator: Sql; kmDb: Ke
         await kmDb.setMaxProcesses(b.server, b.maxProcesses);
         heartbeat(b.server);
       }
-      await appendEvent(orchestrator, { rolloutId: r.rolloutId, key: 'drain:restored', kind: 'restore', detail: { restored: r.drained } })
-        .catch((err: unknown) => activityLog('warn', `ledger unreachable: the restore of Maximum Processes is not recorded there: ${(err as Error).message}`, { rolloutId: r.rolloutId }));
+      await appendEvent(orchestrator, {
+        rolloutId: r.rolloutId,
+        key: 'drain:restored',
+        kind: 'restore',
+        detail: { restored: r.drained },
+      }).catch((err: unknown) =>
+        activityLog(
+          'warn',
+          `ledger unreachable: the restore of Maximum Processes is not recorded there: ${(err as Error).message}`,
+          { rolloutId: r.rolloutId },
+        ),
+      );
     },
 
     /** Servers whose Hotfixes Applied lists this hotfix. */
@@ -72,7 +88,12 @@ export function keyManagerDatabaseActivities(deps: { orchestrator: Sql; kmDb: Ke
 
     async deleteHotfix(d: { rolloutId: string; hotfix: string }): Promise<'deleted' | 'still-applied' | 'absent'> {
       const result = await kmDb.deleteHotfixIfUnapplied(d.hotfix);
-      await appendEvent(orchestrator, { rolloutId: d.rolloutId, key: 'delete', kind: 'delete', detail: { hotfix: d.hotfix, result } });
+      await appendEvent(orchestrator, {
+        rolloutId: d.rolloutId,
+        key: 'delete',
+        kind: 'delete',
+        detail: { hotfix: d.hotfix, result },
+      });
       return result;
     },
   };

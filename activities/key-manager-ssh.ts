@@ -48,8 +48,15 @@ function beat(ctx: Context): void {
  * older than the heartbeat timeout. Happens when the worker's event loop is
  * starved for seconds (20,000 servers, a window of 2,000 on 2 cores).
  */
-export function attemptMayBeStale(lastBeatMs: number, nowMs: number, heartbeatTimeoutMs: number | undefined, throttleMs = MAX_HEARTBEAT_THROTTLE_MS): boolean {
-  return heartbeatTimeoutMs !== undefined && heartbeatTimeoutMs > 0 && nowMs - lastBeatMs > heartbeatTimeoutMs - throttleMs;
+export function attemptMayBeStale(
+  lastBeatMs: number,
+  nowMs: number,
+  heartbeatTimeoutMs: number | undefined,
+  throttleMs = MAX_HEARTBEAT_THROTTLE_MS,
+): boolean {
+  return (
+    heartbeatTimeoutMs !== undefined && heartbeatTimeoutMs > 0 && nowMs - lastBeatMs > heartbeatTimeoutMs - throttleMs
+  );
 }
 
 /**
@@ -67,7 +74,9 @@ function fence(server: string, what: string): void {
   const since = lastBeat.get(ctx);
   if (since === undefined) return;
   if (attemptMayBeStale(since, Date.now(), ctx.info.heartbeatTimeoutMs)) {
-    throw new Error(`${server}: this attempt went ${((Date.now() - since) / 1000).toFixed(1)} s without a heartbeat (the worker was busy), so it does not send ${what}: the step is retried`);
+    throw new Error(
+      `${server}: this attempt went ${((Date.now() - since) / 1000).toFixed(1)} s without a heartbeat (the worker was busy), so it does not send ${what}: the step is retried`,
+    );
   }
 }
 
@@ -79,7 +88,13 @@ export function activityExecOptions(timeoutMs: number): ExecOptions {
   } catch {
     ctx = undefined;
   }
-  return { timeoutMs, signal: ctx?.cancellationSignal, onTick: () => { if (ctx) beat(ctx); } };
+  return {
+    timeoutMs,
+    signal: ctx?.cancellationSignal,
+    onTick: () => {
+      if (ctx) beat(ctx);
+    },
+  };
 }
 
 /**
@@ -109,7 +124,14 @@ function limit(ms: number, cap?: number): number {
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     const t = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => { clearTimeout(t); reject(new Error('cancelled')); }, { once: true });
+    signal?.addEventListener(
+      'abort',
+      () => {
+        clearTimeout(t);
+        reject(new Error('cancelled'));
+      },
+      { once: true },
+    );
   });
 }
 
@@ -207,11 +229,18 @@ class RunStopped extends Error {}
 async function stillWanted(ctx: Context): Promise<boolean> {
   if (ctx.cancellationSignal.aborted) return false;
   try {
-    const r = await ctx.client.workflowService.recordActivityTaskHeartbeat({ namespace: ctx.info.namespace, taskToken: ctx.info.taskToken });
+    const r = await ctx.client.workflowService.recordActivityTaskHeartbeat({
+      namespace: ctx.info.namespace,
+      taskToken: ctx.info.taskToken,
+    });
     lastBeat.set(ctx, Date.now());
     return !r.cancelRequested && !ctx.cancellationSignal.aborted;
   } catch (err) {
-    if ((err as { code?: number }).code !== GRPC_NOT_FOUND) activityLog('warn', `Temporal did not answer a run's heartbeat: the run starts no further server: ${(err as Error).message}`);
+    if ((err as { code?: number }).code !== GRPC_NOT_FOUND)
+      activityLog(
+        'warn',
+        `Temporal did not answer a run's heartbeat: the run starts no further server: ${(err as Error).message}`,
+      );
     return false;
   }
 }
@@ -242,14 +271,20 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
     try {
       await appendEvents(events);
     } catch (err) {
-      activityLog('warn', `ledger unreachable, ${events.map((e) => e.kind).join(' and ')} on ${events[0]?.server} will be recorded by the workflow: ${(err as Error).message}`, { server: events[0]?.server });
+      activityLog(
+        'warn',
+        `ledger unreachable, ${events.map((e) => e.kind).join(' and ')} on ${events[0]?.server} will be recorded by the workflow: ${(err as Error).message}`,
+        { server: events[0]?.server },
+      );
       unrecorded.push(...events);
     }
   }
 
   /** A run's server state as it changes, for status while the run goes on; never fails the step. */
   function noteState(rolloutId: string, row: ServerStateRow, unwritten: ServerStateRow[]): Promise<void> {
-    return appendStates(rolloutId, [row]).catch(() => { unwritten.push(row); });
+    return appendStates(rolloutId, [row]).catch(() => {
+      unwritten.push(row);
+    });
   }
 
   /**
@@ -258,11 +293,18 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
    * restart is sent, since a later step judges the restart it owes by it. The
    * orchestrator database down: no restart, the server is tried again.
    */
-  async function recordChange(w: ServerWork, action: 'apply' | 'unapply', track: StepTrack, services: string): Promise<void> {
+  async function recordChange(
+    w: ServerWork,
+    action: 'apply' | 'unapply',
+    track: StepTrack,
+    services: string,
+  ): Promise<void> {
     try {
       await appendEvents([sentEvent(w.rolloutId, w.server, action, `${track.startedAt}#${track.attempt}`, services)]);
     } catch (err) {
-      throw new Error(`${w.server}: the record of the ${action} (which a retry judges its restart by) cannot be written, so no restart is sent: the orchestrator database is unreachable (${(err as Error).message}); it is retried`);
+      throw new Error(
+        `${w.server}: the record of the ${action} (which a retry judges its restart by) cannot be written, so no restart is sent: the orchestrator database is unreachable (${(err as Error).message}); it is retried`,
+      );
     }
   }
 
@@ -273,7 +315,10 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
     } catch (err) {
       // A step retried after its verify began keeps that deadline for every status read.
       if (track.verifyDeadline !== undefined && Date.now() > track.verifyDeadline) {
-        throw nonRetryable(FAILURE.servicesDown, `${w.server}: services not confirmed RUNNING within ${Math.round(w.servicesTimeoutMs / 1000)}s after restart (last: ${(err as Error).message}): check 'supervisorctl status' on the server`);
+        throw nonRetryable(
+          FAILURE.servicesDown,
+          `${w.server}: services not confirmed RUNNING within ${Math.round(w.servicesTimeoutMs / 1000)}s after restart (last: ${(err as Error).message}): check 'supervisorctl status' on the server`,
+        );
       }
       throw err;
     }
@@ -283,7 +328,13 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
    * Services RUNNING and the Key Manager database listing (or not) the hotfix,
    * by track.verifyDeadline (set on the first attempt, kept across retries).
    */
-  async function verify(w: ServerWork, target: FleetServer, applied: boolean, track: StepTrack, opts: ExecOptions): Promise<void> {
+  async function verify(
+    w: ServerWork,
+    target: FleetServer,
+    applied: boolean,
+    track: StepTrack,
+    opts: ExecOptions,
+  ): Promise<void> {
     const deadline = (track.verifyDeadline ??= Date.now() + w.servicesTimeoutMs);
     const within = `within ${Math.round(w.servicesTimeoutMs / 1000)}s`;
     for (;;) {
@@ -292,14 +343,21 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
       status.catch(() => undefined);
       const listed = await kmDb.isApplied(w.server, w.hotfix);
       if (listed !== applied) {
-        throw nonRetryable(FAILURE.notApplied, `${w.server}: the Key Manager database ${applied ? 'does not list' : 'still lists'} ${w.hotfix} under Hotfixes Applied after ${applied ? 'applying' : 'unapplying'} it: check the server's ssh-mgr-controller log`);
+        throw nonRetryable(
+          FAILURE.notApplied,
+          `${w.server}: the Key Manager database ${applied ? 'does not list' : 'still lists'} ${w.hotfix} under Hotfixes Applied after ${applied ? 'applying' : 'unapplying'} it: check the server's ssh-mgr-controller log`,
+        );
       }
       let services: ServiceStatus[];
       try {
         services = await status;
       } catch (err) {
         // A lost connection is retried, but never past the deadline.
-        if (Date.now() > deadline) throw nonRetryable(FAILURE.servicesDown, `${w.server}: services not confirmed RUNNING ${within} after restart (last: ${(err as Error).message}): check 'supervisorctl status' on the server`);
+        if (Date.now() > deadline)
+          throw nonRetryable(
+            FAILURE.servicesDown,
+            `${w.server}: services not confirmed RUNNING ${within} after restart (last: ${(err as Error).message}): check 'supervisorctl status' on the server`,
+          );
         throw err;
       }
       const down = notRunning(services);
@@ -308,7 +366,10 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
       // FATAL will not recover by itself: fail now rather than at the deadline.
       if (down.some((d) => d.state === 'FATAL') || Date.now() > deadline) {
         activityLog('warn', `${w.server}: services not RUNNING after restart (${last})`, { server: w.server });
-        throw nonRetryable(FAILURE.servicesDown, `${w.server}: services not RUNNING ${within} after restart (${last}): check 'supervisorctl status' on the server`);
+        throw nonRetryable(
+          FAILURE.servicesDown,
+          `${w.server}: services not RUNNING ${within} after restart (${last}): check 'supervisorctl status' on the server`,
+        );
       }
       opts.onTick?.();
       await sleep(250, opts.signal);
@@ -327,7 +388,14 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
    * of its pids shows that other processes run now. `wanted` (asked while the
    * server is read) is answered before anything is sent.
    */
-  async function serverStep(w: ServerWork, applying: boolean, track: StepTrack, signal: AbortSignal | undefined, onTick: () => void, o: { wanted?: Promise<boolean>; finishOnly?: boolean }): Promise<{ outcome: StepOutcome; unrecorded: LedgerEvent[] }> {
+  async function serverStep(
+    w: ServerWork,
+    applying: boolean,
+    track: StepTrack,
+    signal: AbortSignal | undefined,
+    onTick: () => void,
+    o: { wanted?: Promise<boolean>; finishOnly?: boolean },
+  ): Promise<{ outcome: StepOutcome; unrecorded: LedgerEvent[] }> {
     const action = applying ? 'apply' : 'unapply';
     const unrecorded: LedgerEvent[] = [];
     const statusOpts: ExecOptions = { timeoutMs: limit(COMMAND_TIMEOUT_MS.status, w.commandTimeoutMs), signal, onTick };
@@ -340,12 +408,21 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
     if (sending) {
       fence(w.server, `the ${action}`);
       const opts: ExecOptions = { timeoutMs: limit(COMMAND_TIMEOUT_MS.apply, w.commandTimeoutMs), signal, onTick };
-      const change = classified(w.server, () => (applying ? kmSsh.applyHotfix(target, w.hotfix, opts) : kmSsh.unapplyHotfix(target, w.hotfix, opts)), track.attempt);
-      const recording = runningNow(w, target, track, statusOpts).then((running) => recordChange(w, action, track, running));
+      const change = classified(
+        w.server,
+        () => (applying ? kmSsh.applyHotfix(target, w.hotfix, opts) : kmSsh.unapplyHotfix(target, w.hotfix, opts)),
+        track.attempt,
+      );
+      const recording = runningNow(w, target, track, statusOpts).then((running) =>
+        recordChange(w, action, track, running),
+      );
       const [sent, recorded] = await Promise.allSettled([change, recording]);
       if (sent.status === 'rejected') throw sent.reason;
       if (recorded.status === 'rejected') throw recorded.reason;
-      activityLog('info', `${w.server}: ${applying ? 'applied' : 'unapplied'} ${w.hotfix}`, { server: w.server, hotfix: w.hotfix });
+      activityLog('info', `${w.server}: ${applying ? 'applied' : 'unapplied'} ${w.hotfix}`, {
+        server: w.server,
+        hotfix: w.hotfix,
+      });
     } else {
       // In effect already: an earlier step's change. Its restart is owed unless its record's pids no longer run.
       const [made, running] = await Promise.all([
@@ -355,17 +432,45 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
       if (made === undefined) await recordChange(w, action, track, running);
       else restart = made === running;
     }
-    const sentNote: LedgerEvent[] = [{ rolloutId: w.rolloutId, key: `${action}:${w.server}`, kind: action, server: w.server, detail: applying ? { hotfix: w.hotfix, changed: true } : { hotfix: w.hotfix } }];
+    const sentNote: LedgerEvent[] = [
+      {
+        rolloutId: w.rolloutId,
+        key: `${action}:${w.server}`,
+        kind: action,
+        server: w.server,
+        detail: applying ? { hotfix: w.hotfix, changed: true } : { hotfix: w.hotfix },
+      },
+    ];
     const writing = note(sentNote, unrecorded);
     const later: LedgerEvent[] = [];
     try {
       if (restart) {
         fence(w.server, 'the restart');
-        await classified(w.server, () => kmSsh.restartServices(target, { timeoutMs: limit(COMMAND_TIMEOUT_MS.restart, w.commandTimeoutMs), signal, onTick }), track.attempt);
-        later.push({ rolloutId: w.rolloutId, key: `restart:${action}:${w.server}:${track.startedAt}#${track.attempt}`, kind: 'restart', server: w.server });
+        await classified(
+          w.server,
+          () =>
+            kmSsh.restartServices(target, {
+              timeoutMs: limit(COMMAND_TIMEOUT_MS.restart, w.commandTimeoutMs),
+              signal,
+              onTick,
+            }),
+          track.attempt,
+        );
+        later.push({
+          rolloutId: w.rolloutId,
+          key: `restart:${action}:${w.server}:${track.startedAt}#${track.attempt}`,
+          kind: 'restart',
+          server: w.server,
+        });
       }
       await verify(w, target, applying, track, statusOpts);
-      later.push({ rolloutId: w.rolloutId, key: `verify:${action}:${w.server}`, kind: 'verified', server: w.server, detail: { hotfix: w.hotfix, applied: applying } });
+      later.push({
+        rolloutId: w.rolloutId,
+        key: `verify:${action}:${w.server}`,
+        kind: 'verified',
+        server: w.server,
+        detail: { hotfix: w.hotfix, applied: applying },
+      });
     } finally {
       await writing;
       await note(later, unrecorded);
@@ -385,7 +490,9 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
    */
   async function runServers(run: ServerRun): Promise<RunResult> {
     const ctx = currentContext();
-    const onTick = () => { if (ctx) beat(ctx); };
+    const onTick = () => {
+      if (ctx) beat(ctx);
+    };
     const states = ACTION_STATES[run.action];
     const applying = run.action === 'apply';
     const writes: Promise<void>[] = [];
@@ -398,13 +505,34 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
     for (let i = 0; i < run.servers.length; i++) {
       if (ctx?.cancellationSignal.aborted) break;
       const server = run.servers[i];
-      const w: ServerWork = { rolloutId: run.rolloutId, server, hotfix: run.hotfix, servicesTimeoutMs: run.servicesTimeoutMs, ...(run.commandTimeoutMs ? { commandTimeoutMs: run.commandTimeoutMs } : {}) };
+      const w: ServerWork = {
+        rolloutId: run.rolloutId,
+        server,
+        hotfix: run.hotfix,
+        servicesTimeoutMs: run.servicesTimeoutMs,
+        ...(run.commandTimeoutMs ? { commandTimeoutMs: run.commandTimeoutMs } : {}),
+      };
       const resumed = i === 0 ? run.resume : undefined;
-      const track: StepTrack = { attempt: resumed?.attempt ?? 1, startedAt: resumed?.startedAt ?? new Date().toISOString(), ...(resumed?.verifyDeadline ? { verifyDeadline: resumed.verifyDeadline } : {}), touched: resumed?.touched === true };
+      const track: StepTrack = {
+        attempt: resumed?.attempt ?? 1,
+        startedAt: resumed?.startedAt ?? new Date().toISOString(),
+        ...(resumed?.verifyDeadline ? { verifyDeadline: resumed.verifyDeadline } : {}),
+        touched: resumed?.touched === true,
+      };
       // Asked from the second server on (the run's start answered it for the first).
       const wanted = ctx && i > 0 ? stillWanted(ctx) : undefined;
       // Its running state goes to the ledger once it is known to start (the row carries its own time).
-      writes.push((wanted ?? Promise.resolve(true)).then((go) => (go ? noteState(run.rolloutId, { server, state: states.running, at: track.startedAt, startedAt: track.startedAt }, unwritten) : undefined)));
+      writes.push(
+        (wanted ?? Promise.resolve(true)).then((go) =>
+          go
+            ? noteState(
+                run.rolloutId,
+                { server, state: states.running, at: track.startedAt, startedAt: track.startedAt },
+                unwritten,
+              )
+            : undefined,
+        ),
+      );
       let result: RunServerResult;
       try {
         const r = await serverStep(w, applying, track, abandoned, onTick, { wanted, finishOnly: run.finishOnly });
@@ -418,18 +546,52 @@ export function keyManagerSshActivities(deps: { orchestrator: Sql; kmSsh: KeyMan
         if (err instanceof RunStopped) break;
         const failure = toFailure(err, server, track.attempt);
         if (!failure.nonRetryable && Date.now() - Date.parse(track.startedAt) < run.serverRetryMs) {
-          retry = { name: server, attempt: track.attempt + 1, startedAt: track.startedAt, ...(track.verifyDeadline ? { verifyDeadline: track.verifyDeadline } : {}), touched: track.touched, error: failure.message };
-          activityLog('warn', `${server}: ${failure.message} (attempt ${track.attempt}): it is tried again`, { server });
+          retry = {
+            name: server,
+            attempt: track.attempt + 1,
+            startedAt: track.startedAt,
+            ...(track.verifyDeadline ? { verifyDeadline: track.verifyDeadline } : {}),
+            touched: track.touched,
+            error: failure.message,
+          };
+          activityLog('warn', `${server}: ${failure.message} (attempt ${track.attempt}): it is tried again`, {
+            server,
+          });
           break;
         }
-        result = { name: server, state: states.failed, startedAt: track.startedAt, endedAt: new Date().toISOString(), error: failure.message };
+        result = {
+          name: server,
+          state: states.failed,
+          startedAt: track.startedAt,
+          endedAt: new Date().toISOString(),
+          error: failure.message,
+        };
       }
       done.push(result);
-      writes.push(noteState(run.rolloutId, { server, state: result.state, at: result.endedAt, startedAt: result.startedAt, endedAt: result.endedAt, ...(result.error ? { error: result.error } : {}) }, unwritten));
+      writes.push(
+        noteState(
+          run.rolloutId,
+          {
+            server,
+            state: result.state,
+            at: result.endedAt,
+            startedAt: result.startedAt,
+            endedAt: result.endedAt,
+            ...(result.error ? { error: result.error } : {}),
+          },
+          unwritten,
+        ),
+      );
       if (result.state === states.failed && run.stopAtFailure) break;
     }
     await Promise.all(writes);
-    return { servers: done, ...(retry ? { retry } : {}), ...(untouched.length > 0 ? { untouched } : {}), unrecorded, ...(unwritten.length > 0 ? { unwritten } : {}) };
+    return {
+      servers: done,
+      ...(retry ? { retry } : {}),
+      ...(untouched.length > 0 ? { untouched } : {}),
+      unrecorded,
+      ...(unwritten.length > 0 ? { unwritten } : {}),
+    };
   }
 
   /** Several servers in turn (canary, fan-out, rollback and removal windows): see runServers above. */

@@ -3,7 +3,18 @@
 import { Context } from '@temporalio/activity';
 import type { Sql } from 'postgres';
 import type { Phase } from '../domain/rollout';
-import { appendEvent, appendServerStates, ServerStateRow, claim, ClaimConflict, LedgerEvent, recordPhase, recordRolloutStart, RolloutRecord, stillActiveConflicts } from '../store/ledger';
+import {
+  appendEvent,
+  appendServerStates,
+  ServerStateRow,
+  claim,
+  ClaimConflict,
+  LedgerEvent,
+  recordPhase,
+  recordRolloutStart,
+  RolloutRecord,
+  stillActiveConflicts,
+} from '../store/ledger';
 import { nonRetryable } from './failures';
 import { PackedServers, unpackServers } from '../domain/plan';
 import { FAILURE } from '../domain/failures';
@@ -15,15 +26,35 @@ export function ledgerActivities(sql: Sql) {
     async recordRolloutStart(r: RolloutRecord): Promise<void> {
       await recordRolloutStart(sql, r);
     },
-    async recordPhase(p: { rolloutId: string; phase: Phase; error?: string; needsAttention?: string[]; needsAttentionMore?: number }): Promise<void> {
+    async recordPhase(p: {
+      rolloutId: string;
+      phase: Phase;
+      error?: string;
+      needsAttention?: string[];
+      needsAttentionMore?: number;
+    }): Promise<void> {
       await recordPhase(sql, p.rolloutId, p.phase, p.error, p.needsAttention, p.needsAttentionMore);
     },
     /** A workflow's initial list (pending, or skipped: had it already), compact: one chunk of its servers from position `first`. */
-    async recordServerList(w: { rolloutId: string; at: string; first: number; servers: PackedServers; skipped: number[] }): Promise<void> {
+    async recordServerList(w: {
+      rolloutId: string;
+      at: string;
+      first: number;
+      servers: PackedServers;
+      skipped: number[];
+    }): Promise<void> {
       const skipped = new Set(w.skipped);
-      await appendServerStates(sql, w.rolloutId, unpackServers(w.servers).map((s, i) => ({
-        server: s.name, role: s.role, position: w.first + i, at: w.at, state: skipped.has(i) ? 'skipped' : 'pending',
-      })));
+      await appendServerStates(
+        sql,
+        w.rolloutId,
+        unpackServers(w.servers).map((s, i) => ({
+          server: s.name,
+          role: s.role,
+          position: w.first + i,
+          at: w.at,
+          state: skipped.has(i) ? 'skipped' : 'pending',
+        })),
+      );
     },
     /** Per-server states the workflows learned (a chunk of at most a few thousand: see workflows/recorder.ts). */
     async recordServerStates(w: { rolloutId: string; servers: ServerStateRow[] }): Promise<void> {
@@ -41,9 +72,19 @@ export function ledgerActivities(sql: Sql) {
         } catch (err) {
           if (!(err instanceof ClaimConflict)) throw err;
           // A holder whose workflow no longer runs (terminated) leaves a stale claim: release it once, then retry.
-          const blocking = attempt === 1 ? await stillActiveConflicts(sql, err.conflicts, (id) => workflowRunning(Context.current().client, id)) : err.conflicts;
+          const blocking =
+            attempt === 1
+              ? await stillActiveConflicts(sql, err.conflicts, (id) => workflowRunning(Context.current().client, id))
+              : err.conflicts;
           if (blocking.length === err.conflicts.length) throw nonRetryable(FAILURE.conflict, err.message);
-          activityLog('warn', `released stale claims of ended workflows: ${err.conflicts.filter((c) => !blocking.includes(c)).map((c) => c.id).join(', ')}`, { rolloutId: c.rolloutId });
+          activityLog(
+            'warn',
+            `released stale claims of ended workflows: ${err.conflicts
+              .filter((c) => !blocking.includes(c))
+              .map((c) => c.id)
+              .join(', ')}`,
+            { rolloutId: c.rolloutId },
+          );
         }
       }
     },

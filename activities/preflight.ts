@@ -7,7 +7,16 @@ import type { Sql } from 'postgres';
 import type { KeyManagerDatabase } from '../keymanager/database';
 import type { KeyManagerSsh } from '../keymanager/key-manager-ssh';
 import { HotfixNameError, parseHotfixName, Component } from '../domain/hotfix';
-import { compactPlan, CompactPlan, packServers, PackedServers, parseBatch, planRollout, PlanError, RolloutPlan } from '../domain/plan';
+import {
+  compactPlan,
+  CompactPlan,
+  packServers,
+  PackedServers,
+  parseBatch,
+  planRollout,
+  PlanError,
+  RolloutPlan,
+} from '../domain/plan';
 import type { FleetServer, Role } from '../domain/fleet';
 import { checkInventory, checkRegistration, planRemoval, PreflightError, RemovalPlan } from '../domain/preflight';
 import { hotfixFileInfo } from '../store/hotfix-files';
@@ -75,7 +84,10 @@ export function preflightActivities(deps: { orchestrator: Sql; kmDb: KeyManagerD
 
   async function inventoryKnownToKeyManager(): Promise<FleetServer[]> {
     try {
-      return checkInventory(await listInventory(orchestrator), (await kmDb.servers()).map((s) => s.name));
+      return checkInventory(
+        await listInventory(orchestrator),
+        (await kmDb.servers()).map((s) => s.name),
+      );
     } catch (err) {
       invalid(err);
     }
@@ -92,8 +104,13 @@ export function preflightActivities(deps: { orchestrator: Sql; kmDb: KeyManagerD
       const registeredRow = await kmDb.hotfix(input.hotfix);
       if (input.uploadSha256) {
         const file = await hotfixFileInfo(orchestrator, input.uploadSha256, input.uploadFileName);
-        if (!file) throw nonRetryable(FAILURE.invalid, `hotfix file ${input.uploadSha256} is not stored: run 'km-hotfix upload FILE' again`);
-        if (file.name !== input.hotfix) throw nonRetryable(FAILURE.invalid, `the file ${file.fileName} holds ${file.name}, not ${input.hotfix}`);
+        if (!file)
+          throw nonRetryable(
+            FAILURE.invalid,
+            `hotfix file ${input.uploadSha256} is not stored: run 'km-hotfix upload FILE' again`,
+          );
+        if (file.name !== input.hotfix)
+          throw nonRetryable(FAILURE.invalid, `the file ${file.fileName} holds ${file.name}, not ${input.hotfix}`);
       }
       try {
         checkRegistration(input.hotfix, registeredRow, input.uploadSha256);
@@ -104,7 +121,14 @@ export function preflightActivities(deps: { orchestrator: Sql; kmDb: KeyManagerD
       const hasHotfix = new Set(await kmDb.appliedOn(input.hotfix));
       let plan: RolloutPlan;
       try {
-        plan = planRollout({ component, fleet, servers: input.servers, hasHotfix, canary: input.canary, batch: parseBatch(input.batch) });
+        plan = planRollout({
+          component,
+          fleet,
+          servers: input.servers,
+          hasHotfix,
+          canary: input.canary,
+          batch: parseBatch(input.batch),
+        });
       } catch (err) {
         invalid(err);
       }
@@ -135,8 +159,11 @@ export function preflightActivities(deps: { orchestrator: Sql; kmDb: KeyManagerD
       }
       const targets = new Set(removal.targets);
       return {
-        component, scope: packServers(removal.scope), targets: removal.scope.flatMap((s, i) => (targets.has(s.name) ? [i] : [])),
-        registered, sha256: row?.sha256 ?? null,
+        component,
+        scope: packServers(removal.scope),
+        targets: removal.scope.flatMap((s, i) => (targets.has(s.name) ? [i] : [])),
+        registered,
+        sha256: row?.sha256 ?? null,
       };
     },
 
@@ -149,7 +176,11 @@ export function preflightActivities(deps: { orchestrator: Sql; kmDb: KeyManagerD
       const fleet = new Map((await listInventory(orchestrator)).map((s) => [s.name, s]));
       const problems: HealthProblem[] = [];
       let ctx: Context | undefined;
-      try { ctx = Context.current(); } catch { ctx = undefined; }
+      try {
+        ctx = Context.current();
+      } catch {
+        ctx = undefined;
+      }
       // 16 checks at a time share the cancellation signal, each adding (and removing) a listener.
       if (ctx) setMaxListeners(64, ctx.cancellationSignal);
       const queue = [...input.servers];
@@ -158,12 +189,22 @@ export function preflightActivities(deps: { orchestrator: Sql; kmDb: KeyManagerD
       const worker = async () => {
         for (let name = queue.shift(); name !== undefined; name = queue.shift()) {
           const target = fleet.get(name);
-          if (!target) { problems.push({ server: name, type: FAILURE.invalid, message: `${name} is not in the inventory` }); continue; }
+          if (!target) {
+            problems.push({ server: name, type: FAILURE.invalid, message: `${name} is not in the inventory` });
+            continue;
+          }
           try {
-            const services = await kmSsh.servicesStatus(target, { timeoutMs: COMMAND_TIMEOUT_MS.status, signal: ctx?.cancellationSignal });
+            const services = await kmSsh.servicesStatus(target, {
+              timeoutMs: COMMAND_TIMEOUT_MS.status,
+              signal: ctx?.cancellationSignal,
+            });
             const down = notRunning(services);
             if (services.length === 0 || down.length > 0) {
-              problems.push({ server: name, type: FAILURE.servicesDown, message: `${name}: not healthy (${down.map((d) => `${d.name} ${d.state}`).join(', ') || 'no services'}): fix it or leave it out with --servers` });
+              problems.push({
+                server: name,
+                type: FAILURE.servicesDown,
+                message: `${name}: not healthy (${down.map((d) => `${d.name} ${d.state}`).join(', ') || 'no services'}): fix it or leave it out with --servers`,
+              });
             }
           } catch (err) {
             const f = toFailure(err, name);
@@ -180,7 +221,10 @@ export function preflightActivities(deps: { orchestrator: Sql; kmDb: KeyManagerD
       }
       const order = new Map(input.servers.map((n, i) => [n, i]));
       const sorted = problems.sort((a, b) => (order.get(a.server) ?? 0) - (order.get(b.server) ?? 0));
-      return { problems: sorted.slice(0, HEALTH_PROBLEMS_SHOWN), more: Math.max(0, sorted.length - HEALTH_PROBLEMS_SHOWN) };
+      return {
+        problems: sorted.slice(0, HEALTH_PROBLEMS_SHOWN),
+        more: Math.max(0, sorted.length - HEALTH_PROBLEMS_SHOWN),
+      };
     },
   };
 }

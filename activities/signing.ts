@@ -19,13 +19,23 @@ export function signingActivities(deps: { allowedSigners: string }) {
         signers = await readAllowedSigners(deps.allowedSigners);
       } catch (err) {
         if (err instanceof AllowedSignersError) {
-          return { ok: false, refusal: 'no-signers', reason: `the worker cannot check signatures: ${err.message} (KM_HOTFIX_ALLOWED_SIGNERS)` };
+          return {
+            ok: false,
+            refusal: 'no-signers',
+            reason: `the worker cannot check signatures: ${err.message} (KM_HOTFIX_ALLOWED_SIGNERS)`,
+          };
         }
         throw err;
       }
       try {
         const v = verifySignedDecision(input.signed, signers, new Date(input.at));
-        return { ok: true, by: v.by, key: v.key, ...(v.via ? { via: v.via } : {}), ...(v.personKeys ? { personKeys: v.personKeys } : {}) };
+        return {
+          ok: true,
+          by: v.by,
+          key: v.key,
+          ...(v.via ? { via: v.via } : {}),
+          ...(v.personKeys ? { personKeys: v.personKeys } : {}),
+        };
       } catch (err) {
         if (err instanceof SignatureRefused) return { ok: false, refusal: err.refusal, reason: err.message };
         throw err;

@@ -107,7 +107,9 @@ export function lineChartSvg(series: readonly ChartSeries[], o: ChartOptions): s
   const px = (x: number) => m.left + ((Math.log10(x) - x0) / (x1 - x0)) * (W - m.left - m.right);
   const py = (y: number) => H - m.bottom - (y / yMax) * (H - m.top - m.bottom);
   const out: string[] = [];
-  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`);
+  out.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`,
+  );
   out.push(`<rect width="${W}" height="${H}" fill="white"/>`);
   out.push(`<text x="${W / 2 - m.right / 2}" y="22" text-anchor="middle" font-size="15">${esc(o.title)}</text>`);
   // Grid and axes.
@@ -118,21 +120,32 @@ export function lineChartSvg(series: readonly ChartSeries[], o: ChartOptions): s
   for (let k = x0; k <= x1; k++) {
     const x = 10 ** k;
     out.push(`<line x1="${fmt(px(x))}" y1="${m.top}" x2="${fmt(px(x))}" y2="${H - m.bottom}" stroke="#ddd"/>`);
-    out.push(`<text x="${fmt(px(x))}" y="${H - m.bottom + 18}" text-anchor="middle">${x.toLocaleString('en-US')}</text>`);
+    out.push(
+      `<text x="${fmt(px(x))}" y="${H - m.bottom + 18}" text-anchor="middle">${x.toLocaleString('en-US')}</text>`,
+    );
   }
   out.push(`<line x1="${m.left}" y1="${H - m.bottom}" x2="${W - m.right}" y2="${H - m.bottom}" stroke="black"/>`);
   out.push(`<line x1="${m.left}" y1="${m.top}" x2="${m.left}" y2="${H - m.bottom}" stroke="black"/>`);
   out.push(`<text x="${(m.left + W - m.right) / 2}" y="${H - 14}" text-anchor="middle">${esc(o.xLabel)}</text>`);
-  out.push(`<text x="16" y="${(m.top + H - m.bottom) / 2}" text-anchor="middle" transform="rotate(-90 16 ${(m.top + H - m.bottom) / 2})">${esc(o.yLabel)}</text>`);
+  out.push(
+    `<text x="16" y="${(m.top + H - m.bottom) / 2}" text-anchor="middle" transform="rotate(-90 16 ${(m.top + H - m.bottom) / 2})">${esc(o.yLabel)}</text>`,
+  );
   // Series and legend.
   series.forEach((s, i) => {
     const ps = s.points.filter((p) => p.x > 0 && Number.isFinite(p.y)).sort((a, b) => a.x - b.x);
     if (ps.length > 1) {
-      out.push(`<polyline fill="none" stroke="${s.color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ''} points="${ps.map((p) => `${fmt(px(p.x))},${fmt(py(p.y))}`).join(' ')}"/>`);
+      out.push(
+        `<polyline fill="none" stroke="${s.color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ''} points="${ps.map((p) => `${fmt(px(p.x))},${fmt(py(p.y))}`).join(' ')}"/>`,
+      );
     }
-    for (const p of ps) out.push(`<circle cx="${fmt(px(p.x))}" cy="${fmt(py(p.y))}" r="3.5" fill="${s.color}"><title>${esc(`${s.name}: ${p.x} servers, ${fmt(p.y)} s`)}</title></circle>`);
+    for (const p of ps)
+      out.push(
+        `<circle cx="${fmt(px(p.x))}" cy="${fmt(py(p.y))}" r="3.5" fill="${s.color}"><title>${esc(`${s.name}: ${p.x} servers, ${fmt(p.y)} s`)}</title></circle>`,
+      );
     const ly = m.top + 10 + i * 22;
-    out.push(`<line x1="${W - m.right + 16}" y1="${ly}" x2="${W - m.right + 40}" y2="${ly}" stroke="${s.color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ''}/>`);
+    out.push(
+      `<line x1="${W - m.right + 16}" y1="${ly}" x2="${W - m.right + 40}" y2="${ly}" stroke="${s.color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ''}/>`,
+    );
     out.push(`<text x="${W - m.right + 46}" y="${ly + 4}">${esc(s.name)}</text>`);
   });
   out.push('</svg>');

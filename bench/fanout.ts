@@ -29,7 +29,16 @@ import type { FleetServer } from '../domain/fleet';
 import type { RolloutStatus } from '../domain/rollout';
 import { statusQuery } from '../workflows/definitions';
 import { ensurePeople } from '../stack/people';
-import { idealMs, lineChartSvg, maxInFlight, percentile, perServerOverheadMs, spanMs, type ChartSeries, type ServerSpan } from './fanout-stats';
+import {
+  idealMs,
+  lineChartSvg,
+  maxInFlight,
+  percentile,
+  perServerOverheadMs,
+  spanMs,
+  type ChartSeries,
+  type ServerSpan,
+} from './fanout-stats';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const FLEET_CHILD = '--fleet-child';
@@ -97,18 +106,33 @@ function options(): Options {
   const scenarios = names.map((raw) => {
     // [rollback-|backend-]NxW[-nolat]
     const m = /^(rollback-|backend-)?(\d+)x(\d+)(-nolat)?$/.exec(raw.trim());
-    if (!m) throw new Error(`--scenarios: '${raw}' is not [rollback-|backend-]SERVERSxWINDOW[-nolat], e.g. 200x50, 200x50-nolat, rollback-2000x200, backend-1000x100`);
+    if (!m)
+      throw new Error(
+        `--scenarios: '${raw}' is not [rollback-|backend-]SERVERSxWINDOW[-nolat], e.g. 200x50, 200x50-nolat, rollback-2000x200, backend-1000x100`,
+      );
     const nolat = Boolean(m[4]);
     const servers = int('scenarios', m[2], 1);
-    if (m[1] === 'backend-' && servers < 4) throw new Error(`--scenarios: '${raw}': a backend scenario needs at least 4 servers (a quarter are frontends)`);
-    return { name: raw.trim(), servers, window: int('scenarios', m[3], 1), applyMs: nolat ? 0 : applyMs, restartMs: nolat ? 0 : restartMs, rollback: m[1] === 'rollback-', backend: m[1] === 'backend-' };
+    if (m[1] === 'backend-' && servers < 4)
+      throw new Error(`--scenarios: '${raw}': a backend scenario needs at least 4 servers (a quarter are frontends)`);
+    return {
+      name: raw.trim(),
+      servers,
+      window: int('scenarios', m[3], 1),
+      applyMs: nolat ? 0 : applyMs,
+      restartMs: nolat ? 0 : restartMs,
+      rollback: m[1] === 'rollback-',
+      backend: m[1] === 'backend-',
+    };
   });
   const systems = (values.systems ?? '').split(',').map((s) => s.trim());
-  for (const s of systems) if (!(SYSTEMS as readonly string[]).includes(s)) throw new Error(`--systems: '${s}' is not one of ${SYSTEMS.join(', ')}`);
+  for (const s of systems)
+    if (!(SYSTEMS as readonly string[]).includes(s))
+      throw new Error(`--systems: '${s}' is not one of ${SYSTEMS.join(', ')}`);
   return {
     scenarios,
     systems: systems as System[],
-    fleetProcesses: values['fleet-processes'] !== undefined ? int('fleet-processes', values['fleet-processes'], 1) : undefined,
+    fleetProcesses:
+      values['fleet-processes'] !== undefined ? int('fleet-processes', values['fleet-processes'], 1) : undefined,
     timeoutMs: int('timeout-min', values['timeout-min'], 1) * 60_000,
     // An unrecorded run cannot be in the document either.
     doc: !values['no-doc'] && !values['no-record'],
@@ -119,19 +143,48 @@ function options(): Options {
 
 // ---- child processes, never blocking ---------------------------------------------------
 
-interface Ran { code: number | null; stdout: string; stderr: string; ms: number; startedAt: number; endedAt: number }
+interface Ran {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  ms: number;
+  startedAt: number;
+  endedAt: number;
+}
 
 /** Run a program to its end, asynchronously; killed (its process group) after timeoutMs. */
-function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs: number; cwd?: string }): Promise<Ran> {
+function run(
+  cmd: string,
+  args: string[],
+  opts: { env?: NodeJS.ProcessEnv; timeoutMs: number; cwd?: string },
+): Promise<Ran> {
   return new Promise((resolve, reject) => {
     const startedAt = Date.now();
-    const child = spawn(cmd, args, { env: opts.env ?? process.env, cwd: opts.cwd ?? ROOT, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    const child = spawn(cmd, args, {
+      env: opts.env ?? process.env,
+      cwd: opts.cwd ?? ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
-    child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
-    const timer = setTimeout(() => { try { process.kill(-child.pid!, 'SIGKILL'); } catch { /* gone */ } }, opts.timeoutMs);
-    child.once('error', (err) => { clearTimeout(timer); reject(err); });
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    const timer = setTimeout(() => {
+      try {
+        process.kill(-child.pid!, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }, opts.timeoutMs);
+    child.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
     child.once('close', (code) => {
       clearTimeout(timer);
       const endedAt = Date.now();
@@ -146,21 +199,45 @@ function peakRssMiB(pid: number | undefined): number {
   try {
     const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
     return m ? Math.round(Number(m[1]) / 1024) : 0;
-  } catch { return 0; }
+  } catch {
+    return 0;
+  }
 }
 
 // ---- the fleet, in child processes -----------------------------------------------------
 
-interface FleetStart { kmDatabaseUrl: string; authorizedKey: string; frontends: number; backends: number; applyMs: number; restartMs: number; namePrefix: string }
-type FleetCall = { type: 'spans'; kind: 'apply' | 'unapply'; names: string[] } | { type: 'clear' } | { type: 'fault'; name: string; spec: FaultSpec };
-type FleetAnswer = { type: 'ready'; inventory: FleetServer[]; knownHosts: string[] } | { type: 'spans'; spans: ServerSpan[] } | { type: 'ok' } | { type: 'error'; message: string };
+interface FleetStart {
+  kmDatabaseUrl: string;
+  authorizedKey: string;
+  frontends: number;
+  backends: number;
+  applyMs: number;
+  restartMs: number;
+  namePrefix: string;
+}
+type FleetCall =
+  | { type: 'spans'; kind: 'apply' | 'unapply'; names: string[] }
+  | { type: 'clear' }
+  | { type: 'fault'; name: string; spec: FaultSpec };
+type FleetAnswer =
+  | { type: 'ready'; inventory: FleetServer[]; knownHosts: string[] }
+  | { type: 'spans'; spans: ServerSpan[] }
+  | { type: 'ok' }
+  | { type: 'error'; message: string };
 
 /** One server's span for `kind` from its log: the last apply (or unapply) start → the end of the supervisorctl commands after it. */
 function spanOf(fleet: SimFleet, name: string, kind: 'apply' | 'unapply'): ServerSpan | undefined {
-  const log = fleet.server(name).log().filter((e) => e.channel === 'exec');
+  const log = fleet
+    .server(name)
+    .log()
+    .filter((e) => e.channel === 'exec');
   const flag = `--${kind}-hotfix`;
   let i = -1;
-  for (let k = log.length - 1; k >= 0; k--) if (log[k].command.includes(flag) && log[k].exitCode === 0) { i = k; break; }
+  for (let k = log.length - 1; k >= 0; k--)
+    if (log[k].command.includes(flag) && log[k].exitCode === 0) {
+      i = k;
+      break;
+    }
   if (i < 0) return undefined;
   const start = Date.parse(log[i].at);
   let end = start + (log[i].durationMs ?? 0);
@@ -185,17 +262,38 @@ async function fleetChild(): Promise<void> {
   send({ type: 'ready', inventory: fleet.inventory(), knownHosts: fleet.servers.map((s) => s.knownHostsLine) });
   const mine = new Set(fleet.servers.map((s) => s.name));
   process.on('message', (m: FleetCall | 'stop') => {
-    if (m === 'stop') { void fleet.stop().then(() => process.exit(0)); return; }
-    if (m.type === 'clear') { for (const s of fleet.servers) s.clearLog(); send({ type: 'ok' }); }
-    if (m.type === 'fault') { fleet.server(m.name).fault(m.spec); send({ type: 'ok' }); }
+    if (m === 'stop') {
+      void fleet.stop().then(() => process.exit(0));
+      return;
+    }
+    if (m.type === 'clear') {
+      for (const s of fleet.servers) s.clearLog();
+      send({ type: 'ok' });
+    }
+    if (m.type === 'fault') {
+      fleet.server(m.name).fault(m.spec);
+      send({ type: 'ok' });
+    }
     // KM_HOTFIX_BENCH_DUMP=DIR: the servers' raw command logs, to study the gaps between a server's commands.
     if (m.type === 'spans' && process.env.KM_HOTFIX_BENCH_DUMP) {
       const logs = Object.fromEntries(m.names.filter((n) => mine.has(n)).map((n) => [n, fleet.server(n).log()]));
-      writeFileSync(path.join(process.env.KM_HOTFIX_BENCH_DUMP, `logs-${m.kind}-${process.pid}-${Date.now()}.json`), JSON.stringify(logs));
+      writeFileSync(
+        path.join(process.env.KM_HOTFIX_BENCH_DUMP, `logs-${m.kind}-${process.pid}-${Date.now()}.json`),
+        JSON.stringify(logs),
+      );
     }
-    if (m.type === 'spans') send({ type: 'spans', spans: m.names.filter((n) => mine.has(n)).map((n) => spanOf(fleet, n, m.kind)).filter((s): s is ServerSpan => s !== undefined) });
+    if (m.type === 'spans')
+      send({
+        type: 'spans',
+        spans: m.names
+          .filter((n) => mine.has(n))
+          .map((n) => spanOf(fleet, n, m.kind))
+          .filter((s): s is ServerSpan => s !== undefined),
+      });
   });
-  process.once('disconnect', () => { void fleet.stop().then(() => process.exit(0)); });
+  process.once('disconnect', () => {
+    void fleet.stop().then(() => process.exit(0));
+  });
 }
 
 class FleetProcess {
@@ -209,10 +307,14 @@ class FleetProcess {
   }
 
   static async start(req: FleetStart): Promise<FleetProcess> {
-    const child = fork(__filename, [FLEET_CHILD], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: ['--max-old-space-size=4096'] });
+    const child = fork(__filename, [FLEET_CHILD], {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      execArgv: ['--max-old-space-size=4096'],
+    });
     const f = new FleetProcess(child);
     const a = await f.next(req);
-    if (a.type !== 'ready') throw new Error(`the simulated fleet did not start: ${a.type === 'error' ? a.message : a.type}`);
+    if (a.type !== 'ready')
+      throw new Error(`the simulated fleet did not start: ${a.type === 'error' ? a.message : a.type}`);
     f.inventory = a.inventory;
     f.knownHosts = a.knownHosts;
     return f;
@@ -222,7 +324,10 @@ class FleetProcess {
     return new Promise((resolve, reject) => {
       const onExit = (code: number | null) => reject(new Error(`a fleet process exited (${code})`));
       this.child.once('exit', onExit);
-      this.child.once('message', (m) => { this.child.off('exit', onExit); resolve(m as FleetAnswer); });
+      this.child.once('message', (m) => {
+        this.child.off('exit', onExit);
+        resolve(m as FleetAnswer);
+      });
       this.child.send(msg as FleetCall);
     });
   }
@@ -234,7 +339,9 @@ class FleetProcess {
     return p;
   }
 
-  peakRssMiB(): number { return peakRssMiB(this.child.pid); }
+  peakRssMiB(): number {
+    return peakRssMiB(this.child.pid);
+  }
 
   async stop(): Promise<void> {
     if (this.child.exitCode !== null || this.child.signalCode !== null) return;
@@ -247,18 +354,29 @@ class FleetProcess {
 
 class Fleet {
   constructor(readonly processes: FleetProcess[]) {}
-  get inventory(): FleetServer[] { return this.processes.flatMap((p) => p.inventory); }
-  get knownHosts(): string[] { return this.processes.flatMap((p) => p.knownHosts); }
-  async clearLogs(): Promise<void> { await Promise.all(this.processes.map((p) => p.call({ type: 'clear' }))); }
+  get inventory(): FleetServer[] {
+    return this.processes.flatMap((p) => p.inventory);
+  }
+  get knownHosts(): string[] {
+    return this.processes.flatMap((p) => p.knownHosts);
+  }
+  async clearLogs(): Promise<void> {
+    await Promise.all(this.processes.map((p) => p.call({ type: 'clear' })));
+  }
   async spans(kind: 'apply' | 'unapply', names: string[]): Promise<ServerSpan[]> {
     const answers = await Promise.all(this.processes.map((p) => p.call({ type: 'spans', kind, names })));
     return answers.flatMap((a) => (a.type === 'spans' ? a.spans : []));
   }
   async fault(name: string, spec: FaultSpec): Promise<void> {
-    for (const p of this.processes) if (p.inventory.some((s) => s.name === name)) await p.call({ type: 'fault', name, spec });
+    for (const p of this.processes)
+      if (p.inventory.some((s) => s.name === name)) await p.call({ type: 'fault', name, spec });
   }
-  peakRssMiB(): number[] { return this.processes.map((p) => p.peakRssMiB()); }
-  async stop(): Promise<void> { await Promise.all(this.processes.map((p) => p.stop())); }
+  peakRssMiB(): number[] {
+    return this.processes.map((p) => p.peakRssMiB());
+  }
+  async stop(): Promise<void> {
+    await Promise.all(this.processes.map((p) => p.stop()));
+  }
 }
 
 /**
@@ -270,8 +388,13 @@ async function startFleet(kmDatabaseUrl: string, authorizedKey: string, s: Scena
   const backends = s.backend ? s.servers - frontends : s.servers;
   const per = Math.ceil(backends / k);
   const req = (i: number): FleetStart => ({
-    kmDatabaseUrl, authorizedKey, applyMs: s.applyMs, restartMs: s.restartMs,
-    frontends: i === 0 ? frontends : 0, backends: Math.max(0, Math.min(per, backends - i * per)), namePrefix: i === 0 ? 'km' : `km${i}`,
+    kmDatabaseUrl,
+    authorizedKey,
+    applyMs: s.applyMs,
+    restartMs: s.restartMs,
+    frontends: i === 0 ? frontends : 0,
+    backends: Math.max(0, Math.min(per, backends - i * per)),
+    namePrefix: i === 0 ? 'km' : `km${i}`,
   });
   // The first creates the tables; the rest start together.
   const first = await FleetProcess.start(req(0));
@@ -338,7 +461,11 @@ interface ScenarioCtx {
   knownHostsFile: string;
 }
 
-function summarize(spans: ServerSpan[], s: Scenario, wallMs: number): Pick<SystemResult, 'spanMs' | 'ratio' | 'overheadP50Ms' | 'overheadP95Ms' | 'maxInFlight'> {
+function summarize(
+  spans: ServerSpan[],
+  s: Scenario,
+  wallMs: number,
+): Pick<SystemResult, 'spanMs' | 'ratio' | 'overheadP50Ms' | 'overheadP95Ms' | 'maxInFlight'> {
   const ideal = idealMs(s.servers, s.window, s.applyMs + s.restartMs);
   const over = perServerOverheadMs(spans, s.window, s.applyMs + s.restartMs);
   return {
@@ -351,7 +478,9 @@ function summarize(spans: ServerSpan[], s: Scenario, wallMs: number): Pick<Syste
 }
 
 async function appliedCount(km: Sql, hotfix: string, targets: string[]): Promise<number> {
-  const rows = await km<{ n: string }[]>`SELECT count(*) AS n FROM km_hotfix_applied WHERE hotfix_name = ${hotfix} AND server_name = ANY(${targets})`;
+  const rows = await km<
+    { n: string }[]
+  >`SELECT count(*) AS n FROM km_hotfix_applied WHERE hotfix_name = ${hotfix} AND server_name = ANY(${targets})`;
   return Number(rows[0].n);
 }
 
@@ -363,17 +492,28 @@ async function resetKm(sc: ScenarioCtx): Promise<void> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function historyEvents(client: Client, id: string, dumpDir?: string): Promise<{ events: number; bytes: number; children: string[] }> {
+async function historyEvents(
+  client: Client,
+  id: string,
+  dumpDir?: string,
+): Promise<{ events: number; bytes: number; children: string[] }> {
   const handle = client.workflow.getHandle(id);
   const [history, described] = await Promise.all([handle.fetchHistory(), handle.describe()]);
   const events = history.events ?? [];
-  if (dumpDir) await fs.writeFile(path.join(dumpDir, `history-${id.replace(/[^a-z0-9-]/gi, '_')}.json`), JSON.stringify(history));
-  const children = events.map((e) => e.startChildWorkflowExecutionInitiatedEventAttributes?.workflowId).filter((x): x is string => Boolean(x));
+  if (dumpDir)
+    await fs.writeFile(path.join(dumpDir, `history-${id.replace(/[^a-z0-9-]/gi, '_')}.json`), JSON.stringify(history));
+  const children = events
+    .map((e) => e.startChildWorkflowExecutionInitiatedEventAttributes?.workflowId)
+    .filter((x): x is string => Boolean(x));
   return { events: events.length, bytes: described.historySize ?? 0, children };
 }
 
 /** Every execution of a rollout (the parent, its children, theirs): the largest history. */
-async function maxHistory(client: Client, id: string, dumpDir?: string): Promise<{ max: number; maxBytes: number; executions: number }> {
+async function maxHistory(
+  client: Client,
+  id: string,
+  dumpDir?: string,
+): Promise<{ max: number; maxBytes: number; executions: number }> {
   let max = 0;
   let maxBytes = 0;
   let executions = 0;
@@ -397,16 +537,29 @@ async function maxHistory(client: Client, id: string, dumpDir?: string): Promise
 async function startWorker(env: NodeJS.ProcessEnv): Promise<{ child: ChildProcess; stop(): Promise<number> }> {
   // KM_HOTFIX_BENCH_WORKER_ARGS: extra node flags for the worker only, e.g. '--cpu-prof --cpu-prof-dir=/tmp/prof'.
   const nodeArgs = (process.env.KM_HOTFIX_BENCH_WORKER_ARGS ?? '').split(' ').filter(Boolean);
-  const child = spawn(process.execPath, [...nodeArgs, path.join(ROOT, 'bin', 'km-hotfix.js'), 'worker'], { env, cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [...nodeArgs, path.join(ROOT, 'bin', 'km-hotfix.js'), 'worker'], {
+    env,
+    cwd: ROOT,
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   let err = '';
   await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`the worker did not start within 120 s: ${err.slice(-500)}`)), 120_000);
+    const timer = setTimeout(
+      () => reject(new Error(`the worker did not start within 120 s: ${err.slice(-500)}`)),
+      120_000,
+    );
     child.stderr!.on('data', (d: Buffer) => {
       err += d.toString();
-      if (err.includes('polling task queue')) { clearTimeout(timer); resolve(); }
+      if (err.includes('polling task queue')) {
+        clearTimeout(timer);
+        resolve();
+      }
     });
-    child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`the worker exited (${code}): ${err.slice(-500)}`)); });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`the worker exited (${code}): ${err.slice(-500)}`));
+    });
   });
   return {
     child,
@@ -428,7 +581,11 @@ async function startWorker(env: NodeJS.ProcessEnv): Promise<{ child: ChildProces
  */
 async function temporalWarnings(logFile: string, from: number): Promise<string[]> {
   const text = await fs.readFile(logFile, 'utf8').catch(() => '');
-  return text.slice(from).split('\n').filter((l) => /blob (data )?size|history (size|count)|exceeds.*limit|limit.*exceed/i.test(l)).map((l) => l.slice(0, 300));
+  return text
+    .slice(from)
+    .split('\n')
+    .filter((l) => /blob (data )?size|history (size|count)|exceeds.*limit|limit.*exceed/i.test(l))
+    .map((l) => l.slice(0, 300));
 }
 
 async function logSize(logFile: string): Promise<number> {
@@ -445,7 +602,22 @@ async function runKm(ctx: Ctx, sc: ScenarioCtx): Promise<SystemResult> {
       // The last server in fan-out order fails every apply: the rollout rolls back everything it patched.
       await sc.fleet.fault(sc.targets[sc.targets.length - 1], { failApplies: 1000 });
     }
-    const started = await run(process.execPath, [path.join(ROOT, 'bin', 'km-hotfix.js'), 'rollout', sc.hotfix, '--canary', sc.canary, '--batch', String(s.window), '--approvers', 'bob', '--json'], { env: sc.env, timeoutMs: 300_000 });
+    const started = await run(
+      process.execPath,
+      [
+        path.join(ROOT, 'bin', 'km-hotfix.js'),
+        'rollout',
+        sc.hotfix,
+        '--canary',
+        sc.canary,
+        '--batch',
+        String(s.window),
+        '--approvers',
+        'bob',
+        '--json',
+      ],
+      { env: sc.env, timeoutMs: 300_000 },
+    );
     if (started.code !== 0) throw new Error(`km-hotfix rollout exited ${started.code}: ${started.stderr.trim()}`);
     const id = (JSON.parse(started.stdout.trim()) as { id: string }).id;
     const h = ctx.client.workflow.getHandle(id);
@@ -453,17 +625,27 @@ async function runKm(ctx: Ctx, sc: ScenarioCtx): Promise<SystemResult> {
     for (;;) {
       const st = await h.query(statusQuery).catch(() => undefined);
       if (st?.phase === 'verifying') break;
-      if (st && ['completed', 'failed', 'rolled_back', 'rollback_failed'].includes(st.phase)) throw new Error(`the rollout ended ${st.phase} before the gate: ${st.error ?? ''}`);
+      if (st && ['completed', 'failed', 'rolled_back', 'rollback_failed'].includes(st.phase))
+        throw new Error(`the rollout ended ${st.phase} before the gate: ${st.error ?? ''}`);
       if (Date.now() > deadline) throw new Error('no gate within the timeout');
       await sleep(100);
     }
-    const approved = await run(process.execPath, [path.join(ROOT, 'bin', 'km-hotfix.js'), 'approve', id, '--comment', 'benchmark'], { env: sc.approverEnv, timeoutMs: 120_000 });
+    const approved = await run(
+      process.execPath,
+      [path.join(ROOT, 'bin', 'km-hotfix.js'), 'approve', id, '--comment', 'benchmark'],
+      { env: sc.approverEnv, timeoutMs: 120_000 },
+    );
     if (approved.code !== 0) throw new Error(`km-hotfix approve exited ${approved.code}: ${approved.stderr.trim()}`);
     const approvedAt = Date.now();
     let rollbackAt: number | undefined;
     const result = h.result() as Promise<RolloutStatus>;
     let done: RolloutStatus | undefined;
-    void result.then((r) => { done = r; }, () => undefined);
+    void result.then(
+      (r) => {
+        done = r;
+      },
+      () => undefined,
+    );
     if (s.rollback) {
       while (!done && rollbackAt === undefined) {
         const st = await h.query(statusQuery).catch(() => undefined);
@@ -471,7 +653,9 @@ async function runKm(ctx: Ctx, sc: ScenarioCtx): Promise<SystemResult> {
         else await sleep(100);
       }
     }
-    const timeout = sleep(ctx.o.timeoutMs).then(() => { throw new Error('the rollout did not end within the timeout'); });
+    const timeout = sleep(ctx.o.timeoutMs).then(() => {
+      throw new Error('the rollout did not end within the timeout');
+    });
     const final = await Promise.race([result, timeout]);
     const endedAt = Date.now();
     const wallMs = (rollbackAt ?? endedAt) - approvedAt;
@@ -481,10 +665,20 @@ async function runKm(ctx: Ctx, sc: ScenarioCtx): Promise<SystemResult> {
     const warnings = await temporalWarnings(temporalLog, logFrom);
     const resultBytes = Buffer.byteLength(JSON.stringify(final));
     const r: SystemResult = {
-      ok: (s.rollback ? final.phase === 'rolled_back' && patched === 0 : final.phase === 'completed' && patched === sc.targets.length) && warnings.length === 0,
-      wallMs, ...summarize(spans, s, wallMs), patched: spans.length,
-      historyMaxEvents: hist.max, historyMaxBytes: hist.maxBytes, historyExecutions: hist.executions, phase: final.phase,
-      resultBytes, temporalWarnings: warnings.length, ...(warnings.length > 0 ? { temporalWarningLines: warnings.slice(0, 5) } : {}),
+      ok:
+        (s.rollback
+          ? final.phase === 'rolled_back' && patched === 0
+          : final.phase === 'completed' && patched === sc.targets.length) && warnings.length === 0,
+      wallMs,
+      ...summarize(spans, s, wallMs),
+      patched: spans.length,
+      historyMaxEvents: hist.max,
+      historyMaxBytes: hist.maxBytes,
+      historyExecutions: hist.executions,
+      phase: final.phase,
+      resultBytes,
+      temporalWarnings: warnings.length,
+      ...(warnings.length > 0 ? { temporalWarningLines: warnings.slice(0, 5) } : {}),
       ...(final.error ? { error: final.error } : {}),
     };
     if (s.rollback) {
@@ -493,16 +687,21 @@ async function runKm(ctx: Ctx, sc: ScenarioCtx): Promise<SystemResult> {
       const ideal = idealMs(unapplied.length, s.window, s.applyMs + s.restartMs);
       const over = perServerOverheadMs(unapplied, s.window, s.applyMs + s.restartMs);
       Object.assign(r, {
-        rollbackMs: endedAt - (rollbackAt ?? endedAt), rollbackSpanMs: spanMs(unapplied), rollbackIdealMs: ideal,
-        rollbackRatio: ideal > 0 ? +((endedAt - (rollbackAt ?? endedAt)) / ideal).toFixed(2) : null, rolledBack: unapplied.length,
-        rollbackOverheadP50Ms: Math.round(percentile(over, 50) || 0), rollbackOverheadP95Ms: Math.round(percentile(over, 95) || 0),
+        rollbackMs: endedAt - (rollbackAt ?? endedAt),
+        rollbackSpanMs: spanMs(unapplied),
+        rollbackIdealMs: ideal,
+        rollbackRatio: ideal > 0 ? +((endedAt - (rollbackAt ?? endedAt)) / ideal).toFixed(2) : null,
+        rolledBack: unapplied.length,
+        rollbackOverheadP50Ms: Math.round(percentile(over, 50) || 0),
+        rollbackOverheadP95Ms: Math.round(percentile(over, 95) || 0),
       });
     }
     return r;
   }
 }
 
-const COMMAND = (hotfix: string) => `ssh-mgr-controller --apply-hotfix=${hotfix} && supervisorctl restart all && supervisorctl status`;
+const COMMAND = (hotfix: string) =>
+  `ssh-mgr-controller --apply-hotfix=${hotfix} && supervisorctl restart all && supervisorctl status`;
 
 async function runPeer(ctx: Ctx, sc: ScenarioCtx, which: 'pssh' | 'ansible'): Promise<SystemResult> {
   const { s } = sc;
@@ -512,32 +711,77 @@ async function runPeer(ctx: Ctx, sc: ScenarioCtx, which: 'pssh' | 'ansible'): Pr
   if (which === 'pssh') {
     const hosts = path.join(ctx.dir, `pssh-hosts-${s.name}`);
     await fs.writeFile(hosts, servers.map((x) => `${x.host}:${x.port} root`).join('\n') + '\n');
-    ran = await run('parallel-ssh', [
-      '-h', hosts, '-p', String(s.window), '-t', '0',
-      '-O', 'StrictHostKeyChecking=yes', '-O', `UserKnownHostsFile=${sc.knownHostsFile}`, '-O', 'GlobalKnownHostsFile=/dev/null',
-      '-O', `IdentityFile=${ctx.keyFile}`, '-O', 'IdentitiesOnly=yes', '-O', 'BatchMode=yes',
-      COMMAND(sc.hotfix),
-    ], { timeoutMs: ctx.o.timeoutMs });
+    ran = await run(
+      'parallel-ssh',
+      [
+        '-h',
+        hosts,
+        '-p',
+        String(s.window),
+        '-t',
+        '0',
+        '-O',
+        'StrictHostKeyChecking=yes',
+        '-O',
+        `UserKnownHostsFile=${sc.knownHostsFile}`,
+        '-O',
+        'GlobalKnownHostsFile=/dev/null',
+        '-O',
+        `IdentityFile=${ctx.keyFile}`,
+        '-O',
+        'IdentitiesOnly=yes',
+        '-O',
+        'BatchMode=yes',
+        COMMAND(sc.hotfix),
+      ],
+      { timeoutMs: ctx.o.timeoutMs },
+    );
   } else {
     const inv = path.join(ctx.dir, `ansible-inventory-${s.name}.ini`);
-    await fs.writeFile(inv, ['[fleet]', ...servers.map((x) => `${x.name} ansible_host=${x.host} ansible_port=${x.port}`), '', '[fleet:vars]', 'ansible_user=root', `ansible_ssh_private_key_file=${ctx.keyFile}`, ''].join('\n'));
+    await fs.writeFile(
+      inv,
+      [
+        '[fleet]',
+        ...servers.map((x) => `${x.name} ansible_host=${x.host} ansible_port=${x.port}`),
+        '',
+        '[fleet:vars]',
+        'ansible_user=root',
+        `ansible_ssh_private_key_file=${ctx.keyFile}`,
+        '',
+      ].join('\n'),
+    );
     const home = path.join(ctx.dir, 'ansible');
-    ran = await run('ansible', ['fleet', '-i', inv, '-m', 'raw', '-a', COMMAND(sc.hotfix), '-f', String(s.window), '-o'], {
-      timeoutMs: ctx.o.timeoutMs,
-      env: {
-        ...process.env, ANSIBLE_HOME: home, ANSIBLE_LOCAL_TEMP: path.join(home, 'tmp'), ANSIBLE_NOCOLOR: '1', ANSIBLE_HOST_KEY_CHECKING: 'True',
-        ANSIBLE_SSH_CONTROL_PATH_DIR: path.join(home, `cp-${s.name}`),
-        // Ansible's own default ssh_args, plus the pinned host keys.
-        ANSIBLE_SSH_ARGS: `-C -o ControlMaster=auto -o ControlPersist=60s -o StrictHostKeyChecking=yes -o UserKnownHostsFile=${sc.knownHostsFile} -o GlobalKnownHostsFile=/dev/null`,
+    ran = await run(
+      'ansible',
+      ['fleet', '-i', inv, '-m', 'raw', '-a', COMMAND(sc.hotfix), '-f', String(s.window), '-o'],
+      {
+        timeoutMs: ctx.o.timeoutMs,
+        env: {
+          ...process.env,
+          ANSIBLE_HOME: home,
+          ANSIBLE_LOCAL_TEMP: path.join(home, 'tmp'),
+          ANSIBLE_NOCOLOR: '1',
+          ANSIBLE_HOST_KEY_CHECKING: 'True',
+          ANSIBLE_SSH_CONTROL_PATH_DIR: path.join(home, `cp-${s.name}`),
+          // Ansible's own default ssh_args, plus the pinned host keys.
+          ANSIBLE_SSH_ARGS: `-C -o ControlMaster=auto -o ControlPersist=60s -o StrictHostKeyChecking=yes -o UserKnownHostsFile=${sc.knownHostsFile} -o GlobalKnownHostsFile=/dev/null`,
+        },
       },
-    });
+    );
   }
   const spans = await sc.fleet.spans('apply', sc.targets);
   const patched = await appliedCount(sc.km, sc.hotfix, sc.targets);
   const ok = ran.code === 0 && patched === s.servers;
   return {
-    ok, wallMs: ran.ms, ...summarize(spans, s, ran.ms), patched: spans.length,
-    ...(ok ? {} : { error: `exit ${ran.code}, ${patched}/${s.servers} patched: ${(ran.stderr || ran.stdout).trim().split('\n').slice(-3).join(' | ').slice(0, 400)}` }),
+    ok,
+    wallMs: ran.ms,
+    ...summarize(spans, s, ran.ms),
+    patched: spans.length,
+    ...(ok
+      ? {}
+      : {
+          error: `exit ${ran.code}, ${patched}/${s.servers} patched: ${(ran.stderr || ran.stdout).trim().split('\n').slice(-3).join(' | ').slice(0, 400)}`,
+        }),
   };
 }
 
@@ -546,7 +790,17 @@ async function runSystem(ctx: Ctx, sc: ScenarioCtx, sys: System, result: Scenari
   try {
     result.systems[sys] = sys === 'km' ? await runKm(ctx, sc) : await runPeer(ctx, sc, sys);
   } catch (err) {
-    result.systems[sys] = { ok: false, wallMs: Date.now() - t0, spanMs: 0, ratio: null, overheadP50Ms: 0, overheadP95Ms: 0, maxInFlight: 0, patched: 0, error: (err as Error).message.slice(0, 500) };
+    result.systems[sys] = {
+      ok: false,
+      wallMs: Date.now() - t0,
+      spanMs: 0,
+      ratio: null,
+      overheadP50Ms: 0,
+      overheadP95Ms: 0,
+      maxInFlight: 0,
+      patched: 0,
+      error: (err as Error).message.slice(0, 500),
+    };
   }
   process.stderr.write(`  ${sc.s.name} ${sys}: ${JSON.stringify(result.systems[sys])}\n`);
 }
@@ -567,7 +821,13 @@ async function runScenario(ctx: Ctx, s: Scenario, index: number): Promise<Scenar
   const km = postgres(ctx.pg.url(`km_${tag}`), { max: 4, onnotice: () => undefined });
   const orch = postgres(ctx.pg.url(`orch_${tag}`), { max: 4, onnotice: () => undefined });
   const k = ctx.o.fleetProcesses ?? Math.max(1, Math.ceil(s.servers / 5000));
-  const result: ScenarioResult = { ...s, idealMs: idealMs(s.servers, s.window, s.applyMs + s.restartMs), fleetProcesses: k, fleetPeakRssMiB: [], systems: {} };
+  const result: ScenarioResult = {
+    ...s,
+    idealMs: idealMs(s.servers, s.window, s.applyMs + s.restartMs),
+    fleetProcesses: k,
+    fleetPeakRssMiB: [],
+    systems: {},
+  };
   let fleet: Fleet | undefined;
   try {
     fleet = await startFleet(ctx.pg.url(`km_${tag}`), ctx.publicKey, s, k);
@@ -580,26 +840,53 @@ async function runScenario(ctx: Ctx, s: Scenario, index: number): Promise<Scenar
     // Decisions are signed (SPEC §7): alice starts, bob approves.
     const people = await ensurePeople(ctx.dir, ['alice', 'bob']);
     const env: NodeJS.ProcessEnv = {
-      ...process.env, TEMPORAL_ADDRESS: ctx.temporal.address, TEMPORAL_NAMESPACE: 'default', DATABASE_URL: ctx.pg.url(`orch_${tag}`), KM_DATABASE_URL: ctx.pg.url(`km_${tag}`),
-      KM_SSH_KEY: ctx.keyFile, KM_HOTFIX_TASK_QUEUE: `km-hotfix-bench-${tag}`, KM_HOTFIX_ACTIVITY_SLOTS: String(Math.max(250, s.window + 50)),
-      KM_HOTFIX_ALLOWED_SIGNERS: people.allowedSigners, KM_HOTFIX_SIGNING_KEY: people.keys.alice,
+      ...process.env,
+      TEMPORAL_ADDRESS: ctx.temporal.address,
+      TEMPORAL_NAMESPACE: 'default',
+      DATABASE_URL: ctx.pg.url(`orch_${tag}`),
+      KM_DATABASE_URL: ctx.pg.url(`km_${tag}`),
+      KM_SSH_KEY: ctx.keyFile,
+      KM_HOTFIX_TASK_QUEUE: `km-hotfix-bench-${tag}`,
+      KM_HOTFIX_ACTIVITY_SLOTS: String(Math.max(250, s.window + 50)),
+      KM_HOTFIX_ALLOWED_SIGNERS: people.allowedSigners,
+      KM_HOTFIX_SIGNING_KEY: people.keys.alice,
     };
     // One hotfix for everyone: a common hotfix (no drain), uploaded through km-hotfix once; a backend one for backend scenarios.
-    const made = await makeHotfix({ component: s.backend ? 'backend' : 'common', version: '3.0.0', description: 'bench_fanout', issueId: 'UKM-1100' });
+    const made = await makeHotfix({
+      component: s.backend ? 'backend' : 'common',
+      version: '3.0.0',
+      description: 'bench_fanout',
+      issueId: 'UKM-1100',
+    });
     const hotfixFile = path.join(ctx.dir, made.fileName);
     await fs.writeFile(hotfixFile, made.bytes);
-    const sc: ScenarioCtx = { s, fleet, km, hotfix: made.manifest.name, hotfixFile, targets, canary, env, approverEnv: { ...env, KM_HOTFIX_SIGNING_KEY: people.keys.bob }, knownHostsFile };
+    const sc: ScenarioCtx = {
+      s,
+      fleet,
+      km,
+      hotfix: made.manifest.name,
+      hotfixFile,
+      targets,
+      canary,
+      env,
+      approverEnv: { ...env, KM_HOTFIX_SIGNING_KEY: people.keys.bob },
+      knownHostsFile,
+    };
     // The worker (production's `km-hotfix worker`) registers the hotfix through the upload workflow, then runs the rollout.
     const worker = await startWorker(env);
     try {
-      const up = await run(process.execPath, [path.join(ROOT, 'bin', 'km-hotfix.js'), 'upload', hotfixFile, '--wait'], { env, timeoutMs: 300_000 });
+      const up = await run(process.execPath, [path.join(ROOT, 'bin', 'km-hotfix.js'), 'upload', hotfixFile, '--wait'], {
+        env,
+        timeoutMs: 300_000,
+      });
       if (up.code !== 0) throw new Error(`km-hotfix upload exited ${up.code}: ${up.stderr.trim()}`);
       if (ctx.o.systems.includes('km')) await runSystem(ctx, sc, 'km', result);
     } finally {
       const rss = await worker.stop();
       if (result.systems.km) result.systems.km.workerPeakRssMiB = rss;
     }
-    if (!s.rollback && !s.backend) for (const sys of ctx.o.systems.filter((x) => x !== 'km')) await runSystem(ctx, sc, sys, result);
+    if (!s.rollback && !s.backend)
+      for (const sys of ctx.o.systems.filter((x) => x !== 'km')) await runSystem(ctx, sc, sys, result);
     result.fleetPeakRssMiB = fleet.peakRssMiB();
     return result;
   } finally {
@@ -611,18 +898,43 @@ async function runScenario(ctx: Ctx, s: Scenario, index: number): Promise<Scenar
 
 // ---- machine, results, the document ----------------------------------------------------
 
-interface Machine { nproc: number; memoryGiB: number; cpu: string; node: string; loadAvg: number[]; os: string }
+interface Machine {
+  nproc: number;
+  memoryGiB: number;
+  cpu: string;
+  node: string;
+  loadAvg: number[];
+  os: string;
+}
 
 function machine(): Machine {
   let cpu = 'unknown';
-  try { cpu = /model name\s*:\s*(.+)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? cpu; } catch { /* not Linux */ }
-  return { nproc: os.availableParallelism(), memoryGiB: +(os.totalmem() / 2 ** 30).toFixed(1), cpu, node: process.version, loadAvg: os.loadavg().map((x) => +x.toFixed(2)), os: `${os.type()} ${os.release()}` };
+  try {
+    cpu = /model name\s*:\s*(.+)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? cpu;
+  } catch {
+    /* not Linux */
+  }
+  return {
+    nproc: os.availableParallelism(),
+    memoryGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
+    cpu,
+    node: process.version,
+    loadAvg: os.loadavg().map((x) => +x.toFixed(2)),
+    os: `${os.type()} ${os.release()}`,
+  };
 }
 
 interface BenchRun {
   bench: 'fanout';
   date: string;
-  engine: { commit: string; subject: string; dirty: boolean; branch: string; engineCommit: string; engineSubject: string };
+  engine: {
+    commit: string;
+    subject: string;
+    dirty: boolean;
+    branch: string;
+    engineCommit: string;
+    engineSubject: string;
+  };
   machine: Machine;
   tools: { parallelSsh: string; ansible: string };
   argv: string[];
@@ -633,22 +945,39 @@ interface BenchRun {
 async function gitInfo(): Promise<BenchRun['engine']> {
   const g = async (args: string[]) => (await run('git', args, { timeoutMs: 10_000 })).stdout.trim();
   // Only the engine's code counts as dirty: results and docs change during a run.
-  const dirty = (await g(['status', '--porcelain', '--', 'workflows', 'activities', 'domain', 'keymanager', 'worker', 'simulator'])).length > 0;
+  const dirty =
+    (await g(['status', '--porcelain', '--', 'workflows', 'activities', 'domain', 'keymanager', 'worker', 'simulator']))
+      .length > 0;
   // The engine: the last commit that changed what runs a rollout (HEAD may be a bench-only commit).
   const engineDirs = ['workflows', 'activities', 'domain', 'keymanager', 'worker', 'store'];
   return {
-    commit: await g(['rev-parse', 'HEAD']), subject: await g(['log', '-1', '--format=%s']), dirty, branch: await g(['rev-parse', '--abbrev-ref', 'HEAD']),
-    engineCommit: await g(['log', '-1', '--format=%H', '--', ...engineDirs]), engineSubject: await g(['log', '-1', '--format=%s', '--', ...engineDirs]),
+    commit: await g(['rev-parse', 'HEAD']),
+    subject: await g(['log', '-1', '--format=%s']),
+    dirty,
+    branch: await g(['rev-parse', '--abbrev-ref', 'HEAD']),
+    engineCommit: await g(['log', '-1', '--format=%H', '--', ...engineDirs]),
+    engineSubject: await g(['log', '-1', '--format=%s', '--', ...engineDirs]),
   };
 }
 
 async function toolVersions(): Promise<BenchRun['tools']> {
-  const v = async (cmd: string, args: string[]) => { try { const r = await run(cmd, args, { timeoutMs: 30_000 }); return (r.stdout + r.stderr).trim().split('\n')[0]; } catch { return 'not installed'; } };
-  return { parallelSsh: await v('dpkg-query', ['-W', '-f=pssh ${Version}', 'pssh']), ansible: await v('ansible', ['--version']) };
+  const v = async (cmd: string, args: string[]) => {
+    try {
+      const r = await run(cmd, args, { timeoutMs: 30_000 });
+      return (r.stdout + r.stderr).trim().split('\n')[0];
+    } catch {
+      return 'not installed';
+    }
+  };
+  return {
+    parallelSsh: await v('dpkg-query', ['-W', '-f=pssh ${Version}', 'pssh']),
+    ansible: await v('ansible', ['--version']),
+  };
 }
 
 const sec = (ms: number | undefined) => (ms === undefined ? '–' : (ms / 1000).toFixed(2) + ' s');
-const kib = (bytes: number) => (bytes >= 1024 * 1024 ? `${(bytes / 1024 / 1024).toFixed(1)} MiB` : `${Math.round(bytes / 1024)} KiB`);
+const kib = (bytes: number) =>
+  bytes >= 1024 * 1024 ? `${(bytes / 1024 / 1024).toFixed(1)} MiB` : `${Math.round(bytes / 1024)} KiB`;
 const NAMES: Record<System, string> = { km: 'km-hotfix', pssh: 'parallel-ssh', ansible: 'Ansible (`raw`)' };
 
 function runTable(r: BenchRun): string {
@@ -660,10 +989,16 @@ function runTable(r: BenchRun): string {
     for (const sys of SYSTEMS) {
       const x = s.systems[sys];
       if (!x) continue;
-      const label = s.rollback ? `${s.name} (fan-out until the last server fails)` : `${s.name}${s.applyMs + s.restartMs === 0 ? ' (no latency)' : ''}`;
-      lines.push(`| ${label} | ${sec(s.idealMs)} | ${NAMES[sys]}${x.ok ? '' : ' **FAILED**'} | ${sec(x.wallMs)} | ${x.ratio ?? '–'} | ${sec(x.spanMs)} | ${x.overheadP50Ms} / ${x.overheadP95Ms} ms | ${x.maxInFlight} | ${x.patched}/${s.servers} | ${x.historyMaxEvents !== undefined ? `${x.historyMaxEvents}${x.historyMaxEvents >= HISTORY_WARN ? ' ⚠' : ''} (${x.historyExecutions} executions)` : '–'} | ${x.historyMaxBytes !== undefined ? `${kib(x.historyMaxBytes)} · ${kib(x.resultBytes ?? 0)} · ${x.temporalWarnings ?? 0}` : '–'} | ${x.workerPeakRssMiB !== undefined ? `${x.workerPeakRssMiB} MiB` : '–'} |`);
+      const label = s.rollback
+        ? `${s.name} (fan-out until the last server fails)`
+        : `${s.name}${s.applyMs + s.restartMs === 0 ? ' (no latency)' : ''}`;
+      lines.push(
+        `| ${label} | ${sec(s.idealMs)} | ${NAMES[sys]}${x.ok ? '' : ' **FAILED**'} | ${sec(x.wallMs)} | ${x.ratio ?? '–'} | ${sec(x.spanMs)} | ${x.overheadP50Ms} / ${x.overheadP95Ms} ms | ${x.maxInFlight} | ${x.patched}/${s.servers} | ${x.historyMaxEvents !== undefined ? `${x.historyMaxEvents}${x.historyMaxEvents >= HISTORY_WARN ? ' ⚠' : ''} (${x.historyExecutions} executions)` : '–'} | ${x.historyMaxBytes !== undefined ? `${kib(x.historyMaxBytes)} · ${kib(x.resultBytes ?? 0)} · ${x.temporalWarnings ?? 0}` : '–'} | ${x.workerPeakRssMiB !== undefined ? `${x.workerPeakRssMiB} MiB` : '–'} |`,
+      );
       if (s.rollback && x.rollbackMs !== undefined) {
-        lines.push(`| ${s.name}: **rollback** of ${x.rolledBack} servers | ${sec(x.rollbackIdealMs)} | km-hotfix | ${sec(x.rollbackMs)} | ${x.rollbackRatio ?? '–'} | ${sec(x.rollbackSpanMs)} | ${x.rollbackOverheadP50Ms} / ${x.rollbackOverheadP95Ms} ms | | | | | |`);
+        lines.push(
+          `| ${s.name}: **rollback** of ${x.rolledBack} servers | ${sec(x.rollbackIdealMs)} | km-hotfix | ${sec(x.rollbackMs)} | ${x.rollbackRatio ?? '–'} | ${sec(x.rollbackSpanMs)} | ${x.rollbackOverheadP50Ms} / ${x.rollbackOverheadP95Ms} ms | | | | | |`,
+        );
       }
     }
   }
@@ -682,59 +1017,79 @@ function chartFor(scenarios: readonly ScenarioResult[]): string | undefined {
   if (fixed.length === 0) return undefined;
   const series: ChartSeries[] = [
     { name: 'ideal', color: '#444', dashed: true, points: fixed.map((s) => ({ x: s.servers, y: s.idealMs / 1000 })) },
-    { name: 'km-hotfix', color: '#c62828', points: fixed.filter((s) => s.systems.km?.ok).map((s) => ({ x: s.servers, y: s.systems.km!.wallMs / 1000 })) },
-    { name: 'parallel-ssh', color: '#1565c0', points: fixed.filter((s) => s.systems.pssh?.ok).map((s) => ({ x: s.servers, y: s.systems.pssh!.wallMs / 1000 })) },
-    { name: 'Ansible (raw)', color: '#2e7d32', points: fixed.filter((s) => s.systems.ansible?.ok).map((s) => ({ x: s.servers, y: s.systems.ansible!.wallMs / 1000 })) },
+    {
+      name: 'km-hotfix',
+      color: '#c62828',
+      points: fixed.filter((s) => s.systems.km?.ok).map((s) => ({ x: s.servers, y: s.systems.km!.wallMs / 1000 })),
+    },
+    {
+      name: 'parallel-ssh',
+      color: '#1565c0',
+      points: fixed.filter((s) => s.systems.pssh?.ok).map((s) => ({ x: s.servers, y: s.systems.pssh!.wallMs / 1000 })),
+    },
+    {
+      name: 'Ansible (raw)',
+      color: '#2e7d32',
+      points: fixed
+        .filter((s) => s.systems.ansible?.ok)
+        .map((s) => ({ x: s.servers, y: s.systems.ansible!.wallMs / 1000 })),
+    },
   ];
   const w = fixed.map((s) => `${s.servers}/${s.window}`).join(', ');
-  return lineChartSvg(series, { title: `Fan-out time, apply ${fixed[0].applyMs} ms + restart ${fixed[0].restartMs} ms (${w})`, xLabel: 'servers (window: see table)', yLabel: 'seconds' });
+  return lineChartSvg(series, {
+    title: `Fan-out time, apply ${fixed[0].applyMs} ms + restart ${fixed[0].restartMs} ms (${w})`,
+    xLabel: 'servers (window: see table)',
+    yLabel: 'seconds',
+  });
 }
 
 async function loadRuns(dir: string): Promise<BenchRun[]> {
   const files = (await fs.readdir(dir).catch(() => [] as string[])).filter((f) => f.endsWith('-fanout.json')).sort();
   const runs: BenchRun[] = [];
-  for (const f of files) runs.push(...(JSON.parse(await fs.readFile(path.join(dir, f), 'utf8')) as { runs: BenchRun[] }).runs);
+  for (const f of files)
+    runs.push(...(JSON.parse(await fs.readFile(path.join(dir, f), 'utf8')) as { runs: BenchRun[] }).runs);
   return runs;
 }
 
 async function writeDoc(runs: BenchRun[]): Promise<void> {
   const docs = path.join(ROOT, 'docs');
   await fs.mkdir(path.join(docs, 'benchmarks'), { recursive: true });
-  for (const f of await fs.readdir(path.join(docs, 'benchmarks'))) if (/^fanout-.*\.svg$/.test(f)) await fs.rm(path.join(docs, 'benchmarks', f));
+  for (const f of await fs.readdir(path.join(docs, 'benchmarks')))
+    if (/^fanout-.*\.svg$/.test(f)) await fs.rm(path.join(docs, 'benchmarks', f));
   const parts: string[] = [
     '# Benchmarks: fan-out at the speed of the servers',
     '',
     '_Written by `npm run bench` (bench/fanout.ts) from `bench/results/*-fanout.json`; edit the bench, not this file._',
     '',
     'Issue 11 asks that km-hotfix, with its canary, gate, rollback and durability, cost no time on top of what release',
-    'engineers use today. Each scenario starts a simulated Key Manager fleet (the repo\'s simulator: real SSH servers,',
+    "engineers use today. Each scenario starts a simulated Key Manager fleet (the repo's simulator: real SSH servers,",
     'ssh2, fixed latencies: `--apply-hotfix` sleeps `apply`, `supervisorctl restart all` keeps services STOPPED for',
     '`restart`), then, on that same fleet and one after the other, applies the same common hotfix to the same N servers with:',
     '',
     '- **km-hotfix**: `km-hotfix rollout NAME --canary km-fe-1 --batch WINDOW`, approved as soon as the gate opens; the',
     '  fleet has one extra server (the canary), so the fan-out covers exactly the N servers the peers patch. The worker is',
-    '  `km-hotfix worker` in its own process. Time: from the approval (the Update returned) to the workflow\'s end.',
+    "  `km-hotfix worker` in its own process. Time: from the approval (the Update returned) to the workflow's end.",
     '- **parallel-ssh** (Debian `pssh`): `parallel-ssh -p WINDOW -t 0` with `ssh-mgr-controller --apply-hotfix=NAME && supervisorctl restart all && supervisorctl status`. Time: spawn to exit.',
-    '- **Ansible** (`ansible-core`): `ansible fleet -m raw -f WINDOW -a \'<the same command>\'`, Ansible\'s default ssh_args. Time: spawn to exit.',
+    "- **Ansible** (`ansible-core`): `ansible fleet -m raw -f WINDOW -a '<the same command>'`, Ansible's default ssh_args. Time: spawn to exit.",
     '',
-    'All three use strict host-key checking (a known_hosts written from the simulator\'s host keys; km-hotfix pins the same',
-    'keys from its inventory) and the fleet\'s one authorized key. The Key Manager database is reset between runs',
+    "All three use strict host-key checking (a known_hosts written from the simulator's host keys; km-hotfix pins the same",
+    "keys from its inventory) and the fleet's one authorized key. The Key Manager database is reset between runs",
     '(nobody has the hotfix), so each run applies fresh; every run is checked in that database (`patched`).',
     '',
     'Columns: **ideal** = ceil(N / window) × (apply + restart). **× ideal** = wall time / ideal. **span in server logs** =',
-    'first apply start to last `supervisorctl` end, from the simulated servers\' own command logs. **overhead/server** =',
+    "first apply start to last `supervisorctl` end, from the simulated servers' own command logs. **overhead/server** =",
     'for each server, the time its window slot stood idle before it started (its apply start minus the end that freed',
     'the slot: the (i − window)-th end in time order; for the first `window` servers, the first apply of the fan-out)',
     'plus its own wall time beyond apply + restart (round trips between its commands); p50 and p95 over the N servers.',
     '**max in flight** = most servers between apply start and status end at one instant (≤ window). **history events** =',
     'the largest history of any workflow execution of the rollout (parent and children), fetched with the Temporal',
     'client; Temporal warns at 10,240. **largest history · result · Temporal warnings** = the largest history in bytes',
-    '(`describe()`; Temporal warns at 10 MiB), the size of the workflow\'s result (its bounded status), and the lines of the',
-    'Temporal server\'s own log during the run that warn of a payload (512 KiB) or history size or count; a run with any',
+    "(`describe()`; Temporal warns at 10 MiB), the size of the workflow's result (its bounded status), and the lines of the",
+    "Temporal server's own log during the run that warn of a payload (512 KiB) or history size or count; a run with any",
     'such warning is marked FAILED. **worker peak RSS** = VmHWM of the worker process (/proc/PID/status).',
     '**Rollback** (`rollback-…` scenarios, km-hotfix only): the last server of the fan-out fails every apply (a simulator',
     'fault), so the rollout rolls back everything it patched (the canary and every other server): timed from the moment',
-    'the status says `rolling_back` to the workflow\'s end, against the same windowed ideal. (Not a removal.)',
+    "the status says `rolling_back` to the workflow's end, against the same windowed ideal. (Not a removal.)",
     '**Backend** (`backend-…` scenarios, km-hotfix only): a backend hotfix on N servers, a quarter frontends and three',
     'quarters backends; the canary is the first backend, so every other backend is drained (Maximum Processes 0) while it',
     'is verified and the approval names them by count and sha256 (issue 31); timed from the approval (which restores them)',
@@ -746,14 +1101,14 @@ async function writeDoc(runs: BenchRun[]): Promise<void> {
     '`km-…`, `km1-…`, `km2-…`, `km3-…`, one Key Manager database). Run twice on engine 4c89b01 (2026-11-27 22:22 and',
     '22:31 UTC, 2 shared cores): both rollouts **completed, all 20,000 servers patched, with no payload or history warning**',
     'from the Temporal server (its log scanned for blob-size and history-size/count warnings), at most 2,393 events and',
-    '4.2 MiB in any execution\'s history (201 executions: the parent and 200 children of 100), a final result of 3 KiB',
-    '(the bounded status: counts, servers needing attention; the per-server list is paged from the ledger). The worker\'s',
+    "4.2 MiB in any execution's history (201 executions: the parent and 200 children of 100), a final result of 3 KiB",
+    "(the bounded status: counts, servers needing attention; the per-server list is paged from the ledger). The worker's",
     'open files stay near 2,048 idle SSH connections plus the window (keymanager/ssh.ts MAX_IDLE_CONNECTIONS), under the',
     'hard limit of 20,000 here. **It is slow on this machine**: 329 s and 314 s against an ideal of 15 s, worker peak RSS',
     '1.7 and 2.0 GiB. Two cores carry the worker, the Temporal dev server and 20,000 simulated servers, and the worker',
     're-opens each connection the preflight opened (20,000 SSH handshakes in the fan-out). With 2,000 steps in flight',
-    'the worker\'s event loop was starved for seconds: in the second run 2,943 of 21,301 server steps missed their 5 s',
-    'heartbeat timeout and were retried (up to 9 attempts, with backoff), which is most of the time. The first run\'s',
+    "the worker's event loop was starved for seconds: in the second run 2,943 of 21,301 server steps missed their 5 s",
+    "heartbeat timeout and were retried (up to 9 attempts, with backoff), which is most of the time. The first run's",
     'server logs showed 2,062 servers between apply and status at one instant (2,000 in the second): a timed-out attempt',
     'went on until its next heartbeat learnt of the timeout. Since these runs a server step sends no apply, unapply',
     'or restart once it has gone longer than the heartbeat timeout less the 2 s throttle without a heartbeat',
@@ -761,10 +1116,10 @@ async function writeDoc(runs: BenchRun[]): Promise<void> {
     'third run with it (22:49 UTC) completed in 276 s, at most 2,000 in flight, no warning, 2,424 events and 4.2 MiB at',
     'most per execution, worker peak RSS 1.8 GiB.',
     'With slices of 500 (engine b744311, 2026-11-28 01:43 UTC): completed, all 20,000 patched, no warning, 41 executions',
-    '(the parent and 40 children of 500), at most 2,320 events and 3.7 MiB in any execution\'s history, a final result of',
+    "(the parent and 40 children of 500), at most 2,320 events and 3.7 MiB in any execution's history, a final result of",
     '3 KiB, 340 s, worker peak RSS 1.6 GiB.',
     'In runs (engine 676f001, 2026-11-28 12:03 UTC: each window place runs 10 servers in turn in one activity):',
-    'completed, all 20,000 patched, no warning, 41 executions, at most 530 events and 3.7 MiB in any execution\'s history,',
+    "completed, all 20,000 patched, no warning, 41 executions, at most 530 events and 3.7 MiB in any execution's history,",
     'a final result of 3 KiB, 154 s, worker peak RSS 1.3 GiB. At most 1,250 servers were in flight at once: the one',
     'worker, not the window, set the pace.',
     'A window this wide needs more workers (or cores) than this machine has.',
@@ -792,7 +1147,10 @@ async function writeDoc(runs: BenchRun[]): Promise<void> {
   const merged = new Map(engines.map((e) => [e, latestPerScenario(runs.filter((r) => r.engine.engineCommit === e))]));
   const names = [...new Set([...merged.values()].flatMap((ss) => ss.map((s) => s.name)))];
   parts.push('## km-hotfix by engine (newest run of each scenario; the range over all runs)', '');
-  parts.push(`| scenario | ideal | ${engines.map(label).join(' | ')} | parallel-ssh | Ansible |`, `|---|---|${engines.map(() => '---|').join('')}---|---|`);
+  parts.push(
+    `| scenario | ideal | ${engines.map(label).join(' | ')} | parallel-ssh | Ansible |`,
+    `|---|---|${engines.map(() => '---|').join('')}---|---|`,
+  );
   for (const n of names) {
     const any = [...merged.values()].flatMap((ss) => ss.filter((s) => s.name === n));
     const cell = (x: SystemResult | undefined, rollback = false) => {
@@ -802,33 +1160,73 @@ async function writeDoc(runs: BenchRun[]): Promise<void> {
       return `${sec(ms)}${ratio ? ` (${ratio}×)` : ''}${x.ok ? '' : ' failed'}`;
     };
     // Every run of this scenario on an engine: the newest, and the range when there are several (a shared machine is noisy).
-    const all = (e: string | undefined, sys: System, rollback: boolean) => runs.filter((r) => e === undefined || r.engine.engineCommit === e).flatMap((r) => r.scenarios.filter((s) => s.name === n).map((s) => s.systems[sys])).filter((x): x is SystemResult => Boolean(x?.ok)).map((x) => (rollback ? x.rollbackMs : x.wallMs) ?? 0);
-    const range = (v: number[]) => (v.length > 1 ? `; ${v.length} runs: ${(Math.min(...v) / 1000).toFixed(1)}–${(Math.max(...v) / 1000).toFixed(1)} s` : '');
-    const peer = (sys: System) => cell([...any].reverse().find((s) => s.systems[sys])?.systems[sys]) + range(all(undefined, sys, false));
+    const all = (e: string | undefined, sys: System, rollback: boolean) =>
+      runs
+        .filter((r) => e === undefined || r.engine.engineCommit === e)
+        .flatMap((r) => r.scenarios.filter((s) => s.name === n).map((s) => s.systems[sys]))
+        .filter((x): x is SystemResult => Boolean(x?.ok))
+        .map((x) => (rollback ? x.rollbackMs : x.wallMs) ?? 0);
+    const range = (v: number[]) =>
+      v.length > 1
+        ? `; ${v.length} runs: ${(Math.min(...v) / 1000).toFixed(1)}–${(Math.max(...v) / 1000).toFixed(1)} s`
+        : '';
+    const peer = (sys: System) =>
+      cell([...any].reverse().find((s) => s.systems[sys])?.systems[sys]) + range(all(undefined, sys, false));
     const rollback = any[0].rollback;
-    parts.push(`| ${n}${rollback ? ' (rollback)' : ''} | ${sec(rollback ? any.find((s) => s.systems.km?.rollbackIdealMs !== undefined)?.systems.km?.rollbackIdealMs : any[0].idealMs)} | ${engines.map((e) => cell(merged.get(e)!.find((s) => s.name === n)?.systems.km, rollback) + range(all(e, 'km', rollback))).join(' | ')} | ${rollback ? '–' : peer('pssh')} | ${rollback ? '–' : peer('ansible')} |`);
+    parts.push(
+      `| ${n}${rollback ? ' (rollback)' : ''} | ${sec(rollback ? any.find((s) => s.systems.km?.rollbackIdealMs !== undefined)?.systems.km?.rollbackIdealMs : any[0].idealMs)} | ${engines.map((e) => cell(merged.get(e)!.find((s) => s.name === n)?.systems.km, rollback) + range(all(e, 'km', rollback))).join(' | ')} | ${rollback ? '–' : peer('pssh')} | ${rollback ? '–' : peer('ansible')} |`,
+    );
   }
-  parts.push('', 'Engines:', '', ...engines.map((e) => {
-    const r = runs.find((x) => x.engine.engineCommit === e)!;
-    return `- ${label(e)}: \`${e}\` ${r.engine.engineSubject}`;
-  }), '');
+  parts.push(
+    '',
+    'Engines:',
+    '',
+    ...engines.map((e) => {
+      const r = runs.find((x) => x.engine.engineCommit === e)!;
+      return `- ${label(e)}: \`${e}\` ${r.engine.engineSubject}`;
+    }),
+    '',
+  );
   for (const e of engines) {
     const svg = chartFor(merged.get(e)!);
     if (!svg) continue;
     const file = `benchmarks/fanout-${e.slice(0, 7)}.svg`;
     await fs.writeFile(path.join(docs, file), svg);
-    parts.push(`### Fan-out time against fleet size, ${label(e)}`, '', `![fan-out time against fleet size, ${label(e)}](${file})`, '');
+    parts.push(
+      `### Fan-out time against fleet size, ${label(e)}`,
+      '',
+      `![fan-out time against fleet size, ${label(e)}](${file})`,
+      '',
+    );
   }
   parts.push('## Every run', '');
   for (const r of [...runs].reverse()) {
     const id = r.engine.engineCommit.slice(0, 7);
-    parts.push(`### ${r.date.slice(0, 16).replace('T', ' ')} UTC — engine ${id}${r.engine.dirty ? ' (+ uncommitted changes)' : ''} (${r.engine.branch})`, '');
-    parts.push(`Engine (last commit to workflows/, activities/, domain/, keymanager/, worker/, store/): \`${r.engine.engineCommit}\` ${r.engine.engineSubject}. Checked out: \`${r.engine.commit.slice(0, 10)}\` ${r.engine.subject}.`, '');
-    parts.push(`Machine: ${r.machine.nproc} cores (${r.machine.cpu}), ${r.machine.memoryGiB} GiB, ${r.machine.os}, Node ${r.machine.node}; load average at start ${r.machine.loadAvg.join(' / ')} (the machine is shared with other engineers' builds and tests). ${r.tools.parallelSsh}; ${r.tools.ansible}. Command: \`${r.argv.join(' ') || '(defaults)'}\`, ${Math.round(r.totalMs / 1000)} s in all.`, '');
+    parts.push(
+      `### ${r.date.slice(0, 16).replace('T', ' ')} UTC — engine ${id}${r.engine.dirty ? ' (+ uncommitted changes)' : ''} (${r.engine.branch})`,
+      '',
+    );
+    parts.push(
+      `Engine (last commit to workflows/, activities/, domain/, keymanager/, worker/, store/): \`${r.engine.engineCommit}\` ${r.engine.engineSubject}. Checked out: \`${r.engine.commit.slice(0, 10)}\` ${r.engine.subject}.`,
+      '',
+    );
+    parts.push(
+      `Machine: ${r.machine.nproc} cores (${r.machine.cpu}), ${r.machine.memoryGiB} GiB, ${r.machine.os}, Node ${r.machine.node}; load average at start ${r.machine.loadAvg.join(' / ')} (the machine is shared with other engineers' builds and tests). ${r.tools.parallelSsh}; ${r.tools.ansible}. Command: \`${r.argv.join(' ') || '(defaults)'}\`, ${Math.round(r.totalMs / 1000)} s in all.`,
+      '',
+    );
     parts.push(runTable(r), '');
-    const fleets = r.scenarios.map((s) => `${s.name}: ${s.fleetProcesses} process${s.fleetProcesses > 1 ? 'es' : ''}, ${s.fleetPeakRssMiB.join(' + ')} MiB`).join('; ');
+    const fleets = r.scenarios
+      .map(
+        (s) =>
+          `${s.name}: ${s.fleetProcesses} process${s.fleetProcesses > 1 ? 'es' : ''}, ${s.fleetPeakRssMiB.join(' + ')} MiB`,
+      )
+      .join('; ');
     parts.push(`Simulator peak RSS: ${fleets}.`, '');
-    const failed = r.scenarios.flatMap((s) => SYSTEMS.filter((x) => s.systems[x] && !s.systems[x]!.ok).map((x) => `- ${s.name} ${NAMES[x]}: ${s.systems[x]!.error ?? s.systems[x]!.phase ?? 'failed'}`));
+    const failed = r.scenarios.flatMap((s) =>
+      SYSTEMS.filter((x) => s.systems[x] && !s.systems[x]!.ok).map(
+        (x) => `- ${s.name} ${NAMES[x]}: ${s.systems[x]!.error ?? s.systems[x]!.phase ?? 'failed'}`,
+      ),
+    );
     if (failed.length) parts.push('Failures:', '', ...failed, '');
   }
   await fs.writeFile(path.join(docs, 'BENCHMARKS.md'), parts.join('\n'));
@@ -865,15 +1263,29 @@ async function main(): Promise<void> {
     const ctx: Ctx = { dir, temporal, pg, client: new Client({ connection }), keyFile, publicKey: keys.public, o };
     const scenarios: ScenarioResult[] = [];
     for (const [i, s] of o.scenarios.entries()) {
-      process.stderr.write(`scenario ${s.name}: ${s.servers} servers, window ${s.window}, apply ${s.applyMs} ms + restart ${s.restartMs} ms\n`);
+      process.stderr.write(
+        `scenario ${s.name}: ${s.servers} servers, window ${s.window}, apply ${s.applyMs} ms + restart ${s.restartMs} ms\n`,
+      );
       scenarios.push(await runScenario(ctx, s, i));
     }
     const date = new Date().toISOString();
-    const runRecord: BenchRun = { bench: 'fanout', date, engine, machine: m, tools, argv: process.argv.slice(2), totalMs: Date.now() - t0, scenarios };
+    const runRecord: BenchRun = {
+      bench: 'fanout',
+      date,
+      engine,
+      machine: m,
+      tools,
+      argv: process.argv.slice(2),
+      totalMs: Date.now() - t0,
+      scenarios,
+    };
     const resultsDir = path.join(ROOT, 'bench', 'results');
     if (o.record) {
       const file = path.join(resultsDir, `${date.slice(0, 10)}-fanout.json`);
-      const prior = await fs.readFile(file, 'utf8').then((t) => (JSON.parse(t) as { runs: BenchRun[] }).runs, () => [] as BenchRun[]);
+      const prior = await fs.readFile(file, 'utf8').then(
+        (t) => (JSON.parse(t) as { runs: BenchRun[] }).runs,
+        () => [] as BenchRun[],
+      );
       await fs.writeFile(file, JSON.stringify({ runs: [...prior, runRecord] }, null, 1) + '\n');
     }
     if (o.doc) await writeDoc(await loadRuns(resultsDir));
@@ -885,7 +1297,8 @@ async function main(): Promise<void> {
   } finally {
     await connection?.close().catch(() => undefined);
     await Promise.all([temporal?.stop().catch(() => undefined), pg?.stop().catch(() => undefined)]);
-    if (!process.env.KM_HOTFIX_KEEP_BENCH_DIR) await fs.rm(dir, { recursive: true, force: true }).catch(() => undefined);
+    if (!process.env.KM_HOTFIX_KEEP_BENCH_DIR)
+      await fs.rm(dir, { recursive: true, force: true }).catch(() => undefined);
   }
   process.exit(code);
 }

@@ -83,7 +83,8 @@ function options(): Options {
   return {
     servers,
     // Mostly backends (a backend hotfix drains them all), a few frontends.
-    frontends: values.frontends !== undefined ? int('frontends', values.frontends, 0) : Math.max(1, Math.round(servers / 20)),
+    frontends:
+      values.frontends !== undefined ? int('frontends', values.frontends, 0) : Math.max(1, Math.round(servers / 20)),
     batch: values.batch ?? '10%',
     fast,
     // Realistic defaults (issue 4): an apply takes ~0.5 s, services ~1 s to come back.
@@ -97,7 +98,14 @@ function options(): Options {
 
 // ---- the fleet, in its own process ------------------------------------------------
 
-interface FleetRequest { kmDatabaseUrl: string; authorizedKey: string; frontends: number; backends: number; applyMs: number; restartMs: number }
+interface FleetRequest {
+  kmDatabaseUrl: string;
+  authorizedKey: string;
+  frontends: number;
+  backends: number;
+  applyMs: number;
+  restartMs: number;
+}
 type FleetReply = { type: 'ready'; inventory: FleetServer[]; startMs: number } | { type: 'error'; message: string };
 
 async function fleetChild(): Promise<void> {
@@ -105,10 +113,20 @@ async function fleetChild(): Promise<void> {
   const send = (r: FleetReply) => process.send?.(r);
   try {
     const t0 = performance.now();
-    const fleet = await startSimFleet({ frontends: req.frontends, backends: req.backends, kmDatabaseUrl: req.kmDatabaseUrl, authorizedKey: req.authorizedKey, applyMs: req.applyMs, restartMs: req.restartMs });
+    const fleet = await startSimFleet({
+      frontends: req.frontends,
+      backends: req.backends,
+      kmDatabaseUrl: req.kmDatabaseUrl,
+      authorizedKey: req.authorizedKey,
+      applyMs: req.applyMs,
+      restartMs: req.restartMs,
+    });
     send({ type: 'ready', inventory: fleet.inventory(), startMs: Math.round(performance.now() - t0) });
     // Stop on request, or when the parent is gone (IPC closed): never outlive the bench.
-    await new Promise<void>((resolve) => { process.once('message', () => resolve()); process.once('disconnect', () => resolve()); });
+    await new Promise<void>((resolve) => {
+      process.once('message', () => resolve());
+      process.once('disconnect', () => resolve());
+    });
     await fleet.stop();
   } catch (err) {
     send({ type: 'error', message: (err as Error).stack ?? String(err) });
@@ -116,7 +134,9 @@ async function fleetChild(): Promise<void> {
   process.exit(0);
 }
 
-async function startFleetProcess(req: FleetRequest): Promise<{ child: ChildProcess; inventory: FleetServer[]; startMs: number; stop(): Promise<void> }> {
+async function startFleetProcess(
+  req: FleetRequest,
+): Promise<{ child: ChildProcess; inventory: FleetServer[]; startMs: number; stop(): Promise<void> }> {
   const child = fork(__filename, [FLEET_CHILD], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const reply = await new Promise<FleetReply>((resolve, reject) => {
@@ -144,11 +164,17 @@ function rssMiB(pid: number | 'self'): number {
   try {
     const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
     return m ? +(Number(m[1]) / 1024).toFixed(1) : 0;
-  } catch { return 0; }
+  } catch {
+    return 0;
+  }
 }
 
 function openFiles(pid: number | 'self'): number {
-  try { return readdirSync(`/proc/${pid}/fd`).length; } catch { return 0; }
+  try {
+    return readdirSync(`/proc/${pid}/fd`).length;
+  } catch {
+    return 0;
+  }
 }
 
 /** Soft limit on open files (`ulimit -n`). */
@@ -156,14 +182,26 @@ function openFileLimit(): number {
   try {
     const m = /Max open files\s+(\d+|unlimited)/.exec(readFileSync('/proc/self/limits', 'utf8'));
     return !m || m[1] === 'unlimited' ? Infinity : Number(m[1]);
-  } catch { return Infinity; }
+  } catch {
+    return Infinity;
+  }
 }
 
 class Sampler {
-  readonly peak = { workerRssMiB: 0, workerOpenFiles: 0, fleetRssMiB: 0, fleetOpenFiles: 0, temporalRssMiB: 0, inFlightActivities: 0 };
+  readonly peak = {
+    workerRssMiB: 0,
+    workerOpenFiles: 0,
+    fleetRssMiB: 0,
+    fleetOpenFiles: 0,
+    temporalRssMiB: 0,
+    inFlightActivities: 0,
+  };
   private timer?: NodeJS.Timeout;
 
-  constructor(private readonly pids: { fleet?: number; temporal?: number }, private readonly worker: Worker) {}
+  constructor(
+    private readonly pids: { fleet?: number; temporal?: number },
+    private readonly worker: Worker,
+  ) {}
 
   start(everyMs = 500): void {
     this.sample();
@@ -184,7 +222,8 @@ class Sampler {
       p.fleetOpenFiles = Math.max(p.fleetOpenFiles, openFiles(this.pids.fleet));
     }
     if (this.pids.temporal) p.temporalRssMiB = Math.max(p.temporalRssMiB, rssMiB(this.pids.temporal));
-    if (this.worker.getState() === 'RUNNING') p.inFlightActivities = Math.max(p.inFlightActivities, this.worker.getStatus().numInFlightActivities);
+    if (this.worker.getState() === 'RUNNING')
+      p.inFlightActivities = Math.max(p.inFlightActivities, this.worker.getStatus().numInFlightActivities);
   }
 }
 
@@ -218,14 +257,26 @@ type HistoryEvent = NonNullable<Awaited<ReturnType<WorkflowHandle['fetchHistory'
 function describeEvent(e: HistoryEvent, activityNames: Map<string, string>): string {
   const attrs = Object.entries(e).find(([k, v]) => k.endsWith('EventAttributes') && v)?.[0] ?? 'event';
   const scheduledId = e.activityTaskCompletedEventAttributes?.scheduledEventId;
-  const what = scheduledId ? activityNames.get(String(scheduledId)) : e.activityTaskScheduledEventAttributes?.activityType?.name ?? undefined;
+  const what = scheduledId
+    ? activityNames.get(String(scheduledId))
+    : (e.activityTaskScheduledEventAttributes?.activityType?.name ?? undefined);
   return what ? `${attrs} (${what})` : attrs;
 }
 
 async function historyStats(client: Client, id: string): Promise<HistoryStats> {
   const events = (await client.workflow.getHandle(id).fetchHistory()).events ?? [];
   const activityNames = new Map<string, string>();
-  const s: HistoryStats = { id, events: events.length, payloadBytes: 0, largestEventBytes: 0, largestEvent: '', children: [], phases: [], startedAt: 0, closedAt: 0 };
+  const s: HistoryStats = {
+    id,
+    events: events.length,
+    payloadBytes: 0,
+    largestEventBytes: 0,
+    largestEvent: '',
+    children: [],
+    phases: [],
+    startedAt: 0,
+    closedAt: 0,
+  };
   for (const e of events) {
     const b = bytesIn(e);
     s.payloadBytes += b;
@@ -242,7 +293,8 @@ async function historyStats(client: Client, id: string): Promise<HistoryStats> {
     if (a?.activityType?.name && e.eventId) activityNames.set(String(e.eventId), a.activityType.name);
     if (a?.activityType?.name === 'recordPhase') {
       const data = a.input?.payloads?.[0]?.data;
-      if (data) s.phases.push({ phase: (JSON.parse(Buffer.from(data).toString('utf8')) as { phase: string }).phase, at });
+      if (data)
+        s.phases.push({ phase: (JSON.parse(Buffer.from(data).toString('utf8')) as { phase: string }).phase, at });
     }
   }
   return s;
@@ -269,7 +321,10 @@ async function run(o: Options, st: Stack): Promise<Record<string, unknown>> {
   const limit = openFileLimit();
   // The fleet process holds a listening socket per server plus one per connection; the worker one per pooled connection.
   const needed = 2 * o.servers + 200;
-  if (limit < needed) throw new Error(`ulimit -n is ${limit}; ${o.servers} simulated servers need about ${needed} open files in the fleet process: raise it (ulimit -n ${needed}) and run again`);
+  if (limit < needed)
+    throw new Error(
+      `ulimit -n is ${limit}; ${o.servers} simulated servers need about ${needed} open files in the fleet process: raise it (ulimit -n ${needed}) and run again`,
+    );
 
   st.dir = await fs.mkdtemp(path.join(os.tmpdir(), 'km-rollout-bench-'));
   await fs.chmod(st.dir, 0o755); // PostgreSQL runs as its own user when we are root
@@ -289,16 +344,31 @@ async function run(o: Options, st: Stack): Promise<Record<string, unknown>> {
   await migrate(orchestrator);
 
   const keys = generateEd25519KeyPair();
-  const fleet = await startFleetProcess({ kmDatabaseUrl: pg.url('km'), authorizedKey: keys.public, frontends: o.frontends, backends: o.servers - o.frontends, applyMs: o.applyMs, restartMs: o.restartMs });
+  const fleet = await startFleetProcess({
+    kmDatabaseUrl: pg.url('km'),
+    authorizedKey: keys.public,
+    frontends: o.frontends,
+    backends: o.servers - o.frontends,
+    applyMs: o.applyMs,
+    restartMs: o.restartMs,
+  });
   st.fleet = fleet;
   await replaceInventory(orchestrator, fleet.inventory);
 
   Runtime.install({ logger: new DefaultLogger('WARN') });
   const people = await ensurePeople(path.join(st.dir, 'people'), ['bench', 'bench-approver']);
-  const built = createActivities({ orchestrator, km, ssh: { privateKey: Buffer.from(keys.private) }, allowedSigners: people.allowedSigners });
+  const built = createActivities({
+    orchestrator,
+    km,
+    ssh: { privateKey: Buffer.from(keys.private) },
+    allowedSigners: people.allowedSigners,
+  });
   st.closeActivities = built.close;
   const noop = () => undefined;
-  const workflowBundle = await bundleWorkflowCode({ workflowsPath: require.resolve('../workflows'), logger: { log: noop, trace: noop, debug: noop, info: noop, warn: noop, error: noop } });
+  const workflowBundle = await bundleWorkflowCode({
+    workflowsPath: require.resolve('../workflows'),
+    logger: { log: noop, trace: noop, debug: noop, info: noop, warn: noop, error: noop },
+  });
   const nativeConnection = await NativeConnection.connect({ address: temporal.address });
   st.connections.push(nativeConnection);
   const taskQueue = 'km-hotfix-bench';
@@ -318,10 +388,24 @@ async function run(o: Options, st: Stack): Promise<Record<string, unknown>> {
   const client = new Client({ connection });
 
   // A backend hotfix, registered through the real upload workflow.
-  const made = await makeHotfix({ component: 'backend', version: '3.0.0', description: 'bench_scale', issueId: 'UKM-2000' });
+  const made = await makeHotfix({
+    component: 'backend',
+    version: '3.0.0',
+    description: 'bench_scale',
+    issueId: 'UKM-2000',
+  });
   const stored = await storeHotfixFile(orchestrator, made.fileName, made.bytes, 'bench');
-  const uploadSigned = await signed(people.keys.bench!, { action: 'upload', rollout: 'bench-upload', hotfix: stored.name, sha256: stored.sha256 });
-  const upload = await client.workflow.start(WORKFLOW_TYPES.upload, { taskQueue, workflowId: 'bench-upload', args: [{ signed: uploadSigned, sha256: stored.sha256, fileName: stored.fileName }] });
+  const uploadSigned = await signed(people.keys.bench!, {
+    action: 'upload',
+    rollout: 'bench-upload',
+    hotfix: stored.name,
+    sha256: stored.sha256,
+  });
+  const upload = await client.workflow.start(WORKFLOW_TYPES.upload, {
+    taskQueue,
+    workflowId: 'bench-upload',
+    args: [{ signed: uploadSigned, sha256: stored.sha256, fileName: stored.fileName }],
+  });
   const uploaded = (await upload.result()) as RolloutStatus;
   if (uploaded.phase !== 'completed') throw new Error(`upload failed: ${uploaded.error}`);
   const setupMs = performance.now() - t.start;
@@ -330,7 +414,17 @@ async function run(o: Options, st: Stack): Promise<Record<string, unknown>> {
   st.sampler.start();
   const rolloutId = `bench-rollout-${o.servers}`;
   const input: RolloutInput = {
-    hotfix: stored.name, signed: await signed(people.keys.bench!, { action: 'rollout', rollout: rolloutId, hotfix: stored.name, sha256: stored.sha256 }), servers: [], batch: o.batch, maxFailures: 0, approvers: [],
+    hotfix: stored.name,
+    signed: await signed(people.keys.bench!, {
+      action: 'rollout',
+      rollout: rolloutId,
+      hotfix: stored.name,
+      sha256: stored.sha256,
+    }),
+    servers: [],
+    batch: o.batch,
+    maxFailures: 0,
+    approvers: [],
     approvalTimeoutMs: o.timeoutMs,
     ...(o.slice !== DEFAULT_TIMING.sliceServers ? { timing: { sliceServers: o.slice } } : {}),
   };
@@ -343,7 +437,13 @@ async function run(o: Options, st: Stack): Promise<Record<string, unknown>> {
     const s = await h.query(statusQuery).catch(() => undefined);
     if (s?.phase === 'verifying') {
       const approval = await signed(people.keys['bench-approver']!, {
-        action: 'approve', rollout: rolloutId, hotfix: stored.name, sha256: stored.sha256, canary: s.canary ?? '', drained: s.gate?.drained ?? drainedFacts([]), comment: 'automatic',
+        action: 'approve',
+        rollout: rolloutId,
+        hotfix: stored.name,
+        sha256: stored.sha256,
+        canary: s.canary ?? '',
+        drained: s.gate?.drained ?? drainedFacts([]),
+        comment: 'automatic',
       });
       await h.executeUpdate(approveUpdate, { args: [approval] });
       approvedAt = Date.now();
@@ -369,32 +469,68 @@ async function run(o: Options, st: Stack): Promise<Record<string, unknown>> {
   // Wall time per phase, from the parent's own phase records.
   const phaseMs: Record<string, number> = {};
   const marks = [{ phase: 'preflight', at: parent.startedAt }, ...parent.phases];
-  for (let i = 0; i < marks.length - 1; i++) phaseMs[marks[i].phase] = (phaseMs[marks[i].phase] ?? 0) + (marks[i + 1].at - marks[i].at);
+  for (let i = 0; i < marks.length - 1; i++)
+    phaseMs[marks[i].phase] = (phaseMs[marks[i].phase] ?? 0) + (marks[i + 1].at - marks[i].at);
 
   // The outcome from the Key Manager database, not the workflow's word.
-  const applied = new Set((await km<{ server_name: string }[]>`SELECT server_name FROM km_hotfix_applied WHERE hotfix_name = ${stored.name}`).map((r) => r.server_name));
+  const applied = new Set(
+    (
+      await km<{ server_name: string }[]>`SELECT server_name FROM km_hotfix_applied WHERE hotfix_name = ${stored.name}`
+    ).map((r) => r.server_name),
+  );
   const missing = fleet.inventory.filter((s) => !applied.has(s.name)).map((s) => s.name);
-  const ok = result.phase === 'completed' && missing.length === 0 && applied.size === o.servers && biggest.events < HISTORY_WARN;
+  const ok =
+    result.phase === 'completed' && missing.length === 0 && applied.size === o.servers && biggest.events < HISTORY_WARN;
 
   return {
-    bench: 'rollout-scale', ok, servers: o.servers, frontends: o.frontends, backends: o.servers - o.frontends, batch: o.batch,
-    applyMs: o.applyMs, restartMs: o.restartMs, sliceServers: o.slice, activitySlots: o.activitySlots,
-    phase: result.phase, error: result.error,
-    setupMs: Math.round(setupMs), totalMs, phaseMs,
-    approvalLatencyMs: approvedAt !== undefined ? approvedAt - (parent.phases.find((p) => p.phase === 'verifying')?.at ?? approvedAt) : null,
-    patchedInKmDb: applied.size, missing: missing.slice(0, 10),
-    executions: all.length, children: children.length,
-    parentEvents: parent.events, maxChildEvents: Math.max(0, ...children.map((c) => c.events)),
-    maxEvents: biggest.events, maxEventsExecution: biggest.id, historyWarn: HISTORY_WARN,
+    bench: 'rollout-scale',
+    ok,
+    servers: o.servers,
+    frontends: o.frontends,
+    backends: o.servers - o.frontends,
+    batch: o.batch,
+    applyMs: o.applyMs,
+    restartMs: o.restartMs,
+    sliceServers: o.slice,
+    activitySlots: o.activitySlots,
+    phase: result.phase,
+    error: result.error,
+    setupMs: Math.round(setupMs),
+    totalMs,
+    phaseMs,
+    approvalLatencyMs:
+      approvedAt !== undefined
+        ? approvedAt - (parent.phases.find((p) => p.phase === 'verifying')?.at ?? approvedAt)
+        : null,
+    patchedInKmDb: applied.size,
+    missing: missing.slice(0, 10),
+    executions: all.length,
+    children: children.length,
+    parentEvents: parent.events,
+    maxChildEvents: Math.max(0, ...children.map((c) => c.events)),
+    maxEvents: biggest.events,
+    maxEventsExecution: biggest.id,
+    historyWarn: HISTORY_WARN,
     totalEvents: all.reduce((s, x) => s + x.events, 0),
-    parentPayloadKiB: +(parent.payloadBytes / 1024).toFixed(1), largestEventKiB: +(largest.largestEventBytes / 1024).toFixed(1), largestEvent: `${largest.largestEvent} in ${largest.id}`,
-    peak: st.sampler.peak, openFileLimit: limit === Infinity ? 'unlimited' : limit,
-    fleetStartMs: fleet.startMs, node: process.version, nproc: os.availableParallelism(),
+    parentPayloadKiB: +(parent.payloadBytes / 1024).toFixed(1),
+    largestEventKiB: +(largest.largestEventBytes / 1024).toFixed(1),
+    largestEvent: `${largest.largestEvent} in ${largest.id}`,
+    peak: st.sampler.peak,
+    openFileLimit: limit === Infinity ? 'unlimited' : limit,
+    fleetStartMs: fleet.startMs,
+    node: process.version,
+    nproc: os.availableParallelism(),
   };
 }
 
 async function cleanup(st: Stack): Promise<void> {
-  const quietly = async (p: Promise<unknown> | undefined) => { try { await p; } catch { /* best effort */ } };
+  const quietly = async (p: Promise<unknown> | undefined) => {
+    try {
+      await p;
+    } catch {
+      /* best effort */
+    }
+  };
   st.sampler?.stop();
   // A rollout still running (timeout, error) is ended so that nothing keeps working on the fleet.
   if (st.rollout) {
@@ -416,15 +552,31 @@ async function main(): Promise<void> {
   const st: Stack = { sql: [], connections: [] };
   // Bounded: the overall deadline ends the run; a second, hard one ends the process if cleanup hangs.
   let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`timed out after ${o.timeoutMs / 60_000} min (--timeout-min)`)), o.timeoutMs); });
-  setTimeout(() => { console.error('cleanup did not finish: exiting'); process.exit(3); }, o.timeoutMs + 120_000).unref();
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`timed out after ${o.timeoutMs / 60_000} min (--timeout-min)`)),
+      o.timeoutMs,
+    );
+  });
+  setTimeout(() => {
+    console.error('cleanup did not finish: exiting');
+    process.exit(3);
+  }, o.timeoutMs + 120_000).unref();
   let code = 0;
   try {
     const out = await Promise.race([run(o, st), deadline]);
     console.log(JSON.stringify(out));
     if (!out.ok) code = 1;
   } catch (err) {
-    console.log(JSON.stringify({ bench: 'rollout-scale', ok: false, servers: o.servers, error: (err as Error).message, peak: st.sampler?.peak }));
+    console.log(
+      JSON.stringify({
+        bench: 'rollout-scale',
+        ok: false,
+        servers: o.servers,
+        error: (err as Error).message,
+        peak: st.sampler?.peak,
+      }),
+    );
     console.error(err);
     code = 1;
   } finally {

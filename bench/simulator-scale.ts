@@ -29,14 +29,22 @@ function statusOver(s: SimServer, privateKey: string): Promise<number> {
       c.exec('supervisorctl status', (err, stream) => {
         if (err) return reject(err);
         let code = -1;
-        stream.on('exit', (x: number) => { code = x; });
+        stream.on('exit', (x: number) => {
+          code = x;
+        });
         stream.resume();
-        stream.on('close', () => { c.end(); resolve(code); });
+        stream.on('close', () => {
+          c.end();
+          resolve(code);
+        });
       });
     });
     c.connect({
-      sock, username: s.user, privateKey,
-      hostVerifier: (key: Buffer) => 'SHA256:' + createHash('sha256').update(key).digest('base64').replace(/=+$/, '') === s.hostKey,
+      sock,
+      username: s.user,
+      privateKey,
+      hostVerifier: (key: Buffer) =>
+        'SHA256:' + createHash('sha256').update(key).digest('base64').replace(/=+$/, '') === s.hostKey,
     });
   });
 }
@@ -54,21 +62,31 @@ async function main(): Promise<void> {
     const rssBefore = process.memoryUsage().rss;
     const t0 = performance.now();
     const frontends = Math.floor(total / 4);
-    const fleet = await startSimFleet({ frontends, backends: total - frontends, kmDatabaseUrl: pg.url('km'), authorizedKey: keys.public });
+    const fleet = await startSimFleet({
+      frontends,
+      backends: total - frontends,
+      kmDatabaseUrl: pg.url('km'),
+      authorizedKey: keys.public,
+    });
     const startMs = performance.now() - t0;
     global.gc?.();
     const rssAfterStart = process.memoryUsage().rss;
     // An evenly spread sample, connected 10 at a time.
-    const picks = Array.from({ length: Math.min(sample, total) }, (_, i) => fleet.servers[Math.floor((i * total) / Math.min(sample, total))]);
+    const picks = Array.from(
+      { length: Math.min(sample, total) },
+      (_, i) => fleet.servers[Math.floor((i * total) / Math.min(sample, total))],
+    );
     const t1 = performance.now();
     const latencies: number[] = [];
     let ok = 0;
     for (let i = 0; i < picks.length; i += 10) {
-      await Promise.all(picks.slice(i, i + 10).map(async (s) => {
-        const t = performance.now();
-        if ((await statusOver(s, keys.private)) === 0) ok++;
-        latencies.push(performance.now() - t);
-      }));
+      await Promise.all(
+        picks.slice(i, i + 10).map(async (s) => {
+          const t = performance.now();
+          if ((await statusOver(s, keys.private)) === 0) ok++;
+          latencies.push(performance.now() - t);
+        }),
+      );
     }
     const sampleMs = performance.now() - t1;
     const rssAfterSample = process.memoryUsage().rss;
@@ -76,14 +94,24 @@ async function main(): Promise<void> {
     const t2 = performance.now();
     await fleet.stop();
     const stopMs = performance.now() - t2;
-    console.log(JSON.stringify({
-      bench: 'simulator-scale', servers: total, startMs: Math.round(startMs),
-      rssBeforeMiB: +(rssBefore / 2 ** 20).toFixed(1), rssAfterStartMiB: +(rssAfterStart / 2 ** 20).toFixed(1),
-      rssPerServerKiB: +((rssAfterStart - rssBefore) / 1024 / total).toFixed(1),
-      sample: picks.length, sampleOk: ok, sampleMs: Math.round(sampleMs),
-      connectExecP50Ms: Math.round(latencies[Math.floor(latencies.length / 2)]), connectExecMaxMs: Math.round(latencies[latencies.length - 1]),
-      rssAfterSampleMiB: +(rssAfterSample / 2 ** 20).toFixed(1), stopMs: Math.round(stopMs), node: process.version,
-    }));
+    console.log(
+      JSON.stringify({
+        bench: 'simulator-scale',
+        servers: total,
+        startMs: Math.round(startMs),
+        rssBeforeMiB: +(rssBefore / 2 ** 20).toFixed(1),
+        rssAfterStartMiB: +(rssAfterStart / 2 ** 20).toFixed(1),
+        rssPerServerKiB: +((rssAfterStart - rssBefore) / 1024 / total).toFixed(1),
+        sample: picks.length,
+        sampleOk: ok,
+        sampleMs: Math.round(sampleMs),
+        connectExecP50Ms: Math.round(latencies[Math.floor(latencies.length / 2)]),
+        connectExecMaxMs: Math.round(latencies[latencies.length - 1]),
+        rssAfterSampleMiB: +(rssAfterSample / 2 ** 20).toFixed(1),
+        stopMs: Math.round(stopMs),
+        node: process.version,
+      }),
+    );
     if (ok !== picks.length) process.exitCode = 1;
   } finally {
     await pg.stop();

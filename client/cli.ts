@@ -8,10 +8,14 @@ import { inert } from '../domain/terminal';
 
 export function buildProgram(): Command {
   const program = new Command('km-hotfix')
-    .description('Roll Key Manager hotfixes across a fleet the way the vendor recommends: one canary chosen by hotfix type, a human verifies it, then the rest of the fleet; any failure rolls every change back.')
+    .description(
+      'Roll Key Manager hotfixes across a fleet the way the vendor recommends: one canary chosen by hotfix type, a human verifies it, then the rest of the fleet; any failure rolls every change back.',
+    )
     .exitOverride()
     // One line, like every other error: commander's message plus where to look.
-    .configureOutput({ outputError: (str, write) => write(`km-hotfix: ${inert(str.trim().replace(/^error: /, ''))} (see --help)\n`) });
+    .configureOutput({
+      outputError: (str, write) => write(`km-hotfix: ${inert(str.trim().replace(/^error: /, ''))} (see --help)\n`),
+    });
   for (const register of COMMANDS) register(program);
   return program;
 }

@@ -17,7 +17,10 @@ const KIND_BY_EXIT: Record<ExitCode, ProblemKind> = { 0: 'failed', 1: 'failed', 
 /** A UserError raised by a command, with the exit code it asks for. */
 export class CliError extends UserError {
   override name = 'CliError';
-  constructor(message: string, readonly exitCode: ExitCode = EXIT.refused) {
+  constructor(
+    message: string,
+    readonly exitCode: ExitCode = EXIT.refused,
+  ) {
     super(message, KIND_BY_EXIT[exitCode]);
   }
 }

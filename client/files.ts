@@ -45,26 +45,40 @@ export async function readLimitedFile(p: string, o: ReadOptions): Promise<ReadFi
   try {
     st = await fs.lstat(p);
     if (st.isSymbolicLink()) {
-      if (!o.followSymlinks) throw refused(`${p} is a symbolic link: give the path of ${o.what} itself, or pass --follow-symlinks if you mean it`);
+      if (!o.followSymlinks)
+        throw refused(
+          `${p} is a symbolic link: give the path of ${o.what} itself, or pass --follow-symlinks if you mean it`,
+        );
       st = await fs.stat(p);
     }
   } catch (err) {
     if (err instanceof CliError) throw err;
-    throw refused(`cannot read ${p} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): give the path of ${o.what}`);
+    throw refused(
+      `cannot read ${p} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): give the path of ${o.what}`,
+    );
   }
   // Checked before opening: opening a FIFO for reading waits for a writer.
   if (!st.isFile()) throw refused(`${p} is ${kind(st)}, not a regular file: give the path of ${o.what}`);
-  if (st.size > o.maxBytes) throw refused(`${p} is larger than ${formatBytes(o.maxBytes)} (${st.size} bytes): that is not ${o.what} (the limit is ${o.limitVariable})`);
+  if (st.size > o.maxBytes)
+    throw refused(
+      `${p} is larger than ${formatBytes(o.maxBytes)} (${st.size} bytes): that is not ${o.what} (the limit is ${o.limitVariable})`,
+    );
   let handle: fs.FileHandle;
   try {
     // O_NONBLOCK: a file swapped for a FIFO after the check still cannot hang us; O_NOFOLLOW: nor for a link.
-    handle = await fs.open(p, constants.O_RDONLY | constants.O_NONBLOCK | (o.followSymlinks ? 0 : constants.O_NOFOLLOW));
+    handle = await fs.open(
+      p,
+      constants.O_RDONLY | constants.O_NONBLOCK | (o.followSymlinks ? 0 : constants.O_NOFOLLOW),
+    );
   } catch (err) {
-    throw refused(`cannot read ${p} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): give the path of ${o.what}`);
+    throw refused(
+      `cannot read ${p} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): give the path of ${o.what}`,
+    );
   }
   try {
     const opened = await handle.stat();
-    if (!opened.isFile() || opened.ino !== st.ino || opened.dev !== st.dev) throw refused(`${p} changed while it was being read: try again`);
+    if (!opened.isFile() || opened.ino !== st.ino || opened.dev !== st.dev)
+      throw refused(`${p} changed while it was being read: try again`);
     // Read in chunks into one buffer of the size stat gave (at most the limit): memory is the file once,
     // and a file that grows while it is read (a log, a device behind a swapped path) is refused, not buffered.
     const expected = opened.size;
@@ -78,7 +92,8 @@ export async function readLimitedFile(p: string, o: ReadOptions): Promise<ReadFi
       size += bytesRead;
     }
     const { bytesRead: more } = await handle.read(Buffer.alloc(1), 0, 1, null);
-    if (size !== expected || more > 0) throw refused(`${p} changed size while it was read: try again once it is complete`);
+    if (size !== expected || more > 0)
+      throw refused(`${p} changed size while it was read: try again once it is complete`);
     return { bytes, sha256: hash.digest('hex') };
   } finally {
     await handle.close().catch(() => undefined);

@@ -31,7 +31,16 @@
 import { sha256Hex } from './sha256';
 
 export const DECISION_HEADER = 'km-hotfix decision v1';
-export const DECISION_ACTIONS = ['upload', 'rollout', 'approve', 'reject', 'pause', 'resume', 'abort', 'remove'] as const;
+export const DECISION_ACTIONS = [
+  'upload',
+  'rollout',
+  'approve',
+  'reject',
+  'pause',
+  'resume',
+  'abort',
+  'remove',
+] as const;
 export type DecisionAction = (typeof DECISION_ACTIONS)[number];
 /** The answers at the verification gate name what was verified: the canary and the drained backends. */
 export const GATE_ACTIONS: readonly DecisionAction[] = ['approve', 'reject'];
@@ -67,7 +76,10 @@ export interface DrainedFacts {
 
 /** The canonical list of drained backends, the text their digest is over: sorted, once each, one per line, each line ending in "\n". */
 export function drainedList(names: readonly string[]): string {
-  return [...new Set(names)].sort().map((n) => `${n}\n`).join('');
+  return [...new Set(names)]
+    .sort()
+    .map((n) => `${n}\n`)
+    .join('');
 }
 
 /** The facts a decision states about these drained backends. */
@@ -125,7 +137,8 @@ function checkValue(key: string, value: string): void {
 }
 
 function checkItem(key: string, value: string): void {
-  if (!ITEM.test(value)) fail(`'${key}' value '${value}' must be a name of letters, digits, '.', '_', ':', '@' and '-'`);
+  if (!ITEM.test(value))
+    fail(`'${key}' value '${value}' must be a name of letters, digits, '.', '_', ':', '@' and '-'`);
 }
 
 function isAction(a: string): a is DecisionAction {
@@ -135,7 +148,17 @@ function isAction(a: string): a is DecisionAction {
 /** The keys of a decision's message, in order. */
 function keysOf(action: DecisionAction, delegated = false): string[] {
   return GATE_ACTIONS.includes(action)
-    ? ['action', 'rollout', 'hotfix', 'sha256', 'canary', 'drained', 'comment', ...(delegated ? ['on-behalf-of'] : []), 'at']
+    ? [
+        'action',
+        'rollout',
+        'hotfix',
+        'sha256',
+        'canary',
+        'drained',
+        'comment',
+        ...(delegated ? ['on-behalf-of'] : []),
+        'at',
+      ]
     : ['action', 'rollout', 'hotfix', 'sha256', 'comment', 'at'];
 }
 
@@ -149,14 +172,18 @@ export function checkDecision(d: Decision): Decision {
   if (!isAction(d.action)) fail(`unknown action '${String(d.action)}'; expected one of ${DECISION_ACTIONS.join(', ')}`);
   checkItem('rollout', d.rollout);
   checkItem('hotfix', d.hotfix);
-  if (!SHA256.test(d.sha256) && d.sha256 !== NO_FILE) fail(`'sha256' must be 64 lowercase hex digits (or '${NO_FILE}'), not '${d.sha256}'`);
+  if (!SHA256.test(d.sha256) && d.sha256 !== NO_FILE)
+    fail(`'sha256' must be 64 lowercase hex digits (or '${NO_FILE}'), not '${d.sha256}'`);
   checkValue('comment', d.comment);
   if (d.comment.length > DECISION_COMMENT_MAX) fail(`'comment' is longer than ${DECISION_COMMENT_MAX} characters`);
-  if (!AT.test(d.at) || Number.isNaN(Date.parse(d.at))) fail(`'at' must be an ISO-8601 UTC time such as 2026-11-27T17:26:00.000Z, not '${d.at}'`);
+  if (!AT.test(d.at) || Number.isNaN(Date.parse(d.at)))
+    fail(`'at' must be an ISO-8601 UTC time such as 2026-11-27T17:26:00.000Z, not '${d.at}'`);
   if (GATE_ACTIONS.includes(d.action)) {
-    if (d.canary === undefined || d.drained === undefined) fail(`an ${d.action} names the canary and the drained backends`);
+    if (d.canary === undefined || d.drained === undefined)
+      fail(`an ${d.action} names the canary and the drained backends`);
     checkItem('canary', d.canary);
-    if (!Number.isSafeInteger(d.drained.count) || d.drained.count < 0 || !SHA256.test(d.drained.sha256)) fail("'drained' must be a count and a sha256");
+    if (!Number.isSafeInteger(d.drained.count) || d.drained.count < 0 || !SHA256.test(d.drained.sha256))
+      fail("'drained' must be a count and a sha256");
     for (const s of d.drained.listed ?? []) checkItem('drained', s);
     if (d.onBehalfOf !== undefined) {
       checkItem('on-behalf-of', d.onBehalfOf);
@@ -172,11 +199,20 @@ export function checkDecision(d: Decision): Decision {
 export function decisionMessage(d: Decision): string {
   checkDecision(d);
   const values: Record<string, string> = {
-    action: d.action, rollout: d.rollout, hotfix: d.hotfix, sha256: d.sha256,
-    canary: d.canary ?? '', drained: d.drained ? drainedValue(d.drained) : '', comment: d.comment, 'on-behalf-of': d.onBehalfOf ?? '', at: d.at,
+    action: d.action,
+    rollout: d.rollout,
+    hotfix: d.hotfix,
+    sha256: d.sha256,
+    canary: d.canary ?? '',
+    drained: d.drained ? drainedValue(d.drained) : '',
+    comment: d.comment,
+    'on-behalf-of': d.onBehalfOf ?? '',
+    at: d.at,
   };
   // An empty value is written `key:` (no trailing space) so that editors that trim lines keep the bytes.
-  const lines = keysOf(d.action, d.onBehalfOf !== undefined).map((k) => (values[k] === '' ? `${k}:` : `${k}: ${values[k]}`));
+  const lines = keysOf(d.action, d.onBehalfOf !== undefined).map((k) =>
+    values[k] === '' ? `${k}:` : `${k}: ${values[k]}`,
+  );
   return `${DECISION_HEADER}\n${lines.join('\n')}\n`;
 }
 
@@ -206,11 +242,17 @@ export function parseDecisionMessage(text: string): Decision {
   const get = (k: string): string => values.get(k) ?? '';
   const gate = GATE_ACTIONS.includes(action);
   const d: Decision = {
-    action, rollout: get('rollout'), hotfix: get('hotfix'), sha256: get('sha256'),
+    action,
+    rollout: get('rollout'),
+    hotfix: get('hotfix'),
+    sha256: get('sha256'),
     ...(gate ? { canary: get('canary'), drained: parseDrained(get('drained')) } : {}),
-    comment: get('comment'), ...(values.has('on-behalf-of') ? { onBehalfOf: get('on-behalf-of') } : {}), at: get('at'),
+    comment: get('comment'),
+    ...(values.has('on-behalf-of') ? { onBehalfOf: get('on-behalf-of') } : {}),
+    at: get('at'),
   };
-  if (decisionMessage(d) !== text) fail('it is not in canonical form (no extra spaces; drained as a count and sha256:HEX)');
+  if (decisionMessage(d) !== text)
+    fail('it is not in canonical form (no extra spaces; drained as a count and sha256:HEX)');
   return d;
 }
 
@@ -219,7 +261,8 @@ function parseDrained(value: string): DrainedFacts {
   if (value === '') return drainedFacts([]);
   const m = DRAINED_DIGEST.exec(value);
   if (m) return { count: Number(m[1]), sha256: m[2]! };
-  if (value.includes(' ')) fail(`'drained' must be a count and a sha256, such as '749 sha256:3a7bd3…', not '${value.slice(0, 80)}'`);
+  if (value.includes(' '))
+    fail(`'drained' must be a count and a sha256, such as '749 sha256:3a7bd3…', not '${value.slice(0, 80)}'`);
   const listed = value.split(',');
   return { ...drainedFacts(listed), listed };
 }
@@ -241,7 +284,12 @@ export const DECISION_MAX_AGE_MS = 10 * 60_000;
  * Why a signed decision does not fit the rollout as it is now, or null when it does.
  * A signature made for another rollout, action, file, canary or drain is a replay.
  */
-export function decisionMismatch(d: Decision, facts: DecisionFacts, nowMs: number, maxAgeMs = DECISION_MAX_AGE_MS): string | null {
+export function decisionMismatch(
+  d: Decision,
+  facts: DecisionFacts,
+  nowMs: number,
+  maxAgeMs = DECISION_MAX_AGE_MS,
+): string | null {
   const kind = facts.action === 'upload' ? 'upload' : facts.action === 'remove' ? 'removal' : 'rollout';
   const differs = (what: string, signed: string, now: string): string =>
     `the signed ${what} is '${signed || '(none)'}' but this ${kind}'s is '${now || '(none)'}'`;

@@ -20,6 +20,13 @@ export type FailureType = (typeof FAILURE)[keyof typeof FAILURE];
 
 /** Failures that no retry can fix. The others (a lost connection, a timeout, a non-zero exit) may heal. */
 export const NEVER_RETRY: readonly FailureType[] = [
-  FAILURE.hostKey, FAILURE.auth, FAILURE.checksum, FAILURE.unknownHotfix, FAILURE.invalid,
-  FAILURE.conflict, FAILURE.servicesDown, FAILURE.notApplied, FAILURE.preflight,
+  FAILURE.hostKey,
+  FAILURE.auth,
+  FAILURE.checksum,
+  FAILURE.unknownHotfix,
+  FAILURE.invalid,
+  FAILURE.conflict,
+  FAILURE.servicesDown,
+  FAILURE.notApplied,
+  FAILURE.preflight,
 ];

@@ -36,9 +36,12 @@ const EXAMPLE = 'sshmgr-3.0.0-hotfix_common_fix_tags_and_stats_UKM-1291.gz';
 export function parseHotfixFileName(pathOrName: string): HotfixFileName {
   const fileName = pathOrName.split('/').pop() ?? pathOrName;
   const fail = (why: string): never => {
-    throw new HotfixNameError(`'${fileName}' is not a hotfix file name (${why}); expected sshmgr-<version>-hotfix_<component>_<description>_<issue_id>.gz, e.g. ${EXAMPLE}`);
+    throw new HotfixNameError(
+      `'${fileName}' is not a hotfix file name (${why}); expected sshmgr-<version>-hotfix_<component>_<description>_<issue_id>.gz, e.g. ${EXAMPLE}`,
+    );
   };
-  if (fileName.length > FILE_NAME_MAX) fail(`it is longer than ${FILE_NAME_MAX} characters, the longest file name there is`);
+  if (fileName.length > FILE_NAME_MAX)
+    fail(`it is longer than ${FILE_NAME_MAX} characters, the longest file name there is`);
   if (!fileName.startsWith('sshmgr-')) fail("it must start with 'sshmgr-'");
   if (!fileName.endsWith('.gz')) fail("it must end with '.gz'");
   const body = fileName.slice('sshmgr-'.length, -'.gz'.length);
@@ -53,7 +56,8 @@ export function parseHotfixFileName(pathOrName: string): HotfixFileName {
   const issueId = tokens[tokens.length - 1];
   if (!ISSUE_ID.test(issueId)) fail(`'${issueId}' is not an issue id such as UKM-1291`);
   const description = tokens.slice(2, -1).join('_');
-  if (!DESCRIPTION.test(description)) fail(`'${description}' is not a description of letters, digits, '.', '-' and '_'`);
+  if (!DESCRIPTION.test(description))
+    fail(`'${description}' is not a description of letters, digits, '.', '-' and '_'`);
   return { fileName, version, name: `hotfix_${component}_${description}`, component, description, issueId };
 }
 
@@ -64,7 +68,9 @@ export function isHotfixName(name: string): boolean {
 /** Validate a hotfix Name such as hotfix_backend_fix_queue_stall; it reaches a shell, so the grammar is strict. */
 export function parseHotfixName(name: string): { name: string; component: Component } {
   if (!isHotfixName(name)) {
-    throw new HotfixNameError(`'${name}' is not a hotfix Name: expected hotfix_<frontend|backend|common>_<description> of letters, digits, '.', '-' and '_', at most ${HOTFIX_NAME_MAX} characters (e.g. hotfix_common_fix_tags_and_stats)`);
+    throw new HotfixNameError(
+      `'${name}' is not a hotfix Name: expected hotfix_<frontend|backend|common>_<description> of letters, digits, '.', '-' and '_', at most ${HOTFIX_NAME_MAX} characters (e.g. hotfix_common_fix_tags_and_stats)`,
+    );
   }
   return { name, component: name.split('_')[1] as Component };
 }
@@ -73,6 +79,11 @@ export function componentOf(name: string): Component {
   return parseHotfixName(name).component;
 }
 
-export function hotfixFileName(p: { version: string; component: Component; description: string; issueId: string }): string {
+export function hotfixFileName(p: {
+  version: string;
+  component: Component;
+  description: string;
+  issueId: string;
+}): string {
   return `sshmgr-${p.version}-hotfix_${p.component}_${p.description}_${p.issueId}.gz`;
 }

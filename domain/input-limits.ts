@@ -23,7 +23,8 @@ function mib(env: Record<string, string | undefined>, variable: string, fallback
   const raw = env[variable];
   if (raw === undefined || raw === '') return fallback;
   const n = Number(raw);
-  if (!/^\d+$/.test(raw.trim()) || n < 1 || n * MIB > HARD_MAX_BYTES) throw new LimitError(`${variable} must be a whole number of MiB from 1 to ${HARD_MAX_BYTES / MIB} (got '${raw}')`);
+  if (!/^\d+$/.test(raw.trim()) || n < 1 || n * MIB > HARD_MAX_BYTES)
+    throw new LimitError(`${variable} must be a whole number of MiB from 1 to ${HARD_MAX_BYTES / MIB} (got '${raw}')`);
   return n * MIB;
 }
 

@@ -14,13 +14,19 @@ function oneLine(text: string): string {
  * maxBytes bounds the text before the parser sees it (the CLI also bounds the read).
  */
 export function parseInventory(text: string, source = 'inventory', opts: { maxBytes?: number } = {}): FleetServer[] {
-  if (opts.maxBytes !== undefined && Buffer.byteLength(text) > opts.maxBytes) throw new InventoryError(`${source} is larger than ${opts.maxBytes} bytes: split the fleet or raise KM_HOTFIX_MAX_INVENTORY_MIB`);
+  if (opts.maxBytes !== undefined && Buffer.byteLength(text) > opts.maxBytes)
+    throw new InventoryError(
+      `${source} is larger than ${opts.maxBytes} bytes: split the fleet or raise KM_HOTFIX_MAX_INVENTORY_MIB`,
+    );
   let doc: unknown;
   try {
     // Plain data only: an unknown tag (!!js/function, !!python/...) is an error, not a warning on stderr.
     const parsed = YAML.parseDocument(text, { logLevel: 'silent', uniqueKeys: true }); // YAML is a superset of JSON
     const problem = parsed.errors[0] ?? parsed.warnings[0];
-    if (problem?.code === 'TAG_RESOLVE_FAILED') throw new Error(`${oneLine(problem.message).replace(/:$/, '')}: an inventory holds plain text, numbers and true/false, no YAML tags`);
+    if (problem?.code === 'TAG_RESOLVE_FAILED')
+      throw new Error(
+        `${oneLine(problem.message).replace(/:$/, '')}: an inventory holds plain text, numbers and true/false, no YAML tags`,
+      );
     if (problem) throw problem;
     doc = parsed.toJS({ maxAliasCount: 100 });
   } catch (err) {

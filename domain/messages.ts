@@ -24,7 +24,10 @@ const EXAMPLE = '{"message": "km-hotfix decision v1\\n...", "signature": "-----B
 
 function record(payload: unknown, what: string): Fields {
   if (payload === undefined || payload === null) throw new MessageError(`${what} needs a payload such as ${EXAMPLE}`);
-  if (typeof payload !== 'object' || Array.isArray(payload)) throw new MessageError(`${what} takes an object such as ${EXAMPLE} (got ${Array.isArray(payload) ? 'an array' : typeof payload})`);
+  if (typeof payload !== 'object' || Array.isArray(payload))
+    throw new MessageError(
+      `${what} takes an object such as ${EXAMPLE} (got ${Array.isArray(payload) ? 'an array' : typeof payload})`,
+    );
   return payload as Fields;
 }
 
@@ -33,10 +36,14 @@ export function signedRequest(payload: unknown, what: string): SignedDecision {
   const f = record(payload, what);
   const { message, signature } = f;
   if (typeof message !== 'string' || typeof signature !== 'string' || signature === '') {
-    throw new MessageError(`the ${what} is not signed: sign it with your SSH key (KM_HOTFIX_SIGNING_KEY or ssh-agent), e.g. with 'km-hotfix ${what}'`);
+    throw new MessageError(
+      `the ${what} is not signed: sign it with your SSH key (KM_HOTFIX_SIGNING_KEY or ssh-agent), e.g. with 'km-hotfix ${what}'`,
+    );
   }
-  if (message.length > MESSAGE_LIMITS.message) throw new MessageError(`${what}: 'message' is longer than ${MESSAGE_LIMITS.message} characters`);
-  if (signature.length > MESSAGE_LIMITS.signature) throw new MessageError(`${what}: 'signature' is longer than ${MESSAGE_LIMITS.signature} characters`);
+  if (message.length > MESSAGE_LIMITS.message)
+    throw new MessageError(`${what}: 'message' is longer than ${MESSAGE_LIMITS.message} characters`);
+  if (signature.length > MESSAGE_LIMITS.signature)
+    throw new MessageError(`${what}: 'signature' is longer than ${MESSAGE_LIMITS.signature} characters`);
   return { message, signature };
 }
 

@@ -29,8 +29,12 @@ export interface Notification {
 
 /** Slack's escaping for text: &, < and > only; whitespace runs and controls become one space. */
 export function slackText(value: string): string {
-  return value.replace(/[\s\u0000-\u001f\u007f-\u009f\u2028\u2029]+/g, ' ').trim()
-    .replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+  return value
+    .replace(/[\s\u0000-\u001f\u007f-\u009f\u2028\u2029]+/g, ' ')
+    .trim()
+    .replace(/&/g, '&amp;')
+    .replace(/</g, '&lt;')
+    .replace(/>/g, '&gt;');
 }
 
 /** The page of a rollout on the web UI, when its address is known. */
@@ -49,7 +53,8 @@ export function notificationText(n: Notification, webUrl?: string): string {
       const count = Math.max(n.drainedCount ?? 0, names.length);
       const shown = names.slice(0, NAMES_IN_A_LINE);
       const more = count - shown.length;
-      const drained = count > 0 ? ` Backends ${t(shown.join(', '))}${more > 0 ? ` and ${more} more` : ''} are drained.` : '';
+      const drained =
+        count > 0 ? ` Backends ${t(shown.join(', '))}${more > 0 ? ` and ${more} more` : ''} are drained.` : '';
       return `${t(n.hotfix)} waits for verification: check canary ${t(n.canary ?? '?')}${where}, then approve or reject (not ${t(n.requestedBy)}, who started it):${link}.${drained}`;
     }
     case 'completed':

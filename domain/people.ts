@@ -18,11 +18,13 @@ export type PersonMatch = { person: string } | { refused: string };
  */
 export function personNamed(name: string, people: readonly string[], matching: NameMatching = 'exact'): PersonMatch {
   if (isDelegate(name)) return { refused: `${name} is a delegate, not a person: a delegate never decides as itself` };
-  if (matching === 'exact') return people.includes(name) ? { person: name } : { refused: `${name} is not in the signers file` };
+  if (matching === 'exact')
+    return people.includes(name) ? { person: name } : { refused: `${name} is not in the signers file` };
   const lower = name.toLowerCase();
   const found = [...new Set(people.filter((p) => p.toLowerCase() === lower))];
   if (found.length === 1) return { person: found[0]! };
-  if (found.length > 1) return { refused: `${name} is ambiguous: the signers file has ${found.join(', ')}, which differ only in case` };
+  if (found.length > 1)
+    return { refused: `${name} is ambiguous: the signers file has ${found.join(', ')}, which differ only in case` };
   return { refused: `${name} is not in the signers file` };
 }
 
@@ -63,5 +65,7 @@ export function parseNameMatching(value: string | undefined): NameMatching {
   const v = (value ?? '').trim();
   if (v === '') return 'exact';
   if ((NAME_MATCHINGS as readonly string[]).includes(v)) return v as NameMatching;
-  throw new NameMatchingError(`KM_HOTFIX_WEB_NAMES must be ${NAME_MATCHINGS.join(' or ')}, not '${v}': how the proxy's names match the signers file's`);
+  throw new NameMatchingError(
+    `KM_HOTFIX_WEB_NAMES must be ${NAME_MATCHINGS.join(' or ')}, not '${v}': how the proxy's names match the signers file's`,
+  );
 }

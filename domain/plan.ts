@@ -21,7 +21,9 @@ export function parseBatch(text: string): BatchSize {
     const count = Number(m[1]);
     if (count >= 1 && count <= 10_000) return { kind: 'count', count };
   }
-  throw new PlanError(`--batch must be a number of servers (1 or more) or a percentage from 1% to 100%, e.g. --batch 5 or --batch 20% (got '${text}')`);
+  throw new PlanError(
+    `--batch must be a number of servers (1 or more) or a percentage from 1% to 100%, e.g. --batch 5 or --batch 20% (got '${text}')`,
+  );
 }
 
 /** Width of one batch over `remaining` servers (a percentage rounds up, at least 1). */
@@ -47,7 +49,10 @@ export function parseDuration(text: string, option = '--approval-timeout'): numb
   const re = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)/;
   while (rest.length > 0) {
     const m = re.exec(rest);
-    if (!m) { total = NaN; break; }
+    if (!m) {
+      total = NaN;
+      break;
+    }
     total += Number(m[1]) * UNITS[m[2]];
     rest = rest.slice(m[0].length);
   }
@@ -74,22 +79,40 @@ export function canaryCandidates(component: Component, servers: readonly FleetSe
  * asks for that does not have the hotfix yet; a dedicated frontend or backend
  * is preferred over a 'both' server, so the verification isolates one role.
  */
-export function chooseCanary(component: Component, unpatched: readonly FleetServer[], requested?: string): CanaryChoice {
+export function chooseCanary(
+  component: Component,
+  unpatched: readonly FleetServer[],
+  requested?: string,
+): CanaryChoice {
   const candidates = canaryCandidates(component, unpatched);
   const roleWord = component === 'common' ? 'any server' : `a ${component} (role ${component} or both)`;
   if (requested !== undefined) {
     const s = unpatched.find((x) => x.name === requested);
-    if (!s) throw new PlanError(`--canary ${requested} is not one of the servers this rollout would patch: choose one of ${unpatched.map((x) => x.name).join(', ') || '(none)'}`);
-    if (!candidates.includes(s)) throw new PlanError(`--canary ${requested} has role ${s.role}, but a hotfix_${component}_* hotfix must be verified first on ${roleWord}: choose one of ${candidates.map((x) => x.name).join(', ') || '(none)'}`);
+    if (!s)
+      throw new PlanError(
+        `--canary ${requested} is not one of the servers this rollout would patch: choose one of ${unpatched.map((x) => x.name).join(', ') || '(none)'}`,
+      );
+    if (!candidates.includes(s))
+      throw new PlanError(
+        `--canary ${requested} has role ${s.role}, but a hotfix_${component}_* hotfix must be verified first on ${roleWord}: choose one of ${candidates.map((x) => x.name).join(', ') || '(none)'}`,
+      );
     return { server: s.name, reason: `chosen with --canary (${s.role})` };
   }
-  if (candidates.length === 0) throw new PlanError(`a hotfix_${component}_* hotfix is verified first on ${roleWord}, and none of the target servers without it is one: add one to --servers`);
-  if (component === 'common') return { server: candidates[0].name, reason: 'common hotfix: any server may be first; the first in inventory order' };
+  if (candidates.length === 0)
+    throw new PlanError(
+      `a hotfix_${component}_* hotfix is verified first on ${roleWord}, and none of the target servers without it is one: add one to --servers`,
+    );
+  if (component === 'common')
+    return {
+      server: candidates[0].name,
+      reason: 'common hotfix: any server may be first; the first in inventory order',
+    };
   const dedicated = candidates.find((s) => s.role === component);
   const pick = dedicated ?? candidates[0];
-  const why = component === 'frontend'
-    ? 'frontend hotfix: verified on a frontend, connecting to it directly rather than through the load balancer'
-    : 'backend hotfix: verified on a backend while every other unpatched backend has Maximum Processes 0';
+  const why =
+    component === 'frontend'
+      ? 'frontend hotfix: verified on a frontend, connecting to it directly rather than through the load balancer'
+      : 'backend hotfix: verified on a backend while every other unpatched backend has Maximum Processes 0';
   return { server: pick.name, reason: `${why}; the first ${dedicated ? component : 'both'} server in inventory order` };
 }
 
@@ -97,7 +120,12 @@ export function chooseCanary(component: Component, unpatched: readonly FleetServ
  * Backends to drain (Maximum Processes 0) while a backend hotfix is verified:
  * every backend of the fleet except the canary that does not have the hotfix.
  */
-export function backendsToDrain(component: Component, fleet: readonly FleetServer[], canary: string, hasHotfix: ReadonlySet<string>): string[] {
+export function backendsToDrain(
+  component: Component,
+  fleet: readonly FleetServer[],
+  canary: string,
+  hasHotfix: ReadonlySet<string>,
+): string[] {
   if (component !== 'backend') return [];
   return fleet.filter((s) => servesBackend(s.role) && s.name !== canary && !hasHotfix.has(s.name)).map((s) => s.name);
 }
@@ -128,7 +156,10 @@ export function planRollout(input: RolloutPlanInput): RolloutPlan {
   let targets: FleetServer[];
   if (input.servers && input.servers.length > 0) {
     const unknown = input.servers.filter((n) => !byName.has(n));
-    if (unknown.length) throw new PlanError(`--servers names ${unknown.join(', ')}, not in the inventory: run 'km-hotfix fleet list' for the names`);
+    if (unknown.length)
+      throw new PlanError(
+        `--servers names ${unknown.join(', ')}, not in the inventory: run 'km-hotfix fleet list' for the names`,
+      );
     const dup = input.servers.filter((n, i) => input.servers!.indexOf(n) !== i);
     if (dup.length) throw new PlanError(`--servers names ${dup.join(', ')} more than once`);
     const wanted = new Set(input.servers);
@@ -136,18 +167,28 @@ export function planRollout(input: RolloutPlanInput): RolloutPlan {
   } else {
     targets = [...input.fleet];
   }
-  if (targets.length === 0) throw new PlanError('there are no servers to patch: import an inventory first (km-hotfix fleet import FILE)');
+  if (targets.length === 0)
+    throw new PlanError('there are no servers to patch: import an inventory first (km-hotfix fleet import FILE)');
   const skipped = targets.filter((s) => input.hasHotfix.has(s.name)).map((s) => s.name);
   const unpatched = targets.filter((s) => !input.hasHotfix.has(s.name));
   if (unpatched.length === 0) {
-    if (input.canary !== undefined) throw new PlanError(`--canary ${input.canary}: every target server already has this hotfix`);
+    if (input.canary !== undefined)
+      throw new PlanError(`--canary ${input.canary}: every target server already has this hotfix`);
     return { targets: targets.map((s) => s.name), skipped, drain: [], batches: [] };
   }
-  const verifiedOnRole = canaryCandidates(input.component, targets.filter((s) => input.hasHotfix.has(s.name))).length > 0;
-  const canary = verifiedOnRole && input.canary === undefined && canaryCandidates(input.component, unpatched).length === 0
-    // A re-run after every server of the canary's role got it: the role was verified then; the next server goes first.
-    ? { server: unpatched[0].name, reason: `every ${input.component} target already has the hotfix (verified before); the first remaining server goes first` }
-    : chooseCanary(input.component, unpatched, input.canary);
+  const verifiedOnRole =
+    canaryCandidates(
+      input.component,
+      targets.filter((s) => input.hasHotfix.has(s.name)),
+    ).length > 0;
+  const canary =
+    verifiedOnRole && input.canary === undefined && canaryCandidates(input.component, unpatched).length === 0
+      ? // A re-run after every server of the canary's role got it: the role was verified then; the next server goes first.
+        {
+          server: unpatched[0].name,
+          reason: `every ${input.component} target already has the hotfix (verified before); the first remaining server goes first`,
+        }
+      : chooseCanary(input.component, unpatched, input.canary);
   const rest = unpatched.filter((s) => s.name !== canary.server).map((s) => s.name);
   return {
     targets: targets.map((s) => s.name),
@@ -163,7 +204,12 @@ export function formatDuration(ms: number): string {
   let rest = Math.round(ms / 1000);
   if (rest === 0) return `${ms}ms`;
   const parts: string[] = [];
-  for (const [unit, size] of [['d', 86_400], ['h', 3_600], ['m', 60], ['s', 1]] as const) {
+  for (const [unit, size] of [
+    ['d', 86_400],
+    ['h', 3_600],
+    ['m', 60],
+    ['s', 1],
+  ] as const) {
     if (rest >= size) {
       parts.push(`${Math.floor(rest / size)}${unit}`);
       rest %= size;
@@ -221,7 +267,11 @@ export function compactPlan(plan: RolloutPlan, fleet: readonly FleetServer[]): C
 }
 
 /** The plan as the workflow uses it: targets with roles, skipped names, and the rest (after the canary) in order. */
-export function expandPlan(c: CompactPlan): { targets: { name: string; role: Role }[]; skipped: string[]; rest: string[] } {
+export function expandPlan(c: CompactPlan): {
+  targets: { name: string; role: Role }[];
+  skipped: string[];
+  rest: string[];
+} {
   const targets = unpackServers(c.targets);
   const skip = new Set(c.skipped);
   const skipped = c.skipped.map((i) => c.targets.names[i]);

@@ -5,8 +5,20 @@ import type { DecisionAction, DrainedFacts } from './decision';
 import { HOTFIX_NAME_MAX } from './hotfix';
 
 export const PHASES = [
-  'preflight', 'upload', 'drain', 'canary', 'verifying', 'restore', 'fanout',
-  'removing', 'deleting', 'completed', 'rolling_back', 'rolled_back', 'rollback_failed', 'failed',
+  'preflight',
+  'upload',
+  'drain',
+  'canary',
+  'verifying',
+  'restore',
+  'fanout',
+  'removing',
+  'deleting',
+  'completed',
+  'rolling_back',
+  'rolled_back',
+  'rollback_failed',
+  'failed',
 ] as const;
 export type Phase = (typeof PHASES)[number];
 export const FINAL_PHASES: readonly Phase[] = ['completed', 'rolled_back', 'rollback_failed', 'failed'];
@@ -17,9 +29,18 @@ export function isFinalPhase(phase: Phase): boolean {
 }
 
 export const SERVER_STATES = [
-  'pending', 'patching', 'patched', 'skipped', 'failed', 'rolling_back', 'rolled_back', 'rollback_failed', 'untouched',
+  'pending',
+  'patching',
+  'patched',
+  'skipped',
+  'failed',
+  'rolling_back',
+  'rolled_back',
+  'rollback_failed',
+  'untouched',
   // removal workflow
-  'removing', 'removed',
+  'removing',
+  'removed',
 ] as const;
 export type ServerState = (typeof SERVER_STATES)[number];
 
@@ -253,7 +274,9 @@ export function countByState(servers: readonly ServerStatus[]): Partial<Record<S
 
 /** A server as a bounded status carries it: its error cut to STATUS_ERROR_MAX. */
 export function boundedServer(s: ServerStatus): ServerStatus {
-  return s.error && s.error.length > STATUS_ERROR_MAX ? { ...s, error: `${s.error.slice(0, STATUS_ERROR_MAX)}…` } : { ...s };
+  return s.error && s.error.length > STATUS_ERROR_MAX
+    ? { ...s, error: `${s.error.slice(0, STATUS_ERROR_MAX)}…` }
+    : { ...s };
 }
 
 /**
@@ -299,5 +322,8 @@ export function workflowId(kind: WorkflowKind, hotfix: string, now: Date, suffix
 /** Random bytes of a workflow id's suffix (hex: twice as many characters). */
 export const WORKFLOW_ID_SUFFIX_BYTES = 3;
 /** The longest id km-hotfix makes: the longest kind with the longest Name (the web page's routes accept it). */
-export const WORKFLOW_ID_MAX = Math.max(...(['upload', 'rollout', 'removal'] as const).map((k) =>
-  workflowId(k, 'x'.repeat(HOTFIX_NAME_MAX), new Date(0), '0'.repeat(2 * WORKFLOW_ID_SUFFIX_BYTES)).length));
+export const WORKFLOW_ID_MAX = Math.max(
+  ...(['upload', 'rollout', 'removal'] as const).map(
+    (k) => workflowId(k, 'x'.repeat(HOTFIX_NAME_MAX), new Date(0), '0'.repeat(2 * WORKFLOW_ID_SUFFIX_BYTES)).length,
+  ),
+);

@@ -14,8 +14,12 @@ function timingProblem(t: unknown): string | undefined {
   if (t === undefined) return undefined;
   if (!isObject(t)) return 'timing must be an object';
   for (const [k, v] of Object.entries(t)) {
-    if (!['servicesTimeoutMs', 'maxRetryIntervalMs', 'sliceServers', 'commandTimeoutMs', 'fullServerListMax'].includes(k)) return `timing.${k} is not a known setting`;
-    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || (k !== 'commandTimeoutMs' && v === 0)) return `timing.${k} must be a positive number`;
+    if (
+      !['servicesTimeoutMs', 'maxRetryIntervalMs', 'sliceServers', 'commandTimeoutMs', 'fullServerListMax'].includes(k)
+    )
+      return `timing.${k} is not a known setting`;
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || (k !== 'commandTimeoutMs' && v === 0))
+      return `timing.${k} must be a positive number`;
   }
   return undefined;
 }
@@ -29,11 +33,24 @@ export function rolloutInputProblem(input: unknown): string | undefined {
   if (!isNames(i.servers)) return 'servers must be a list of server names';
   if (i.canary !== undefined && !isText(i.canary)) return 'canary must be a server name';
   if (typeof i.batch !== 'string') return 'batch must be text such as "1", "5" or "20%"';
-  try { parseBatch(i.batch); } catch (err) { return (err as Error).message; }
-  if (typeof i.maxFailures !== 'number' || !Number.isInteger(i.maxFailures) || i.maxFailures < 0) return 'maxFailures must be a whole number >= 0';
+  try {
+    parseBatch(i.batch);
+  } catch (err) {
+    return (err as Error).message;
+  }
+  if (typeof i.maxFailures !== 'number' || !Number.isInteger(i.maxFailures) || i.maxFailures < 0)
+    return 'maxFailures must be a whole number >= 0';
   if (!isNames(i.approvers)) return 'approvers must be a list of names';
-  if (typeof i.approvalTimeoutMs !== 'number' || !Number.isFinite(i.approvalTimeoutMs) || i.approvalTimeoutMs <= 0) return 'approvalTimeoutMs must be a positive number of milliseconds';
-  if (i.upload !== undefined && (!isObject(i.upload) || !isText(i.upload.sha256) || (i.upload.via !== undefined && !isText(i.upload.via)) || (i.upload.fileName !== undefined && !isText(i.upload.fileName)))) return 'upload must name a stored file by its sha256 (and optionally a server to upload through)';
+  if (typeof i.approvalTimeoutMs !== 'number' || !Number.isFinite(i.approvalTimeoutMs) || i.approvalTimeoutMs <= 0)
+    return 'approvalTimeoutMs must be a positive number of milliseconds';
+  if (
+    i.upload !== undefined &&
+    (!isObject(i.upload) ||
+      !isText(i.upload.sha256) ||
+      (i.upload.via !== undefined && !isText(i.upload.via)) ||
+      (i.upload.fileName !== undefined && !isText(i.upload.fileName)))
+  )
+    return 'upload must name a stored file by its sha256 (and optionally a server to upload through)';
   return timingProblem(i.timing);
 }
 
@@ -54,6 +71,10 @@ export function uploadInputProblem(input: unknown): string | undefined {
   if (!isText(i.sha256)) return 'an upload needs the sha256 of a stored hotfix file';
   if (i.via !== undefined && !isText(i.via)) return 'via must be a server name';
   if (typeof i.fileName !== 'string') return 'an upload needs the hotfix file name';
-  try { parseHotfixFileName(i.fileName); } catch (err) { return (err as Error).message; }
+  try {
+    parseHotfixFileName(i.fileName);
+  } catch (err) {
+    return (err as Error).message;
+  }
   return undefined;
 }

@@ -36,9 +36,21 @@ function hotfixRow(r: HotfixDbRow): KmHotfixRow {
 
 // Errors that mean "the database was not reachable right now": worth retrying.
 const CONNECTION_CODES = new Set([
-  'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN',
-  'CONNECTION_CLOSED', 'CONNECTION_ENDED', 'CONNECTION_DESTROYED', 'CONNECT_TIMEOUT',
-  '57P01', '57P02', '57P03', // admin/crash shutdown, cannot connect now
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EPIPE',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'CONNECTION_CLOSED',
+  'CONNECTION_ENDED',
+  'CONNECTION_DESTROYED',
+  'CONNECT_TIMEOUT',
+  '57P01',
+  '57P02',
+  '57P03', // admin/crash shutdown, cannot connect now
 ]);
 
 /** Run a query; unreachable-database errors become retryable KmError('connection'), the rest pass through unchanged. */
@@ -48,7 +60,11 @@ async function q<T>(what: string, fn: () => Promise<T>): Promise<T> {
   } catch (err) {
     const code = (err as { code?: unknown }).code;
     if (typeof code === 'string' && (CONNECTION_CODES.has(code) || code.startsWith('08'))) {
-      throw new KmError('connection', `the Key Manager database is unreachable while ${what} (${code}: ${(err as Error).message}): check KM_DATABASE_URL and that PostgreSQL is up; it will be retried`, { cause: err });
+      throw new KmError(
+        'connection',
+        `the Key Manager database is unreachable while ${what} (${code}: ${(err as Error).message}): check KM_DATABASE_URL and that PostgreSQL is up; it will be retried`,
+        { cause: err },
+      );
     }
     throw err;
   }
@@ -104,7 +120,9 @@ export class KeyManagerDatabase {
     return this.appliedAsks.call({ server, hotfix });
   }
 
-  private readonly appliedAsks = new Coalescer<{ server: string; hotfix: string }, boolean>((asks) => this.appliedAmong(asks));
+  private readonly appliedAsks = new Coalescer<{ server: string; hotfix: string }, boolean>((asks) =>
+    this.appliedAmong(asks),
+  );
 
   private async appliedAmong(asks: { server: string; hotfix: string }[]): Promise<boolean[]> {
     const byHotfix = new Map<string, Set<string>>();
@@ -116,12 +134,17 @@ export class KeyManagerDatabase {
     const listed = new Set<string>();
     const key = (server: string, hotfix: string) => `${hotfix}\u0000${server}`;
     // Nearly always one hotfix per batch: one query.
-    await Promise.all([...byHotfix].map(async ([hotfix, set]) => {
-      const servers = [...set];
-      const rows = await q(`reading whether ${hotfix} is applied on ${servers.length === 1 ? servers[0] : `${servers.length} servers`}`, () => this.sql<{ server_name: string }[]>`
-        SELECT server_name FROM km_hotfix_applied WHERE hotfix_name = ${hotfix} AND server_name = ANY(${servers}::text[])`);
-      for (const r of rows) listed.add(key(r.server_name, hotfix));
-    }));
+    await Promise.all(
+      [...byHotfix].map(async ([hotfix, set]) => {
+        const servers = [...set];
+        const rows = await q(
+          `reading whether ${hotfix} is applied on ${servers.length === 1 ? servers[0] : `${servers.length} servers`}`,
+          () => this.sql<{ server_name: string }[]>`
+        SELECT server_name FROM km_hotfix_applied WHERE hotfix_name = ${hotfix} AND server_name = ANY(${servers}::text[])`,
+        );
+        for (const r of rows) listed.add(key(r.server_name, hotfix));
+      }),
+    );
     return asks.map((a) => listed.has(key(a.server, a.hotfix)));
   }
 
@@ -138,12 +161,21 @@ export class KeyManagerDatabase {
   /** Set a server's Maximum Processes (0 drains it). */
   async setMaxProcesses(server: string, value: number): Promise<void> {
     if (!Number.isInteger(value) || value < 0 || value > 2_147_483_647) {
-      throw new KmError('invalid-argument', `${server}: Maximum Processes must be a whole number ≥ 0 (got ${value})`, { server });
+      throw new KmError('invalid-argument', `${server}: Maximum Processes must be a whole number ≥ 0 (got ${value})`, {
+        server,
+      });
     }
-    const rows = await q(`setting Maximum Processes of ${server}`, () => this.sql`
-      UPDATE km_server SET max_processes = ${value} WHERE name = ${server} RETURNING name`);
+    const rows = await q(
+      `setting Maximum Processes of ${server}`,
+      () => this.sql`
+      UPDATE km_server SET max_processes = ${value} WHERE name = ${server} RETURNING name`,
+    );
     if (rows.length === 0) {
-      throw new KmError('invalid-argument', `${server}: no such server in the Key Manager database (km_server); the inventory name must match Key Manager's server name`, { server });
+      throw new KmError(
+        'invalid-argument',
+        `${server}: no such server in the Key Manager database (km_server); the inventory name must match Key Manager's server name`,
+        { server },
+      );
     }
   }
 

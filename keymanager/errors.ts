@@ -83,14 +83,19 @@ const UNKNOWN_HOTFIX = [
 ];
 
 /** The vendor's checksum-mismatch line, normalised to one line, or undefined. */
-export function findChecksumMismatch(output: string): { line: string; file: string; onDisk: string; expected: string } | undefined {
+export function findChecksumMismatch(
+  output: string,
+): { line: string; file: string; onDisk: string; expected: string } | undefined {
   const m = CHECKSUM.exec(output);
   if (!m) return undefined;
   return { line: m[0].replace(/\s+/g, ' '), file: m[1], onDisk: m[2], expected: m[3] };
 }
 
 function lastLines(text: string, n = 5, max = 2000): string {
-  const lines = text.trim().split('\n').filter((l) => l.trim() !== '');
+  const lines = text
+    .trim()
+    .split('\n')
+    .filter((l) => l.trim() !== '');
   const tail = lines.slice(-n).join(' | ');
   return tail.length > max ? `…${tail.slice(-max)}` : tail;
 }
@@ -108,7 +113,13 @@ export function commandFailure(p: {
 }): KmError {
   const { server, command, result, hotfix } = p;
   const output = `${result.stderr}\n${result.stdout}`;
-  const details: KmErrorDetails = { server, command, exitCode: result.code, stdout: result.stdout, stderr: result.stderr };
+  const details: KmErrorDetails = {
+    server,
+    command,
+    exitCode: result.code,
+    stdout: result.stdout,
+    stderr: result.stderr,
+  };
   const checksum = findChecksumMismatch(output);
   if (checksum) {
     return new KmError(
@@ -146,7 +157,11 @@ export interface ConnectTarget {
 }
 
 /** Why an SSH connection could not be opened, classified from ssh2's error (and a host key that did not match the pin). */
-export function connectFailure(target: ConnectTarget, err: Error & { level?: string; code?: string }, mismatch: string | undefined): KmError {
+export function connectFailure(
+  target: ConnectTarget,
+  err: Error & { level?: string; code?: string },
+  mismatch: string | undefined,
+): KmError {
   const name = target.name;
   const where = `${target.host}:${target.port}`;
   const d = { server: name, cause: err };
@@ -160,13 +175,25 @@ export function connectFailure(target: ConnectTarget, err: Error & { level?: str
   }
   switch (err.level) {
     case 'client-authentication':
-      return new KmError('auth', `${name}: SSH authentication as '${target.user}' at ${where} failed: the server does not accept the key from KM_SSH_KEY or the ssh-agent; add its public key to ${target.user}'s authorized_keys there`, d);
+      return new KmError(
+        'auth',
+        `${name}: SSH authentication as '${target.user}' at ${where} failed: the server does not accept the key from KM_SSH_KEY or the ssh-agent; add its public key to ${target.user}'s authorized_keys there`,
+        d,
+      );
     case 'agent':
-      return new KmError('auth', `${name}: the ssh-agent could not be used (${err.message}): check SSH_AUTH_SOCK or set KM_SSH_KEY`, d);
+      return new KmError(
+        'auth',
+        `${name}: the ssh-agent could not be used (${err.message}): check SSH_AUTH_SOCK or set KM_SSH_KEY`,
+        d,
+      );
     case 'client-timeout':
       return new KmError('timeout', `${name}: SSH to ${where} timed out (${err.message})`, d);
   }
   if (err.code === 'ETIMEDOUT') return new KmError('timeout', `${name}: connecting to ${where} timed out`, d);
   const code = err.code ? `${err.code}: ` : '';
-  return new KmError('connection', `${name}: SSH connection to ${where} failed (${code}${err.message}); it will be retried`, d);
+  return new KmError(
+    'connection',
+    `${name}: SSH connection to ${where} failed (${code}${err.message}); it will be retried`,
+    d,
+  );
 }

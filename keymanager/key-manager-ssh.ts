@@ -9,7 +9,6 @@ import { parseHotfixFileName, parseHotfixName } from '../domain/hotfix';
 import { KmError, commandFailure } from './errors';
 import { commandLine, ExecOptions, ExecResult, SshPool, SshTarget } from './ssh';
 
-
 export interface ServiceStatus {
   name: string;
   /** supervisor state: RUNNING, STARTING, STOPPED, BACKOFF, STOPPING, EXITED, FATAL, UNKNOWN. */
@@ -18,7 +17,16 @@ export interface ServiceStatus {
   detail: string;
 }
 
-const SUPERVISOR_STATES = new Set(['STOPPED', 'STARTING', 'RUNNING', 'BACKOFF', 'STOPPING', 'EXITED', 'FATAL', 'UNKNOWN']);
+const SUPERVISOR_STATES = new Set([
+  'STOPPED',
+  'STARTING',
+  'RUNNING',
+  'BACKOFF',
+  'STOPPING',
+  'EXITED',
+  'FATAL',
+  'UNKNOWN',
+]);
 
 /** Parse `supervisorctl status` output; lines that are not a process status are ignored. */
 export function parseSupervisorStatus(output: string): ServiceStatus[] {
@@ -44,12 +52,17 @@ export class KeyManagerSsh {
   readonly hotfixDir: string;
   private readonly owner: string;
 
-  constructor(readonly pool: SshPool, opts: KeyManagerSshOptions = {}) {
+  constructor(
+    readonly pool: SshPool,
+    opts: KeyManagerSshOptions = {},
+  ) {
     const dir = opts.hotfixDir ?? '/var/lib/sshmgr';
-    if (!path.posix.isAbsolute(dir) || /[\0\n]/.test(dir)) throw new KmError('invalid-argument', `hotfix directory must be an absolute path (got ${JSON.stringify(dir)})`);
+    if (!path.posix.isAbsolute(dir) || /[\0\n]/.test(dir))
+      throw new KmError('invalid-argument', `hotfix directory must be an absolute path (got ${JSON.stringify(dir)})`);
     this.hotfixDir = path.posix.normalize(dir).replace(/(.)\/$/, '$1');
     this.owner = opts.owner ?? 'sshmgr:sshmgr';
-    if (!/^[a-z_][a-z0-9_.-]*(?::[a-z_][a-z0-9_.-]*)?$/i.test(this.owner)) throw new KmError('invalid-argument', `invalid owner ${JSON.stringify(this.owner)}`);
+    if (!/^[a-z_][a-z0-9_.-]*(?::[a-z_][a-z0-9_.-]*)?$/i.test(this.owner))
+      throw new KmError('invalid-argument', `invalid owner ${JSON.stringify(this.owner)}`);
   }
 
   /**
@@ -58,7 +71,10 @@ export class KeyManagerSsh {
    * Re-running overwrites the same file, so a retry is safe.
    */
   async uploadHotfixFile(t: SshTarget, fileName: string, content: Buffer, opts: CmdOptions = {}): Promise<string> {
-    if (fileName.includes('/')) throw new KmError('invalid-argument', `${t.name}: '${fileName}' must be a file name, not a path`, { server: t.name });
+    if (fileName.includes('/'))
+      throw new KmError('invalid-argument', `${t.name}: '${fileName}' must be a file name, not a path`, {
+        server: t.name,
+      });
     const parsed = validated(t, () => parseHotfixFileName(fileName));
     const remote = path.posix.join(this.hotfixDir, parsed.fileName);
     await this.must(t, ['mkdir', '-p', this.hotfixDir], opts, `creating ${this.hotfixDir}`);
@@ -78,14 +94,25 @@ export class KeyManagerSsh {
 
   /** `ssh-mgr-controller --upload-hotfix=<path>`: register the copied file in the Key Manager database. */
   async registerHotfix(t: SshTarget, remotePath: string, opts: CmdOptions = {}): Promise<void> {
-    if (!path.posix.isAbsolute(remotePath)) throw new KmError('invalid-argument', `${t.name}: '${remotePath}' must be an absolute path on the server`, { server: t.name });
+    if (!path.posix.isAbsolute(remotePath))
+      throw new KmError('invalid-argument', `${t.name}: '${remotePath}' must be an absolute path on the server`, {
+        server: t.name,
+      });
     validated(t, () => parseHotfixFileName(path.posix.basename(remotePath)));
-    await this.must(t, ['ssh-mgr-controller', `--upload-hotfix=${remotePath}`], opts, `registering ${path.posix.basename(remotePath)}`);
+    await this.must(
+      t,
+      ['ssh-mgr-controller', `--upload-hotfix=${remotePath}`],
+      opts,
+      `registering ${path.posix.basename(remotePath)}`,
+    );
   }
 
   /** Remove a copied hotfix file that Key Manager refused to register (only a hotfix file in the hotfix folder). */
   async removeHotfixFile(t: SshTarget, remotePath: string, opts: CmdOptions = {}): Promise<void> {
-    if (path.posix.dirname(remotePath) !== this.hotfixDir) throw new KmError('invalid-argument', `${t.name}: '${remotePath}' is not in ${this.hotfixDir}`, { server: t.name });
+    if (path.posix.dirname(remotePath) !== this.hotfixDir)
+      throw new KmError('invalid-argument', `${t.name}: '${remotePath}' is not in ${this.hotfixDir}`, {
+        server: t.name,
+      });
     validated(t, () => parseHotfixFileName(path.posix.basename(remotePath)));
     await this.must(t, ['rm', '-f', remotePath], opts, `removing ${remotePath}`);
   }
@@ -114,13 +141,32 @@ export class KeyManagerSsh {
   async servicesStatus(t: SshTarget, opts: CmdOptions = {}): Promise<ServiceStatus[]> {
     const argv = ['supervisorctl', 'status'];
     const r = await this.pool.exec(t, argv, opts);
-    if (r.code !== 0 && r.code !== 3) throw commandFailure({ server: t.name, command: commandLine(t, argv), result: r, what: "'supervisorctl status'" });
+    if (r.code !== 0 && r.code !== 3)
+      throw commandFailure({
+        server: t.name,
+        command: commandLine(t, argv),
+        result: r,
+        what: "'supervisorctl status'",
+      });
     return parseSupervisorStatus(r.stdout);
   }
 
-  private async must(t: SshTarget, argv: string[], opts: CmdOptions, what: string, hotfix?: string): Promise<ExecResult> {
+  private async must(
+    t: SshTarget,
+    argv: string[],
+    opts: CmdOptions,
+    what: string,
+    hotfix?: string,
+  ): Promise<ExecResult> {
     const r = await this.pool.exec(t, argv, opts);
-    if (r.code !== 0) throw commandFailure({ server: t.name, command: commandLine(t, argv), result: r, hotfix, what: `${what} ('${commandLine(t, argv)}')` });
+    if (r.code !== 0)
+      throw commandFailure({
+        server: t.name,
+        command: commandLine(t, argv),
+        result: r,
+        hotfix,
+        what: `${what} ('${commandLine(t, argv)}')`,
+      });
     return r;
   }
 }

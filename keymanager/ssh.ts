@@ -12,7 +12,17 @@ import { Client, ClientChannel, ConnectConfig, SFTPWrapper } from 'ssh2';
 import { KmError, connectFailure } from './errors';
 import { OutputBuffer, raceAbort } from './streams';
 import { QuoteError } from './quote';
-import { commandLine, HOST_KEY, hostKeyFingerprint, normalizeFingerprint, ExecOptions, ExecResult, SshCredentials, SshPoolOptions, SshTarget } from './ssh-target';
+import {
+  commandLine,
+  HOST_KEY,
+  hostKeyFingerprint,
+  normalizeFingerprint,
+  ExecOptions,
+  ExecResult,
+  SshCredentials,
+  SshPoolOptions,
+  SshTarget,
+} from './ssh-target';
 
 export type { ExecOptions, ExecResult, SshCredentials, SshPoolOptions, SshTarget } from './ssh-target';
 export { commandLine, hostKeyFingerprint } from './ssh-target';
@@ -28,7 +38,14 @@ export { commandLine, hostKeyFingerprint } from './ssh-target';
  */
 export const MAX_IDLE_CONNECTIONS = 2048;
 
-const DEFAULTS = { connectTimeoutMs: 10_000, readyTimeoutMs: 20_000, idleMs: 60_000, maxIdle: MAX_IDLE_CONNECTIONS, maxChannels: 8, maxOutputBytes: 4 << 20 };
+const DEFAULTS = {
+  connectTimeoutMs: 10_000,
+  readyTimeoutMs: 20_000,
+  idleMs: 60_000,
+  maxIdle: MAX_IDLE_CONNECTIONS,
+  maxChannels: 8,
+  maxOutputBytes: 4 << 20,
+};
 type Waiter = { resolve: () => void; reject: (e: Error) => void };
 
 /** One SSH connection to one server, shared by concurrent calls. */
@@ -43,7 +60,10 @@ class Connection {
   /** Why the connection ended, classified, and the transport's own words. */
   lastError?: KmError;
   lastCause?: string;
-  constructor(readonly target: SshTarget, readonly identity: string) {}
+  constructor(
+    readonly target: SshTarget,
+    readonly identity: string,
+  ) {}
 }
 
 /** Raised inside the pool when a channel could not be opened on a connection that turned out dead: nothing ran, so reconnecting is safe. */
@@ -59,8 +79,14 @@ export class SshPool {
   private readonly idle = new Set<Connection>();
   private readonly opts: Required<SshPoolOptions>;
 
-  constructor(private readonly creds: SshCredentials, opts: SshPoolOptions = {}) {
-    this.opts = { ...DEFAULTS, ...Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)) } as Required<SshPoolOptions>;
+  constructor(
+    private readonly creds: SshCredentials,
+    opts: SshPoolOptions = {},
+  ) {
+    this.opts = {
+      ...DEFAULTS,
+      ...Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)),
+    } as Required<SshPoolOptions>;
   }
 
   /** Number of connections in the pool that are open or opening (for tests and status). */
@@ -74,13 +100,24 @@ export class SshPool {
   }
 
   /** Write content to remotePath over SFTP, as the login user (sudo does not apply to SFTP). */
-  writeFile(target: SshTarget, remotePath: string, content: Buffer, opts: ExecOptions & { mode?: number } = {}): Promise<void> {
-    if (!remotePath || remotePath.includes('\0')) throw this.invalid(target, `invalid remote path ${JSON.stringify(remotePath)}`);
+  writeFile(
+    target: SshTarget,
+    remotePath: string,
+    content: Buffer,
+    opts: ExecOptions & { mode?: number } = {},
+  ): Promise<void> {
+    if (!remotePath || remotePath.includes('\0'))
+      throw this.invalid(target, `invalid remote path ${JSON.stringify(remotePath)}`);
     return this.withCall(target, opts, `sftp write ${remotePath}`, (conn, cancel) =>
-      this.withSftp(conn, cancel, (sftp) =>
-        new Promise<void>((resolve, reject) => {
-          sftp.writeFile(remotePath, content, { mode: opts.mode ?? 0o640 }, (err) => (err ? reject(this.sftpError(conn, `writing ${remotePath}`, err)) : resolve()));
-        }),
+      this.withSftp(
+        conn,
+        cancel,
+        (sftp) =>
+          new Promise<void>((resolve, reject) => {
+            sftp.writeFile(remotePath, content, { mode: opts.mode ?? 0o640 }, (err) =>
+              err ? reject(this.sftpError(conn, `writing ${remotePath}`, err)) : resolve(),
+            );
+          }),
       ),
     );
   }
@@ -88,10 +125,15 @@ export class SshPool {
   /** The login user's home directory as the SFTP server resolves '.'. */
   homeDir(target: SshTarget, opts: ExecOptions = {}): Promise<string> {
     return this.withCall(target, opts, 'sftp realpath .', (conn, cancel) =>
-      this.withSftp(conn, cancel, (sftp) =>
-        new Promise<string>((resolve, reject) => {
-          sftp.realpath('.', (err, p) => (err ? reject(this.sftpError(conn, 'resolving the home directory', err)) : resolve(p)));
-        }),
+      this.withSftp(
+        conn,
+        cancel,
+        (sftp) =>
+          new Promise<string>((resolve, reject) => {
+            sftp.realpath('.', (err, p) =>
+              err ? reject(this.sftpError(conn, 'resolving the home directory', err)) : resolve(p),
+            );
+          }),
       ),
     );
   }
@@ -116,17 +158,23 @@ export class SshPool {
   private validateTarget(t: SshTarget): void {
     if (!t || typeof t.name !== 'string' || !t.name) throw new KmError('invalid-argument', 'SSH target without a name');
     if (typeof t.host !== 'string' || !t.host) throw this.invalid(t, 'no host to connect to');
-    if (!Number.isInteger(t.port) || t.port < 1 || t.port > 65535) throw this.invalid(t, `port ${t.port} is not a TCP port`);
+    if (!Number.isInteger(t.port) || t.port < 1 || t.port > 65535)
+      throw this.invalid(t, `port ${t.port} is not a TCP port`);
     if (typeof t.user !== 'string' || !t.user) throw this.invalid(t, 'no login user');
     if (typeof t.hostKey !== 'string' || !HOST_KEY.test(t.hostKey)) {
-      throw new KmError('host-key', `${t.name}: no valid pinned host key (got ${JSON.stringify(t.hostKey)}); host keys are never trusted on first use: pin it in the inventory (ssh-keyscan -p ${t.port} ${t.host} | ssh-keygen -lf -) and import it again`, { server: t.name, expectedHostKey: t.hostKey });
+      throw new KmError(
+        'host-key',
+        `${t.name}: no valid pinned host key (got ${JSON.stringify(t.hostKey)}); host keys are never trusted on first use: pin it in the inventory (ssh-keyscan -p ${t.port} ${t.host} | ssh-keygen -lf -) and import it again`,
+        { server: t.name, expectedHostKey: t.hostKey },
+      );
     }
   }
 
   private async run(target: SshTarget, argv: string[], sudo: boolean, opts: ExecOptions): Promise<ExecResult> {
     let command: string;
     try {
-      if (!Array.isArray(argv) || argv.some((a) => typeof a !== 'string')) throw new QuoteError('argv must be an array of strings');
+      if (!Array.isArray(argv) || argv.some((a) => typeof a !== 'string'))
+        throw new QuoteError('argv must be an array of strings');
       command = commandLine({ sudo }, argv);
     } catch (err) {
       throw this.invalid(target, `cannot send command ${JSON.stringify(argv)}: ${(err as Error).message}`);
@@ -151,10 +199,29 @@ export class SshPool {
     const cancel = new AbortController();
     const onAbort = () => cancel.abort(abortReason(opts.signal as AbortSignal));
     opts.signal?.addEventListener('abort', onAbort, { once: true });
-    const timer = opts.timeoutMs !== undefined && opts.timeoutMs > 0
-      ? setTimeout(() => cancel.abort(new KmError('timeout', `${target.name}: '${what}' did not finish within ${opts.timeoutMs} ms; it was stopped`, { server: target.name, command: what })), opts.timeoutMs)
+    const timer =
+      opts.timeoutMs !== undefined && opts.timeoutMs > 0
+        ? setTimeout(
+            () =>
+              cancel.abort(
+                new KmError(
+                  'timeout',
+                  `${target.name}: '${what}' did not finish within ${opts.timeoutMs} ms; it was stopped`,
+                  { server: target.name, command: what },
+                ),
+              ),
+            opts.timeoutMs,
+          )
+        : undefined;
+    const ticker = opts.onTick
+      ? setInterval(() => {
+          try {
+            opts.onTick?.();
+          } catch {
+            /* a failed heartbeat must not break the command */
+          }
+        }, 1000)
       : undefined;
-    const ticker = opts.onTick ? setInterval(() => { try { opts.onTick?.(); } catch { /* a failed heartbeat must not break the command */ } }, 1000) : undefined;
     try {
       // A connection found dead when opening a channel ran nothing: retry once on a fresh one.
       for (let attempt = 1; ; attempt++) {
@@ -206,7 +273,13 @@ export class SshPool {
     conn.ready = new Promise<void>((resolve, reject) => {
       if (this.creds.privateKey === undefined && this.creds.agent === undefined) {
         conn.closed = true;
-        reject(new KmError('auth', `${name}: no SSH credentials: set KM_SSH_KEY to a private key file or run an ssh-agent (SSH_AUTH_SOCK)`, { server: name }));
+        reject(
+          new KmError(
+            'auth',
+            `${name}: no SSH credentials: set KM_SSH_KEY to a private key file or run an ssh-agent (SSH_AUTH_SOCK)`,
+            { server: name },
+          ),
+        );
         return;
       }
       let settled = false;
@@ -226,7 +299,14 @@ export class SshPool {
         }
       };
       const connectTimer = setTimeout(
-        () => settle(new KmError('timeout', `${name}: no TCP connection to ${target.host}:${target.port} within ${connectTimeoutMs} ms: check that the server is up and that the network allows SSH to it`, { server: name })),
+        () =>
+          settle(
+            new KmError(
+              'timeout',
+              `${name}: no TCP connection to ${target.host}:${target.port} within ${connectTimeoutMs} ms: check that the server is up and that the network allows SSH to it`,
+              { server: name },
+            ),
+          ),
         connectTimeoutMs,
       );
       // Our own socket, so Nagle can be turned off: ssh2 leaves it on and each round trip would wait ~40 ms.
@@ -248,7 +328,14 @@ export class SshPool {
         this.idle.delete(conn);
         if (this.conns.get(name) === conn) this.conns.delete(name);
         for (const w of conn.waiters.splice(0)) w.reject(new StaleConnection('connection closed'));
-        settle(conn.lastError ?? new KmError('connection', `${name}: the connection to ${target.host}:${target.port} closed during the SSH handshake: check sshd on the server (MaxStartups, its log)`, { server: name }));
+        settle(
+          conn.lastError ??
+            new KmError(
+              'connection',
+              `${name}: the connection to ${target.host}:${target.port} closed during the SSH handshake: check sshd on the server (MaxStartups, its log)`,
+              { server: name },
+            ),
+        );
       };
       conn.client.on('end', onGone);
       conn.client.on('close', onGone);
@@ -271,7 +358,12 @@ export class SshPool {
         conn.client.connect(config);
       } catch (err) {
         // ssh2 parses the key synchronously.
-        settle(new KmError('auth', `${name}: the SSH private key cannot be used: ${(err as Error).message}`, { server: name, cause: err }));
+        settle(
+          new KmError('auth', `${name}: the SSH private key cannot be used: ${(err as Error).message}`, {
+            server: name,
+            cause: err,
+          }),
+        );
       }
     });
     conn.ready.catch(() => undefined); // callers get it through connection(); never unhandled
@@ -281,7 +373,10 @@ export class SshPool {
   private lostError(conn: Connection, what: string): KmError {
     const t = conn.target;
     const why = conn.lastCause ?? 'connection closed';
-    return new KmError('connection', `${t.name}: SSH connection to ${t.host}:${t.port} lost (${why}); ${what}`, { server: t.name, cause: conn.lastError });
+    return new KmError('connection', `${t.name}: SSH connection to ${t.host}:${t.port} lost (${why}); ${what}`, {
+      server: t.name,
+      cause: conn.lastError,
+    });
   }
 
   private acquire(conn: Connection, cancel: AbortSignal): Promise<void> {
@@ -296,8 +391,14 @@ export class SshPool {
     }
     return new Promise<void>((resolve, reject) => {
       const w: Waiter = {
-        resolve: () => { cancel.removeEventListener('abort', onAbort); resolve(); },
-        reject: (e) => { cancel.removeEventListener('abort', onAbort); reject(e); },
+        resolve: () => {
+          cancel.removeEventListener('abort', onAbort);
+          resolve();
+        },
+        reject: (e) => {
+          cancel.removeEventListener('abort', onAbort);
+          reject(e);
+        },
       };
       const onAbort = () => {
         const i = conn.waiters.indexOf(w);
@@ -346,8 +447,14 @@ export class SshPool {
     if (this.conns.get(conn.target.name) === conn) this.conns.delete(conn.target.name);
     if (conn.closed && (!conn.sock || conn.sock.destroyed)) return;
     await new Promise<void>((resolve) => {
-      const done = () => { clearTimeout(t); resolve(); };
-      const t = setTimeout(() => { conn.sock?.destroy(); resolve(); }, 2000);
+      const done = () => {
+        clearTimeout(t);
+        resolve();
+      };
+      const t = setTimeout(() => {
+        conn.sock?.destroy();
+        resolve();
+      }, 2000);
       t.unref();
       if (!conn.sock || conn.sock.destroyed) return done();
       conn.sock.once('close', done);
@@ -357,7 +464,13 @@ export class SshPool {
   }
 
   private openExec(conn: Connection, command: string, cancel: AbortSignal): Promise<ClientChannel> {
-    return this.openChannel(conn, cancel, 'run a command', (cb) => conn.client.exec(command, cb), (s) => s.close());
+    return this.openChannel(
+      conn,
+      cancel,
+      'run a command',
+      (cb) => conn.client.exec(command, cb),
+      (s) => s.close(),
+    );
   }
 
   /**
@@ -380,7 +493,16 @@ export class SshPool {
             if (!err) return resolve(channel);
             if (conn.closed) return reject(new StaleConnection(err.message));
             const refused = err.reason !== undefined && err.reason !== '';
-            reject(Object.assign(new KmError('connection', `${conn.target.name}: the server refused to ${what} (${err.message}); it will be retried`, { server: conn.target.name, cause: err }), { refused }));
+            reject(
+              Object.assign(
+                new KmError(
+                  'connection',
+                  `${conn.target.name}: the server refused to ${what} (${err.message}); it will be retried`,
+                  { server: conn.target.name, cause: err },
+                ),
+                { refused },
+              ),
+            );
           });
         } catch (err) {
           reject(new StaleConnection((err as Error).message)); // ssh2: 'Not connected'
@@ -411,8 +533,16 @@ export class SshPool {
         // delivers the signal for sessions with post-auth privilege separation
         // (not root logins, nor through sudo), and it keeps a session whose
         // command still runs: so do not wait for the close confirmation.
-        try { stream.signal('TERM'); } catch { /* the channel may already be closing */ }
-        try { stream.close(); } catch { /* same */ }
+        try {
+          stream.signal('TERM');
+        } catch {
+          /* the channel may already be closing */
+        }
+        try {
+          stream.close();
+        } catch {
+          /* same */
+        }
         closed = true;
         reject(cancel.reason);
       };
@@ -429,19 +559,36 @@ export class SshPool {
           // No exit status: the connection died under the command (OpenSSH always sends one).
           return reject(this.lostError(conn, `while running '${command}': it may or may not have completed`));
         }
-        resolve({ code: typeof code === 'number' ? code : -1, stdout: out.text(), stderr: err.text(), ...(signalName ? { signal: signalName } : {}) });
+        resolve({
+          code: typeof code === 'number' ? code : -1,
+          stdout: out.text(),
+          stderr: err.text(),
+          ...(signalName ? { signal: signalName } : {}),
+        });
       });
     });
   }
 
   private withSftp<T>(conn: Connection, cancel: AbortSignal, fn: (sftp: SFTPWrapper) => Promise<T>): Promise<T> {
-    const opened = this.openChannel<SFTPWrapper>(conn, cancel, 'open an SFTP session (check its sshd \'Subsystem sftp\' setting)', (cb) => conn.client.sftp(cb), (s) => s.end());
+    const opened = this.openChannel<SFTPWrapper>(
+      conn,
+      cancel,
+      "open an SFTP session (check its sshd 'Subsystem sftp' setting)",
+      (cb) => conn.client.sftp(cb),
+      (s) => s.end(),
+    );
     return opened.then(async (sftp) => {
       let closed = false;
       const gone = new Promise<never>((_, reject) => {
         sftp.once('close', () => {
           closed = true;
-          reject(conn.closed ? this.lostError(conn, 'during an SFTP transfer') : new KmError('connection', `${conn.target.name}: the SFTP session closed unexpectedly`, { server: conn.target.name }));
+          reject(
+            conn.closed
+              ? this.lostError(conn, 'during an SFTP transfer')
+              : new KmError('connection', `${conn.target.name}: the SFTP session closed unexpectedly`, {
+                  server: conn.target.name,
+                }),
+          );
         });
       });
       gone.catch(() => undefined);
@@ -452,7 +599,10 @@ export class SshPool {
           await new Promise<void>((resolve) => {
             const t = setTimeout(resolve, 2000);
             t.unref();
-            sftp.once('close', () => { clearTimeout(t); resolve(); });
+            sftp.once('close', () => {
+              clearTimeout(t);
+              resolve();
+            });
             sftp.end();
           });
         }
@@ -463,7 +613,9 @@ export class SshPool {
   private sftpError(conn: Connection, what: string, err: Error & { code?: number | string }): KmError {
     if (conn.closed) return this.lostError(conn, `SFTP failed ${what}`);
     const t = conn.target;
-    return new KmError('command-failed', `${t.name}: SFTP failed ${what}: ${err.message}`, { server: t.name, cause: err });
+    return new KmError('command-failed', `${t.name}: SFTP failed ${what}: ${err.message}`, {
+      server: t.name,
+      cause: err,
+    });
   }
 }
-

@@ -4,16 +4,29 @@
 /** Reject with the abort reason when cancel fires first; `discard` cleans up a value that arrives too late. */
 export function raceAbort<T>(p: Promise<T>, cancel: AbortSignal, discard?: (v: T) => void): Promise<T> {
   if (cancel.aborted) {
-    p.then((v) => discard?.(v), () => undefined);
+    p.then(
+      (v) => discard?.(v),
+      () => undefined,
+    );
     return Promise.reject(cancel.reason);
   }
   return new Promise<T>((resolve, reject) => {
     let done = false;
-    const onAbort = () => { done = true; reject(cancel.reason); };
+    const onAbort = () => {
+      done = true;
+      reject(cancel.reason);
+    };
     cancel.addEventListener('abort', onAbort, { once: true });
     p.then(
-      (v) => { cancel.removeEventListener('abort', onAbort); if (done) discard?.(v); else resolve(v); },
-      (e) => { cancel.removeEventListener('abort', onAbort); if (!done) reject(e); },
+      (v) => {
+        cancel.removeEventListener('abort', onAbort);
+        if (done) discard?.(v);
+        else resolve(v);
+      },
+      (e) => {
+        cancel.removeEventListener('abort', onAbort);
+        if (!done) reject(e);
+      },
     );
   });
 }
@@ -25,7 +38,10 @@ export class OutputBuffer {
   private dropped = 0;
   constructor(private readonly max: number) {}
   push(d: Buffer): void {
-    if (this.size >= this.max) { this.dropped += d.length; return; }
+    if (this.size >= this.max) {
+      this.dropped += d.length;
+      return;
+    }
     const part = d.length > this.max - this.size ? d.subarray(0, this.max - this.size) : d;
     this.chunks.push(part);
     this.size += part.length;
@@ -36,4 +52,3 @@ export class OutputBuffer {
     return this.dropped ? `${s}\n[… ${this.dropped} more bytes not kept]` : s;
   }
 }
-

@@ -19,7 +19,10 @@ export class Coalescer<I, O> {
   private scheduled = false;
 
   /** `run` answers every input of a batch, in order; if it fails, every caller in the batch gets its error. */
-  constructor(private readonly run: (inputs: I[]) => Promise<O[]>, private readonly maxBatch = MAX_BATCH) {}
+  constructor(
+    private readonly run: (inputs: I[]) => Promise<O[]>,
+    private readonly maxBatch = MAX_BATCH,
+  ) {}
 
   call(input: I): Promise<O> {
     return new Promise<O>((resolve, reject) => {

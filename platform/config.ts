@@ -50,7 +50,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     web: {
       signingKey: env.KM_HOTFIX_WEB_SIGNING_KEY || undefined,
       identityHeader: (env.KM_HOTFIX_WEB_IDENTITY_HEADER || 'X-Forwarded-User').toLowerCase(),
-      trustedProxies: (env.KM_HOTFIX_WEB_TRUSTED_PROXIES ?? '').split(',').map((a) => a.trim()).filter((a) => a !== ''),
+      trustedProxies: (env.KM_HOTFIX_WEB_TRUSTED_PROXIES ?? '')
+        .split(',')
+        .map((a) => a.trim())
+        .filter((a) => a !== ''),
       names: env.KM_HOTFIX_WEB_NAMES || undefined,
       url: env.KM_HOTFIX_WEB_URL || undefined,
     },

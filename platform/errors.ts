@@ -8,7 +8,10 @@ export type ProblemKind = 'refused' | 'unreachable' | 'failed';
 /** An error meant for the user: its message is the one line to print. */
 export class UserError extends Error {
   override name = 'UserError';
-  constructor(message: string, readonly kind: ProblemKind = 'refused') {
+  constructor(
+    message: string,
+    readonly kind: ProblemKind = 'refused',
+  ) {
     super(message);
   }
 }

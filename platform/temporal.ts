@@ -17,7 +17,10 @@ async function readPem(file: string, variable: string): Promise<Buffer> {
   try {
     return await fs.readFile(file);
   } catch (err) {
-    throw new UserError(`${variable}=${file} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): fix the path or unset it`, 'refused');
+    throw new UserError(
+      `${variable}=${file} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): fix the path or unset it`,
+      'refused',
+    );
   }
 }
 
@@ -28,10 +31,14 @@ export async function temporalConnectionOptions(config: Config): Promise<Tempora
   if (!config.temporalTls) return opts;
   const tls: TLSConfig = {};
   if (config.temporalTlsServerName) tls.serverNameOverride = config.temporalTlsServerName;
-  if (config.temporalTlsCaPath) tls.serverRootCACertificate = await readPem(config.temporalTlsCaPath, 'TEMPORAL_TLS_SERVER_CA_CERT_PATH');
+  if (config.temporalTlsCaPath)
+    tls.serverRootCACertificate = await readPem(config.temporalTlsCaPath, 'TEMPORAL_TLS_SERVER_CA_CERT_PATH');
   if (config.temporalTlsCertPath || config.temporalTlsKeyPath) {
     if (!config.temporalTlsCertPath || !config.temporalTlsKeyPath) {
-      throw new UserError('TEMPORAL_TLS_CLIENT_CERT_PATH and TEMPORAL_TLS_CLIENT_KEY_PATH go together: set both or neither', 'refused');
+      throw new UserError(
+        'TEMPORAL_TLS_CLIENT_CERT_PATH and TEMPORAL_TLS_CLIENT_KEY_PATH go together: set both or neither',
+        'refused',
+      );
     }
     tls.clientCertPair = {
       crt: await readPem(config.temporalTlsCertPath, 'TEMPORAL_TLS_CLIENT_CERT_PATH'),

@@ -3,7 +3,16 @@
 // status threshold, the ledger's counts and failed servers). Shared by the CLI
 // and the web page.
 import type { Client } from '@temporalio/client';
-import { ATTENTION_LIST_MAX, ATTENTION_STATES, countByState, boundedServer, isFinalPhase, RolloutStatus, ServerState, ServerStatus } from '../domain/rollout';
+import {
+  ATTENTION_LIST_MAX,
+  ATTENTION_STATES,
+  countByState,
+  boundedServer,
+  isFinalPhase,
+  RolloutStatus,
+  ServerState,
+  ServerStatus,
+} from '../domain/rollout';
 import type { Role } from '../domain/fleet';
 import { batchStatusQuery } from '../workflows/definitions';
 
@@ -34,28 +43,39 @@ export async function answerWithin<T>(client: Client, ask: () => Promise<T>, ms:
  * when it ends; which of the run's servers has started or ended meanwhile
  * is in the ledger (the run writes each one's state), read when `ledger` is given.
  */
-export async function mergeBatches(client: Client, st: RolloutStatus, queryTimeoutMs = QUERY_TIMEOUT_MS, ledger?: Pick<LedgerView, 'of'>): Promise<RolloutStatus> {
+export async function mergeBatches(
+  client: Client,
+  st: RolloutStatus,
+  queryTimeoutMs = QUERY_TIMEOUT_MS,
+  ledger?: Pick<LedgerView, 'of'>,
+): Promise<RolloutStatus> {
   // Above FULL_SERVER_LIST_MAX the status has no per-server list to merge into:
   // its counts are the parent's (a child's servers count once the child ends, at most a slice later).
   if (st.activeBatchWorkflows.length === 0 || !st.servers) return st;
   const byName = new Map(st.servers.map((s) => [s.name, s]));
-  await Promise.all(st.activeBatchWorkflows.map(async (childId) => {
-    try {
-      const progress = await answerWithin(client, () => client.workflow.getHandle(childId).query(batchStatusQuery), queryTimeoutMs);
-      const running = ledger && progress.inRun?.length ? await ledger.of(st.id, progress.inRun).catch(() => []) : [];
-      // A run's server still 'pending' in the ledger has not started: the parent's state stays.
-      for (const live of [...running.filter((r) => r.state !== 'pending'), ...progress.servers]) {
-        const s = byName.get(live.name);
-        if (!s) continue;
-        s.state = live.state;
-        if (live.startedAt) s.startedAt = live.startedAt;
-        if (live.endedAt) s.endedAt = live.endedAt;
-        if (live.error) s.error = live.error;
+  await Promise.all(
+    st.activeBatchWorkflows.map(async (childId) => {
+      try {
+        const progress = await answerWithin(
+          client,
+          () => client.workflow.getHandle(childId).query(batchStatusQuery),
+          queryTimeoutMs,
+        );
+        const running = ledger && progress.inRun?.length ? await ledger.of(st.id, progress.inRun).catch(() => []) : [];
+        // A run's server still 'pending' in the ledger has not started: the parent's state stays.
+        for (const live of [...running.filter((r) => r.state !== 'pending'), ...progress.servers]) {
+          const s = byName.get(live.name);
+          if (!s) continue;
+          s.state = live.state;
+          if (live.startedAt) s.startedAt = live.startedAt;
+          if (live.endedAt) s.endedAt = live.endedAt;
+          if (live.error) s.error = live.error;
+        }
+      } catch {
+        // The child just ended: the parent's next answer has its results.
       }
-    } catch {
-      // The child just ended: the parent's next answer has its results.
-    }
-  }));
+    }),
+  );
   st.serverCounts = countByState(st.servers);
   return st;
 }
@@ -65,7 +85,11 @@ export interface LedgerView {
   /** Servers by latest state. */
   counts(workflowId: string): Promise<Partial<Record<ServerState, number>>>;
   /** The first `limit` servers (inventory order) whose latest state is one of `states`, and how many there are. */
-  inStates(workflowId: string, states: readonly ServerState[], limit: number): Promise<{ total: number; servers: (Omit<ServerStatus, 'role'> & { role: Role | null })[] }>;
+  inStates(
+    workflowId: string,
+    states: readonly ServerState[],
+    limit: number,
+  ): Promise<{ total: number; servers: (Omit<ServerStatus, 'role'> & { role: Role | null })[] }>;
   /** The latest state of each of these servers (those with a row). */
   of(workflowId: string, names: readonly string[]): Promise<(Omit<ServerStatus, 'role'> & { role: Role | null })[]>;
 }
@@ -85,7 +109,10 @@ export interface LedgerView {
 export async function withLedgerView(st: RolloutStatus, ledger?: LedgerView): Promise<RolloutStatus> {
   if (!ledger || st.servers || isFinalPhase(st.phase) || st.serverCount === 0) return st;
   try {
-    const [counts, failing] = await Promise.all([ledger.counts(st.id), ledger.inStates(st.id, ATTENTION_STATES, ATTENTION_LIST_MAX)]);
+    const [counts, failing] = await Promise.all([
+      ledger.counts(st.id),
+      ledger.inStates(st.id, ATTENTION_STATES, ATTENTION_LIST_MAX),
+    ]);
     const total = Object.values(counts).reduce((a, b) => a + (b ?? 0), 0);
     if (total !== st.serverCount) return st;
     return {

@@ -69,7 +69,14 @@ function splitOptions(s: string): string[] {
 function parseTime(v: string): Date {
   const m = /^(\d{4})(\d{2})(\d{2})(?:(\d{2})(\d{2})(?:(\d{2}))?)?(Z)?$/.exec(v);
   if (!m) throw new AllowedSignersError(`time '${v}' is not YYYYMMDD[HHMM[SS]][Z]`);
-  const parts = [Number(m[1]), Number(m[2]) - 1, Number(m[3]), Number(m[4] ?? 0), Number(m[5] ?? 0), Number(m[6] ?? 0)] as const;
+  const parts = [
+    Number(m[1]),
+    Number(m[2]) - 1,
+    Number(m[3]),
+    Number(m[4] ?? 0),
+    Number(m[5] ?? 0),
+    Number(m[6] ?? 0),
+  ] as const;
   return m[7] ? new Date(Date.UTC(...parts)) : new Date(...parts);
 }
 
@@ -77,7 +84,10 @@ function parseLine(text: string, line: number): AllowedSigner | null {
   const trimmed = text.replace(/^[ \t]+/, '').replace(/[ \t\r]+$/, '');
   if (trimmed === '' || trimmed.startsWith('#')) return null;
   const [principalsField, rest] = token(trimmed);
-  const principals = principalsField.replace(/"/g, '').split(',').map((p) => p.trim());
+  const principals = principalsField
+    .replace(/"/g, '')
+    .split(',')
+    .map((p) => p.trim());
   if (principals.some((p) => p === '')) throw new AllowedSignersError('empty principal');
   let namespaces: string[] | null = null;
   let validAfter: Date | null = null;
@@ -91,14 +101,19 @@ function parseLine(text: string, line: number): AllowedSigner | null {
       const name = (eq < 0 ? opt : opt.slice(0, eq)).toLowerCase();
       const value = eq < 0 ? '' : unquote(opt.slice(eq + 1));
       if (name === 'cert-authority') certAuthority = true;
-      else if (name === 'namespaces') namespaces = value.split(',').map((n) => n.trim()).filter((n) => n !== '');
+      else if (name === 'namespaces')
+        namespaces = value
+          .split(',')
+          .map((n) => n.trim())
+          .filter((n) => n !== '');
       else if (name === 'valid-after') validAfter = parseTime(value);
       else if (name === 'valid-before') validBefore = parseTime(value);
       else throw new AllowedSignersError(`unknown option '${name}' (or an unsupported key type)`);
     }
     [next, after] = token(after);
   }
-  if (!isKeyType(next)) throw new AllowedSignersError(`'${next}' is not a supported key type (ssh-ed25519, ssh-rsa, ecdsa-sha2-*, sk-*)`);
+  if (!isKeyType(next))
+    throw new AllowedSignersError(`'${next}' is not a supported key type (ssh-ed25519, ssh-rsa, ecdsa-sha2-*, sk-*)`);
   const [b64, comment] = token(after);
   if (!/^[A-Za-z0-9+/]+={0,2}$/.test(b64)) throw new AllowedSignersError('the key is not base64');
   const key = Buffer.from(b64, 'base64');
@@ -110,7 +125,19 @@ function parseLine(text: string, line: number): AllowedSigner | null {
     throw e;
   }
   const name = principals.find((p) => !/[*?!]/.test(p)) ?? null;
-  return { line, principals, name, namespaces, validAfter, validBefore, certAuthority, keyType: next, key, fingerprint: fingerprint(key), comment };
+  return {
+    line,
+    principals,
+    name,
+    namespaces,
+    validAfter,
+    validBefore,
+    certAuthority,
+    keyType: next,
+    key,
+    fingerprint: fingerprint(key),
+    comment,
+  };
 }
 
 /** Parse the file's text; a malformed line is an error naming it (a trust root is never half-read). */
@@ -133,14 +160,21 @@ export async function readAllowedSigners(path: string): Promise<AllowedSigner[]>
   try {
     text = await readFile(path, 'utf8');
   } catch (e) {
-    throw new AllowedSignersError(`cannot read the signers file ${path} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    throw new AllowedSignersError(
+      `cannot read the signers file ${path} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+    );
   }
   return parseAllowedSigners(text, path);
 }
 
 /** OpenSSH's match_pattern: `*` any run, `?` one character. */
 function matchPattern(s: string, pattern: string): boolean {
-  const re = new RegExp(`^${pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`);
+  const re = new RegExp(
+    `^${pattern
+      .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+      .replace(/\*/g, '.*')
+      .replace(/\?/g, '.')}$`,
+  );
   return re.test(s);
 }
 
@@ -176,21 +210,36 @@ function usable(s: AllowedSigner, key: Buffer, namespace: string, when: Date): b
  * (`*@example.com`) is nobody's own line, so it makes no person.
  */
 export function peopleOf(signers: readonly AllowedSigner[], namespace: string, when: Date): string[] {
-  const names = signers.filter((s) => s.name !== null && !isDelegate(s.name) && inForce(s, namespace, when)).map((s) => s.name as string);
+  const names = signers
+    .filter((s) => s.name !== null && !isDelegate(s.name) && inForce(s, namespace, when))
+    .map((s) => s.name as string);
   return [...new Set(names)];
 }
 
 /** Fingerprints of the keys of this person's lines in force: how a name is tied back to the keys that are theirs. */
 export function keysOf(signers: readonly AllowedSigner[], person: string, namespace: string, when: Date): string[] {
-  return [...new Set(signers.filter((s) => s.name === person && inForce(s, namespace, when)).map((s) => s.fingerprint))];
+  return [
+    ...new Set(signers.filter((s) => s.name === person && inForce(s, namespace, when)).map((s) => s.fingerprint)),
+  ];
 }
 
 /** Who holds this key, per the file: the first usable line that names a person. */
-export function findSigner(signers: readonly AllowedSigner[], key: Buffer, namespace: string, when: Date): AllowedSigner | null {
+export function findSigner(
+  signers: readonly AllowedSigner[],
+  key: Buffer,
+  namespace: string,
+  when: Date,
+): AllowedSigner | null {
   return signers.find((s) => s.name !== null && usable(s, key, namespace, when)) ?? null;
 }
 
 /** Is this key allowed for this principal (as `ssh-keygen -Y verify -I NAME` asks)? */
-export function allowsPrincipal(signers: readonly AllowedSigner[], principal: string, key: Buffer, namespace: string, when: Date): boolean {
+export function allowsPrincipal(
+  signers: readonly AllowedSigner[],
+  principal: string,
+  key: Buffer,
+  namespace: string,
+  when: Date,
+): boolean {
   return signers.some((s) => usable(s, key, namespace, when) && matchPrincipals(principal, s.principals));
 }

@@ -7,8 +7,13 @@ import { createHash, createPublicKey, verify as cryptoVerify, KeyObject } from '
 import { WireReader, WireFormatError, sshString, uint32 } from './wire';
 
 export const KEY_TYPES = [
-  'ssh-ed25519', 'ssh-rsa', 'ecdsa-sha2-nistp256', 'ecdsa-sha2-nistp384', 'ecdsa-sha2-nistp521',
-  'sk-ssh-ed25519@openssh.com', 'sk-ecdsa-sha2-nistp256@openssh.com',
+  'ssh-ed25519',
+  'ssh-rsa',
+  'ecdsa-sha2-nistp256',
+  'ecdsa-sha2-nistp384',
+  'ecdsa-sha2-nistp521',
+  'sk-ssh-ed25519@openssh.com',
+  'sk-ecdsa-sha2-nistp256@openssh.com',
 ] as const;
 export type KeyType = (typeof KEY_TYPES)[number];
 
@@ -42,7 +47,8 @@ const b64url = (b: Buffer): string => b.toString('base64url');
 function ecKey(curve: string, point: Buffer): KeyObject {
   const c = CURVES[curve];
   if (!c) throw new KeyFormatError(`unsupported ECDSA curve '${curve}'`);
-  if (point.length !== 1 + 2 * c.size || point[0] !== 4) throw new KeyFormatError(`ECDSA ${curve} point is not uncompressed`);
+  if (point.length !== 1 + 2 * c.size || point[0] !== 4)
+    throw new KeyFormatError(`ECDSA ${curve} point is not uncompressed`);
   return createPublicKey({
     key: { kty: 'EC', crv: c.jwk, x: b64url(point.subarray(1, 1 + c.size)), y: b64url(point.subarray(1 + c.size)) },
     format: 'jwk',
@@ -103,7 +109,8 @@ export function parsePublicKeyBlob(blob: Buffer): PublicKey {
 /** Parse "ssh-ed25519 AAAA... [comment]". */
 export function parsePublicKeyText(text: string): PublicKey {
   const [type, b64] = text.trim().split(/\s+/);
-  if (!type || !b64 || !/^[A-Za-z0-9+/]+={0,2}$/.test(b64)) throw new KeyFormatError(`'${text.slice(0, 40)}' is not an OpenSSH public key (KEYTYPE BASE64)`);
+  if (!type || !b64 || !/^[A-Za-z0-9+/]+={0,2}$/.test(b64))
+    throw new KeyFormatError(`'${text.slice(0, 40)}' is not an OpenSSH public key (KEYTYPE BASE64)`);
   const key = parsePublicKeyBlob(Buffer.from(b64, 'base64'));
   if (key.type !== type) throw new KeyFormatError(`the key says it is ${key.type}, not ${type}`);
   return key;
@@ -142,7 +149,7 @@ function algorithmHash(key: PublicKey, algorithm: string): string | null {
     case 'sk-ssh-ed25519@openssh.com':
       return algorithm === key.type ? null : '';
     default:
-      return algorithm === key.type ? CURVES[key.curve ?? '']?.hash ?? '' : '';
+      return algorithm === key.type ? (CURVES[key.curve ?? '']?.hash ?? '') : '';
   }
 }
 
@@ -164,7 +171,9 @@ export function verifySshSignature(key: PublicKey, signature: Buffer, data: Buff
       const counter = r.uint32();
       if ((flags & 0x01) === 0) return false;
       signed = Buffer.concat([
-        createHash('sha256').update(key.application).digest(), Buffer.from([flags]), uint32(counter),
+        createHash('sha256').update(key.application).digest(),
+        Buffer.from([flags]),
+        uint32(counter),
         createHash('sha256').update(data).digest(),
       ]);
     }

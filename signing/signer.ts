@@ -26,12 +26,19 @@ function algorithmOf(type: string): string {
 function one(parsed: ParsedKey | ParsedKey[] | Error, path: string): ParsedKey {
   if (parsed instanceof Error) {
     if (/encrypted|passphrase/i.test(parsed.message)) {
-      throw new SigningKeyError(`the signing key ${path} is protected by a passphrase: add it to your ssh-agent (ssh-add ${path}) and unset KM_HOTFIX_SIGNING_KEY`);
+      throw new SigningKeyError(
+        `the signing key ${path} is protected by a passphrase: add it to your ssh-agent (ssh-add ${path}) and unset KM_HOTFIX_SIGNING_KEY`,
+      );
     }
-    throw new SigningKeyError(`${path} is not an OpenSSH private key (${parsed.message}); create one with ssh-keygen -t ed25519`);
+    throw new SigningKeyError(
+      `${path} is not an OpenSSH private key (${parsed.message}); create one with ssh-keygen -t ed25519`,
+    );
   }
   const key = Array.isArray(parsed) ? parsed[0] : parsed;
-  if (!key || !key.isPrivateKey()) throw new SigningKeyError(`${path} holds no private key; KM_HOTFIX_SIGNING_KEY names the private key file, not the .pub`);
+  if (!key || !key.isPrivateKey())
+    throw new SigningKeyError(
+      `${path} holds no private key; KM_HOTFIX_SIGNING_KEY names the private key file, not the .pub`,
+    );
   return key;
 }
 
@@ -42,7 +49,9 @@ export function keyTextSigner(text: string, source = 'the signing key'): Signer 
   const algorithm = algorithmOf(key.type);
   const ec = EC_HASH[key.type];
   if (key.type !== 'ssh-ed25519' && key.type !== 'ssh-rsa' && !ec) {
-    throw new SigningKeyError(`${source} is a ${key.type} key; km-hotfix signs with ed25519 (ssh-keygen -t ed25519), RSA or ECDSA keys`);
+    throw new SigningKeyError(
+      `${source} is a ${key.type} key; km-hotfix signs with ed25519 (ssh-keygen -t ed25519), RSA or ECDSA keys`,
+    );
   }
   return {
     publicKey: key.getPublicSSH(),
@@ -62,16 +71,25 @@ export async function keyFileSigner(path: string): Promise<Signer> {
   try {
     text = await readFile(path, 'utf8');
   } catch (e) {
-    throw new SigningKeyError(`cannot read the signing key ${path} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); set KM_HOTFIX_SIGNING_KEY to your private key file`);
+    throw new SigningKeyError(
+      `cannot read the signing key ${path} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); set KM_HOTFIX_SIGNING_KEY to your private key file`,
+    );
   }
   return keyTextSigner(text, path);
 }
 
-function agentCall<T>(fn: (cb: (err: Error | null | undefined, value?: T) => void) => void, socket: string): Promise<T> {
+function agentCall<T>(
+  fn: (cb: (err: Error | null | undefined, value?: T) => void) => void,
+  socket: string,
+): Promise<T> {
   return new Promise((resolve, reject) => {
     fn((err, value) => {
       if (err || value === undefined) {
-        reject(new SigningKeyError(`the ssh-agent at ${socket} did not answer (${err?.message ?? 'no reply'}); start one (eval $(ssh-agent)) and ssh-add your key, or set KM_HOTFIX_SIGNING_KEY`));
+        reject(
+          new SigningKeyError(
+            `the ssh-agent at ${socket} did not answer (${err?.message ?? 'no reply'}); start one (eval $(ssh-agent)) and ssh-add your key, or set KM_HOTFIX_SIGNING_KEY`,
+          ),
+        );
       } else {
         resolve(value);
       }
@@ -84,13 +102,17 @@ export async function agentKeys(socket: string): Promise<Buffer[]> {
   const agent = new OpenSSHAgent(socket);
   const keys = await agentCall<KnownPublicKeys<ParsedKey>>((cb) => agent.getIdentities(cb), socket);
   // The OpenSSH agent client answers with parsed keys; the type also allows wrapped entries.
-  return keys.map((k) => ('getPublicSSH' in k ? k : null)).filter((k): k is ParsedKey => k !== null).map((k) => k.getPublicSSH());
+  return keys
+    .map((k) => ('getPublicSSH' in k ? k : null))
+    .filter((k): k is ParsedKey => k !== null)
+    .map((k) => k.getPublicSSH());
 }
 
 /** A signer for one key held by the ssh-agent at socket. */
 export function agentSigner(socket: string, publicKey: Buffer): Signer {
   const parsed = utils.parseKey(publicKey);
-  if (parsed instanceof Error) throw new SigningKeyError(`the ssh-agent holds a key that cannot be used (${parsed.message})`);
+  if (parsed instanceof Error)
+    throw new SigningKeyError(`the ssh-agent holds a key that cannot be used (${parsed.message})`);
   const type = (Array.isArray(parsed) ? parsed[0] : parsed).type;
   return {
     publicKey,

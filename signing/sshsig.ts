@@ -34,9 +34,20 @@ export function signedData(namespace: string, hashAlgorithm: HashAlgorithm, mess
   return Buffer.concat([MAGIC, sshString(namespace), sshString(''), sshString(hashAlgorithm), sshString(digest)]);
 }
 
-export function encodeSshSig(publicKeyBlob: Buffer, namespace: string, hashAlgorithm: HashAlgorithm, signature: Buffer): Buffer {
+export function encodeSshSig(
+  publicKeyBlob: Buffer,
+  namespace: string,
+  hashAlgorithm: HashAlgorithm,
+  signature: Buffer,
+): Buffer {
   return Buffer.concat([
-    MAGIC, uint32(VERSION), sshString(publicKeyBlob), sshString(namespace), sshString(''), sshString(hashAlgorithm), sshString(signature),
+    MAGIC,
+    uint32(VERSION),
+    sshString(publicKeyBlob),
+    sshString(namespace),
+    sshString(''),
+    sshString(hashAlgorithm),
+    sshString(signature),
   ]);
 }
 
@@ -51,7 +62,9 @@ export function armor(blob: Buffer): string {
 export function parseArmoredSignature(text: string): SshSig {
   const trimmed = text.trim();
   if (!trimmed.startsWith(BEGIN) || !trimmed.endsWith(END)) {
-    throw new SignatureFormatError(`not an SSH signature: expected the '${BEGIN}' block that ssh-keygen -Y sign writes`);
+    throw new SignatureFormatError(
+      `not an SSH signature: expected the '${BEGIN}' block that ssh-keygen -Y sign writes`,
+    );
   }
   const b64 = trimmed.slice(BEGIN.length, -END.length).replace(/\s+/g, '');
   if (!/^[A-Za-z0-9+/]*={0,2}$/.test(b64)) throw new SignatureFormatError('the SSH signature is not valid base64');
@@ -68,12 +81,14 @@ export function parseSshSigBlob(blob: Buffer): SshSig {
     const namespace = r.text();
     r.string(); // reserved
     const hashAlgorithm = r.text();
-    if (hashAlgorithm !== 'sha256' && hashAlgorithm !== 'sha512') throw new SignatureFormatError(`hash algorithm '${hashAlgorithm}' is not sha256 or sha512`);
+    if (hashAlgorithm !== 'sha256' && hashAlgorithm !== 'sha512')
+      throw new SignatureFormatError(`hash algorithm '${hashAlgorithm}' is not sha256 or sha512`);
     const signature = r.string();
     r.end();
     return { publicKey, namespace, hashAlgorithm, signature };
   } catch (e) {
-    if (e instanceof WireFormatError || e instanceof KeyFormatError) throw new SignatureFormatError(`not a valid SSH signature: ${e.message}`);
+    if (e instanceof WireFormatError || e instanceof KeyFormatError)
+      throw new SignatureFormatError(`not a valid SSH signature: ${e.message}`);
     throw e;
   }
 }

@@ -29,7 +29,10 @@ export function mpint(unsigned: Buffer): Buffer {
 /** Reads one field after another; every read checks the bounds. */
 export class WireReader {
   private pos = 0;
-  constructor(private readonly buf: Buffer, private readonly what: string) {}
+  constructor(
+    private readonly buf: Buffer,
+    private readonly what: string,
+  ) {}
 
   private take(n: number): Buffer {
     if (n < 0 || this.pos + n > this.buf.length) throw new WireFormatError(`${this.what} is truncated`);
@@ -61,6 +64,7 @@ export class WireReader {
     return v.subarray(i);
   }
   end(): void {
-    if (this.pos !== this.buf.length) throw new WireFormatError(`${this.what} has ${this.buf.length - this.pos} bytes too many`);
+    if (this.pos !== this.buf.length)
+      throw new WireFormatError(`${this.what} has ${this.buf.length - this.pos} bytes too many`);
   }
 }

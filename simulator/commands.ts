@@ -33,7 +33,10 @@ function unwrapSudo(words: string[]): { words: string[]; sudo: boolean; nonInter
   let i = 1;
   let nonInteractive = false;
   while (i < words.length && words[i].startsWith('-')) {
-    if (words[i] === '--') { i++; break; }
+    if (words[i] === '--') {
+      i++;
+      break;
+    }
     if (words[i] === '-n' || words[i] === '--non-interactive') nonInteractive = true;
     i++;
   }
@@ -46,7 +49,10 @@ export async function runCommand(ctx: ExecContext, words: string[]): Promise<Exe
     const u = unwrapSudo(words);
     if (u.words.length === 0) return err('usage: sudo -n <command>\n');
     // Login users other than root have NOPASSWD sudo here, but only non-interactively: no tty to ask on.
-    if (ctx.user !== 'root' && !u.nonInteractive) return err('sudo: a terminal is required to read the password; either use the -S option to read from standard input or configure an askpass helper\nsudo: a password is required\n');
+    if (ctx.user !== 'root' && !u.nonInteractive)
+      return err(
+        'sudo: a terminal is required to read the password; either use the -S option to read from standard input or configure an askpass helper\nsudo: a password is required\n',
+      );
     return runCommand({ ...ctx, user: 'root' }, u.words);
   }
   const cmd = COMMANDS[words[0]];
@@ -54,14 +60,18 @@ export async function runCommand(ctx: ExecContext, words: string[]): Promise<Exe
   return cmd(ctx, words.slice(1));
 }
 
-const PRIVILEGED_SUPERVISOR = 'error: <class \'PermissionError\'>, [Errno 13] Permission denied: file: /usr/lib/python3/dist-packages/supervisor/xmlrpc.py line: 560\n';
+const PRIVILEGED_SUPERVISOR =
+  "error: <class 'PermissionError'>, [Errno 13] Permission denied: file: /usr/lib/python3/dist-packages/supervisor/xmlrpc.py line: 560\n";
 
 function splitFlags(args: string[], known: string): { flags: Set<string>; rest: string[]; bad?: string } {
   const flags = new Set<string>();
   const rest: string[] = [];
   let done = false;
   for (const a of args) {
-    if (!done && a === '--') { done = true; continue; }
+    if (!done && a === '--') {
+      done = true;
+      continue;
+    }
     if (!done && a.startsWith('-') && a.length > 1 && !/^-[0-7]+$/.test(a)) {
       for (const f of a.slice(1)) {
         if (!known.includes(f)) return { flags, rest, bad: f };
@@ -86,8 +96,16 @@ const chown: Command = (ctx, args) => {
   let stderr = '';
   for (const f of files) {
     const p = resolve(ctx, f);
-    if (!ctx.server.vfs.get(p)) { stderr += `chown: cannot access '${f}': No such file or directory\n`; code = 1; continue; }
-    if (ctx.user !== 'root') { stderr += `chown: changing ownership of '${f}': Operation not permitted\n`; code = 1; continue; }
+    if (!ctx.server.vfs.get(p)) {
+      stderr += `chown: cannot access '${f}': No such file or directory\n`;
+      code = 1;
+      continue;
+    }
+    if (ctx.user !== 'root') {
+      stderr += `chown: changing ownership of '${f}': Operation not permitted\n`;
+      code = 1;
+      continue;
+    }
     const node = ctx.server.vfs.mutable(p) as VNode;
     if (owner) node.owner = owner;
     if (group) node.group = group;
@@ -123,14 +141,23 @@ const chmod: Command = (ctx, args) => {
   if (bad) return err(`chmod: invalid option -- '${bad}'\n`);
   if (rest.length < 2) return err("chmod: missing operand\nTry 'chmod --help' for more information.\n");
   const [spec, ...files] = rest;
-  if (applyMode(spec, 0) === undefined) return err(`chmod: invalid mode: '${spec}'\nTry 'chmod --help' for more information.\n`);
+  if (applyMode(spec, 0) === undefined)
+    return err(`chmod: invalid mode: '${spec}'\nTry 'chmod --help' for more information.\n`);
   let code = 0;
   let stderr = '';
   for (const f of files) {
     const p = resolve(ctx, f);
     const node = ctx.server.vfs.get(p);
-    if (!node) { stderr += `chmod: cannot access '${f}': No such file or directory\n`; code = 1; continue; }
-    if (ctx.user !== 'root' && node.owner !== ctx.user) { stderr += `chmod: changing permissions of '${f}': Operation not permitted\n`; code = 1; continue; }
+    if (!node) {
+      stderr += `chmod: cannot access '${f}': No such file or directory\n`;
+      code = 1;
+      continue;
+    }
+    if (ctx.user !== 'root' && node.owner !== ctx.user) {
+      stderr += `chmod: changing permissions of '${f}': Operation not permitted\n`;
+      code = 1;
+      continue;
+    }
     const m = ctx.server.vfs.mutable(p) as VNode;
     m.mode = applyMode(spec, m.mode) as number;
   }
@@ -180,17 +207,28 @@ const sha256sum: Command = (ctx, args) => {
 function statFormat(fmt: string, f: string, node: VNode): string {
   return fmt.replace(/%([aAUGugsnFY%])/g, (_, c: string) => {
     switch (c) {
-      case 'a': return node.mode.toString(8);
-      case 'A': return modeString(node);
-      case 'U': return node.owner;
-      case 'G': return node.group;
-      case 'u': return String(USERS[node.owner]?.uid ?? 65534);
-      case 'g': return String(USERS[node.group]?.uid ?? 65534);
-      case 's': return String(node.content.length);
-      case 'n': return f;
-      case 'F': return node.kind === 'dir' ? 'directory' : node.content.length ? 'regular file' : 'regular empty file';
-      case 'Y': return String(Math.floor(node.mtime / 1000));
-      default: return '%';
+      case 'a':
+        return node.mode.toString(8);
+      case 'A':
+        return modeString(node);
+      case 'U':
+        return node.owner;
+      case 'G':
+        return node.group;
+      case 'u':
+        return String(USERS[node.owner]?.uid ?? 65534);
+      case 'g':
+        return String(USERS[node.group]?.uid ?? 65534);
+      case 's':
+        return String(node.content.length);
+      case 'n':
+        return f;
+      case 'F':
+        return node.kind === 'dir' ? 'directory' : node.content.length ? 'regular file' : 'regular empty file';
+      case 'Y':
+        return String(Math.floor(node.mtime / 1000));
+      default:
+        return '%';
     }
   });
 }
@@ -211,10 +249,14 @@ const stat: Command = (ctx, args) => {
   let stderr = '';
   for (const f of files) {
     const node = ctx.server.vfs.get(resolve(ctx, f));
-    if (!node) { stderr += `stat: cannot statx '${f}': No such file or directory\n`; continue; }
-    stdout += fmt !== undefined
-      ? statFormat(fmt, f, node) + '\n'
-      : statFormat(`  File: %n\n  Size: %s\tType: %F\nAccess: (0%a/%A)  Uid: (%u/%U)   Gid: (%g/%G)\n`, f, node);
+    if (!node) {
+      stderr += `stat: cannot statx '${f}': No such file or directory\n`;
+      continue;
+    }
+    stdout +=
+      fmt !== undefined
+        ? statFormat(fmt, f, node) + '\n'
+        : statFormat(`  File: %n\n  Size: %s\tType: %F\nAccess: (0%a/%A)  Uid: (%u/%U)   Gid: (%g/%G)\n`, f, node);
   }
   return { stdout, stderr, code: stderr ? 1 : 0 };
 };
@@ -229,16 +271,35 @@ const test: Command = (ctx, args) => {
   const bit = (n: number) => !!node && (isRoot || (node.mode & (mine ? n << 6 : n)) !== 0);
   let yes: boolean;
   switch (op) {
-    case '-e': yes = !!node; break;
-    case '-f': yes = node?.kind === 'file'; break;
-    case '-d': yes = node?.kind === 'dir'; break;
-    case '-s': yes = !!node && node.content.length > 0; break;
-    case '-r': yes = bit(4); break;
-    case '-w': yes = bit(2); break;
-    case '-x': yes = !!node && (node.mode & 0o111) !== 0 && bit(1); break;
-    case '-n': yes = f !== ''; break;
-    case '-z': yes = f === ''; break;
-    default: return err(`sh: 1: test: ${op}: unexpected operator\n`, 2);
+    case '-e':
+      yes = !!node;
+      break;
+    case '-f':
+      yes = node?.kind === 'file';
+      break;
+    case '-d':
+      yes = node?.kind === 'dir';
+      break;
+    case '-s':
+      yes = !!node && node.content.length > 0;
+      break;
+    case '-r':
+      yes = bit(4);
+      break;
+    case '-w':
+      yes = bit(2);
+      break;
+    case '-x':
+      yes = !!node && (node.mode & 0o111) !== 0 && bit(1);
+      break;
+    case '-n':
+      yes = f !== '';
+      break;
+    case '-z':
+      yes = f === '';
+      break;
+    default:
+      return err(`sh: 1: test: ${op}: unexpected operator\n`, 2);
   }
   return out('', yes ? 0 : 1);
 };
@@ -262,8 +323,14 @@ const rm: Command = (ctx, args) => {
   for (const f of rest) {
     const p = resolve(ctx, f);
     const node = ctx.server.vfs.get(p);
-    if (!node) { if (!flags.has('f')) stderr += `rm: cannot remove '${f}': No such file or directory\n`; continue; }
-    if (node.kind === 'dir') { stderr += `rm: cannot remove '${f}': Is a directory\n`; continue; }
+    if (!node) {
+      if (!flags.has('f')) stderr += `rm: cannot remove '${f}': No such file or directory\n`;
+      continue;
+    }
+    if (node.kind === 'dir') {
+      stderr += `rm: cannot remove '${f}': Is a directory\n`;
+      continue;
+    }
     ctx.server.vfs.remove(p);
   }
   return { stdout: '', stderr, code: stderr ? 1 : 0 };
@@ -273,7 +340,10 @@ const rm: Command = (ctx, args) => {
 const mv: Command = (ctx, args) => {
   const { rest, bad } = splitFlags(args, 'f');
   if (bad) return err(`mv: invalid option -- '${bad}'\n`);
-  if (rest.length !== 2) return err(`mv: ${rest.length < 2 ? 'missing destination file operand' : 'extra operand'}\nTry 'mv --help' for more information.\n`);
+  if (rest.length !== 2)
+    return err(
+      `mv: ${rest.length < 2 ? 'missing destination file operand' : 'extra operand'}\nTry 'mv --help' for more information.\n`,
+    );
   const [from, to] = rest.map((f) => resolve(ctx, f));
   const vfs = ctx.server.vfs;
   const node = vfs.get(from);
@@ -299,15 +369,21 @@ const supervisorctl: Command = async (ctx, args) => {
   const programs = sup.programs();
   const unknown = names.filter((n) => n !== 'all' && !programs.includes(n));
   if (action === 'status') {
-    if (unknown.length) return { stdout: unknown.map((n) => `${n}: ERROR (no such process)\n`).join(''), stderr: '', code: 4 };
+    if (unknown.length)
+      return { stdout: unknown.map((n) => `${n}: ERROR (no such process)\n`).join(''), stderr: '', code: 4 };
     const chosen = names.length === 0 || names.includes('all') ? programs : names;
     const now = Date.now();
     const stdout = chosen.map((p) => sup.statusLine(p, now) + '\n').join('');
     return out(stdout, chosen.every((p) => sup.state(p, now) === 'RUNNING') ? 0 : 3);
   }
   if (action === 'restart') {
-    if (names.length === 0) return err('Error: restart requires a process name\nrestart <name>\t\tRestart a process\nrestart all\t\tRestart all processes\n', 2);
-    if (unknown.length) return { stdout: unknown.map((n) => `${n}: ERROR (no such process)\n`).join(''), stderr: '', code: 1 };
+    if (names.length === 0)
+      return err(
+        'Error: restart requires a process name\nrestart <name>\t\tRestart a process\nrestart all\t\tRestart all processes\n',
+        2,
+      );
+    if (unknown.length)
+      return { stdout: unknown.map((n) => `${n}: ERROR (no such process)\n`).join(''), stderr: '', code: 1 };
     // Everything is restarted (programs share one Key Manager instance here).
     const restartMs = ctx.server.restartMs();
     const fatal = ctx.server.faults.fatalService;
@@ -345,6 +421,13 @@ const COMMANDS: Record<string, Command> = {
     const p = resolve(ctx, args.filter((a) => !a.startsWith('-'))[0] ?? '.');
     const node = ctx.server.vfs.get(p);
     if (!node) return err(`ls: cannot access '${p}': No such file or directory\n`, 2);
-    return out(node.kind === 'dir' ? ctx.server.vfs.list(p).map((n) => n + '\n').join('') : p + '\n');
+    return out(
+      node.kind === 'dir'
+        ? ctx.server.vfs
+            .list(p)
+            .map((n) => n + '\n')
+            .join('')
+        : p + '\n',
+    );
   },
 };

@@ -17,12 +17,26 @@ export interface ControlApi {
 
 function describe(s: SimServerImpl) {
   return {
-    name: s.name, role: s.role, host: s.host, port: s.port, user: s.user, sudo: s.sudo,
-    hostKey: s.hostKey, url: s.url, kmVersion: s.kmVersion(), services: s.services(), faults: s.pendingFaults(),
+    name: s.name,
+    role: s.role,
+    host: s.host,
+    port: s.port,
+    user: s.user,
+    sudo: s.sudo,
+    hostKey: s.hostKey,
+    url: s.url,
+    kmVersion: s.kmVersion(),
+    services: s.services(),
+    faults: s.pendingFaults(),
   };
 }
 
-export async function startControlApi(port: number, host: string, lookup: (name: string) => SimServerImpl | undefined, all: () => SimServerImpl[]): Promise<ControlApi> {
+export async function startControlApi(
+  port: number,
+  host: string,
+  lookup: (name: string) => SimServerImpl | undefined,
+  all: () => SimServerImpl[],
+): Promise<ControlApi> {
   const server = http.createServer((req, res) => {
     const send = (status: number, body: unknown) => {
       res.writeHead(status, { 'content-type': 'application/json' });
@@ -43,8 +57,14 @@ export async function startControlApi(port: number, host: string, lookup: (name:
       const what = parts[2];
       if (what === undefined && req.method === 'GET') return send(200, describe(s));
       if (what === 'log' && req.method === 'GET') return send(200, { server: s.name, log: s.log() });
-      if (what === 'log' && req.method === 'DELETE') { s.clearLog(); return send(200, { server: s.name, log: [] }); }
-      if (what === 'faults' && req.method === 'DELETE') { s.clearFaults(); return send(200, { server: s.name, faults: s.pendingFaults() }); }
+      if (what === 'log' && req.method === 'DELETE') {
+        s.clearLog();
+        return send(200, { server: s.name, log: [] });
+      }
+      if (what === 'faults' && req.method === 'DELETE') {
+        s.clearFaults();
+        return send(200, { server: s.name, faults: s.pendingFaults() });
+      }
       if (what === 'faults' && req.method === 'POST') {
         let spec: unknown;
         try {
@@ -67,9 +87,10 @@ export async function startControlApi(port: number, host: string, lookup: (name:
   const addr = server.address() as AddressInfo;
   return {
     url: `http://${host}:${addr.port}`,
-    close: () => new Promise<void>((resolve) => {
-      server.closeAllConnections();
-      server.close(() => resolve());
-    }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
   };
 }

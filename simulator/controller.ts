@@ -12,7 +12,8 @@ const fail = (message: string, code = 1): ExecResult => ({ stdout: '', stderr: m
 const ok = (message: string): ExecResult => ({ stdout: message + '\n', stderr: '', code: 0 });
 
 export async function sshMgrController(ctx: ExecContext, args: string[]): Promise<ExecResult> {
-  if (ctx.user !== 'root') return fail('ssh-mgr-controller: Permission denied: run it as root (sudo -n ssh-mgr-controller ...)');
+  if (ctx.user !== 'root')
+    return fail('ssh-mgr-controller: Permission denied: run it as root (sudo -n ssh-mgr-controller ...)');
   const actions: { action: string; value: string }[] = [];
   for (let i = 0; i < args.length; i++) {
     const m = /^--(upload-hotfix|apply-hotfix|unapply-hotfix)(?:=(.*))?$/s.exec(args[i]);
@@ -37,8 +38,12 @@ async function upload(ctx: ExecContext, rawPath: string): Promise<ExecResult> {
   const node = ctx.server.vfs.get(p);
   if (!node) return fail(`Exception: Hotfix file ${p} does not exist`);
   if (node.kind !== 'file') return fail(`Exception: ${p} is a directory, not a hotfix file`);
-  if (node.owner !== 'sshmgr') return fail(`Exception: Hotfix file ${p} is owned by ${node.owner}, not by sshmgr: run chown sshmgr:sshmgr ${p}`);
-  if ((node.mode & 0o100) === 0) return fail(`Exception: Hotfix file ${p} is not executable by sshmgr (mode ${node.mode.toString(8).padStart(4, '0')}): run chmod u+x ${p}`);
+  if (node.owner !== 'sshmgr')
+    return fail(`Exception: Hotfix file ${p} is owned by ${node.owner}, not by sshmgr: run chown sshmgr:sshmgr ${p}`);
+  if ((node.mode & 0o100) === 0)
+    return fail(
+      `Exception: Hotfix file ${p} is not executable by sshmgr (mode ${node.mode.toString(8).padStart(4, '0')}): run chmod u+x ${p}`,
+    );
   let parsed;
   try {
     parsed = parseHotfixFileName(p);
@@ -54,12 +59,22 @@ async function upload(ctx: ExecContext, rawPath: string): Promise<ExecResult> {
     throw err;
   }
   if (manifest.name !== parsed.name || manifest.version !== parsed.version) {
-    return fail(`Exception: Hotfix file ${p} contains ${manifest.name} ${manifest.version}, but its name says ${parsed.name} ${parsed.version}`);
+    return fail(
+      `Exception: Hotfix file ${p} contains ${manifest.name} ${manifest.version}, but its name says ${parsed.name} ${parsed.version}`,
+    );
   }
   const sha256 = createHash('sha256').update(node.content).digest('hex');
-  const { conflict } = await ctx.server.db.upload({ name: parsed.name, fileName: parsed.fileName, version: parsed.version, sha256, manifest });
+  const { conflict } = await ctx.server.db.upload({
+    name: parsed.name,
+    fileName: parsed.fileName,
+    version: parsed.version,
+    sha256,
+    manifest,
+  });
   if (conflict) {
-    return fail(`Exception: Hotfix ${parsed.name} is already registered with different contents (sha256 ${conflict}); delete it from System -> Hotfixes before uploading another build`);
+    return fail(
+      `Exception: Hotfix ${parsed.name} is already registered with different contents (sha256 ${conflict}); delete it from System -> Hotfixes before uploading another build`,
+    );
   }
   return ok(`Hotfix ${parsed.name} (version ${parsed.version}) uploaded, sha256 ${sha256}`);
 }
@@ -74,24 +89,31 @@ async function applyOrUnapply(ctx: ExecContext, kind: 'apply' | 'unapply', name:
   const server = ctx.server;
   // Transient failure (fault): nothing happens, a retry can succeed.
   if (server.faults.take(kind === 'apply' ? 'failApplies' : 'failUnapplies')) {
-    return fail('Exception: Timed out waiting for the Key Manager database lock (another operation is running); try again');
+    return fail(
+      'Exception: Timed out waiting for the Key Manager database lock (another operation is running); try again',
+    );
   }
   const latency = server.applyMs();
   if (latency > 0) await new Promise((r) => setTimeout(r, latency));
   if (ctx.aborted()) return { stdout: '', stderr: '', code: 129 }; // SIGHUP: the client went away
   const hotfix = await server.db.hotfix(name);
-  if (!hotfix) return fail(`Exception: Hotfix ${name} not found: upload it first (ssh-mgr-controller --upload-hotfix=<file>)`);
+  if (!hotfix)
+    return fail(`Exception: Hotfix ${name} not found: upload it first (ssh-mgr-controller --upload-hotfix=<file>)`);
   if (kind === 'unapply') {
     const removed = await server.db.unapply(server.name, name);
     return ok(removed ? `Hotfix ${name} unapplied` : `Hotfix ${name} is not applied on this server`);
   }
   // A hotfix registered without a simulator manifest: check its version only.
-  const files = hotfix.manifest?.files ?? [{ path: '/opt/sshmgr/VERSION', expectedOnDisk: installedChecksum(hotfix.version, '/opt/sshmgr/VERSION') }];
+  const files = hotfix.manifest?.files ?? [
+    { path: '/opt/sshmgr/VERSION', expectedOnDisk: installedChecksum(hotfix.version, '/opt/sshmgr/VERSION') },
+  ];
   const kmVersion = server.kmVersion();
   for (const f of files) {
     const onDisk = installedChecksum(kmVersion, f.path);
     if (onDisk !== f.expectedOnDisk) {
-      return fail(`Exception: File ${f.path}'s SHA checksum on disk ${onDisk} does not match what we expected to override: ${f.expectedOnDisk}`);
+      return fail(
+        `Exception: File ${f.path}'s SHA checksum on disk ${onDisk} does not match what we expected to override: ${f.expectedOnDisk}`,
+      );
     }
   }
   const added = await server.db.apply(server.name, name);

@@ -19,10 +19,17 @@ export class Faults {
     if (spec.dropConnection !== undefined) cur.dropOn = spec.dropOn ?? cur.dropOn ?? 'apply';
     else if (spec.dropOn !== undefined) cur.dropOn = spec.dropOn;
     if (spec.dropWhen !== undefined) cur.dropWhen = spec.dropWhen;
-    if (spec.unreachableOn !== undefined) { cur.unreachableOn = spec.unreachableOn; cur.unreachableMs = spec.unreachableMs ?? 2_000; }
+    if (spec.unreachableOn !== undefined) {
+      cur.unreachableOn = spec.unreachableOn;
+      cur.unreachableMs = spec.unreachableMs ?? 2_000;
+    }
     if (spec.failNext !== undefined) cur.failOn = spec.failOn ?? cur.failOn ?? 'any';
     else if (spec.failOn !== undefined) cur.failOn = spec.failOn;
-    if (spec.hangMs !== undefined) { cur.hangMs = spec.hangMs; cur.hangOn = spec.hangOn ?? 'any'; cur.hangCount = spec.hangCount ?? 1; }
+    if (spec.hangMs !== undefined) {
+      cur.hangMs = spec.hangMs;
+      cur.hangOn = spec.hangOn ?? 'any';
+      cur.hangCount = spec.hangCount ?? 1;
+    }
     for (const k of ['fatalService', 'applyMs', 'restartMs', 'kmVersion'] as const) {
       if (spec[k] !== undefined) (cur as Record<string, unknown>)[k] = spec[k];
     }
@@ -35,8 +42,12 @@ export class Faults {
   /** What is pending now (a copy); refuseMs is reported by the server. */
   pending(): FaultSpec {
     const out: FaultSpec = { ...(this.spec ?? {}) };
-    for (const k of ['failApplies', 'failUnapplies', 'dropConnection', 'failNext'] as const) if (out[k] === 0) delete out[k];
-    if (!out.dropConnection) { delete out.dropOn; delete out.dropWhen; }
+    for (const k of ['failApplies', 'failUnapplies', 'dropConnection', 'failNext'] as const)
+      if (out[k] === 0) delete out[k];
+    if (!out.dropConnection) {
+      delete out.dropOn;
+      delete out.dropWhen;
+    }
     if (!out.failNext) delete out.failOn;
     return out;
   }
@@ -52,7 +63,8 @@ export class Faults {
   /** A drop due on this command: before it runs, or after it took effect (the default). */
   takeDrop(kind: CommandKind, when: 'before' | 'after'): boolean {
     const s = this.spec;
-    if (!s || !s.dropConnection || (s.dropWhen ?? 'after') !== when || !matches(s.dropOn ?? 'apply', kind)) return false;
+    if (!s || !s.dropConnection || (s.dropWhen ?? 'after') !== when || !matches(s.dropOn ?? 'apply', kind))
+      return false;
     s.dropConnection--;
     return true;
   }
@@ -89,10 +101,18 @@ export class Faults {
     return ms;
   }
 
-  get fatalService(): string | undefined { return this.spec?.fatalService; }
-  get applyMs(): number | undefined { return this.spec?.applyMs; }
-  get restartMs(): number | undefined { return this.spec?.restartMs; }
-  get kmVersion(): string | undefined { return this.spec?.kmVersion; }
+  get fatalService(): string | undefined {
+    return this.spec?.fatalService;
+  }
+  get applyMs(): number | undefined {
+    return this.spec?.applyMs;
+  }
+  get restartMs(): number | undefined {
+    return this.spec?.restartMs;
+  }
+  get kmVersion(): string | undefined {
+    return this.spec?.kmVersion;
+  }
 }
 
 function matches(on: string, kind: CommandKind): boolean {
@@ -103,23 +123,50 @@ export class FaultSpecError extends Error {
   override name = 'FaultSpecError';
 }
 
-const COUNTS = ['failApplies', 'failUnapplies', 'failNext', 'dropConnection', 'hangMs', 'hangCount', 'refuseMs', 'unreachableMs', 'applyMs', 'restartMs'] as const;
-const KNOWN = new Set<string>([...COUNTS, 'dropOn', 'dropWhen', 'failOn', 'hangOn', 'unreachableOn', 'fatalService', 'kmVersion']);
+const COUNTS = [
+  'failApplies',
+  'failUnapplies',
+  'failNext',
+  'dropConnection',
+  'hangMs',
+  'hangCount',
+  'refuseMs',
+  'unreachableMs',
+  'applyMs',
+  'restartMs',
+] as const;
+const KNOWN = new Set<string>([
+  ...COUNTS,
+  'dropOn',
+  'dropWhen',
+  'failOn',
+  'hangOn',
+  'unreachableOn',
+  'fatalService',
+  'kmVersion',
+]);
 const KINDS = ['apply', 'unapply', 'restart', 'status', 'upload', 'any'];
 
 /** Throws FaultSpecError naming the bad field (the control API answers 400 with it). */
 export function validateFaultSpec(spec: unknown): asserts spec is FaultSpec {
-  if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) throw new FaultSpecError('a fault must be a JSON object');
+  if (typeof spec !== 'object' || spec === null || Array.isArray(spec))
+    throw new FaultSpecError('a fault must be a JSON object');
   const s = spec as Record<string, unknown>;
-  for (const k of Object.keys(s)) if (!KNOWN.has(k)) throw new FaultSpecError(`unknown fault '${k}' (known: ${[...KNOWN].join(', ')})`);
+  for (const k of Object.keys(s))
+    if (!KNOWN.has(k)) throw new FaultSpecError(`unknown fault '${k}' (known: ${[...KNOWN].join(', ')})`);
   for (const k of COUNTS) {
     const v = s[k];
-    if (v !== undefined && (typeof v !== 'number' || !Number.isInteger(v) || v < 0)) throw new FaultSpecError(`'${k}' must be a whole number >= 0`);
+    if (v !== undefined && (typeof v !== 'number' || !Number.isInteger(v) || v < 0))
+      throw new FaultSpecError(`'${k}' must be a whole number >= 0`);
   }
   for (const k of ['dropOn', 'failOn', 'hangOn', 'unreachableOn'] as const) {
-    if (s[k] !== undefined && !KINDS.includes(s[k] as string)) throw new FaultSpecError(`'${k}' must be one of ${KINDS.join(', ')}`);
+    if (s[k] !== undefined && !KINDS.includes(s[k] as string))
+      throw new FaultSpecError(`'${k}' must be one of ${KINDS.join(', ')}`);
   }
-  if (s.dropWhen !== undefined && s.dropWhen !== 'before' && s.dropWhen !== 'after') throw new FaultSpecError("'dropWhen' must be before or after");
-  if (s.fatalService !== undefined && (typeof s.fatalService !== 'string' || !s.fatalService)) throw new FaultSpecError("'fatalService' must be a program name such as sshmgr-backend");
-  if (s.kmVersion !== undefined && (typeof s.kmVersion !== 'string' || !/^\d+(?:\.\d+){1,3}$/.test(s.kmVersion))) throw new FaultSpecError("'kmVersion' must be a version such as 3.0.1");
+  if (s.dropWhen !== undefined && s.dropWhen !== 'before' && s.dropWhen !== 'after')
+    throw new FaultSpecError("'dropWhen' must be before or after");
+  if (s.fatalService !== undefined && (typeof s.fatalService !== 'string' || !s.fatalService))
+    throw new FaultSpecError("'fatalService' must be a program name such as sshmgr-backend");
+  if (s.kmVersion !== undefined && (typeof s.kmVersion !== 'string' || !/^\d+(?:\.\d+){1,3}$/.test(s.kmVersion)))
+    throw new FaultSpecError("'kmVersion' must be a version such as 3.0.1");
 }

@@ -20,7 +20,10 @@ function defaultMaxProcesses(_name: string, role: Role, index: number): number {
 function parseAuthorizedKey(line: string): ParsedKey {
   const parsed = utils.parseKey(line.trim());
   const key = Array.isArray(parsed) ? parsed[0] : parsed;
-  if (key instanceof Error || !key) throw new SimConfigError(`authorizedKey is not an OpenSSH public key line (${key instanceof Error ? key.message : 'empty'})`);
+  if (key instanceof Error || !key)
+    throw new SimConfigError(
+      `authorizedKey is not an OpenSSH public key line (${key instanceof Error ? key.message : 'empty'})`,
+    );
   return key;
 }
 
@@ -33,13 +36,17 @@ export async function startSimFleet(opts: SimFleetOptions): Promise<SimFleet> {
   const host = opts.host ?? '127.0.0.1';
   const prefix = opts.namePrefix ?? 'km';
   const plan: { name: string; role: Role; index: number }[] = [];
-  const add = (n: number, role: Role, tag: string) => { for (let i = 1; i <= n; i++) plan.push({ name: `${prefix}-${tag}-${i}`, role, index: i }); };
+  const add = (n: number, role: Role, tag: string) => {
+    for (let i = 1; i <= n; i++) plan.push({ name: `${prefix}-${tag}-${i}`, role, index: i });
+  };
   add(opts.frontends, 'frontend', 'fe');
   add(opts.backends, 'backend', 'be');
   add(opts.both ?? 0, 'both', 'both');
   if (plan.length === 0) throw new SimConfigError('a fleet needs at least one server');
   const sudo = new Set(opts.sudoServers ?? []);
-  for (const s of sudo) if (!plan.some((p) => p.name === s)) throw new SimConfigError(`sudoServers names '${s}', which is not in this fleet`);
+  for (const s of sudo)
+    if (!plan.some((p) => p.name === s))
+      throw new SimConfigError(`sudoServers names '${s}', which is not in this fleet`);
 
   const db = new KmDatabase(opts.kmDatabaseUrl);
   let control: ControlApi | undefined;
@@ -48,19 +55,36 @@ export async function startSimFleet(opts: SimFleetOptions): Promise<SimFleet> {
     await db.ensureSchema();
     // Role 'both' continues the backend numbering so its default max_processes stays distinct.
     const maxProcesses = opts.maxProcesses ?? defaultMaxProcesses;
-    await db.registerServers(plan.map((p) => ({
-      name: p.name, role: p.role,
-      maxProcesses: maxProcesses(p.name, p.role, p.role === 'both' ? opts.backends + p.index : p.index),
-    })));
+    await db.registerServers(
+      plan.map((p) => ({
+        name: p.name,
+        role: p.role,
+        maxProcesses: maxProcesses(p.name, p.role, p.role === 'both' ? opts.backends + p.index : p.index),
+      })),
+    );
     const byName = new Map<string, SimServerImpl>();
     if (opts.controlPort !== undefined) {
-      control = await startControlApi(opts.controlPort, host, (n) => byName.get(n), () => servers);
+      control = await startControlApi(
+        opts.controlPort,
+        host,
+        (n) => byName.get(n),
+        () => servers,
+      );
     }
     for (const p of plan) {
       const s = new SimServerImpl({
-        name: p.name, role: p.role, index: servers.length, host, sudo: sudo.has(p.name),
-        kmVersion: opts.kmVersion ?? '3.0.0', restartMs: opts.restartMs ?? 200, applyMs: opts.applyMs ?? 0,
-        db, authorizedKey, urlBase: control?.url, andLists: opts.andLists ?? false,
+        name: p.name,
+        role: p.role,
+        index: servers.length,
+        host,
+        sudo: sudo.has(p.name),
+        kmVersion: opts.kmVersion ?? '3.0.0',
+        restartMs: opts.restartMs ?? 200,
+        applyMs: opts.applyMs ?? 0,
+        db,
+        authorizedKey,
+        urlBase: control?.url,
+        andLists: opts.andLists ?? false,
       });
       servers.push(s);
       byName.set(p.name, s);
@@ -74,11 +98,26 @@ export async function startSimFleet(opts: SimFleetOptions): Promise<SimFleet> {
       controlUrl: control?.url,
       server(name: string) {
         const s = byName.get(name);
-        if (!s) throw new SimConfigError(`no simulated server '${name}' (have ${servers.slice(0, 5).map((x) => x.name).join(', ')}${servers.length > 5 ? ', ...' : ''})`);
+        if (!s)
+          throw new SimConfigError(
+            `no simulated server '${name}' (have ${servers
+              .slice(0, 5)
+              .map((x) => x.name)
+              .join(', ')}${servers.length > 5 ? ', ...' : ''})`,
+          );
         return s;
       },
       inventory(): FleetServer[] {
-        return servers.map((s) => ({ name: s.name, role: s.role, host: s.host, port: s.port, user: s.user, sudo: s.sudo, hostKey: s.hostKey, url: s.url }));
+        return servers.map((s) => ({
+          name: s.name,
+          role: s.role,
+          host: s.host,
+          port: s.port,
+          user: s.user,
+          sudo: s.sudo,
+          hostKey: s.hostKey,
+          url: s.url,
+        }));
       },
       async stop() {
         if (stopped) return;

@@ -55,7 +55,9 @@ const DEFAULT_FILES: Record<Component, string[]> = {
 };
 
 /** Build a hotfix file; writes it to outDir when given. */
-export async function makeHotfix(opts: MakeHotfixOptions): Promise<{ fileName: string; path?: string; bytes: Buffer; manifest: HotfixManifest }> {
+export async function makeHotfix(
+  opts: MakeHotfixOptions,
+): Promise<{ fileName: string; path?: string; bytes: Buffer; manifest: HotfixManifest }> {
   // hotfixFileName only formats; parsing it back validates every part (throws HotfixNameError).
   const fileName = hotfixFileName(opts);
   const parsed = parseHotfixFileName(fileName);
@@ -65,8 +67,12 @@ export async function makeHotfix(opts: MakeHotfixOptions): Promise<{ fileName: s
     replacement: replacementChecksum(parsed.version, parsed.name, p),
   }));
   const manifest: HotfixManifest = {
-    name: parsed.name, version: parsed.version, component: parsed.component,
-    description: parsed.description, issueId: parsed.issueId, files,
+    name: parsed.name,
+    version: parsed.version,
+    component: parsed.component,
+    description: parsed.description,
+    issueId: parsed.issueId,
+    files,
   };
   // mtime 0 in the gzip header: the same inputs always give the same bytes.
   const bytes = gzipSync(Buffer.from(JSON.stringify(manifest, null, 2) + '\n'));
@@ -91,7 +97,13 @@ export function readManifest(bytes: Buffer): HotfixManifest {
     throw new ManifestError('is not a valid hotfix archive (expected a gzip-compressed manifest)');
   }
   const m = doc as Partial<HotfixManifest> | null;
-  if (!m || typeof m !== 'object' || typeof m.name !== 'string' || typeof m.version !== 'string' || !Array.isArray(m.files)) {
+  if (
+    !m ||
+    typeof m !== 'object' ||
+    typeof m.name !== 'string' ||
+    typeof m.version !== 'string' ||
+    !Array.isArray(m.files)
+  ) {
     throw new ManifestError('has a malformed manifest (needs name, version and files)');
   }
   try {
@@ -99,10 +111,16 @@ export function readManifest(bytes: Buffer): HotfixManifest {
   } catch {
     throw new ManifestError(`names an invalid hotfix '${m.name}'`);
   }
-  if (!COMPONENTS.includes(m.component as Component)) throw new ManifestError(`has an unknown component '${String(m.component)}'`);
+  if (!COMPONENTS.includes(m.component as Component))
+    throw new ManifestError(`has an unknown component '${String(m.component)}'`);
   for (const f of m.files as unknown[]) {
     const file = f as Partial<HotfixManifestFile> | null;
-    if (!file || typeof file.path !== 'string' || !SHA1.test(String(file.expectedOnDisk)) || !SHA1.test(String(file.replacement))) {
+    if (
+      !file ||
+      typeof file.path !== 'string' ||
+      !SHA1.test(String(file.expectedOnDisk)) ||
+      !SHA1.test(String(file.replacement))
+    ) {
       throw new ManifestError('has a malformed file entry (needs path and two 40-hex SHA-1 checksums)');
     }
   }

@@ -25,7 +25,9 @@ CREATE TABLE IF NOT EXISTS km_hotfix_applied (
   PRIMARY KEY (server_name, hotfix_name));
 `;
 
-export const KM_SCHEMA = KM_SPEC_SCHEMA + `
+export const KM_SCHEMA =
+  KM_SPEC_SCHEMA +
+  `
 -- Simulator only: the uploaded manifest, which a real Key Manager keeps in
 -- its own storage. Keyed by sha256 so a deleted-then-reuploaded hotfix works.
 CREATE TABLE IF NOT EXISTS km_sim_hotfix_content (
@@ -73,7 +75,13 @@ export class KmDatabase {
   }
 
   /** Register a hotfix; returns the sha256 already registered under that Name when it differs. */
-  async upload(h: { name: string; fileName: string; version: string; sha256: string; manifest: HotfixManifest }): Promise<{ conflict?: string }> {
+  async upload(h: {
+    name: string;
+    fileName: string;
+    version: string;
+    sha256: string;
+    manifest: HotfixManifest;
+  }): Promise<{ conflict?: string }> {
     return this.sql.begin(async (tx) => {
       await tx`INSERT INTO km_sim_hotfix_content (sha256, manifest) VALUES (${h.sha256}, ${tx.json(h.manifest as unknown as postgres.JSONValue)})
         ON CONFLICT (sha256) DO NOTHING`;
@@ -93,7 +101,8 @@ export class KmDatabase {
 
   /** Returns false when it was not applied. */
   async unapply(server: string, hotfix: string): Promise<boolean> {
-    const rows = await this.sql`DELETE FROM km_hotfix_applied WHERE server_name = ${server} AND hotfix_name = ${hotfix} RETURNING 1`;
+    const rows = await this
+      .sql`DELETE FROM km_hotfix_applied WHERE server_name = ${server} AND hotfix_name = ${hotfix} RETURNING 1`;
     return rows.length > 0;
   }
 

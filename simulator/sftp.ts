@@ -15,8 +15,20 @@ export interface SftpContext {
   log(command: string, exitCode: number): void;
 }
 
-interface OpenFile { kind: 'file'; path: string; write: boolean; chunks?: Buffer[]; size: number; dirty: boolean; failed: boolean }
-interface OpenDir { kind: 'dir'; path: string; listed: boolean }
+interface OpenFile {
+  kind: 'file';
+  path: string;
+  write: boolean;
+  chunks?: Buffer[];
+  size: number;
+  dirty: boolean;
+  failed: boolean;
+}
+interface OpenDir {
+  kind: 'dir';
+  path: string;
+  listed: boolean;
+}
 
 const S_IFREG = 0o100000;
 const S_IFDIR = 0o040000;
@@ -49,7 +61,8 @@ export function serveSftp(sftp: SFTPWrapper, ctx: SftpContext): void {
     return buf;
   };
   const lookup = (buf: Buffer) => (buf.length === 4 ? handles.get(buf.readUInt32BE(0)) : undefined);
-  const vfsStatus = (e: unknown) => (e instanceof VfsError && e.code === 'ENOENT' ? STATUS_CODE.NO_SUCH_FILE : STATUS_CODE.FAILURE);
+  const vfsStatus = (e: unknown) =>
+    e instanceof VfsError && e.code === 'ENOENT' ? STATUS_CODE.NO_SUCH_FILE : STATUS_CODE.FAILURE;
   const setAttrs = (p: string, attrs: Attributes): number => {
     const node = ctx.vfs.get(p);
     if (!node) return STATUS_CODE.NO_SUCH_FILE;
@@ -66,7 +79,13 @@ export function serveSftp(sftp: SFTPWrapper, ctx: SftpContext): void {
   sftp.on('REALPATH', (id, p) => {
     const path = abs(p);
     const node = ctx.vfs.get(path);
-    sftp.name(id, [{ filename: path, longname: node ? longname(path, node) : path, attrs: node ? attrsOf(node) : {} as Attributes }]);
+    sftp.name(id, [
+      {
+        filename: path,
+        longname: node ? longname(path, node) : path,
+        attrs: node ? attrsOf(node) : ({} as Attributes),
+      },
+    ]);
   });
   const statHandler = (id: number, p: string) => {
     const node = ctx.vfs.get(abs(p));
@@ -78,7 +97,8 @@ export function serveSftp(sftp: SFTPWrapper, ctx: SftpContext): void {
   sftp.on('SETSTAT', (id, p, attrs) => {
     const path = abs(p);
     const code = setAttrs(path, attrs);
-    if (attrs.mode !== undefined) ctx.log(`sftp:chmod ${(attrs.mode & 0o7777).toString(8).padStart(4, '0')} ${path}`, code);
+    if (attrs.mode !== undefined)
+      ctx.log(`sftp:chmod ${(attrs.mode & 0o7777).toString(8).padStart(4, '0')} ${path}`, code);
     sftp.status(id, code);
   });
   sftp.on('OPEN', (id, filename, flags, attrs) => {
@@ -88,7 +108,10 @@ export function serveSftp(sftp: SFTPWrapper, ctx: SftpContext): void {
     if (existing?.kind === 'dir') return sftp.status(id, STATUS_CODE.FAILURE);
     if (!write) {
       if (!existing) return sftp.status(id, STATUS_CODE.NO_SUCH_FILE);
-      return sftp.handle(id, newHandle({ kind: 'file', path, write: false, size: existing.content.length, dirty: false, failed: false }));
+      return sftp.handle(
+        id,
+        newHandle({ kind: 'file', path, write: false, size: existing.content.length, dirty: false, failed: false }),
+      );
     }
     if (!existing && !(flags & OPEN_MODE.CREAT)) return sftp.status(id, STATUS_CODE.NO_SUCH_FILE);
     if (existing && flags & OPEN_MODE.EXCL) return sftp.status(id, STATUS_CODE.FAILURE);
@@ -96,7 +119,10 @@ export function serveSftp(sftp: SFTPWrapper, ctx: SftpContext): void {
       const start = existing && !(flags & OPEN_MODE.TRUNC) ? existing.content : Buffer.alloc(0);
       // sshd's umask (022) applies to the mode the client asks for.
       ctx.vfs.writeFile(path, start, ctx.user, attrs.mode !== undefined ? attrs.mode & 0o755 : 0o644);
-      sftp.handle(id, newHandle({ kind: 'file', path, write: true, chunks: [start], size: start.length, dirty: true, failed: false }));
+      sftp.handle(
+        id,
+        newHandle({ kind: 'file', path, write: true, chunks: [start], size: start.length, dirty: true, failed: false }),
+      );
     } catch (e) {
       ctx.log(`sftp:write ${path}`, vfsStatus(e));
       sftp.status(id, vfsStatus(e));
@@ -138,7 +164,8 @@ export function serveSftp(sftp: SFTPWrapper, ctx: SftpContext): void {
     if (!h) return sftp.status(id, STATUS_CODE.FAILURE);
     flush(h);
     const code = setAttrs(h.path, attrs);
-    if (attrs.mode !== undefined) ctx.log(`sftp:chmod ${(attrs.mode & 0o7777).toString(8).padStart(4, '0')} ${h.path}`, code);
+    if (attrs.mode !== undefined)
+      ctx.log(`sftp:chmod ${(attrs.mode & 0o7777).toString(8).padStart(4, '0')} ${h.path}`, code);
     sftp.status(id, code);
   });
   sftp.on('CLOSE', (id, handle) => {

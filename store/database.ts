@@ -24,18 +24,28 @@ export function describeUrl(url: string): string {
 /** Open a pool and prove it with SELECT 1; failures name the database and its variable (exit 3). */
 export async function connectDatabase(url: string, label: DatabaseLabel, opts: { max?: number } = {}): Promise<Sql> {
   let sql: Sql;
-  if (!/^postgres(ql)?:\/\//i.test(url)) throw new UserError(`${VARIABLE[label]} is not a PostgreSQL URL (not shown: it may hold a password): use postgres://USER:PASSWORD@HOST:PORT/DATABASE`, 'refused');
+  if (!/^postgres(ql)?:\/\//i.test(url))
+    throw new UserError(
+      `${VARIABLE[label]} is not a PostgreSQL URL (not shown: it may hold a password): use postgres://USER:PASSWORD@HOST:PORT/DATABASE`,
+      'refused',
+    );
   try {
     sql = postgres(url, { max: opts.max ?? 5, connect_timeout: 5, onnotice: () => undefined });
   } catch (err) {
-    throw new UserError(`${VARIABLE[label]} is not a valid PostgreSQL URL (${(err as Error).message.split('\n')[0]}): use postgres://USER:PASSWORD@HOST:PORT/DATABASE`, 'refused');
+    throw new UserError(
+      `${VARIABLE[label]} is not a valid PostgreSQL URL (${(err as Error).message.split('\n')[0]}): use postgres://USER:PASSWORD@HOST:PORT/DATABASE`,
+      'refused',
+    );
   }
   try {
     await sql`SELECT 1`;
   } catch (err) {
     await sql.end({ timeout: 1 }).catch(() => undefined);
     const reason = ((err as Error).message || (err as NodeJS.ErrnoException).code || String(err)).split('\n')[0];
-    throw new UserError(`cannot reach the ${label} database at ${describeUrl(url)} (${reason}): start PostgreSQL or fix ${VARIABLE[label]}`, 'unreachable');
+    throw new UserError(
+      `cannot reach the ${label} database at ${describeUrl(url)} (${reason}): start PostgreSQL or fix ${VARIABLE[label]}`,
+      'unreachable',
+    );
   }
   return sql;
 }
@@ -44,7 +54,10 @@ export async function connectDatabase(url: string, label: DatabaseLabel, opts: {
 export function requireDatabaseUrl(config: Config, label: DatabaseLabel): string {
   const url = label === 'orchestrator' ? config.databaseUrl : config.kmDatabaseUrl;
   if (!url) {
-    throw new UserError(`${VARIABLE[label]} is not set: export the lines that 'km-hotfix dev' prints, or set it to your ${label} database (postgres://USER:PASSWORD@HOST:PORT/DATABASE)`, 'refused');
+    throw new UserError(
+      `${VARIABLE[label]} is not set: export the lines that 'km-hotfix dev' prints, or set it to your ${label} database (postgres://USER:PASSWORD@HOST:PORT/DATABASE)`,
+      'refused',
+    );
   }
   return url;
 }
@@ -72,13 +85,19 @@ export interface OpenDatabases {
  * before connecting, so a missing one is reported before a slow timeout; on
  * failure nothing stays open.
  */
-export async function openDatabases(config: Config, opts: { kmMax?: number; orchestratorMax?: number } = {}): Promise<OpenDatabases> {
+export async function openDatabases(
+  config: Config,
+  opts: { kmMax?: number; orchestratorMax?: number } = {},
+): Promise<OpenDatabases> {
   requireDatabaseUrl(config, 'orchestrator');
   const kmUrl = requireDatabaseUrl(config, 'Key Manager');
   const opened: Sql[] = [];
-  const close = () => Promise.all(opened.map((s) => s.end({ timeout: 5 }).catch(() => undefined))).then(() => undefined);
+  const close = () =>
+    Promise.all(opened.map((s) => s.end({ timeout: 5 }).catch(() => undefined))).then(() => undefined);
   try {
-    opened.push(await connectOrchestrator(config, opts.orchestratorMax === undefined ? {} : { max: opts.orchestratorMax }));
+    opened.push(
+      await connectOrchestrator(config, opts.orchestratorMax === undefined ? {} : { max: opts.orchestratorMax }),
+    );
     opened.push(await connectDatabase(kmUrl, 'Key Manager', opts.kmMax === undefined ? {} : { max: opts.kmMax }));
   } catch (err) {
     await close();

@@ -22,10 +22,16 @@ export function sha256Hex(content: Buffer): string {
 }
 
 /** Store a file (its name must parse); storing the same bytes under the same name again is a no-op. */
-export async function storeHotfixFile(sql: Sql, fileName: string, content: Buffer, storedBy: string): Promise<StoredHotfixFile> {
+export async function storeHotfixFile(
+  sql: Sql,
+  fileName: string,
+  content: Buffer,
+  storedBy: string,
+): Promise<StoredHotfixFile> {
   const parsed = parseHotfixFileName(fileName);
   if (content.length === 0) throw new Error(`${fileName} is empty: download the hotfix again`);
-  if (content.length > MAX_HOTFIX_BYTES) throw new Error(`${fileName} is larger than ${MAX_HOTFIX_BYTES / 1024 / 1024} MiB: that is no hotfix file`);
+  if (content.length > MAX_HOTFIX_BYTES)
+    throw new Error(`${fileName} is larger than ${MAX_HOTFIX_BYTES / 1024 / 1024} MiB: that is no hotfix file`);
   const sha256 = sha256Hex(content);
   await sql`
     INSERT INTO hotfix_file (sha256, file_name, name, version, component, issue_id, size, content, stored_by)
@@ -39,14 +45,28 @@ export async function storeHotfixFile(sql: Sql, fileName: string, content: Buffe
 type Row = { sha256: string; file_name: string; size: number; stored_at: Date; stored_by: string };
 
 function toInfo(r: Row): StoredHotfixFile {
-  return { ...parseHotfixFileName(r.file_name), sha256: r.sha256, size: r.size, storedAt: r.stored_at, storedBy: r.stored_by };
+  return {
+    ...parseHotfixFileName(r.file_name),
+    sha256: r.sha256,
+    size: r.size,
+    storedAt: r.stored_at,
+    storedBy: r.stored_by,
+  };
 }
 
 /** A stored file by digest and name; without a name (workflows started before names were kept), the latest stored with that digest. */
-export async function hotfixFileInfo(sql: Sql, sha256: string, fileName?: string): Promise<StoredHotfixFile | undefined> {
+export async function hotfixFileInfo(
+  sql: Sql,
+  sha256: string,
+  fileName?: string,
+): Promise<StoredHotfixFile | undefined> {
   const rows = fileName
-    ? await sql<Row[]>`SELECT sha256, file_name, size, stored_at, stored_by FROM hotfix_file WHERE sha256 = ${sha256} AND file_name = ${fileName}`
-    : await sql<Row[]>`SELECT sha256, file_name, size, stored_at, stored_by FROM hotfix_file WHERE sha256 = ${sha256} ORDER BY stored_at DESC LIMIT 1`;
+    ? await sql<
+        Row[]
+      >`SELECT sha256, file_name, size, stored_at, stored_by FROM hotfix_file WHERE sha256 = ${sha256} AND file_name = ${fileName}`
+    : await sql<
+        Row[]
+      >`SELECT sha256, file_name, size, stored_at, stored_by FROM hotfix_file WHERE sha256 = ${sha256} ORDER BY stored_at DESC LIMIT 1`;
   return rows[0] ? toInfo(rows[0]) : undefined;
 }
 
@@ -63,6 +83,8 @@ export async function deleteHotfixFile(sql: Sql, sha256: string, fileName: strin
 
 /** The most recently stored file for a hotfix Name. */
 export async function latestHotfixFileByName(sql: Sql, name: string): Promise<StoredHotfixFile | undefined> {
-  const rows = await sql<Row[]>`SELECT sha256, file_name, size, stored_at, stored_by FROM hotfix_file WHERE name = ${name} ORDER BY stored_at DESC LIMIT 1`;
+  const rows = await sql<
+    Row[]
+  >`SELECT sha256, file_name, size, stored_at, stored_by FROM hotfix_file WHERE name = ${name} ORDER BY stored_at DESC LIMIT 1`;
   return rows[0] ? toInfo(rows[0]) : undefined;
 }

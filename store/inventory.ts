@@ -21,7 +21,15 @@ export async function replaceInventory(sql: Sql, servers: FleetServer[]): Promis
     // Chunks keep each statement's parameter count well under PostgreSQL's 65,535.
     for (let i = 0; i < servers.length; i += 1000) {
       const rows = servers.slice(i, i + 1000).map((s, j) => ({
-        position: i + j, name: s.name, role: s.role, host: s.host, port: s.port, ssh_user: s.user, sudo: s.sudo, host_key: s.hostKey, url: s.url ?? null,
+        position: i + j,
+        name: s.name,
+        role: s.role,
+        host: s.host,
+        port: s.port,
+        ssh_user: s.user,
+        sudo: s.sudo,
+        host_key: s.hostKey,
+        url: s.url ?? null,
       }));
       await tx`INSERT INTO fleet_server ${tx(rows)}`;
     }
@@ -43,5 +51,14 @@ export async function inventoryServer(sql: Sql, name: string): Promise<FleetServ
 }
 
 function toServer(r: FleetServerRow): FleetServer {
-  return { name: r.name, role: r.role, host: r.host, port: r.port, user: r.ssh_user, sudo: r.sudo, hostKey: r.host_key, ...(r.url ? { url: r.url } : {}) };
+  return {
+    name: r.name,
+    role: r.role,
+    host: r.host,
+    port: r.port,
+    user: r.ssh_user,
+    sudo: r.sudo,
+    hostKey: r.host_key,
+    ...(r.url ? { url: r.url } : {}),
+  };
 }

@@ -2,7 +2,18 @@
 // rejection: it outlives Temporal's retention. Every write is idempotent
 // (keyed), so a retried activity never writes twice.
 import type { Sql } from 'postgres';
-import { boundedStatus, isFinalPhase, Approval, DecisionRecord, DrainedBackend, Phase, RolloutStatus, ServerState, ServerStatus, WorkflowKind } from '../domain/rollout';
+import {
+  boundedStatus,
+  isFinalPhase,
+  Approval,
+  DecisionRecord,
+  DrainedBackend,
+  Phase,
+  RolloutStatus,
+  ServerState,
+  ServerStatus,
+  WorkflowKind,
+} from '../domain/rollout';
 import { parseDecisionMessage, DecisionAction } from '../domain/decision';
 import type { Role } from '../domain/fleet';
 import { Coalescer } from '../platform/coalesce';
@@ -31,7 +42,10 @@ export interface LedgerEvent {
 export class ClaimConflict extends Error {
   override name = 'ClaimConflict';
   readonly activeRollouts: string[];
-  constructor(message: string, readonly conflicts: { id: string; reason: string }[]) {
+  constructor(
+    message: string,
+    readonly conflicts: { id: string; reason: string }[],
+  ) {
     super(message);
     this.activeRollouts = conflicts.map((c) => c.id);
   }
@@ -45,7 +59,8 @@ export class ClaimConflict extends Error {
 export function storable<T>(v: T): T {
   if (typeof v === 'string') return v.replace(/\u0000/g, '\ufffd') as T;
   if (Array.isArray(v)) return v.map(storable) as T;
-  if (v && typeof v === 'object' && !(v instanceof Date)) return Object.fromEntries(Object.entries(v).map(([k, x]) => [storable(k), storable(x)])) as T;
+  if (v && typeof v === 'object' && !(v instanceof Date))
+    return Object.fromEntries(Object.entries(v).map(([k, x]) => [storable(k), storable(x)])) as T;
   return v;
 }
 
@@ -55,7 +70,13 @@ export async function recordRolloutStart(sql: Sql, raw: RolloutRecord): Promise<
     INSERT INTO rollout (id, kind, hotfix, requested_by, servers, options, phase)
     VALUES (${r.id}, ${r.kind}, ${r.hotfix}, ${r.requestedBy}, ${r.servers}, ${sql.json(r.options as never)}, 'preflight')
     ON CONFLICT (id) DO NOTHING`;
-  await appendEvent(sql, { rolloutId: r.id, key: 'started', kind: 'started', actor: r.requestedBy, detail: { servers: r.servers, options: r.options, ...(r.signed ?? {}) } });
+  await appendEvent(sql, {
+    rolloutId: r.id,
+    key: 'started',
+    kind: 'started',
+    actor: r.requestedBy,
+    detail: { servers: r.servers, options: r.options, ...(r.signed ?? {}) },
+  });
 }
 
 export async function appendEvent(sql: Sql, raw: LedgerEvent): Promise<void> {
@@ -70,7 +91,16 @@ export async function appendEvent(sql: Sql, raw: LedgerEvent): Promise<void> {
 export async function appendEvents(sql: Sql, raw: LedgerEvent[]): Promise<void> {
   if (raw.length === 0) return;
   if (raw.length === 1) return appendEvent(sql, raw[0]);
-  const rows = raw.map(storable).map((e) => ({ rollout_id: e.rolloutId, event_key: e.key, kind: e.kind, server: e.server ?? null, actor: e.actor ?? null, detail: sql.json((e.detail ?? {}) as never) }));
+  const rows = raw
+    .map(storable)
+    .map((e) => ({
+      rollout_id: e.rolloutId,
+      event_key: e.key,
+      kind: e.kind,
+      server: e.server ?? null,
+      actor: e.actor ?? null,
+      detail: sql.json((e.detail ?? {}) as never),
+    }));
   await sql`
     INSERT INTO rollout_event ${sql(rows, 'rollout_id', 'event_key', 'kind', 'server', 'actor', 'detail')}
     ON CONFLICT (rollout_id, event_key) DO NOTHING`;
@@ -97,7 +127,14 @@ export function eventAppender(sql: Sql): (events: LedgerEvent[]) => Promise<void
 }
 
 /** Record a phase; a final phase may name the servers that need a person (kept as data for ledgerStatus). */
-export async function recordPhase(sql: Sql, rolloutId: string, phase: Phase, rawError?: string, rawAttention: string[] = [], needsAttentionMore = 0): Promise<void> {
+export async function recordPhase(
+  sql: Sql,
+  rolloutId: string,
+  phase: Phase,
+  rawError?: string,
+  rawAttention: string[] = [],
+  needsAttentionMore = 0,
+): Promise<void> {
   const final = isFinalPhase(phase);
   const error = storable(rawError);
   const needsAttention = storable(rawAttention);
@@ -120,7 +157,12 @@ export async function recordPhase(sql: Sql, rolloutId: string, phase: Phase, raw
 }
 
 /** Active rollouts that would conflict with one of this hotfix on these servers. */
-export async function conflictingRollouts(sql: Sql, hotfix: string, servers: string[], self?: string): Promise<{ id: string; reason: string }[]> {
+export async function conflictingRollouts(
+  sql: Sql,
+  hotfix: string,
+  servers: string[],
+  self?: string,
+): Promise<{ id: string; reason: string }[]> {
   const rows = await sql<{ rollout_id: string; what: string; name: string }[]>`
     SELECT rollout_id, 'server' AS what, server AS name FROM server_claim WHERE server = ANY(${servers})
     UNION ALL
@@ -132,7 +174,10 @@ export async function conflictingRollouts(sql: Sql, hotfix: string, servers: str
     list.push(r.what === 'hotfix' ? `hotfix ${r.name}` : r.name);
     byId.set(r.rollout_id, list);
   }
-  return [...byId].map(([id, names]) => ({ id, reason: names.slice(0, 5).join(', ') + (names.length > 5 ? ` and ${names.length - 5} more` : '') }));
+  return [...byId].map(([id, names]) => ({
+    id,
+    reason: names.slice(0, 5).join(', ') + (names.length > 5 ? ` and ${names.length - 5} more` : ''),
+  }));
 }
 
 /** Claim the servers and the hotfix Name for one rollout, atomically; refuses on overlap. */
@@ -143,7 +188,10 @@ export async function claim(sql: Sql, rolloutId: string, hotfix: string, servers
     const conflicts = await conflictingRollouts(tx as unknown as Sql, hotfix, servers, rolloutId);
     if (conflicts.length > 0) {
       const c = conflicts[0];
-      throw new ClaimConflict(`rollout ${c.id} is still active on ${c.reason}: wait for it to end, or abort it with 'km-hotfix abort ${c.id} --reason ...'`, conflicts);
+      throw new ClaimConflict(
+        `rollout ${c.id} is still active on ${c.reason}: wait for it to end, or abort it with 'km-hotfix abort ${c.id} --reason ...'`,
+        conflicts,
+      );
     }
     await tx`INSERT INTO hotfix_claim (hotfix, rollout_id) VALUES (${hotfix}, ${rolloutId}) ON CONFLICT (hotfix) DO NOTHING`;
     if (servers.length > 0) {
@@ -166,10 +214,34 @@ export interface RolloutSummary {
 }
 
 export async function recentRollouts(sql: Sql, limit = 20): Promise<RolloutSummary[]> {
-  const rows = await sql<{ id: string; kind: WorkflowKind; hotfix: string; requested_by: string; phase: Phase; outcome: string | null; error: string | null; started_at: Date; ended_at: Date | null; n: number }[]>`
+  const rows = await sql<
+    {
+      id: string;
+      kind: WorkflowKind;
+      hotfix: string;
+      requested_by: string;
+      phase: Phase;
+      outcome: string | null;
+      error: string | null;
+      started_at: Date;
+      ended_at: Date | null;
+      n: number;
+    }[]
+  >`
     SELECT id, kind, hotfix, requested_by, phase, outcome, error, started_at, ended_at, cardinality(servers) AS n
     FROM rollout ORDER BY started_at DESC LIMIT ${limit}`;
-  return rows.map((r) => ({ id: r.id, kind: r.kind, hotfix: r.hotfix, requestedBy: r.requested_by, phase: r.phase, outcome: r.outcome, error: r.error, startedAt: r.started_at, endedAt: r.ended_at, servers: r.n }));
+  return rows.map((r) => ({
+    id: r.id,
+    kind: r.kind,
+    hotfix: r.hotfix,
+    requestedBy: r.requested_by,
+    phase: r.phase,
+    outcome: r.outcome,
+    error: r.error,
+    startedAt: r.started_at,
+    endedAt: r.ended_at,
+    servers: r.n,
+  }));
 }
 
 export interface StoredEvent {
@@ -182,7 +254,16 @@ export interface StoredEvent {
 }
 
 export async function rolloutEvents(sql: Sql, rolloutId: string): Promise<StoredEvent[]> {
-  const rows = await sql<{ seq: string; at: Date; kind: string; server: string | null; actor: string | null; detail: Record<string, unknown> }[]>`
+  const rows = await sql<
+    {
+      seq: string;
+      at: Date;
+      kind: string;
+      server: string | null;
+      actor: string | null;
+      detail: Record<string, unknown>;
+    }[]
+  >`
     SELECT seq, at, kind, server, actor, detail FROM rollout_event WHERE rollout_id = ${rolloutId} ORDER BY seq`;
   return rows.map((r) => ({ ...r, seq: Number(r.seq) }));
 }
@@ -206,9 +287,14 @@ export async function recordedDecisions(sql: Sql, rolloutId: string): Promise<Re
   return (await rolloutEvents(sql, rolloutId))
     .filter((e) => typeof e.detail.signature === 'string')
     .map((e) => ({
-      seq: e.seq, at: e.at, kind: e.kind, actor: e.actor ?? '',
-      key: String(e.detail.key ?? ''), ...(typeof e.detail.via === 'string' ? { via: e.detail.via } : {}),
-      message: String(e.detail.message ?? ''), signature: String(e.detail.signature ?? ''),
+      seq: e.seq,
+      at: e.at,
+      kind: e.kind,
+      actor: e.actor ?? '',
+      key: String(e.detail.key ?? ''),
+      ...(typeof e.detail.via === 'string' ? { via: e.detail.via } : {}),
+      message: String(e.detail.message ?? ''),
+      signature: String(e.detail.signature ?? ''),
     }));
 }
 
@@ -219,8 +305,14 @@ export function decisionActionOf(kind: WorkflowKind, eventKind: string): Decisio
 }
 
 /** The detail of one keyed event, if it was written. */
-export async function eventDetail(sql: Sql, rolloutId: string, key: string): Promise<Record<string, unknown> | undefined> {
-  const rows = await sql<{ detail: Record<string, unknown> }[]>`SELECT detail FROM rollout_event WHERE rollout_id = ${rolloutId} AND event_key = ${key}`;
+export async function eventDetail(
+  sql: Sql,
+  rolloutId: string,
+  key: string,
+): Promise<Record<string, unknown> | undefined> {
+  const rows = await sql<
+    { detail: Record<string, unknown> }[]
+  >`SELECT detail FROM rollout_event WHERE rollout_id = ${rolloutId} AND event_key = ${key}`;
   return rows[0]?.detail;
 }
 
@@ -234,7 +326,9 @@ export async function recordedDrained(sql: Sql, rolloutId: string): Promise<Drai
     SELECT detail->'drained' AS drained FROM rollout_event WHERE rollout_id = ${rolloutId} AND event_key = 'drain:recorded'`;
   if (rows.length === 0) return undefined;
   const list = Array.isArray(rows[0]!.drained) ? rows[0]!.drained : [];
-  return list.filter((d) => typeof d?.server === 'string').sort((a, b) => (a.server < b.server ? -1 : a.server > b.server ? 1 : 0));
+  return list
+    .filter((d) => typeof d?.server === 'string')
+    .sort((a, b) => (a.server < b.server ? -1 : a.server > b.server ? 1 : 0));
 }
 
 export interface DrainedPage {
@@ -245,7 +339,11 @@ export interface DrainedPage {
 }
 
 /** One page (1-based) of the recorded drained backends, sorted by name: a large fleet's are thousands. */
-export async function drainedPage(sql: Sql, rolloutId: string, o: { page: number; pageSize: number }): Promise<DrainedPage> {
+export async function drainedPage(
+  sql: Sql,
+  rolloutId: string,
+  o: { page: number; pageSize: number },
+): Promise<DrainedPage> {
   const rows = await sql<{ server: string; max_processes: number | null; total: string }[]>`
     SELECT d->>'server' AS server, (d->>'maxProcesses')::int AS max_processes, count(*) OVER () AS total
     FROM rollout_event e, jsonb_array_elements(CASE WHEN jsonb_typeof(e.detail->'drained') = 'array' THEN e.detail->'drained' ELSE '[]'::jsonb END) AS d
@@ -254,7 +352,12 @@ export async function drainedPage(sql: Sql, rolloutId: string, o: { page: number
     LIMIT ${o.pageSize} OFFSET ${(o.page - 1) * o.pageSize}`;
   let total = rows.length > 0 ? Number(rows[0]!.total) : 0;
   if (rows.length === 0 && o.page > 1) total = (await drainedPage(sql, rolloutId, { page: 1, pageSize: 1 })).total;
-  return { total, page: o.page, pageSize: o.pageSize, drained: rows.map((r) => ({ server: r.server, maxProcesses: r.max_processes ?? 0 })) };
+  return {
+    total,
+    page: o.page,
+    pageSize: o.pageSize,
+    drained: rows.map((r) => ({ server: r.server, maxProcesses: r.max_processes ?? 0 })),
+  };
 }
 
 /**
@@ -262,7 +365,11 @@ export async function drainedPage(sql: Sql, rolloutId: string, o: { page: number
  * longer runs (`isRunning`, asked of Temporal) left stale claims, which are
  * released first. The one rule for the CLI's early check and the claim activity.
  */
-export async function stillActiveConflicts(sql: Sql, conflicts: { id: string; reason: string }[], isRunning: (id: string) => Promise<boolean>): Promise<{ id: string; reason: string }[]> {
+export async function stillActiveConflicts(
+  sql: Sql,
+  conflicts: { id: string; reason: string }[],
+  isRunning: (id: string) => Promise<boolean>,
+): Promise<{ id: string; reason: string }[]> {
   const released = new Set(await releaseStaleClaims(sql, [...new Set(conflicts.map((c) => c.id))], isRunning));
   return conflicts.filter((c) => !released.has(c.id));
 }
@@ -272,7 +379,11 @@ export async function stillActiveConflicts(sql: Sql, conflicts: { id: string; re
  * workflow never records its last phase): release those whose workflow no
  * longer runs, and mark them in the ledger. Returns the ids released.
  */
-export async function releaseStaleClaims(sql: Sql, ids: string[], isRunning: (id: string) => Promise<boolean>): Promise<string[]> {
+export async function releaseStaleClaims(
+  sql: Sql,
+  ids: string[],
+  isRunning: (id: string) => Promise<boolean>,
+): Promise<string[]> {
   const released: string[] = [];
   for (const id of ids) {
     if (await isRunning(id)) continue;
@@ -293,8 +404,24 @@ export async function releaseStaleClaims(sql: Sql, ids: string[], isRunning: (id
  * longer has the workflow (retention). Per-server states come from the steps
  * recorded; roles from the inventory where the server is still in it.
  */
-export async function ledgerStatus(sql: Sql, id: string, roles: ReadonlyMap<string, Role>): Promise<RolloutStatus | undefined> {
-  const rows = await sql<{ id: string; kind: WorkflowKind; hotfix: string; requested_by: string; phase: Phase; error: string | null; started_at: Date; updated_at: Date; ended_at: Date | null }[]>`
+export async function ledgerStatus(
+  sql: Sql,
+  id: string,
+  roles: ReadonlyMap<string, Role>,
+): Promise<RolloutStatus | undefined> {
+  const rows = await sql<
+    {
+      id: string;
+      kind: WorkflowKind;
+      hotfix: string;
+      requested_by: string;
+      phase: Phase;
+      error: string | null;
+      started_at: Date;
+      updated_at: Date;
+      ended_at: Date | null;
+    }[]
+  >`
     SELECT id, kind, hotfix, requested_by, phase, error, started_at, updated_at, ended_at FROM rollout WHERE id = ${id}`;
   const r = rows[0];
   if (!r) return undefined;
@@ -309,8 +436,13 @@ export async function ledgerStatus(sql: Sql, id: string, roles: ReadonlyMap<stri
     if (e.kind === 'drain') drained = (e.detail.drained as DrainedBackend[] | undefined) ?? [];
     if (e.kind === 'approve' || e.kind === 'reject') {
       approvals.push({
-        by: e.actor ?? '', decision: e.kind, at: e.at.toISOString(), comment: String(e.detail.comment ?? ''),
-        key: String(e.detail.key ?? ''), message: String(e.detail.message ?? ''), signature: String(e.detail.signature ?? ''),
+        by: e.actor ?? '',
+        decision: e.kind,
+        at: e.at.toISOString(),
+        comment: String(e.detail.comment ?? ''),
+        key: String(e.detail.key ?? ''),
+        message: String(e.detail.message ?? ''),
+        signature: String(e.detail.signature ?? ''),
       });
     }
     if (!e.server) continue;
@@ -330,21 +462,51 @@ export async function ledgerStatus(sql: Sql, id: string, roles: ReadonlyMap<stri
     } catch {
       // An unreadable message is shown as recorded; 'km-hotfix audit' says what is wrong with it.
     }
-    decisions.push({ action, by: d.actor, key: d.key, ...(d.via ? { via: d.via } : {}), at: signedAt, comment, message: d.message, signature: d.signature });
+    decisions.push({
+      action,
+      by: d.actor,
+      key: d.key,
+      ...(d.via ? { via: d.via } : {}),
+      at: signedAt,
+      comment,
+      message: d.message,
+      signature: d.signature,
+    });
   }
   const last = events.filter((e) => e.kind === 'phase' && e.detail.phase === r.phase).at(-1);
   const needsAttention = (last?.detail.needsAttention as string[] | undefined) ?? [];
   if (r.kind === 'rollout') for (const n of needsAttention) if (states.has(n)) states.set(n, 'rollback_failed');
   // The per-server ledger, where the workflow wrote it; older rollouts have only their step events.
   const written = await serverStates(sql, id, { page: 1, pageSize: 1_000_000 });
-  const servers: ServerStatus[] = written.total > 0
-    ? written.servers.map((s) => ({ ...s, role: s.role ?? roles.get(s.name) ?? 'both' }))
-    : [...states].map(([name, state]) => ({ name, role: roles.get(name) ?? 'both', state }));
+  const servers: ServerStatus[] =
+    written.total > 0
+      ? written.servers.map((s) => ({ ...s, role: s.role ?? roles.get(s.name) ?? 'both' }))
+      : [...states].map(([name, state]) => ({ name, role: roles.get(name) ?? 'both', state }));
   return boundedStatus({
-    id: r.id, kind: r.kind, hotfix: r.hotfix, phase: r.phase, requestedBy: r.requested_by, requestedKey, sha256: null, canary, drained, approvals, decisions,
-    servers, serverCount: 0, serverCounts: {}, attention: [], attentionMore: 0,
-    error: r.error, paused: false, gate: null, needsAttention, needsAttentionMore: Number(last?.detail.needsAttentionMore ?? 0),
-    startedAt: r.started_at.toISOString(), updatedAt: r.updated_at.toISOString(), endedAt: r.ended_at?.toISOString() ?? null,
+    id: r.id,
+    kind: r.kind,
+    hotfix: r.hotfix,
+    phase: r.phase,
+    requestedBy: r.requested_by,
+    requestedKey,
+    sha256: null,
+    canary,
+    drained,
+    approvals,
+    decisions,
+    servers,
+    serverCount: 0,
+    serverCounts: {},
+    attention: [],
+    attentionMore: 0,
+    error: r.error,
+    paused: false,
+    gate: null,
+    needsAttention,
+    needsAttentionMore: Number(last?.detail.needsAttentionMore ?? 0),
+    startedAt: r.started_at.toISOString(),
+    updatedAt: r.updated_at.toISOString(),
+    endedAt: r.ended_at?.toISOString() ?? null,
     activeBatchWorkflows: [],
   });
 }
@@ -371,8 +533,15 @@ export async function appendServerStates(sql: Sql, rolloutId: string, raw: Serve
   const rows = storable(raw);
   for (let i = 0; i < rows.length; i += ROWS_PER_INSERT) {
     const chunk = rows.slice(i, i + ROWS_PER_INSERT).map((r) => ({
-      rollout_id: rolloutId, server: r.server, state: r.state, at: r.at, position: r.position ?? null, role: r.role ?? null,
-      started_at: r.startedAt ?? null, ended_at: r.endedAt ?? null, error: r.error ?? null,
+      rollout_id: rolloutId,
+      server: r.server,
+      state: r.state,
+      at: r.at,
+      position: r.position ?? null,
+      role: r.role ?? null,
+      started_at: r.startedAt ?? null,
+      ended_at: r.endedAt ?? null,
+      error: r.error ?? null,
     }));
     await sql`INSERT INTO rollout_server ${sql(chunk)}`;
   }
@@ -397,7 +566,14 @@ export interface ServerPage {
   total: number;
   page: number;
   pageSize: number;
-  servers: { name: string; role: Role | null; state: ServerState; startedAt?: string; endedAt?: string; error?: string }[];
+  servers: {
+    name: string;
+    role: Role | null;
+    state: ServerState;
+    startedAt?: string;
+    endedAt?: string;
+    error?: string;
+  }[];
 }
 
 /**
@@ -405,9 +581,23 @@ export interface ServerPage {
  * (1-based) at a time; `state` (or `states`) keeps only servers in that state.
  * The ledger answers after Temporal has forgotten the workflow.
  */
-export async function serverStates(sql: Sql, rolloutId: string, o: { state?: ServerState; states?: readonly ServerState[]; page: number; pageSize: number }): Promise<ServerPage> {
+export async function serverStates(
+  sql: Sql,
+  rolloutId: string,
+  o: { state?: ServerState; states?: readonly ServerState[]; page: number; pageSize: number },
+): Promise<ServerPage> {
   const only = o.states ?? (o.state ? [o.state] : null);
-  const rows = await sql<{ server: string; state: ServerState; role: Role | null; started_at: Date | null; ended_at: Date | null; error: string | null; total: string }[]>`
+  const rows = await sql<
+    {
+      server: string;
+      state: ServerState;
+      role: Role | null;
+      started_at: Date | null;
+      ended_at: Date | null;
+      error: string | null;
+      total: string;
+    }[]
+  >`
     WITH latest AS (
       SELECT DISTINCT ON (server) server, state, started_at, ended_at, error
       FROM rollout_server WHERE rollout_id = ${rolloutId} ORDER BY server, at DESC, seq DESC),
@@ -423,17 +613,29 @@ export async function serverStates(sql: Sql, rolloutId: string, o: { state?: Ser
     ORDER BY f.position NULLS LAST, l.server
     LIMIT ${o.pageSize} OFFSET ${(o.page - 1) * o.pageSize}`;
   let total = rows.length > 0 ? Number(rows[0].total) : 0;
-  if (rows.length === 0 && o.page > 1) total = (await serverStates(sql, rolloutId, { ...o, page: 1, pageSize: 1 })).total;
+  if (rows.length === 0 && o.page > 1)
+    total = (await serverStates(sql, rolloutId, { ...o, page: 1, pageSize: 1 })).total;
   return {
-    total, page: o.page, pageSize: o.pageSize,
+    total,
+    page: o.page,
+    pageSize: o.pageSize,
     servers: rows.map(serverOf),
   };
 }
 
 /** A rollout_server row as a page shows it. */
-function serverOf(r: { server: string; role?: Role | null; state: ServerState; started_at: Date | null; ended_at: Date | null; error: string | null }): ServerPage['servers'][number] {
+function serverOf(r: {
+  server: string;
+  role?: Role | null;
+  state: ServerState;
+  started_at: Date | null;
+  ended_at: Date | null;
+  error: string | null;
+}): ServerPage['servers'][number] {
   return {
-    name: r.server, role: r.role ?? null, state: r.state,
+    name: r.server,
+    role: r.role ?? null,
+    state: r.state,
     ...(r.started_at ? { startedAt: r.started_at.toISOString() } : {}),
     ...(r.ended_at ? { endedAt: r.ended_at.toISOString() } : {}),
     ...(r.error ? { error: r.error } : {}),
@@ -441,9 +643,15 @@ function serverOf(r: { server: string; role?: Role | null; state: ServerState; s
 }
 
 /** The latest state of each of these servers of a rollout (those with a row). */
-export async function latestStates(sql: Sql, rolloutId: string, names: readonly string[]): Promise<ServerPage['servers']> {
+export async function latestStates(
+  sql: Sql,
+  rolloutId: string,
+  names: readonly string[],
+): Promise<ServerPage['servers']> {
   if (names.length === 0) return [];
-  const rows = await sql<{ server: string; state: ServerState; started_at: Date | null; ended_at: Date | null; error: string | null }[]>`
+  const rows = await sql<
+    { server: string; state: ServerState; started_at: Date | null; ended_at: Date | null; error: string | null }[]
+  >`
     SELECT DISTINCT ON (server) server, state, started_at, ended_at, error
     FROM rollout_server WHERE rollout_id = ${rolloutId} AND server = ANY(${sql.array([...names])}::text[])
     ORDER BY server, at DESC, seq DESC`;
@@ -454,7 +662,8 @@ export async function latestStates(sql: Sql, rolloutId: string, names: readonly 
 export function liveLedger(sql: Sql) {
   return {
     counts: (rolloutId: string) => serverStateCounts(sql, rolloutId),
-    inStates: (rolloutId: string, states: readonly ServerState[], limit: number) => serverStates(sql, rolloutId, { states, page: 1, pageSize: limit }),
+    inStates: (rolloutId: string, states: readonly ServerState[], limit: number) =>
+      serverStates(sql, rolloutId, { states, page: 1, pageSize: limit }),
     of: (rolloutId: string, names: readonly string[]) => latestStates(sql, rolloutId, names),
   };
 }
@@ -474,12 +683,23 @@ export async function serverStateCounts(sql: Sql, rolloutId: string): Promise<Pa
  * step that finds the change in effect judges by the latest: none, its
  * restart was never sent; the same pids still running, it is owed.
  */
-export function sentEvent(rolloutId: string, server: string, action: 'apply' | 'unapply', attempt: string, services: string): LedgerEvent {
+export function sentEvent(
+  rolloutId: string,
+  server: string,
+  action: 'apply' | 'unapply',
+  attempt: string,
+  services: string,
+): LedgerEvent {
   return { rolloutId, key: `sent:${action}:${server}:${attempt}`, kind: 'sent', server, detail: { action, services } };
 }
 
 /** The services this rollout's latest record of a change on a server names (see sentEvent), if any. */
-export async function lastSent(sql: Sql, rolloutId: string, server: string, action: 'apply' | 'unapply'): Promise<string | undefined> {
+export async function lastSent(
+  sql: Sql,
+  rolloutId: string,
+  server: string,
+  action: 'apply' | 'unapply',
+): Promise<string | undefined> {
   const rows = await sql<{ services: string }[]>`
     SELECT detail->>'services' AS services FROM rollout_event
      WHERE rollout_id = ${rolloutId} AND kind = 'sent' AND server = ${server} AND detail->>'action' = ${action}

@@ -37,7 +37,9 @@ describe('km-hotfix demo', function () {
       }
     })();
     const t0 = Date.now();
-    const r = await runCli(['demo'], { USER: 'erin' }, 180_000).finally(() => { running = false; });
+    const r = await runCli(['demo'], { USER: 'erin' }, 180_000).finally(() => {
+      running = false;
+    });
     const took = Date.now() - t0;
     await spy;
 
@@ -45,8 +47,14 @@ describe('km-hotfix demo', function () {
     assert.ok(took < 120_000, `took ${took} ms`);
     const out = r.stdout;
     assert.match(out, /phase verifying/);
-    assert.match(out, /the gate asks dana to verify canary km-be-1 .*km-be-2 \(Maximum Processes \d+ -> 0\), km-be-3 \(Maximum Processes \d+ -> 0\)/);
-    assert.match(out, /refused by the workflow, nothing changed: approve refused: alice \(SHA256:[^)]+\) started this rollout/);
+    assert.match(
+      out,
+      /the gate asks dana to verify canary km-be-1 .*km-be-2 \(Maximum Processes \d+ -> 0\), km-be-3 \(Maximum Processes \d+ -> 0\)/,
+    );
+    assert.match(
+      out,
+      /refused by the workflow, nothing changed: approve refused: alice \(SHA256:[^)]+\) started this rollout/,
+    );
     assert.match(out, /approved by dana \(SHA256:[A-Za-z0-9+/]{43}\)/);
     assert.match(out, /completed: hotfix_backend_fix_queue_stall applied on 5 server\(s\)/);
     assert.match(out, /Maximum Processes restored exactly/);
@@ -56,8 +64,14 @@ describe('km-hotfix demo', function () {
     assert.match(out, /km-hotfix dev --sim 2:3/);
     assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
 
-    assert.ok([...seen.values()].some((c) => /temporal/.test(c)), `the demo's Temporal dev server was seen running: ${[...seen.values()].join('\n')}`);
-    assert.ok([...seen.values()].some((c) => /postgres/.test(c)), "the demo's PostgreSQL was seen running");
+    assert.ok(
+      [...seen.values()].some((c) => /temporal/.test(c)),
+      `the demo's Temporal dev server was seen running: ${[...seen.values()].join('\n')}`,
+    );
+    assert.ok(
+      [...seen.values()].some((c) => /postgres/.test(c)),
+      "the demo's PostgreSQL was seen running",
+    );
     const left = [...(await demoProcesses())].filter(([pid]) => !before.has(pid));
     assert.deepEqual(left, [], 'no process of the demo is left');
   });

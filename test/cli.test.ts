@@ -33,7 +33,9 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
     // alice signs by default; a test passes another KM_HOTFIX_SIGNING_KEY to sign as someone else.
     base = cliSettings(env, testStack().temporal.address);
   });
-  after(async () => { await env?.close(); });
+  after(async () => {
+    await env?.close();
+  });
   afterEach(async () => {
     // Pass or fail, nothing a test started keeps running or holds a server.
     await env?.endAll();
@@ -41,11 +43,21 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
   });
 
   const as = (who: string): Record<string, string> => ({ KM_HOTFIX_SIGNING_KEY: env.people.keys[who]! });
-  const km = (args: string[], extra: Record<string, string | undefined> = {}, timeoutMs = 60_000): Promise<CliResult> => runCli(args, { ...base, ...extra }, timeoutMs);
+  const km = (args: string[], extra: Record<string, string | undefined> = {}, timeoutMs = 60_000): Promise<CliResult> =>
+    runCli(args, { ...base, ...extra }, timeoutMs);
 
   /** A sample hotfix file on disk (not registered). */
-  async function hotfixFile(component: Component, version = '3.0.0'): Promise<{ path: string; name: string; fileName: string }> {
-    const made = await makeHotfix({ component, version, description: `cli_fix_${++seq}`, issueId: `UKM-${3000 + seq}`, outDir: dir });
+  async function hotfixFile(
+    component: Component,
+    version = '3.0.0',
+  ): Promise<{ path: string; name: string; fileName: string }> {
+    const made = await makeHotfix({
+      component,
+      version,
+      description: `cli_fix_${++seq}`,
+      issueId: `UKM-${3000 + seq}`,
+      outDir: dir,
+    });
     return { path: made.path!, name: `hotfix_${component}_cli_fix_${seq}`, fileName: made.fileName };
   }
 
@@ -72,11 +84,23 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
     assert.equal(doc.hotfix, file.name);
     assert.equal(doc.canary?.server, 'km-be-1');
     assert.match(doc.canary?.reason ?? '', /backend/);
-    assert.deepEqual(doc.drained, [{ server: 'km-be-2', maxProcesses: before['km-be-2'] }, { server: 'km-be-3', maxProcesses: before['km-be-3'] }]);
-    assert.deepEqual(doc.batches, [['km-fe-1', 'km-fe-2'], ['km-be-2', 'km-be-3']]);
+    assert.deepEqual(doc.drained, [
+      { server: 'km-be-2', maxProcesses: before['km-be-2'] },
+      { server: 'km-be-3', maxProcesses: before['km-be-3'] },
+    ]);
+    assert.deepEqual(doc.batches, [
+      ['km-fe-1', 'km-fe-2'],
+      ['km-be-2', 'km-be-3'],
+    ]);
     const be2 = doc.servers.find((s) => s.name === 'km-be-2')!;
-    assert.deepEqual(be2.commands.apply.slice(0, 2), [`ssh-mgr-controller --apply-hotfix=${file.name}`, 'supervisorctl restart all']);
-    assert.deepEqual(be2.commands.rollback.slice(0, 2), [`ssh-mgr-controller --unapply-hotfix=${file.name}`, 'supervisorctl restart all']);
+    assert.deepEqual(be2.commands.apply.slice(0, 2), [
+      `ssh-mgr-controller --apply-hotfix=${file.name}`,
+      'supervisorctl restart all',
+    ]);
+    assert.deepEqual(be2.commands.rollback.slice(0, 2), [
+      `ssh-mgr-controller --unapply-hotfix=${file.name}`,
+      'supervisorctl restart all',
+    ]);
     assert.equal(doc.upload?.via, 'km-be-1');
     const text = await km(['plan', file.path, '--batch', '2']);
     ok(text, 'plan');
@@ -87,7 +111,17 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
     for (const s of env.fleet.servers) assert.deepEqual(s.log(), [], `plan ran nothing on ${s.name}`);
 
     // rollout from the file: uploaded, canary km-be-1, the other backends drained
-    const started = await km(['rollout', file.path, '--approvers', 'bob,carol', '--batch', '2', '--services-timeout', '20s', '--json']);
+    const started = await km([
+      'rollout',
+      file.path,
+      '--approvers',
+      'bob,carol',
+      '--batch',
+      '2',
+      '--services-timeout',
+      '20s',
+      '--json',
+    ]);
     ok(started, 'rollout --json');
     const { id } = JSON.parse(started.stdout) as { id: string };
     assert.match(id, new RegExp(`^rollout-${file.name}-`));
@@ -106,10 +140,18 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
     assert.equal(st.phase, 'verifying');
     assert.equal(st.requestedBy, 'alice');
     assert.equal(st.canary, 'km-be-1');
-    assert.deepEqual(st.drained, [{ server: 'km-be-2', maxProcesses: before['km-be-2'] }, { server: 'km-be-3', maxProcesses: before['km-be-3'] }]);
+    assert.deepEqual(st.drained, [
+      { server: 'km-be-2', maxProcesses: before['km-be-2'] },
+      { server: 'km-be-3', maxProcesses: before['km-be-3'] },
+    ]);
     assert.deepEqual(st.approvals, []);
     assert.equal(st.error, null);
-    assert.deepEqual(serversOf(st).map((s) => s.name).sort(), FLEET);
+    assert.deepEqual(
+      serversOf(st)
+        .map((s) => s.name)
+        .sort(),
+      FLEET,
+    );
     for (const s of serversOf(st)) assert.ok(s.role && s.state, JSON.stringify(s));
     assert.equal(serversOf(st).find((s) => s.name === 'km-be-1')?.state, 'patched');
     const human = await km(['status', id]);
@@ -119,8 +161,18 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
     assert.match(human.stdout, /km-be-2 \(Maximum Processes \d+\)/);
 
     // the gate's validators: never the requester, only listed approvers
-    refused(await km(['approve', id]), 2, /approve refused: alice \(SHA256:[^)]+\) started this rollout: someone else must verify the canary/, 'self-approval');
-    refused(await km(['approve', id], as('dave')), 2, /approve refused: dave is not an approver of this rollout \(approvers: bob, carol\)/, 'unlisted approver');
+    refused(
+      await km(['approve', id]),
+      2,
+      /approve refused: alice \(SHA256:[^)]+\) started this rollout: someone else must verify the canary/,
+      'self-approval',
+    );
+    refused(
+      await km(['approve', id], as('dave')),
+      2,
+      /approve refused: dave is not an approver of this rollout \(approvers: bob, carol\)/,
+      'unlisted approver',
+    );
     assert.equal((await env.status(handle(id))).phase, 'verifying', 'refused answers changed nothing');
 
     // a watcher (not a terminal: plain lines), then bob approves; slower applies in fan-out, so the watcher sees it
@@ -140,17 +192,23 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
     // the Key Manager database and the servers agree
     assert.deepEqual(await env.applied(file.name), FLEET);
     assert.deepEqual(await env.maxProcesses(), before, 'Maximum Processes restored exactly');
-    for (const s of FLEET) assert.equal(logCount(s, new RegExp(`--apply-hotfix=${file.name}$`)), 1, `${s} applied once`);
+    for (const s of FLEET)
+      assert.equal(logCount(s, new RegExp(`--apply-hotfix=${file.name}$`)), 1, `${s} applied once`);
     assert.equal(logCount('km-be-1', /--upload-hotfix=\/var\/lib\/sshmgr\//), 1, 'uploaded through the canary');
 
     const final = await statusJson(id);
     assert.equal(final.phase, 'completed');
-    assert.deepEqual(final.approvals.map((a) => [a.by, a.decision, a.comment]), [['bob', 'approve', 'queue drains on km-be-1']]);
+    assert.deepEqual(
+      final.approvals.map((a) => [a.by, a.decision, a.comment]),
+      [['bob', 'approve', 'queue drains on km-be-1']],
+    );
     refused(await km(['approve', id], as('carol')), 2, /has ended \(completed\)/, 'approve after the end');
 
     const list = await km(['list', '--json']);
     ok(list, 'list --json');
-    const row = (JSON.parse(list.stdout) as { rollouts: { id: string; kind: string; outcome: string; requestedBy: string }[] }).rollouts.find((r) => r.id === id);
+    const row = (
+      JSON.parse(list.stdout) as { rollouts: { id: string; kind: string; outcome: string; requestedBy: string }[] }
+    ).rollouts.find((r) => r.id === id);
     assert.deepEqual(row && [row.kind, row.outcome, row.requestedBy], ['rollout', 'completed', 'alice']);
     const listText = await km(['list']);
     ok(listText, 'list');
@@ -158,7 +216,9 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
 
     const hf = await km(['hotfixes', '--json']);
     ok(hf, 'hotfixes --json');
-    const entry = (JSON.parse(hf.stdout) as { hotfixes: { name: string; appliedOn: string[] }[] }).hotfixes.find((h) => h.name === file.name);
+    const entry = (JSON.parse(hf.stdout) as { hotfixes: { name: string; appliedOn: string[] }[] }).hotfixes.find(
+      (h) => h.name === file.name,
+    );
     assert.deepEqual(entry?.appliedOn, FLEET);
     const hfText = await km(['hotfixes']);
     ok(hfText, 'hotfixes');
@@ -185,7 +245,12 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
     assert.deepEqual(st.drained, []);
 
     const watching = km(['status', id, '--watch']);
-    refused(await km(['reject', id, '--reason', '  '], as('bob')), 2, /--reason must say what is wrong/, 'blank reason');
+    refused(
+      await km(['reject', id, '--reason', '  '], as('bob')),
+      2,
+      /--reason must say what is wrong/,
+      'blank reason',
+    );
     const rejected = await km(['reject', id, '--reason', 'login page blank on km-fe-1'], as('bob'));
     ok(rejected, 'reject');
     const watched = await watching;
@@ -197,7 +262,10 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
     for (const s of FLEET.filter((x) => x !== 'km-fe-1')) assert.equal(logCount(s, APPLY), 0, `${s} untouched`);
     const final = await statusJson(id);
     assert.equal(final.phase, 'rolled_back');
-    assert.deepEqual(final.approvals.map((a) => [a.by, a.decision, a.comment]), [['bob', 'reject', 'login page blank on km-fe-1']]);
+    assert.deepEqual(
+      final.approvals.map((a) => [a.by, a.decision, a.comment]),
+      [['bob', 'reject', 'login page blank on km-fe-1']],
+    );
     assert.equal(serversOf(final).find((s) => s.name === 'km-fe-2')?.state, 'untouched');
   });
 
@@ -208,7 +276,9 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
     const waiting = km(['rollout', hf.name, '--wait', '--services-timeout', '20s']);
     let id: string | undefined;
     for (let i = 0; i < 100 && !id; i++) {
-      id = (await env.orchestrator<{ id: string }[]>`SELECT id FROM rollout WHERE hotfix = ${hf.name} AND kind = 'rollout'`)[0]?.id;
+      id = (
+        await env.orchestrator<{ id: string }[]>`SELECT id FROM rollout WHERE hotfix = ${hf.name} AND kind = 'rollout'`
+      )[0]?.id;
       if (!id) await new Promise((r) => setTimeout(r, 100));
     }
     assert.ok(id, 'the rollout started');
@@ -226,9 +296,19 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
     assert.deepEqual(await env.applied(hf.name), []);
     assert.deepEqual(await env.maxProcesses(), before, 'Maximum Processes restored exactly');
     assert.equal(logCount('km-be-1', UNAPPLY), 1);
-    const events = await env.orchestrator<{ kind: string; actor: string; detail: { reason?: string } }[]>`SELECT kind, actor, detail FROM rollout_event WHERE rollout_id = ${id} AND kind = 'abort'`;
-    assert.deepEqual(events.map((e) => [e.actor, e.detail.reason]), [['carol', 'support asked us to wait']]);
-    refused(await km(['abort', id, '--reason', 'again']), 2, /has ended \(rolled_back\): there is nothing to abort/, 'abort after the end');
+    const events = await env.orchestrator<
+      { kind: string; actor: string; detail: { reason?: string } }[]
+    >`SELECT kind, actor, detail FROM rollout_event WHERE rollout_id = ${id} AND kind = 'abort'`;
+    assert.deepEqual(
+      events.map((e) => [e.actor, e.detail.reason]),
+      [['carol', 'support asked us to wait']],
+    );
+    refused(
+      await km(['abort', id, '--reason', 'again']),
+      2,
+      /has ended \(rolled_back\): there is nothing to abort/,
+      'abort after the end',
+    );
   });
 
   it('pause holds the fan-out after the approval; resume finishes it', async () => {
@@ -295,28 +375,118 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
     });
 
     const rows: { what: string; args: () => string[]; env?: () => Record<string, string | undefined>; re: RegExp }[] = [
-      { what: 'malformed hotfix file name (rollout)', args: () => ['rollout', malformed], re: /'sshmgr-3\.0\.0-hotfix_backend\.gz' is not a hotfix file name .*expected sshmgr-<version>-hotfix_/ },
-      { what: 'malformed hotfix file name (upload)', args: () => ['upload', malformed], re: /is not a hotfix file name/ },
-      { what: 'missing hotfix file', args: () => ['rollout', path.join(dir, 'sshmgr-3.0.0-hotfix_backend_gone_UKM-1.gz')], re: /cannot read .*ENOENT/ },
-      { what: 'unknown hotfix', args: () => ['rollout', 'hotfix_backend_not_there'], re: /hotfix_backend_not_there is not registered in Key Manager: upload it first/ },
-      { what: 'unknown server in --servers', args: () => ['rollout', registered, '--servers', 'km-be-1,km-nope-9'], re: /--servers names km-nope-9, not in the inventory/ },
-      { what: '--canary of the wrong role', args: () => ['rollout', registered, '--canary', 'km-fe-1'], re: /--canary km-fe-1 has role frontend, but a hotfix_backend_\* hotfix must be verified first on a backend/ },
-      { what: '--batch 0', args: () => ['rollout', registered, '--batch', '0'], re: /--batch must be a number of servers/ },
-      { what: '--batch 150%', args: () => ['rollout', registered, '--batch', '150%'], re: /--batch must be .* 1% to 100%/ },
-      { what: '--approval-timeout soon', args: () => ['rollout', registered, '--approval-timeout', 'soon'], re: /--approval-timeout must be a duration/ },
-      { what: '--approval-timeout 0s', args: () => ['rollout', registered, '--approval-timeout', '0s'], re: /--approval-timeout must be a duration from 1s to 30d/ },
-      { what: '--max-failures -1', args: () => ['rollout', registered, '--max-failures', '-1'], re: /--max-failures must be a whole number/ },
-      { what: 'a Name with shell metacharacters (rollout)', args: () => ['rollout', 'hotfix_backend_x;rm -rf /'], re: /'hotfix_backend_x;rm -rf \/' is not a hotfix Name/ },
-      { what: 'a Name with shell metacharacters (plan)', args: () => ['plan', 'hotfix_backend_x$(reboot)'], re: /is not a hotfix Name/ },
-      { what: 'a Name with shell metacharacters (remove)', args: () => ['remove', 'hotfix_common_x`id`'], re: /is not a hotfix Name/ },
-      { what: 'only the requester as approver', args: () => ['rollout', registered, '--approvers', 'alice'], re: /--approvers lists only alice/ },
-      { what: 'a signing key that cannot be read', args: () => ['rollout', registered], env: () => ({ KM_HOTFIX_SIGNING_KEY: path.join(dir, 'no-such-key') }), re: /cannot read the signing key .*no-such-key.*KM_HOTFIX_SIGNING_KEY/ },
-      { what: 'no key to sign with', args: () => ['rollout', registered], env: () => ({ KM_HOTFIX_SIGNING_KEY: undefined }), re: /no key to sign with: set KM_HOTFIX_SIGNING_KEY/ },
-      { what: '--message without --signature', args: () => ['approve', 'rollout-nothing-here', '--message', path.join(dir, 'm')], re: /--message and --signature go together/ },
-      { what: 'unknown --via server', args: () => ['upload', valid, '--via', 'km-zz'], re: /--via km-zz is not in the inventory/ },
-      { what: 'remove from an unknown server', args: () => ['remove', registered, '--servers', 'km-zz'], re: /--servers names km-zz, not in the inventory/ },
-      { what: 'status of an unknown id', args: () => ['status', 'rollout-nothing-here'], re: /no rollout, removal or upload with id 'rollout-nothing-here'/ },
-      { what: 'approve an unknown id', args: () => ['approve', 'rollout-nothing-here'], re: /no rollout, removal or upload with id/ },
+      {
+        what: 'malformed hotfix file name (rollout)',
+        args: () => ['rollout', malformed],
+        re: /'sshmgr-3\.0\.0-hotfix_backend\.gz' is not a hotfix file name .*expected sshmgr-<version>-hotfix_/,
+      },
+      {
+        what: 'malformed hotfix file name (upload)',
+        args: () => ['upload', malformed],
+        re: /is not a hotfix file name/,
+      },
+      {
+        what: 'missing hotfix file',
+        args: () => ['rollout', path.join(dir, 'sshmgr-3.0.0-hotfix_backend_gone_UKM-1.gz')],
+        re: /cannot read .*ENOENT/,
+      },
+      {
+        what: 'unknown hotfix',
+        args: () => ['rollout', 'hotfix_backend_not_there'],
+        re: /hotfix_backend_not_there is not registered in Key Manager: upload it first/,
+      },
+      {
+        what: 'unknown server in --servers',
+        args: () => ['rollout', registered, '--servers', 'km-be-1,km-nope-9'],
+        re: /--servers names km-nope-9, not in the inventory/,
+      },
+      {
+        what: '--canary of the wrong role',
+        args: () => ['rollout', registered, '--canary', 'km-fe-1'],
+        re: /--canary km-fe-1 has role frontend, but a hotfix_backend_\* hotfix must be verified first on a backend/,
+      },
+      {
+        what: '--batch 0',
+        args: () => ['rollout', registered, '--batch', '0'],
+        re: /--batch must be a number of servers/,
+      },
+      {
+        what: '--batch 150%',
+        args: () => ['rollout', registered, '--batch', '150%'],
+        re: /--batch must be .* 1% to 100%/,
+      },
+      {
+        what: '--approval-timeout soon',
+        args: () => ['rollout', registered, '--approval-timeout', 'soon'],
+        re: /--approval-timeout must be a duration/,
+      },
+      {
+        what: '--approval-timeout 0s',
+        args: () => ['rollout', registered, '--approval-timeout', '0s'],
+        re: /--approval-timeout must be a duration from 1s to 30d/,
+      },
+      {
+        what: '--max-failures -1',
+        args: () => ['rollout', registered, '--max-failures', '-1'],
+        re: /--max-failures must be a whole number/,
+      },
+      {
+        what: 'a Name with shell metacharacters (rollout)',
+        args: () => ['rollout', 'hotfix_backend_x;rm -rf /'],
+        re: /'hotfix_backend_x;rm -rf \/' is not a hotfix Name/,
+      },
+      {
+        what: 'a Name with shell metacharacters (plan)',
+        args: () => ['plan', 'hotfix_backend_x$(reboot)'],
+        re: /is not a hotfix Name/,
+      },
+      {
+        what: 'a Name with shell metacharacters (remove)',
+        args: () => ['remove', 'hotfix_common_x`id`'],
+        re: /is not a hotfix Name/,
+      },
+      {
+        what: 'only the requester as approver',
+        args: () => ['rollout', registered, '--approvers', 'alice'],
+        re: /--approvers lists only alice/,
+      },
+      {
+        what: 'a signing key that cannot be read',
+        args: () => ['rollout', registered],
+        env: () => ({ KM_HOTFIX_SIGNING_KEY: path.join(dir, 'no-such-key') }),
+        re: /cannot read the signing key .*no-such-key.*KM_HOTFIX_SIGNING_KEY/,
+      },
+      {
+        what: 'no key to sign with',
+        args: () => ['rollout', registered],
+        env: () => ({ KM_HOTFIX_SIGNING_KEY: undefined }),
+        re: /no key to sign with: set KM_HOTFIX_SIGNING_KEY/,
+      },
+      {
+        what: '--message without --signature',
+        args: () => ['approve', 'rollout-nothing-here', '--message', path.join(dir, 'm')],
+        re: /--message and --signature go together/,
+      },
+      {
+        what: 'unknown --via server',
+        args: () => ['upload', valid, '--via', 'km-zz'],
+        re: /--via km-zz is not in the inventory/,
+      },
+      {
+        what: 'remove from an unknown server',
+        args: () => ['remove', registered, '--servers', 'km-zz'],
+        re: /--servers names km-zz, not in the inventory/,
+      },
+      {
+        what: 'status of an unknown id',
+        args: () => ['status', 'rollout-nothing-here'],
+        re: /no rollout, removal or upload with id 'rollout-nothing-here'/,
+      },
+      {
+        what: 'approve an unknown id',
+        args: () => ['approve', 'rollout-nothing-here'],
+        re: /no rollout, removal or upload with id/,
+      },
     ];
 
     async function snapshot() {
@@ -341,9 +511,18 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
         assert.equal(r.stdout, '', `${row.what}: nothing on stdout (no id)`);
       }
       assert.deepEqual(await snapshot(), before, 'the Key Manager and orchestrator databases are unchanged');
-      for (const s of env.fleet.servers) assert.deepEqual(s.log().map((e) => e.command), [], `${s.name} ran nothing`);
+      for (const s of env.fleet.servers)
+        assert.deepEqual(
+          s.log().map((e) => e.command),
+          [],
+          `${s.name} ran nothing`,
+        );
       await new Promise((r) => setTimeout(r, 1000)); // visibility is eventually consistent
-      assert.equal((await env.client.workflow.count(`TaskQueue = '${env.taskQueue}'`)).count, workflowsBefore, 'no workflow started');
+      assert.equal(
+        (await env.client.workflow.count(`TaskQueue = '${env.taskQueue}'`)).count,
+        workflowsBefore,
+        'no workflow started',
+      );
     });
   });
 
@@ -358,17 +537,46 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
     it('Temporal unreachable: rollout (after validation) and status', async () => {
       const r = await km(['rollout', registered], { TEMPORAL_ADDRESS: dead });
       refused(r, 3, new RegExp(`cannot reach Temporal at ${dead}.*TEMPORAL_ADDRESS`), 'rollout without Temporal');
-      refused(await km(['status', 'rollout-x'], { TEMPORAL_ADDRESS: dead }), 3, new RegExp(`cannot reach Temporal at ${dead}`), 'status without Temporal');
-      assert.equal((await env.orchestrator`SELECT 1 FROM rollout WHERE hotfix = ${registered} AND kind = 'rollout'`).length, 0, 'nothing started');
+      refused(
+        await km(['status', 'rollout-x'], { TEMPORAL_ADDRESS: dead }),
+        3,
+        new RegExp(`cannot reach Temporal at ${dead}`),
+        'status without Temporal',
+      );
+      assert.equal(
+        (await env.orchestrator`SELECT 1 FROM rollout WHERE hotfix = ${registered} AND kind = 'rollout'`).length,
+        0,
+        'nothing started',
+      );
     });
 
     it('a database unreachable: the message names the orchestrator or the Key Manager database', async () => {
       const deadUrl = `postgres://postgres@${dead}/nothing`;
-      refused(await km(['rollout', registered], { DATABASE_URL: deadUrl }), 3, /cannot reach the orchestrator database at .*DATABASE_URL/, 'orchestrator down');
-      refused(await km(['rollout', registered], { KM_DATABASE_URL: deadUrl }), 3, /cannot reach the Key Manager database at .*KM_DATABASE_URL/, 'Key Manager database down');
-      refused(await km(['hotfixes'], { KM_DATABASE_URL: deadUrl }), 3, /cannot reach the Key Manager database/, 'hotfixes');
+      refused(
+        await km(['rollout', registered], { DATABASE_URL: deadUrl }),
+        3,
+        /cannot reach the orchestrator database at .*DATABASE_URL/,
+        'orchestrator down',
+      );
+      refused(
+        await km(['rollout', registered], { KM_DATABASE_URL: deadUrl }),
+        3,
+        /cannot reach the Key Manager database at .*KM_DATABASE_URL/,
+        'Key Manager database down',
+      );
+      refused(
+        await km(['hotfixes'], { KM_DATABASE_URL: deadUrl }),
+        3,
+        /cannot reach the Key Manager database/,
+        'hotfixes',
+      );
       refused(await km(['list'], { DATABASE_URL: deadUrl }), 3, /cannot reach the orchestrator database/, 'list');
-      refused(await km(['rollout', registered], { KM_DATABASE_URL: undefined }), 2, /KM_DATABASE_URL is not set/, 'KM_DATABASE_URL missing');
+      refused(
+        await km(['rollout', registered], { KM_DATABASE_URL: undefined }),
+        2,
+        /KM_DATABASE_URL is not set/,
+        'KM_DATABASE_URL missing',
+      );
     });
   });
 
@@ -379,7 +587,12 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
     const id = first.stdout.trim();
     await env.waitForPhase(handle(id), 'verifying');
     const b = await hotfixFile('common');
-    refused(await km(['rollout', b.path, '--servers', 'km-fe-2,km-be-1']), 2, new RegExp(`rollout ${id} is still active on km-fe-2`), 'overlap');
+    refused(
+      await km(['rollout', b.path, '--servers', 'km-fe-2,km-be-1']),
+      2,
+      new RegExp(`rollout ${id} is still active on km-fe-2`),
+      'overlap',
+    );
     // An operator terminates it outside km-hotfix: the ledger still holds its claims.
     await handle(id).terminate('operator');
     const second = await km(['rollout', b.path, '--servers', 'km-fe-2,km-be-1']);
@@ -415,8 +628,24 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
     const st = JSON.parse(r.stdout) as RolloutStatus;
     assert.equal(st.phase, 'completed');
     assert.equal(st.canary, 'km-be-2');
-    assert.deepEqual(st.approvals.map((a) => [a.by, a.decision, a.comment]), [['bob', 'approve', 'fine']]);
-    assert.deepEqual(serversOf(st).map((s) => [s.name, s.role, s.state]).sort(), [['km-be-2', 'backend', 'patched'], ['km-be-3', 'backend', 'patched']]);
-    refused(await km(['status', 'rollout-that-never-was']), 2, /no rollout, removal or upload with id/, 'unknown everywhere');
+    assert.deepEqual(
+      st.approvals.map((a) => [a.by, a.decision, a.comment]),
+      [['bob', 'approve', 'fine']],
+    );
+    assert.deepEqual(
+      serversOf(st)
+        .map((s) => [s.name, s.role, s.state])
+        .sort(),
+      [
+        ['km-be-2', 'backend', 'patched'],
+        ['km-be-3', 'backend', 'patched'],
+      ],
+    );
+    refused(
+      await km(['status', 'rollout-that-never-was']),
+      2,
+      /no rollout, removal or upload with id/,
+      'unknown everywhere',
+    );
   });
 });

@@ -26,7 +26,7 @@ describe('Coalescer (one query for a turn of the event loop)', () => {
     assert.deepEqual(batches, [[1], [2]]);
   });
 
-  it('gives a failed batch\'s error to every caller in it, and to no one else', async () => {
+  it("gives a failed batch's error to every caller in it, and to no one else", async () => {
     const c = new Coalescer<number, number>(async (xs) => {
       if (xs.includes(13)) throw new Error('the database is down');
       return xs;
@@ -37,7 +37,7 @@ describe('Coalescer (one query for a turn of the event loop)', () => {
     assert.equal(await c.call(14), 14);
   });
 
-  it('splits a turn\'s calls into batches of at most maxBatch', async () => {
+  it("splits a turn's calls into batches of at most maxBatch", async () => {
     const batches: number[][] = [];
     const c = new Coalescer<number, number>(async (xs) => {
       batches.push(xs);

@@ -65,7 +65,9 @@ describe('docker-compose.yml and Dockerfile (parsed; no Docker engine here)', ()
       assert.notEqual(m[2], 'latest');
       assert.doesNotMatch(s.image, /auto-setup/, `${name}: temporalio/auto-setup is deprecated`);
     }
-    const versions = ['temporal', 'temporal-schema-setup', 'temporal-create-namespace'].map((n) => compose.services[n]!.image!.split(':')[1]);
+    const versions = ['temporal', 'temporal-schema-setup', 'temporal-create-namespace'].map(
+      (n) => compose.services[n]!.image!.split(':')[1],
+    );
     assert.equal(new Set(versions).size, 1, `server and admin-tools share one version: ${versions}`);
   });
 
@@ -86,7 +88,7 @@ describe('docker-compose.yml and Dockerfile (parsed; no Docker engine here)', ()
     return fs.access(path.join(ROOT, mount.split(':')[0]!, file));
   });
 
-  it('sets up Temporal\'s schema with deploy/temporal/setup-schema.sh, the script the production topology test runs', async () => {
+  it("sets up Temporal's schema with deploy/temporal/setup-schema.sh, the script the production topology test runs", async () => {
     const setup = compose.services['temporal-schema-setup']!;
     const mount = (setup.volumes ?? []).find((v) => v.startsWith('./deploy/temporal/setup-schema.sh:'));
     assert.ok(mount, 'the script is mounted into admin-tools');
@@ -94,7 +96,10 @@ describe('docker-compose.yml and Dockerfile (parsed; no Docker engine here)', ()
     assert.deepEqual(setup.entrypoint, ['/bin/sh', inContainer]);
     assert.equal(setup.command, undefined, 'no inline commands beside the script');
     const script = await fs.readFile(path.join(ROOT, 'deploy', 'temporal', 'setup-schema.sh'), 'utf8');
-    assert.match(script, /create[\s\S]*setup-schema -v 0\.0[\s\S]*update-schema -d "\$SCHEMA_DIR\/postgresql\/v12\/\$schema\/versioned"/);
+    assert.match(
+      script,
+      /create[\s\S]*setup-schema -v 0\.0[\s\S]*update-schema -d "\$SCHEMA_DIR\/postgresql\/v12\/\$schema\/versioned"/,
+    );
     assert.match(script, /"\$DB:temporal" "\$VISIBILITY_DB:visibility"/, 'both databases');
     // Its defaults are what admin-tools and this compose file provide.
     assert.match(script, /SQL_TOOL=\$\{SQL_TOOL:-temporal-sql-tool\}/);
@@ -125,7 +130,11 @@ describe('docker-compose.yml and Dockerfile (parsed; no Docker engine here)', ()
     assert.equal(e.TEMPORAL_ADDRESS, 'temporal:7233');
     assert.match(e.DATABASE_URL ?? '', /^postgres:\/\/.+@postgresql:5432\/km_hotfix$/);
     assert.equal(env(compose.services.postgresql!).POSTGRES_DB, 'km_hotfix');
-    assert.match(e.KM_DATABASE_URL ?? '', /^\$\{KM_DATABASE_URL:\?.+\}$/, 'the site must name its Key Manager database');
+    assert.match(
+      e.KM_DATABASE_URL ?? '',
+      /^\$\{KM_DATABASE_URL:\?.+\}$/,
+      'the site must name its Key Manager database',
+    );
     assert.equal(e.KM_SSH_KEY, '/run/secrets/km_ssh_key');
     assert.deepEqual(w.secrets, ['km_ssh_key']);
     assert.ok(compose.secrets?.km_ssh_key?.file, 'the key comes from a file on the host');
@@ -136,7 +145,7 @@ describe('docker-compose.yml and Dockerfile (parsed; no Docker engine here)', ()
     assert.equal(path.resolve(ROOT, build.context, build.dockerfile ?? 'Dockerfile'), path.join(ROOT, 'Dockerfile'));
   });
 
-  it('serves the approvers\' page from the same image, with its delegate key as a secret and the proxy it trusts', () => {
+  it("serves the approvers' page from the same image, with its delegate key as a secret and the proxy it trusts", () => {
     const w = compose.services['km-hotfix-web']!;
     assert.equal(w.image, compose.services['km-hotfix-worker']!.image);
     assert.deepEqual((w.command as string[]).slice(0, 3), ['node', 'bin/km-hotfix.js', 'web']);
@@ -156,7 +165,7 @@ describe('docker-compose.yml and Dockerfile (parsed; no Docker engine here)', ()
   it('builds the worker on Debian (not Alpine), with npm ci and a build, and runs `km-hotfix worker`', () => {
     const froms = [...dockerfile.matchAll(/^FROM\s+(\S+)/gm)].map((m) => m[1]!);
     const image = /^ARG NODE_IMAGE=(\S+)/m.exec(dockerfile)?.[1];
-    const bases = froms.map((f) => (f.startsWith('${NODE_IMAGE}') ? image ?? f : f));
+    const bases = froms.map((f) => (f.startsWith('${NODE_IMAGE}') ? (image ?? f) : f));
     assert.ok(bases.length > 0);
     for (const b of bases) {
       assert.match(b, /^node:20[\w.-]*-(bookworm|bullseye)(-slim)?$/, `${b} is a Debian-based Node 20 image`);
@@ -169,6 +178,7 @@ describe('docker-compose.yml and Dockerfile (parsed; no Docker engine here)', ()
 
   it('keeps local state and secrets out of the build context', async () => {
     const ignore = (await fs.readFile(path.join(ROOT, '.dockerignore'), 'utf8')).split('\n').map((l) => l.trim());
-    for (const p of ['node_modules', 'dist', '.git', '.tools', '.km-hotfix', 'secrets']) assert.ok(ignore.includes(p), `.dockerignore lists ${p}`);
+    for (const p of ['node_modules', 'dist', '.git', '.tools', '.km-hotfix', 'secrets'])
+      assert.ok(ignore.includes(p), `.dockerignore lists ${p}`);
   });
 });

@@ -68,10 +68,28 @@ describe('crashes: worker killed, Temporal restarted, databases gone for a while
   }
 
   /** A rollout of hotfix `hf`, signed by alice. */
-  async function start(client: Client, taskQueue: string, hf: { name: string; sha256: string }): Promise<WorkflowHandle> {
+  async function start(
+    client: Client,
+    taskQueue: string,
+    hf: { name: string; sha256: string },
+  ): Promise<WorkflowHandle> {
     const workflowId = `crash-${hf.name}`;
-    const signed = await env.sign('alice', { action: 'rollout', rollout: workflowId, hotfix: hf.name, sha256: hf.sha256 });
-    const i: RolloutInput = { hotfix: hf.name, signed, servers: [], batch: '1', maxFailures: 0, approvers: [], approvalTimeoutMs: 3_600_000, timing: FAST_TIMING };
+    const signed = await env.sign('alice', {
+      action: 'rollout',
+      rollout: workflowId,
+      hotfix: hf.name,
+      sha256: hf.sha256,
+    });
+    const i: RolloutInput = {
+      hotfix: hf.name,
+      signed,
+      servers: [],
+      batch: '1',
+      maxFailures: 0,
+      approvers: [],
+      approvalTimeoutMs: 3_600_000,
+      timing: FAST_TIMING,
+    };
     const h = await client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue, workflowId, args: [i] });
     handles.push(h);
     return h;
@@ -85,11 +103,22 @@ describe('crashes: worker killed, Temporal restarted, databases gone for a while
   }
 
   const workerOn = (taskQueue: string, client = env.client, temporalAddress = testStack().temporal.address) =>
-    startWorkerProcess(client, { temporalAddress, taskQueue, orchestratorUrl: env.orchestratorUrl, kmUrl: env.kmUrl, sshKeyFile: keyFile, allowedSigners: env.people.allowedSigners }, workers);
+    startWorkerProcess(
+      client,
+      {
+        temporalAddress,
+        taskQueue,
+        orchestratorUrl: env.orchestratorUrl,
+        kmUrl: env.kmUrl,
+        sshKeyFile: keyFile,
+        allowedSigners: env.people.allowedSigners,
+      },
+      workers,
+    );
   const queue = () => `crash-${randomBytes(3).toString('hex')}`;
   const restarts = (server: string) => env.commands(server, /supervisorctl restart all/).length;
 
-  it('worker SIGKILLed during the canary\'s restart: a new worker finishes it; each server applied once', async () => {
+  it("worker SIGKILLed during the canary's restart: a new worker finishes it; each server applied once", async () => {
     const hf = await env.hotfix('backend');
     const before = await maxProcessesOf(env.km);
     const tq = queue();
@@ -121,7 +150,10 @@ describe('crashes: worker killed, Temporal restarted, databases gone for a while
     await env.approve(h, 'bob');
     const st = (await h.result()) as RolloutStatus;
     await endsBy(env, st, before, ['completed']);
-    assert.deepEqual(st.approvals.map((a) => a.by), ['bob']);
+    assert.deepEqual(
+      st.approvals.map((a) => a.by),
+      ['bob'],
+    );
   });
 
   it('worker SIGKILLed mid rollback: the new worker finishes the rollback; nothing left patched, drains restored', async () => {
@@ -151,7 +183,13 @@ describe('crashes: worker killed, Temporal restarted, databases gone for a while
   it('the Temporal server restarts mid fan-out (same SQLite file): the rollout completes', async () => {
     const dir = await scratchDir('temporal-restart');
     const port = await freePort();
-    const opts = { binary: testStack().temporalBinary, port, headless: true, dbFile: path.join(dir, 'temporal.db'), logFile: path.join(dir, 'temporal.log') };
+    const opts = {
+      binary: testStack().temporalBinary,
+      port,
+      headless: true,
+      dbFile: path.join(dir, 'temporal.db'),
+      logFile: path.join(dir, 'temporal.log'),
+    };
     let server: RunningDevServer = await startDevServer(opts);
     const connection = await Connection.connect({ address: server.address });
     const client = new Client({ connection });

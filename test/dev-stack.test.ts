@@ -31,12 +31,22 @@ interface RunningDev {
 
 /** Start `km-hotfix dev` in its own process group, as a shell would for a foreground job. */
 function startDev(args: string[]): RunningDev {
-  const child = spawn(process.execPath, [BIN, 'dev', ...args], { env: cliEnv({}), stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  const child = spawn(process.execPath, [BIN, 'dev', ...args], {
+    env: cliEnv({}),
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
   let out = '';
   let err = '';
-  child.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
-  child.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('close', (code, signal) => resolve({ code, signal })));
+  child.stdout!.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  child.stderr!.on('data', (d: Buffer) => {
+    err += d.toString();
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('close', (code, signal) => resolve({ code, signal })),
+  );
   return { child, stdout: () => out, stderr: () => err, exited };
 }
 
@@ -44,7 +54,9 @@ function startDev(args: string[]): RunningDev {
 async function waitReady(dev: RunningDev, timeoutMs: number): Promise<Record<string, string>> {
   const deadline = Date.now() + timeoutMs;
   let done = false;
-  void dev.exited.then(() => { done = true; });
+  void dev.exited.then(() => {
+    done = true;
+  });
   while (!lines(dev.stdout()).includes('ready')) {
     if (done) throw new Error(`dev exited before ready: ${dev.stderr()}`);
     if (Date.now() > deadline) throw new Error(`dev did not print ready within ${timeoutMs} ms: ${dev.stderr()}`);
@@ -58,7 +70,11 @@ async function waitReady(dev: RunningDev, timeoutMs: number): Promise<Record<str
   return env;
 }
 
-async function stopDev(dev: RunningDev, signal: NodeJS.Signals, group: boolean): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+async function stopDev(
+  dev: RunningDev,
+  signal: NodeJS.Signals,
+  group: boolean,
+): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
   // Ctrl-C in a terminal signals the whole foreground process group.
   if (group) process.kill(-dev.child.pid!, signal);
   else dev.child.kill(signal);
@@ -86,7 +102,10 @@ async function descendants(root: number): Promise<number[]> {
   const out: number[] = [];
   for (const pid of parent.keys()) {
     for (let p = parent.get(pid); p !== undefined && p > 1; p = parent.get(p)) {
-      if (p === root) { out.push(pid); break; }
+      if (p === root) {
+        out.push(pid);
+        break;
+      }
     }
   }
   return out;
@@ -111,7 +130,16 @@ async function devPorts(): Promise<{ temporal: number; ui: number; postgres: num
 }
 
 function portArgs(ports: { temporal: number; ui: number; postgres: number; web: number }): string[] {
-  return ['--temporal-port', String(ports.temporal), '--ui-port', String(ports.ui), '--postgres-port', String(ports.postgres), '--web-port', String(ports.web)];
+  return [
+    '--temporal-port',
+    String(ports.temporal),
+    '--ui-port',
+    String(ports.ui),
+    '--postgres-port',
+    String(ports.postgres),
+    '--web-port',
+    String(ports.web),
+  ];
 }
 
 describe('km-hotfix dev (real Temporal dev server, embedded PostgreSQL, in-process worker)', function () {
@@ -120,7 +148,8 @@ describe('km-hotfix dev (real Temporal dev server, embedded PostgreSQL, in-proce
   afterEach(async () => {
     // A failed test must not leave its stack running.
     for (const dev of started.splice(0)) {
-      if (dev.child.exitCode === null && dev.child.signalCode === null) await stopDev(dev, 'SIGTERM', false).catch(() => undefined);
+      if (dev.child.exitCode === null && dev.child.signalCode === null)
+        await stopDev(dev, 'SIGTERM', false).catch(() => undefined);
     }
   });
 
@@ -135,12 +164,21 @@ describe('km-hotfix dev (real Temporal dev server, embedded PostgreSQL, in-proce
     console.log(`      (ready after ${seconds.toFixed(1)} s)`);
 
     const out = lines(dev.stdout());
-    assert.deepEqual(out.slice(0, -1).map((l) => l.split('=')[0]), [...EXPORTS, ...PEOPLE_EXPORTS, ...WEB_EXPORTS].map((n) => `export ${n}`), dev.stdout());
+    assert.deepEqual(
+      out.slice(0, -1).map((l) => l.split('=')[0]),
+      [...EXPORTS, ...PEOPLE_EXPORTS, ...WEB_EXPORTS].map((n) => `export ${n}`),
+      dev.stdout(),
+    );
     // Demo people: alice, bob and dana in the signers file; alice signs; OpenSSH accepts dana's key and the file.
     assert.equal(env.KM_HOTFIX_ALLOWED_SIGNERS, path.join(data, 'allowed_signers'));
     assert.equal(env.KM_HOTFIX_SIGNING_KEY, path.join(data, 'keys', 'alice'));
-    const signers = (await fs.readFile(env.KM_HOTFIX_ALLOWED_SIGNERS!, 'utf8')).split('\n').filter((l) => l && !l.startsWith('#'));
-    assert.deepEqual(signers.map((l) => l.split(' ').slice(0, 2).join(' ')), ['alice ssh-ed25519', 'bob ssh-ed25519', 'dana ssh-ed25519', 'km-hotfix-web@delegate ssh-ed25519']);
+    const signers = (await fs.readFile(env.KM_HOTFIX_ALLOWED_SIGNERS!, 'utf8'))
+      .split('\n')
+      .filter((l) => l && !l.startsWith('#'));
+    assert.deepEqual(
+      signers.map((l) => l.split(' ').slice(0, 2).join(' ')),
+      ['alice ssh-ed25519', 'bob ssh-ed25519', 'dana ssh-ed25519', 'km-hotfix-web@delegate ssh-ed25519'],
+    );
     // The approvers' page answers on its port while dev runs.
     assert.equal(env.KM_HOTFIX_WEB_URL, `http://127.0.0.1:${ports.web}`);
     const page = await fetch(env.KM_HOTFIX_WEB_URL!);
@@ -149,9 +187,21 @@ describe('km-hotfix dev (real Temporal dev server, embedded PostgreSQL, in-proce
     assert.equal((await fs.stat(path.join(data, 'keys', 'dana'))).mode & 0o077, 0, 'private keys are private');
     const message = path.join(data, 'msg');
     await fs.writeFile(message, 'km-hotfix decision v1\n');
-    const signed = await run('ssh-keygen', ['-Y', 'sign', '-f', path.join(data, 'keys', 'dana'), '-n', 'km-hotfix', message]);
+    const signed = await run('ssh-keygen', [
+      '-Y',
+      'sign',
+      '-f',
+      path.join(data, 'keys', 'dana'),
+      '-n',
+      'km-hotfix',
+      message,
+    ]);
     assert.equal(signed.code, 0, signed.stderr);
-    const verified = await run('ssh-keygen', ['-Y', 'verify', '-f', env.KM_HOTFIX_ALLOWED_SIGNERS!, '-I', 'dana', '-n', 'km-hotfix', '-s', `${message}.sig`], { input: 'km-hotfix decision v1\n' });
+    const verified = await run(
+      'ssh-keygen',
+      ['-Y', 'verify', '-f', env.KM_HOTFIX_ALLOWED_SIGNERS!, '-I', 'dana', '-n', 'km-hotfix', '-s', `${message}.sig`],
+      { input: 'km-hotfix decision v1\n' },
+    );
     assert.equal(verified.code, 0, verified.stderr);
     assert.equal(out.at(-1), 'ready');
     assert.equal(env.TEMPORAL_ADDRESS, `127.0.0.1:${ports.temporal}`);
@@ -167,14 +217,16 @@ describe('km-hotfix dev (real Temporal dev server, embedded PostgreSQL, in-proce
     assert.ok(children.includes(pids.temporal) && children.includes(pids.postgres), `children ${children}`);
     const pgPort = Number(new URL(env.DATABASE_URL!).port);
     assert.equal(pgPort, ports.postgres);
-    for (const port of [ports.temporal, ports.ui, pgPort]) assert.ok(await portInUse(port), `port ${port} accepts while running`);
+    for (const port of [ports.temporal, ports.ui, pgPort])
+      assert.ok(await portInUse(port), `port ${port} accepts while running`);
 
     const t1 = Date.now();
     const exit = await stopDev(dev, 'SIGINT', true);
     console.log(`      (stopped after ${((Date.now() - t1) / 1000).toFixed(1)} s)`);
     assert.deepEqual(exit, { code: 0, signal: null }, dev.stderr());
     for (const pid of [dev.child.pid!, ...children]) assert.ok(!alive(pid), `process ${pid} is gone`);
-    for (const port of [ports.temporal, ports.ui, pgPort, ports.web]) assert.ok(!(await portInUse(port)), `port ${port} is closed`);
+    for (const port of [ports.temporal, ports.ui, pgPort, ports.web])
+      assert.ok(!(await portInUse(port)), `port ${port} is closed`);
     await assert.rejects(fs.access(path.join(data, 'pids.json')), 'pids.json removed');
   });
 
@@ -195,7 +247,12 @@ describe('km-hotfix dev (real Temporal dev server, embedded PostgreSQL, in-proce
       const nc = await NativeConnection.connect({ address: env.TEMPORAL_ADDRESS! });
       const conn = await Connection.connect({ address: env.TEMPORAL_ADDRESS! });
       try {
-        const worker = await Worker.create({ connection: nc, taskQueue, workflowBundle: bundle, activities: { greet } });
+        const worker = await Worker.create({
+          connection: nc,
+          taskQueue,
+          workflowBundle: bundle,
+          activities: { greet },
+        });
         const client = new Client({ connection: conn });
         await worker.runUntil(async () => {
           const h = await client.workflow.start('greetAfterRelease', { taskQueue, workflowId, args: ['restart'] });
@@ -224,7 +281,12 @@ describe('km-hotfix dev (real Temporal dev server, embedded PostgreSQL, in-proce
         const client = new Client({ connection: conn });
         const h = client.workflow.getHandle(workflowId);
         assert.equal((await h.describe()).status.name, 'RUNNING');
-        const worker = await Worker.create({ connection: nc, taskQueue, workflowBundle: bundle, activities: { greet } });
+        const worker = await Worker.create({
+          connection: nc,
+          taskQueue,
+          workflowBundle: bundle,
+          activities: { greet },
+        });
         const result = await worker.runUntil(async () => {
           await h.signal('release');
           return (await h.result()) as string;
@@ -245,17 +307,26 @@ describe('km-hotfix dev (real Temporal dev server, embedded PostgreSQL, in-proce
     let dev = startDev(args);
     started.push(dev);
     let env = await waitReady(dev, 60_000);
-    assert.deepEqual(lines(dev.stdout()).map((l) => l.split('=')[0]), [...EXPORTS, 'KM_SSH_KEY', 'KM_SIM_CONTROL', ...PEOPLE_EXPORTS, ...WEB_EXPORTS].map((n) => `export ${n}`).concat('ready'));
+    assert.deepEqual(
+      lines(dev.stdout()).map((l) => l.split('=')[0]),
+      [...EXPORTS, 'KM_SSH_KEY', 'KM_SIM_CONTROL', ...PEOPLE_EXPORTS, ...WEB_EXPORTS]
+        .map((n) => `export ${n}`)
+        .concat('ready'),
+    );
     assert.equal(env.KM_SSH_KEY, path.join(data, 'ssh', 'id_ed25519'));
     assert.equal((await fs.stat(env.KM_SSH_KEY!)).mode & 0o777, 0o600);
     const key = await fs.readFile(env.KM_SSH_KEY!, 'utf8');
     const list = async () => {
       const r = await runCli(['fleet', 'list', '--json'], { DATABASE_URL: env.DATABASE_URL });
       assert.equal(r.code, 0, r.stderr);
-      return (JSON.parse(r.stdout) as { servers: { name: string; role: string; host: string; hostKey: string }[] }).servers;
+      return (JSON.parse(r.stdout) as { servers: { name: string; role: string; host: string; hostKey: string }[] })
+        .servers;
     };
     const servers = await list();
-    assert.deepEqual(servers.map((s) => s.role), ['frontend', 'backend', 'backend']);
+    assert.deepEqual(
+      servers.map((s) => s.role),
+      ['frontend', 'backend', 'backend'],
+    );
     for (const s of servers) assert.match(s.hostKey, /^SHA256:/);
     assert.deepEqual(await stopDev(dev, 'SIGTERM', false), { code: 0, signal: null }, dev.stderr());
 
@@ -263,7 +334,10 @@ describe('km-hotfix dev (real Temporal dev server, embedded PostgreSQL, in-proce
     started.push(dev);
     env = await waitReady(dev, 60_000);
     assert.equal(await fs.readFile(env.KM_SSH_KEY!, 'utf8'), key, 'the same key pair');
-    assert.deepEqual((await list()).map((s) => s.name), servers.map((s) => s.name));
+    assert.deepEqual(
+      (await list()).map((s) => s.name),
+      servers.map((s) => s.name),
+    );
     assert.deepEqual(await stopDev(dev, 'SIGINT', true), { code: 0, signal: null }, dev.stderr());
   });
 
@@ -294,7 +368,15 @@ describe('km-hotfix dev (real Temporal dev server, embedded PostgreSQL, in-proce
     await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
     const port = (busy.address() as net.AddressInfo).port;
     try {
-      const r = await runCli(['dev', '--data', data, '--temporal-port', String(port), '--ui-port', String(await freePort())]);
+      const r = await runCli([
+        'dev',
+        '--data',
+        data,
+        '--temporal-port',
+        String(port),
+        '--ui-port',
+        String(await freePort()),
+      ]);
       assert.equal(r.code, 3, r.stderr);
       assert.equal(r.stdout, '');
       const err = lines(r.stderr);
@@ -307,7 +389,10 @@ describe('km-hotfix dev (real Temporal dev server, embedded PostgreSQL, in-proce
 
   it('refuses a missing temporal binary with one line and exit 3', async () => {
     const data = await scratchDir('dev-nobin');
-    const r = await runCli(['dev', '--data', data, '--temporal-port', String(await freePort()), '--ui-port', String(await freePort())], { TEMPORAL_CLI: path.join(data, 'no-such-temporal') });
+    const r = await runCli(
+      ['dev', '--data', data, '--temporal-port', String(await freePort()), '--ui-port', String(await freePort())],
+      { TEMPORAL_CLI: path.join(data, 'no-such-temporal') },
+    );
     assert.equal(r.code, 3, r.stderr);
     const err = lines(r.stderr);
     assert.equal(err.length, 1, r.stderr);

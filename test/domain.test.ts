@@ -4,17 +4,43 @@ import assert from 'node:assert/strict';
 import { parseHotfixFileName, parseHotfixName, HotfixNameError, hotfixFileName } from '../domain/hotfix';
 import { InventoryError, FleetServer } from '../domain/fleet';
 import { parseInventory, inventoryToYaml } from '../domain/inventory-file';
-import { parseBatch, parseDuration, planRollout, splitIntoBatches, chooseCanary, PlanError, formatDuration } from '../domain/plan';
+import {
+  parseBatch,
+  parseDuration,
+  planRollout,
+  splitIntoBatches,
+  chooseCanary,
+  PlanError,
+  formatDuration,
+} from '../domain/plan';
 
 const KEY = `SHA256:${'a'.repeat(43)}`;
-const server = (name: string, role: FleetServer['role']): FleetServer => ({ name, role, host: '10.0.0.1', port: 22, user: 'root', sudo: false, hostKey: KEY });
-const FLEET = [server('fe-1', 'frontend'), server('fe-2', 'frontend'), server('both-1', 'both'), server('be-1', 'backend'), server('be-2', 'backend')];
+const server = (name: string, role: FleetServer['role']): FleetServer => ({
+  name,
+  role,
+  host: '10.0.0.1',
+  port: 22,
+  user: 'root',
+  sudo: false,
+  hostKey: KEY,
+});
+const FLEET = [
+  server('fe-1', 'frontend'),
+  server('fe-2', 'frontend'),
+  server('both-1', 'both'),
+  server('be-1', 'backend'),
+  server('be-2', 'backend'),
+];
 
 describe('hotfix file names and Names (vendor grammar)', () => {
   it('parses the vendor example', () => {
     assert.deepEqual(parseHotfixFileName('/tmp/x/sshmgr-3.0.0-hotfix_common_fix_tags_and_stats_UKM-1291.gz'), {
-      fileName: 'sshmgr-3.0.0-hotfix_common_fix_tags_and_stats_UKM-1291.gz', version: '3.0.0', name: 'hotfix_common_fix_tags_and_stats',
-      component: 'common', description: 'fix_tags_and_stats', issueId: 'UKM-1291',
+      fileName: 'sshmgr-3.0.0-hotfix_common_fix_tags_and_stats_UKM-1291.gz',
+      version: '3.0.0',
+      name: 'hotfix_common_fix_tags_and_stats',
+      component: 'common',
+      description: 'fix_tags_and_stats',
+      issueId: 'UKM-1291',
     });
   });
   const bad: [string, RegExp][] = [
@@ -28,12 +54,23 @@ describe('hotfix file names and Names (vendor grammar)', () => {
   ];
   for (const [name, why] of bad) {
     it(`rejects ${name} saying what is wrong and what is expected`, () => {
-      assert.throws(() => parseHotfixFileName(name), (e: unknown) => e instanceof HotfixNameError && why.test(e.message) && /expected sshmgr-<version>-hotfix_/.test(e.message));
+      assert.throws(
+        () => parseHotfixFileName(name),
+        (e: unknown) =>
+          e instanceof HotfixNameError && why.test(e.message) && /expected sshmgr-<version>-hotfix_/.test(e.message),
+      );
     });
   }
   it('accepts only strict Names (they reach a shell)', () => {
     assert.equal(parseHotfixName('hotfix_backend_fix_queue_stall').component, 'backend');
-    for (const n of ['hotfix_backend_x;rm -rf /', 'hotfix_backend_$(id)', "hotfix_backend_a'b", 'hotfix_web_x', 'hotfix_backend_', 'fix_backend_x']) {
+    for (const n of [
+      'hotfix_backend_x;rm -rf /',
+      'hotfix_backend_$(id)',
+      "hotfix_backend_a'b",
+      'hotfix_web_x',
+      'hotfix_backend_',
+      'fix_backend_x',
+    ]) {
       assert.throws(() => parseHotfixName(n), HotfixNameError, n);
     }
   });
@@ -45,21 +82,37 @@ describe('hotfix file names and Names (vendor grammar)', () => {
 
 describe('fleet inventory', () => {
   it('applies defaults and keeps file order; YAML round-trips', () => {
-    const inv = parseInventory(`servers:\n  - {name: a, role: frontend, host: 10.0.0.1, hostKey: "${KEY}"}\n  - {name: b, role: backend, host: h, port: 2222, user: km, sudo: true, hostKey: "${KEY}", url: "https://b/"}\n`);
-    assert.deepEqual(inv.map((s) => [s.name, s.port, s.user, s.sudo]), [['a', 22, 'root', false], ['b', 2222, 'km', true]]);
+    const inv = parseInventory(
+      `servers:\n  - {name: a, role: frontend, host: 10.0.0.1, hostKey: "${KEY}"}\n  - {name: b, role: backend, host: h, port: 2222, user: km, sudo: true, hostKey: "${KEY}", url: "https://b/"}\n`,
+    );
+    assert.deepEqual(
+      inv.map((s) => [s.name, s.port, s.user, s.sudo]),
+      [
+        ['a', 22, 'root', false],
+        ['b', 2222, 'km', true],
+      ],
+    );
     assert.deepEqual(parseInventory(inventoryToYaml(inv)), inv);
   });
   const bad: [string, RegExp][] = [
     ['servers: []', /lists no servers/],
     ['nothing: 1', /must have a 'servers:' list/],
-    [`servers:\n  - {name: a, role: frontend, host: h, hostKey: "${KEY}"}\n  - {name: a, role: backend, host: h, hostKey: "${KEY}"}`, /listed twice/],
+    [
+      `servers:\n  - {name: a, role: frontend, host: h, hostKey: "${KEY}"}\n  - {name: a, role: backend, host: h, hostKey: "${KEY}"}`,
+      /listed twice/,
+    ],
     ['servers:\n  - {name: a, role: frontend, host: h}', /has no 'hostKey'.*ssh-keyscan/],
     [`servers:\n  - {name: a, role: web, host: h, hostKey: "${KEY}"}`, /'role' must be frontend, backend or both/],
     [`servers:\n  - {name: "a b", role: frontend, host: h, hostKey: "${KEY}"}`, /'name' must be/],
     [`servers:\n  - {name: a, role: frontend, host: h, hostKey: "${KEY}", color: red}`, /unknown field 'color'/],
     ['servers: [', /not valid YAML or JSON/],
   ];
-  for (const [text, why] of bad) it(`refuses: ${why.source}`, () => assert.throws(() => parseInventory(text), (e: unknown) => e instanceof InventoryError && why.test(e.message)));
+  for (const [text, why] of bad)
+    it(`refuses: ${why.source}`, () =>
+      assert.throws(
+        () => parseInventory(text),
+        (e: unknown) => e instanceof InventoryError && why.test(e.message),
+      ));
 });
 
 describe('rollout plan: canary by hotfix type, drain, batches', () => {
@@ -68,52 +121,134 @@ describe('rollout plan: canary by hotfix type, drain, batches', () => {
     assert.equal(chooseCanary('frontend', FLEET).server, 'fe-1');
     assert.equal(chooseCanary('backend', FLEET).server, 'be-1');
     assert.equal(chooseCanary('common', FLEET).server, 'fe-1');
-    assert.equal(chooseCanary('backend', FLEET.filter((s) => s.role !== 'backend')).server, 'both-1', "a 'both' server when no dedicated backend");
+    assert.equal(
+      chooseCanary(
+        'backend',
+        FLEET.filter((s) => s.role !== 'backend'),
+      ).server,
+      'both-1',
+      "a 'both' server when no dedicated backend",
+    );
   });
   it('backend hotfix drains every other backend without the hotfix, including both-role servers', () => {
-    const plan = planRollout({ component: 'backend', fleet: FLEET, hasHotfix: new Set(['be-2']), batch: parseBatch('2') });
+    const plan = planRollout({
+      component: 'backend',
+      fleet: FLEET,
+      hasHotfix: new Set(['be-2']),
+      batch: parseBatch('2'),
+    });
     assert.equal(plan.canary?.server, 'be-1');
     assert.deepEqual(plan.drain, ['both-1']);
     assert.deepEqual(plan.skipped, ['be-2']);
     assert.deepEqual(plan.batches, [['fe-1', 'fe-2'], ['both-1']]);
   });
   it('frontend and common hotfixes drain nothing', () => {
-    assert.deepEqual(planRollout({ component: 'frontend', fleet: FLEET, hasHotfix: none, batch: parseBatch('1') }).drain, []);
-    assert.deepEqual(planRollout({ component: 'common', fleet: FLEET, hasHotfix: none, batch: parseBatch('1') }).drain, []);
+    assert.deepEqual(
+      planRollout({ component: 'frontend', fleet: FLEET, hasHotfix: none, batch: parseBatch('1') }).drain,
+      [],
+    );
+    assert.deepEqual(
+      planRollout({ component: 'common', fleet: FLEET, hasHotfix: none, batch: parseBatch('1') }).drain,
+      [],
+    );
   });
   it('--servers keeps inventory order, refuses unknown and repeated names', () => {
-    const plan = planRollout({ component: 'common', fleet: FLEET, servers: ['be-2', 'fe-2'], hasHotfix: none, batch: parseBatch('1') });
+    const plan = planRollout({
+      component: 'common',
+      fleet: FLEET,
+      servers: ['be-2', 'fe-2'],
+      hasHotfix: none,
+      batch: parseBatch('1'),
+    });
     assert.deepEqual(plan.targets, ['fe-2', 'be-2']);
-    assert.throws(() => planRollout({ component: 'common', fleet: FLEET, servers: ['nope'], hasHotfix: none, batch: parseBatch('1') }), /nope, not in the inventory/);
-    assert.throws(() => planRollout({ component: 'common', fleet: FLEET, servers: ['fe-1', 'fe-1'], hasHotfix: none, batch: parseBatch('1') }), /more than once/);
+    assert.throws(
+      () =>
+        planRollout({ component: 'common', fleet: FLEET, servers: ['nope'], hasHotfix: none, batch: parseBatch('1') }),
+      /nope, not in the inventory/,
+    );
+    assert.throws(
+      () =>
+        planRollout({
+          component: 'common',
+          fleet: FLEET,
+          servers: ['fe-1', 'fe-1'],
+          hasHotfix: none,
+          batch: parseBatch('1'),
+        }),
+      /more than once/,
+    );
   });
   it('--canary must be a target without the hotfix and of the right role', () => {
-    assert.equal(planRollout({ component: 'backend', fleet: FLEET, canary: 'both-1', hasHotfix: none, batch: parseBatch('1') }).canary?.server, 'both-1');
-    assert.throws(() => planRollout({ component: 'backend', fleet: FLEET, canary: 'fe-1', hasHotfix: none, batch: parseBatch('1') }), (e: unknown) => e instanceof PlanError && /role frontend.*both-1, be-1, be-2/.test(e.message));
-    assert.throws(() => planRollout({ component: 'common', fleet: FLEET, canary: 'be-1', hasHotfix: new Set(['be-1']), batch: parseBatch('1') }), /not one of the servers this rollout would patch/);
+    assert.equal(
+      planRollout({ component: 'backend', fleet: FLEET, canary: 'both-1', hasHotfix: none, batch: parseBatch('1') })
+        .canary?.server,
+      'both-1',
+    );
+    assert.throws(
+      () =>
+        planRollout({ component: 'backend', fleet: FLEET, canary: 'fe-1', hasHotfix: none, batch: parseBatch('1') }),
+      (e: unknown) => e instanceof PlanError && /role frontend.*both-1, be-1, be-2/.test(e.message),
+    );
+    assert.throws(
+      () =>
+        planRollout({
+          component: 'common',
+          fleet: FLEET,
+          canary: 'be-1',
+          hasHotfix: new Set(['be-1']),
+          batch: parseBatch('1'),
+        }),
+      /not one of the servers this rollout would patch/,
+    );
   });
   it('a frontend hotfix with no frontend among the targets is refused', () => {
-    assert.throws(() => planRollout({ component: 'frontend', fleet: FLEET, servers: ['be-1'], hasHotfix: none, batch: parseBatch('1') }), /verified first on a frontend/);
+    assert.throws(
+      () =>
+        planRollout({
+          component: 'frontend',
+          fleet: FLEET,
+          servers: ['be-1'],
+          hasHotfix: none,
+          batch: parseBatch('1'),
+        }),
+      /verified first on a frontend/,
+    );
   });
   it('everything already patched: no canary, nothing to do', () => {
-    const plan = planRollout({ component: 'common', fleet: FLEET, hasHotfix: new Set(FLEET.map((s) => s.name)), batch: parseBatch('1') });
+    const plan = planRollout({
+      component: 'common',
+      fleet: FLEET,
+      hasHotfix: new Set(FLEET.map((s) => s.name)),
+      batch: parseBatch('1'),
+    });
     assert.equal(plan.canary, undefined);
     assert.deepEqual(plan.batches, []);
     assert.equal(plan.skipped.length, 5);
   });
   it('batches by count and by percentage (rounded up, at least 1)', () => {
     const ten = Array.from({ length: 10 }, (_, i) => `s${i}`);
-    assert.deepEqual(splitIntoBatches(ten, parseBatch('4')).map((b) => b.length), [4, 4, 2]);
-    assert.deepEqual(splitIntoBatches(ten, parseBatch('25%')).map((b) => b.length), [3, 3, 3, 1]);
-    assert.deepEqual(splitIntoBatches(ten.slice(0, 3), parseBatch('1%')).map((b) => b.length), [1, 1, 1]);
+    assert.deepEqual(
+      splitIntoBatches(ten, parseBatch('4')).map((b) => b.length),
+      [4, 4, 2],
+    );
+    assert.deepEqual(
+      splitIntoBatches(ten, parseBatch('25%')).map((b) => b.length),
+      [3, 3, 3, 1],
+    );
+    assert.deepEqual(
+      splitIntoBatches(ten.slice(0, 3), parseBatch('1%')).map((b) => b.length),
+      [1, 1, 1],
+    );
     for (const b of ['0', '-1', '0%', '101%', 'x', '1.5']) assert.throws(() => parseBatch(b), /--batch must be/);
   });
   it('durations', () => {
     assert.equal(parseDuration('24h'), 86_400_000);
     assert.equal(parseDuration('1h30m'), 5_400_000);
     assert.equal(parseDuration('90s'), 90_000);
-    for (const d of ['', '10', '0s', '500ms', '31d', 'soon']) assert.throws(() => parseDuration(d), /--approval-timeout must be a duration/);
-    for (const d of ['24h', '1h30m', '90s', '2d3h', '45m']) assert.equal(parseDuration(formatDuration(parseDuration(d))), parseDuration(d));
+    for (const d of ['', '10', '0s', '500ms', '31d', 'soon'])
+      assert.throws(() => parseDuration(d), /--approval-timeout must be a duration/);
+    for (const d of ['24h', '1h30m', '90s', '2d3h', '45m'])
+      assert.equal(parseDuration(formatDuration(parseDuration(d))), parseDuration(d));
     assert.equal(formatDuration(86_400_000), '1d');
     assert.equal(formatDuration(5_400_000), '1h30m');
   });

@@ -36,20 +36,29 @@ describe('durability: the worker process dies mid-rollout', function () {
   async function startWorker(): Promise<ChildProcess> {
     const child = spawn(process.execPath, [BIN, 'worker'], {
       env: cliEnv({
-        TEMPORAL_ADDRESS: testStack().temporal.address, KM_HOTFIX_TASK_QUEUE: taskQueue,
-        DATABASE_URL: env.orchestratorUrl, KM_DATABASE_URL: env.kmUrl, KM_SSH_KEY: keyFile,
+        TEMPORAL_ADDRESS: testStack().temporal.address,
+        KM_HOTFIX_TASK_QUEUE: taskQueue,
+        DATABASE_URL: env.orchestratorUrl,
+        KM_DATABASE_URL: env.kmUrl,
+        KM_SSH_KEY: keyFile,
         KM_HOTFIX_ALLOWED_SIGNERS: env.people.allowedSigners,
       }),
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     workers.push(child);
     let err = '';
-    child.stderr?.on('data', (d: Buffer) => { err += d.toString(); });
+    child.stderr?.on('data', (d: Buffer) => {
+      err += d.toString();
+    });
     // Polling shows as a registered poller on the task queue.
     const deadline = Date.now() + 60_000;
     for (;;) {
       if (child.exitCode !== null) throw new Error(`worker exited ${child.exitCode}: ${err}`);
-      const pollers = await env.client.workflowService.describeTaskQueue({ namespace: 'default', taskQueue: { name: taskQueue }, taskQueueType: 1 });
+      const pollers = await env.client.workflowService.describeTaskQueue({
+        namespace: 'default',
+        taskQueue: { name: taskQueue },
+        taskQueueType: 1,
+      });
       if ((pollers.pollers ?? []).some((p) => p.identity?.startsWith(`${child.pid}@`))) return child;
       if (Date.now() > deadline) throw new Error(`worker did not poll within 60 s: ${err}`);
       await new Promise((r) => setTimeout(r, 200));
@@ -61,8 +70,22 @@ describe('durability: the worker process dies mid-rollout', function () {
     const before = await env.maxProcesses();
     const first = await startWorker();
     const workflowId = `durable-${hf.name}`;
-    const signed = await env.sign('alice', { action: 'rollout', rollout: workflowId, hotfix: hf.name, sha256: hf.sha256 });
-    const input: RolloutInput = { hotfix: hf.name, signed, servers: [], batch: '1', maxFailures: 0, approvers: [], approvalTimeoutMs: 3_600_000, timing: FAST_TIMING };
+    const signed = await env.sign('alice', {
+      action: 'rollout',
+      rollout: workflowId,
+      hotfix: hf.name,
+      sha256: hf.sha256,
+    });
+    const input: RolloutInput = {
+      hotfix: hf.name,
+      signed,
+      servers: [],
+      batch: '1',
+      maxFailures: 0,
+      approvers: [],
+      approvalTimeoutMs: 3_600_000,
+      timing: FAST_TIMING,
+    };
     const h = await env.client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue, workflowId, args: [input] });
     await env.waitForPhase(h, 'verifying');
     await env.approve(h, 'bob');
@@ -82,7 +105,8 @@ describe('durability: the worker process dies mid-rollout', function () {
     const st = (await h.result()) as RolloutStatus;
     assert.equal(st.phase, 'completed', st.error ?? '');
     assert.equal((await env.applied(hf.name)).length, 6);
-    for (const s of env.fleet.servers) assert.equal(s.log().filter(APPLIED_OK).length, 1, `${s.name}: applied exactly once`);
+    for (const s of env.fleet.servers)
+      assert.equal(s.log().filter(APPLIED_OK).length, 1, `${s.name}: applied exactly once`);
     assert.deepEqual(await env.maxProcesses(), before);
     assert.equal((await h.query(statusQuery)).phase, 'completed');
   });

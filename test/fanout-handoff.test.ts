@@ -12,9 +12,15 @@ const APPLY = /ssh-mgr-controller --apply-hotfix=/;
 describe('fan-out: the next slice starts in the places the previous one freed', function () {
   this.timeout(120_000);
   let env: RolloutEnv;
-  before(async () => { env = await rolloutEnv({ frontends: 3, backends: 6 }); });
-  after(async () => { await env?.close(); });
-  afterEach(async () => { await env?.endAll(); });
+  before(async () => {
+    env = await rolloutEnv({ frontends: 3, backends: 6 });
+  });
+  after(async () => {
+    await env?.close();
+  });
+  afterEach(async () => {
+    await env?.endAll();
+  });
 
   it('--batch 2 over slices of 4: never more than 2 servers at once, and the second child starts before the first has ended', async () => {
     const hf = await env.hotfix('frontend');
@@ -27,22 +33,34 @@ describe('fan-out: the next slice starts in the places the previous one freed', 
     const st = (await h.result()) as RolloutStatus;
     assert.equal(st.phase, 'completed', st.error ?? '');
     // A server is busy from its apply until its last status check (km-fe-1 is the canary).
-    const busy = env.fleet.servers.filter((s) => s.name !== 'km-fe-1').map((s) => {
-      const name = s.name;
-      const log = s.log();
-      const start = Date.parse(log.find((e) => APPLY.test(e.command))!.at);
-      const end = Math.max(...log.filter((e) => /supervisorctl status/.test(e.command)).map((e) => Date.parse(e.at) + (e.durationMs ?? 0)));
-      return { name, start, end };
-    });
+    const busy = env.fleet.servers
+      .filter((s) => s.name !== 'km-fe-1')
+      .map((s) => {
+        const name = s.name;
+        const log = s.log();
+        const start = Date.parse(log.find((e) => APPLY.test(e.command))!.at);
+        const end = Math.max(
+          ...log
+            .filter((e) => /supervisorctl status/.test(e.command))
+            .map((e) => Date.parse(e.at) + (e.durationMs ?? 0)),
+        );
+        return { name, start, end };
+      });
     assert.equal(busy.length, 8);
     const widest = Math.max(...busy.map((w) => busy.filter((o) => o.start <= w.start && w.start < o.end).length));
     assert.ok(widest <= 2, `${widest} servers at once with --batch 2`);
     const slowest = busy.find((b) => b.name === 'km-be-2')!;
     const secondSlice = busy.filter((b) => ['km-be-3', 'km-be-4', 'km-be-5', 'km-be-6'].includes(b.name));
-    assert.ok(Math.min(...secondSlice.map((b) => b.start)) < slowest.end, 'a server of the second slice started while the first slice\'s last one still ran');
+    assert.ok(
+      Math.min(...secondSlice.map((b) => b.start)) < slowest.end,
+      "a server of the second slice started while the first slice's last one still ran",
+    );
     // apply-1 patched the canary; the fan-out's slices are apply-2 and apply-3.
     const first = await env.client.workflow.getHandle(`${h.workflowId}/apply-2`).describe();
     const second = await env.client.workflow.getHandle(`${h.workflowId}/apply-3`).describe();
-    assert.ok(first.closeTime && second.startTime < first.closeTime, `second child started ${second.startTime.toISOString()}, first ended ${first.closeTime?.toISOString()}`);
+    assert.ok(
+      first.closeTime && second.startTime < first.closeTime,
+      `second child started ${second.startTime.toISOString()}, first ended ${first.closeTime?.toISOString()}`,
+    );
   });
 });

@@ -31,14 +31,33 @@ describe('fan-out lanes (window shares per child workflow)', () => {
   });
 
   it('never puts more servers in flight than the window, and gives every lane a place', () => {
-    fc.assert(fc.property(fc.integer({ min: 1, max: 5000 }), fc.integer({ min: 1, max: 1000 }), fc.integer({ min: 1, max: 20000 }), fc.boolean(), (window, slice, servers, capped) => {
-      const slices = slicesOf(Array.from({ length: servers }, (_, i) => `s${i}`), slice).length;
-      const shares = laneShares(window, slice, slices, capped ? CHILD_SHARE_MAX : undefined);
-      assert.equal(shares.reduce((a, b) => a + b, 0), window);
-      assert.ok(shares.every((s) => s >= 1));
-      assert.ok(shares.length <= slices);
-      if (capped && slices * CHILD_SHARE_MAX >= window) assert.ok(shares.every((s) => s <= CHILD_SHARE_MAX), `${window}/${slice}/${slices}: ${shares.join(',')}`);
-    }), { numRuns: 500 });
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 5000 }),
+        fc.integer({ min: 1, max: 1000 }),
+        fc.integer({ min: 1, max: 20000 }),
+        fc.boolean(),
+        (window, slice, servers, capped) => {
+          const slices = slicesOf(
+            Array.from({ length: servers }, (_, i) => `s${i}`),
+            slice,
+          ).length;
+          const shares = laneShares(window, slice, slices, capped ? CHILD_SHARE_MAX : undefined);
+          assert.equal(
+            shares.reduce((a, b) => a + b, 0),
+            window,
+          );
+          assert.ok(shares.every((s) => s >= 1));
+          assert.ok(shares.length <= slices);
+          if (capped && slices * CHILD_SHARE_MAX >= window)
+            assert.ok(
+              shares.every((s) => s <= CHILD_SHARE_MAX),
+              `${window}/${slice}/${slices}: ${shares.join(',')}`,
+            );
+        },
+      ),
+      { numRuns: 500 },
+    );
   });
 });
 
@@ -56,11 +75,15 @@ describe('runs (servers one window place runs in turn, in one activity)', () => 
   });
 
   it('takes every server in at most a round of runs when it can, and never a run of zero', () => {
-    fc.assert(fc.property(fc.integer({ min: 1, max: 5000 }), fc.integer({ min: 1, max: 5000 }), (window, servers) => {
-      const n = runLength(window, servers);
-      assert.ok(n >= 1 && n <= RUN_SERVERS_MAX);
-      if (Math.ceil(servers / window) <= RUN_SERVERS_MAX) assert.ok(n * window >= servers, `${window}/${servers}: runs of ${n}`);
-    }), { numRuns: 500 });
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 5000 }), fc.integer({ min: 1, max: 5000 }), (window, servers) => {
+        const n = runLength(window, servers);
+        assert.ok(n >= 1 && n <= RUN_SERVERS_MAX);
+        if (Math.ceil(servers / window) <= RUN_SERVERS_MAX)
+          assert.ok(n * window >= servers, `${window}/${servers}: runs of ${n}`);
+      }),
+      { numRuns: 500 },
+    );
     assert.equal(runLength(0, 10), 1, 'nonsense in, one server per run out');
   });
 });

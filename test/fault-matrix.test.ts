@@ -32,20 +32,39 @@ export interface Row {
   attention?: string[];
 }
 
-const COMMAND: Record<Exclude<Step, 'drain' | 'restore'>, FaultCommand> = { upload: 'upload', apply: 'apply', restart: 'restart', verify: 'status', unapply: 'unapply' };
-const TARGET: Record<Exclude<Step, 'drain' | 'restore'>, string> = { upload: 'km-be-1', apply: 'km-fe-1', restart: 'km-fe-1', verify: 'km-fe-1', unapply: 'km-be-1' };
+const COMMAND: Record<Exclude<Step, 'drain' | 'restore'>, FaultCommand> = {
+  upload: 'upload',
+  apply: 'apply',
+  restart: 'restart',
+  verify: 'status',
+  unapply: 'unapply',
+};
+const TARGET: Record<Exclude<Step, 'drain' | 'restore'>, string> = {
+  upload: 'km-be-1',
+  apply: 'km-fe-1',
+  restart: 'km-fe-1',
+  verify: 'km-fe-1',
+  unapply: 'km-be-1',
+};
 
 /** The simulator fault for an SSH step. */
 function sshFault(step: Exclude<Step, 'drain' | 'restore'>, fault: Fault): FaultSpec {
   const on = COMMAND[step];
   switch (fault) {
-    case 'transient': return { failNext: 1, failOn: on };
-    case 'drop-before': return { dropConnection: 1, dropOn: on, dropWhen: 'before' };
-    case 'drop-after': return { dropConnection: 1, dropOn: on, dropWhen: 'after' };
-    case 'hang': return { hangMs: HANG_MS, hangOn: on };
-    case 'fatal': return { fatalService: 'sshmgr-api' };
-    case 'unreachable': return { unreachableOn: on, unreachableMs: 1_500 };
-    case 'checksum': return { kmVersion: '3.0.1' };
+    case 'transient':
+      return { failNext: 1, failOn: on };
+    case 'drop-before':
+      return { dropConnection: 1, dropOn: on, dropWhen: 'before' };
+    case 'drop-after':
+      return { dropConnection: 1, dropOn: on, dropWhen: 'after' };
+    case 'hang':
+      return { hangMs: HANG_MS, hangOn: on };
+    case 'fatal':
+      return { fatalService: 'sshmgr-api' };
+    case 'unreachable':
+      return { unreachableOn: on, unreachableMs: 1_500 };
+    case 'checksum':
+      return { kmVersion: '3.0.1' };
   }
 }
 
@@ -71,14 +90,17 @@ export const NOT_APPLICABLE: Record<string, string> = {
   'upload×fatal': 'an upload restarts nothing',
   'verify×fatal': 'the same as restart×fatal (FATAL appears after a restart)',
   'upload×checksum': 'the checksum is checked by --apply-hotfix, not by --upload-hotfix',
-  'restart×checksum': 'idem', 'verify×checksum': 'idem',
-  'drain×drop-before|drop-after|hang|fatal|checksum, restore×idem': 'database writes: a lost connection is the "unreachable" row; no SSH',
+  'restart×checksum': 'idem',
+  'verify×checksum': 'idem',
+  'drain×drop-before|drop-after|hang|fatal|checksum, restore×idem':
+    'database writes: a lost connection is the "unreachable" row; no SSH',
 };
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function servicesSettled(env: RolloutEnv): Promise<void> {
-  for (let i = 0; i < 60 && env.fleet.servers.some((s) => s.services().some((x) => x.state !== 'RUNNING')); i++) await sleep(50);
+  for (let i = 0; i < 60 && env.fleet.servers.some((s) => s.services().some((x) => x.state !== 'RUNNING')); i++)
+    await sleep(50);
 }
 
 describe('fault matrix: every step × every fault ends by the invariant', function () {
@@ -91,7 +113,8 @@ describe('fault matrix: every step × every fault ends by the invariant', functi
     started = Date.now();
   });
   after(async () => {
-    if (started) console.log(`    fault matrix: ${ROWS.length} rows in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    if (started)
+      console.log(`    fault matrix: ${ROWS.length} rows in ${((Date.now() - started) / 1000).toFixed(1)} s`);
     await env?.close();
   });
   afterEach(async () => {
@@ -117,7 +140,8 @@ describe('fault matrix: every step × every fault ends by the invariant', functi
         const spec = sshFault(row.step, row.fault);
         if (row.step === 'verify') {
           armed = (async () => {
-            for (let i = 0; i < 600 && !server.log().some((e) => /--apply-hotfix=/.test(e.command)); i++) await sleep(10);
+            for (let i = 0; i < 600 && !server.log().some((e) => /--apply-hotfix=/.test(e.command)); i++)
+              await sleep(10);
             server.fault(spec);
           })();
         } else if (row.step !== 'unapply') {
@@ -125,7 +149,9 @@ describe('fault matrix: every step × every fault ends by the invariant', functi
         }
       }
       const h = await env.startRollout({
-        hotfix: hf.name, batch: '1', timing: MATRIX_TIMING,
+        hotfix: hf.name,
+        batch: '1',
+        timing: MATRIX_TIMING,
         ...(viaUpload ? { upload: { sha256: hf.sha256 } } : {}),
       });
       const gate = await env.waitForPhase(h, 'verifying');
@@ -139,13 +165,19 @@ describe('fault matrix: every step × every fault ends by the invariant', functi
       await armed;
       await servicesSettled(env);
       // The fault really happened (a drill that misses its step proves nothing).
-      if (row.step === 'drain' || row.step === 'restore') assert.ok(await kmDbFaultFired(env.km, row.step), 'the database fault fired');
+      if (row.step === 'drain' || row.step === 'restore')
+        assert.ok(await kmDbFaultFired(env.km, row.step), 'the database fault fired');
       else if (!['fatal', 'checksum'].includes(row.fault)) {
         const left = env.fleet.server(TARGET[row.step]).pendingFaults();
-        for (const k of ['failNext', 'dropConnection', 'hangMs', 'unreachableOn'] as const) assert.equal(left[k], undefined, `the ${k} fault fired`);
+        for (const k of ['failNext', 'dropConnection', 'hangMs', 'unreachableOn'] as const)
+          assert.equal(left[k], undefined, `the ${k} fault fired`);
       }
       assert.equal(st.phase, row.expect, `${row.step} × ${row.fault}: ${st.error ?? ''}`);
-      if (row.attention) assert.deepEqual(st.needsAttention.map((n) => n.split(' ')[0]), row.attention);
+      if (row.attention)
+        assert.deepEqual(
+          st.needsAttention.map((n) => n.split(' ')[0]),
+          row.attention,
+        );
       await assertRolloutInvariant(env, st, { maxProcessesBefore: before });
       // The command the client gave up on is still hanging on the server: let it end before the next row.
       if (row.fault === 'hang') await sleep(HANG_MS);

@@ -11,9 +11,27 @@ import type { FleetServer } from '../domain/fleet';
 const KEY = (c: string) => `SHA256:${c.repeat(43)}`;
 
 const THREE: FleetServer[] = [
-  { name: 'km-fe-1', role: 'frontend', host: '10.0.0.11', port: 22, user: 'root', sudo: false, hostKey: KEY('A'), url: 'https://km-fe-1.example.com/' },
+  {
+    name: 'km-fe-1',
+    role: 'frontend',
+    host: '10.0.0.11',
+    port: 22,
+    user: 'root',
+    sudo: false,
+    hostKey: KEY('A'),
+    url: 'https://km-fe-1.example.com/',
+  },
   { name: 'km-be-1', role: 'backend', host: '10.0.0.21', port: 2222, user: 'kmadmin', sudo: true, hostKey: KEY('B') },
-  { name: 'km-both-1', role: 'both', host: 'km-both-1.example.com', port: 22, user: 'root', sudo: false, hostKey: KEY('C'), url: 'https://km-both-1.example.com/' },
+  {
+    name: 'km-both-1',
+    role: 'both',
+    host: 'km-both-1.example.com',
+    port: 22,
+    user: 'root',
+    sudo: false,
+    hostKey: KEY('C'),
+    url: 'https://km-both-1.example.com/',
+  },
 ];
 
 describe('km-hotfix fleet import / list', function () {
@@ -88,9 +106,21 @@ describe('km-hotfix fleet import / list', function () {
   const bad: [string, string, RegExp][] = [
     ['an empty list', 'servers: []\n', /lists no servers/],
     ['no servers key', 'hosts: []\n', /must have a 'servers:' list/],
-    ['duplicate names', YAML.stringify({ servers: [THREE[0], { ...THREE[1], name: 'km-fe-1' }] }), /'km-fe-1' is listed twice/],
-    ['a missing hostKey', YAML.stringify({ servers: [THREE[0], { name: 'km-be-9', role: 'backend', host: '10.0.0.29' }] }), /'km-be-9' has no 'hostKey'/],
-    ['a bad role', YAML.stringify({ servers: [{ ...THREE[0], role: 'db' }] }), /'role' must be frontend, backend or both/],
+    [
+      'duplicate names',
+      YAML.stringify({ servers: [THREE[0], { ...THREE[1], name: 'km-fe-1' }] }),
+      /'km-fe-1' is listed twice/,
+    ],
+    [
+      'a missing hostKey',
+      YAML.stringify({ servers: [THREE[0], { name: 'km-be-9', role: 'backend', host: '10.0.0.29' }] }),
+      /'km-be-9' has no 'hostKey'/,
+    ],
+    [
+      'a bad role',
+      YAML.stringify({ servers: [{ ...THREE[0], role: 'db' }] }),
+      /'role' must be frontend, backend or both/,
+    ],
     ['not YAML', 'servers: [\n', /not valid YAML or JSON/],
   ];
   for (const [what, text, message] of bad) {
@@ -123,10 +153,15 @@ describe('km-hotfix fleet import / list', function () {
 
   it('with an unreachable database: exit 3 naming the orchestrator database', async () => {
     const port = await freePort();
-    const r = await runCli(['fleet', 'list'], { DATABASE_URL: `postgres://postgres:postgres@127.0.0.1:${port}/km_hotfix` });
+    const r = await runCli(['fleet', 'list'], {
+      DATABASE_URL: `postgres://postgres:postgres@127.0.0.1:${port}/km_hotfix`,
+    });
     assert.equal(r.code, 3, r.stderr);
     assert.equal(lines(r.stderr).length, 1, r.stderr);
-    assert.match(r.stderr, new RegExp(`cannot reach the orchestrator database at 127\\.0\\.0\\.1:${port}/km_hotfix.*DATABASE_URL`));
+    assert.match(
+      r.stderr,
+      new RegExp(`cannot reach the orchestrator database at 127\\.0\\.0\\.1:${port}/km_hotfix.*DATABASE_URL`),
+    );
     assert.doesNotMatch(r.stderr, /postgres:postgres@/, 'no password in messages');
   });
 });

@@ -23,7 +23,10 @@ const SLICE = 6;
  */
 const JITTER = 6;
 /** [frontends, backends]: two fleet sizes, 14 and 36 servers; 14 leaves a 1-server and a 2-server slice, for the fit. */
-const FLEETS = [[2, 12], [4, 32]] as const;
+const FLEETS = [
+  [2, 12],
+  [4, 32],
+] as const;
 
 interface ExecutionHistory {
   id: string;
@@ -56,7 +59,8 @@ async function historyOf(client: Client, id: string): Promise<ExecutionHistory> 
   let servers = 0;
   for (const e of events) {
     const result = e.workflowExecutionCompletedEventAttributes?.result?.payloads?.[0]?.data;
-    if (result && id.includes('/')) servers = ((JSON.parse(Buffer.from(result).toString('utf8')) as { servers?: unknown[] }).servers ?? []).length;
+    if (result && id.includes('/'))
+      servers = ((JSON.parse(Buffer.from(result).toString('utf8')) as { servers?: unknown[] }).servers ?? []).length;
     const scheduled = e.activityTaskScheduledEventAttributes?.activityType?.name;
     if (scheduled) activities[scheduled] = (activities[scheduled] ?? 0) + 1;
     const child = e.startChildWorkflowExecutionInitiatedEventAttributes?.workflowId;
@@ -108,14 +112,24 @@ const ofRun = (label: string, fleet: number) => {
 };
 
 /** A backend hotfix on the whole fleet: approved at the gate, run to the end, every history fetched. */
-async function measuredRollout(env: RolloutEnv, label: string, batch: string, failLast: boolean): Promise<RolloutHistories> {
+async function measuredRollout(
+  env: RolloutEnv,
+  label: string,
+  batch: string,
+  failLast: boolean,
+): Promise<RolloutHistories> {
   const fleet = env.fleet.servers.length;
   const hf = await env.hotfix('backend');
   const last = env.fleet.servers[env.fleet.servers.length - 1];
   // A failure late in fan-out: the last server in inventory order fails every apply.
   if (failLast) last.fault({ failApplies: 10 });
   try {
-    const h = await env.startRollout({ hotfix: hf.name, batch, maxFailures: 0, timing: { ...FAST_TIMING, sliceServers: SLICE } });
+    const h = await env.startRollout({
+      hotfix: hf.name,
+      batch,
+      maxFailures: 0,
+      timing: { ...FAST_TIMING, sliceServers: SLICE },
+    });
     const gate = await env.waitForPhase(h, 'verifying');
     assert.equal(gate.phase, 'verifying', gate.error ?? '');
     await env.approve(h, 'bob');
@@ -147,10 +161,16 @@ describe('history length against fleet size (large fleets: < 10,240 events per e
     describe(`${fleet} servers, slices of ${SLICE}`, () => {
       let env: RolloutEnv;
       // restartMs 0: latency does not change the event count, and it keeps the test short.
-      before(async () => { env = await rolloutEnv({ frontends, backends, restartMs: 0 }); });
-      after(async () => { await env?.close(); });
+      before(async () => {
+        env = await rolloutEnv({ frontends, backends, restartMs: 0 });
+      });
+      after(async () => {
+        await env?.close();
+      });
       // Pass or fail, nothing a test started keeps running or holds a server.
-      afterEach(async () => { await env?.endAll(); });
+      afterEach(async () => {
+        await env?.endAll();
+      });
 
       it('batch 1: one child per slice of at most 6 servers, each patching its slice', async () => {
         const r = await measuredRollout(env, 'batch1', '1', false);
@@ -159,7 +179,10 @@ describe('history length against fleet size (large fleets: < 10,240 events per e
         const [canary, ...fan] = r.children;
         assert.equal(childServers(canary), 1, 'the canary is patched by a child of its own');
         assert.equal(fan.length, Math.ceil(fanned / SLICE));
-        assert.deepEqual(fan.map((c) => childServers(c)), slicesOf(names(fanned), SLICE).map((w) => w.length));
+        assert.deepEqual(
+          fan.map((c) => childServers(c)),
+          slicesOf(names(fanned), SLICE).map((w) => w.length),
+        );
         assert.ok(r.children.every((c) => /\/apply-\d+$/.test(c.id)));
         assert.equal(r.parent.activities.runServers ?? 0, 0, 'the parent patches no server itself');
       });
@@ -167,14 +190,22 @@ describe('history length against fleet size (large fleets: < 10,240 events per e
       it('wide window (50%): a window wider than a slice runs several children at once', async () => {
         const r = await measuredRollout(env, 'wide', '50%', false);
         assert.ok(r.children.every((c) => childServers(c) <= SLICE));
-        assert.equal(r.children.reduce((s, c) => s + childServers(c), 0), fleet, 'the canary\'s child and the fan-out\'s: every server once');
+        assert.equal(
+          r.children.reduce((s, c) => s + childServers(c), 0),
+          fleet,
+          "the canary's child and the fan-out's: every server once",
+        );
       });
 
       it('a failure late in fan-out: everything rolled back through rollback children of at most 6 servers', async () => {
         const r = await measuredRollout(env, 'rollback', '1', true);
         const rollbacks = r.children.filter((c) => /\/rollback-\d+$/.test(c.id));
         // The rollback visits what the Key Manager database lists: the canary and the patched servers, not the one that failed.
-        assert.equal(rollbacks.reduce((s, c) => s + childServers(c), 0), fleet - 1, 'every server listing the hotfix visited');
+        assert.equal(
+          rollbacks.reduce((s, c) => s + childServers(c), 0),
+          fleet - 1,
+          'every server listing the hotfix visited',
+        );
         assert.ok(rollbacks.every((c) => childServers(c) <= SLICE));
         assert.equal(rollbacks.length, Math.ceil((fleet - 1) / SLICE));
       });
@@ -186,22 +217,36 @@ describe('history length against fleet size (large fleets: < 10,240 events per e
 
     it(`(a) a child is bounded by its slice, not the fleet: the same largest child on ${small} and ${large} servers`, () => {
       for (const label of ['batch1', 'rollback'] as const) {
-        const pick = (r: RolloutHistories) => r.children.filter((c) => c.id.includes(label === 'rollback' ? '/rollback-' : '/apply-'));
+        const pick = (r: RolloutHistories) =>
+          r.children.filter((c) => c.id.includes(label === 'rollback' ? '/rollback-' : '/apply-'));
         const s = maxEvents(pick(ofRun(label, small)));
         const l = maxEvents(pick(ofRun(label, large)));
-        assert.ok(Math.abs(l - s) <= JITTER, `${label}: largest child ${s} events on ${small} servers, ${l} on ${large}`);
+        assert.ok(
+          Math.abs(l - s) <= JITTER,
+          `${label}: largest child ${s} events on ${small} servers, ${l} on ${large}`,
+        );
       }
       // Every child, whatever its window: a few events per activity, and no more activities than servers plus ledger writes.
       for (const c of runs.flatMap((r) => r.children)) {
-        assert.ok(c.events <= CHILD_BASE_EVENTS + ACTIVITY_EVENTS * activitiesOf(c), `${c.id}: ${c.events} events for ${activitiesOf(c)} activities ${JSON.stringify(c.activities)}`);
+        assert.ok(
+          c.events <= CHILD_BASE_EVENTS + ACTIVITY_EVENTS * activitiesOf(c),
+          `${c.id}: ${c.events} events for ${activitiesOf(c)} activities ${JSON.stringify(c.activities)}`,
+        );
         // At most one run per server, and one more per retry (a busy worker's attempt that went too long without a heartbeat is tried again).
-        assert.ok((c.activities.runServers ?? 0) <= 2 * childServers(c) + 1, `${c.id}: ${c.activities.runServers} runs for ${childServers(c)} servers`);
+        assert.ok(
+          (c.activities.runServers ?? 0) <= 2 * childServers(c) + 1,
+          `${c.id}: ${c.activities.runServers} runs for ${childServers(c)} servers`,
+        );
       }
     });
 
     it('(b) the parent grows only per slice: no per-server activity, a few events per child', () => {
       for (const label of ['batch1', 'wide', 'rollback'] as const) {
-        assert.deepEqual(ofRun(label, large).parent.activities, ofRun(label, small).parent.activities, `${label}: the parent runs the same activities whatever the fleet`);
+        assert.deepEqual(
+          ofRun(label, large).parent.activities,
+          ofRun(label, small).parent.activities,
+          `${label}: the parent runs the same activities whatever the fleet`,
+        );
       }
       const s = ofRun('batch1', small).parent;
       const l = ofRun('batch1', large).parent;
@@ -215,10 +260,18 @@ describe('history length against fleet size (large fleets: < 10,240 events per e
     it(`fit and extrapolation: with the default slice (${DEFAULT_TIMING.sliceServers}) every execution of a 2,000-server rollout stays below ${HISTORY_WARN.toLocaleString('en')} events`, () => {
       const all = runs;
       // Parent: events against children, from the sequential runs (one child per wave, the worst case).
-      const parentPts = (['batch1', 'rollback'] as const).flatMap((label) => [small, large].map((f) => ofRun(label, f).parent));
-      const seq = fit(parentPts.filter((p) => !p.children.some((c) => c.includes('/rollback-'))).map((p) => ({ x: p.children.length, y: p.events })));
+      const parentPts = (['batch1', 'rollback'] as const).flatMap((label) =>
+        [small, large].map((f) => ofRun(label, f).parent),
+      );
+      const seq = fit(
+        parentPts
+          .filter((p) => !p.children.some((c) => c.includes('/rollback-')))
+          .map((p) => ({ x: p.children.length, y: p.events })),
+      );
       const withRollback = parentPts.filter((p) => p.children.some((c) => c.includes('/rollback-')));
-      const rbPerChild = (withRollback[1].events - withRollback[0].events) / (withRollback[1].children.length - withRollback[0].children.length);
+      const rbPerChild =
+        (withRollback[1].events - withRollback[0].events) /
+        (withRollback[1].children.length - withRollback[0].children.length);
       const rbBase = withRollback[0].events - rbPerChild * withRollback[0].children.length;
 
       // 2,000 servers, default slice: the worst number of children over every --batch width.
@@ -239,12 +292,18 @@ describe('history length against fleet size (large fleets: < 10,240 events per e
         parentCompleted: Math.ceil(seq.a + perChild * worstApplyChildren),
         parentRolledBack: Math.ceil(rbBase + perChild * (worstApplyChildren + rollbackChildrenAt2000)),
       };
-      const table = all.map((r) => `  ${r.label.padEnd(8)} ${String(r.fleet).padStart(3)} servers: parent ${r.parent.events} events (${r.children.length} children, ${(r.parent.payloadBytes / 1024).toFixed(1)} KiB payloads); children ${r.children.map((c) => c.events).join(', ')}`);
-      console.log([
-        `    history events measured (slice ${SLICE}):`, ...table,
-        `    fit: parent ${seq.a.toFixed(1)} + ${seq.b.toFixed(2)}·children (with rollback: ${rbBase.toFixed(1)} + ${rbPerChild.toFixed(2)}·children); a child ≤ ${CHILD_BASE_EVENTS} + ${ACTIVITY_EVENTS}·activities`,
-        `    2,000 servers, slice ${slice}: a child (apply or rollback) ≤ ${extrapolated.child}, parent ≤ ${extrapolated.parentCompleted} (worst --batch ${worstWidth}: ${worstApplyChildren} children), parent with a full rollback ≤ ${extrapolated.parentRolledBack} (+${rollbackChildrenAt2000} rollback children); threshold ${HISTORY_WARN}`,
-      ].join('\n'));
+      const table = all.map(
+        (r) =>
+          `  ${r.label.padEnd(8)} ${String(r.fleet).padStart(3)} servers: parent ${r.parent.events} events (${r.children.length} children, ${(r.parent.payloadBytes / 1024).toFixed(1)} KiB payloads); children ${r.children.map((c) => c.events).join(', ')}`,
+      );
+      console.log(
+        [
+          `    history events measured (slice ${SLICE}):`,
+          ...table,
+          `    fit: parent ${seq.a.toFixed(1)} + ${seq.b.toFixed(2)}·children (with rollback: ${rbBase.toFixed(1)} + ${rbPerChild.toFixed(2)}·children); a child ≤ ${CHILD_BASE_EVENTS} + ${ACTIVITY_EVENTS}·activities`,
+          `    2,000 servers, slice ${slice}: a child (apply or rollback) ≤ ${extrapolated.child}, parent ≤ ${extrapolated.parentCompleted} (worst --batch ${worstWidth}: ${worstApplyChildren} children), parent with a full rollback ≤ ${extrapolated.parentRolledBack} (+${rollbackChildrenAt2000} rollback children); threshold ${HISTORY_WARN}`,
+        ].join('\n'),
+      );
       for (const [what, events] of Object.entries(extrapolated)) {
         assert.ok(events < HISTORY_WARN, `${what}: ${events} events at ${servers} servers with slices of ${slice}`);
       }

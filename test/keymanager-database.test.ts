@@ -58,10 +58,13 @@ describe('keymanager/database (KM database, SPEC §2)', function () {
     assert.equal(await db.hotfix('hotfix_common_nope'), undefined);
 
     const all = await db.hotfixes();
-    assert.deepEqual(all.map((x) => [x.name, x.appliedOn]), [
-      ['hotfix_backend_fix_queue_stall', ['km-be-1', 'km-be-2']],
-      ['hotfix_common_fix_tags_and_stats', []],
-    ]);
+    assert.deepEqual(
+      all.map((x) => [x.name, x.appliedOn]),
+      [
+        ['hotfix_backend_fix_queue_stall', ['km-be-1', 'km-be-2']],
+        ['hotfix_common_fix_tags_and_stats', []],
+      ],
+    );
     assert.equal(all[1].sha256, 'b'.repeat(64));
 
     assert.deepEqual(await db.appliedOn('hotfix_backend_fix_queue_stall'), ['km-be-1', 'km-be-2']);
@@ -73,16 +76,30 @@ describe('keymanager/database (KM database, SPEC §2)', function () {
 
   it('answers many server steps asking at once with one query per hotfix, each answer right', async () => {
     const queries: string[] = [];
-    const counted = postgres(urlOf, { max: 4, onnotice: () => undefined, debug: (_c, query) => { queries.push(query); } });
+    const counted = postgres(urlOf, {
+      max: 4,
+      onnotice: () => undefined,
+      debug: (_c, query) => {
+        queries.push(query);
+      },
+    });
     try {
       const counting = new KeyManagerDatabase(counted);
       const asks: [string, string][] = [
-        ['km-be-1', 'hotfix_backend_fix_queue_stall'], ['km-fe-1', 'hotfix_backend_fix_queue_stall'], ['km-be-2', 'hotfix_backend_fix_queue_stall'],
-        ['km-be-1', 'hotfix_common_fix_tags_and_stats'], ['km-be-1', 'hotfix_backend_fix_queue_stall'], ['km-nope', 'hotfix_backend_fix_queue_stall'],
+        ['km-be-1', 'hotfix_backend_fix_queue_stall'],
+        ['km-fe-1', 'hotfix_backend_fix_queue_stall'],
+        ['km-be-2', 'hotfix_backend_fix_queue_stall'],
+        ['km-be-1', 'hotfix_common_fix_tags_and_stats'],
+        ['km-be-1', 'hotfix_backend_fix_queue_stall'],
+        ['km-nope', 'hotfix_backend_fix_queue_stall'],
       ];
       const answers = await Promise.all(asks.map(([server, hotfix]) => counting.isApplied(server, hotfix)));
       assert.deepEqual(answers, [true, false, true, false, true, false]);
-      assert.equal(queries.filter((q) => /km_hotfix_applied/.test(q)).length, 2, 'one query per hotfix, not one per ask');
+      assert.equal(
+        queries.filter((q) => /km_hotfix_applied/.test(q)).length,
+        2,
+        'one query per hotfix, not one per ask',
+      );
       // A lone ask still gets its answer on its own.
       assert.equal(await counting.isApplied('km-be-2', 'hotfix_backend_fix_queue_stall'), true);
     } finally {
@@ -91,19 +108,34 @@ describe('keymanager/database (KM database, SPEC §2)', function () {
   });
 
   it('reads and writes Maximum Processes', async () => {
-    assert.deepEqual([...(await db.maxProcesses(['km-be-2', 'km-be-1', 'km-unknown']))].sort(), [['km-be-1', 4], ['km-be-2', 6]]);
+    assert.deepEqual([...(await db.maxProcesses(['km-be-2', 'km-be-1', 'km-unknown']))].sort(), [
+      ['km-be-1', 4],
+      ['km-be-2', 6],
+    ]);
     assert.equal((await db.maxProcesses([])).size, 0);
     await db.setMaxProcesses('km-be-2', 0);
-    assert.deepEqual([...await sql`SELECT name, max_processes FROM km_server WHERE name LIKE 'km-be-%' ORDER BY name`], [
-      { name: 'km-be-1', max_processes: 4 },
-      { name: 'km-be-2', max_processes: 0 },
-    ]);
+    assert.deepEqual(
+      [...(await sql`SELECT name, max_processes FROM km_server WHERE name LIKE 'km-be-%' ORDER BY name`)],
+      [
+        { name: 'km-be-1', max_processes: 4 },
+        { name: 'km-be-2', max_processes: 0 },
+      ],
+    );
     await db.setMaxProcesses('km-be-2', 6);
     assert.equal((await db.maxProcesses(['km-be-2'])).get('km-be-2'), 6);
 
-    await assert.rejects(db.setMaxProcesses('km-be-1', -1), (e: unknown) => e instanceof KmError && e.kind === 'invalid-argument');
-    await assert.rejects(db.setMaxProcesses('km-be-1', 1.5), (e: unknown) => e instanceof KmError && e.kind === 'invalid-argument');
-    await assert.rejects(db.setMaxProcesses('km-nope', 1), (e: unknown) => e instanceof KmError && e.kind === 'invalid-argument' && /no such server/.test(e.message));
+    await assert.rejects(
+      db.setMaxProcesses('km-be-1', -1),
+      (e: unknown) => e instanceof KmError && e.kind === 'invalid-argument',
+    );
+    await assert.rejects(
+      db.setMaxProcesses('km-be-1', 1.5),
+      (e: unknown) => e instanceof KmError && e.kind === 'invalid-argument',
+    );
+    await assert.rejects(
+      db.setMaxProcesses('km-nope', 1),
+      (e: unknown) => e instanceof KmError && e.kind === 'invalid-argument' && /no such server/.test(e.message),
+    );
     assert.equal((await db.maxProcesses(['km-be-1'])).get('km-be-1'), 4, 'refused writes changed nothing');
   });
 
@@ -120,9 +152,13 @@ describe('keymanager/database (KM database, SPEC §2)', function () {
   it('never deletes a hotfix that a concurrent, not yet committed apply is adding', async () => {
     // Another client (Key Manager applying it somewhere) inserts an applied row and holds its transaction open.
     let commit!: () => void;
-    const committed = new Promise<void>((r) => { commit = r; });
+    const committed = new Promise<void>((r) => {
+      commit = r;
+    });
     let inserted!: () => void;
-    const insertedP = new Promise<void>((r) => { inserted = r; });
+    const insertedP = new Promise<void>((r) => {
+      inserted = r;
+    });
     const apply = other.begin(async (tx) => {
       await tx`INSERT INTO km_hotfix_applied (server_name, hotfix_name) VALUES ('km-fe-1', 'hotfix_common_fix_tags_and_stats')`;
       inserted();
@@ -130,7 +166,9 @@ describe('keymanager/database (KM database, SPEC §2)', function () {
     });
     await insertedP;
     let settled = false;
-    const deleting = db.deleteHotfixIfUnapplied('hotfix_common_fix_tags_and_stats').finally(() => { settled = true; });
+    const deleting = db.deleteHotfixIfUnapplied('hotfix_common_fix_tags_and_stats').finally(() => {
+      settled = true;
+    });
     await new Promise((r) => setTimeout(r, 300));
     assert.equal(settled, false, 'the delete waits for the row lock instead of deleting under the apply');
     commit();
@@ -141,9 +179,16 @@ describe('keymanager/database (KM database, SPEC §2)', function () {
 
   it('reports an unreachable Key Manager database as a retryable connection error', async () => {
     const port = await freePort();
-    const dead = postgres(`postgres://nobody@127.0.0.1:${port}/none`, { max: 1, connect_timeout: 2, onnotice: () => undefined });
+    const dead = postgres(`postgres://nobody@127.0.0.1:${port}/none`, {
+      max: 1,
+      connect_timeout: 2,
+      onnotice: () => undefined,
+    });
     try {
-      const err = await new KeyManagerDatabase(dead).servers().then(() => undefined, (e: unknown) => e);
+      const err = await new KeyManagerDatabase(dead).servers().then(
+        () => undefined,
+        (e: unknown) => e,
+      );
       assert.ok(err instanceof KmError, String(err));
       assert.equal(err.kind, 'connection');
       assert.equal(err.retryable, true);

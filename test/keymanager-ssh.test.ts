@@ -34,7 +34,10 @@ const HOSTILE = [
 ];
 
 async function rejection(p: Promise<unknown>): Promise<unknown> {
-  return p.then(() => assert.fail('expected a rejection'), (e: unknown) => e);
+  return p.then(
+    () => assert.fail('expected a rejection'),
+    (e: unknown) => e,
+  );
 }
 
 function assertKm(err: unknown, kind: KmErrorKind, retryable: boolean): asserts err is KmError {
@@ -49,7 +52,10 @@ describe('keymanager/quote', () => {
   it('leaves plain words bare and single-quotes everything else', () => {
     assert.equal(quote('ssh-mgr-controller'), 'ssh-mgr-controller');
     assert.equal(quote('--apply-hotfix=hotfix_common_x'), '--apply-hotfix=hotfix_common_x');
-    assert.equal(quote('/var/lib/sshmgr/sshmgr-3.0.0-hotfix_a_b_C-1.gz'), '/var/lib/sshmgr/sshmgr-3.0.0-hotfix_a_b_C-1.gz');
+    assert.equal(
+      quote('/var/lib/sshmgr/sshmgr-3.0.0-hotfix_a_b_C-1.gz'),
+      '/var/lib/sshmgr/sshmgr-3.0.0-hotfix_a_b_C-1.gz',
+    );
     assert.equal(quote("x'; rm -rf / #"), `'x'\\''; rm -rf / #'`);
     assert.equal(quote(''), "''");
     assert.equal(quote('A=b'), "'A=b'", 'a first word NAME=value would be an assignment');
@@ -58,7 +64,7 @@ describe('keymanager/quote', () => {
     assert.throws(() => quoteArgv([]), /empty/);
   });
 
-  it('round-trips hostile argv through the simulated servers\' shell parser', () => {
+  it("round-trips hostile argv through the simulated servers' shell parser", () => {
     assert.deepEqual(parseWords(quoteArgv(HOSTILE)), HOSTILE);
     assert.deepEqual(parseWords(`a "b c" d\\ e 'f'"g"`), ['a', 'b c', 'd e', 'fg']);
     assert.throws(() => parseWords('echo $(id)'), /Syntax error/);
@@ -75,27 +81,71 @@ describe('keymanager/errors classification', () => {
   const result = (stderr: string, code = 1) => ({ code, stdout: '', stderr });
 
   it('turns the vendor checksum exception (wrapped over lines) into a non-retryable checksum-mismatch that says what to do', () => {
-    const vendor = "Exception: File /opt/sshmgr/api/v2/operations.pyc's SHA checksum\non disk 227957ee4fa02838e9ebbc7832e301df9f6978b2 does not match\nwhat we expected to override: f2e536bef2ed21552e21af703935b6d259f49dc5\n";
-    const err = commandFailure({ server: 'km-be-1', command: 'ssh-mgr-controller --apply-hotfix=hotfix_backend_x', result: result(`Traceback (most recent call last):\n  ...\n${vendor}`), hotfix: 'hotfix_backend_x' });
+    const vendor =
+      "Exception: File /opt/sshmgr/api/v2/operations.pyc's SHA checksum\non disk 227957ee4fa02838e9ebbc7832e301df9f6978b2 does not match\nwhat we expected to override: f2e536bef2ed21552e21af703935b6d259f49dc5\n";
+    const err = commandFailure({
+      server: 'km-be-1',
+      command: 'ssh-mgr-controller --apply-hotfix=hotfix_backend_x',
+      result: result(`Traceback (most recent call last):\n  ...\n${vendor}`),
+      hotfix: 'hotfix_backend_x',
+    });
     assertKm(err, 'checksum-mismatch', false);
     assert.match(err.message, /^km-be-1: hotfix_backend_x was built for another Key Manager version/);
     assert.match(err.message, /support/);
     assert.match(err.message, /built for the installed Key Manager version/);
-    assert.ok(err.message.includes("Exception: File /opt/sshmgr/api/v2/operations.pyc's SHA checksum on disk 227957ee4fa02838e9ebbc7832e301df9f6978b2 does not match what we expected to override: f2e536bef2ed21552e21af703935b6d259f49dc5"), err.message);
+    assert.ok(
+      err.message.includes(
+        "Exception: File /opt/sshmgr/api/v2/operations.pyc's SHA checksum on disk 227957ee4fa02838e9ebbc7832e301df9f6978b2 does not match what we expected to override: f2e536bef2ed21552e21af703935b6d259f49dc5",
+      ),
+      err.message,
+    );
     assert.equal(err.exitCode, 1);
   });
 
   it('recognises an unknown hotfix only for hotfix commands, and otherwise reports command-failed (retryable)', () => {
-    assertKm(commandFailure({ server: 's', command: 'c', result: result('Error: unknown hotfix hotfix_common_x'), hotfix: 'hotfix_common_x' }), 'unknown-hotfix', false);
-    assertKm(commandFailure({ server: 's', command: 'c', result: result('Hotfix hotfix_common_x not found'), hotfix: 'hotfix_common_x' }), 'unknown-hotfix', false);
-    const other = commandFailure({ server: 's', command: 'supervisorctl restart all', result: result('unix:///var/run/supervisor.sock no such file', 7) });
+    assertKm(
+      commandFailure({
+        server: 's',
+        command: 'c',
+        result: result('Error: unknown hotfix hotfix_common_x'),
+        hotfix: 'hotfix_common_x',
+      }),
+      'unknown-hotfix',
+      false,
+    );
+    assertKm(
+      commandFailure({
+        server: 's',
+        command: 'c',
+        result: result('Hotfix hotfix_common_x not found'),
+        hotfix: 'hotfix_common_x',
+      }),
+      'unknown-hotfix',
+      false,
+    );
+    const other = commandFailure({
+      server: 's',
+      command: 'supervisorctl restart all',
+      result: result('unix:///var/run/supervisor.sock no such file', 7),
+    });
     assertKm(other, 'command-failed', true);
     assert.match(other.message, /exited 7: unix:/);
-    assertKm(commandFailure({ server: 's', command: 'c', result: result('Error: hotfix hotfix_common_x is not applied on this server'), hotfix: 'hotfix_common_x' }), 'command-failed', true);
+    assertKm(
+      commandFailure({
+        server: 's',
+        command: 'c',
+        result: result('Error: hotfix hotfix_common_x is not applied on this server'),
+        hotfix: 'hotfix_common_x',
+      }),
+      'command-failed',
+      true,
+    );
   });
 
   it('parses supervisorctl status output', () => {
-    const s = parseSupervisorStatus('km-api                 RUNNING   pid 123, uptime 0:01:02\ngroup:worker_00        FATAL     Exited too quickly (process log may have details)\nkm-x STOPPED\n\nsome noise line here\n');
+    const s = parseSupervisorStatus(
+      'km-api                 RUNNING   pid 123, uptime 0:01:02\ngroup:worker_00        FATAL     Exited too quickly (process log may have details)\nkm-x STOPPED\n\nsome noise line here\n',
+    );
     assert.deepEqual(s, [
       { name: 'km-api', state: 'RUNNING', detail: 'pid 123, uptime 0:01:02' },
       { name: 'group:worker_00', state: 'FATAL', detail: 'Exited too quickly (process log may have details)' },
@@ -105,7 +155,9 @@ describe('keymanager/errors classification', () => {
 });
 
 /** A TCP proxy in front of sshd that counts connections and can cut them all. */
-async function tcpProxy(to: number): Promise<{ port: number; accepted: () => number; cut: () => void; close: () => Promise<void> }> {
+async function tcpProxy(
+  to: number,
+): Promise<{ port: number; accepted: () => number; cut: () => void; close: () => Promise<void> }> {
   const sockets = new Set<net.Socket>();
   let accepted = 0;
   const server = net.createServer((client) => {
@@ -123,8 +175,14 @@ async function tcpProxy(to: number): Promise<{ port: number; accepted: () => num
   return {
     port,
     accepted: () => accepted,
-    cut: () => { for (const s of sockets) s.resetAndDestroy(); },
-    close: () => new Promise<void>((r) => { for (const s of sockets) s.destroy(); server.close(() => r()); }),
+    cut: () => {
+      for (const s of sockets) s.resetAndDestroy();
+    },
+    close: () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => r());
+      }),
   };
 }
 
@@ -175,9 +233,15 @@ describe('keymanager/ssh against OpenSSH sshd', function () {
     await km.servicesStatus(st);
     const lines = (await sshd.read('sudo.log')).trim().split('\n').slice(1);
     assert.equal(lines.length, 7, lines.join('\n'));
-    assert.ok(lines.every((l) => l.startsWith('[-n]')), lines.join('\n'));
+    assert.ok(
+      lines.every((l) => l.startsWith('[-n]')),
+      lines.join('\n'),
+    );
     assert.match(lines[0], new RegExp(`^\\[-n\\]\\[mkdir\\]\\[-p\\]\\[${path.join(sshd.dir, 'sudo-hotfixes')}\\]$`));
-    assert.match(lines[1], /^\[-n\]\[mv\]\[-f\]\[\/root\/\.km-hotfix-[0-9a-f]{12}-sshmgr-3\.0\.0-hotfix_backend_fix_queue_stall_UKM-7\.gz\]\[/);
+    assert.match(
+      lines[1],
+      /^\[-n\]\[mv\]\[-f\]\[\/root\/\.km-hotfix-[0-9a-f]{12}-sshmgr-3\.0\.0-hotfix_backend_fix_queue_stall_UKM-7\.gz\]\[/,
+    );
     assert.deepEqual(lines.slice(2), [
       `[-n][chown][sshmgr:sshmgr][${remote}]`,
       `[-n][chmod][0750][${remote}]`,
@@ -195,9 +259,17 @@ describe('keymanager/ssh against OpenSSH sshd', function () {
     const before = await sshd.read('controller.log');
     assertKm(await rejection(km.applyHotfix(t, 'hotfix_common_x; touch /tmp/pwned')), 'invalid-argument', false);
     assertKm(await rejection(km.unapplyHotfix(t, '--help')), 'invalid-argument', false);
-    assertKm(await rejection(km.uploadHotfixFile(t, '../sshmgr-3.0.0-hotfix_common_x_UKM-1.gz', Buffer.from(''))), 'invalid-argument', false);
+    assertKm(
+      await rejection(km.uploadHotfixFile(t, '../sshmgr-3.0.0-hotfix_common_x_UKM-1.gz', Buffer.from(''))),
+      'invalid-argument',
+      false,
+    );
     assertKm(await rejection(km.uploadHotfixFile(t, 'evil.gz', Buffer.from(''))), 'invalid-argument', false);
-    assertKm(await rejection(km.registerHotfix(t, 'relative/sshmgr-3.0.0-hotfix_common_x_UKM-1.gz')), 'invalid-argument', false);
+    assertKm(
+      await rejection(km.registerHotfix(t, 'relative/sshmgr-3.0.0-hotfix_common_x_UKM-1.gz')),
+      'invalid-argument',
+      false,
+    );
     assertKm(await rejection(pool.exec(t, ['echo', 'a\0b'])), 'invalid-argument', false);
     assert.equal(await sshd.read('controller.log'), before);
   });
@@ -208,7 +280,10 @@ describe('keymanager/ssh against OpenSSH sshd', function () {
 
     await fs.mkdir(path.join(sshd.state, 'registered'), { recursive: true });
     await fs.writeFile(path.join(sshd.state, 'registered', 'hotfix_frontend_old_build'), 'x');
-    await fs.writeFile(path.join(sshd.state, 'checksum-mismatch'), "Exception: File /opt/sshmgr/api/v2/operations.pyc's SHA checksum on disk 227957ee does not match what we expected to override: f2e536be\n");
+    await fs.writeFile(
+      path.join(sshd.state, 'checksum-mismatch'),
+      "Exception: File /opt/sshmgr/api/v2/operations.pyc's SHA checksum on disk 227957ee does not match what we expected to override: f2e536be\n",
+    );
     try {
       const err = await rejection(km.applyHotfix(t, 'hotfix_frontend_old_build'));
       assertKm(err, 'checksum-mismatch', false);
@@ -219,10 +294,16 @@ describe('keymanager/ssh against OpenSSH sshd', function () {
 
     await fs.writeFile(path.join(sshd.state, 'down'), 'km-worker\n');
     const status = await km.servicesStatus(t); // supervisorctl exits 3: parsed, not thrown
-    assert.deepEqual(status.map((s) => s.state), ['RUNNING', 'STOPPED', 'RUNNING']);
+    assert.deepEqual(
+      status.map((s) => s.state),
+      ['RUNNING', 'STOPPED', 'RUNNING'],
+    );
     assert.equal(status[1].name, 'km-worker');
     await km.restartServices(t);
-    assert.deepEqual((await km.servicesStatus(t)).map((s) => s.state), ['RUNNING', 'RUNNING', 'RUNNING']);
+    assert.deepEqual(
+      (await km.servicesStatus(t)).map((s) => s.state),
+      ['RUNNING', 'RUNNING', 'RUNNING'],
+    );
   });
 
   it('times out a hung command (retryable) and keeps the connection usable', async () => {
@@ -255,10 +336,17 @@ describe('keymanager/ssh against OpenSSH sshd', function () {
       // With one channel allowed, the next command only runs if the aborted channel was closed and released.
       assert.equal((await p.exec(t, ['echo', 'next'], { timeoutMs: 5000 })).stdout, 'next\n');
       // An already-aborted signal never starts anything.
-      assert.equal(await rejection(p.exec(t, ['touch', path.join(sshd.state, 'never')], { signal: ac.signal })), reason);
+      assert.equal(
+        await rejection(p.exec(t, ['touch', path.join(sshd.state, 'never')], { signal: ac.signal })),
+        reason,
+      );
       assert.equal(await sshd.exists('never'), false);
       // Root sessions have no post-auth privilege separation, so OpenSSH refuses the TERM we send (see ssh.ts): clean up ourselves.
-      try { process.kill(pid, 'SIGKILL'); } catch { /* already gone */ }
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
     } finally {
       await p.close();
     }
@@ -267,7 +355,11 @@ describe('keymanager/ssh against OpenSSH sshd', function () {
   it('calls onTick about every second while a command runs', async () => {
     let ticks = 0;
     const started = Date.now();
-    const r = await pool.exec(t, ['sleep', '2.4'], { onTick: () => { ticks++; } });
+    const r = await pool.exec(t, ['sleep', '2.4'], {
+      onTick: () => {
+        ticks++;
+      },
+    });
     const seconds = Math.floor((Date.now() - started) / 1000);
     assert.equal(r.code, 0);
     assert.ok(ticks >= 2 && ticks >= seconds - 1 && ticks <= seconds, `ticks: ${ticks} in ${seconds} s`);
@@ -285,12 +377,16 @@ describe('keymanager/ssh against OpenSSH sshd', function () {
   });
 
   it('reports a server that never completes the handshake as a retryable timeout', async () => {
-    const silent = net.createServer((s) => { s.on('error', () => undefined); }); // accepts, says nothing
+    const silent = net.createServer((s) => {
+      s.on('error', () => undefined);
+    }); // accepts, says nothing
     await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
     const p = new SshPool({ privateKey: sshd.clientKey }, { readyTimeoutMs: 400 });
     try {
       const started = Date.now();
-      const err = await rejection(p.exec(sshd.target({ name: 'km-silent', port: (silent.address() as net.AddressInfo).port }), ['true']));
+      const err = await rejection(
+        p.exec(sshd.target({ name: 'km-silent', port: (silent.address() as net.AddressInfo).port }), ['true']),
+      );
       assertKm(err, 'timeout', true);
       assert.ok(Date.now() - started < 3000);
     } finally {
@@ -301,9 +397,13 @@ describe('keymanager/ssh against OpenSSH sshd', function () {
 
   /** Run n commands at once on pool p; returns the most that ran at the same time on the server. */
   async function concurrently(p: SshPool, n: number, log: string): Promise<number> {
-    const results = await Promise.all(Array.from({ length: n }, () =>
-      p.exec(t, ['sh', '-c', 'echo + >> "$1"; sleep 0.3; echo - >> "$1"', 'sh', log])));
-    assert.ok(results.every((r) => r.code === 0), JSON.stringify(results.filter((r) => r.code !== 0)));
+    const results = await Promise.all(
+      Array.from({ length: n }, () => p.exec(t, ['sh', '-c', 'echo + >> "$1"; sleep 0.3; echo - >> "$1"', 'sh', log])),
+    );
+    assert.ok(
+      results.every((r) => r.code === 0),
+      JSON.stringify(results.filter((r) => r.code !== 0)),
+    );
     const marks = (await fs.readFile(log, 'utf8')).trim().split('\n');
     assert.equal(marks.length, 2 * n, 'every command ran exactly once');
     let running = 0;
@@ -450,8 +550,14 @@ describe('keymanager/ssh against OpenSSH sshd', function () {
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     const p = new SshPool({ privateKey: sshd.clientKey });
     try {
-      const fast = { ...t, name: 'km-fast', port: (server.address() as net.AddressInfo).port, hostKey: hostKeyFingerprint(pub.getPublicSSH()) };
-      for (let i = 0; i < 20; i++) assert.deepEqual(await p.exec(fast, ['anything']), { code: 3, stdout: 'fast\n', stderr: '' });
+      const fast = {
+        ...t,
+        name: 'km-fast',
+        port: (server.address() as net.AddressInfo).port,
+        hostKey: hostKeyFingerprint(pub.getPublicSSH()),
+      };
+      for (let i = 0; i < 20; i++)
+        assert.deepEqual(await p.exec(fast, ['anything']), { code: 3, stdout: 'fast\n', stderr: '' });
     } finally {
       await p.close();
       server.close();

@@ -50,8 +50,19 @@ describe('a backend rollout on 2,000 backends of 60-character names: the gate na
     const pair = generateEd25519KeyPair(DELEGATE);
     const keyFile = path.join(dir, 'web_ed25519');
     await fs.writeFile(keyFile, pair.private, { mode: 0o600 });
-    await fs.appendFile(env.people.allowedSigners, `${DELEGATE} ${pair.public.trim().split(/\s+/).slice(0, 2).join(' ')}\n`);
-    web = await startWebServer({ client: env.client, orchestrator: env.orchestrator, trustedProxies: ['127.0.0.1', '::1'], signingKey: keyFile, allowedSigners: env.people.allowedSigners, pollMs: 500, port: await freePort() });
+    await fs.appendFile(
+      env.people.allowedSigners,
+      `${DELEGATE} ${pair.public.trim().split(/\s+/).slice(0, 2).join(' ')}\n`,
+    );
+    web = await startWebServer({
+      client: env.client,
+      orchestrator: env.orchestrator,
+      trustedProxies: ['127.0.0.1', '::1'],
+      signingKey: keyFile,
+      allowedSigners: env.people.allowedSigners,
+      pollMs: 500,
+      port: await freePort(),
+    });
     browser = await launchBrowser();
   });
   // Every rollout a test started ends, pass or fail.
@@ -70,10 +81,17 @@ describe('a backend rollout on 2,000 backends of 60-character names: the gate na
     await env?.close();
   });
 
-  const km = (args: string[], extra: Record<string, string | undefined> = {}): Promise<CliResult> => runCli(args, { ...base, ...extra }, 120_000);
+  const km = (args: string[], extra: Record<string, string | undefined> = {}): Promise<CliResult> =>
+    runCli(args, { ...base, ...extra }, 120_000);
 
   /** A backend rollout of the canary and one more server, waiting at the gate; the drained backends as Key Manager has them. */
-  async function atTheGate(): Promise<{ h: WorkflowHandle; st: RolloutStatus; drained: string[]; list: string; before: Record<string, number> }> {
+  async function atTheGate(): Promise<{
+    h: WorkflowHandle;
+    st: RolloutStatus;
+    drained: string[];
+    list: string;
+    before: Record<string, number>;
+  }> {
     const hf = await env.hotfix('backend');
     const before = await env.maxProcesses();
     const h = await env.startRollout({ hotfix: hf.name, as: 'alice', servers: [CANARY, `${PREFIX}-be-2`], batch: '2' });
@@ -82,7 +100,9 @@ describe('a backend rollout on 2,000 backends of 60-character names: the gate na
     assert.equal(st.phase, 'verifying', st.error ?? '');
     assert.equal(st.canary, CANARY);
     const now = await env.maxProcesses();
-    const drained = Object.keys(now).filter((n) => n.includes('-be-') && now[n] === 0).sort();
+    const drained = Object.keys(now)
+      .filter((n) => n.includes('-be-') && now[n] === 0)
+      .sort();
     assert.equal(drained.length, BACKENDS - 1, 'every other backend has Maximum Processes 0');
     return { h, st, drained, list: drained.map((n) => `${n}\n`).join(''), before };
   }
@@ -104,16 +124,32 @@ describe('a backend rollout on 2,000 backends of 60-character names: the gate na
     const out = status.stdout.split('\n');
     assert.ok(out.length <= TERMINAL_ROWS, `${out.length} lines:\n${status.stdout}`);
     for (const l of out) assert.ok(l.length <= TERMINAL_COLUMNS, `a line of ${l.length} characters: ${l}`);
-    assert.match(status.stdout, new RegExp(`^drained\\s+${BACKENDS - 1} backends \\('km-hotfix status ${id} --drained' lists them\\) — set to 0 now$`, 'm'));
-    assert.ok(status.stdout.includes(`an answer signs  drained: ${BACKENDS - 1} sha256:${sha256(list)}`), status.stdout);
+    assert.match(
+      status.stdout,
+      new RegExp(
+        `^drained\\s+${BACKENDS - 1} backends \\('km-hotfix status ${id} --drained' lists them\\) — set to 0 now$`,
+        'm',
+      ),
+    );
+    assert.ok(
+      status.stdout.includes(`an answer signs  drained: ${BACKENDS - 1} sha256:${sha256(list)}`),
+      status.stdout,
+    );
     assert.doesNotMatch(status.stdout, new RegExp(`${PREFIX}-be-3\\b`), 'no drained backend named one by one');
 
     const listed = await km(['status', id, '--drained']);
     assertOk(listed, 'status --drained');
     assert.equal(listed.stdout, list, 'sorted, one per line: what `| sha256sum` hashes');
     assert.match(listed.stderr, new RegExp(`${BACKENDS - 1} drained backends, sha256:${sha256(list)}`));
-    const json = JSON.parse((await km(['status', id, '--drained', '--json'])).stdout) as { count: number; sha256: string; drained: { server: string }[] };
-    assert.deepEqual([json.count, json.sha256, json.drained.map((d) => d.server)], [BACKENDS - 1, sha256(list), drained]);
+    const json = JSON.parse((await km(['status', id, '--drained', '--json'])).stdout) as {
+      count: number;
+      sha256: string;
+      drained: { server: string }[];
+    };
+    assert.deepEqual(
+      [json.count, json.sha256, json.drained.map((d) => d.server)],
+      [BACKENDS - 1, sha256(list), drained],
+    );
 
     const approved = await km(['approve', id, '--comment', 'queue drains on the canary']);
     assertOk(approved, 'approve');
@@ -125,27 +161,59 @@ describe('a backend rollout on 2,000 backends of 60-character names: the gate na
     assertOk(await km(['audit', id]), 'audit');
   });
 
-  it('signed by ssh-keygen over --print-message, which lists the drained backends; a digest that is not this rollout\'s is refused and changes nothing; audit catches an altered list in the ledger', async () => {
+  it("signed by ssh-keygen over --print-message, which lists the drained backends; a digest that is not this rollout's is refused and changes nothing; audit catches an altered list in the ledger", async () => {
     const { h, drained, list, before } = await atTheGate();
     const id = h.workflowId;
 
     const printed = await km(['approve', id, '--print-message', '--comment', 'checked the canary directly']);
     assertOk(printed, '--print-message');
-    assert.match(printed.stdout, new RegExp(`^km-hotfix decision v1\\naction: approve\\nrollout: ${id}\\nhotfix: \\S+\\nsha256: [0-9a-f]{64}\\ncanary: ${CANARY}\\ndrained: ${BACKENDS - 1} sha256:${sha256(list)}\\ncomment: checked the canary directly\\nat: \\S+Z\\n$`));
-    assert.ok(printed.stderr.includes(`these ${BACKENDS - 1} backends`) && printed.stderr.includes(list), 'the list the digest is over is shown next to the message');
+    assert.match(
+      printed.stdout,
+      new RegExp(
+        `^km-hotfix decision v1\\naction: approve\\nrollout: ${id}\\nhotfix: \\S+\\nsha256: [0-9a-f]{64}\\ncanary: ${CANARY}\\ndrained: ${BACKENDS - 1} sha256:${sha256(list)}\\ncomment: checked the canary directly\\nat: \\S+Z\\n$`,
+      ),
+    );
+    assert.ok(
+      printed.stderr.includes(`these ${BACKENDS - 1} backends`) && printed.stderr.includes(list),
+      'the list the digest is over is shown next to the message',
+    );
     assert.match(printed.stderr, /sign it within 10 minutes/);
 
     // What must not move while refusals come in.
     const snapshot = async () => {
       const st = await env.status(h);
-      const events = await env.orchestrator<{ kind: string }[]>`SELECT kind FROM rollout_event WHERE rollout_id = ${id} AND kind IN ('approve', 'reject') ORDER BY seq`;
-      return { phase: st.phase, approvals: st.approvals, events: events.map((e) => e.kind), maxProcesses: await env.maxProcesses(), applied: await env.applied(st.hotfix) };
+      const events = await env.orchestrator<
+        { kind: string }[]
+      >`SELECT kind FROM rollout_event WHERE rollout_id = ${id} AND kind IN ('approve', 'reject') ORDER BY seq`;
+      return {
+        phase: st.phase,
+        approvals: st.approvals,
+        events: events.map((e) => e.kind),
+        maxProcesses: await env.maxProcesses(),
+        applied: await env.applied(st.hotfix),
+      };
     };
     const unchanged = await snapshot();
     const digestLine = `drained: ${BACKENDS - 1} sha256:${sha256(list)}`;
     const otherLists: [string, RegExp][] = [
-      [drained.slice(1).map((n) => `${n}\n`).join(''), new RegExp(`the signed drained backends are ${BACKENDS - 2} sha256:[0-9a-f]{64} but this rollout's are ${BACKENDS - 1} sha256:${sha256(list)}`)],
-      [[...drained.slice(1), `${PREFIX}-fe-1`].sort().map((n) => `${n}\n`).join(''), new RegExp(`the signed drained backends are ${BACKENDS - 1} sha256:[0-9a-f]{64} but this rollout's are ${BACKENDS - 1} sha256:`)],
+      [
+        drained
+          .slice(1)
+          .map((n) => `${n}\n`)
+          .join(''),
+        new RegExp(
+          `the signed drained backends are ${BACKENDS - 2} sha256:[0-9a-f]{64} but this rollout's are ${BACKENDS - 1} sha256:${sha256(list)}`,
+        ),
+      ],
+      [
+        [...drained.slice(1), `${PREFIX}-fe-1`]
+          .sort()
+          .map((n) => `${n}\n`)
+          .join(''),
+        new RegExp(
+          `the signed drained backends are ${BACKENDS - 1} sha256:[0-9a-f]{64} but this rollout's are ${BACKENDS - 1} sha256:`,
+        ),
+      ],
     ];
     for (const [other, re] of otherLists) {
       const count = other.split('\n').length - 1;
@@ -178,7 +246,13 @@ describe('a backend rollout on 2,000 backends of 60-character names: the gate na
     });
     const caught = await km(['audit', id]);
     assert.equal(caught.code, 1, caught.stdout + caught.stderr);
-    assert.match(caught.stdout, new RegExp(`^FAIL\\s+approve\\s+by bob .*the signed drained backends are ${BACKENDS - 1} sha256:\\S+ but the ledger's drained backends are ${BACKENDS - 2} sha256:\\S+: the ledger's list or the message was altered`, 'm'));
+    assert.match(
+      caught.stdout,
+      new RegExp(
+        `^FAIL\\s+approve\\s+by bob .*the signed drained backends are ${BACKENDS - 1} sha256:\\S+ but the ledger's drained backends are ${BACKENDS - 2} sha256:\\S+: the ledger's list or the message was altered`,
+        'm',
+      ),
+    );
     assert.match(caught.stdout, /^ok\s+rollout\s+by alice/m);
   });
 
@@ -189,13 +263,21 @@ describe('a backend rollout on 2,000 backends of 60-character names: the gate na
       const page = await ctx.newPage();
       await page.goto(`${web.url}/rollouts/${encodeURIComponent(h.workflowId)}`);
       assert.equal(await page.locator('#phase').textContent(), 'verifying');
-      assert.equal(await page.locator('#drained-digest').textContent(), `drained: ${BACKENDS - 1} sha256:${sha256(list)}`);
+      assert.equal(
+        await page.locator('#drained-digest').textContent(),
+        `drained: ${BACKENDS - 1} sha256:${sha256(list)}`,
+      );
       assert.deepEqual(await page.locator('#drained td:first-child').allTextContents(), drained.slice(0, 100));
-      assert.match(await page.locator('#drained-nav').textContent() ?? '', new RegExp(`page 1 of 20 \\(${BACKENDS - 1} backend\\(s\\)\\)`));
+      assert.match(
+        (await page.locator('#drained-nav').textContent()) ?? '',
+        new RegExp(`page 1 of 20 \\(${BACKENDS - 1} backend\\(s\\)\\)`),
+      );
       await page.click('#drained-next');
       await page.locator('#drained-nav', { hasText: 'page 2 of 20' }).waitFor({ timeout: 15_000 });
       assert.deepEqual(await page.locator('#drained td:first-child').allTextContents(), drained.slice(100, 200));
-      const file = await page.request.get(`${web.url}${await page.locator('#drained-list').getAttribute('href') ?? ''}`);
+      const file = await page.request.get(
+        `${web.url}${(await page.locator('#drained-list').getAttribute('href')) ?? ''}`,
+      );
       assert.equal(await file.text(), list, 'drained.txt: sha256sum gives the digest');
 
       await page.fill('#approve-form textarea[name=comment]', 'canary fine');
@@ -207,6 +289,6 @@ describe('a backend rollout on 2,000 backends of 60-character names: the gate na
     const done = await completes(h, before);
     assert.equal(done.approvals[0]!.by, 'carol');
     assert.ok(done.approvals[0]!.message.includes(`\ndrained: ${BACKENDS - 1} sha256:${sha256(list)}\n`));
-    assertOk(await km(['audit', h.workflowId]), 'audit of the web page\'s approval');
+    assertOk(await km(['audit', h.workflowId]), "audit of the web page's approval");
   });
 });

@@ -26,13 +26,19 @@ describe('status of a fleet above the threshold: bounded, and paged from the led
     // alice signs by default; a test passes another KM_HOTFIX_SIGNING_KEY to sign as someone else.
     base = cliSettings(env, testStack().temporal.address);
   });
-  after(async () => { await env?.close(); });
+  after(async () => {
+    await env?.close();
+  });
   afterEach(async () => {
     await env?.endAll();
     await env.km`DELETE FROM km_hotfix_applied`;
-    for (const s of env.fleet.servers) { s.clearLog(); s.clearFaults(); }
+    for (const s of env.fleet.servers) {
+      s.clearLog();
+      s.clearFaults();
+    }
   });
-  const km = (args: string[], extra: Record<string, string> = {}): Promise<CliResult> => runCli(args, { ...base, ...extra }, 60_000);
+  const km = (args: string[], extra: Record<string, string> = {}): Promise<CliResult> =>
+    runCli(args, { ...base, ...extra }, 60_000);
   const ok = assertOk;
   const refused = (r: CliResult, re: RegExp, what: string): void => assertRefused(r, 2, re, what);
 
@@ -54,16 +60,24 @@ describe('status of a fleet above the threshold: bounded, and paged from the led
     assert.equal(done.phase, 'completed', done.error ?? '');
     assert.equal(done.servers, undefined);
     assert.deepEqual(done.serverCounts, { patched: 6, failed: 1 });
-    assert.deepEqual(done.attention.map((s) => [s.name, s.state]), [['km-be-3', 'failed']]);
+    assert.deepEqual(
+      done.attention.map((s) => [s.name, s.state]),
+      [['km-be-3', 'failed']],
+    );
     assert.match(done.attention[0].error ?? '', /./);
     assert.equal(done.attentionMore, 0);
 
     // The ledger has every server's latest state, and it is what Key Manager says.
     const applied = new Set(await env.applied(hf.name));
     const page = await serverStates(env.orchestrator, h.workflowId, { page: 1, pageSize: 100 });
-    assert.deepEqual(page.servers.map((s) => s.name), FLEET.filter((n) => page.servers.some((s) => s.name === n)), 'inventory order');
+    assert.deepEqual(
+      page.servers.map((s) => s.name),
+      FLEET.filter((n) => page.servers.some((s) => s.name === n)),
+      'inventory order',
+    );
     assert.deepEqual(page.servers.map((s) => s.name).sort(), [...FLEET].sort());
-    for (const s of page.servers) assert.equal(s.state, applied.has(s.name) ? 'patched' : 'failed', `${s.name}: ledger says ${s.state}`);
+    for (const s of page.servers)
+      assert.equal(s.state, applied.has(s.name) ? 'patched' : 'failed', `${s.name}: ledger says ${s.state}`);
     assert.deepEqual([...applied].sort(), FLEET.filter((n) => n !== 'km-be-3').sort());
 
     // The CLI: --json has no servers field above the threshold; counts and the failed server in both forms.
@@ -81,17 +95,34 @@ describe('status of a fleet above the threshold: bounded, and paged from the led
     // --servers pages the ledger, in inventory order; the footer says how to get the next page.
     const p2 = await km(['status', h.workflowId, '--servers', '--page', '2', '--page-size', '3']);
     ok(p2, 'status --servers --page 2');
-    const rows = lines(p2.stdout).filter((l) => /^km-/.test(l)).map((l) => l.split(/\s+/).slice(0, 3));
-    assert.deepEqual(rows.map((r) => r[0]), page.servers.slice(3, 6).map((s) => s.name));
-    assert.match(p2.stdout, /servers 4-6 of 7 server\(s\) \(page 2 of 3\); next: km-hotfix status \S+ --servers --page 3 --page-size 3/);
+    const rows = lines(p2.stdout)
+      .filter((l) => /^km-/.test(l))
+      .map((l) => l.split(/\s+/).slice(0, 3));
+    assert.deepEqual(
+      rows.map((r) => r[0]),
+      page.servers.slice(3, 6).map((s) => s.name),
+    );
+    assert.match(
+      p2.stdout,
+      /servers 4-6 of 7 server\(s\) \(page 2 of 3\); next: km-hotfix status \S+ --servers --page 3 --page-size 3/,
+    );
     const failed = await km(['status', h.workflowId, '--servers', '--state', 'failed', '--json']);
     ok(failed, 'status --servers --state failed --json');
-    const doc = JSON.parse(failed.stdout) as { total: number; pages: number; servers: { name: string; state: string }[] };
-    assert.deepEqual(doc.servers.map((s) => [s.name, s.state]), [['km-be-3', 'failed']]);
+    const doc = JSON.parse(failed.stdout) as {
+      total: number;
+      pages: number;
+      servers: { name: string; state: string }[];
+    };
+    assert.deepEqual(
+      doc.servers.map((s) => [s.name, s.state]),
+      [['km-be-3', 'failed']],
+    );
     assert.equal(doc.total, 1);
 
     // The ledger answers without Temporal.
-    const gone = await km(['status', h.workflowId, '--servers', '--state', 'patched'], { TEMPORAL_ADDRESS: `127.0.0.1:${await freePort()}` });
+    const gone = await km(['status', h.workflowId, '--servers', '--state', 'patched'], {
+      TEMPORAL_ADDRESS: `127.0.0.1:${await freePort()}`,
+    });
     ok(gone, 'status --servers without Temporal');
     assert.equal(lines(gone.stdout).filter((l) => /^km-/.test(l)).length, 6);
 
@@ -104,19 +135,41 @@ describe('status of a fleet above the threshold: bounded, and paged from the led
       assert.match(html, /<table id="attention"><tr><td>km-be-3<\/td><td>failed<\/td>/);
       assert.match(html, /← previous<\/a> · page 2 of 1 \(7 server\(s\)\)/, 'past the last page: says so, links back');
       const first = await (await fetch(`${web.url}/rollouts/${encodeURIComponent(h.workflowId)}?state=failed`)).text();
-      assert.deepEqual([...first.matchAll(/data-ledger-server="([^"]+)"/g)].map((m) => m[1]), ['km-be-3']);
+      assert.deepEqual(
+        [...first.matchAll(/data-ledger-server="([^"]+)"/g)].map((m) => m[1]),
+        ['km-be-3'],
+      );
       const all = await (await fetch(`${web.url}/rollouts/${encodeURIComponent(h.workflowId)}`)).text();
-      assert.deepEqual([...all.matchAll(/data-ledger-server="([^"]+)"/g)].map((m) => m[1]), page.servers.map((x) => x.name));
+      assert.deepEqual(
+        [...all.matchAll(/data-ledger-server="([^"]+)"/g)].map((m) => m[1]),
+        page.servers.map((x) => x.name),
+      );
     } finally {
       await web.close();
     }
 
     // Bad flags: one line, exit 2, nothing read.
-    refused(await km(['status', h.workflowId, '--servers', '--page', '0']), /--page must be a whole number >= 1/, '--page 0');
-    refused(await km(['status', h.workflowId, '--servers', '--state', 'done']), /--state must be one of pending, patching/, '--state done');
+    refused(
+      await km(['status', h.workflowId, '--servers', '--page', '0']),
+      /--page must be a whole number >= 1/,
+      '--page 0',
+    );
+    refused(
+      await km(['status', h.workflowId, '--servers', '--state', 'done']),
+      /--state must be one of pending, patching/,
+      '--state done',
+    );
     refused(await km(['status', h.workflowId, '--page', '2']), /add --servers/, '--page without --servers');
-    refused(await km(['status', h.workflowId, '--servers', '--page-size', '5000']), /--page-size must be at most 1000/, '--page-size 5000');
-    refused(await km(['status', 'rollout-no-such-thing', '--servers']), /no rollout, removal or upload rollout-no-such-thing in the ledger/, 'unknown id');
+    refused(
+      await km(['status', h.workflowId, '--servers', '--page-size', '5000']),
+      /--page-size must be at most 1000/,
+      '--page-size 5000',
+    );
+    refused(
+      await km(['status', 'rollout-no-such-thing', '--servers']),
+      /no rollout, removal or upload rollout-no-such-thing in the ledger/,
+      'unknown id',
+    );
   });
 
   it('a rejected canary: rolled back, and the ledger has the canary rolled back and every other server untouched', async () => {
@@ -129,7 +182,10 @@ describe('status of a fleet above the threshold: bounded, and paged from the led
     assert.equal(done.servers, undefined);
     assert.deepEqual(done.serverCounts, { rolled_back: 1, untouched: 6 });
     const page = await serverStates(env.orchestrator, h.workflowId, { page: 1, pageSize: 100 });
-    assert.deepEqual(page.servers.map((s) => [s.name, s.state]), FLEET.map((n) => [n, n === done.canary ? 'rolled_back' : 'untouched']));
+    assert.deepEqual(
+      page.servers.map((s) => [s.name, s.state]),
+      FLEET.map((n) => [n, n === done.canary ? 'rolled_back' : 'untouched']),
+    );
     assert.deepEqual(await env.applied(hf.name), []);
   });
 });
@@ -137,8 +193,12 @@ describe('status of a fleet above the threshold: bounded, and paged from the led
 describe('live counts of a fleet above the threshold: from the ledger while a batch child runs', function () {
   this.timeout(180_000);
   let env: RolloutEnv;
-  before(async () => { env = await rolloutEnv({ frontends: 1, backends: 13 }); });
-  after(async () => { await env?.close(); });
+  before(async () => {
+    env = await rolloutEnv({ frontends: 1, backends: 13 });
+  });
+  after(async () => {
+    await env?.close();
+  });
   afterEach(async () => {
     await env?.endAll();
     for (const s of env.fleet.servers) s.clearFaults();
@@ -149,8 +209,16 @@ describe('live counts of a fleet above the threshold: from the ledger while a ba
     // One child runs all 13 backends, two at a time. The last, km-be-13, hangs 20 s in its apply while the rest
     // (0.3 s each) end, so the child cannot end before most servers have; km-be-5 fails every apply.
     const backends = env.fleet.servers.map((s) => s.name).filter((n) => n.startsWith('km-be-'));
-    for (const n of backends) env.fleet.server(n).fault(n === 'km-be-5' ? { failApplies: 100 } : { hangMs: n === 'km-be-13' ? 20_000 : 300, hangOn: 'apply' });
-    const h = await env.startRollout({ hotfix: hf.name, batch: '2', maxFailures: 1, timing: { ...FAST_TIMING, fullServerListMax: 4, sliceServers: 20 } });
+    for (const n of backends)
+      env.fleet
+        .server(n)
+        .fault(n === 'km-be-5' ? { failApplies: 100 } : { hangMs: n === 'km-be-13' ? 20_000 : 300, hangOn: 'apply' });
+    const h = await env.startRollout({
+      hotfix: hf.name,
+      batch: '2',
+      maxFailures: 1,
+      timing: { ...FAST_TIMING, fullServerListMax: 4, sliceServers: 20 },
+    });
     await env.waitForPhase(h, 'verifying');
     await env.approve(h, 'bob', 'fine');
     const web = await startWebServer({ client: env.client, orchestrator: env.orchestrator, port: await freePort() });
@@ -167,17 +235,31 @@ describe('live counts of a fleet above the threshold: from the ledger while a ba
       }
       assert.match(counts, /^14 servers: /);
       assert.match(html, /<table id="attention"><tr><td>km-be-5<\/td><td>failed<\/td>/);
-      const cli = await runCli(['status', h.workflowId, '--json'], cliSettings(env, testStack().temporal.address), 60_000);
+      const cli = await runCli(
+        ['status', h.workflowId, '--json'],
+        cliSettings(env, testStack().temporal.address),
+        60_000,
+      );
       assertOk(cli, 'status --json');
       const st = JSON.parse(cli.stdout) as RolloutStatus;
       assert.ok((st.serverCounts.patched ?? 0) >= 10, `the CLI's counts: ${JSON.stringify(st.serverCounts)}`);
       assert.equal(st.serverCounts.failed, 1);
-      assert.equal(Object.values(st.serverCounts).reduce((a, b) => a + (b ?? 0), 0), 14);
-      assert.deepEqual(st.attention.map((s) => [s.name, s.state]), [['km-be-5', 'failed']]);
+      assert.equal(
+        Object.values(st.serverCounts).reduce((a, b) => a + (b ?? 0), 0),
+        14,
+      );
+      assert.deepEqual(
+        st.attention.map((s) => [s.name, s.state]),
+        [['km-be-5', 'failed']],
+      );
       assert.match(st.attention[0].error ?? '', /./);
       // The workflow's own answer has not moved yet (so the answers above were the ledger's): only the canary.
       const own = await h.query(statusQuery);
-      assert.deepEqual(own.serverCounts, { patched: 1, pending: 13 }, 'the parent learns the child\'s results only when it ends');
+      assert.deepEqual(
+        own.serverCounts,
+        { patched: 1, pending: 13 },
+        "the parent learns the child's results only when it ends",
+      );
       assert.deepEqual(own.attention, []);
     } finally {
       await web.close();

@@ -5,7 +5,21 @@ import assert from 'node:assert/strict';
 import type { Sql } from 'postgres';
 import { freshDatabase, sqlFor } from './helpers/stack';
 import { migrate } from '../store/migrations';
-import { appendEvent, appendServerStates, eventAppender, claim, ClaimConflict, conflictingRollouts, ledgerStatus, recordPhase, recordRolloutStart, releaseStaleClaims, rolloutEvents, serverStateCounts, serverStates } from '../store/ledger';
+import {
+  appendEvent,
+  appendServerStates,
+  eventAppender,
+  claim,
+  ClaimConflict,
+  conflictingRollouts,
+  ledgerStatus,
+  recordPhase,
+  recordRolloutStart,
+  releaseStaleClaims,
+  rolloutEvents,
+  serverStateCounts,
+  serverStates,
+} from '../store/ledger';
 import { FULL_SERVER_LIST_MAX } from '../domain/rollout';
 
 describe('ledger (orchestrator database)', () => {
@@ -14,18 +28,35 @@ describe('ledger (orchestrator database)', () => {
     sql = sqlFor(await freshDatabase('ledger'));
     await migrate(sql);
   });
-  const start = (id: string, hotfix = 'hotfix_common_x') => recordRolloutStart(sql, { id, kind: 'rollout', hotfix, requestedBy: 'alice', servers: ['a', 'b'], options: { batch: '1' } });
+  const start = (id: string, hotfix = 'hotfix_common_x') =>
+    recordRolloutStart(sql, {
+      id,
+      kind: 'rollout',
+      hotfix,
+      requestedBy: 'alice',
+      servers: ['a', 'b'],
+      options: { batch: '1' },
+    });
 
   it('writes a rollout, its steps and its phases once, however often an activity retries', async () => {
     await start('r1');
     await start('r1');
     for (let i = 0; i < 3; i++) {
       await appendEvent(sql, { rolloutId: 'r1', key: 'apply:a', kind: 'apply', server: 'a' });
-      await appendEvent(sql, { rolloutId: 'r1', key: 'decision', kind: 'approve', actor: 'bob', detail: { comment: 'ok' } });
+      await appendEvent(sql, {
+        rolloutId: 'r1',
+        key: 'decision',
+        kind: 'approve',
+        actor: 'bob',
+        detail: { comment: 'ok' },
+      });
       await recordPhase(sql, 'r1', 'verifying');
     }
     const events = await rolloutEvents(sql, 'r1');
-    assert.deepEqual(events.map((e) => e.kind), ['started', 'apply', 'approve', 'phase']);
+    assert.deepEqual(
+      events.map((e) => e.kind),
+      ['started', 'apply', 'approve', 'phase'],
+    );
     assert.deepEqual(events.find((e) => e.kind === 'approve')?.detail, { comment: 'ok' });
     assert.equal(events.find((e) => e.kind === 'approve')?.actor, 'bob');
   });
@@ -35,17 +66,27 @@ describe('ledger (orchestrator database)', () => {
     const append = eventAppender(sql);
     await Promise.all([
       append([{ rolloutId: 'r-many', key: 'apply:a', kind: 'apply', server: 'a' }]),
-      append([{ rolloutId: 'r-many', key: 'apply:b', kind: 'apply', server: 'b' }, { rolloutId: 'r-many', key: 'restart:apply:b', kind: 'restart', server: 'b' }]),
+      append([
+        { rolloutId: 'r-many', key: 'apply:b', kind: 'apply', server: 'b' },
+        { rolloutId: 'r-many', key: 'restart:apply:b', kind: 'restart', server: 'b' },
+      ]),
       append([{ rolloutId: 'r-many', key: 'apply:a', kind: 'apply', server: 'a' }]), // a retry's duplicate
       append([]),
     ]);
     const events = (await rolloutEvents(sql, 'r-many')).filter((e) => e.kind !== 'started');
     assert.deepEqual(events.map((e) => `${e.kind}:${e.server}`).sort(), ['apply:a', 'apply:b', 'restart:b']);
     // An insert that fails (an unknown rollout) fails every caller in it: each leaves its events to the workflow.
-    const failing = [append([{ rolloutId: 'r-many', key: 'apply:c', kind: 'apply', server: 'c' }]), append([{ rolloutId: 'no-such-rollout', key: 'apply:d', kind: 'apply', server: 'd' }])];
+    const failing = [
+      append([{ rolloutId: 'r-many', key: 'apply:c', kind: 'apply', server: 'c' }]),
+      append([{ rolloutId: 'no-such-rollout', key: 'apply:d', kind: 'apply', server: 'd' }]),
+    ];
     await assert.rejects(failing[0]);
     await assert.rejects(failing[1]);
-    assert.equal((await rolloutEvents(sql, 'r-many')).some((e) => e.server === 'c'), false, 'nothing of the failed insert was written');
+    assert.equal(
+      (await rolloutEvents(sql, 'r-many')).some((e) => e.server === 'c'),
+      false,
+      'nothing of the failed insert was written',
+    );
   });
 
   it('refuses to change or delete an event', async () => {
@@ -59,12 +100,20 @@ describe('ledger (orchestrator database)', () => {
     await claim(sql, 'r2', 'hotfix_backend_y', ['s1', 's2']);
     await claim(sql, 'r2', 'hotfix_backend_y', ['s1', 's2']); // a retry of the same claim
     await start('r3', 'hotfix_frontend_z');
-    await assert.rejects(claim(sql, 'r3', 'hotfix_frontend_z', ['s2', 's3']), (e: unknown) => e instanceof ClaimConflict && /rollout r2 is still active on s2/.test(e.message) && e.activeRollouts.includes('r2'));
+    await assert.rejects(
+      claim(sql, 'r3', 'hotfix_frontend_z', ['s2', 's3']),
+      (e: unknown) =>
+        e instanceof ClaimConflict &&
+        /rollout r2 is still active on s2/.test(e.message) &&
+        e.activeRollouts.includes('r2'),
+    );
     await assert.rejects(claim(sql, 'r3', 'hotfix_backend_y', ['s9']), /r2 is still active on hotfix hotfix_backend_y/);
     assert.deepEqual(await conflictingRollouts(sql, 'hotfix_frontend_z', ['s3']), []);
     await recordPhase(sql, 'r2', 'completed');
     await claim(sql, 'r3', 'hotfix_frontend_z', ['s2', 's3']);
-    const [row] = await sql<{ outcome: string; ended_at: Date | null }[]>`SELECT outcome, ended_at FROM rollout WHERE id = 'r2'`;
+    const [row] = await sql<
+      { outcome: string; ended_at: Date | null }[]
+    >`SELECT outcome, ended_at FROM rollout WHERE id = 'r2'`;
     assert.equal(row.outcome, 'completed');
     assert.ok(row.ended_at);
   });
@@ -86,31 +135,90 @@ describe('ledger (orchestrator database)', () => {
     const names = Array.from({ length: n }, (_, i) => `km3-be-${String(i + 1).padStart(5, '0')}`);
     const t0 = '2026-01-01T10:00:00.000Z';
     // A batch child's result lands before the parent's initial list (the parent's write was retried): the later 'at' still wins.
-    await appendServerStates(sql, 'big', [{ server: names[3], state: 'failed', at: '2026-01-01T10:05:00.000Z', startedAt: '2026-01-01T10:04:00.000Z', endedAt: '2026-01-01T10:05:00.000Z', error: 'apply failed' }]);
-    await appendServerStates(sql, 'big', names.map((server, position) => ({ server, state: 'pending', at: t0, position, role: 'backend' })));
-    await appendServerStates(sql, 'big', names.slice(0, 3).map((server) => ({ server, state: 'patched', at: '2026-01-01T10:02:00.000Z', endedAt: '2026-01-01T10:02:00.000Z' })));
+    await appendServerStates(sql, 'big', [
+      {
+        server: names[3],
+        state: 'failed',
+        at: '2026-01-01T10:05:00.000Z',
+        startedAt: '2026-01-01T10:04:00.000Z',
+        endedAt: '2026-01-01T10:05:00.000Z',
+        error: 'apply failed',
+      },
+    ]);
+    await appendServerStates(
+      sql,
+      'big',
+      names.map((server, position) => ({ server, state: 'pending', at: t0, position, role: 'backend' })),
+    );
+    await appendServerStates(
+      sql,
+      'big',
+      names
+        .slice(0, 3)
+        .map((server) => ({
+          server,
+          state: 'patched',
+          at: '2026-01-01T10:02:00.000Z',
+          endedAt: '2026-01-01T10:02:00.000Z',
+        })),
+    );
     // Retried: the same rows again change nothing.
-    await appendServerStates(sql, 'big', names.slice(0, 3).map((server) => ({ server, state: 'patched', at: '2026-01-01T10:02:00.000Z', endedAt: '2026-01-01T10:02:00.000Z' })));
+    await appendServerStates(
+      sql,
+      'big',
+      names
+        .slice(0, 3)
+        .map((server) => ({
+          server,
+          state: 'patched',
+          at: '2026-01-01T10:02:00.000Z',
+          endedAt: '2026-01-01T10:02:00.000Z',
+        })),
+    );
 
     const first = await serverStates(sql, 'big', { page: 1, pageSize: 100 });
     assert.equal(first.total, n);
-    assert.deepEqual(first.servers.slice(0, 5).map((s) => [s.name, s.state, s.role]), [
-      [names[0], 'patched', 'backend'], [names[1], 'patched', 'backend'], [names[2], 'patched', 'backend'], [names[3], 'failed', 'backend'], [names[4], 'pending', 'backend'],
-    ]);
+    assert.deepEqual(
+      first.servers.slice(0, 5).map((s) => [s.name, s.state, s.role]),
+      [
+        [names[0], 'patched', 'backend'],
+        [names[1], 'patched', 'backend'],
+        [names[2], 'patched', 'backend'],
+        [names[3], 'failed', 'backend'],
+        [names[4], 'pending', 'backend'],
+      ],
+    );
     assert.equal(first.servers[3].error, 'apply failed');
     assert.equal(first.servers[3].startedAt, '2026-01-01T10:04:00.000Z');
     const last = await serverStates(sql, 'big', { page: 6, pageSize: 100 });
-    assert.deepEqual(last.servers.map((s) => s.name), names.slice(500));
+    assert.deepEqual(
+      last.servers.map((s) => s.name),
+      names.slice(500),
+    );
     const past = await serverStates(sql, 'big', { page: 7, pageSize: 100 });
     assert.equal(past.servers.length, 0);
     assert.equal(past.total, n, 'a page past the end still says how many there are');
     const failed = await serverStates(sql, 'big', { state: 'failed', page: 1, pageSize: 10 });
-    assert.deepEqual(failed.servers.map((s) => s.name), [names[3]]);
+    assert.deepEqual(
+      failed.servers.map((s) => s.name),
+      [names[3]],
+    );
     assert.equal(failed.total, 1);
     const either = await serverStates(sql, 'big', { states: ['failed', 'patched'], page: 1, pageSize: 2 });
-    assert.deepEqual(either.servers.map((s) => [s.name, s.state]), [[names[0], 'patched'], [names[1], 'patched']], 'several states, inventory order');
+    assert.deepEqual(
+      either.servers.map((s) => [s.name, s.state]),
+      [
+        [names[0], 'patched'],
+        [names[1], 'patched'],
+      ],
+      'several states, inventory order',
+    );
     assert.equal(either.total, 4);
-    assert.equal((await serverStates(sql, 'big', { states: [], page: 1, pageSize: 10 })).total, 0, 'no state: no server');
+    assert.equal(
+      (await serverStates(sql, 'big', { states: [], page: 1, pageSize: 10 })).total,
+      0,
+      'no state: no server',
+    );
     assert.deepEqual(await serverStateCounts(sql, 'big'), { patched: 3, failed: 1, pending: n - 4 });
 
     // The status rebuilt from the ledger is bounded: counts, the failed server, no per-server list above the threshold.
@@ -119,7 +227,10 @@ describe('ledger (orchestrator database)', () => {
     assert.equal(st.servers, undefined);
     assert.equal(st.serverCount, n);
     assert.deepEqual(st.serverCounts, { patched: 3, failed: 1, pending: n - 4 });
-    assert.deepEqual(st.attention.map((s) => s.name), [names[3]]);
+    assert.deepEqual(
+      st.attention.map((s) => s.name),
+      [names[3]],
+    );
 
     await assert.rejects(sql`UPDATE rollout_server SET state = 'patched' WHERE rollout_id = 'big'`, /append-only/);
     await assert.rejects(sql`DELETE FROM rollout_server WHERE rollout_id = 'big'`, /append-only/);

@@ -53,7 +53,14 @@ describe('OpenSSH sshd: patch and unpatch one server', function () {
     await km.restartServices(t);
     assert.equal((await sshd.read('restarts')).trim(), '1');
     const status = await km.servicesStatus(t);
-    assert.deepEqual(status.map((s) => [s.name, s.state]), [['km-api', 'RUNNING'], ['km-worker', 'RUNNING'], ['km-scheduler', 'RUNNING']]);
+    assert.deepEqual(
+      status.map((s) => [s.name, s.state]),
+      [
+        ['km-api', 'RUNNING'],
+        ['km-worker', 'RUNNING'],
+        ['km-scheduler', 'RUNNING'],
+      ],
+    );
     assert.match(status[0].detail, /^pid \d+, uptime 0:01:\d\d$/);
 
     await km.unapplyHotfix(t, NAME);
@@ -66,7 +73,11 @@ describe('OpenSSH sshd: patch and unpatch one server', function () {
       `--apply-hotfix=${NAME}`,
       `--unapply-hotfix=${NAME}`,
     ]);
-    assert.deepEqual((await sshd.read('supervisorctl.log')).trim().split('\n'), ['restart all', 'status', 'restart all']);
+    assert.deepEqual((await sshd.read('supervisorctl.log')).trim().split('\n'), [
+      'restart all',
+      'status',
+      'restart all',
+    ]);
     assert.equal(await sshd.exists('sudo.log'), false, 'no sudo for a target without sudo: true');
     // Every step above went over one reused connection.
     assert.equal(sshd.connections(), 1);
@@ -76,7 +87,10 @@ describe('OpenSSH sshd: patch and unpatch one server', function () {
     const before = await sshd.read('controller.log');
     const acceptedBefore = (sshd.log().match(/Accepted publickey/g) ?? []).length;
     const t = sshd.target({ name: 'km-rekeyed', hostKey: sshd.otherHostKey });
-    const err = await km.applyHotfix(t, NAME).then(() => undefined, (e: unknown) => e);
+    const err = await km.applyHotfix(t, NAME).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     assert.ok(err instanceof KmError, String(err));
     assert.equal(err.kind, 'host-key');
     assert.equal(err.retryable, false);
@@ -85,13 +99,20 @@ describe('OpenSSH sshd: patch and unpatch one server', function () {
     assert.match(err.message, /re-keyed.*import/);
     await assert.rejects(pool.checkHostKey(t), (e: unknown) => e instanceof KmError && e.kind === 'host-key');
     assert.equal(await sshd.read('controller.log'), before, 'the fake saw no command');
-    assert.equal((sshd.log().match(/Accepted publickey/g) ?? []).length, acceptedBefore, 'the client never even authenticated');
+    assert.equal(
+      (sshd.log().match(/Accepted publickey/g) ?? []).length,
+      acceptedBefore,
+      'the client never even authenticated',
+    );
   });
 
   it('reports a key the server does not accept as an authentication failure', async () => {
     const other = new SshPool({ privateKey: sshd.otherClientKey });
     try {
-      const err = await other.exec(sshd.target({ name: 'km-auth' }), ['true']).then(() => undefined, (e: unknown) => e);
+      const err = await other.exec(sshd.target({ name: 'km-auth' }), ['true']).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
       assert.ok(err instanceof KmError, String(err));
       assert.equal(err.kind, 'auth');
       assert.equal(err.retryable, false);

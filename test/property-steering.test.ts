@@ -25,7 +25,13 @@ import { batchWidth, parseBatch } from '../domain/plan';
 const STEERING_RUNS = Number(process.env.KM_HOTFIX_PROPERTY_STEERING_RUNS ?? 200);
 const REAL_RUNS = Number(process.env.KM_HOTFIX_PROPERTY_REAL_RUNS ?? 20);
 const SEED = process.env.KM_HOTFIX_PROPERTY_SEED ? Number(process.env.KM_HOTFIX_PROPERTY_SEED) : undefined;
-const TIMING = { ...FAST_TIMING, servicesTimeoutMs: 4_000, commandTimeoutMs: 1_000, maxRetryIntervalMs: 300, sliceServers: 3 };
+const TIMING = {
+  ...FAST_TIMING,
+  servicesTimeoutMs: 4_000,
+  commandTimeoutMs: 1_000,
+  maxRetryIntervalMs: 300,
+  sliceServers: 3,
+};
 const FLEET = { frontends: 4, backends: 8 };
 
 /** Faults placed before the rollout starts (a status fault would hit the preflight instead). */
@@ -49,19 +55,30 @@ const FAULTS: Record<string, FaultSpec> = {
 type Steer = 'pause' | 'resume' | 'abort' | 'cancel' | 'terminate a batch child' | 'kill the worker';
 
 /** Pause and resume most often; the events that end a rollout or lose a child (a 7 s wait for its activities) less. */
-const WEIGHTS: Record<Steer, number> = { pause: 4, resume: 4, abort: 2, cancel: 1, 'terminate a batch child': 1, 'kill the worker': 2 };
-const steerArb = (steers: Steer[]) => fc.oneof(...steers.map((s) => ({ arbitrary: fc.constant(s), weight: WEIGHTS[s] })));
+const WEIGHTS: Record<Steer, number> = {
+  pause: 4,
+  resume: 4,
+  abort: 2,
+  cancel: 1,
+  'terminate a batch child': 1,
+  'kill the worker': 2,
+};
+const steerArb = (steers: Steer[]) =>
+  fc.oneof(...steers.map((s) => ({ arbitrary: fc.constant(s), weight: WEIGHTS[s] })));
 
-const scenario = (steers: Steer[]) => fc.record({
-  size: fc.integer({ min: 1, max: FLEET.frontends + FLEET.backends }),
-  offset: fc.nat(),
-  component: fc.constantFrom<Component>('frontend', 'backend', 'common'),
-  batch: fc.constantFrom('1', '2', '3', '50%', '100%'),
-  maxFailures: fc.integer({ min: 0, max: 2 }),
-  approve: fc.boolean(),
-  faults: fc.array(fc.record({ server: fc.nat(), fault: fc.constantFrom(...Object.keys(FAULTS)) }), { maxLength: 3 }),
-  steering: fc.array(fc.record({ atMs: fc.integer({ min: 0, max: 1_500 }), steer: steerArb(steers) }), { maxLength: 4 }),
-});
+const scenario = (steers: Steer[]) =>
+  fc.record({
+    size: fc.integer({ min: 1, max: FLEET.frontends + FLEET.backends }),
+    offset: fc.nat(),
+    component: fc.constantFrom<Component>('frontend', 'backend', 'common'),
+    batch: fc.constantFrom('1', '2', '3', '50%', '100%'),
+    maxFailures: fc.integer({ min: 0, max: 2 }),
+    approve: fc.boolean(),
+    faults: fc.array(fc.record({ server: fc.nat(), fault: fc.constantFrom(...Object.keys(FAULTS)) }), { maxLength: 3 }),
+    steering: fc.array(fc.record({ atMs: fc.integer({ min: 0, max: 1_500 }), steer: steerArb(steers) }), {
+      maxLength: 4,
+    }),
+  });
 type Scenario = ReturnType<typeof scenario> extends fc.Arbitrary<infer T> ? T : never;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -77,13 +94,20 @@ async function runCase(env: RolloutEnv, sc: Scenario, hands: Hands): Promise<voi
   const chosen = new Set(Array.from({ length: sc.size }, (_, i) => names[(sc.offset + i) % names.length]));
   // A canary of the hotfix's type among them (preflight refuses the rollout otherwise, before it is recorded).
   const fits = (role: string) => sc.component === 'common' || role === 'both' || role === sc.component;
-  if (![...chosen].some((n) => fits(env.fleet.server(n).role))) chosen.add(env.fleet.servers.find((s) => fits(s.role))!.name);
+  if (![...chosen].some((n) => fits(env.fleet.server(n).role)))
+    chosen.add(env.fleet.servers.find((s) => fits(s.role))!.name);
   const servers = names.filter((n) => chosen.has(n));
   for (const s of env.fleet.servers) s.clearFaults();
   const hf = await env.hotfix(sc.component);
   const before = await env.maxProcesses();
   for (const f of sc.faults) env.fleet.server(servers[f.server % servers.length]).fault(FAULTS[f.fault]);
-  const h = await env.startRollout({ hotfix: hf.name, servers, batch: sc.batch, maxFailures: sc.maxFailures, timing: TIMING });
+  const h = await env.startRollout({
+    hotfix: hf.name,
+    servers,
+    batch: sc.batch,
+    maxFailures: sc.maxFailures,
+    timing: TIMING,
+  });
   const gate = await env.waitForPhase(h, 'verifying', 60_000);
   if (gate.phase === 'verifying') {
     const answer = sc.approve ? env.approve(h, 'bob') : env.reject(h, 'bob', 'property drill');
@@ -98,28 +122,52 @@ async function runCase(env: RolloutEnv, sc: Scenario, hands: Hands): Promise<voi
   // A hung command the client gave up on settles (it still logs when its hang ends).
   if (sc.faults.some((f) => FAULTS[f.fault].hangMs)) await sleep(1_400);
   try {
-    await assertRolloutInvariant(env, st, { maxProcessesBefore: before, window: batchWidth(parseBatch(sc.batch), Math.max(1, servers.length - 1)) });
+    await assertRolloutInvariant(env, st, {
+      maxProcessesBefore: before,
+      window: batchWidth(parseBatch(sc.batch), Math.max(1, servers.length - 1)),
+    });
   } catch (err) {
     // What each server was sent, and what the ledger says, for the person replaying the seed.
-    const logs = servers.map((n) => `${n}:\n${env.fleet.server(n).log().filter((e) => e.at >= st.startedAt).map((e) => `  ${e.at} ${e.command} → ${e.exitCode}${e.dropped ? ' (dropped)' : ''}`).join('\n')}`);
-    const events = await env.orchestrator<{ kind: string; server: string | null; at: Date }[]>`SELECT kind, server, at FROM rollout_event WHERE rollout_id = ${st.id} ORDER BY seq`;
-    (err as Error).message += `\n${logs.join('\n')}\nledger: ${events.map((e) => `${e.kind}${e.server ? `:${e.server}` : ''}`).join(' ')}`;
+    const logs = servers.map(
+      (n) =>
+        `${n}:\n${env.fleet
+          .server(n)
+          .log()
+          .filter((e) => e.at >= st.startedAt)
+          .map((e) => `  ${e.at} ${e.command} → ${e.exitCode}${e.dropped ? ' (dropped)' : ''}`)
+          .join('\n')}`,
+    );
+    const events = await env.orchestrator<
+      { kind: string; server: string | null; at: Date }[]
+    >`SELECT kind, server, at FROM rollout_event WHERE rollout_id = ${st.id} ORDER BY seq`;
+    (err as Error).message +=
+      `\n${logs.join('\n')}\nledger: ${events.map((e) => `${e.kind}${e.server ? `:${e.server}` : ''}`).join(' ')}`;
     throw err;
   }
 }
 
 async function steer(env: RolloutEnv, h: WorkflowHandle, s: Steer, hands: Hands): Promise<void> {
   switch (s) {
-    case 'pause': await env.pause(h, 'dana'); break;
-    case 'resume': await env.resume(h, 'dana'); break;
-    case 'abort': await env.abort(h, 'dana', 'property drill'); break;
-    case 'cancel': await h.cancel(); break;
+    case 'pause':
+      await env.pause(h, 'dana');
+      break;
+    case 'resume':
+      await env.resume(h, 'dana');
+      break;
+    case 'abort':
+      await env.abort(h, 'dana', 'property drill');
+      break;
+    case 'cancel':
+      await h.cancel();
+      break;
     case 'terminate a batch child': {
       const child = (await env.status(h)).activeBatchWorkflows[0];
       if (child) await env.client.workflow.getHandle(child).terminate('property drill');
       break;
     }
-    case 'kill the worker': await hands.killWorker?.(); break;
+    case 'kill the worker':
+      await hands.killWorker?.();
+      break;
   }
 }
 
@@ -130,12 +178,20 @@ async function finish(env: RolloutEnv, h: WorkflowHandle): Promise<RolloutStatus
     const st = await env.status(h).catch(() => undefined);
     if (st && isFinalPhase(st.phase)) return (await h.result()) as RolloutStatus;
     if (st?.paused) await env.resume(h, 'dana').catch(() => undefined);
-    if (Date.now() > deadline) throw new Error(`${h.workflowId} did not end: ${JSON.stringify({ phase: st?.phase, paused: st?.paused, error: st?.error })}`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `${h.workflowId} did not end: ${JSON.stringify({ phase: st?.phase, paused: st?.paused, error: st?.error })}`,
+      );
     await sleep(200);
   }
 }
 
-const params = (runs: number) => ({ numRuns: runs, endOnFailure: true, ...(SEED !== undefined ? { seed: SEED } : {}), verbose: 1 as const });
+const params = (runs: number) => ({
+  numRuns: runs,
+  endOnFailure: true,
+  ...(SEED !== undefined ? { seed: SEED } : {}),
+  verbose: 1 as const,
+});
 
 /** Layer (a) runs in lanes at once (KM_HOTFIX_PROPERTY_LANES, default 2), each on a fleet of its own, with seeds `seed`, `seed + 1`, … */
 const LANES = Number(process.env.KM_HOTFIX_PROPERTY_LANES ?? 2);
@@ -143,18 +199,29 @@ const LANES = Number(process.env.KM_HOTFIX_PROPERTY_LANES ?? 2);
 describe('property (a): steering and faults together, in-process worker', function () {
   this.timeout(120_000 + STEERING_RUNS * 60_000);
   const envs: RolloutEnv[] = [];
-  before(async () => { for (let i = 0; i < LANES; i++) envs.push(await rolloutEnv({ ...FLEET, restartMs: 20 })); });
-  after(async () => { for (const env of envs) await env.close(); });
+  before(async () => {
+    for (let i = 0; i < LANES; i++) envs.push(await rolloutEnv({ ...FLEET, restartMs: 20 }));
+  });
+  after(async () => {
+    for (const env of envs) await env.close();
+  });
 
   it(`${STEERING_RUNS} random rollouts steered at random moments${SEED !== undefined ? ` (seed ${SEED})` : ''}`, async () => {
     const seed = SEED ?? Math.floor(Math.random() * 2 ** 31);
-    await Promise.all(envs.map((env, lane) => fc.assert(fc.asyncProperty(scenario(['pause', 'resume', 'abort', 'cancel', 'terminate a batch child']), async (sc) => {
-      try {
-        await runCase(env, sc, {});
-      } finally {
-        await env.endAll();
-      }
-    }), { ...params(Math.ceil(STEERING_RUNS / LANES)), seed: seed + lane })));
+    await Promise.all(
+      envs.map((env, lane) =>
+        fc.assert(
+          fc.asyncProperty(scenario(['pause', 'resume', 'abort', 'cancel', 'terminate a batch child']), async (sc) => {
+            try {
+              await runCase(env, sc, {});
+            } finally {
+              await env.endAll();
+            }
+          }),
+          { ...params(Math.ceil(STEERING_RUNS / LANES)), seed: seed + lane },
+        ),
+      ),
+    );
   });
 });
 
@@ -163,7 +230,19 @@ describe('property (b): steering, faults and worker SIGKILLs, real worker proces
   let env: RolloutEnv;
   let keyFile: string;
   const workers: WorkerProcess[] = [];
-  const workerOn = () => startWorkerProcess(env.client, { temporalAddress: testStack().temporal.address, taskQueue: env.taskQueue, orchestratorUrl: env.orchestratorUrl, kmUrl: env.kmUrl, sshKeyFile: keyFile, allowedSigners: env.people.allowedSigners }, workers);
+  const workerOn = () =>
+    startWorkerProcess(
+      env.client,
+      {
+        temporalAddress: testStack().temporal.address,
+        taskQueue: env.taskQueue,
+        orchestratorUrl: env.orchestratorUrl,
+        kmUrl: env.kmUrl,
+        sshKeyFile: keyFile,
+        allowedSigners: env.people.allowedSigners,
+      },
+      workers,
+    );
 
   before(async () => {
     env = await rolloutEnv({ ...FLEET, restartMs: 20 });
@@ -187,12 +266,18 @@ describe('property (b): steering, faults and worker SIGKILLs, real worker proces
         await workerOn();
       },
     };
-    await fc.assert(fc.asyncProperty(scenario(['pause', 'resume', 'abort', 'cancel', 'terminate a batch child', 'kill the worker']), async (sc) => {
-      try {
-        await runCase(env, sc, hands);
-      } finally {
-        await env.endAll();
-      }
-    }), params(REAL_RUNS));
+    await fc.assert(
+      fc.asyncProperty(
+        scenario(['pause', 'resume', 'abort', 'cancel', 'terminate a batch child', 'kill the worker']),
+        async (sc) => {
+          try {
+            await runCase(env, sc, hands);
+          } finally {
+            await env.endAll();
+          }
+        },
+      ),
+      params(REAL_RUNS),
+    );
   });
 });

@@ -41,25 +41,33 @@ describe('property: random fleets, windows, budgets and faults all end by the in
   this.timeout(60_000 + RUNS * 60_000);
 
   it(`${RUNS} random rollouts${SEED !== undefined ? ` (seed ${SEED})` : ''}`, async () => {
-    await fc.assert(fc.asyncProperty(scenario, async (sc) => {
-      const env = await rolloutEnv({ frontends: sc.frontends, backends: sc.backends, restartMs: 50 });
-      try {
-        const hf = await env.hotfix(sc.component);
-        const before = await env.maxProcesses();
-        for (const f of sc.faults) env.fleet.servers[f.server % env.fleet.servers.length].fault(FAULTS[f.fault]);
-        const h = await env.startRollout({ hotfix: hf.name, batch: sc.batch, maxFailures: sc.maxFailures, timing: TIMING });
-        const gate = await env.waitForPhase(h, 'verifying', 60_000);
-        if (gate.phase === 'verifying') {
-          if (sc.approve) await env.approve(h, 'bob');
-          else await env.reject(h, 'bob', 'property drill');
+    await fc.assert(
+      fc.asyncProperty(scenario, async (sc) => {
+        const env = await rolloutEnv({ frontends: sc.frontends, backends: sc.backends, restartMs: 50 });
+        try {
+          const hf = await env.hotfix(sc.component);
+          const before = await env.maxProcesses();
+          for (const f of sc.faults) env.fleet.servers[f.server % env.fleet.servers.length].fault(FAULTS[f.fault]);
+          const h = await env.startRollout({
+            hotfix: hf.name,
+            batch: sc.batch,
+            maxFailures: sc.maxFailures,
+            timing: TIMING,
+          });
+          const gate = await env.waitForPhase(h, 'verifying', 60_000);
+          if (gate.phase === 'verifying') {
+            if (sc.approve) await env.approve(h, 'bob');
+            else await env.reject(h, 'bob', 'property drill');
+          }
+          const st = (await h.result()) as RolloutStatus;
+          // A hung command the client gave up on, or a restart cut off, settles first.
+          await new Promise((r) => setTimeout(r, 1_600));
+          await assertRolloutInvariant(env, st, { maxProcessesBefore: before });
+        } finally {
+          await env.close();
         }
-        const st = (await h.result()) as RolloutStatus;
-        // A hung command the client gave up on, or a restart cut off, settles first.
-        await new Promise((r) => setTimeout(r, 1_600));
-        await assertRolloutInvariant(env, st, { maxProcessesBefore: before });
-      } finally {
-        await env.close();
-      }
-    }), { numRuns: RUNS, endOnFailure: true, ...(SEED !== undefined ? { seed: SEED } : {}), verbose: 1 });
+      }),
+      { numRuns: RUNS, endOnFailure: true, ...(SEED !== undefined ? { seed: SEED } : {}), verbose: 1 },
+    );
   });
 });

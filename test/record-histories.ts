@@ -39,9 +39,24 @@ async function phase(h: WorkflowHandle, want: string): Promise<void> {
 }
 
 /** A rollout with this workflow id, signed by alice. */
-async function rollout(env: RolloutEnv, id: string, hf: { name: string; sha256: string }, over: Partial<RolloutInput> = {}): Promise<RolloutInput> {
+async function rollout(
+  env: RolloutEnv,
+  id: string,
+  hf: { name: string; sha256: string },
+  over: Partial<RolloutInput> = {},
+): Promise<RolloutInput> {
   const signed = await env.sign('alice', { action: 'rollout', rollout: id, hotfix: hf.name, sha256: hf.sha256 });
-  return { hotfix: hf.name, signed, servers: [], batch: '2', maxFailures: 0, approvers: [], approvalTimeoutMs: 3_600_000, timing: FAST_TIMING, ...over };
+  return {
+    hotfix: hf.name,
+    signed,
+    servers: [],
+    batch: '2',
+    maxFailures: 0,
+    approvers: [],
+    approvalTimeoutMs: 3_600_000,
+    timing: FAST_TIMING,
+    ...over,
+  };
 }
 
 /**
@@ -50,11 +65,26 @@ async function rollout(env: RolloutEnv, id: string, hf: { name: string; sha256: 
  * historyFromJSON reads (the SDK's historyToJSON trips over two protobufjs
  * versions in node_modules).
  */
-export async function collect(client: Client, scenario: string, workflowId: string, out: RecordedHistory[]): Promise<void> {
+export async function collect(
+  client: Client,
+  scenario: string,
+  workflowId: string,
+  out: RecordedHistory[],
+): Promise<void> {
   const handle = client.workflow.getHandle(workflowId);
   const [history, desc, shown] = await Promise.all([
-    handle.fetchHistory(), handle.describe(),
-    runChild(testStack().temporalBinary, ['workflow', 'show', '--workflow-id', workflowId, '--address', testStack().temporal.address, '--output', 'json']),
+    handle.fetchHistory(),
+    handle.describe(),
+    runChild(testStack().temporalBinary, [
+      'workflow',
+      'show',
+      '--workflow-id',
+      workflowId,
+      '--address',
+      testStack().temporal.address,
+      '--output',
+      'json',
+    ]),
   ]);
   out.push({ scenario, workflowId, workflowType: desc.type, history: JSON.parse(shown.stdout) });
   for (const e of history.events ?? []) {
@@ -71,7 +101,11 @@ async function lastServerFails(env: RolloutEnv, id: string, description: string,
   const last = env.fleet.servers.at(-1)!;
   last.fault({ failApplies: 100 });
   try {
-    const h = await env.client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue: env.taskQueue, workflowId: id, args: [await rollout(env, id, hf, { batch })] });
+    const h = await env.client.workflow.start(WORKFLOW_TYPES.rollout, {
+      taskQueue: env.taskQueue,
+      workflowId: id,
+      args: [await rollout(env, id, hf, { batch })],
+    });
     await phase(h, 'verifying');
     await env.approve(h, 'bob');
     await h.result();
@@ -84,21 +118,33 @@ async function lastServerFails(env: RolloutEnv, id: string, description: string,
 const SCENARIOS: Record<string, Scenario> = {
   async approve(env, id) {
     const hf = await env.hotfix('backend', { description: 'replay_approve' });
-    const h = await env.client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue: env.taskQueue, workflowId: id, args: [await rollout(env, id, hf)] });
+    const h = await env.client.workflow.start(WORKFLOW_TYPES.rollout, {
+      taskQueue: env.taskQueue,
+      workflowId: id,
+      args: [await rollout(env, id, hf)],
+    });
     await phase(h, 'verifying');
     await env.approve(h, 'bob', 'canary looks good');
     await h.result();
   },
   async reject(env, id) {
     const hf = await env.hotfix('frontend', { description: 'replay_reject' });
-    const h = await env.client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue: env.taskQueue, workflowId: id, args: [await rollout(env, id, hf)] });
+    const h = await env.client.workflow.start(WORKFLOW_TYPES.rollout, {
+      taskQueue: env.taskQueue,
+      workflowId: id,
+      args: [await rollout(env, id, hf)],
+    });
     await phase(h, 'verifying');
     await env.reject(h, 'bob', 'login page broken');
     await h.result();
   },
   async 'approval-timeout'(env, id) {
     const hf = await env.hotfix('common', { description: 'replay_timeout' });
-    const h = await env.client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue: env.taskQueue, workflowId: id, args: [await rollout(env, id, hf, { approvalTimeoutMs: 1500 })] });
+    const h = await env.client.workflow.start(WORKFLOW_TYPES.rollout, {
+      taskQueue: env.taskQueue,
+      workflowId: id,
+      args: [await rollout(env, id, hf, { approvalTimeoutMs: 1500 })],
+    });
     await h.result();
   },
   async 'failure-rollback'(env, id) {
@@ -109,10 +155,15 @@ const SCENARIOS: Record<string, Scenario> = {
     const hf = await env.hotfix('common', { description: 'replay_cancel' });
     for (const s of env.fleet.servers) s.fault({ restartMs: 400 });
     try {
-      const h = await env.client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue: env.taskQueue, workflowId: id, args: [await rollout(env, id, hf, { batch: '1' })] });
+      const h = await env.client.workflow.start(WORKFLOW_TYPES.rollout, {
+        taskQueue: env.taskQueue,
+        workflowId: id,
+        args: [await rollout(env, id, hf, { batch: '1' })],
+      });
       await phase(h, 'verifying');
       await env.approve(h, 'bob');
-      for (const deadline = Date.now() + 30_000; (await env.applied(hf.name)).length < 2 && Date.now() < deadline;) await sleep(25);
+      for (const deadline = Date.now() + 30_000; (await env.applied(hf.name)).length < 2 && Date.now() < deadline;)
+        await sleep(25);
       await h.cancel();
       await h.result();
     } finally {
@@ -125,7 +176,11 @@ const SCENARIOS: Record<string, Scenario> = {
     const last = env.fleet.servers.at(-1)!;
     last.fault({ unreachableOn: 'restart', unreachableMs: 1_000 });
     try {
-      const h = await env.client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue: env.taskQueue, workflowId: id, args: [await rollout(env, id, hf, { batch: '1' })] });
+      const h = await env.client.workflow.start(WORKFLOW_TYPES.rollout, {
+        taskQueue: env.taskQueue,
+        workflowId: id,
+        args: [await rollout(env, id, hf, { batch: '1' })],
+      });
       await phase(h, 'verifying');
       await env.approve(h, 'bob');
       await h.result();
@@ -135,21 +190,42 @@ const SCENARIOS: Record<string, Scenario> = {
   },
   async removal(env, id) {
     const hf = await env.hotfix('frontend', { description: 'replay_removal' });
-    const r = await env.client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue: env.taskQueue, workflowId: `${id}-rollout`, args: [await rollout(env, `${id}-rollout`, hf)] });
+    const r = await env.client.workflow.start(WORKFLOW_TYPES.rollout, {
+      taskQueue: env.taskQueue,
+      workflowId: `${id}-rollout`,
+      args: [await rollout(env, `${id}-rollout`, hf)],
+    });
     await phase(r, 'verifying');
     await env.approve(r, 'bob');
     await r.result();
-    const signed = await env.sign('alice', { action: 'remove', rollout: id, hotfix: hf.name, sha256: await env.registeredSha256(hf.name) });
+    const signed = await env.sign('alice', {
+      action: 'remove',
+      rollout: id,
+      hotfix: hf.name,
+      sha256: await env.registeredSha256(hf.name),
+    });
     const input: RemovalInput = { hotfix: hf.name, signed, servers: [], keepRegistered: false, timing: FAST_TIMING };
-    await env.client.workflow.execute(WORKFLOW_TYPES.removal, { taskQueue: env.taskQueue, workflowId: id, args: [input] });
+    await env.client.workflow.execute(WORKFLOW_TYPES.removal, {
+      taskQueue: env.taskQueue,
+      workflowId: id,
+      args: [input],
+    });
   },
   /** A window wider than half a slice: at a slice's end the next child starts in the places the previous one freed. */
   async handoff(_env, id) {
     const wide = await rolloutEnv({ frontends: 1, backends: 6, restartMs: 50 });
     try {
       const hf = await wide.hotfix('common', { description: 'replay_handoff' });
-      const input = await rollout(wide, id, hf, { canary: wide.fleet.servers[0]!.name, batch: '2', timing: { ...FAST_TIMING, sliceServers: 4 } });
-      const h = await wide.client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue: wide.taskQueue, workflowId: id, args: [input] });
+      const input = await rollout(wide, id, hf, {
+        canary: wide.fleet.servers[0]!.name,
+        batch: '2',
+        timing: { ...FAST_TIMING, sliceServers: 4 },
+      });
+      const h = await wide.client.workflow.start(WORKFLOW_TYPES.rollout, {
+        taskQueue: wide.taskQueue,
+        workflowId: id,
+        args: [input],
+      });
       await phase(h, 'verifying');
       await wide.approve(h, 'bob');
       await h.result();
@@ -163,14 +239,30 @@ const SCENARIOS: Record<string, Scenario> = {
     const taskQueue = `${env.taskQueue}-crash`;
     const keyFile = path.join(await scratchDir('record'), 'id_ed25519');
     await fs.writeFile(keyFile, env.sshPrivateKey, { mode: 0o600 });
-    const dead = await startWorkerProcess(env.client, { temporalAddress: testStack().temporal.address, taskQueue, orchestratorUrl: env.orchestratorUrl, kmUrl: env.kmUrl, sshKeyFile: keyFile, allowedSigners: env.people.allowedSigners });
-    const h = await env.client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue, workflowId: id, args: [await rollout(env, id, hf)] });
+    const dead = await startWorkerProcess(env.client, {
+      temporalAddress: testStack().temporal.address,
+      taskQueue,
+      orchestratorUrl: env.orchestratorUrl,
+      kmUrl: env.kmUrl,
+      sshKeyFile: keyFile,
+      allowedSigners: env.people.allowedSigners,
+    });
+    const h = await env.client.workflow.start(WORKFLOW_TYPES.rollout, {
+      taskQueue,
+      workflowId: id,
+      args: [await rollout(env, id, hf)],
+    });
     try {
       await phase(h, 'verifying');
     } finally {
       await dead.kill();
     }
-    const built = createActivities({ orchestrator: env.orchestrator, km: env.km, ssh: { privateKey: Buffer.from(env.sshPrivateKey) }, allowedSigners: env.people.allowedSigners });
+    const built = createActivities({
+      orchestrator: env.orchestrator,
+      km: env.km,
+      ssh: { privateKey: Buffer.from(env.sshPrivateKey) },
+      allowedSigners: env.people.allowedSigners,
+    });
     const next = await testWorker({ activities: built.activities, taskQueue });
     try {
       await next.run(async () => {
@@ -197,7 +289,8 @@ export async function recordHistories(only?: string[]): Promise<string[]> {
       const recorded: RecordedHistory[] = [];
       if (name === 'removal') await collect(env.client, name, `${id}-rollout`, recorded);
       await collect(env.client, name, id, recorded);
-      for (const old of (await fs.readdir(HISTORIES_DIR)).filter((f) => f.startsWith(`${name}.`))) await fs.rm(path.join(HISTORIES_DIR, old));
+      for (const old of (await fs.readdir(HISTORIES_DIR)).filter((f) => f.startsWith(`${name}.`)))
+        await fs.rm(path.join(HISTORIES_DIR, old));
       for (const [i, r] of recorded.entries()) {
         const file = path.join(HISTORIES_DIR, `${name}.${String(i).padStart(2, '0')}.${r.workflowType}.json`);
         await fs.writeFile(file, JSON.stringify(r, null, 1) + '\n');
@@ -212,12 +305,22 @@ export async function recordHistories(only?: string[]): Promise<string[]> {
 }
 
 if (require.main === module) {
-  Runtime.install({ logger: new DefaultLogger('ERROR'), telemetryOptions: { logging: { filter: { core: 'ERROR', other: 'ERROR' } } } });
+  Runtime.install({
+    logger: new DefaultLogger('ERROR'),
+    telemetryOptions: { logging: { filter: { core: 'ERROR', other: 'ERROR' } } },
+  });
   const only = process.argv.slice(2);
   const t0 = Date.now();
   startTestStack()
     .then(() => recordHistories(only.length ? only : undefined))
-    .then((files) => console.error(`wrote ${files.length} histories to ${path.relative(process.cwd(), HISTORIES_DIR)} in ${((Date.now() - t0) / 1000).toFixed(1)} s`))
-    .catch((err: unknown) => { console.error(err); process.exitCode = 1; })
+    .then((files) =>
+      console.error(
+        `wrote ${files.length} histories to ${path.relative(process.cwd(), HISTORIES_DIR)} in ${((Date.now() - t0) / 1000).toFixed(1)} s`,
+      ),
+    )
+    .catch((err: unknown) => {
+      console.error(err);
+      process.exitCode = 1;
+    })
     .finally(() => stopTestStack());
 }

@@ -12,10 +12,16 @@ const RESTART = /supervisorctl restart all/;
 describe('removal: unapply everywhere, then delete', function () {
   this.timeout(120_000);
   let env: RolloutEnv;
-  before(async () => { env = await rolloutEnv({ frontends: 2, backends: 2 }); });
-  after(async () => { await env?.close(); });
+  before(async () => {
+    env = await rolloutEnv({ frontends: 2, backends: 2 });
+  });
+  after(async () => {
+    await env?.close();
+  });
   // Pass or fail, nothing a test started keeps running or holds a server.
-  afterEach(async () => { await env?.endAll(); });
+  afterEach(async () => {
+    await env?.endAll();
+  });
 
   async function rolledOut(component: 'frontend' | 'backend' | 'common'): Promise<string> {
     const hf = await env.hotfix(component);
@@ -43,12 +49,17 @@ describe('removal: unapply everywhere, then delete', function () {
     assert.ok(serversOf(st).every((s) => s.state === 'removed'));
     // One at a time, in inventory order.
     const at = env.fleet.servers.map((s) => Date.parse(s.log().find((e) => UNAPPLY.test(e.command))!.at));
-    assert.deepEqual([...at].sort((a, b) => a - b), at);
+    assert.deepEqual(
+      [...at].sort((a, b) => a - b),
+      at,
+    );
   });
 
   it('limited to some servers: only those are unapplied and the hotfix stays registered', async () => {
     const name = await rolledOut('frontend');
-    const st = (await (await env.startRemoval({ hotfix: name, servers: ['km-fe-2', 'km-be-1'] })).result()) as RolloutStatus;
+    const st = (await (
+      await env.startRemoval({ hotfix: name, servers: ['km-fe-2', 'km-be-1'] })
+    ).result()) as RolloutStatus;
     assert.equal(st.phase, 'completed', st.error ?? '');
     assert.deepEqual(await env.applied(name), ['km-be-2', 'km-fe-1']);
     assert.equal(await registered(name), true);

@@ -4,18 +4,47 @@ import { changeLines, outcomeLine, statusBlock } from '../client/render/status';
 import { boundedStatus, FULL_SERVER_LIST_MAX, RolloutStatus, ServerStatus } from '../domain/rollout';
 
 function bigRollout(n: number, limit = Infinity): RolloutStatus {
-  const servers: ServerStatus[] = Array.from({ length: n }, (_, i) => ({ name: `km-be-${i + 1}`, role: 'backend', state: i < 150 ? 'patched' : 'pending' }));
+  const servers: ServerStatus[] = Array.from({ length: n }, (_, i) => ({
+    name: `km-be-${i + 1}`,
+    role: 'backend',
+    state: i < 150 ? 'patched' : 'pending',
+  }));
   servers[150].state = 'patching';
   servers[151].state = 'patching';
   servers[40].state = 'failed';
   servers[40].error = 'km-be-41: applying failed';
   const now = new Date().toISOString();
   // Bounded as a workflow bounds it, with the list kept whatever its size (this block is about rendering one).
-  return boundedStatus({
-    id: 'rollout-x', kind: 'rollout', hotfix: 'hotfix_backend_x', phase: 'fanout', requestedBy: 'alice', requestedKey: null, sha256: null, canary: 'km-be-300',
-    drained: [], approvals: [], decisions: [], servers, serverCount: 0, serverCounts: {}, attention: [], attentionMore: 0, error: null, paused: false, gate: null,
-    needsAttention: [], needsAttentionMore: 0, startedAt: now, updatedAt: now, endedAt: null, activeBatchWorkflows: [],
-  }, limit);
+  return boundedStatus(
+    {
+      id: 'rollout-x',
+      kind: 'rollout',
+      hotfix: 'hotfix_backend_x',
+      phase: 'fanout',
+      requestedBy: 'alice',
+      requestedKey: null,
+      sha256: null,
+      canary: 'km-be-300',
+      drained: [],
+      approvals: [],
+      decisions: [],
+      servers,
+      serverCount: 0,
+      serverCounts: {},
+      attention: [],
+      attentionMore: 0,
+      error: null,
+      paused: false,
+      gate: null,
+      needsAttention: [],
+      needsAttentionMore: 0,
+      startedAt: now,
+      updatedAt: now,
+      endedAt: null,
+      activeBatchWorkflows: [],
+    },
+    limit,
+  );
 }
 
 describe('status block', () => {
@@ -24,7 +53,8 @@ describe('status block', () => {
     const lines = statusBlock(st, Date.now(), false, 10);
     assert.ok(lines.length < 25, `${lines.length} lines`);
     const table = lines.join('\n');
-    for (const n of ['km-be-41', 'km-be-151', 'km-be-152', 'km-be-300']) assert.match(table, new RegExp(`^${n}\\s`, 'm'), n);
+    for (const n of ['km-be-41', 'km-be-151', 'km-be-152', 'km-be-300'])
+      assert.match(table, new RegExp(`^${n}\\s`, 'm'), n);
     assert.match(table, /… and 1991 more \(patched 144 · pending 1847\): 'km-hotfix status rollout-x' lists them all/);
   });
 
@@ -44,8 +74,20 @@ describe('status block', () => {
     assert.match(text, /… and 1999 more: 'km-hotfix status rollout-x --servers' pages every server/);
     assert.ok(lines.length < 20, `${lines.length} lines`);
     const later = { ...st, serverCounts: { ...st.serverCounts, patched: 155, pending: 1842 } };
-    assert.deepEqual(changeLines(st, later, Date.parse('2026-01-01T10:00:00Z')).map((l) => l.replace(/^\S+\s+/, '')), ['progress 155/2000 patched or skipped (patched 155 · failed 1 · patching 2 · pending 1842)']);
-    const done = { ...st, phase: 'rollback_failed' as const, error: 'stopped', needsAttention: ['km-be-1', 'km-be-2'], needsAttentionMore: 70 };
-    assert.match(outcomeLine(done), /needs a person: km-be-1, km-be-2 and 70 more \('km-hotfix status rollout-x --servers --state rollback_failed'\)/);
+    assert.deepEqual(
+      changeLines(st, later, Date.parse('2026-01-01T10:00:00Z')).map((l) => l.replace(/^\S+\s+/, '')),
+      ['progress 155/2000 patched or skipped (patched 155 · failed 1 · patching 2 · pending 1842)'],
+    );
+    const done = {
+      ...st,
+      phase: 'rollback_failed' as const,
+      error: 'stopped',
+      needsAttention: ['km-be-1', 'km-be-2'],
+      needsAttentionMore: 70,
+    };
+    assert.match(
+      outcomeLine(done),
+      /needs a person: km-be-1, km-be-2 and 70 more \('km-hotfix status rollout-x --servers --state rollback_failed'\)/,
+    );
   });
 });

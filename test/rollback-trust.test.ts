@@ -19,25 +19,35 @@ async function orchestratorDown(env: RolloutEnv): Promise<() => Promise<void>> {
   const db = new URL(env.orchestratorUrl).pathname.slice(1);
   await env.km.unsafe(`ALTER DATABASE "${db}" ALLOW_CONNECTIONS false`);
   await env.km`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ${db}`;
-  return async () => { await env.km.unsafe(`ALTER DATABASE "${db}" ALLOW_CONNECTIONS true`); };
+  return async () => {
+    await env.km.unsafe(`ALTER DATABASE "${db}" ALLOW_CONNECTIONS true`);
+  };
 }
 
 describe('rollback you can trust (issue 9)', function () {
   this.timeout(120_000);
   let env: RolloutEnv;
-  before(async () => { env = await rolloutEnv({ frontends: 2, backends: 3 }); });
-  after(async () => { await env?.close(); });
+  before(async () => {
+    env = await rolloutEnv({ frontends: 2, backends: 3 });
+  });
+  after(async () => {
+    await env?.close();
+  });
   afterEach(async () => {
     await env?.endAll();
     await env.km`DELETE FROM km_hotfix_applied`;
-    for (const s of env.fleet.servers) { s.clearLog(); s.clearFaults(); }
+    for (const s of env.fleet.servers) {
+      s.clearLog();
+      s.clearFaults();
+    }
   });
 
   it('1: servers whose apply took effect but whose answer was lost are rolled back too (every attempted target, per the KM database)', async () => {
     const hf = await env.hotfix('backend');
     const before = await env.maxProcesses();
     // Fan-out: km-be-2, km-be-3, km-fe-1 apply, then the connection dies before the exit status; km-fe-2 fails.
-    for (const n of ['km-be-2', 'km-be-3', 'km-fe-1']) env.fleet.server(n).fault({ dropConnection: 1, dropOn: 'apply' });
+    for (const n of ['km-be-2', 'km-be-3', 'km-fe-1'])
+      env.fleet.server(n).fault({ dropConnection: 1, dropOn: 'apply' });
     env.fleet.server('km-fe-2').fault({ failApplies: 10 });
     const h = await env.startRollout({ hotfix: hf.name, batch: '100%' });
     await env.waitForPhase(h, 'verifying');
@@ -45,7 +55,13 @@ describe('rollback you can trust (issue 9)', function () {
     const st = (await h.result()) as RolloutStatus;
     assert.equal(st.phase, 'rolled_back', st.error ?? '');
     for (const n of ['km-be-2', 'km-be-3', 'km-fe-1']) {
-      assert.ok(env.fleet.server(n).log().some((e) => e.dropped), `${n}: the answer was really lost`);
+      assert.ok(
+        env.fleet
+          .server(n)
+          .log()
+          .some((e) => e.dropped),
+        `${n}: the answer was really lost`,
+      );
       assert.equal(env.commands(n, /--unapply-hotfix=/).length, 1, `${n} unapplied`);
     }
     await assertRolloutInvariant(env, st, { maxProcessesBefore: before });
@@ -61,7 +77,11 @@ describe('rollback you can trust (issue 9)', function () {
     const st = (await h.result()) as RolloutStatus;
     assert.equal(st.phase, 'rolled_back');
     assert.deepEqual(await env.applied(hf.name), ['km-be-3'], 'the server patched before this rollout keeps it');
-    assert.deepEqual(env.commands('km-be-3', /--(un)?apply-hotfix=|supervisorctl restart/), [], 'never changed: it was skipped');
+    assert.deepEqual(
+      env.commands('km-be-3', /--(un)?apply-hotfix=|supervisorctl restart/),
+      [],
+      'never changed: it was skipped',
+    );
     await assertRolloutInvariant(env, st, { maxProcessesBefore: before });
   });
 
@@ -97,7 +117,10 @@ describe('rollback you can trust (issue 9)', function () {
     const atPause = (await env.applied(hf.name)).length;
     await sleep(2_000);
     const applied = await env.applied(hf.name);
-    assert.ok(applied.length <= atPause + 1, `no server starts after the pause, beyond the one in flight: ${atPause} applied at the pause, then ${applied}`);
+    assert.ok(
+      applied.length <= atPause + 1,
+      `no server starts after the pause, beyond the one in flight: ${atPause} applied at the pause, then ${applied}`,
+    );
     assert.ok(applied.length < 5, `the pause held the fan-out: ${applied}`);
     await env.resume(h, 'alice');
     const st = (await h.result()) as RolloutStatus;
@@ -106,13 +129,29 @@ describe('rollback you can trust (issue 9)', function () {
   });
 
   it('3: a pause given while a fan-out child is being started reaches it (deterministic probe)', async () => {
-    const probe = await rolloutEnv({ frontends: 4, backends: 0, restartMs: 200, workflowsPath: path.resolve(__dirname, 'fixtures', 'steering-workflows.js') });
+    const probe = await rolloutEnv({
+      frontends: 4,
+      backends: 0,
+      restartMs: 200,
+      workflowsPath: path.resolve(__dirname, 'fixtures', 'steering-workflows.js'),
+    });
     try {
       const hf = await probe.hotfix('frontend');
       const servers = probe.fleet.servers.map((s) => s.name);
       const workflowId = `probe-${hf.name}`;
-      await recordRolloutStart(probe.orchestrator, { id: workflowId, kind: 'rollout', hotfix: hf.name, requestedBy: 'alice', servers, options: {} }); // its ledger row
-      const h = await probe.client.workflow.start('pauseWhileChildrenStart', { taskQueue: probe.taskQueue, workflowId, args: [{ hotfix: hf.name, servers, timing: FAST_TIMING }] });
+      await recordRolloutStart(probe.orchestrator, {
+        id: workflowId,
+        kind: 'rollout',
+        hotfix: hf.name,
+        requestedBy: 'alice',
+        servers,
+        options: {},
+      }); // its ledger row
+      const h = await probe.client.workflow.start('pauseWhileChildrenStart', {
+        taskQueue: probe.taskQueue,
+        workflowId,
+        args: [{ hotfix: hf.name, servers, timing: FAST_TIMING }],
+      });
       await sleep(2_500);
       const during = await probe.applied(hf.name);
       assert.ok(during.length <= 1, `paused: at most the one server that was starting, not ${during.join(', ')}`);
@@ -169,7 +208,11 @@ describe('rollback you can trust (issue 9)', function () {
       await env.waitForPhase(h, 'rolling_back');
       await sleep(2_000);
       // The record of the unapply (the pids a retry judges its restart by) must land before the restart is sent.
-      assert.equal(env.commands(canary, /supervisorctl restart all/).length, restartsBefore, 'no restart was sent while its record could not be written');
+      assert.equal(
+        env.commands(canary, /supervisorctl restart all/).length,
+        restartsBefore,
+        'no restart was sent while its record could not be written',
+      );
     } finally {
       await up();
     }
@@ -180,7 +223,11 @@ describe('rollback you can trust (issue 9)', function () {
   });
 
   it('6: invalid workflow inputs end the workflow at once (an invalid upload file name ends it failed)', async () => {
-    const upload = await env.client.workflow.start(WORKFLOW_TYPES.upload, { taskQueue: env.taskQueue, workflowId: `upload-bad-${Date.now()}`, args: [{ requestedBy: 'tester', sha256: 'abc', fileName: 'not-a-hotfix.gz' }] });
+    const upload = await env.client.workflow.start(WORKFLOW_TYPES.upload, {
+      taskQueue: env.taskQueue,
+      workflowId: `upload-bad-${Date.now()}`,
+      args: [{ requestedBy: 'tester', sha256: 'abc', fileName: 'not-a-hotfix.gz' }],
+    });
     const st = (await upload.result()) as RolloutStatus;
     assert.equal(st.phase, 'failed');
     assert.match(st.error ?? '', /invalid upload/);
@@ -188,8 +235,16 @@ describe('rollback you can trust (issue 9)', function () {
     const rs = (await bad.result()) as RolloutStatus;
     assert.equal(rs.phase, 'failed');
     assert.match(rs.error ?? '', /maxFailures/);
-    const none = await env.client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue: env.taskQueue, workflowId: `rollout-none-${Date.now()}`, args: [null] });
-    await assert.rejects(none.result(), (err: unknown) => err instanceof WorkflowFailedError && /needs its input/.test(String((err.cause as Error)?.message)));
+    const none = await env.client.workflow.start(WORKFLOW_TYPES.rollout, {
+      taskQueue: env.taskQueue,
+      workflowId: `rollout-none-${Date.now()}`,
+      args: [null],
+    });
+    await assert.rejects(
+      none.result(),
+      (err: unknown) =>
+        err instanceof WorkflowFailedError && /needs its input/.test(String((err.cause as Error)?.message)),
+    );
   });
 
   it('7: status never shows `verifying` without its gate, even while the ledger write of the phase waits', async () => {
@@ -203,7 +258,10 @@ describe('rollback you can trust (issue 9)', function () {
       let seen: RolloutStatus | undefined;
       for (let i = 0; i < 300; i++) {
         const st = await env.status(h);
-        if (st.phase === 'verifying') { seen = st; break; }
+        if (st.phase === 'verifying') {
+          seen = st;
+          break;
+        }
         await sleep(10);
       }
       assert.ok(seen, 'verifying reached while the ledger waits');
@@ -217,7 +275,10 @@ describe('rollback you can trust (issue 9)', function () {
     const hf = await env.hotfix('frontend');
     const before = await env.maxProcesses();
     env.fleet.server('km-fe-1').fault({ restartMs: 800 });
-    const h = await env.startRollout({ hotfix: hf.name, timing: { ...FAST_TIMING, servicesTimeoutMs: 2_000, commandTimeoutMs: 1_000 } });
+    const h = await env.startRollout({
+      hotfix: hf.name,
+      timing: { ...FAST_TIMING, servicesTimeoutMs: 2_000, commandTimeoutMs: 1_000 },
+    });
     await env.waitForPhase(h, 'canary');
     for (let i = 0; env.commands('km-fe-1', APPLY).length === 0; i++) {
       if (i > 400) assert.fail('the canary was never applied');

@@ -34,7 +34,11 @@ describe('rollback from the truth: steering meets faults and crashes', function 
   });
   after(async () => env?.close());
 
-  const logged = (server: string, pattern: RegExp) => env.fleet.server(server).log().some((e) => pattern.test(e.command));
+  const logged = (server: string, pattern: RegExp) =>
+    env.fleet
+      .server(server)
+      .log()
+      .some((e) => pattern.test(e.command));
 
   async function ends(h: WorkflowHandle, phase: RolloutStatus['phase']): Promise<RolloutStatus> {
     const st = (await h.result()) as RolloutStatus;
@@ -44,7 +48,9 @@ describe('rollback from the truth: steering meets faults and crashes', function 
     return st;
   }
   let mpBefore: Record<string, number> = {};
-  beforeEach(async () => { mpBefore = await env.maxProcesses(); });
+  beforeEach(async () => {
+    mpBefore = await env.maxProcesses();
+  });
 
   it('1: pause while a server is being retried after its apply took effect, then abort: rolled_back with the hotfix nowhere', async () => {
     const hf = await env.hotfix('common');
@@ -53,12 +59,20 @@ describe('rollback from the truth: steering meets faults and crashes', function 
     const h = await env.startRollout({ hotfix: hf.name, batch: '1' });
     await env.waitForPhase(h, 'verifying');
     await env.approve(h, 'bob');
-    await until('km-fe-2 unreachable at its restart', async () => env.fleet.server('km-fe-2').log().some((e) => RESTART.test(e.command) && e.exitCode === 255));
+    await until('km-fe-2 unreachable at its restart', async () =>
+      env.fleet
+        .server('km-fe-2')
+        .log()
+        .some((e) => RESTART.test(e.command) && e.exitCode === 255),
+    );
     await env.pause(h, 'bob');
     await env.abort(h, 'bob', 'regression 1');
     const st = await ends(h, 'rolled_back');
     assert.deepEqual(await env.applied(hf.name), []);
-    assert.ok(serversOf(st).some((s) => s.name === 'km-fe-2' && s.state === 'rolled_back'), 'km-fe-2 was rolled back');
+    assert.ok(
+      serversOf(st).some((s) => s.name === 'km-fe-2' && s.state === 'rolled_back'),
+      'km-fe-2 was rolled back',
+    );
   });
 
   it('2: a cancel from Temporal mid fan-out is an abort: rolled_back with the hotfix nowhere', async () => {
@@ -72,7 +86,9 @@ describe('rollback from the truth: steering meets faults and crashes', function 
     const st = await ends(h, 'rolled_back');
     assert.match(st.error ?? '', /cancelled from Temporal/);
     // The cancel stopped the fan-out: the servers not yet reached never got an apply.
-    const reached = env.fleet.servers.filter((s) => s.log().some((e) => e.at >= st.startedAt && APPLY.test(e.command))).length;
+    const reached = env.fleet.servers.filter((s) =>
+      s.log().some((e) => e.at >= st.startedAt && APPLY.test(e.command)),
+    ).length;
     assert.ok(reached <= 4, `${reached} of 5 servers were reached: the fan-out went on after the cancel`);
     assert.deepEqual(await env.applied(hf.name), []);
   });
@@ -84,7 +100,12 @@ describe('rollback from the truth: steering meets faults and crashes', function 
     await env.waitForPhase(h, 'verifying');
     await env.reject(h, 'bob', 'regression 3');
     await env.waitForPhase(h, 'rolling_back');
-    await assert.rejects(env.pause(h, 'bob'), (err: unknown) => err instanceof WorkflowUpdateFailedError && /rolling back.*cannot be paused/.test(String((err.cause as Error)?.message)));
+    await assert.rejects(
+      env.pause(h, 'bob'),
+      (err: unknown) =>
+        err instanceof WorkflowUpdateFailedError &&
+        /rolling back.*cannot be paused/.test(String((err.cause as Error)?.message)),
+    );
     await ends(h, 'rolled_back');
   });
 
@@ -96,7 +117,9 @@ describe('rollback from the truth: steering meets faults and crashes', function 
     await env.waitForPhase(h, 'verifying');
     await env.approve(h, 'bob');
     await env.waitForPhase(h, 'rolling_back', 60_000);
-    const child = await until('a rollback child', async () => (await env.status(h)).activeBatchWorkflows.find((id) => id.includes('/rollback-')));
+    const child = await until('a rollback child', async () =>
+      (await env.status(h)).activeBatchWorkflows.find((id) => id.includes('/rollback-')),
+    );
     await env.client.workflow.getHandle(child).terminate('regression 5: a lost rollback child');
     await ends(h, 'rolled_back');
     assert.deepEqual(await env.applied(hf.name), []);
@@ -106,7 +129,11 @@ describe('rollback from the truth: steering meets faults and crashes', function 
     const hf = await env.hotfix('frontend');
     // km-be-1's restart hangs past the 1 s command timeout once: a retryable failure of the server under way.
     env.fleet.server('km-be-1').fault({ hangMs: 1_500, hangOn: 'restart' });
-    const h = await env.startRollout({ hotfix: hf.name, batch: '1', timing: { ...FAST_TIMING, commandTimeoutMs: 1_000 } });
+    const h = await env.startRollout({
+      hotfix: hf.name,
+      batch: '1',
+      timing: { ...FAST_TIMING, commandTimeoutMs: 1_000 },
+    });
     await env.waitForPhase(h, 'verifying');
     await env.approve(h, 'bob');
     await until('km-be-1 applied', async () => logged('km-be-1', APPLY));
@@ -126,8 +153,13 @@ describe('rollback from the truth: steering meets faults and crashes', function 
     await env.approve(h, 'bob');
     const st = await ends(h, 'completed');
     const ended = (n: string) => Date.parse(serversOf(st).find((s) => s.name === n)?.endedAt ?? '');
-    const others = serversOf(st).filter((s) => s.name !== 'km-fe-2' && s.name !== st.canary).map((s) => s.name);
-    assert.ok(others.every((n) => ended(n) < ended('km-fe-2')), `the others (${others.join(', ')}) finished while km-fe-2 was retried`);
+    const others = serversOf(st)
+      .filter((s) => s.name !== 'km-fe-2' && s.name !== st.canary)
+      .map((s) => s.name);
+    assert.ok(
+      others.every((n) => ended(n) < ended('km-fe-2')),
+      `the others (${others.join(', ')}) finished while km-fe-2 was retried`,
+    );
   });
 });
 
@@ -151,16 +183,40 @@ describe('rollback from the truth: a worker killed between an unapply and its re
 
   it('4: the unapply of a later server of a run still gets its restart after a SIGKILL', async () => {
     const tq = `truth-${randomBytes(3).toString('hex')}`;
-    const workerOn = () => startWorkerProcess(env.client, { temporalAddress: testStack().temporal.address, taskQueue: tq, orchestratorUrl: env.orchestratorUrl, kmUrl: env.kmUrl, sshKeyFile: keyFile, allowedSigners: env.people.allowedSigners }, workers);
+    const workerOn = () =>
+      startWorkerProcess(
+        env.client,
+        {
+          temporalAddress: testStack().temporal.address,
+          taskQueue: tq,
+          orchestratorUrl: env.orchestratorUrl,
+          kmUrl: env.kmUrl,
+          sshKeyFile: keyFile,
+          allowedSigners: env.people.allowedSigners,
+        },
+        workers,
+      );
     const hf = await env.hotfix('common');
     const before = await env.maxProcesses();
     const first = await workerOn();
     const id = `truth-${hf.name}`;
     const signed = await env.sign('alice', { action: 'rollout', rollout: id, hotfix: hf.name, sha256: hf.sha256 });
-    const input: RolloutInput = { hotfix: hf.name, signed, servers: [], batch: '1', maxFailures: 0, approvers: [], approvalTimeoutMs: 3_600_000, timing: FAST_TIMING };
+    const input: RolloutInput = {
+      hotfix: hf.name,
+      signed,
+      servers: [],
+      batch: '1',
+      maxFailures: 0,
+      approvers: [],
+      approvalTimeoutMs: 3_600_000,
+      timing: FAST_TIMING,
+    };
     handle = await env.client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue: tq, workflowId: id, args: [input] });
     const h = handle;
-    const gate = await until('verifying', async () => { const st = await h.query(statusQuery); return st.phase === 'verifying' && st; });
+    const gate = await until('verifying', async () => {
+      const st = await h.query(statusQuery);
+      return st.phase === 'verifying' && st;
+    });
     // Plan order: the canary, then two more. The last fails, so the rollback unapplies [middle, canary] in one run (window 1).
     const [canary, , last] = serversOf(gate).map((s) => s.name);
     env.fleet.server(last).fault({ failApplies: 10 });
@@ -168,7 +224,12 @@ describe('rollback from the truth: a worker killed between an unapply and its re
     env.fleet.server(canary).fault({ hangMs: 5_000, hangOn: 'restart' });
     const second = canary;
     await env.approve(h, 'bob');
-    await until(`${second} unapplied`, async () => (await h.query(statusQuery)).phase === 'rolling_back' && !(await env.applied(hf.name)).includes(second), 60_000);
+    await until(
+      `${second} unapplied`,
+      async () =>
+        (await h.query(statusQuery)).phase === 'rolling_back' && !(await env.applied(hf.name)).includes(second),
+      60_000,
+    );
     await first.kill();
     env.fleet.server(second).clearFaults();
     await workerOn();
@@ -176,6 +237,12 @@ describe('rollback from the truth: a worker killed between an unapply and its re
     await sleep(300);
     assert.equal(st.phase, 'rolled_back', st.error ?? '');
     await assertRolloutInvariant(env, st, { maxProcessesBefore: before });
-    assert.ok(env.fleet.server(second).log().some((e) => RESTART.test(e.command) && e.exitCode === 0 && e.at > st.startedAt), `${second} was restarted after its unapply`);
+    assert.ok(
+      env.fleet
+        .server(second)
+        .log()
+        .some((e) => RESTART.test(e.command) && e.exitCode === 0 && e.at > st.startedAt),
+      `${second} was restarted after its unapply`,
+    );
   });
 });

@@ -15,21 +15,31 @@ const RESTART = /supervisorctl restart all/;
 const CHANGES = /--(un)?apply-hotfix=|supervisorctl restart/;
 
 function firstApplyAt(env: RolloutEnv, server: string): number {
-  const e = env.fleet.server(server).log().find((x) => APPLY.test(x.command) && x.exitCode === 0);
+  const e = env.fleet
+    .server(server)
+    .log()
+    .find((x) => APPLY.test(x.command) && x.exitCode === 0);
   return e ? Date.parse(e.at) : Infinity;
 }
 
 describe('rollout: canary by hotfix type, verification gate, fan-out, rollback', function () {
   this.timeout(120_000);
   let env: RolloutEnv;
-  before(async () => { env = await rolloutEnv({ frontends: 2, backends: 3 }); });
-  after(async () => { await env?.close(); });
+  before(async () => {
+    env = await rolloutEnv({ frontends: 2, backends: 3 });
+  });
+  after(async () => {
+    await env?.close();
+  });
   afterEach(async () => {
     // Pass or fail, nothing a test started keeps running or holds a server.
     await env?.endAll();
     // Each test starts from a clean fleet: nothing applied, logs cleared.
     await env.km`DELETE FROM km_hotfix_applied`;
-    for (const s of env.fleet.servers) { s.clearLog(); s.clearFaults(); }
+    for (const s of env.fleet.servers) {
+      s.clearLog();
+      s.clearFaults();
+    }
   });
 
   it('backend hotfix: canary is a backend, every other unpatched backend drained while verifying, restored exactly after approve, then all patched once, canary first', async () => {
@@ -45,7 +55,10 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
     assert.equal(during['km-be-1'], before['km-be-1'], 'the canary keeps running operations');
     assert.equal(during['km-fe-1'], before['km-fe-1'], 'frontends are not drained');
     assert.deepEqual(await env.applied(hf.name), ['km-be-1']);
-    assert.deepEqual(st.drained.map((d) => d.server), ['km-be-2', 'km-be-3']);
+    assert.deepEqual(
+      st.drained.map((d) => d.server),
+      ['km-be-2', 'km-be-3'],
+    );
     assert.match(st.gate?.message ?? '', /km-be-2, km-be-3/);
 
     await env.approve(h, 'bob', 'looks good');
@@ -58,8 +71,12 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
       assert.ok(env.commands(s.name, RESTART).length >= 1, `${s.name} restarted`);
     }
     const canaryAt = firstApplyAt(env, 'km-be-1');
-    for (const s of env.fleet.servers.filter((x) => x.name !== 'km-be-1')) assert.ok(firstApplyAt(env, s.name) > canaryAt, `${s.name} after the canary`);
-    assert.deepEqual(done.approvals.map((a) => [a.by, a.decision, a.comment]), [['bob', 'approve', 'looks good']]);
+    for (const s of env.fleet.servers.filter((x) => x.name !== 'km-be-1'))
+      assert.ok(firstApplyAt(env, s.name) > canaryAt, `${s.name} after the canary`);
+    assert.deepEqual(
+      done.approvals.map((a) => [a.by, a.decision, a.comment]),
+      [['bob', 'approve', 'looks good']],
+    );
     assert.ok(serversOf(done).every((s) => s.state === 'patched'));
   });
 
@@ -77,7 +94,8 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
     assert.deepEqual(await env.applied(hf.name), []);
     assert.equal(env.commands('km-fe-1', UNAPPLY).length, 1, 'the canary was unapplied');
     assert.equal(env.commands('km-fe-1', RESTART).length, 2, 'restarted after apply and after unapply');
-    for (const s of env.fleet.servers.filter((x) => x.name !== 'km-fe-1')) assert.deepEqual(env.commands(s.name, CHANGES), [], `${s.name} untouched`);
+    for (const s of env.fleet.servers.filter((x) => x.name !== 'km-fe-1'))
+      assert.deepEqual(env.commands(s.name, CHANGES), [], `${s.name} untouched`);
     assert.equal(serversOf(done).find((s) => s.name === 'km-fe-2')?.state, 'untouched');
   });
 
@@ -111,20 +129,31 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
       const hf = await env.hotfix('backend');
       const before = await env.maxProcesses();
       assert.equal(new Set(['km-be-1', 'km-be-2', 'km-be-3'].map((n) => before[n])).size, 3, 'distinct originals');
-      const h = await env.startRollout({ hotfix: hf.name, approvalTimeoutMs: ending === 'timeout' ? 2_000 : 3_600_000 });
+      const h = await env.startRollout({
+        hotfix: hf.name,
+        approvalTimeoutMs: ending === 'timeout' ? 2_000 : 3_600_000,
+      });
       await env.waitForPhase(h, 'verifying');
       assert.equal((await env.maxProcesses())['km-be-3'], 0);
       if (ending === 'reject') await env.reject(h, 'bob', 'queue stalls');
       if (ending === 'abort') await env.abort(h, 'carol', 'change freeze');
       const st = (await h.result()) as RolloutStatus;
       assert.equal(st.phase, 'rolled_back', st.error ?? '');
-      assert.match(st.error ?? '', ending === 'reject' ? /rejected by bob: queue stalls/ : ending === 'abort' ? /aborted by carol: change freeze/ : /no approval within 2s: the approval timeout counts as a rejection/);
+      assert.match(
+        st.error ?? '',
+        ending === 'reject'
+          ? /rejected by bob: queue stalls/
+          : ending === 'abort'
+            ? /aborted by carol: change freeze/
+            : /no approval within 2s: the approval timeout counts as a rejection/,
+      );
       assert.deepEqual(await env.maxProcesses(), before);
       assert.deepEqual(await env.applied(hf.name), []);
       assert.equal(env.commands('km-be-1', UNAPPLY).length, 1);
       assert.equal(env.commands('km-be-1', RESTART).length, 2);
       assert.equal(serversOf(st).find((s) => s.name === 'km-be-1')?.state, 'rolled_back');
-      for (const s of env.fleet.servers.filter((x) => x.name !== 'km-be-1')) assert.deepEqual(env.commands(s.name, CHANGES), []);
+      for (const s of env.fleet.servers.filter((x) => x.name !== 'km-be-1'))
+        assert.deepEqual(env.commands(s.name, CHANGES), []);
     });
   }
 
@@ -136,13 +165,17 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
     await env.approve(h, 'bob');
     assert.equal(((await h.result()) as RolloutStatus).phase, 'completed');
     // A server is busy from its apply until its last status check.
-    const windows = env.fleet.servers.filter((s) => s.name !== 'km-fe-1').map((s) => {
-      const log = s.log();
-      const start = Date.parse(log.find((e) => APPLY.test(e.command))!.at);
-      const end = Math.max(...log.filter((e) => /supervisorctl status/.test(e.command)).map((e) => Date.parse(e.at)));
-      return { start, end };
-    });
-    const widest = Math.max(...windows.map((w) => windows.filter((o) => o.start <= w.start && w.start <= o.end).length));
+    const windows = env.fleet.servers
+      .filter((s) => s.name !== 'km-fe-1')
+      .map((s) => {
+        const log = s.log();
+        const start = Date.parse(log.find((e) => APPLY.test(e.command))!.at);
+        const end = Math.max(...log.filter((e) => /supervisorctl status/.test(e.command)).map((e) => Date.parse(e.at)));
+        return { start, end };
+      });
+    const widest = Math.max(
+      ...windows.map((w) => windows.filter((o) => o.start <= w.start && w.start <= o.end).length),
+    );
     assert.equal(widest, 2);
   });
 
@@ -170,13 +203,29 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
     const st = (await h.result()) as RolloutStatus;
     assert.equal(st.phase, 'rolled_back', st.error ?? '');
     assert.match(st.error ?? '', /more than --max-failures 0: km-fe-2/);
-    assert.equal(env.commands('km-fe-2', APPLY).length, 3, 'a failing command is tried 3 times, then the server has failed');
+    assert.equal(
+      env.commands('km-fe-2', APPLY).length,
+      3,
+      'a failing command is tried 3 times, then the server has failed',
+    );
     assert.deepEqual(await env.applied(hf.name), []);
-    const unapplyAt = (n: string) => Date.parse(env.fleet.server(n).log().find((e) => UNAPPLY.test(e.command))!.at);
+    const unapplyAt = (n: string) =>
+      Date.parse(
+        env.fleet
+          .server(n)
+          .log()
+          .find((e) => UNAPPLY.test(e.command))!.at,
+      );
     assert.ok(unapplyAt('km-fe-1') < unapplyAt('km-be-1'), 'reverse order: km-fe-1 (patched last) before the canary');
     for (const n of ['km-be-2', 'km-be-3']) assert.deepEqual(env.commands(n, CHANGES), [], `${n} untouched`);
     const states = Object.fromEntries(serversOf(st).map((s) => [s.name, s.state]));
-    assert.deepEqual(states, { 'km-fe-1': 'rolled_back', 'km-fe-2': 'rolled_back', 'km-be-1': 'rolled_back', 'km-be-2': 'untouched', 'km-be-3': 'untouched' });
+    assert.deepEqual(states, {
+      'km-fe-1': 'rolled_back',
+      'km-fe-2': 'rolled_back',
+      'km-be-1': 'rolled_back',
+      'km-be-2': 'untouched',
+      'km-be-3': 'untouched',
+    });
     assert.deepEqual(await env.maxProcesses(), before, 'drained backends restored after the failure too');
   });
 
@@ -199,8 +248,15 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
     const st = await env.waitForPhase(h, 'verifying');
     assert.equal(st.phase, 'verifying');
     const log = env.fleet.server('km-fe-1').log();
-    assert.equal(log.filter((e) => APPLY.test(e.command)).length, 1, 'the retry saw it applied and did not apply again');
-    assert.ok(log.some((e) => e.dropped), 'the connection was really dropped');
+    assert.equal(
+      log.filter((e) => APPLY.test(e.command)).length,
+      1,
+      'the retry saw it applied and did not apply again',
+    );
+    assert.ok(
+      log.some((e) => e.dropped),
+      'the connection was really dropped',
+    );
     assert.deepEqual(await env.applied(hf.name), ['km-fe-1']);
     await env.abort(h, 'alice');
     await h.result();
@@ -211,11 +267,17 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
     const h = await env.startRollout({ hotfix: hf.name, approvers: ['bob', 'dana'] });
     await env.waitForPhase(h, 'verifying');
     const refused = async (p: Promise<unknown>, re: RegExp) => {
-      await assert.rejects(p, (err: unknown) => err instanceof WorkflowUpdateFailedError && re.test(String((err.cause as Error)?.message)));
+      await assert.rejects(
+        p,
+        (err: unknown) => err instanceof WorkflowUpdateFailedError && re.test(String((err.cause as Error)?.message)),
+      );
     };
     await refused(env.approve(h, 'alice'), /alice \(SHA256:[^)]+\) started this rollout/);
     await refused(env.approve(h, 'mallory'), /mallory is not an approver .*bob, dana/);
-    await refused(h.executeUpdate(rejectUpdate, { args: [await env.decide(h, 'bob', 'reject', '')] }), /needs a reason/);
+    await refused(
+      h.executeUpdate(rejectUpdate, { args: [await env.decide(h, 'bob', 'reject', '')] }),
+      /needs a reason/,
+    );
     let st = await env.status(h);
     assert.equal(st.phase, 'verifying');
     assert.deepEqual(st.approvals, []);
@@ -223,7 +285,10 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
     await refused(env.approve(h, 'bob'), /already been answered|not waiting/);
     st = (await h.result()) as RolloutStatus;
     assert.equal(st.phase, 'completed');
-    assert.deepEqual(st.approvals.map((a) => a.by), ['dana']);
+    assert.deepEqual(
+      st.approvals.map((a) => a.by),
+      ['dana'],
+    );
   });
 
   it('pause holds fan-out between batches; resume continues', async () => {
@@ -246,10 +311,14 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
     const b = await env.hotfix('frontend');
     const h = await env.startRollout({ hotfix: a.name, servers: ['km-fe-1', 'km-fe-2'] });
     await env.waitForPhase(h, 'verifying');
-    const overlap = (await (await env.startRollout({ hotfix: b.name, servers: ['km-fe-2', 'km-be-1'] })).result()) as RolloutStatus;
+    const overlap = (await (
+      await env.startRollout({ hotfix: b.name, servers: ['km-fe-2', 'km-be-1'] })
+    ).result()) as RolloutStatus;
     assert.equal(overlap.phase, 'failed');
     assert.match(overlap.error ?? '', new RegExp(`rollout ${h.workflowId} is still active on km-fe-2`));
-    const sameName = (await (await env.startRollout({ hotfix: a.name, servers: ['km-be-3'] })).result()) as RolloutStatus;
+    const sameName = (await (
+      await env.startRollout({ hotfix: a.name, servers: ['km-be-3'] })
+    ).result()) as RolloutStatus;
     assert.match(sameName.error ?? '', new RegExp(`rollout ${h.workflowId} is still active on hotfix ${a.name}`));
     assert.deepEqual(await env.applied(b.name), []);
     await env.abort(h, 'alice');
@@ -280,7 +349,10 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
     const again = await env.startRollout({ hotfix: hf.name });
     const st = await env.waitForPhase(again, 'verifying');
     assert.equal(st.phase, 'verifying', st.error ?? '');
-    const skipped = serversOf(st).filter((s) => s.state === 'skipped').map((s) => s.name).sort();
+    const skipped = serversOf(st)
+      .filter((s) => s.state === 'skipped')
+      .map((s) => s.name)
+      .sort();
     assert.deepEqual(skipped, [...patched].sort());
     assert.ok(!patched.includes(st.canary!), 'the canary is a server without the hotfix');
     await env.approve(again, 'bob');
@@ -292,7 +364,9 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
   it('a host key that differs from the pinned one is refused in preflight; no server or database changes', async () => {
     const hf = await env.hotfix('backend');
     const before = await env.maxProcesses();
-    const [{ host_key: pinned }] = await env.orchestrator<{ host_key: string }[]>`SELECT host_key FROM fleet_server WHERE name = 'km-be-2'`;
+    const [{ host_key: pinned }] = await env.orchestrator<
+      { host_key: string }[]
+    >`SELECT host_key FROM fleet_server WHERE name = 'km-be-2'`;
     const other = env.fleet.server('km-be-3').hostKey; // a real key, just not km-be-2's
     await env.orchestrator`UPDATE fleet_server SET host_key = ${other} WHERE name = 'km-be-2'`;
     try {
@@ -318,13 +392,18 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
     await env.approve(h, 'bob');
     const st = (await h.result()) as RolloutStatus;
     assert.equal(st.phase, 'rollback_failed');
-    assert.deepEqual(st.needsAttention.map((n) => n.split(' ')[0]), ['km-fe-2']);
+    assert.deepEqual(
+      st.needsAttention.map((n) => n.split(' ')[0]),
+      ['km-fe-2'],
+    );
     assert.match(st.needsAttention[0], /services not RUNNING.*FATAL/, 'it says how the server differs');
     assert.match(st.error ?? '', /km-fe-2/);
     assert.equal(serversOf(st).find((s) => s.name === 'km-fe-2')?.state, 'rollback_failed');
     assert.equal(serversOf(st).find((s) => s.name === 'km-fe-1')?.state, 'rolled_back');
     assert.deepEqual(await env.applied(hf.name), [], 'unapplied even where services did not come back');
-    const [row] = await env.orchestrator<{ phase: string; error: string }[]>`SELECT phase, error FROM rollout WHERE id = ${h.workflowId}`;
+    const [row] = await env.orchestrator<
+      { phase: string; error: string }[]
+    >`SELECT phase, error FROM rollout WHERE id = ${h.workflowId}`;
     assert.equal(row.phase, 'rollback_failed', 'the ledger says so too');
     assert.match(row.error, /needs a person: km-fe-2/);
   });
@@ -338,7 +417,8 @@ describe('rollout: canary by hotfix type, verification gate, fan-out, rollback',
     let child: string | undefined;
     for (let i = 0; !child; i++) {
       const st = await env.status(h);
-      if (st.activeBatchWorkflows.length > 0 && (await env.applied(hf.name)).length >= 2) child = st.activeBatchWorkflows[0];
+      if (st.activeBatchWorkflows.length > 0 && (await env.applied(hf.name)).length >= 2)
+        child = st.activeBatchWorkflows[0];
       if (i > 300) assert.fail('fan-out never started');
       else await new Promise((r) => setTimeout(r, 20));
     }

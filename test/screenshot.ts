@@ -27,7 +27,14 @@ async function main(): Promise<void> {
     await fs.writeFile(keyFile, pair.private, { mode: 0o600 });
     const [type, b64] = pair.public.trim().split(/\s+/);
     await fs.appendFile(env.people.allowedSigners, `${WEB_DELEGATE} ${type} ${b64}\n`);
-    web = await startWebServer({ client: env.client, orchestrator: env.orchestrator, trustedProxies: ['127.0.0.1'], signingKey: keyFile, allowedSigners: env.people.allowedSigners, pollMs: 300 });
+    web = await startWebServer({
+      client: env.client,
+      orchestrator: env.orchestrator,
+      trustedProxies: ['127.0.0.1'],
+      signingKey: keyFile,
+      allowedSigners: env.people.allowedSigners,
+      pollMs: 300,
+    });
 
     const hf = await env.hotfix('backend', { description: 'fix_queue_stall', issue: 'UKM-2001' });
     const h = await env.startRollout({ hotfix: hf.name, as: 'alice', approvers: ['dana'], batch: '2' });
@@ -52,7 +59,10 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(() => process.exit(0), (err: unknown) => {
-  console.error(err);
-  process.exit(1);
-});
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  },
+);

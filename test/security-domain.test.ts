@@ -20,10 +20,32 @@ const HOSTILE = `ok\n10:00:00  phase completed${ESC}[2J${ESC}]0;owned\u0007\r\u0
 function rollout(over: Partial<RolloutStatus> = {}): RolloutStatus {
   const now = new Date().toISOString();
   return {
-    id: 'rollout-x', kind: 'rollout', hotfix: 'hotfix_backend_x', phase: 'verifying', requestedBy: 'alice', requestedKey: null, sha256: null, canary: 'km-be-1',
-    drained: [], approvals: [], decisions: [], servers: [{ name: 'km-be-1', role: 'backend', state: 'patched' }], error: null, paused: false, gate: null,
-    needsAttention: [], startedAt: now, updatedAt: now, endedAt: null, activeBatchWorkflows: [], ...over,
-    serverCount: 1, serverCounts: { patched: 1 }, attention: [], attentionMore: 0, needsAttentionMore: 0,
+    id: 'rollout-x',
+    kind: 'rollout',
+    hotfix: 'hotfix_backend_x',
+    phase: 'verifying',
+    requestedBy: 'alice',
+    requestedKey: null,
+    sha256: null,
+    canary: 'km-be-1',
+    drained: [],
+    approvals: [],
+    decisions: [],
+    servers: [{ name: 'km-be-1', role: 'backend', state: 'patched' }],
+    error: null,
+    paused: false,
+    gate: null,
+    needsAttention: [],
+    startedAt: now,
+    updatedAt: now,
+    endedAt: null,
+    activeBatchWorkflows: [],
+    ...over,
+    serverCount: 1,
+    serverCounts: { patched: 1 },
+    attention: [],
+    attentionMore: 0,
+    needsAttentionMore: 0,
   };
 }
 
@@ -40,8 +62,20 @@ describe('terminal: text from people and files is printed inert', () => {
 
   it('status, watch lines and the outcome keep a hostile comment, reason and error on one line, without control characters', () => {
     const st = rollout({
-      approvals: [{ by: 'bob', decision: 'approve', at: new Date().toISOString(), comment: HOSTILE, key: '', message: '', signature: '' }],
-      error: HOSTILE, phase: 'rolled_back', servers: [{ name: 'km-be-1', role: 'backend', state: 'rolled_back', error: HOSTILE }],
+      approvals: [
+        {
+          by: 'bob',
+          decision: 'approve',
+          at: new Date().toISOString(),
+          comment: HOSTILE,
+          key: '',
+          message: '',
+          signature: '',
+        },
+      ],
+      error: HOSTILE,
+      phase: 'rolled_back',
+      servers: [{ name: 'km-be-1', role: 'backend', state: 'rolled_back', error: HOSTILE }],
     });
     const block = statusBlock(st, Date.now(), false);
     const changes = changeLines(undefined, st);
@@ -64,7 +98,10 @@ describe('terminal: text from people and files is printed inert', () => {
     for (const phase of ['rolled_back', 'completed', 'failed', 'rollback_failed'] as const) {
       assert.doesNotMatch(statusBlock(rollout({ phase, paused: true }), Date.now(), false).join('\n'), /PAUSED/, phase);
     }
-    assert.match(statusBlock(rollout({ phase: 'fanout', paused: true }), Date.now(), false).join('\n'), /PAUSED: km-hotfix resume rollout-x/);
+    assert.match(
+      statusBlock(rollout({ phase: 'fanout', paused: true }), Date.now(), false).join('\n'),
+      /PAUSED: km-hotfix resume rollout-x/,
+    );
   });
 });
 
@@ -80,24 +117,40 @@ describe('messages: Update payloads are checked before a handler reads them', ()
     ['an empty signature', { message: 'm', signature: '' }, /is not signed/],
     ['a message that is not text', { message: {}, signature: SIG }, /is not signed/],
     ['a signature that is not text', { message: 'm', signature: ['x'] }, /is not signed/],
-    ['a message too long', { message: 'x'.repeat(MESSAGE_LIMITS.message + 1), signature: SIG }, /'message' is longer than 4096/],
-    ['a signature too long', { message: 'm', signature: 'x'.repeat(MESSAGE_LIMITS.signature + 1) }, /'signature' is longer than/],
+    [
+      'a message too long',
+      { message: 'x'.repeat(MESSAGE_LIMITS.message + 1), signature: SIG },
+      /'message' is longer than 4096/,
+    ],
+    [
+      'a signature too long',
+      { message: 'm', signature: 'x'.repeat(MESSAGE_LIMITS.signature + 1) },
+      /'signature' is longer than/,
+    ],
   ];
   for (const [what, payload, re] of wrong) {
     it(`approve, reject, pause, resume and abort refuse ${what}`, () => {
       for (const action of ['approve', 'reject', 'pause', 'resume', 'abort']) {
-        assert.throws(() => signedRequest(payload, action), (e: unknown) => e instanceof MessageError && re.test(e.message), action);
+        assert.throws(
+          () => signedRequest(payload, action),
+          (e: unknown) => e instanceof MessageError && re.test(e.message),
+          action,
+        );
       }
     });
   }
   it('a good payload passes, keeping only the known fields (what it says is checked by the workflow)', () => {
-    assert.deepEqual(signedRequest({ message: 'm', signature: SIG, by: 'mallory', extra: 1 }, 'approve'), { message: 'm', signature: SIG });
+    assert.deepEqual(signedRequest({ message: 'm', signature: SIG, by: 'mallory', extra: 1 }, 'approve'), {
+      message: 'm',
+      signature: SIG,
+    });
   });
 });
 
 describe('inventory fields an SSH command line or a URL would misread', () => {
   const KEY = `SHA256:${'a'.repeat(43)}`;
-  const one = (fields: Record<string, unknown>) => JSON.stringify({ servers: [{ name: 'km-fe-1', role: 'frontend', host: '10.0.0.1', hostKey: KEY, ...fields }] });
+  const one = (fields: Record<string, unknown>) =>
+    JSON.stringify({ servers: [{ name: 'km-fe-1', role: 'frontend', host: '10.0.0.1', hostKey: KEY, ...fields }] });
   const refusedCases: [string, Record<string, unknown>, RegExp][] = [
     ['host "-p"', { host: '-p' }, /'host' .* not starting with '-'/],
     ['host "-oProxyCommand=sh"', { host: '-oProxyCommand=sh' }, /'host'/],
@@ -117,21 +170,34 @@ describe('inventory fields an SSH command line or a URL would misread', () => {
   ];
   for (const [what, fields, re] of refusedCases) {
     it(`refuses ${what} in one line`, () => {
-      assert.throws(() => parseInventory(one(fields)), (e: unknown) => e instanceof InventoryError && re.test(e.message) && !e.message.includes('\n'));
+      assert.throws(
+        () => parseInventory(one(fields)),
+        (e: unknown) => e instanceof InventoryError && re.test(e.message) && !e.message.includes('\n'),
+      );
     });
   }
   it('YAML tags are one line of error, not a warning on stderr', () => {
     for (const tag of ['!!js/function "function(){}"', '!!python/object/apply:os.system ["id"]', '!custom x']) {
-      assert.throws(() => parseInventory(`servers:\n  - name: ${tag}\n    role: frontend\n    host: h\n    hostKey: "${KEY}"\n`),
-        (e: unknown) => e instanceof InventoryError && /tag/i.test(e.message) && !e.message.includes('\n'), tag);
+      assert.throws(
+        () => parseInventory(`servers:\n  - name: ${tag}\n    role: frontend\n    host: h\n    hostKey: "${KEY}"\n`),
+        (e: unknown) => e instanceof InventoryError && /tag/i.test(e.message) && !e.message.includes('\n'),
+        tag,
+      );
     }
   });
   it('a text over the size limit is refused before it is parsed', () => {
-    assert.throws(() => parseInventory(one({}) + ' '.repeat(100), 'fleet.yaml', { maxBytes: 100 }), /larger than 100 bytes/);
+    assert.throws(
+      () => parseInventory(one({}) + ' '.repeat(100), 'fleet.yaml', { maxBytes: 100 }),
+      /larger than 100 bytes/,
+    );
   });
   it('good hosts and URLs pass', () => {
-    for (const host of ['10.0.0.1', 'km-fe-1.example.com', '::1', 'fe80::1']) assert.equal(parseInventory(one({ host }))[0]!.host, host);
-    assert.equal(parseInventory(one({ url: 'https://km-fe-1.example.com:8443/ui?x=1' }))[0]!.url, 'https://km-fe-1.example.com:8443/ui?x=1');
+    for (const host of ['10.0.0.1', 'km-fe-1.example.com', '::1', 'fe80::1'])
+      assert.equal(parseInventory(one({ host }))[0]!.host, host);
+    assert.equal(
+      parseInventory(one({ url: 'https://km-fe-1.example.com:8443/ui?x=1' }))[0]!.url,
+      'https://km-fe-1.example.com:8443/ui?x=1',
+    );
   });
 });
 
@@ -139,7 +205,8 @@ describe('limits and configuration', () => {
   it('defaults, MiB settings, and refusals of nonsense', () => {
     assert.deepEqual(inputLimits({}), DEFAULT_LIMITS);
     assert.equal(inputLimits({ KM_HOTFIX_MAX_FILE_MIB: '16' }).hotfixFileBytes, 16 * 1024 * 1024);
-    for (const bad of ['0', '-1', 'lots', '1.5', '5000']) assert.throws(() => inputLimits({ KM_HOTFIX_MAX_INVENTORY_MIB: bad }), LimitError, bad);
+    for (const bad of ['0', '-1', 'lots', '1.5', '5000'])
+      assert.throws(() => inputLimits({ KM_HOTFIX_MAX_INVENTORY_MIB: bad }), LimitError, bad);
   });
   it('gzip magic', () => {
     assert.ok(isGzip(Buffer.from([0x1f, 0x8b, 8, 0])));
@@ -147,7 +214,8 @@ describe('limits and configuration', () => {
     assert.ok(!isGzip(Buffer.from([0x1f])));
   });
   it('item 7: a DATABASE_URL without // never shows its password', () => {
-    for (const url of ['postgres:Secret@host/db', 'postgresql:user:Secret@host:5432/db', 'Secret']) assert.doesNotMatch(describeUrl(url), /Secret/, url);
+    for (const url of ['postgres:Secret@host/db', 'postgresql:user:Secret@host:5432/db', 'Secret'])
+      assert.doesNotMatch(describeUrl(url), /Secret/, url);
     assert.equal(describeUrl('postgres://u:Secret@db.example:5433/km'), 'db.example:5433/km');
   });
 });

@@ -6,7 +6,10 @@ import { startTestStack, stopTestStack } from './helpers/stack';
 // Workers log every state change at INFO; tests only want real problems.
 const level = process.env.KM_HOTFIX_TEST_LOG ? 'INFO' : 'ERROR';
 // The core's own WARNs (e.g. an activity completing after its workflow was terminated) are expected in tests.
-Runtime.install({ logger: new DefaultLogger(level), telemetryOptions: { logging: { filter: { core: level, other: level } } } });
+Runtime.install({
+  logger: new DefaultLogger(level),
+  telemetryOptions: { logging: { filter: { core: level, other: level } } },
+});
 
 // Ctrl-C or `timeout` on a test run: stop the servers, then exit.
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {

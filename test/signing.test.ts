@@ -7,36 +7,83 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { createHash } from 'node:crypto';
 import {
-  Decision, decisionMessage, parseDecisionMessage, DecisionMessageError, decisionMismatch, oneLine, DecisionFacts, DecisionAction, drainedFacts,
+  Decision,
+  decisionMessage,
+  parseDecisionMessage,
+  DecisionMessageError,
+  decisionMismatch,
+  oneLine,
+  DecisionFacts,
+  DecisionAction,
+  drainedFacts,
 } from '../domain/decision';
 import { signMessage, parseArmoredSignature, verifySshSig, Signer } from '../signing/sshsig';
 import { keyFileSigner, agentKeys, agentSigner, SigningKeyError } from '../signing/signer';
-import { parseAllowedSigners, AllowedSignersError, findSigner, allowsPrincipal, matchPrincipals } from '../signing/allowed-signers';
+import {
+  parseAllowedSigners,
+  AllowedSignersError,
+  findSigner,
+  allowsPrincipal,
+  matchPrincipals,
+} from '../signing/allowed-signers';
 import { fingerprint, parsePublicKeyText } from '../signing/keys';
 import { verifySignedDecision, SignatureRefused, SignatureRefusal } from '../signing/verify';
 import { auditDecision } from '../signing/audit';
-import { requireSshKeygen, makeKey, publicKeyLine, keygenSign, keygenVerify, startAgent, run, TestAgent } from './helpers/openssh-tools';
+import {
+  requireSshKeygen,
+  makeKey,
+  publicKeyLine,
+  keygenSign,
+  keygenVerify,
+  startAgent,
+  run,
+  TestAgent,
+} from './helpers/openssh-tools';
 
 const SHA = 'a'.repeat(64);
 const AT = '2026-11-27T17:26:00.000Z';
 const approve: Decision = {
-  action: 'approve', rollout: 'rollout-hotfix_backend_x-20261127T172600-ab12', hotfix: 'hotfix_backend_x', sha256: SHA,
-  canary: 'km-be-1', drained: drainedFacts(['km-be-3', 'km-be-2', 'km-be-3']), comment: 'operations run on km-be-1 only; looks good', at: AT,
+  action: 'approve',
+  rollout: 'rollout-hotfix_backend_x-20261127T172600-ab12',
+  hotfix: 'hotfix_backend_x',
+  sha256: SHA,
+  canary: 'km-be-1',
+  drained: drainedFacts(['km-be-3', 'km-be-2', 'km-be-3']),
+  comment: 'operations run on km-be-1 only; looks good',
+  at: AT,
 };
 /** What `printf 'km-be-2\nkm-be-3\n' | sha256sum` says. */
 const DRAINED_SHA = createHash('sha256').update('km-be-2\nkm-be-3\n').digest('hex');
 
 describe('the canonical decision message', () => {
   it('is the SPEC §7 lines, in order, each ending in a newline', () => {
-    assert.equal(decisionMessage(approve), [
-      'km-hotfix decision v1', 'action: approve', `rollout: ${approve.rollout}`, 'hotfix: hotfix_backend_x', `sha256: ${SHA}`,
-      'canary: km-be-1', `drained: 2 sha256:${DRAINED_SHA}`, 'comment: operations run on km-be-1 only; looks good', `at: ${AT}`, '',
-    ].join('\n'));
+    assert.equal(
+      decisionMessage(approve),
+      [
+        'km-hotfix decision v1',
+        'action: approve',
+        `rollout: ${approve.rollout}`,
+        'hotfix: hotfix_backend_x',
+        `sha256: ${SHA}`,
+        'canary: km-be-1',
+        `drained: 2 sha256:${DRAINED_SHA}`,
+        'comment: operations run on km-be-1 only; looks good',
+        `at: ${AT}`,
+        '',
+      ].join('\n'),
+    );
   });
 
   it('parses back what it builds; actions other than approve/reject carry no canary or drain', () => {
     assert.deepEqual(parseDecisionMessage(decisionMessage(approve)), approve);
-    const abort: Decision = { action: 'abort', rollout: approve.rollout, hotfix: approve.hotfix, sha256: SHA, comment: '', at: AT };
+    const abort: Decision = {
+      action: 'abort',
+      rollout: approve.rollout,
+      hotfix: approve.hotfix,
+      sha256: SHA,
+      comment: '',
+      at: AT,
+    };
     const text = decisionMessage(abort);
     assert.ok(text.includes('\ncomment:\n'), 'an empty value has no trailing space');
     assert.deepEqual(parseDecisionMessage(text), abort);
@@ -50,8 +97,26 @@ describe('the canonical decision message', () => {
     const d = parseDecisionMessage(old);
     assert.deepEqual(d.drained, { count: 2, sha256: DRAINED_SHA, listed: ['km-be-2', 'km-be-3'] });
     assert.equal(decisionMessage(d), old, 'written back byte for byte');
-    assert.equal(decisionMismatch(d, { action: 'approve', rollout: approve.rollout, hotfix: approve.hotfix, sha256: SHA, canary: 'km-be-1', drained: drainedFacts(['km-be-3', 'km-be-2']) }, Date.parse(AT)), null);
-    assert.throws(() => parseDecisionMessage(old.replace('km-be-2,km-be-3', 'km-be-3,km-be-2')), /canonical/, 'unsorted');
+    assert.equal(
+      decisionMismatch(
+        d,
+        {
+          action: 'approve',
+          rollout: approve.rollout,
+          hotfix: approve.hotfix,
+          sha256: SHA,
+          canary: 'km-be-1',
+          drained: drainedFacts(['km-be-3', 'km-be-2']),
+        },
+        Date.parse(AT),
+      ),
+      null,
+    );
+    assert.throws(
+      () => parseDecisionMessage(old.replace('km-be-2,km-be-3', 'km-be-3,km-be-2')),
+      /canonical/,
+      'unsorted',
+    );
   });
 
   it('refuses line breaks and control characters in values, and anything not canonical', () => {
@@ -69,7 +134,7 @@ describe('the canonical decision message', () => {
       good.replace(`drained: 2 sha256:${DRAINED_SHA}`, `drained: 2 ${DRAINED_SHA}`),
       good.replace(`drained: 2 sha256:${DRAINED_SHA}`, `drained: 0 sha256:${DRAINED_SHA}`),
       good.replace(`drained: 2 sha256:${DRAINED_SHA}`, `drained: 2  sha256:${DRAINED_SHA}`),
-      good.replace('action: approve\n', '') ,
+      good.replace('action: approve\n', ''),
       good.replace('canary: km-be-1\n', 'canary: km-be-1\ncanary: km-be-9\n'),
       good.replace('comment: ', 'comment:  '),
       good.replace('km-hotfix decision v1', 'km-hotfix decision v2'),
@@ -83,15 +148,29 @@ describe('the canonical decision message', () => {
   });
 
   it('says which fact does not fit the rollout now, and refuses a stale or future `at`', () => {
-    const facts: DecisionFacts = { action: 'approve', rollout: approve.rollout, hotfix: approve.hotfix, sha256: SHA, canary: 'km-be-1', drained: drainedFacts(['km-be-2', 'km-be-3']) };
+    const facts: DecisionFacts = {
+      action: 'approve',
+      rollout: approve.rollout,
+      hotfix: approve.hotfix,
+      sha256: SHA,
+      canary: 'km-be-1',
+      drained: drainedFacts(['km-be-2', 'km-be-3']),
+    };
     const now = Date.parse(AT) + 60_000;
     assert.equal(decisionMismatch(approve, facts, now), null);
     assert.match(decisionMismatch(approve, { ...facts, action: 'reject' }, now) ?? '', /for 'approve', not 'reject'/);
     assert.match(decisionMismatch(approve, { ...facts, rollout: 'rollout-other' }, now) ?? '', /rollout/);
     assert.match(decisionMismatch(approve, { ...facts, sha256: 'b'.repeat(64) }, now) ?? '', /file sha256/);
     assert.match(decisionMismatch(approve, { ...facts, canary: 'km-be-2' }, now) ?? '', /canary/);
-    assert.match(decisionMismatch(approve, { ...facts, drained: drainedFacts(['km-be-2']) }, now) ?? '', /signed drained backends are 2 sha256:[0-9a-f]{64} but this rollout's are 1 sha256:/);
-    assert.match(decisionMismatch(approve, { ...facts, drained: drainedFacts(['km-be-2', 'km-be-4']) }, now) ?? '', /drained/, 'as many, not the same');
+    assert.match(
+      decisionMismatch(approve, { ...facts, drained: drainedFacts(['km-be-2']) }, now) ?? '',
+      /signed drained backends are 2 sha256:[0-9a-f]{64} but this rollout's are 1 sha256:/,
+    );
+    assert.match(
+      decisionMismatch(approve, { ...facts, drained: drainedFacts(['km-be-2', 'km-be-4']) }, now) ?? '',
+      /drained/,
+      'as many, not the same',
+    );
     assert.match(decisionMismatch(approve, facts, Date.parse(AT) + 11 * 60_000) ?? '', /11 minutes ago/);
     assert.match(decisionMismatch(approve, facts, Date.parse(AT) - 11 * 60_000) ?? '', /in the future/);
   });
@@ -100,20 +179,25 @@ describe('the canonical decision message', () => {
 describe('allowed_signers', () => {
   const KEY_A = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJgw6mhJ4foAaVn2dByPaRQUGASBkGFJeUtSP/DHV+JI';
   it('reads names, pattern lists, options, quotes, comments and blank lines', () => {
-    const signers = parseAllowedSigners([
-      '# the km-hotfix team',
-      '',
-      `alice ${KEY_A} alice@laptop`,
-      `  bob,bob@corp namespaces="km-hotfix,git" ${KEY_A}`,
-      `"*@corp",!mallory@corp ${KEY_A}`,
-      `carol valid-after="20200101",valid-before="20991231Z" ${KEY_A}`,
-    ].join('\n'));
-    assert.deepEqual(signers.map((s) => [s.line, s.name, s.principals, s.namespaces]), [
-      [3, 'alice', ['alice'], null],
-      [4, 'bob', ['bob', 'bob@corp'], ['km-hotfix', 'git']],
-      [5, null, ['*@corp', '!mallory@corp'], null],
-      [6, 'carol', ['carol'], null],
-    ]);
+    const signers = parseAllowedSigners(
+      [
+        '# the km-hotfix team',
+        '',
+        `alice ${KEY_A} alice@laptop`,
+        `  bob,bob@corp namespaces="km-hotfix,git" ${KEY_A}`,
+        `"*@corp",!mallory@corp ${KEY_A}`,
+        `carol valid-after="20200101",valid-before="20991231Z" ${KEY_A}`,
+      ].join('\n'),
+    );
+    assert.deepEqual(
+      signers.map((s) => [s.line, s.name, s.principals, s.namespaces]),
+      [
+        [3, 'alice', ['alice'], null],
+        [4, 'bob', ['bob', 'bob@corp'], ['km-hotfix', 'git']],
+        [5, null, ['*@corp', '!mallory@corp'], null],
+        [6, 'carol', ['carol'], null],
+      ],
+    );
     assert.equal(signers[0].comment, 'alice@laptop');
     assert.ok(matchPrincipals('dave@corp', signers[2].principals));
     assert.ok(!matchPrincipals('mallory@corp', signers[2].principals));
@@ -127,7 +211,11 @@ describe('allowed_signers', () => {
       [`# ok\nalice ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJgw`, /line 2: .*truncated|line 2: .*32 bytes/],
       [`alice namespaces="km-hotfix ${KEY_A}`, /unterminated quote/],
     ] as const) {
-      assert.throws(() => parseAllowedSigners(text), (e: unknown) => e instanceof AllowedSignersError && why.test(e.message), text);
+      assert.throws(
+        () => parseAllowedSigners(text),
+        (e: unknown) => e instanceof AllowedSignersError && why.test(e.message),
+        text,
+      );
     }
   });
 
@@ -154,7 +242,13 @@ describe('SSHSIG interoperability with OpenSSH', function () {
     await requireSshKeygen(this);
     dir = await fs.mkdtemp(path.join(os.tmpdir(), 'km-sign-'));
     const lines: string[] = [];
-    for (const [name, type, bits] of [['alice', 'ed25519'], ['bob', 'ed25519'], ['rosa', 'rsa', 3072], ['erin', 'ecdsa', 256], ['ezra', 'ecdsa', 521]] as const) {
+    for (const [name, type, bits] of [
+      ['alice', 'ed25519'],
+      ['bob', 'ed25519'],
+      ['rosa', 'rsa', 3072],
+      ['erin', 'ecdsa', 256],
+      ['ezra', 'ecdsa', 521],
+    ] as const) {
       const key = await makeKey(dir, name, type, bits);
       lines.push(`${name} ${await publicKeyLine(key)}`);
     }
@@ -209,13 +303,24 @@ describe('SSHSIG interoperability with OpenSSH', function () {
         const ok = await keygenVerify(dir, signersFile, v.by, message, signature);
         assert.equal(ok.code, 0, ok.stderr);
       }
-      assert.equal(verifySignedDecision({ message, signature: await signMessage(agentSigner(agent.socket, key), message) }, registered, when).by, 'bob');
+      assert.equal(
+        verifySignedDecision(
+          { message, signature: await signMessage(agentSigner(agent.socket, key), message) },
+          registered,
+          when,
+        ).by,
+        'bob',
+      );
     } finally {
       await agent?.stop();
     }
   });
 
-  const refused = async (signed: { message: string; signature: string } | undefined, refusal: SignatureRefusal, why: RegExp) => {
+  const refused = async (
+    signed: { message: string; signature: string } | undefined,
+    refusal: SignatureRefusal,
+    why: RegExp,
+  ) => {
     const registered = await signers();
     assert.throws(
       () => verifySignedDecision(signed, registered, when),
@@ -258,7 +363,11 @@ describe('SSHSIG interoperability with OpenSSH', function () {
     await refused(undefined, 'unsigned', /not signed/);
     await refused({ message, signature: '' }, 'unsigned', /not signed/);
     await refused({ message, signature: 'hello' }, 'malformed', /BEGIN SSH SIGNATURE/);
-    await refused({ message, signature: signature.replace(/^(-----BEGIN SSH SIGNATURE-----\n)U1NI/, '$1AAAA') }, 'malformed', /not a valid SSH signature|SSHSIG/);
+    await refused(
+      { message, signature: signature.replace(/^(-----BEGIN SSH SIGNATURE-----\n)U1NI/, '$1AAAA') },
+      'malformed',
+      /not a valid SSH signature|SSHSIG/,
+    );
     await refused({ message: 'approve everything\n', signature }, 'malformed', /first line/);
   });
 
@@ -283,8 +392,12 @@ describe('SSHSIG interoperability with OpenSSH', function () {
     const proof = { by: 'bob', key, message, signature, recordedAt: new Date(Date.parse(AT) + 30_000) };
     const expected: { rollout: string; action: DecisionAction } = { rollout: approve.rollout, action: 'approve' };
     assert.deepEqual(auditDecision(proof, expected, registered), []);
-    const problems = (over: Partial<typeof proof>, exp = expected) => auditDecision({ ...proof, ...over }, exp, registered).join('; ');
-    assert.match(problems({ message: message.replace('looks good', 'looks bad') }), /does not verify over the recorded message/);
+    const problems = (over: Partial<typeof proof>, exp = expected) =>
+      auditDecision({ ...proof, ...over }, exp, registered).join('; ');
+    assert.match(
+      problems({ message: message.replace('looks good', 'looks bad') }),
+      /does not verify over the recorded message/,
+    );
     assert.match(problems({ by: 'alice' }), /is not a key of alice in the signers file/);
     assert.match(problems({ key: 'SHA256:' + 'A'.repeat(43) }), /recorded as key SHA256:A+, but signed by SHA256:/);
     assert.match(problems({}, { ...expected, rollout: 'rollout-other' }), /the message is about .* not rollout-other/);
@@ -292,14 +405,27 @@ describe('SSHSIG interoperability with OpenSSH', function () {
     assert.match(problems({ recordedAt: new Date(Date.parse(AT) + 3_600_000) }), /signed at .* but recorded at/);
     assert.match(problems({ signature: 'garbage' }), /not an SSH signature/);
     // A signer removed from the file since: the decision no longer checks out against that file.
-    assert.match(auditDecision(proof, expected, registered.filter((x) => x.name !== 'bob')).join('; '), /not a key of bob/);
+    assert.match(
+      auditDecision(
+        proof,
+        expected,
+        registered.filter((x) => x.name !== 'bob'),
+      ).join('; '),
+      /not a key of bob/,
+    );
   });
 
   it('says what to do with a missing, public or encrypted signing key', async () => {
-    await assert.rejects(keyFileSigner(path.join(dir, 'nope')), (e: unknown) => e instanceof SigningKeyError && /KM_HOTFIX_SIGNING_KEY/.test(e.message));
+    await assert.rejects(
+      keyFileSigner(path.join(dir, 'nope')),
+      (e: unknown) => e instanceof SigningKeyError && /KM_HOTFIX_SIGNING_KEY/.test(e.message),
+    );
     await assert.rejects(keyFileSigner(path.join(dir, 'alice.pub')), SigningKeyError);
     const locked = path.join(dir, 'locked');
     assert.equal((await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', 'secret', '-f', locked])).code, 0);
-    await assert.rejects(keyFileSigner(locked), (e: unknown) => e instanceof SigningKeyError && /ssh-add/.test(e.message));
+    await assert.rejects(
+      keyFileSigner(locked),
+      (e: unknown) => e instanceof SigningKeyError && /ssh-add/.test(e.message),
+    );
   });
 });

@@ -4,7 +4,13 @@
 import assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import { decisionMessage, parseDecisionMessage, DecisionMessageError, isDelegate, drainedFacts } from '../domain/decision';
+import {
+  decisionMessage,
+  parseDecisionMessage,
+  DecisionMessageError,
+  isDelegate,
+  drainedFacts,
+} from '../domain/decision';
 import { gateAnswerRefusal, parseNameMatching, personNamed } from '../domain/people';
 import { parseHotfixFileName, parseHotfixName, HOTFIX_NAME_MAX, HotfixNameError } from '../domain/hotfix';
 import { RolloutStatus, workflowId, WORKFLOW_ID_MAX } from '../domain/rollout';
@@ -20,8 +26,13 @@ import { keygenVerify, makeKey, publicKeyLine, requireSshKeygen } from './helper
 import { scratchDir } from './helpers/stack';
 
 const GATE = {
-  action: 'approve' as const, rollout: 'rollout-hotfix_backend_x-1', hotfix: 'hotfix_backend_x', sha256: 'a'.repeat(64),
-  canary: 'km-be-1', drained: drainedFacts(['km-be-2']), comment: 'ok',
+  action: 'approve' as const,
+  rollout: 'rollout-hotfix_backend_x-1',
+  hotfix: 'hotfix_backend_x',
+  sha256: 'a'.repeat(64),
+  canary: 'km-be-1',
+  drained: drainedFacts(['km-be-2']),
+  comment: 'ok',
 };
 
 describe('delegated decisions (the web page signs for a person)', function () {
@@ -41,17 +52,28 @@ describe('delegated decisions (the web page signs for a person)', function () {
     bobKey = await makeKey(dir, 'bob');
     carolKey = await makeKey(dir, 'carol');
     shoutKey = await makeKey(dir, 'shout');
-    const line = async (name: string, key: string) => `${name} ${(await publicKeyLine(key)).split(/\s+/).slice(0, 2).join(' ')}`;
+    const line = async (name: string, key: string) =>
+      `${name} ${(await publicKeyLine(key)).split(/\s+/).slice(0, 2).join(' ')}`;
     signersFile = path.join(dir, 'allowed_signers');
     // A pattern line and an expired line make nobody a person.
-    await fs.writeFile(signersFile, [
-      await line('km-hotfix-web@delegate', webKey), await line('bob', bobKey), await line('carol', carolKey),
-      await line('other-web@DELEGATE', shoutKey), await line('*@contractors.example', shoutKey),
-      `olga valid-before="20200101" ${(await publicKeyLine(carolKey)).split(/\s+/).slice(0, 2).join(' ')}`, '',
-    ].join('\n'));
+    await fs.writeFile(
+      signersFile,
+      [
+        await line('km-hotfix-web@delegate', webKey),
+        await line('bob', bobKey),
+        await line('carol', carolKey),
+        await line('other-web@DELEGATE', shoutKey),
+        await line('*@contractors.example', shoutKey),
+        `olga valid-before="20200101" ${(await publicKeyLine(carolKey)).split(/\s+/).slice(0, 2).join(' ')}`,
+        '',
+      ].join('\n'),
+    );
   });
 
-  const sign = async (key: string, message: string) => ({ message, signature: await signMessage(await keyFileSigner(key), message) });
+  const sign = async (key: string, message: string) => ({
+    message,
+    signature: await signMessage(await keyFileSigner(key), message),
+  });
   const signers = async () => parseAllowedSigners(await fs.readFile(signersFile, 'utf8'));
 
   it('the message gains an on-behalf-of line before at, and parses back to the same decision', () => {
@@ -59,29 +81,65 @@ describe('delegated decisions (the web page signs for a person)', function () {
     const m = decisionMessage({ ...GATE, onBehalfOf: 'carol', at });
     assert.match(m, /\ncomment: ok\non-behalf-of: carol\nat: 2026-11-27T17:26:00.000Z\n$/);
     assert.deepEqual(parseDecisionMessage(m), { ...GATE, onBehalfOf: 'carol', at });
-    assert.equal(parseDecisionMessage(decisionMessage({ ...GATE, at })).onBehalfOf, undefined, 'a person signing for themself has no such line');
-    assert.throws(() => decisionMessage({ action: 'pause', rollout: 'r', hotfix: 'h', sha256: 'a'.repeat(64), comment: '', onBehalfOf: 'carol', at }), DecisionMessageError);
-    assert.throws(() => decisionMessage({ ...GATE, onBehalfOf: 'other@delegate', at }), /names a person, not a delegate/);
+    assert.equal(
+      parseDecisionMessage(decisionMessage({ ...GATE, at })).onBehalfOf,
+      undefined,
+      'a person signing for themself has no such line',
+    );
+    assert.throws(
+      () =>
+        decisionMessage({
+          action: 'pause',
+          rollout: 'r',
+          hotfix: 'h',
+          sha256: 'a'.repeat(64),
+          comment: '',
+          onBehalfOf: 'carol',
+          at,
+        }),
+      DecisionMessageError,
+    );
+    assert.throws(
+      () => decisionMessage({ ...GATE, onBehalfOf: 'other@delegate', at }),
+      /names a person, not a delegate/,
+    );
     assert.throws(() => decisionMessage({ ...GATE, onBehalfOf: 'a b', at }), DecisionMessageError);
     assert.ok(isDelegate('km-hotfix-web@delegate'));
     assert.ok(!isDelegate('@delegate'));
     assert.ok(!isDelegate('bob'));
   });
 
-  it('a delegate key counts as the person it names; as itself it counts for nobody; a person\'s key cannot sign for another', async () => {
+  it("a delegate key counts as the person it names; as itself it counts for nobody; a person's key cannot sign for another", async () => {
     const now = new Date();
     const at = now.toISOString();
-    const v = verifySignedDecision(await sign(webKey, decisionMessage({ ...GATE, onBehalfOf: 'carol', at })), await signers(), now);
+    const v = verifySignedDecision(
+      await sign(webKey, decisionMessage({ ...GATE, onBehalfOf: 'carol', at })),
+      await signers(),
+      now,
+    );
     assert.equal(v.by, 'carol');
     assert.equal(v.via, 'km-hotfix-web@delegate');
     assert.match(v.key, /^SHA256:/);
-    assert.throws(() => verifySignedDecision({ message: decisionMessage({ ...GATE, at }), signature: '' }, [], now), SignatureRefused);
+    assert.throws(
+      () => verifySignedDecision({ message: decisionMessage({ ...GATE, at }), signature: '' }, [], now),
+      SignatureRefused,
+    );
     const file = await signers();
     const asItself = await sign(webKey, decisionMessage({ ...GATE, at }));
-    assert.throws(() => verifySignedDecision(asItself, file, now), (e: unknown) => e instanceof SignatureRefused && e.refusal === 'not-a-delegate' && /signs only for a person/.test(e.message));
+    assert.throws(
+      () => verifySignedDecision(asItself, file, now),
+      (e: unknown) =>
+        e instanceof SignatureRefused && e.refusal === 'not-a-delegate' && /signs only for a person/.test(e.message),
+    );
     const bobForCarol = await sign(bobKey, decisionMessage({ ...GATE, onBehalfOf: 'carol', at }));
-    assert.throws(() => verifySignedDecision(bobForCarol, file, now), /only a delegate key .* may sign for someone else/);
-    assert.equal(verifySignedDecision(await sign(bobKey, decisionMessage({ ...GATE, at })), await signers(), now).by, 'bob');
+    assert.throws(
+      () => verifySignedDecision(bobForCarol, file, now),
+      /only a delegate key .* may sign for someone else/,
+    );
+    assert.equal(
+      verifySignedDecision(await sign(bobKey, decisionMessage({ ...GATE, at })), await signers(), now).by,
+      'bob',
+    );
   });
 
   it('audit: a delegated decision holds when the ledger names the person and the delegate; not when it hides the delegate', async () => {
@@ -92,7 +150,10 @@ describe('delegated decisions (the web page signs for a person)', function () {
     const expected = { rollout: GATE.rollout, action: 'approve' as const };
     assert.deepEqual(auditDecision({ ...proof, via: 'km-hotfix-web@delegate' }, expected, await signers()), []);
     assert.match(auditDecision(proof, expected, await signers()).join('; '), /is not a key of carol/);
-    assert.match(auditDecision({ ...proof, by: 'bob', via: 'km-hotfix-web@delegate' }, expected, await signers()).join('; '), /on behalf of carol, the ledger names bob/);
+    assert.match(
+      auditDecision({ ...proof, by: 'bob', via: 'km-hotfix-web@delegate' }, expected, await signers()).join('; '),
+      /on behalf of carol, the ledger names bob/,
+    );
   });
 
   // Issue 23, item 2: on today's code the delegate's word made anyone a person.
@@ -100,7 +161,11 @@ describe('delegated decisions (the web page signs for a person)', function () {
     const now = new Date();
     const at = now.toISOString();
     const file = await signers();
-    assert.deepEqual(peopleOf(file, 'km-hotfix', now), ['bob', 'carol'], 'delegates, patterns and an expired line are no people');
+    assert.deepEqual(
+      peopleOf(file, 'km-hotfix', now),
+      ['bob', 'carol'],
+      'delegates, patterns and an expired line are no people',
+    );
     for (const [name, re] of [
       ['mallory', /^mallory is not in the signers file/],
       ['Carol', /^Carol is not in the signers file: .* spelled as the file spells it/],
@@ -108,11 +173,23 @@ describe('delegated decisions (the web page signs for a person)', function () {
       ['someone@contractors.example', /^someone@contractors\.example is not in the signers file/],
     ] as const) {
       const s = await sign(webKey, decisionMessage({ ...GATE, onBehalfOf: name, at }));
-      assert.throws(() => verifySignedDecision(s, file, now), (e: unknown) => e instanceof SignatureRefused && e.refusal === 'unknown-person' && re.test(e.message), name);
+      assert.throws(
+        () => verifySignedDecision(s, file, now),
+        (e: unknown) => e instanceof SignatureRefused && e.refusal === 'unknown-person' && re.test(e.message),
+        name,
+      );
     }
-    const v = verifySignedDecision(await sign(webKey, decisionMessage({ ...GATE, onBehalfOf: 'carol', at })), file, now);
+    const v = verifySignedDecision(
+      await sign(webKey, decisionMessage({ ...GATE, onBehalfOf: 'carol', at })),
+      file,
+      now,
+    );
     assert.deepEqual([v.by, v.via], ['carol', 'km-hotfix-web@delegate']);
-    assert.deepEqual(v.personKeys, [file.find((l) => l.name === 'carol')!.fingerprint], 'the person\'s own keys, for the requester rule');
+    assert.deepEqual(
+      v.personKeys,
+      [file.find((l) => l.name === 'carol')!.fingerprint],
+      "the person's own keys, for the requester rule",
+    );
   });
 
   // Issue 23, item 5: `@DELEGATE` was a person on today's code.
@@ -123,32 +200,65 @@ describe('delegated decisions (the web page signs for a person)', function () {
     assert.ok(isDelegate('Web@Delegate'));
     const asItself = await sign(shoutKey, decisionMessage({ ...GATE, at }));
     const file = await signers();
-    assert.throws(() => verifySignedDecision(asItself, file, now), (e: unknown) => e instanceof SignatureRefused && e.refusal === 'not-a-delegate');
-    assert.throws(() => decisionMessage({ ...GATE, onBehalfOf: 'km-hotfix-web@DELEGATE', at }), /names a person, not a delegate/);
-    assert.match((personNamed('km-hotfix-web@DELEGATE', ['bob'], 'case-insensitive') as { refused: string }).refused, /is a delegate, not a person/);
+    assert.throws(
+      () => verifySignedDecision(asItself, file, now),
+      (e: unknown) => e instanceof SignatureRefused && e.refusal === 'not-a-delegate',
+    );
+    assert.throws(
+      () => decisionMessage({ ...GATE, onBehalfOf: 'km-hotfix-web@DELEGATE', at }),
+      /names a person, not a delegate/,
+    );
+    assert.match(
+      (personNamed('km-hotfix-web@DELEGATE', ['bob'], 'case-insensitive') as { refused: string }).refused,
+      /is a delegate, not a person/,
+    );
   });
 
-  it('the page\'s names: exact by default; case-insensitive only when unique in the file, and then the file\'s spelling', () => {
+  it("the page's names: exact by default; case-insensitive only when unique in the file, and then the file's spelling", () => {
     const people = ['alice', 'bob', 'Kim', 'KIM'];
     assert.deepEqual(personNamed('alice', people), { person: 'alice' });
     assert.deepEqual(personNamed('ALICE', people), { refused: 'ALICE is not in the signers file' });
     assert.deepEqual(personNamed('ALICE', people, 'case-insensitive'), { person: 'alice' });
     assert.deepEqual(personNamed('Bob', people, 'case-insensitive'), { person: 'bob' });
-    assert.match((personNamed('kim', people, 'case-insensitive') as { refused: string }).refused, /kim is ambiguous: the signers file has Kim, KIM/);
-    assert.match((personNamed('Kim', people, 'case-insensitive') as { refused: string }).refused, /ambiguous/, 'even an exact spelling, when the proxy does not tell case apart');
-    assert.deepEqual(personNamed('mallory', people, 'case-insensitive'), { refused: 'mallory is not in the signers file' });
+    assert.match(
+      (personNamed('kim', people, 'case-insensitive') as { refused: string }).refused,
+      /kim is ambiguous: the signers file has Kim, KIM/,
+    );
+    assert.match(
+      (personNamed('Kim', people, 'case-insensitive') as { refused: string }).refused,
+      /ambiguous/,
+      'even an exact spelling, when the proxy does not tell case apart',
+    );
+    assert.deepEqual(personNamed('mallory', people, 'case-insensitive'), {
+      refused: 'mallory is not in the signers file',
+    });
     assert.equal(parseNameMatching(undefined), 'exact');
     assert.equal(parseNameMatching('case-insensitive'), 'case-insensitive');
-    assert.throws(() => parseNameMatching('loose'), /KM_HOTFIX_WEB_NAMES must be exact or case-insensitive, not 'loose'/);
+    assert.throws(
+      () => parseNameMatching('loose'),
+      /KM_HOTFIX_WEB_NAMES must be exact or case-insensitive, not 'loose'/,
+    );
   });
 
-  it('the gate\'s rule compares the file\'s principals and the person\'s keys: the requester under another name with her key is the requester', () => {
+  it("the gate's rule compares the file's principals and the person's keys: the requester under another name with her key is the requester", () => {
     const gate = { requestedBy: 'alice', requestedKey: 'SHA256:alice', approvers: [] as string[] };
-    assert.match(gateAnswerRefusal({ by: 'alice', keys: [] }, gate) ?? '', /^alice started this rollout: someone else must verify the canary$/);
-    assert.match(gateAnswerRefusal({ by: 'alice-laptop', keys: ['SHA256:web', 'SHA256:alice'] }, gate) ?? '', /^alice-laptop started this rollout as alice with the same key/);
-    assert.match(gateAnswerRefusal({ by: 'alice', key: 'SHA256:alice', keys: ['SHA256:alice'] }, gate) ?? '', /^alice \(SHA256:alice\) started this rollout/);
+    assert.match(
+      gateAnswerRefusal({ by: 'alice', keys: [] }, gate) ?? '',
+      /^alice started this rollout: someone else must verify the canary$/,
+    );
+    assert.match(
+      gateAnswerRefusal({ by: 'alice-laptop', keys: ['SHA256:web', 'SHA256:alice'] }, gate) ?? '',
+      /^alice-laptop started this rollout as alice with the same key/,
+    );
+    assert.match(
+      gateAnswerRefusal({ by: 'alice', key: 'SHA256:alice', keys: ['SHA256:alice'] }, gate) ?? '',
+      /^alice \(SHA256:alice\) started this rollout/,
+    );
     assert.equal(gateAnswerRefusal({ by: 'bob', keys: ['SHA256:bob'] }, gate), null);
-    assert.equal(gateAnswerRefusal({ by: 'bob', keys: [] }, { ...gate, approvers: ['carol'] }), 'bob is not an approver of this rollout (approvers: carol)');
+    assert.equal(
+      gateAnswerRefusal({ by: 'bob', keys: [] }, { ...gate, approvers: ['carol'] }),
+      'bob is not an approver of this rollout (approvers: carol)',
+    );
     assert.equal(gateAnswerRefusal({ by: 'carol', keys: [] }, { ...gate, approvers: ['carol'] }), null);
   });
 
@@ -156,11 +266,25 @@ describe('delegated decisions (the web page signs for a person)', function () {
     const now = new Date();
     // As today's code accepted it: the page's key, on behalf of a name the file does not have.
     const s = await sign(webKey, decisionMessage({ ...GATE, onBehalfOf: 'mallory', at: now.toISOString() }));
-    const proof = { by: 'mallory', via: 'km-hotfix-web@delegate', key: verifySignedDecision(await sign(webKey, decisionMessage({ ...GATE, onBehalfOf: 'bob', at: now.toISOString() })), await signers(), now).key, message: s.message, signature: s.signature, recordedAt: now };
-    assert.match(auditDecision(proof, { rollout: GATE.rollout, action: 'approve' }, await signers()).join('; '), /mallory is not in the signers file: km-hotfix-web@delegate may sign only for a person/);
+    const proof = {
+      by: 'mallory',
+      via: 'km-hotfix-web@delegate',
+      key: verifySignedDecision(
+        await sign(webKey, decisionMessage({ ...GATE, onBehalfOf: 'bob', at: now.toISOString() })),
+        await signers(),
+        now,
+      ).key,
+      message: s.message,
+      signature: s.signature,
+      recordedAt: now,
+    };
+    assert.match(
+      auditDecision(proof, { rollout: GATE.rollout, action: 'approve' }, await signers()).join('; '),
+      /mallory is not in the signers file: km-hotfix-web@delegate may sign only for a person/,
+    );
   });
 
-  it('OpenSSH still parses the signers file and verifies the delegate\'s signature for its principal', async () => {
+  it("OpenSSH still parses the signers file and verifies the delegate's signature for its principal", async () => {
     const message = decisionMessage({ ...GATE, onBehalfOf: 'carol', at: new Date().toISOString() });
     const s = await sign(webKey, message);
     const r = await keygenVerify(dir, signersFile, 'km-hotfix-web@delegate', message, s.signature);
@@ -169,19 +293,61 @@ describe('delegated decisions (the web page signs for a person)', function () {
 });
 
 // Issue 23, item 4: on today's code a web approval read as if it were dana's own key.
-describe('a delegated decision is shown as the delegate\'s', () => {
+describe("a delegated decision is shown as the delegate's", () => {
   it('status and --watch say "approved by dana via km-hotfix-web@delegate (SHA256:…)"; a person\'s own stays "by bob (SHA256:…)"', () => {
     const now = new Date().toISOString();
-    const approval = { by: 'dana', decision: 'approve' as const, at: now, comment: 'ok', key: 'SHA256:webkey', via: 'km-hotfix-web@delegate', message: '', signature: '' };
+    const approval = {
+      by: 'dana',
+      decision: 'approve' as const,
+      at: now,
+      comment: 'ok',
+      key: 'SHA256:webkey',
+      via: 'km-hotfix-web@delegate',
+      message: '',
+      signature: '',
+    };
     const base: RolloutStatus = {
-      id: 'rollout-x', kind: 'rollout', hotfix: 'hotfix_backend_x', phase: 'verifying', requestedBy: 'alice', requestedKey: 'SHA256:alicekey', sha256: null, canary: 'km-be-1',
-      drained: [], approvals: [], decisions: [], servers: [], serverCount: 0, serverCounts: {}, attention: [], attentionMore: 0, error: null, paused: false, gate: null,
-      needsAttention: [], needsAttentionMore: 0, startedAt: now, updatedAt: now, endedAt: null, activeBatchWorkflows: [],
+      id: 'rollout-x',
+      kind: 'rollout',
+      hotfix: 'hotfix_backend_x',
+      phase: 'verifying',
+      requestedBy: 'alice',
+      requestedKey: 'SHA256:alicekey',
+      sha256: null,
+      canary: 'km-be-1',
+      drained: [],
+      approvals: [],
+      decisions: [],
+      servers: [],
+      serverCount: 0,
+      serverCounts: {},
+      attention: [],
+      attentionMore: 0,
+      error: null,
+      paused: false,
+      gate: null,
+      needsAttention: [],
+      needsAttentionMore: 0,
+      startedAt: now,
+      updatedAt: now,
+      endedAt: null,
+      activeBatchWorkflows: [],
     };
     const answered: RolloutStatus = { ...base, phase: 'fanout', approvals: [approval] };
-    assert.match(statusBlock(answered).join('\n'), /^approved\s+by dana via km-hotfix-web@delegate \(SHA256:webkey\) at /m);
-    assert.match(changeLines(base, answered).join('\n'), /approved by dana via km-hotfix-web@delegate \(SHA256:webkey\): ok/);
-    assert.match(statusBlock({ ...answered, approvals: [{ ...approval, by: 'bob', key: 'SHA256:bobkey', via: undefined }] }).join('\n'), /^approved\s+by bob \(SHA256:bobkey\) at /m);
+    assert.match(
+      statusBlock(answered).join('\n'),
+      /^approved\s+by dana via km-hotfix-web@delegate \(SHA256:webkey\) at /m,
+    );
+    assert.match(
+      changeLines(base, answered).join('\n'),
+      /approved by dana via km-hotfix-web@delegate \(SHA256:webkey\): ok/,
+    );
+    assert.match(
+      statusBlock({ ...answered, approvals: [{ ...approval, by: 'bob', key: 'SHA256:bobkey', via: undefined }] }).join(
+        '\n',
+      ),
+      /^approved\s+by bob \(SHA256:bobkey\) at /m,
+    );
   });
 });
 
@@ -193,7 +359,11 @@ describe('the longest id km-hotfix makes', () => {
     const file = `sshmgr-1.0-${name}_A-1.gz`;
     assert.equal(file.length, 255);
     assert.equal(parseHotfixFileName(file).name, name);
-    assert.throws(() => parseHotfixName(`${name}a`), (e: unknown) => e instanceof HotfixNameError && /at most 237 characters/.test(e.message) && !e.message.includes('\n'));
+    assert.throws(
+      () => parseHotfixName(`${name}a`),
+      (e: unknown) =>
+        e instanceof HotfixNameError && /at most 237 characters/.test(e.message) && !e.message.includes('\n'),
+    );
     assert.throws(() => parseHotfixFileName(`sshmgr-1.0-${name}a_A-1.gz`), /longer than 255 characters/);
     const longest = workflowId('removal', name, new Date(), 'abcdef');
     assert.equal(longest.length, WORKFLOW_ID_MAX);
@@ -214,11 +384,27 @@ describe('HTML escaping of untrusted text', () => {
 describe('webhook notifications (Slack-compatible text)', () => {
   it('says what to check and where, links the page, and keeps untrusted values from making links or mentions', () => {
     const base = { rolloutId: 'rollout-h-1', hotfix: 'hotfix_backend_x', requestedBy: 'alice' };
-    const waiting = notificationText({ ...base, event: 'waiting', canary: 'km-be-1', canaryUrl: 'https://km-be-1.example/', drained: ['km-be-2'] }, 'https://km-hotfix.example/');
-    assert.equal(waiting, 'hotfix_backend_x waits for verification: check canary km-be-1 directly on https://km-be-1.example/ (not through the load balancer), then approve or reject (not alice, who started it): https://km-hotfix.example/rollouts/rollout-h-1. Backends km-be-2 are drained.');
-    assert.match(notificationText({ ...base, event: 'completed', servers: 5 }), /completed on 5 server\(s\): \(km-hotfix status rollout-h-1\)/);
-    const evil = notificationText({ ...base, event: 'rolled_back', error: 'rejected by bob: <!channel> <http://x|click>\nnext' });
+    const waiting = notificationText(
+      { ...base, event: 'waiting', canary: 'km-be-1', canaryUrl: 'https://km-be-1.example/', drained: ['km-be-2'] },
+      'https://km-hotfix.example/',
+    );
+    assert.equal(
+      waiting,
+      'hotfix_backend_x waits for verification: check canary km-be-1 directly on https://km-be-1.example/ (not through the load balancer), then approve or reject (not alice, who started it): https://km-hotfix.example/rollouts/rollout-h-1. Backends km-be-2 are drained.',
+    );
+    assert.match(
+      notificationText({ ...base, event: 'completed', servers: 5 }),
+      /completed on 5 server\(s\): \(km-hotfix status rollout-h-1\)/,
+    );
+    const evil = notificationText({
+      ...base,
+      event: 'rolled_back',
+      error: 'rejected by bob: <!channel> <http://x|click>\nnext',
+    });
     assert.match(evil, /&lt;!channel&gt; &lt;http:\/\/x\|click&gt; next/);
-    assert.match(notificationText({ ...base, event: 'rollback_failed', needsAttention: ['km-be-3'] }), /FAILED TO ROLL BACK; needs a person for km-be-3/);
+    assert.match(
+      notificationText({ ...base, event: 'rollback_failed', needsAttention: ['km-be-3'] }),
+      /FAILED TO ROLL BACK; needs a person for km-be-3/,
+    );
   });
 });

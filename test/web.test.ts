@@ -42,7 +42,9 @@ describe('web page for approvers (real chromium)', function () {
   const hook = { messages: [] as string[], attempts: 0, down: false, server: http.createServer() };
   hook.server.on('request', (req, res) => {
     let body = '';
-    req.on('data', (c: Buffer) => { body += c.toString(); });
+    req.on('data', (c: Buffer) => {
+      body += c.toString();
+    });
     req.on('end', () => {
       hook.attempts++;
       if (hook.down) {
@@ -68,8 +70,13 @@ describe('web page for approvers (real chromium)', function () {
     const webPort = await freePort();
     // Slow restarts: the fan-out lasts long enough to watch the grid change.
     env = await rolloutEnv({
-      frontends: 1, backends: 4, restartMs: 700,
-      notify: { webhookUrl: `http://127.0.0.1:${(hook.server.address() as AddressInfo).port}/hook`, webUrl: `http://127.0.0.1:${webPort}` },
+      frontends: 1,
+      backends: 4,
+      restartMs: 700,
+      notify: {
+        webhookUrl: `http://127.0.0.1:${(hook.server.address() as AddressInfo).port}/hook`,
+        webUrl: `http://127.0.0.1:${webPort}`,
+      },
     });
     const dir = await scratchDir('web');
     const pair = generateEd25519KeyPair(DELEGATE);
@@ -77,7 +84,14 @@ describe('web page for approvers (real chromium)', function () {
     await fs.writeFile(keyFile, pair.private, { mode: 0o600 });
     const [type, b64] = pair.public.trim().split(/\s+/);
     await fs.appendFile(env.people.allowedSigners, `${DELEGATE} ${type} ${b64}\n`);
-    const page = { client: env.client, orchestrator: env.orchestrator, trustedProxies: ['127.0.0.1', '::1'], signingKey: keyFile, allowedSigners: env.people.allowedSigners, pollMs: 300 };
+    const page = {
+      client: env.client,
+      orchestrator: env.orchestrator,
+      trustedProxies: ['127.0.0.1', '::1'],
+      signingKey: keyFile,
+      allowedSigners: env.people.allowedSigners,
+      pollMs: 300,
+    };
     web = await startWebServer({ ...page, port: webPort });
     webAnyCase = await startWebServer({ ...page, names: 'case-insensitive' });
     browser = await launchBrowser();
@@ -120,7 +134,12 @@ describe('web page for approvers (real chromium)', function () {
   }
 
   /** A page whose buttons `shown` saw, left open while the proxy now names `now`; then Approve. */
-  async function approveFromStalePage(h: WorkflowHandle, shown: string, now: string, on: WebServer = web): Promise<string> {
+  async function approveFromStalePage(
+    h: WorkflowHandle,
+    shown: string,
+    now: string,
+    on: WebServer = web,
+  ): Promise<string> {
     const page = await open(shown, h, on);
     assert.equal(await page.locator('#approve').count(), 1, `${shown} sees the buttons`);
     await page.context().setExtraHTTPHeaders({ 'X-Forwarded-User': now });
@@ -137,13 +156,16 @@ describe('web page for approvers (real chromium)', function () {
     assert.equal(await page.locator('#phase').textContent(), 'verifying');
     assert.equal(await page.locator('#approve').count(), 0, `no Approve for ${who}`);
     assert.equal(await page.locator('#reject').count(), 0, `no Reject for ${who}`);
-    assert.match(await page.locator('#no-buttons').textContent() ?? '', why, who);
+    assert.match((await page.locator('#no-buttons').textContent()) ?? '', why, who);
     await page.context().close();
   }
 
   const cliEnvOf = () => ({
-    TEMPORAL_ADDRESS: testStack().temporal.address, KM_HOTFIX_TASK_QUEUE: env.taskQueue,
-    DATABASE_URL: env.orchestratorUrl, KM_DATABASE_URL: env.kmUrl, KM_HOTFIX_ALLOWED_SIGNERS: env.people.allowedSigners,
+    TEMPORAL_ADDRESS: testStack().temporal.address,
+    KM_HOTFIX_TASK_QUEUE: env.taskQueue,
+    DATABASE_URL: env.orchestratorUrl,
+    KM_DATABASE_URL: env.kmUrl,
+    KM_HOTFIX_ALLOWED_SIGNERS: env.people.allowedSigners,
   });
 
   it('approve end to end: the page shows canary, its URL and drained backends; the grid recolours live during fan-out; the timeline names the person, the delegate and the key', async () => {
@@ -154,7 +176,10 @@ describe('web page for approvers (real chromium)', function () {
     const canaryUrl = await page.locator('#canary-url').getAttribute('href');
     assert.equal(canaryUrl, new URL(st.gate?.url ?? 'http://missing/').toString());
     const drained = await page.locator('#drained td:first-child').allTextContents();
-    assert.deepEqual(drained, st.drained.map((d) => d.server));
+    assert.deepEqual(
+      drained,
+      st.drained.map((d) => d.server),
+    );
     assert.equal(await page.locator('[data-server]').count(), serversOf(st).length);
     await page.screenshot({ path: path.join(SCREENSHOTS, 'web-verifying.png'), fullPage: true });
 
@@ -164,16 +189,25 @@ describe('web page for approvers (real chromium)', function () {
 
     // Fan-out: the page stays loaded while server-sent events recolour the grid.
     await page.locator('#phase', { hasText: 'fanout' }).waitFor({ timeout: 30_000 });
-    const patchedAtLoad = Number(await page.evaluate('window.__stayed = true, document.querySelectorAll(\'[data-state="patched"]\').length'));
+    const patchedAtLoad = Number(
+      await page.evaluate('window.__stayed = true, document.querySelectorAll(\'[data-state="patched"]\').length'),
+    );
     // A function, not a string: the page's Content-Security-Policy forbids eval.
     type Doc = { document: { querySelectorAll(s: string): { length: number } } };
-    await page.waitForFunction((n: number) => (globalThis as unknown as Doc).document.querySelectorAll('[data-state="patched"]').length > n, patchedAtLoad, { timeout: 30_000 });
+    await page.waitForFunction(
+      (n: number) => (globalThis as unknown as Doc).document.querySelectorAll('[data-state="patched"]').length > n,
+      patchedAtLoad,
+      { timeout: 30_000 },
+    );
     assert.equal(await page.evaluate('window.__stayed === true'), true, 'the grid changed without reloading the page');
 
     const done = (await h.result()) as RolloutStatus;
     assert.equal(done.phase, 'completed', done.error ?? '');
     await page.locator('#phase', { hasText: 'completed' }).waitFor({ timeout: 15_000 });
-    assert.equal(await page.locator('[data-state="patched"]').count(), serversOf(done).filter((s) => s.state === 'patched').length);
+    assert.equal(
+      await page.locator('[data-state="patched"]').count(),
+      serversOf(done).filter((s) => s.state === 'patched').length,
+    );
     const approval = done.approvals[0]!;
     assert.equal(approval.by, 'bob');
     assert.equal(approval.via, DELEGATE);
@@ -194,12 +228,25 @@ describe('web page for approvers (real chromium)', function () {
     const audit = await runCli(['audit', h.workflowId], cliEnvOf());
     assert.equal(audit.code, 0, audit.stdout + audit.stderr);
     assert.match(audit.stdout, new RegExp(`^ok\\s+approve\\s+${via.source}`, 'm'));
-    const auditJson = JSON.parse((await runCli(['audit', h.workflowId, '--json'], cliEnvOf())).stdout) as { decisions: { action: string; by: string; via?: string; key: string }[] };
-    assert.deepEqual(auditJson.decisions.map((d) => [d.action, d.by, d.via]), [['rollout', 'alice', undefined], ['approve', 'bob', DELEGATE]]);
+    const auditJson = JSON.parse((await runCli(['audit', h.workflowId, '--json'], cliEnvOf())).stdout) as {
+      decisions: { action: string; by: string; via?: string; key: string }[];
+    };
+    assert.deepEqual(
+      auditJson.decisions.map((d) => [d.action, d.by, d.via]),
+      [
+        ['rollout', 'alice', undefined],
+        ['approve', 'bob', DELEGATE],
+      ],
+    );
 
     // The webhook heard: waiting (canary, its URL, the page), then completed.
     const [waiting, completed] = await messagesAbout(h.workflowId, 2);
-    assert.match(waiting ?? '', new RegExp(`${done.hotfix} waits for verification: check canary ${st.canary} directly on ${st.gate?.url?.replace(/[.]/g, '\\.')}`));
+    assert.match(
+      waiting ?? '',
+      new RegExp(
+        `${done.hotfix} waits for verification: check canary ${st.canary} directly on ${st.gate?.url?.replace(/[.]/g, '\\.')}`,
+      ),
+    );
     assert.ok(waiting?.includes(pageUrl(h)), waiting);
     assert.match(completed ?? '', new RegExp(`${done.hotfix} completed on 5 server`));
   });
@@ -214,7 +261,7 @@ describe('web page for approvers (real chromium)', function () {
     assert.equal(done.phase, 'rolled_back');
     assert.match(done.error ?? '', /rejected by carol: login page blank/);
     await page.goto(pageUrl(h));
-    assert.match(await page.locator('#timeline').textContent() ?? '', /login page blank/);
+    assert.match((await page.locator('#timeline').textContent()) ?? '', /login page blank/);
     await page.context().close();
     const said = await messagesAbout(h.workflowId, 2);
     assert.match(said[1] ?? '', /rolled back: rejected by carol: login page blank/);
@@ -235,14 +282,20 @@ describe('web page for approvers (real chromium)', function () {
   });
 
   // Issue 23, item 5: on today's code the requester, a non-approver and `…@DELEGATE` all saw the buttons.
-  it('the buttons only for a person who may decide now: the requester, a non-approver and a delegate\'s name read why not; a stale page is still judged by the workflow', async () => {
+  it("the buttons only for a person who may decide now: the requester, a non-approver and a delegate's name read why not; a stale page is still judged by the workflow", async () => {
     const { h } = await gateRollout(['carol']);
     await noButtonsFor('alice', h, /alice started this rollout: someone else must verify the canary/);
     await noButtonsFor('bob', h, /bob is not an approver of this rollout \(approvers: carol\)/);
     await noButtonsFor('km-hotfix-web@DELEGATE', h, /km-hotfix-web@DELEGATE is a delegate, not a person/);
     // A page carol left open, now used by someone else: the workflow refuses, nothing changes.
-    assert.match(await approveFromStalePage(h, 'carol', 'bob'), /^approve refused: bob is not an approver of this rollout \(approvers: carol\)$/);
-    assert.match(await approveFromStalePage(h, 'carol', 'alice'), /^approve refused: alice started this rollout: someone else must verify the canary$/);
+    assert.match(
+      await approveFromStalePage(h, 'carol', 'bob'),
+      /^approve refused: bob is not an approver of this rollout \(approvers: carol\)$/,
+    );
+    assert.match(
+      await approveFromStalePage(h, 'carol', 'alice'),
+      /^approve refused: alice started this rollout: someone else must verify the canary$/,
+    );
     const st = await env.status(h);
     assert.equal(st.phase, 'verifying');
     assert.deepEqual(st.approvals, []);
@@ -251,12 +304,19 @@ describe('web page for approvers (real chromium)', function () {
 
     // alice's key on a second line under another name is still alice: the page and the workflow compare her keys, not the delegate's.
     const signers = await fs.readFile(env.people.allowedSigners, 'utf8');
-    const alicePub = (await fs.readFile(`${env.people.keys.alice}.pub`, 'utf8')).trim().split(/\s+/).slice(0, 2).join(' ');
+    const alicePub = (await fs.readFile(`${env.people.keys.alice}.pub`, 'utf8'))
+      .trim()
+      .split(/\s+/)
+      .slice(0, 2)
+      .join(' ');
     await fs.writeFile(env.people.allowedSigners, `${signers}alice-laptop ${alicePub}\n`);
     try {
       const listed = await gateRollout(['alice-laptop', 'carol']);
       await noButtonsFor('alice-laptop', listed.h, /alice-laptop started this rollout as alice with the same key/);
-      assert.match(await approveFromStalePage(listed.h, 'carol', 'alice-laptop'), /^approve refused: alice-laptop started this rollout as alice with the same key/);
+      assert.match(
+        await approveFromStalePage(listed.h, 'carol', 'alice-laptop'),
+        /^approve refused: alice-laptop started this rollout as alice with the same key/,
+      );
       assert.deepEqual((await env.status(listed.h)).approvals, []);
     } finally {
       await fs.writeFile(env.people.allowedSigners, signers);
@@ -264,12 +324,15 @@ describe('web page for approvers (real chromium)', function () {
   });
 
   // Issue 23, item 1: on today's code ALICE approved alice's own rollout through the page.
-  it('the requester under another spelling: nobody when names are exact; alice, so the requester, when the proxy\'s names are case-insensitive', async () => {
+  it("the requester under another spelling: nobody when names are exact; alice, so the requester, when the proxy's names are case-insensitive", async () => {
     const { h } = await gateRollout();
     // Exact (the default): ALICE is not a person of the file; nothing is signed for her.
     await noButtonsFor('ALICE', h, /ALICE is not in the signers file/);
     const named = await open('ALICE', h);
-    assert.match(await named.locator('#read-only').textContent() ?? '', /the proxy names ALICE, and ALICE is not in the signers file/);
+    assert.match(
+      (await named.locator('#read-only').textContent()) ?? '',
+      /the proxy names ALICE, and ALICE is not in the signers file/,
+    );
     await named.context().close();
     assert.match(await approveFromStalePage(h, 'dana', 'ALICE'), /^approve refused: ALICE is not in the signers file$/);
     // Case-insensitive: ALICE is alice, the requester.
@@ -277,7 +340,10 @@ describe('web page for approvers (real chromium)', function () {
     assert.equal(await same.locator('#person').textContent(), 'alice');
     await same.context().close();
     await noButtonsFor('ALICE', h, /alice started this rollout: someone else must verify the canary/, webAnyCase);
-    assert.match(await approveFromStalePage(h, 'Dana', 'Alice', webAnyCase), /^approve refused: alice started this rollout: someone else must verify the canary$/);
+    assert.match(
+      await approveFromStalePage(h, 'Dana', 'Alice', webAnyCase),
+      /^approve refused: alice started this rollout: someone else must verify the canary$/,
+    );
     let st = await env.status(h);
     assert.equal(st.phase, 'verifying');
     assert.deepEqual(st.approvals, []);
@@ -287,36 +353,57 @@ describe('web page for approvers (real chromium)', function () {
     await dana.locator('#notice', { hasText: 'approved by dana' }).waitFor({ timeout: 15_000 });
     await dana.context().close();
     st = await env.status(h);
-    assert.deepEqual(st.approvals.map((a) => [a.by, a.via]), [['dana', DELEGATE]]);
+    assert.deepEqual(
+      st.approvals.map((a) => [a.by, a.via]),
+      [['dana', DELEGATE]],
+    );
     assert.match(st.approvals[0]!.message, /\non-behalf-of: dana\n/);
   });
 
   // Issue 23, item 2: on today's code the delegate's word made anyone a person, page or not.
-  it('a stranger: no buttons on the page, and the workflow refuses the delegate\'s signature for her when the page is bypassed', async () => {
+  it("a stranger: no buttons on the page, and the workflow refuses the delegate's signature for her when the page is bypassed", async () => {
     const { h, st } = await gateRollout();
     await noButtonsFor('eve', h, /eve is not in the signers file/);
     const delegateSigned = async (onBehalfOf: string) => {
       const message = decisionMessage({
-        action: 'approve', rollout: h.workflowId, hotfix: st.hotfix, sha256: st.sha256 ?? '', canary: st.canary ?? '', drained: drainedFacts(st.drained.map((d) => d.server)),
-        comment: 'straight to Temporal', onBehalfOf, at: new Date().toISOString(),
+        action: 'approve',
+        rollout: h.workflowId,
+        hotfix: st.hotfix,
+        sha256: st.sha256 ?? '',
+        canary: st.canary ?? '',
+        drained: drainedFacts(st.drained.map((d) => d.server)),
+        comment: 'straight to Temporal',
+        onBehalfOf,
+        at: new Date().toISOString(),
       });
       return { message, signature: await signMessage(await keyFileSigner(keyFile), message) };
     };
     for (const name of ['eve', 'BOB']) {
-      await assert.rejects(h.executeUpdate(approveUpdate, { args: [await delegateSigned(name)] }), (err: unknown) => {
-        assert.ok(err instanceof WorkflowUpdateFailedError, String(err));
-        assert.match(String((err.cause as Error | undefined)?.message), new RegExp(`^${name} is not in the signers file`));
-        return true;
-      }, name);
+      await assert.rejects(
+        h.executeUpdate(approveUpdate, { args: [await delegateSigned(name)] }),
+        (err: unknown) => {
+          assert.ok(err instanceof WorkflowUpdateFailedError, String(err));
+          assert.match(
+            String((err.cause as Error | undefined)?.message),
+            new RegExp(`^${name} is not in the signers file`),
+          );
+          return true;
+        },
+        name,
+      );
     }
     const now = await env.status(h);
     assert.equal(now.phase, 'verifying');
     assert.deepEqual(now.approvals, []);
-    assert.equal((await env.orchestrator`SELECT 1 FROM rollout_event WHERE rollout_id = ${h.workflowId} AND kind = 'approve'`).length, 0);
+    assert.equal(
+      (await env.orchestrator`SELECT 1 FROM rollout_event WHERE rollout_id = ${h.workflowId} AND kind = 'approve'`)
+        .length,
+      0,
+    );
   });
 
   // Issue 23, item 3: on today's code such a rollout's page was fastify's JSON 404.
-  it('a rollout with the longest id this fleet\'s hotfixes allow opens from the list, lives, and is approved; any longer id gets the page\'s own 404', async () => {
+  it("a rollout with the longest id this fleet's hotfixes allow opens from the list, lives, and is approved; any longer id gets the page's own 404", async () => {
     // The longest Name a 3.0.0 hotfix file with a three-character issue id can carry (255 characters in all).
     const description = 'x'.repeat(HOTFIX_NAME_MAX - 'hotfix_backend_'.length - '3.0.0'.length + '1.0'.length);
     const hf = await env.hotfix('backend', { description, issue: 'A-1' });
@@ -339,7 +426,10 @@ describe('web page for approvers (real chromium)', function () {
     for (const n of [WORKFLOW_ID_MAX, WORKFLOW_ID_MAX + 1]) {
       const r = await page.goto(`${web.url}/rollouts/${'r'.repeat(n)}`);
       assert.equal(r?.status(), 404);
-      assert.match(await page.locator('.notice.refused').textContent() ?? '', n === WORKFLOW_ID_MAX ? /^No rollout with id r+\.$/ : /No such page|No rollout/);
+      assert.match(
+        (await page.locator('.notice.refused').textContent()) ?? '',
+        n === WORKFLOW_ID_MAX ? /^No rollout with id r+\.$/ : /No such page|No rollout/,
+      );
     }
     await ctx.close();
   });
@@ -354,7 +444,12 @@ describe('web page for approvers (real chromium)', function () {
     await page.context().close();
 
     // The header from an address that is not the proxy names nobody.
-    const other = await startWebServer({ client: env.client, orchestrator: env.orchestrator, trustedProxies: ['192.0.2.1'], signingKey: undefined });
+    const other = await startWebServer({
+      client: env.client,
+      orchestrator: env.orchestrator,
+      trustedProxies: ['192.0.2.1'],
+      signingKey: undefined,
+    });
     try {
       const ctx = await browser.context('bob');
       const p = await ctx.newPage();
@@ -373,7 +468,9 @@ describe('web page for approvers (real chromium)', function () {
     // Another site whose page posts to the approve form on load; the browser still carries the person's header.
     const evil = http.createServer((_req, res) => {
       res.setHeader('content-type', 'text/html');
-      res.end(`<form id="f" method="post" action="${pageUrl(h)}/approve"><input name="comment" value="forged"></form><script>document.getElementById('f').submit()</script>`);
+      res.end(
+        `<form id="f" method="post" action="${pageUrl(h)}/approve"><input name="comment" value="forged"></form><script>document.getElementById('f').submit()</script>`,
+      );
     });
     await new Promise<void>((r) => evil.listen(0, '127.0.0.1', r));
     try {
@@ -390,7 +487,11 @@ describe('web page for approvers (real chromium)', function () {
       evil.close();
     }
     // Without a browser's headers, the form token is still required.
-    const direct = await fetch(`${pageUrl(h)}/approve`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', 'x-forwarded-user': 'bob' }, body: 'comment=forged' });
+    const direct = await fetch(`${pageUrl(h)}/approve`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', 'x-forwarded-user': 'bob' },
+      body: 'comment=forged',
+    });
     assert.equal(direct.status, 403);
     assert.match(await direct.text(), /form token/);
     const st = await env.status(h);
@@ -407,7 +508,7 @@ describe('web page for approvers (real chromium)', function () {
     assert.match(active ?? '', new RegExp(st.hotfix));
     assert.match(active ?? '', /verifying/);
     assert.match(active ?? '', /alice/);
-    assert.match(await page.locator('h2:has-text("Recent") + table').textContent() ?? '', /completed|rolled_back/);
+    assert.match((await page.locator('h2:has-text("Recent") + table').textContent()) ?? '', /completed|rolled_back/);
     await ctx.close();
     void h;
   });
@@ -421,19 +522,31 @@ describe('web page for approvers (real chromium)', function () {
     assert.equal(badNames.code, 2, badNames.stderr);
     assert.match(badNames.stderr, /KM_HOTFIX_WEB_NAMES must be exact or case-insensitive, not 'loose'/);
     assert.equal(lines(badNames.stderr).length, 1, badNames.stderr);
-    const badKey = await runCli(['web', '--port', '0'], { ...base, KM_HOTFIX_WEB_SIGNING_KEY: '/nonexistent/web_ed25519' });
+    const badKey = await runCli(['web', '--port', '0'], {
+      ...base,
+      KM_HOTFIX_WEB_SIGNING_KEY: '/nonexistent/web_ed25519',
+    });
     assert.equal(badKey.code, 2, badKey.stderr);
     assert.match(badKey.stderr, /KM_HOTFIX_WEB_SIGNING_KEY/);
     assert.equal(lines(badKey.stderr).length, 1, badKey.stderr);
 
     const port = await freePort();
-    const child = spawn(process.execPath, [BIN, 'web', '--port', String(port)], { env: cliEnv(base), stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [BIN, 'web', '--port', String(port)], {
+      env: cliEnv(base),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stderr = '';
-    child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
     const exited = new Promise<number | null>((r) => child.once('close', (code) => r(code)));
     try {
-      for (let i = 0; i < 100 && !stderr.includes(`http://127.0.0.1:${port}`); i++) await new Promise((r) => setTimeout(r, 100));
-      assert.match(stderr, new RegExp(`km-hotfix web: http://127.0.0.1:${port} \\(read-only: no KM_HOTFIX_WEB_SIGNING_KEY\\)`));
+      for (let i = 0; i < 100 && !stderr.includes(`http://127.0.0.1:${port}`); i++)
+        await new Promise((r) => setTimeout(r, 100));
+      assert.match(
+        stderr,
+        new RegExp(`km-hotfix web: http://127.0.0.1:${port} \\(read-only: no KM_HOTFIX_WEB_SIGNING_KEY\\)`),
+      );
       const res = await fetch(`http://127.0.0.1:${port}/`);
       assert.equal(res.status, 200);
       assert.match(await res.text(), /<h1>km-hotfix rollouts<\/h1>/);

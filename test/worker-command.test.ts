@@ -37,7 +37,10 @@ describe('km-hotfix worker (real command, harness Temporal and PostgreSQL)', fun
     const r = await runCli(['worker'], { TEMPORAL_ADDRESS: env.TEMPORAL_ADDRESS });
     assert.equal(r.code, 2, r.stderr);
     assert.equal(lines(r.stderr).length, 1, r.stderr);
-    assert.match(r.stderr, /DATABASE_URL, KM_DATABASE_URL, KM_SSH_KEY \(or SSH_AUTH_SOCK\) and KM_HOTFIX_ALLOWED_SIGNERS are not set/);
+    assert.match(
+      r.stderr,
+      /DATABASE_URL, KM_DATABASE_URL, KM_SSH_KEY \(or SSH_AUTH_SOCK\) and KM_HOTFIX_ALLOWED_SIGNERS are not set/,
+    );
   });
 
   it('refuses to start without a signers file, or with one it cannot read: one line, exit 2, before connecting anywhere', async () => {
@@ -72,9 +75,14 @@ describe('km-hotfix worker (real command, harness Temporal and PostgreSQL)', fun
   });
 
   it('migrates the orchestrator database, polls, and drains on SIGTERM (exit 0)', async () => {
-    const child = spawn(process.execPath, [BIN, 'worker'], { env: cliEnv({ ...env, KM_HOTFIX_LOG_LEVEL: 'WARN' }), stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [BIN, 'worker'], {
+      env: cliEnv({ ...env, KM_HOTFIX_LOG_LEVEL: 'WARN' }),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stderr = '';
-    child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
     const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
     try {
       const deadline = Date.now() + 60_000;
@@ -84,7 +92,9 @@ describe('km-hotfix worker (real command, harness Temporal and PostgreSQL)', fun
         await new Promise((r) => setTimeout(r, 100));
       }
       const sql = sqlFor(env.DATABASE_URL!);
-      const tables = (await sql<{ t: string }[]>`SELECT table_name AS t FROM information_schema.tables WHERE table_schema = 'public'`).map((r) => r.t);
+      const tables = (
+        await sql<{ t: string }[]>`SELECT table_name AS t FROM information_schema.tables WHERE table_schema = 'public'`
+      ).map((r) => r.t);
       assert.ok(tables.includes('fleet_server') && tables.includes('km_hotfix_migrations'), `migrated: ${tables}`);
       child.kill('SIGTERM');
       assert.equal(await exited, 0, stderr);

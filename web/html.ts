@@ -24,7 +24,10 @@ export function safeHref(url: string): string | null {
 
 /** JSON inside a <script> block: `<` escaped so no value can close the element. */
 export function scriptJson(value: unknown): string {
-  return JSON.stringify(value).replace(/</g, '\\u003c').replace(/\u2028/g, '\\u2028').replace(/\u2029/g, '\\u2029');
+  return JSON.stringify(value)
+    .replace(/</g, '\\u003c')
+    .replace(/\u2028/g, '\\u2028')
+    .replace(/\u2029/g, '\\u2029');
 }
 
 const STYLE = `
@@ -76,15 +79,23 @@ export function userLine(v: Visitor): string {
 export function rolloutsPage(rows: RolloutSummary[], visitor: Visitor): string {
   const active = rows.filter((r) => !r.outcome);
   const recent = rows.filter((r) => r.outcome);
-  const table = (list: RolloutSummary[], empty: string) => (list.length === 0
-    ? `<p class="muted">${empty}</p>`
-    : `<table><tr><th>Hotfix</th><th>Kind</th><th>Phase</th><th>Requester</th><th>Started</th><th>Ended</th><th>Outcome</th></tr>${list.map((r) => `
+  const table = (list: RolloutSummary[], empty: string) =>
+    list.length === 0
+      ? `<p class="muted">${empty}</p>`
+      : `<table><tr><th>Hotfix</th><th>Kind</th><th>Phase</th><th>Requester</th><th>Started</th><th>Ended</th><th>Outcome</th></tr>${list
+          .map(
+            (r) => `
 <tr class="rollout-row"><td><a href="/rollouts/${encodeURIComponent(r.id)}">${esc(r.hotfix)}</a><br><code class="muted">${esc(r.id)}</code></td>
 <td>${esc(r.kind)}</td><td>${esc(r.phase)}</td><td>${esc(r.requestedBy)}</td><td>${when(r.startedAt)}</td><td>${when(r.endedAt)}</td>
-<td>${esc(r.outcome ?? 'running')}${r.error ? `<br><span class="muted">${esc(r.error.split('\n')[0]!.slice(0, 160))}</span>` : ''}</td></tr>`).join('')}</table>`);
-  return layout('km-hotfix rollouts', `<h1>km-hotfix rollouts</h1>${userLine(visitor)}
+<td>${esc(r.outcome ?? 'running')}${r.error ? `<br><span class="muted">${esc(r.error.split('\n')[0]!.slice(0, 160))}</span>` : ''}</td></tr>`,
+          )
+          .join('')}</table>`;
+  return layout(
+    'km-hotfix rollouts',
+    `<h1>km-hotfix rollouts</h1>${userLine(visitor)}
 <h2>Active</h2>${table(active, 'No rollout is running.')}
-<h2>Recent</h2>${table(recent, 'None yet.')}`);
+<h2>Recent</h2>${table(recent, 'None yet.')}`,
+  );
 }
 
 export interface RolloutView {
@@ -118,14 +129,24 @@ function drainedSection(st: RolloutStatus, p: DrainedPage | undefined): string {
   if (count === 0) return '';
   const base = `/rollouts/${encodeURIComponent(st.id)}`;
   // The ledger's page; a status that the ledger has not caught up with shows its own (first) entries.
-  const page: DrainedPage = p && p.total > 0 ? p : { total: st.drained.length, page: 1, pageSize: Math.max(1, st.drained.length), drained: [...st.drained].sort((a, b) => (a.server < b.server ? -1 : a.server > b.server ? 1 : 0)) };
+  const page: DrainedPage =
+    p && p.total > 0
+      ? p
+      : {
+          total: st.drained.length,
+          page: 1,
+          pageSize: Math.max(1, st.drained.length),
+          drained: [...st.drained].sort((a, b) => (a.server < b.server ? -1 : a.server > b.server ? 1 : 0)),
+        };
   const pages = Math.max(1, Math.ceil(page.total / page.pageSize));
   const href = (n: number) => `${base}?drained=${n}`;
   const nav = [
     page.page > 1 ? `<a id="drained-prev" href="${esc(href(page.page - 1))}">← previous</a>` : '',
     `page ${page.page} of ${pages} (${page.total} backend(s))`,
     page.page < pages ? `<a id="drained-next" href="${esc(href(page.page + 1))}">next →</a>` : '',
-  ].filter(Boolean).join(' · ');
+  ]
+    .filter(Boolean)
+    .join(' · ');
   const signs = st.gate
     ? `<p>An approval or rejection names them as <code id="drained-digest">drained: ${esc(st.gate.drained.count)} sha256:${esc(st.gate.drained.sha256)}</code>: the sha256 of their names sorted, one per line (<a id="drained-list" href="${esc(`${base}/drained.txt`)}">drained.txt</a>).</p>`
     : `<p class="muted">${esc(count)} backend(s) (<a id="drained-list" href="${esc(`${base}/drained.txt`)}">drained.txt</a>).</p>`;
@@ -150,7 +171,9 @@ function eventLine(e: StoredEvent): string {
   const verb = e.kind === 'approve' ? 'approved' : e.kind === 'reject' ? 'rejected' : 'signed';
   const signed = isSigned
     ? ` <span class="signed">${verb} by <b>${esc(e.actor ?? '')}</b>${typeof d.via === 'string' ? ` via ${esc(d.via)}` : ''} (<code>${esc(d.key)}</code>)</span>`
-    : e.actor ? ` by ${esc(e.actor)}` : '';
+    : e.actor
+      ? ` by ${esc(e.actor)}`
+      : '';
   return `<tr class="event"><td class="nowrap">${when(e.at)}</td><td>${esc(e.kind)}</td><td class="nowrap">${e.server ? esc(e.server) : ''}</td><td>${bits.join(' ')}${signed}</td></tr>`;
 }
 
@@ -179,7 +202,9 @@ export function rolloutPage(v: RolloutView): string {
 <p class="muted">Waiting since ${when(gate.waitingSince)}; counts as rejected after ${when(gate.deadline)}.${gate.approvers.length ? ` Approvers: ${esc(gate.approvers.join(', '))}.` : ''}</p>
 ${v.csrf ? gateForms(st.id, v.csrf) : `<p class="muted" id="no-buttons">${esc(v.readOnlyWhy ?? 'Read-only: sign in through the proxy to approve or reject.')}</p>`}`;
   }
-  const notice = v.notice ? `<div class="notice ${v.notice.ok ? 'ok' : 'refused'}" id="notice">${esc(v.notice.text)}</div>` : '';
+  const notice = v.notice
+    ? `<div class="notice ${v.notice.ok ? 'ok' : 'refused'}" id="notice">${esc(v.notice.text)}</div>`
+    : '';
   const body = `<p><a href="/">← rollouts</a></p>
 <h1>${esc(st.hotfix)}</h1><p><code>${esc(st.id)}</code></p>${userLine(v.visitor)}${notice}
 <p>Phase: <b id="phase">${esc(st.phase)}</b>${st.paused ? ' (paused)' : ''} · requested by ${esc(st.requestedBy || '(not yet verified)')}${st.requestedKey ? ` <code>${esc(st.requestedKey)}</code>` : ''}</p>
@@ -188,12 +213,19 @@ ${st.needsAttention.length ? `<p class="notice refused">Needs a person: ${esc(st
 ${canary}${decide}${drained}
 <h2>Servers</h2>${st.servers ? `<div class="grid" id="grid">${st.servers.map((s) => serverCell(s.name, s.state)).join('')}</div>` : largeFleet(st, v.serverPage)}
 <h2>Timeline</h2><table id="timeline">${v.events.map(eventLine).join('')}</table>`;
-  return layout(`${st.hotfix} · km-hotfix`, body, v.live && !isFinalPhase(st.phase) ? liveScript(st.id, st.phase) : '', v.nonce);
+  return layout(
+    `${st.hotfix} · km-hotfix`,
+    body,
+    v.live && !isFinalPhase(st.phase) ? liveScript(st.id, st.phase) : '',
+    v.nonce,
+  );
 }
 
 /** "patched 120 · pending 19,880": the counts by state of a status. */
 export function countsText(st: RolloutStatus): string {
-  return `${st.serverCount} servers: ${Object.entries(st.serverCounts).map(([k, n]) => `${k} ${n}`).join(' · ')}`;
+  return `${st.serverCount} servers: ${Object.entries(st.serverCounts)
+    .map(([k, n]) => `${k} ${n}`)
+    .join(' · ')}`;
 }
 
 /** Above FULL_SERVER_LIST_MAX servers: counts (live), the servers needing attention, and a page of the ledger. */
@@ -204,12 +236,15 @@ function largeFleet(st: RolloutStatus, p: RolloutView['serverPage']): string {
   let list = '';
   if (p) {
     const pages = Math.max(1, Math.ceil(p.page.total / p.page.pageSize));
-    const href = (n: number) => `/rollouts/${encodeURIComponent(st.id)}?page=${n}${p.state ? `&state=${encodeURIComponent(p.state)}` : ''}`;
+    const href = (n: number) =>
+      `/rollouts/${encodeURIComponent(st.id)}?page=${n}${p.state ? `&state=${encodeURIComponent(p.state)}` : ''}`;
     const nav = [
       p.page.page > 1 ? `<a id="prev-page" href="${esc(href(p.page.page - 1))}">← previous</a>` : '',
       `page ${p.page.page} of ${pages} (${p.page.total} server(s)${p.state ? ` in state ${esc(p.state)}` : ''})`,
       p.page.page < pages ? `<a id="next-page" href="${esc(href(p.page.page + 1))}">next →</a>` : '',
-    ].filter(Boolean).join(' · ');
+    ]
+      .filter(Boolean)
+      .join(' · ');
     list = `<h3>Every server, from the ledger</h3><p id="server-page-nav">${nav}</p>
 <table id="server-page"><tr><th>Server</th><th>Role</th><th>State</th><th>Note</th></tr>${p.page.servers.map((s) => `<tr data-ledger-server="${esc(s.name)}"><td>${esc(s.name)}</td><td>${esc(s.role ?? '')}</td><td>${esc(s.state)}</td><td>${esc(s.error ?? '')}</td></tr>`).join('')}</table>`;
   }

@@ -13,12 +13,27 @@ import type { IncomingMessage } from 'node:http';
 import fastify, { FastifyReply, FastifyRequest } from 'fastify';
 import type { Sql } from 'postgres';
 import { Client, WorkflowUpdateFailedError } from '@temporalio/client';
-import { decisionMessage, DecisionMessageError, drainedFacts, drainedList, drainedMismatch, oneLine } from '../domain/decision';
+import {
+  decisionMessage,
+  DecisionMessageError,
+  drainedFacts,
+  drainedList,
+  drainedMismatch,
+  oneLine,
+} from '../domain/decision';
 import { gateAnswerRefusal, NameMatching, personNamed } from '../domain/people';
 import { isFinalPhase, RolloutStatus, SERVER_STATES, ServerState, WORKFLOW_ID_MAX } from '../domain/rollout';
 import { approveUpdate, rejectUpdate, statusQuery, WORKFLOW_TYPES } from '../workflows/definitions';
 import { answerWithin, mergeBatches, QUERY_TIMEOUT_MS, withLedgerView } from '../platform/workflow-status';
-import { drainedPage, ledgerStatus, liveLedger, recentRollouts, recordedDrained, rolloutEvents, serverStates } from '../store/ledger';
+import {
+  drainedPage,
+  ledgerStatus,
+  liveLedger,
+  recentRollouts,
+  recordedDrained,
+  rolloutEvents,
+  serverStates,
+} from '../store/ledger';
 import { listInventory, inventoryServer } from '../store/inventory';
 import { keyFileSigner } from '../signing/signer';
 import { NAMESPACE, signMessage, Signer } from '../signing/sshsig';
@@ -85,7 +100,12 @@ export async function startWebServer(o: WebOptions): Promise<WebServer> {
 
   // forceCloseConnections: a live page's event stream must not hold close() open.
   // maxParamLength: fastify's default (100) is shorter than a long hotfix's rollout id.
-  const app = fastify({ logger: false, bodyLimit: 16_384, forceCloseConnections: true, routerOptions: { maxParamLength: MAX_PARAM } });
+  const app = fastify({
+    logger: false,
+    bodyLimit: 16_384,
+    forceCloseConnections: true,
+    routerOptions: { maxParamLength: MAX_PARAM },
+  });
   app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_req, body, done) => {
     done(null, Object.fromEntries(new URLSearchParams(String(body))));
   });
@@ -103,7 +123,13 @@ export async function startWebServer(o: WebOptions): Promise<WebServer> {
   const visitorOf = async (req: FastifyRequest): Promise<Visitor> => {
     const named = namedBy(req);
     if (named === null) return { named: null, person: null, keys: [] };
-    if (!o.allowedSigners) return { named, person: null, keys: [], why: 'this server has no signers file (KM_HOTFIX_ALLOWED_SIGNERS) to know people by' };
+    if (!o.allowedSigners)
+      return {
+        named,
+        person: null,
+        keys: [],
+        why: 'this server has no signers file (KM_HOTFIX_ALLOWED_SIGNERS) to know people by',
+      };
     let signers;
     try {
       signers = await readAllowedSigners(o.allowedSigners);
@@ -121,9 +147,13 @@ export async function startWebServer(o: WebOptions): Promise<WebServer> {
   const whyNot = (v: Visitor, st: RolloutStatus): string | null => {
     if (v.person === null) return v.why ?? null;
     if (!signer) return 'this server has no signing key (KM_HOTFIX_WEB_SIGNING_KEY)';
-    if (st.kind !== 'rollout' || st.phase !== 'verifying' || !st.gate) return `rollout ${st.id} is not waiting for verification`;
+    if (st.kind !== 'rollout' || st.phase !== 'verifying' || !st.gate)
+      return `rollout ${st.id} is not waiting for verification`;
     if (st.approvals.length > 0) return `rollout ${st.id} has already been answered`;
-    return gateAnswerRefusal({ by: v.person, keys: v.keys }, { requestedBy: st.requestedBy, requestedKey: st.requestedKey, approvers: st.gate.approvers });
+    return gateAnswerRefusal(
+      { by: v.person, keys: v.keys },
+      { requestedBy: st.requestedBy, requestedKey: st.requestedKey, approvers: st.gate.approvers },
+    );
   };
 
   /** A session id in a cookie (made on first visit); the CSRF token is derived from it. */
@@ -142,8 +172,10 @@ export async function startWebServer(o: WebOptions): Promise<WebServer> {
     if (site !== undefined && site !== 'same-origin') return `a ${String(site)} request`;
     const origin = req.headers.origin;
     if (origin !== undefined) {
-      const host = (trusted.has(normalAddress(req.socket.remoteAddress)) && typeof req.headers['x-forwarded-host'] === 'string')
-        ? req.headers['x-forwarded-host'] : req.headers.host;
+      const host =
+        trusted.has(normalAddress(req.socket.remoteAddress)) && typeof req.headers['x-forwarded-host'] === 'string'
+          ? req.headers['x-forwarded-host']
+          : req.headers.host;
       let from: string;
       try {
         from = new URL(origin).host;
@@ -155,7 +187,7 @@ export async function startWebServer(o: WebOptions): Promise<WebServer> {
     const sid = cookies(req.raw).get(COOKIE);
     const body = req.body as Record<string, string> | undefined;
     const token = typeof body?.csrf === 'string' ? body.csrf : '';
-    if (!sid || token.length === 0) return 'a request without this page\'s form token';
+    if (!sid || token.length === 0) return "a request without this page's form token";
     const want = Buffer.from(tokenFor(sid));
     const got = Buffer.from(token);
     if (want.length !== got.length || !timingSafeEqual(want, got)) return 'a request with a wrong form token';
@@ -173,7 +205,10 @@ export async function startWebServer(o: WebOptions): Promise<WebServer> {
       try {
         if (desc.status.name === 'RUNNING') {
           const st = await answerWithin(o.client, () => h.query(statusQuery), QUERY_TIMEOUT_MS);
-          return { status: await withLedgerView(await mergeBatches(o.client, st, QUERY_TIMEOUT_MS, ledger), ledger), live: true };
+          return {
+            status: await withLedgerView(await mergeBatches(o.client, st, QUERY_TIMEOUT_MS, ledger), ledger),
+            live: true,
+          };
         }
         if (desc.status.name === 'COMPLETED') return { status: (await h.result()) as RolloutStatus, live: false };
       } catch {
@@ -189,8 +224,10 @@ export async function startWebServer(o: WebOptions): Promise<WebServer> {
     reply.header('cache-control', 'no-store');
     reply.header('x-content-type-options', 'nosniff');
     reply.header('referrer-policy', 'same-origin');
-    reply.header('content-security-policy',
-      `default-src 'none'; style-src 'unsafe-inline'; script-src 'nonce-${nonce}'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'`);
+    reply.header(
+      'content-security-policy',
+      `default-src 'none'; style-src 'unsafe-inline'; script-src 'nonce-${nonce}'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'`,
+    );
   };
 
   app.get('/', async (req, reply) => {
@@ -203,53 +240,83 @@ export async function startWebServer(o: WebOptions): Promise<WebServer> {
   app.setNotFoundHandler(async (req, reply) => {
     secure(reply);
     reply.code(404);
-    return rolloutsPage([], await visitorOf(req)).replace('<h2>Active</h2>', '<p class="notice refused">No such page.</p><h2>Active</h2>');
+    return rolloutsPage([], await visitorOf(req)).replace(
+      '<h2>Active</h2>',
+      '<p class="notice refused">No such page.</p><h2>Active</h2>',
+    );
   });
 
-  app.get<{ Params: { id: string }; Querystring: { page?: string; state?: string; drained?: string } }>('/rollouts/:id', async (req, reply) => {
-    const sid = session(req, reply);
-    const id = req.params.id;
-    const found = ID.test(id) ? await readRollout(id) : undefined;
-    const nonce = randomBytes(16).toString('base64');
-    secure(reply, nonce);
-    const visitor = await visitorOf(req);
-    if (!found) {
-      reply.code(404);
-      return rolloutsPage([], visitor).replace('<h2>Active</h2>', `<p class="notice refused">No rollout with id ${id.replace(/[^A-Za-z0-9._:@-]/g, '?').slice(0, WORKFLOW_ID_MAX)}.</p><h2>Active</h2>`);
-    }
-    const last = flash.get(sid);
-    const notice = last && last.rollout === id && last.until > Date.now() ? last.notice : undefined;
-    // The buttons only for a person who may decide now; anyone else is told why not.
-    const why = visitor.named === null ? null : whyNot(visitor, found.status);
-    const canDecide = visitor.person !== null && signer !== null && why === null;
-    const canaryUrl = found.status.canary ? (await inventoryServer(o.orchestrator, found.status.canary).catch(() => undefined))?.url : undefined;
-    // Large fleets: a page of the per-server ledger (a bad page or state falls back to the first page of all).
-    const want = Number(req.query.page);
-    const state = (SERVER_STATES as readonly string[]).includes(req.query.state ?? '') ? req.query.state as ServerState : undefined;
-    const serverPage = found.status.servers ? undefined : {
-      page: await serverStates(o.orchestrator, id, { page: Number.isSafeInteger(want) && want >= 1 ? want : 1, pageSize: WEB_PAGE_SIZE, ...(state ? { state } : {}) }),
-      ...(state ? { state } : {}),
-    };
-    // The drained backends, a page at a time from the ledger: an answer names them by count and digest, the approver reads them here.
-    const wantDrained = Number(req.query.drained);
-    const drained = await drainedPage(o.orchestrator, id, { page: Number.isSafeInteger(wantDrained) && wantDrained >= 1 ? wantDrained : 1, pageSize: WEB_PAGE_SIZE });
-    return rolloutPage({
-      ...(serverPage ? { serverPage } : {}),
-      drainedPage: drained,
-      status: found.status, events: await rolloutEvents(o.orchestrator, id), visitor, live: found.live, nonce,
-      ...(canaryUrl ? { canaryUrl } : {}),
-      csrf: canDecide ? tokenFor(sid) : null,
-      ...(why ? { readOnlyWhy: `Read-only for you: ${why}.` } : {}),
-      ...(notice ? { notice } : {}),
-    });
-  });
+  app.get<{ Params: { id: string }; Querystring: { page?: string; state?: string; drained?: string } }>(
+    '/rollouts/:id',
+    async (req, reply) => {
+      const sid = session(req, reply);
+      const id = req.params.id;
+      const found = ID.test(id) ? await readRollout(id) : undefined;
+      const nonce = randomBytes(16).toString('base64');
+      secure(reply, nonce);
+      const visitor = await visitorOf(req);
+      if (!found) {
+        reply.code(404);
+        return rolloutsPage([], visitor).replace(
+          '<h2>Active</h2>',
+          `<p class="notice refused">No rollout with id ${id.replace(/[^A-Za-z0-9._:@-]/g, '?').slice(0, WORKFLOW_ID_MAX)}.</p><h2>Active</h2>`,
+        );
+      }
+      const last = flash.get(sid);
+      const notice = last && last.rollout === id && last.until > Date.now() ? last.notice : undefined;
+      // The buttons only for a person who may decide now; anyone else is told why not.
+      const why = visitor.named === null ? null : whyNot(visitor, found.status);
+      const canDecide = visitor.person !== null && signer !== null && why === null;
+      const canaryUrl = found.status.canary
+        ? (await inventoryServer(o.orchestrator, found.status.canary).catch(() => undefined))?.url
+        : undefined;
+      // Large fleets: a page of the per-server ledger (a bad page or state falls back to the first page of all).
+      const want = Number(req.query.page);
+      const state = (SERVER_STATES as readonly string[]).includes(req.query.state ?? '')
+        ? (req.query.state as ServerState)
+        : undefined;
+      const serverPage = found.status.servers
+        ? undefined
+        : {
+            page: await serverStates(o.orchestrator, id, {
+              page: Number.isSafeInteger(want) && want >= 1 ? want : 1,
+              pageSize: WEB_PAGE_SIZE,
+              ...(state ? { state } : {}),
+            }),
+            ...(state ? { state } : {}),
+          };
+      // The drained backends, a page at a time from the ledger: an answer names them by count and digest, the approver reads them here.
+      const wantDrained = Number(req.query.drained);
+      const drained = await drainedPage(o.orchestrator, id, {
+        page: Number.isSafeInteger(wantDrained) && wantDrained >= 1 ? wantDrained : 1,
+        pageSize: WEB_PAGE_SIZE,
+      });
+      return rolloutPage({
+        ...(serverPage ? { serverPage } : {}),
+        drainedPage: drained,
+        status: found.status,
+        events: await rolloutEvents(o.orchestrator, id),
+        visitor,
+        live: found.live,
+        nonce,
+        ...(canaryUrl ? { canaryUrl } : {}),
+        csrf: canDecide ? tokenFor(sid) : null,
+        ...(why ? { readOnlyWhy: `Read-only for you: ${why}.` } : {}),
+        ...(notice ? { notice } : {}),
+      });
+    },
+  );
 
   // The drained backends as the digest an answer signs is over (sorted, one per line): `sha256sum drained.txt` gives it.
   app.get<{ Params: { id: string } }>('/rollouts/:id/drained.txt', async (req, reply) => {
     const id = req.params.id;
     const drained = ID.test(id) ? await recordedDrained(o.orchestrator, id) : undefined;
     reply.header('cache-control', 'no-store').header('x-content-type-options', 'nosniff');
-    if (!drained) return reply.code(404).type('text/plain; charset=utf-8').send('no drained backends are recorded for this rollout\n');
+    if (!drained)
+      return reply
+        .code(404)
+        .type('text/plain; charset=utf-8')
+        .send('no drained backends are recorded for this rollout\n');
     return reply.type('text/plain; charset=utf-8').send(drainedList(drained.map((d) => d.server)));
   });
 
@@ -261,7 +328,9 @@ export async function startWebServer(o: WebOptions): Promise<WebServer> {
     const res = reply.raw;
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
     let open = true;
-    req.raw.on('close', () => { open = false; });
+    req.raw.on('close', () => {
+      open = false;
+    });
     let last = '';
     while (open) {
       const found = await readRollout(id).catch(() => null);
@@ -269,7 +338,11 @@ export async function startWebServer(o: WebOptions): Promise<WebServer> {
       if (found) {
         // A large fleet's status has counts, not servers (domain/rollout.ts FULL_SERVER_LIST_MAX).
         const st = found.status;
-        const data = JSON.stringify(st.servers ? { phase: st.phase, servers: st.servers.map((s) => ({ name: s.name, state: s.state })) } : { phase: st.phase, counts: countsText(st) });
+        const data = JSON.stringify(
+          st.servers
+            ? { phase: st.phase, servers: st.servers.map((s) => ({ name: s.name, state: s.state })) }
+            : { phase: st.phase, counts: countsText(st) },
+        );
         if (data !== last && open) res.write(`data: ${data}\n\n`);
         last = data;
         if (isFinalPhase(found.status.phase) || !found.live) break;
@@ -279,49 +352,80 @@ export async function startWebServer(o: WebOptions): Promise<WebServer> {
     res.end();
   });
 
-  const decide = (action: 'approve' | 'reject') => async (req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) => {
-    const id = req.params.id;
-    const why = crossSite(req);
-    if (why) {
-      secure(reply);
-      return reply.code(403).send(`<!doctype html><p>Refused: ${why.replace(/[<>&"']/g, '')} cannot change a rollout. Use the buttons on the rollout's page.</p>`);
-    }
-    const visitor = await visitorOf(req);
-    if (!visitor.named || !signer) return reply.code(403).type('text/plain').send('read-only: no person is named by a trusted proxy, or this server has no signing key');
-    if (!ID.test(id)) return reply.code(404).type('text/plain').send('no such rollout');
-    const sid = cookies(req.raw).get(COOKIE) ?? '';
-    const body = req.body as Record<string, string>;
-    const comment = oneLine(String((action === 'approve' ? body.comment : body.reason) ?? ''));
-    for (const [k, v] of flash) if (v.until < Date.now()) flash.delete(k);
-    // Nobody the file knows: nothing is signed. Everyone else is judged by the workflow.
-    const notice = visitor.person === null
-      ? { ok: false, text: `${action} refused: ${visitor.why ?? 'no person'}` }
-      : await sendDecision(id, action, visitor.person, comment);
-    flash.set(sid, { rollout: id, until: Date.now() + 120_000, notice });
-    return reply.code(303).header('location', `/rollouts/${encodeURIComponent(id)}`).send();
-  };
+  const decide =
+    (action: 'approve' | 'reject') => async (req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) => {
+      const id = req.params.id;
+      const why = crossSite(req);
+      if (why) {
+        secure(reply);
+        return reply
+          .code(403)
+          .send(
+            `<!doctype html><p>Refused: ${why.replace(/[<>&"']/g, '')} cannot change a rollout. Use the buttons on the rollout's page.</p>`,
+          );
+      }
+      const visitor = await visitorOf(req);
+      if (!visitor.named || !signer)
+        return reply
+          .code(403)
+          .type('text/plain')
+          .send('read-only: no person is named by a trusted proxy, or this server has no signing key');
+      if (!ID.test(id)) return reply.code(404).type('text/plain').send('no such rollout');
+      const sid = cookies(req.raw).get(COOKIE) ?? '';
+      const body = req.body as Record<string, string>;
+      const comment = oneLine(String((action === 'approve' ? body.comment : body.reason) ?? ''));
+      for (const [k, v] of flash) if (v.until < Date.now()) flash.delete(k);
+      // Nobody the file knows: nothing is signed. Everyone else is judged by the workflow.
+      const notice =
+        visitor.person === null
+          ? { ok: false, text: `${action} refused: ${visitor.why ?? 'no person'}` }
+          : await sendDecision(id, action, visitor.person, comment);
+      flash.set(sid, { rollout: id, until: Date.now() + 120_000, notice });
+      return reply
+        .code(303)
+        .header('location', `/rollouts/${encodeURIComponent(id)}`)
+        .send();
+    };
 
   /** Sign for the person and send the Update; the workflow's refusal comes back as the notice. */
-  const sendDecision = async (id: string, action: 'approve' | 'reject', person: string, comment: string): Promise<{ ok: boolean; text: string }> => {
+  const sendDecision = async (
+    id: string,
+    action: 'approve' | 'reject',
+    person: string,
+    comment: string,
+  ): Promise<{ ok: boolean; text: string }> => {
     if (action === 'reject' && !comment) return { ok: false, text: 'reject refused: a rejection needs a reason' };
     const found = await readRollout(id);
     const st = found?.status;
     if (!st || !found.live || st.phase !== 'verifying' || !st.canary || !st.sha256 || !st.gate) {
-      return { ok: false, text: `${action} refused: rollout ${id} is not waiting for verification${st ? ` (phase ${st.phase})` : ''}` };
+      return {
+        ok: false,
+        text: `${action} refused: rollout ${id} is not waiting for verification${st ? ` (phase ${st.phase})` : ''}`,
+      };
     }
     // What the page lists (the ledger's) must be what is signed (the workflow's digest).
     if (st.gate.drained.count > 0) {
       const listed = drainedFacts(((await recordedDrained(o.orchestrator, id)) ?? []).map((d) => d.server));
-      if (drainedMismatch(listed, st.gate.drained, 'the workflow\'s')) {
-        return { ok: false, text: `${action} refused: the drained backends this page lists (${listed.count}) are not the ones rollout ${id} names (${st.gate.drained.count}, sha256:${st.gate.drained.sha256})` };
+      if (drainedMismatch(listed, st.gate.drained, "the workflow's")) {
+        return {
+          ok: false,
+          text: `${action} refused: the drained backends this page lists (${listed.count}) are not the ones rollout ${id} names (${st.gate.drained.count}, sha256:${st.gate.drained.sha256})`,
+        };
       }
     }
     let message: string;
     try {
       message = decisionMessage({
         // The drained backends by the workflow's digest, which the page shows next to their list.
-        action, rollout: st.id, hotfix: st.hotfix, sha256: st.sha256, canary: st.canary, drained: { count: st.gate.drained.count, sha256: st.gate.drained.sha256 },
-        comment, onBehalfOf: person, at: new Date().toISOString(),
+        action,
+        rollout: st.id,
+        hotfix: st.hotfix,
+        sha256: st.sha256,
+        canary: st.canary,
+        drained: { count: st.gate.drained.count, sha256: st.gate.drained.sha256 },
+        comment,
+        onBehalfOf: person,
+        at: new Date().toISOString(),
       });
     } catch (err) {
       if (err instanceof DecisionMessageError) return { ok: false, text: `${action} refused: ${err.message}` };
@@ -329,8 +433,16 @@ export async function startWebServer(o: WebOptions): Promise<WebServer> {
     }
     const signed = { message, signature: await signMessage(signer as Signer, message) };
     try {
-      await o.client.workflow.getHandle(id).executeUpdate(action === 'approve' ? approveUpdate : rejectUpdate, { args: [signed] });
-      return { ok: true, text: action === 'approve' ? `approved by ${person}: the rest of the fleet follows` : `rejected by ${person}: it rolls back now` };
+      await o.client.workflow
+        .getHandle(id)
+        .executeUpdate(action === 'approve' ? approveUpdate : rejectUpdate, { args: [signed] });
+      return {
+        ok: true,
+        text:
+          action === 'approve'
+            ? `approved by ${person}: the rest of the fleet follows`
+            : `rejected by ${person}: it rolls back now`,
+      };
     } catch (err) {
       if (err instanceof WorkflowUpdateFailedError) {
         const cause = err.cause instanceof Error ? err.cause.message : err.message;

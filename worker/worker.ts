@@ -30,7 +30,8 @@ export function activitySlots(env: NodeJS.ProcessEnv = process.env): number {
   const raw = env.KM_HOTFIX_ACTIVITY_SLOTS;
   if (raw === undefined || raw === '') return 250;
   const n = Number(raw);
-  if (!Number.isInteger(n) || n < 1 || n > 10_000) throw new UserError(`KM_HOTFIX_ACTIVITY_SLOTS must be a whole number from 1 to 10000 (got '${raw}')`, 'refused');
+  if (!Number.isInteger(n) || n < 1 || n > 10_000)
+    throw new UserError(`KM_HOTFIX_ACTIVITY_SLOTS must be a whole number from 1 to 10000 (got '${raw}')`, 'refused');
   return n;
 }
 
@@ -46,8 +47,16 @@ export function deploymentOptions(env: NodeJS.ProcessEnv = process.env): WorkerD
   if (!buildId) return undefined;
   const deploymentName = env.KM_HOTFIX_DEPLOYMENT?.trim() || 'km-hotfix';
   const valid = /^[A-Za-z0-9][A-Za-z0-9._:+-]{0,254}$/;
-  if (!valid.test(buildId)) throw new UserError(`KM_HOTFIX_BUILD_ID must be letters, digits and . _ : + - (at most 255), e.g. the release or the commit (got '${buildId}')`, 'refused');
-  if (!valid.test(deploymentName)) throw new UserError(`KM_HOTFIX_DEPLOYMENT must be letters, digits and . _ : + - (at most 255) (got '${deploymentName}')`, 'refused');
+  if (!valid.test(buildId))
+    throw new UserError(
+      `KM_HOTFIX_BUILD_ID must be letters, digits and . _ : + - (at most 255), e.g. the release or the commit (got '${buildId}')`,
+      'refused',
+    );
+  if (!valid.test(deploymentName))
+    throw new UserError(
+      `KM_HOTFIX_DEPLOYMENT must be letters, digits and . _ : + - (at most 255) (got '${deploymentName}')`,
+      'refused',
+    );
   return { version: { deploymentName, buildId }, useWorkerVersioning: true, defaultVersioningBehavior: 'PINNED' };
 }
 
@@ -58,7 +67,9 @@ export async function createKmHotfixWorker(opts: KmHotfixWorkerOptions): Promise
   const slots = activitySlots();
   const versioning = deploymentOptions();
   const { activities, close } = createActivities(opts.activityDeps);
-  const code = opts.workflowBundle ? { workflowBundle: opts.workflowBundle } : { workflowsPath: require.resolve('../workflows') };
+  const code = opts.workflowBundle
+    ? { workflowBundle: opts.workflowBundle }
+    : { workflowsPath: require.resolve('../workflows') };
   const worker = await Worker.create({
     connection: opts.connection,
     namespace: opts.namespace,
@@ -98,7 +109,11 @@ export async function createKmHotfixWorker(opts: KmHotfixWorkerOptions): Promise
  * Run until SIGINT/SIGTERM: then `worker.shutdown()`, wait for it to drain,
  * and run `cleanup` (close clients). Resolves when everything is closed.
  */
-export async function runWorkerUntilSignal(worker: Worker, cleanup: () => Promise<void>, log: (line: string) => void = () => undefined): Promise<void> {
+export async function runWorkerUntilSignal(
+  worker: Worker,
+  cleanup: () => Promise<void>,
+  log: (line: string) => void = () => undefined,
+): Promise<void> {
   const onSignal = (signal: NodeJS.Signals) => {
     log(`${signal}: stopping the worker (running activities get 10 s to finish)`);
     if (worker.getState() === 'RUNNING') worker.shutdown();
@@ -118,13 +133,23 @@ export async function runWorkerUntilSignal(worker: Worker, cleanup: () => Promis
 export async function loadSshCredentials(config: Config, required: boolean): Promise<ActivityDeps['ssh']> {
   if (config.sshKeyPath) {
     try {
-      return { privateKey: await fs.readFile(config.sshKeyPath), ...(config.sshAgent ? { agent: config.sshAgent } : {}) };
+      return {
+        privateKey: await fs.readFile(config.sshKeyPath),
+        ...(config.sshAgent ? { agent: config.sshAgent } : {}),
+      };
     } catch (err) {
-      throw new UserError(`KM_SSH_KEY=${config.sshKeyPath} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): point it at the SSH private key for the Key Manager servers`, 'refused');
+      throw new UserError(
+        `KM_SSH_KEY=${config.sshKeyPath} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): point it at the SSH private key for the Key Manager servers`,
+        'refused',
+      );
     }
   }
   if (config.sshAgent) return { agent: config.sshAgent };
-  if (required) throw new UserError('KM_SSH_KEY is not set and no ssh-agent (SSH_AUTH_SOCK): set KM_SSH_KEY to the SSH private key file for the Key Manager servers, or start ssh-agent', 'refused');
+  if (required)
+    throw new UserError(
+      'KM_SSH_KEY is not set and no ssh-agent (SSH_AUTH_SOCK): set KM_SSH_KEY to the SSH private key file for the Key Manager servers, or start ssh-agent',
+      'refused',
+    );
   return {};
 }
 
@@ -154,7 +179,10 @@ export async function openActivityDeps(config: Config, opts: { requireSsh: boole
   if (missing.length === 1 && !config.allowedSigners) await checkAllowedSigners(config); // its own, more helpful line
   if (missing.length > 0) {
     const names = missing.length === 1 ? missing[0] : `${missing.slice(0, -1).join(', ')} and ${missing.at(-1)}`;
-    throw new UserError(`${names} ${missing.length === 1 ? 'is' : 'are'} not set: set ${missing.length === 1 ? 'it' : 'them'} (see the README, "Configuration"; 'km-hotfix dev' prints values for a local stack)`, 'refused');
+    throw new UserError(
+      `${names} ${missing.length === 1 ? 'is' : 'are'} not set: set ${missing.length === 1 ? 'it' : 'them'} (see the README, "Configuration"; 'km-hotfix dev' prints values for a local stack)`,
+      'refused',
+    );
   }
   const allowedSigners = await checkAllowedSigners(config);
   const ssh = await loadSshCredentials(config, opts.requireSsh);
@@ -163,7 +191,10 @@ export async function openActivityDeps(config: Config, opts: { requireSsh: boole
   // waited on 40 password handshakes at once (first apply 76-254 ms after the start, 200/50).
   const warm = (sql: typeof db.km) => Promise.all(Array.from({ length: WORKER_DB_CONNECTIONS }, () => sql`SELECT 1`));
   await Promise.all([warm(db.orchestrator), warm(db.km)]).catch(() => undefined);
-  const notify = { ...(config.webhookUrl ? { webhookUrl: config.webhookUrl } : {}), ...(config.web.url ? { webUrl: config.web.url } : {}) };
+  const notify = {
+    ...(config.webhookUrl ? { webhookUrl: config.webhookUrl } : {}),
+    ...(config.web.url ? { webUrl: config.web.url } : {}),
+  };
   return { deps: { orchestrator: db.orchestrator, km: db.km, ssh, allowedSigners, notify }, close: db.close };
 }
 
@@ -175,11 +206,15 @@ export async function openActivityDeps(config: Config, opts: { requireSsh: boole
 export async function checkAllowedSigners(config: Config): Promise<string> {
   const file = config.allowedSigners;
   if (!file) {
-    throw new UserError("KM_HOTFIX_ALLOWED_SIGNERS is not set: point it at an OpenSSH allowed_signers file that lists who may sign decisions, one 'NAME ssh-ed25519 AAAA...' line per person (README, \"Signed decisions\")", 'refused');
+    throw new UserError(
+      'KM_HOTFIX_ALLOWED_SIGNERS is not set: point it at an OpenSSH allowed_signers file that lists who may sign decisions, one \'NAME ssh-ed25519 AAAA...\' line per person (README, "Signed decisions")',
+      'refused',
+    );
   }
   try {
     const signers = await readAllowedSigners(file);
-    if (!signers.some((s) => s.name !== null)) throw new AllowedSignersError(`${file} lists nobody: add one 'NAME ssh-ed25519 AAAA...' line per person`);
+    if (!signers.some((s) => s.name !== null))
+      throw new AllowedSignersError(`${file} lists nobody: add one 'NAME ssh-ed25519 AAAA...' line per person`);
   } catch (err) {
     if (err instanceof AllowedSignersError) throw new UserError(`KM_HOTFIX_ALLOWED_SIGNERS: ${err.message}`, 'refused');
     throw err;

@@ -12,9 +12,24 @@
 // what is left to do, so starting one again is safe). Pause and stop start
 // no new server; what is under way is finished, never abandoned, so that when
 // this child ends, nothing it started can still change a server.
-import { CancellationScope, condition, getExternalWorkflowHandle, isCancellation, setHandler, sleep, workflowInfo } from '@temporalio/workflow';
+import {
+  CancellationScope,
+  condition,
+  getExternalWorkflowHandle,
+  isCancellation,
+  setHandler,
+  sleep,
+  workflowInfo,
+} from '@temporalio/workflow';
 import { ACTION_STATES, BatchAction, runLength, RolloutTiming, ServerState } from '../domain/rollout';
-import { batchFreedSignal, batchStatusQuery, BatchProgress, pauseBatchesSignal, stopBatchesSignal, widenBatchesSignal } from './definitions';
+import {
+  batchFreedSignal,
+  batchStatusQuery,
+  BatchProgress,
+  pauseBatchesSignal,
+  stopBatchesSignal,
+  widenBatchesSignal,
+} from './definitions';
 import { activityProxies, LedgerBacklog, retryDelayMs, runServers, stepLimits, Steps, timing } from './steps';
 import type { RunResult, RunServerResult, ServerResume } from '../activities/key-manager-ssh';
 import type { ServerStateRow } from '../store/ledger';
@@ -75,7 +90,14 @@ interface Unit {
 }
 
 export async function serverBatches(input: BatchesInput): Promise<BatchesResult> {
-  if (!input || !Array.isArray(input.servers) || !ACTION_STATES[input.action] || !Number.isInteger(input.window) || input.window < 1 || !Number.isInteger(input.maxFailures)) {
+  if (
+    !input ||
+    !Array.isArray(input.servers) ||
+    !ACTION_STATES[input.action] ||
+    !Number.isInteger(input.window) ||
+    input.window < 1 ||
+    !Number.isInteger(input.maxFailures)
+  ) {
     throw invalidInput('a batch workflow needs servers, an action, a window >= 1 and a failure budget');
   }
   const t = timing(input.timing);
@@ -87,20 +109,42 @@ export async function serverBatches(input: BatchesInput): Promise<BatchesResult>
   let paused = input.paused ?? false;
   // Runs that may be cancelled (they hold no server under way yet): pause and stop cancel them, and each finishes its current server.
   const cancellable = new Set<CancellationScope>();
-  const halt = (): void => { for (const scope of cancellable) scope.cancel(); };
+  const halt = (): void => {
+    for (const scope of cancellable) scope.cancel();
+  };
   // A finish-only child finishes what is under way: pause and stop have nothing to hold back there.
   const steerable = input.finishOnly !== true;
-  setHandler(stopBatchesSignal, () => { if (steerable) { stopRequested = true; halt(); } });
-  setHandler(pauseBatchesSignal, (p) => { const flag = pauseFlag(p); if (steerable && flag !== undefined) paused = flag; if (paused) halt(); });
+  setHandler(stopBatchesSignal, () => {
+    if (steerable) {
+      stopRequested = true;
+      halt();
+    }
+  });
+  setHandler(pauseBatchesSignal, (p) => {
+    const flag = pauseFlag(p);
+    if (steerable && flag !== undefined) paused = flag;
+    if (paused) halt();
+  });
   // A cancel of this child from Temporal is a stop: what is under way is finished, never cut off.
-  new TemporalCancel().onRequest(() => { if (steerable) { stopRequested = true; halt(); } });
+  new TemporalCancel().onRequest(() => {
+    if (steerable) {
+      stopRequested = true;
+      halt();
+    }
+  });
   // Started with the places its predecessor in the lane had freed; the rest come when that one has ended.
   const fullWindow = Math.max(input.window, input.fullWindow ?? input.window);
   let window = input.window;
-  setHandler(widenBatchesSignal, (w) => { if (Number.isInteger(w) && w > window) window = Math.min(w, fullWindow); });
+  setHandler(widenBatchesSignal, (w) => {
+    if (Number.isInteger(w) && w > window) window = Math.min(w, fullWindow);
+  });
   // Servers handed to runs whose results are not in yet: status reads their states from the ledger.
   const inRun = new Set<string>();
-  setHandler(batchStatusQuery, (): BatchProgress => ({ servers: [...results.values()], paused, ...(inRun.size > 0 ? { inRun: [...inRun] } : {}) }));
+  setHandler(batchStatusQuery, (): BatchProgress => ({
+    servers: [...results.values()],
+    paused,
+    ...(inRun.size > 0 ? { inRun: [...inRun] } : {}),
+  }));
 
   let failures = 0;
   const budget = input.maxFailures;
@@ -117,7 +161,13 @@ export async function serverBatches(input: BatchesInput): Promise<BatchesResult>
 
   // A run writes its servers' states to the ledger itself; the workflow writes only what it could not, and lost servers.
   const settle = (s: RunServerResult, write: boolean): void => {
-    const r: BatchServerResult = { name: s.name, state: s.state, startedAt: s.startedAt, endedAt: s.endedAt, ...(s.error ? { error: s.error } : {}) };
+    const r: BatchServerResult = {
+      name: s.name,
+      state: s.state,
+      startedAt: s.startedAt,
+      endedAt: s.endedAt,
+      ...(s.error ? { error: s.error } : {}),
+    };
     if (r.state === states.failed) failures++;
     results.set(r.name, r);
     if (write) ledger.ended(stateRow(r, s.endedAt));
@@ -134,11 +184,20 @@ export async function serverBatches(input: BatchesInput): Promise<BatchesResult>
     const run = runServers(t, unit.servers.length);
     let r: RunResult;
     try {
-      r = await scope.run(() => run({
-        rolloutId: input.rolloutId, hotfix: input.hotfix, action: input.action, servers: unit.servers, servicesTimeoutMs: t.servicesTimeoutMs,
-        ...(t.commandTimeoutMs > 0 ? { commandTimeoutMs: t.commandTimeoutMs } : {}), stopAtFailure: budget !== NO_FAILURE_LIMIT, serverRetryMs,
-        ...(unit.resume ? { resume: unit.resume } : {}), ...(finishOnly ? { finishOnly } : {}),
-      }));
+      r = await scope.run(() =>
+        run({
+          rolloutId: input.rolloutId,
+          hotfix: input.hotfix,
+          action: input.action,
+          servers: unit.servers,
+          servicesTimeoutMs: t.servicesTimeoutMs,
+          ...(t.commandTimeoutMs > 0 ? { commandTimeoutMs: t.commandTimeoutMs } : {}),
+          stopAtFailure: budget !== NO_FAILURE_LIMIT,
+          serverRetryMs,
+          ...(unit.resume ? { resume: unit.resume } : {}),
+          ...(finishOnly ? { finishOnly } : {}),
+        }),
+      );
     } catch (err) {
       // Cancelled before it started: nothing ran. Otherwise its worker was lost: every server of it is started again.
       if (isCancellation(err)) {
@@ -162,7 +221,16 @@ export async function serverBatches(input: BatchesInput): Promise<BatchesResult>
     queue.unshift(...unit.servers.filter((s) => !ended.has(s) && s !== keep?.name));
     if (!keep) return undefined;
     await sleep(retryDelayMs(t, keep.attempt));
-    return { servers: [keep.name], resume: { attempt: keep.attempt, startedAt: keep.startedAt, ...(keep.verifyDeadline ? { verifyDeadline: keep.verifyDeadline } : {}), ...(keep.touched ? { touched: true } : {}) }, underWay: true };
+    return {
+      servers: [keep.name],
+      resume: {
+        attempt: keep.attempt,
+        startedAt: keep.startedAt,
+        ...(keep.verifyDeadline ? { verifyDeadline: keep.verifyDeadline } : {}),
+        ...(keep.touched ? { touched: true } : {}),
+      },
+      underWay: true,
+    };
   };
 
   /** A run that ended without a result: its servers are started again, each at most RUN_LOSSES_MAX times. */
@@ -173,7 +241,17 @@ export async function serverBatches(input: BatchesInput): Promise<BatchesResult>
       const n = (losses.get(name) ?? 0) + 1;
       losses.set(name, n);
       if (n < RUN_LOSSES_MAX) again.push(name);
-      else settle({ name, state: states.failed, startedAt: at, endedAt: at, error: `its run was lost ${n} times (${failureMessage(err)}): state unknown` }, true);
+      else
+        settle(
+          {
+            name,
+            state: states.failed,
+            startedAt: at,
+            endedAt: at,
+            error: `its run was lost ${n} times (${failureMessage(err)}): state unknown`,
+          },
+          true,
+        );
     }
     return again.length > 0 ? { servers: again, underWay: true } : undefined;
   };
@@ -192,9 +270,12 @@ export async function serverBatches(input: BatchesInput): Promise<BatchesResult>
 
   await CancellationScope.nonCancellable(async () => {
     let handedOff = false;
-    const mayHandOff = () => input.handOff === true && !handedOff && window >= fullWindow && fullWindow - places >= Math.ceil(fullWindow / 2);
+    const mayHandOff = () =>
+      input.handOff === true && !handedOff && window >= fullWindow && fullWindow - places >= Math.ceil(fullWindow / 2);
     for (;;) {
-      await condition(() => stopping() || (queue.length > 0 ? !paused && places < window : places === 0 || mayHandOff()));
+      await condition(
+        () => stopping() || (queue.length > 0 ? !paused && places < window : places === 0 || mayHandOff()),
+      );
       if (stopping()) {
         halt();
         break;
@@ -211,7 +292,9 @@ export async function serverBatches(input: BatchesInput): Promise<BatchesResult>
         const freed = fullWindow - places;
         // Servers a pause gives back start only in the places this child kept.
         window = fullWindow - freed;
-        await getExternalWorkflowHandle(parent.workflowId).signal(batchFreedSignal, { workflowId: workflowInfo().workflowId, freed }).catch(() => undefined);
+        await getExternalWorkflowHandle(parent.workflowId)
+          .signal(batchFreedSignal, { workflowId: workflowInfo().workflowId, freed })
+          .catch(() => undefined);
       }
     }
     // What is under way is finished before this child ends.
@@ -244,7 +327,10 @@ class ServerStateWriter {
   private endedSince = 0;
   private writing: Promise<void> | undefined;
 
-  constructor(private readonly steps: Steps, private readonly rolloutId: string) {}
+  constructor(
+    private readonly steps: Steps,
+    private readonly rolloutId: string,
+  ) {}
 
   started(row: ServerStateRow): void {
     this.buffered.push(row);

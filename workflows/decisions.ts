@@ -16,7 +16,14 @@
 // pause, resume and abort are Updates for the same reason: a signal cannot
 // answer "refused" to its sender.
 import { ApplicationFailure, condition } from '@temporalio/workflow';
-import { Decision, DecisionFacts, DecisionMessageError, DECISION_REFUSED, decisionMismatch, parseDecisionMessage } from '../domain/decision';
+import {
+  Decision,
+  DecisionFacts,
+  DecisionMessageError,
+  DECISION_REFUSED,
+  decisionMismatch,
+  parseDecisionMessage,
+} from '../domain/decision';
 import type { DecisionRecord, SignedDecision } from '../domain/rollout';
 import { MessageError, signedRequest } from '../domain/messages';
 import type { Steps } from './steps';
@@ -49,10 +56,20 @@ export type VerifiedRecord = DecisionRecord & { personKeys?: string[] };
 export async function verifySigned(steps: Steps, signed: unknown, facts: DecisionFacts): Promise<VerifiedRecord> {
   const d = checkFacts(signed, facts);
   const s = signed as SignedDecision;
-  const v = await steps.signing.verifyDecision({ signed: { message: s.message, signature: s.signature }, at: new Date().toISOString() });
+  const v = await steps.signing.verifyDecision({
+    signed: { message: s.message, signature: s.signature },
+    at: new Date().toISOString(),
+  });
   if (!v.ok) throw refused(v.reason);
   return {
-    action: d.action, by: v.by, key: v.key, ...(v.via ? { via: v.via } : {}), at: d.at, comment: d.comment, message: s.message, signature: s.signature,
+    action: d.action,
+    by: v.by,
+    key: v.key,
+    ...(v.via ? { via: v.via } : {}),
+    at: d.at,
+    comment: d.comment,
+    message: s.message,
+    signature: s.signature,
     ...(v.personKeys ? { personKeys: v.personKeys } : {}),
   };
 }

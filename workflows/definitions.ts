@@ -31,4 +31,9 @@ export interface BatchProgress {
   inRun?: string[];
 }
 
-export const WORKFLOW_TYPES = { upload: 'hotfixUpload', rollout: 'hotfixRollout', removal: 'hotfixRemoval', batches: 'serverBatches' } as const;
+export const WORKFLOW_TYPES = {
+  upload: 'hotfixUpload',
+  rollout: 'hotfixRollout',
+  removal: 'hotfixRemoval',
+  batches: 'serverBatches',
+} as const;

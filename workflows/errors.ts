@@ -13,7 +13,7 @@ export function failureMessage(err: unknown): string {
 export function failureType(err: unknown): string | undefined {
   let e: unknown = err;
   while ((e instanceof ActivityFailure || e instanceof ChildWorkflowFailure) && e.cause) e = e.cause;
-  return e instanceof ApplicationFailure ? e.type ?? undefined : undefined;
+  return e instanceof ApplicationFailure ? (e.type ?? undefined) : undefined;
 }
 
 /** A workflow input that can never work: the workflow fails at once instead of retrying its task forever. */

@@ -75,7 +75,11 @@ export function laneShares(window: number, slice: number, slices: number, childM
  */
 function lostSlice(action: BatchAction, servers: string[], err: unknown): BatchesResult & { lost: string[] } {
   const error = `the batch workflow ended without a result (${failureMessage(err)}): state unknown`;
-  const out = servers.map((name) => ({ name, state: (action === 'rollback' ? 'rollback_failed' : 'failed') as ServerState, error }));
+  const out = servers.map((name) => ({
+    name,
+    state: (action === 'rollback' ? 'rollback_failed' : 'failed') as ServerState,
+    error,
+  }));
   return { servers: out, failures: out.length, stopped: action !== 'rollback', lost: servers };
 }
 
@@ -95,11 +99,17 @@ export class Fanout {
   private readonly freed = new Map<string, number>();
   private seq = 0;
 
-  constructor(private readonly rolloutId: string, private readonly hotfix: string, private readonly timing: Partial<RolloutTiming> | undefined) {}
+  constructor(
+    private readonly rolloutId: string,
+    private readonly hotfix: string,
+    private readonly timing: Partial<RolloutTiming> | undefined,
+  ) {}
 
   /** Forward pause/resume to the children that run now (children still starting get it once started). */
   async setPaused(paused: boolean): Promise<void> {
-    await Promise.all([...this.running.values()].map((h) => h.signal(pauseBatchesSignal, paused).catch(() => undefined)));
+    await Promise.all(
+      [...this.running.values()].map((h) => h.signal(pauseBatchesSignal, paused).catch(() => undefined)),
+    );
   }
 
   /** Ask running children to start no new server. */
@@ -108,7 +118,14 @@ export class Fanout {
   }
 
   /** Run the servers in a window; maxFailures NO_FAILURE_LIMIT = keep going whatever fails. */
-  async run(action: BatchAction, servers: string[], window: number, maxFailures: number, ctl: FanoutControl, finishOnly = false): Promise<{ failures: number; stopped: boolean; lost: string[] }> {
+  async run(
+    action: BatchAction,
+    servers: string[],
+    window: number,
+    maxFailures: number,
+    ctl: FanoutControl,
+    finishOnly = false,
+  ): Promise<{ failures: number; stopped: boolean; lost: string[] }> {
     const { slice, childMax } = shape(this.timing);
     const slices = slicesOf(servers, slice);
     let next = 0;
@@ -117,7 +134,8 @@ export class Fanout {
     let stopped = false;
     const spent = () => maxFailures !== NO_FAILURE_LIMIT && failures > maxFailures;
     setHandler(batchFreedSignal, (m) => {
-      if (m && typeof m.workflowId === 'string' && Number.isInteger(m.freed) && m.freed > 0) this.freed.set(m.workflowId, m.freed);
+      if (m && typeof m.workflowId === 'string' && Number.isInteger(m.freed) && m.freed > 0)
+        this.freed.set(m.workflowId, m.freed);
     });
     const lane = async (share: number): Promise<void> => {
       const ending: Promise<void>[] = [];
@@ -138,18 +156,25 @@ export class Fanout {
         const handed = p && !p.ended ? Math.min(full, this.freed.get(p.id) ?? full) : full;
         const workflowId = `${this.rolloutId}/${action}-${++this.seq}`;
         const cur = { id: workflowId, ended: false, done: Promise.resolve() };
-        cur.done = this.child(workflowId, action, slice, { window: handed, fullWindow: full, handOff: next < slices.length, finishOnly }, budget, ctl, handed < full ? p?.done : undefined)
-          .then(async (r) => {
-            cur.ended = true;
-            this.freed.delete(workflowId);
-            if ('lost' in r) lost.push(...r.lost);
-            for (const s of r.servers) ctl.onResult(s);
-            failures += r.failures;
-            if (r.stopped || spent()) {
-              stopped = true;
-              await this.stop();
-            }
-          });
+        cur.done = this.child(
+          workflowId,
+          action,
+          slice,
+          { window: handed, fullWindow: full, handOff: next < slices.length, finishOnly },
+          budget,
+          ctl,
+          handed < full ? p?.done : undefined,
+        ).then(async (r) => {
+          cur.ended = true;
+          this.freed.delete(workflowId);
+          if ('lost' in r) lost.push(...r.lost);
+          for (const s of r.servers) ctl.onResult(s);
+          failures += r.failures;
+          if (r.stopped || spent()) {
+            stopped = true;
+            await this.stop();
+          }
+        });
         ending.push(cur.done);
         prev = cur;
       }
@@ -160,12 +185,34 @@ export class Fanout {
   }
 
   /** One child; started with part of the lane's share, it gets the whole share once `predecessor` has ended. */
-  private async child(workflowId: string, action: BatchAction, servers: string[], w: { window: number; fullWindow: number; handOff: boolean; finishOnly: boolean }, maxFailures: number, ctl: FanoutControl, predecessor?: Promise<void>): Promise<BatchesResult | (BatchesResult & { lost: string[] })> {
+  private async child(
+    workflowId: string,
+    action: BatchAction,
+    servers: string[],
+    w: { window: number; fullWindow: number; handOff: boolean; finishOnly: boolean },
+    maxFailures: number,
+    ctl: FanoutControl,
+    predecessor?: Promise<void>,
+  ): Promise<BatchesResult | (BatchesResult & { lost: string[] })> {
     const pausedAtStart = ctl.isPaused();
     try {
       const starting = startChild(serverBatches, {
         workflowId,
-        args: [{ rolloutId: this.rolloutId, hotfix: this.hotfix, action, servers, window: w.window, maxFailures, timing: this.timing, paused: pausedAtStart, ...(w.fullWindow > w.window ? { fullWindow: w.fullWindow } : {}), ...(w.handOff ? { handOff: true } : {}), ...(w.finishOnly ? { finishOnly: true } : {}) }],
+        args: [
+          {
+            rolloutId: this.rolloutId,
+            hotfix: this.hotfix,
+            action,
+            servers,
+            window: w.window,
+            maxFailures,
+            timing: this.timing,
+            paused: pausedAtStart,
+            ...(w.fullWindow > w.window ? { fullWindow: w.fullWindow } : {}),
+            ...(w.handOff ? { handOff: true } : {}),
+            ...(w.finishOnly ? { finishOnly: true } : {}),
+          },
+        ],
         // The children are the parent's hands: they end with it.
         parentClosePolicy: ParentClosePolicy.TERMINATE,
       });
@@ -175,7 +222,8 @@ export class Fanout {
       ctl.onChildren([...this.running.keys()]);
       // A pause or abort that arrived while it was starting reached no child: deliver the state now.
       if (ctl.shouldStop()) await h.signal(stopBatchesSignal).catch(() => undefined);
-      else if (ctl.isPaused() !== pausedAtStart) await h.signal(pauseBatchesSignal, ctl.isPaused()).catch(() => undefined);
+      else if (ctl.isPaused() !== pausedAtStart)
+        await h.signal(pauseBatchesSignal, ctl.isPaused()).catch(() => undefined);
       if (predecessor) void predecessor.then(() => h.signal(widenBatchesSignal, w.fullWindow).catch(() => undefined));
       return await h.result();
     } catch (err) {

@@ -7,6 +7,8 @@ import { log } from '@temporalio/workflow';
 /** pauseBatches carries one boolean. */
 export function pauseFlag(raw: unknown): boolean | undefined {
   if (typeof raw === 'boolean') return raw;
-  log.warn(`ignored a pauseBatches signal: it takes true or false (got ${raw === null ? 'null' : typeof raw})`, { signal: 'pauseBatches' });
+  log.warn(`ignored a pauseBatches signal: it takes true or false (got ${raw === null ? 'null' : typeof raw})`, {
+    signal: 'pauseBatches',
+  });
   return undefined;
 }

@@ -2,7 +2,16 @@
 // phase changes, server states, approvals and notes. Shared by the rollout,
 // removal and upload workflows.
 import { ApplicationFailure, CancellationScope, isCancellation, log } from '@temporalio/workflow';
-import type { DecisionRecord, FullRolloutStatus, Phase, RolloutStatus, ServerState, ServerStatus, SignedDecision, WorkflowKind } from '../domain/rollout';
+import type {
+  DecisionRecord,
+  FullRolloutStatus,
+  Phase,
+  RolloutStatus,
+  ServerState,
+  ServerStatus,
+  SignedDecision,
+  WorkflowKind,
+} from '../domain/rollout';
 import type { DecisionFacts } from '../domain/decision';
 import { ATTENTION_LIST_MAX, boundedStatus, FULL_SERVER_LIST_MAX, isFinalPhase } from '../domain/rollout';
 import type { ServerStateRow } from '../store/ledger';
@@ -49,12 +58,39 @@ export class WorkflowRecorder {
   private recorded = false;
   private chain: Promise<void> = Promise.resolve();
 
-  constructor(private readonly steps: Steps, id: string, kind: WorkflowKind, hotfix: string, private readonly listMax = FULL_SERVER_LIST_MAX) {
+  constructor(
+    private readonly steps: Steps,
+    id: string,
+    kind: WorkflowKind,
+    hotfix: string,
+    private readonly listMax = FULL_SERVER_LIST_MAX,
+  ) {
     const now = new Date().toISOString();
     this.status = {
-      id, kind, hotfix, phase: 'preflight', requestedBy: '', requestedKey: null, sha256: null, canary: null, drained: [], approvals: [],
-      decisions: [], servers: [], serverCount: 0, serverCounts: {}, attention: [], attentionMore: 0, error: null, paused: false, gate: null,
-      needsAttention: [], needsAttentionMore: 0, startedAt: now, updatedAt: now, endedAt: null,
+      id,
+      kind,
+      hotfix,
+      phase: 'preflight',
+      requestedBy: '',
+      requestedKey: null,
+      sha256: null,
+      canary: null,
+      drained: [],
+      approvals: [],
+      decisions: [],
+      servers: [],
+      serverCount: 0,
+      serverCounts: {},
+      attention: [],
+      attentionMore: 0,
+      error: null,
+      paused: false,
+      gate: null,
+      needsAttention: [],
+      needsAttentionMore: 0,
+      startedAt: now,
+      updatedAt: now,
+      endedAt: null,
       activeBatchWorkflows: [],
     };
   }
@@ -84,13 +120,18 @@ export class WorkflowRecorder {
       this.status.paused = false; // a finished workflow is not paused (pause then abort)
     }
     // Replay-aware: logged once, when the workflow really reaches the phase.
-    if (phase === 'failed' || phase === 'rollback_failed') log.warn(`${this.status.kind} of ${this.status.hotfix}: ${phase}`, { phase, error });
+    if (phase === 'failed' || phase === 'rollback_failed')
+      log.warn(`${this.status.kind} of ${this.status.hotfix}: ${phase}`, { phase, error });
     else log.info(`${this.status.kind} of ${this.status.hotfix}: ${phase}`, { phase, ...(error ? { error } : {}) });
     if (!this.recorded) return; // a refused start leaves no trace in the ledger
     const all = this.status.needsAttention;
-    const attention = this.final() && all.length > 0
-      ? { needsAttention: all.slice(0, ATTENTION_LIST_MAX), ...(all.length > ATTENTION_LIST_MAX ? { needsAttentionMore: all.length - ATTENTION_LIST_MAX } : {}) }
-      : {};
+    const attention =
+      this.final() && all.length > 0
+        ? {
+            needsAttention: all.slice(0, ATTENTION_LIST_MAX),
+            ...(all.length > ATTENTION_LIST_MAX ? { needsAttentionMore: all.length - ATTENTION_LIST_MAX } : {}),
+          }
+        : {};
     const write = { rolloutId: this.status.id, phase, ...(error ? { error } : {}), ...attention };
     if (!this.final()) {
       this.enqueue(() => this.steps.record.recordPhase(write));
@@ -108,16 +149,23 @@ export class WorkflowRecorder {
   }
 
   private enqueue(write: () => Promise<void>): void {
-    this.chain = this.chain.then(() => CancellationScope.nonCancellable(write)).catch((err: unknown) => {
-      log.warn(`a ledger write failed: ${failureMessage(err)}`);
-    });
+    this.chain = this.chain
+      .then(() => CancellationScope.nonCancellable(write))
+      .catch((err: unknown) => {
+        log.warn(`a ledger write failed: ${failureMessage(err)}`);
+      });
   }
 
   /**
    * Check the start signature (it names the requester and fixes their key),
    * then record the start in the ledger with its proof. A refusal throws.
    */
-  async start(signed: SignedDecision, facts: DecisionFacts, record: { servers: string[]; options: Record<string, unknown> }, rules?: (rec: DecisionRecord) => void): Promise<DecisionRecord> {
+  async start(
+    signed: SignedDecision,
+    facts: DecisionFacts,
+    record: { servers: string[]; options: Record<string, unknown> },
+    rules?: (rec: DecisionRecord) => void,
+  ): Promise<DecisionRecord> {
     this.status.sha256 = facts.sha256;
     const rec = await verifySigned(this.steps, signed, facts);
     rules?.(rec);
@@ -126,10 +174,17 @@ export class WorkflowRecorder {
     this.status.decisions.push(rec);
     this.touch();
     this.recorded = true;
-    this.enqueue(() => this.steps.record.recordRolloutStart({
-      id: this.status.id, kind: this.status.kind, hotfix: this.status.hotfix, requestedBy: rec.by, servers: record.servers,
-      options: stripUndefined(record.options), signed: { key: rec.key, message: rec.message, signature: rec.signature },
-    }));
+    this.enqueue(() =>
+      this.steps.record.recordRolloutStart({
+        id: this.status.id,
+        kind: this.status.kind,
+        hotfix: this.status.hotfix,
+        requestedBy: rec.by,
+        servers: record.servers,
+        options: stripUndefined(record.options),
+        signed: { key: rec.key, message: rec.message, signature: rec.signature },
+      }),
+    );
     return rec;
   }
 
@@ -159,19 +214,31 @@ export class WorkflowRecorder {
     let count = 0;
     // In chunks: each activity's input and answer stay small whatever the fleet.
     for (let i = 0; i < servers.length; i += HEALTH_CHECKS_PER_ACTIVITY) {
-      const report = await this.steps.health.checkServers({ servers: servers.slice(i, i + HEALTH_CHECKS_PER_ACTIVITY) });
+      const report = await this.steps.health.checkServers({
+        servers: servers.slice(i, i + HEALTH_CHECKS_PER_ACTIVITY),
+      });
       problems.push(...report.problems);
       count += report.problems.length + report.more;
     }
     if (count > 0) {
-      const shown = problems.slice(0, 5).map((p) => p.message).join('; ');
-      throw ApplicationFailure.nonRetryable(`preflight: ${count} server(s) not ready, nothing was changed: ${shown}${count > 5 ? `; and ${count - 5} more` : ''}`, problems[0].type);
+      const shown = problems
+        .slice(0, 5)
+        .map((p) => p.message)
+        .join('; ');
+      throw ApplicationFailure.nonRetryable(
+        `preflight: ${count} server(s) not ready, nothing was changed: ${shown}${count > 5 ? `; and ${count - 5} more` : ''}`,
+        problems[0].type,
+      );
     }
   }
 
   setServers(servers: ServerSummary[], skipped: string[]): void {
     const skip = new Set(skipped);
-    this.status.servers = servers.map((s) => ({ name: s.name, role: s.role, state: skip.has(s.name) ? 'skipped' : 'pending' }));
+    this.status.servers = servers.map((s) => ({
+      name: s.name,
+      role: s.role,
+      state: skip.has(s.name) ? 'skipped' : 'pending',
+    }));
     this.byName.clear();
     for (const s of this.status.servers) this.byName.set(s.name, s);
     this.touch();
@@ -180,7 +247,13 @@ export class WorkflowRecorder {
     const at = this.status.updatedAt;
     for (let first = 0; first < this.status.servers.length; first += SERVER_LIST_PER_WRITE) {
       const chunk = this.status.servers.slice(first, first + SERVER_LIST_PER_WRITE);
-      const write = { rolloutId: this.status.id, at, first, servers: packServers(chunk), skipped: chunk.flatMap((s, i) => (s.state === 'skipped' ? [i] : [])) };
+      const write = {
+        rolloutId: this.status.id,
+        at,
+        first,
+        servers: packServers(chunk),
+        skipped: chunk.flatMap((s, i) => (s.state === 'skipped' ? [i] : [])),
+      };
       this.enqueue(() => this.steps.record.recordServerList(write));
     }
   }
@@ -216,7 +289,8 @@ export class WorkflowRecorder {
     if (startedAt && !s.startedAt) s.startedAt = startedAt;
     if (endedAt) s.endedAt = endedAt;
     if (error) s.error = error;
-    if (state === 'failed' || state === 'rollback_failed') log.warn(`${name}: ${state}${error ? `: ${error}` : ''}`, { server: name, state });
+    if (state === 'failed' || state === 'rollback_failed')
+      log.warn(`${name}: ${state}${error ? `: ${error}` : ''}`, { server: name, state });
     this.touch();
   }
 
@@ -239,7 +313,16 @@ export class WorkflowRecorder {
   /** An accepted answer at the gate (its ledger event is written by the workflow once the gate closes). */
   approval(rec: DecisionRecord): void {
     const decision = rec.action === 'approve' ? 'approve' : 'reject';
-    this.status.approvals.push({ by: rec.by, decision, at: new Date().toISOString(), comment: rec.comment, key: rec.key, ...(rec.via ? { via: rec.via } : {}), message: rec.message, signature: rec.signature });
+    this.status.approvals.push({
+      by: rec.by,
+      decision,
+      at: new Date().toISOString(),
+      comment: rec.comment,
+      key: rec.key,
+      ...(rec.via ? { via: rec.via } : {}),
+      message: rec.message,
+      signature: rec.signature,
+    });
     this.status.decisions.push(rec);
     this.touch();
   }
@@ -248,11 +331,22 @@ export class WorkflowRecorder {
   steering(rec: DecisionRecord): void {
     this.status.decisions.push(rec);
     this.touch();
-    void this.record({ key: `${rec.action}:${++this.notes}`, kind: rec.action, actor: rec.by, detail: { ...(rec.comment ? { reason: rec.comment } : {}), ...proof(rec) } });
+    void this.record({
+      key: `${rec.action}:${++this.notes}`,
+      kind: rec.action,
+      actor: rec.by,
+      detail: { ...(rec.comment ? { reason: rec.comment } : {}), ...proof(rec) },
+    });
   }
 
   /** Written in the background (see the class comment). */
-  record(e: { key: string; kind: string; server?: string; actor?: string; detail?: Record<string, unknown> }): Promise<void> {
+  record(e: {
+    key: string;
+    kind: string;
+    server?: string;
+    actor?: string;
+    detail?: Record<string, unknown>;
+  }): Promise<void> {
     this.enqueue(() => this.steps.record.recordEvent({ rolloutId: this.status.id, ...e }));
     return Promise.resolve();
   }
@@ -263,8 +357,18 @@ export class WorkflowRecorder {
 }
 
 /** A server's state as a ledger row (rollout_server), learned at `at`. */
-export function stateRow(s: Pick<ServerStatus, 'name' | 'state' | 'startedAt' | 'endedAt' | 'error'>, at: string): ServerStateRow {
-  return { server: s.name, state: s.state, at, ...(s.startedAt ? { startedAt: s.startedAt } : {}), ...(s.endedAt ? { endedAt: s.endedAt } : {}), ...(s.error ? { error: s.error } : {}) };
+export function stateRow(
+  s: Pick<ServerStatus, 'name' | 'state' | 'startedAt' | 'endedAt' | 'error'>,
+  at: string,
+): ServerStateRow {
+  return {
+    server: s.name,
+    state: s.state,
+    at,
+    ...(s.startedAt ? { startedAt: s.startedAt } : {}),
+    ...(s.endedAt ? { endedAt: s.endedAt } : {}),
+    ...(s.error ? { error: s.error } : {}),
+  };
 }
 
 /** What anyone needs to re-check a decision: the key's fingerprint, the message, the signature. */

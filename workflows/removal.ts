@@ -24,7 +24,11 @@ export async function hotfixRemoval(input: RemovalInput): Promise<RolloutStatus>
   return status;
 }
 
-async function removal(input: RemovalInput, problem: string | undefined, cancel: TemporalCancel): Promise<RolloutStatus> {
+async function removal(
+  input: RemovalInput,
+  problem: string | undefined,
+  cancel: TemporalCancel,
+): Promise<RolloutStatus> {
   const t = timing(problem ? undefined : input.timing);
   const steps = activityProxies(t);
   const id = workflowInfo().workflowId;
@@ -33,9 +37,13 @@ async function removal(input: RemovalInput, problem: string | undefined, cancel:
   let aborted = false;
   setHandler(statusQuery, () => r.report());
   setSteeringHandlers({
-    steps, recorder: r, lock: new OneAtATime(),
+    steps,
+    recorder: r,
+    lock: new OneAtATime(),
     stopping: () => aborted,
-    setPaused: (paused) => { void fanout.setPaused(paused); },
+    setPaused: (paused) => {
+      void fanout.setPaused(paused);
+    },
     abort: () => {
       aborted = true;
       void fanout.stop();
@@ -50,9 +58,14 @@ async function removal(input: RemovalInput, problem: string | undefined, cancel:
     if (problem) throw invalidInput(`invalid removal input: ${problem}`);
     const c = await steps.preflight.prepareRemoval({ hotfix: input.hotfix, servers: input.servers });
     // A hotfix applied somewhere but no longer registered has no file: the signature says 'none'.
-    await r.start(input.signed, { action: 'remove', rollout: id, hotfix: input.hotfix, sha256: c.sha256 ?? NO_FILE }, {
-      servers: input.servers, options: { keepRegistered: input.keepRegistered },
-    });
+    await r.start(
+      input.signed,
+      { action: 'remove', rollout: id, hotfix: input.hotfix, sha256: c.sha256 ?? NO_FILE },
+      {
+        servers: input.servers,
+        options: { keepRegistered: input.keepRegistered },
+      },
+    );
     const targets = c.targets.map((i) => c.scope.names[i]);
     await r.claim(targets);
     await r.checkHealth(targets);
@@ -62,21 +75,28 @@ async function removal(input: RemovalInput, problem: string | undefined, cancel:
 
   const targets = ctx.targets.map((i) => ctx.scope.names[i]);
   const inScope = new Set(ctx.targets);
-  r.setServers(unpackServers(ctx.scope), ctx.scope.names.filter((_, i) => !inScope.has(i)));
+  r.setServers(
+    unpackServers(ctx.scope),
+    ctx.scope.names.filter((_, i) => !inScope.has(i)),
+  );
   try {
     await r.phase('removing');
     // One server at a time, in inventory order: the fleet keeps serving.
     const result = await fanout.run('remove', targets, 1, 0, {
       isPaused: () => r.status.paused,
       shouldStop: () => aborted,
-      onChildren: (ids) => { r.status.activeBatchWorkflows = ids; },
+      onChildren: (ids) => {
+        r.status.activeBatchWorkflows = ids;
+      },
       onResult: (s) => r.batchResult(s),
     });
     r.untouchedRest();
     if (result.failures > 0 || aborted) {
       const failed = r.failedServers();
       r.status.needsAttention = failed;
-      r.status.error = aborted ? 'aborted: the hotfix is still applied on the servers not yet reached' : `could not remove ${input.hotfix} from ${someOf(failed)}: it stays registered; fix those servers and run the removal again`;
+      r.status.error = aborted
+        ? 'aborted: the hotfix is still applied on the servers not yet reached'
+        : `could not remove ${input.hotfix} from ${someOf(failed)}: it stays registered; fix those servers and run the removal again`;
       await r.phase('failed', r.status.error);
       return r.report();
     }

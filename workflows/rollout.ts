@@ -2,7 +2,15 @@
 //   preflight → [upload] → [drain] → canary → verifying → [restore] → fanout → completed
 // and on failure, rejection, timeout or abort:
 //   rolling_back → rolled_back | rollback_failed.
-import { allHandlersFinished, CancellationScope, condition, log, setHandler, sleep, workflowInfo } from '@temporalio/workflow';
+import {
+  allHandlersFinished,
+  CancellationScope,
+  condition,
+  log,
+  setHandler,
+  sleep,
+  workflowInfo,
+} from '@temporalio/workflow';
 import type { DecisionRecord, DrainedBackend, RolloutInput, RolloutStatus, SignedDecision } from '../domain/rollout';
 import { ATTENTION_LIST_MAX, MAX_HEARTBEAT_THROTTLE_MS } from '../domain/rollout';
 import type { DecisionFacts } from '../domain/decision';
@@ -39,7 +47,12 @@ export async function hotfixRollout(input: RolloutInput): Promise<RolloutStatus>
   return status;
 }
 
-async function rollout(input: RolloutInput, problem: string | undefined, notifier: Notifier, cancel: TemporalCancel): Promise<RolloutStatus> {
+async function rollout(
+  input: RolloutInput,
+  problem: string | undefined,
+  notifier: Notifier,
+  cancel: TemporalCancel,
+): Promise<RolloutStatus> {
   const t = timing(problem ? undefined : input.timing);
   const steps = activityProxies(t);
   const id = workflowInfo().workflowId;
@@ -58,8 +71,13 @@ async function rollout(input: RolloutInput, problem: string | undefined, notifie
 
   setHandler(statusQuery, () => r.report());
   setSteeringHandlers({
-    steps, recorder: r, lock, stopping,
-    setPaused: (paused) => { void fanout.setPaused(paused); },
+    steps,
+    recorder: r,
+    lock,
+    stopping,
+    setPaused: (paused) => {
+      void fanout.setPaused(paused);
+    },
     abort: (rec) => {
       abort = rec;
       void fanout.stop();
@@ -73,17 +91,26 @@ async function rollout(input: RolloutInput, problem: string | undefined, notifie
   /** The drained backends by count and digest, recomputed from the workflow's own list (once: the list does not change). */
   let drainedDigest: { of: DrainedBackend[]; facts: DrainedFacts } | undefined;
   const drainedNow = (): DrainedFacts => {
-    if (drainedDigest?.of !== drained) drainedDigest = { of: drained, facts: drainedFacts(drained.map((d) => d.server)) };
+    if (drainedDigest?.of !== drained)
+      drainedDigest = { of: drained, facts: drainedFacts(drained.map((d) => d.server)) };
     return drainedDigest.facts;
   };
   /** What an answer at the gate must state: this rollout, file, canary and drained backends, as they are now. */
   const gateFacts = (action: 'approve' | 'reject'): DecisionFacts => ({
-    action, rollout: id, hotfix: input.hotfix, sha256: r.status.sha256 ?? '', canary: r.status.canary ?? '', drained: drainedNow(),
+    action,
+    rollout: id,
+    hotfix: input.hotfix,
+    sha256: r.status.sha256 ?? '',
+    canary: r.status.canary ?? '',
+    drained: drainedNow(),
   });
 
   /** Answers to the gate: only while verifying, only once, signed for exactly this canary. */
   function validateAnswer(action: 'approve' | 'reject', req: SignedDecision): void {
-    if (r.status.phase !== 'verifying') throw refused(`rollout ${id} is not waiting for verification (phase ${r.status.phase}): there is nothing to answer`);
+    if (r.status.phase !== 'verifying')
+      throw refused(
+        `rollout ${id} is not waiting for verification (phase ${r.status.phase}): there is nothing to answer`,
+      );
     if (decision || abort) throw refused(`rollout ${id} has already been answered`);
     const d = checkFacts(req, gateFacts(action));
     if (action === 'reject' && !d.comment) throw refused('a rejection needs a reason: --reason "what is wrong"');
@@ -91,20 +118,21 @@ async function rollout(input: RolloutInput, problem: string | undefined, notifie
 
   /** The signer must not be the requester (by name or by key) and must be a listed approver when there is a list. */
   function answer(action: 'approve' | 'reject') {
-    return (req: SignedDecision): Promise<RolloutStatus> => lock.run(async () => {
-      validateAnswer(action, req);
-      const { personKeys, ...rec } = await verifySigned(steps, req, gateFacts(action));
-      validateAnswer(action, req);
-      // Principals and keys, the file's (domain/people.ts): through a delegate the key that signed is the delegate's, so the person's own keys count.
-      const why = gateAnswerRefusal(
-        { by: rec.by, ...(rec.via ? {} : { key: rec.key }), keys: [rec.key, ...(personKeys ?? [])] },
-        { requestedBy: r.status.requestedBy, requestedKey: r.status.requestedKey, approvers: input.approvers },
-      );
-      if (why) throw refused(why);
-      r.approval(rec);
-      decision = { approved: action === 'approve', by: rec.by, reason: rec.comment };
-      return r.report();
-    });
+    return (req: SignedDecision): Promise<RolloutStatus> =>
+      lock.run(async () => {
+        validateAnswer(action, req);
+        const { personKeys, ...rec } = await verifySigned(steps, req, gateFacts(action));
+        validateAnswer(action, req);
+        // Principals and keys, the file's (domain/people.ts): through a delegate the key that signed is the delegate's, so the person's own keys count.
+        const why = gateAnswerRefusal(
+          { by: rec.by, ...(rec.via ? {} : { key: rec.key }), keys: [rec.key, ...(personKeys ?? [])] },
+          { requestedBy: r.status.requestedBy, requestedKey: r.status.requestedKey, approvers: input.approvers },
+        );
+        if (why) throw refused(why);
+        r.approval(rec);
+        decision = { approved: action === 'approve', by: rec.by, reason: rec.comment };
+        return r.report();
+      });
   }
   setHandler(approveUpdate, answer('approve'), { validator: (req: SignedDecision) => validateAnswer('approve', req) });
   setHandler(rejectUpdate, answer('reject'), { validator: (req: SignedDecision) => validateAnswer('reject', req) });
@@ -117,16 +145,37 @@ async function rollout(input: RolloutInput, problem: string | undefined, notifie
   // ---- preflight: changes nothing -------------------------------------------------
   const ctx = await r.preflight(async () => {
     if (problem) throw invalidInput(`invalid rollout input: ${problem}`);
-    const c = await steps.preflight.prepareRollout({ hotfix: input.hotfix, servers: input.servers, canary: input.canary, batch: input.batch, uploadSha256: input.upload?.sha256, uploadFileName: input.upload?.fileName });
-    // The start signature names the requester; it must be for this rollout of this file.
-    await r.start(input.signed, { action: 'rollout', rollout: id, hotfix: input.hotfix, sha256: input.upload?.sha256 ?? c.sha256 ?? '' }, {
+    const c = await steps.preflight.prepareRollout({
+      hotfix: input.hotfix,
       servers: input.servers,
-      options: { canary: input.canary, batch: input.batch, maxFailures: input.maxFailures, approvers: input.approvers, approvalTimeoutMs: input.approvalTimeoutMs, upload: input.upload },
-    }, (rec) => {
-      if (input.approvers.length > 0 && input.approvers.every((a) => a === rec.by)) {
-        throw refused(`--approvers lists only ${rec.by}, who starts this rollout and so may not verify it: name someone else`);
-      }
+      canary: input.canary,
+      batch: input.batch,
+      uploadSha256: input.upload?.sha256,
+      uploadFileName: input.upload?.fileName,
     });
+    // The start signature names the requester; it must be for this rollout of this file.
+    await r.start(
+      input.signed,
+      { action: 'rollout', rollout: id, hotfix: input.hotfix, sha256: input.upload?.sha256 ?? c.sha256 ?? '' },
+      {
+        servers: input.servers,
+        options: {
+          canary: input.canary,
+          batch: input.batch,
+          maxFailures: input.maxFailures,
+          approvers: input.approvers,
+          approvalTimeoutMs: input.approvalTimeoutMs,
+          upload: input.upload,
+        },
+      },
+      (rec) => {
+        if (input.approvers.length > 0 && input.approvers.every((a) => a === rec.by)) {
+          throw refused(
+            `--approvers lists only ${rec.by}, who starts this rollout and so may not verify it: name someone else`,
+          );
+        }
+      },
+    );
     await r.claim(c.plan.targets.names);
     await r.checkHealth(c.plan.targets.names);
     return c;
@@ -169,7 +218,13 @@ async function rollout(input: RolloutInput, problem: string | undefined, notifie
     // ---- upload (when the rollout was given a file) -----------------------------------
     if (input.upload) {
       await r.phase('upload');
-      await steps.server.uploadHotfix({ rolloutId: id, sha256: input.upload.sha256, fileName: input.upload.fileName, via: input.upload.via ?? canary, ...(t.commandTimeoutMs > 0 ? { commandTimeoutMs: t.commandTimeoutMs } : {}) });
+      await steps.server.uploadHotfix({
+        rolloutId: id,
+        sha256: input.upload.sha256,
+        fileName: input.upload.fileName,
+        via: input.upload.via ?? canary,
+        ...(t.commandTimeoutMs > 0 ? { commandTimeoutMs: t.commandTimeoutMs } : {}),
+      });
     }
     checkAbort();
 
@@ -187,7 +242,16 @@ async function rollout(input: RolloutInput, problem: string | undefined, notifie
     // ---- canary ---------------------------------------------------------------------
     await r.phase('canary');
     r.updateServer(canary, 'patching', undefined, new Date().toISOString());
-    const patchedCanary = await fanout.run('apply', [canary], 1, 0, control(() => r.status.paused, () => abort !== undefined || cancelled));
+    const patchedCanary = await fanout.run(
+      'apply',
+      [canary],
+      1,
+      0,
+      control(
+        () => r.status.paused,
+        () => abort !== undefined || cancelled,
+      ),
+    );
     await finishLost(patchedCanary.lost);
     const canaryState = r.status.servers.find((s) => s.name === canary);
     if (canaryState?.state !== 'patched') {
@@ -199,7 +263,13 @@ async function rollout(input: RolloutInput, problem: string | undefined, notifie
     // The gate is filled in before the phase shows: a status query never sees one without the other.
     const since = new Date();
     r.status.gate = {
-      message: gateMessage(input.hotfix, canary, canaryInfo?.url, drained.map((d) => d.server), id),
+      message: gateMessage(
+        input.hotfix,
+        canary,
+        canaryInfo?.url,
+        drained.map((d) => d.server),
+        id,
+      ),
       canary,
       ...(canaryInfo?.url ? { url: canaryInfo.url } : {}),
       drained: drainedNow(),
@@ -209,16 +279,32 @@ async function rollout(input: RolloutInput, problem: string | undefined, notifie
     };
     await r.phase('verifying');
     notifier.send({
-      event: 'waiting', rolloutId: id, hotfix: input.hotfix, requestedBy: r.status.requestedBy, canary,
+      event: 'waiting',
+      rolloutId: id,
+      hotfix: input.hotfix,
+      requestedBy: r.status.requestedBy,
+      canary,
       ...(canaryInfo?.url ? { canaryUrl: canaryInfo.url } : {}),
       // A few names and the count: the notification's input is in the history, and it grows with the fleet otherwise.
-      drained: drained.slice(0, NAMES_IN_A_LINE).map((d) => d.server), drainedCount: drained.length,
+      drained: drained.slice(0, NAMES_IN_A_LINE).map((d) => d.server),
+      drainedCount: drained.length,
     });
     const answered = await condition(() => decision !== undefined || abort !== undefined, input.approvalTimeoutMs);
     // The gate stays filled in while the phase says verifying; the next phase clears it.
     const verdict = r.status.approvals.at(-1);
     if (decision && verdict) {
-      void r.record({ key: 'decision', kind: verdict.decision, actor: verdict.by, detail: { comment: verdict.comment, key: verdict.key, ...(verdict.via ? { via: verdict.via } : {}), message: verdict.message, signature: verdict.signature } });
+      void r.record({
+        key: 'decision',
+        kind: verdict.decision,
+        actor: verdict.by,
+        detail: {
+          comment: verdict.comment,
+          key: verdict.key,
+          ...(verdict.via ? { via: verdict.via } : {}),
+          message: verdict.message,
+          signature: verdict.signature,
+        },
+      });
     }
 
     // ---- restore: whatever the outcome ----------------------------------------------
@@ -227,29 +313,52 @@ async function rollout(input: RolloutInput, problem: string | undefined, notifie
       await restore();
     }
     checkAbort();
-    if (!answered) throw new StopRollout(`no approval within ${formatDuration(input.approvalTimeoutMs)}: the approval timeout counts as a rejection`);
+    if (!answered)
+      throw new StopRollout(
+        `no approval within ${formatDuration(input.approvalTimeoutMs)}: the approval timeout counts as a rejection`,
+      );
     if (decision && !decision.approved) throw new StopRollout(`rejected by ${decision.by}: ${decision.reason}`);
 
     // ---- fan-out: the rest, in a window ---------------------------------------------
     await r.phase('fanout');
-    const result = await fanout.run('apply', rest, window, input.maxFailures, control(() => r.status.paused, () => abort !== undefined || cancelled));
+    const result = await fanout.run(
+      'apply',
+      rest,
+      window,
+      input.maxFailures,
+      control(
+        () => r.status.paused,
+        () => abort !== undefined || cancelled,
+      ),
+    );
     await finishLost(result.lost);
     checkAbort();
     if (result.failures > input.maxFailures || result.stopped) {
-      throw new StopRollout(`${result.failures} server(s) failed in fan-out, more than --max-failures ${input.maxFailures}: ${someOf(r.failedServers())}`);
+      throw new StopRollout(
+        `${result.failures} server(s) failed in fan-out, more than --max-failures ${input.maxFailures}: ${someOf(r.failedServers())}`,
+      );
     }
     // Read, not remembered: every target lists the hotfix, but for failures within --max-failures.
     const missing = await differing(steps, input.hotfix, [canary, ...rest], true);
     for (const s of missing) {
       const st = r.status.servers.find((x) => x.name === s);
-      if (st && st.state !== 'failed') r.updateServer(s, 'failed', `the Key Manager database does not list ${input.hotfix} on ${s}`);
+      if (st && st.state !== 'failed')
+        r.updateServer(s, 'failed', `the Key Manager database does not list ${input.hotfix} on ${s}`);
     }
     if (missing.length > input.maxFailures) {
-      throw new StopRollout(`${missing.length} server(s) do not have ${input.hotfix} after fan-out, more than --max-failures ${input.maxFailures}: ${someOf(missing)}`);
+      throw new StopRollout(
+        `${missing.length} server(s) do not have ${input.hotfix} after fan-out, more than --max-failures ${input.maxFailures}: ${someOf(missing)}`,
+      );
     }
     r.recordServers(r.status.servers.filter((s) => s.state === 'failed').map((s) => stateRow(s, r.status.updatedAt)));
     await r.phase('completed');
-    notifier.send({ event: 'completed', rolloutId: id, hotfix: input.hotfix, requestedBy: r.status.requestedBy, servers: r.status.servers.length });
+    notifier.send({
+      event: 'completed',
+      rolloutId: id,
+      hotfix: input.hotfix,
+      requestedBy: r.status.requestedBy,
+      servers: r.status.servers.length,
+    });
     return r.report();
   } catch (err) {
     r.status.error = err instanceof StopRollout ? err.message : failureMessage(err);
@@ -260,8 +369,11 @@ async function rollout(input: RolloutInput, problem: string | undefined, notifie
   /** Fan-out controls: results go to the status; the children's ids too. */
   function control(isPaused: () => boolean, shouldStop: () => boolean): FanoutControl {
     return {
-      isPaused, shouldStop,
-      onChildren: (ids) => { r.status.activeBatchWorkflows = ids; },
+      isPaused,
+      shouldStop,
+      onChildren: (ids) => {
+        r.status.activeBatchWorkflows = ids;
+      },
       onResult: (s) => r.batchResult(s),
     };
   }
@@ -274,7 +386,17 @@ async function rollout(input: RolloutInput, problem: string | undefined, notifie
   async function finishLost(lost: string[]): Promise<void> {
     if (lost.length === 0) return;
     await sleep(QUIESCE_MS);
-    await fanout.run('apply', lost, window, NO_FAILURE_LIMIT, control(() => false, () => false), true);
+    await fanout.run(
+      'apply',
+      lost,
+      window,
+      NO_FAILURE_LIMIT,
+      control(
+        () => false,
+        () => false,
+      ),
+      true,
+    );
   }
 
   /**
@@ -285,14 +407,22 @@ async function rollout(input: RolloutInput, problem: string | undefined, notifie
    * be paused, stopped or cancelled.
    */
   async function rollback(): Promise<RolloutStatus> {
-    log.warn(`rolling back ${input.hotfix}: ${scope.length} target(s)`, { reason: r.status.error, servers: scope.length });
+    log.warn(`rolling back ${input.hotfix}: ${scope.length} target(s)`, {
+      reason: r.status.error,
+      servers: scope.length,
+    });
     r.status.paused = false;
     void r.phase('rolling_back', r.status.error ?? undefined);
     let restoreError: string | undefined;
-    const restoring = restore().catch((e: unknown) => { restoreError = failureMessage(e); });
+    const restoring = restore().catch((e: unknown) => {
+      restoreError = failureMessage(e);
+    });
     const failedForGood = new Map<string, string>();
     const ctl: FanoutControl = {
-      ...control(() => false, () => false),
+      ...control(
+        () => false,
+        () => false,
+      ),
       onResult: (s) => {
         r.batchResult(s);
         if (s.state === 'rollback_failed') failedForGood.set(s.name, s.error ?? 'rollback failed');
@@ -311,13 +441,18 @@ async function rollout(input: RolloutInput, problem: string | undefined, notifie
     await restoring;
     // The outcome, read: where the hotfix is, and Maximum Processes of every drained backend.
     const still = await differing(steps, input.hotfix, scope, false);
-    const now = drained.length > 0 ? await steps.keyManagerDb.readMaxProcesses({ servers: drained.map((d) => d.server) }) : [];
+    const now =
+      drained.length > 0 ? await steps.keyManagerDb.readMaxProcesses({ servers: drained.map((d) => d.server) }) : [];
     const stillSet = new Set(still);
     const stuck = [
       ...still.map((s) => `${s} (${input.hotfix} still applied)`),
       ...[...failedForGood].filter(([s]) => !stillSet.has(s)).map(([s, e]) => `${s} (${e})`),
-      ...drained.filter((d) => now.find((x) => x.server === d.server)?.maxProcesses !== d.maxProcesses)
-        .map((d) => `${d.server} (Maximum Processes ${now.find((x) => x.server === d.server)?.maxProcesses ?? 'unknown'}, was ${d.maxProcesses})`),
+      ...drained
+        .filter((d) => now.find((x) => x.server === d.server)?.maxProcesses !== d.maxProcesses)
+        .map(
+          (d) =>
+            `${d.server} (Maximum Processes ${now.find((x) => x.server === d.server)?.maxProcesses ?? 'unknown'}, was ${d.maxProcesses})`,
+        ),
     ];
     if (restoreError) r.status.error = `${r.status.error}; restoring Maximum Processes failed: ${restoreError}`;
     const named = new Set(stuck.map((s) => s.split(' ')[0]));
@@ -332,12 +467,22 @@ async function rollout(input: RolloutInput, problem: string | undefined, notifie
     }
     r.recordServers(rows);
     r.status.needsAttention = stuck;
-    if (stuck.length > 0) log.error(`rollback of ${input.hotfix} ended: needs a person for ${someOf(stuck)}`, { needsAttention: stuck.length });
+    if (stuck.length > 0)
+      log.error(`rollback of ${input.hotfix} ended: needs a person for ${someOf(stuck)}`, {
+        needsAttention: stuck.length,
+      });
     else log.info(`rollback of ${input.hotfix} ended: no target lists it and Maximum Processes are back`);
-    await r.phase(stuck.length > 0 ? 'rollback_failed' : 'rolled_back', stuck.length > 0 ? `needs a person: ${someOf(stuck)}` : undefined);
+    await r.phase(
+      stuck.length > 0 ? 'rollback_failed' : 'rolled_back',
+      stuck.length > 0 ? `needs a person: ${someOf(stuck)}` : undefined,
+    );
     notifier.send({
-      event: stuck.length > 0 ? 'rollback_failed' : 'rolled_back', rolloutId: id, hotfix: input.hotfix, requestedBy: r.status.requestedBy,
-      ...(r.status.error ? { error: r.status.error } : {}), needsAttention: stuck.slice(0, ATTENTION_LIST_MAX),
+      event: stuck.length > 0 ? 'rollback_failed' : 'rolled_back',
+      rolloutId: id,
+      hotfix: input.hotfix,
+      requestedBy: r.status.requestedBy,
+      ...(r.status.error ? { error: r.status.error } : {}),
+      needsAttention: stuck.slice(0, ATTENTION_LIST_MAX),
     });
     return r.report();
   }
@@ -356,14 +501,25 @@ const SERVERS_PER_READ = 5_000;
 async function differing(steps: Steps, hotfix: string, servers: string[], applied: boolean): Promise<string[]> {
   const out: string[] = [];
   for (let i = 0; i < servers.length; i += SERVERS_PER_READ) {
-    out.push(...await steps.keyManagerDb.serversDiffering({ hotfix, servers: servers.slice(i, i + SERVERS_PER_READ), applied }));
+    out.push(
+      ...(await steps.keyManagerDb.serversDiffering({
+        hotfix,
+        servers: servers.slice(i, i + SERVERS_PER_READ),
+        applied,
+      })),
+    );
   }
   return out;
 }
 
 function gateMessage(hotfix: string, canary: string, url: string | undefined, drained: string[], id: string): string {
-  const where = url ? `connect directly to ${url} (not through the load balancer)` : `connect directly to ${canary} (not through the load balancer)`;
+  const where = url
+    ? `connect directly to ${url} (not through the load balancer)`
+    : `connect directly to ${canary} (not through the load balancer)`;
   // A few names and the count: the whole list is on the rollout's page and in 'km-hotfix status ID --drained'.
-  const drain = drained.length > 0 ? ` Backends ${someNames(drained)} have Maximum Processes 0, so only ${canary} runs operations.` : '';
+  const drain =
+    drained.length > 0
+      ? ` Backends ${someNames(drained)} have Maximum Processes 0, so only ${canary} runs operations.`
+      : '';
   return `Verify ${hotfix} on canary ${canary}: ${where}.${drain} Then: km-hotfix approve ${id} or km-hotfix reject ${id} --reason "..."`;
 }

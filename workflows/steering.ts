@@ -26,11 +26,14 @@ export function setSteeringHandlers(s: Steering): void {
 
   function validate(action: SteerAction, req: SteerRequest): void {
     if (r.final()) throw refused(`${id} has ended (${r.status.phase}): there is nothing to ${action}`);
-    if (r.status.sha256 === null) throw refused(`${id} is still in preflight and does not know its file yet: try again in a moment`);
+    if (r.status.sha256 === null)
+      throw refused(`${id} is still in preflight and does not know its file yet: try again in a moment`);
     if (s.stopping()) {
       // A rollback cannot be paused or held: it runs to its end (SPEC §5).
       const what = r.status.phase === 'rolling_back' ? 'rolling back' : 'stopping';
-      throw refused(`${id} is already ${what} (${r.status.phase}): it cannot be ${action === 'abort' ? 'aborted again' : `${action}d`}; follow it with 'km-hotfix status ${id} --watch'`);
+      throw refused(
+        `${id} is already ${what} (${r.status.phase}): it cannot be ${action === 'abort' ? 'aborted again' : `${action}d`}; follow it with 'km-hotfix status ${id} --watch'`,
+      );
     }
     if (action === 'pause' && r.status.paused) throw refused(`${id} is already paused`);
     if (action === 'resume' && !r.status.paused) throw refused(`${id} is not paused: nothing to resume`);
@@ -39,18 +42,19 @@ export function setSteeringHandlers(s: Steering): void {
   }
 
   function handler(action: SteerAction) {
-    return (req: SteerRequest): Promise<RolloutStatus> => s.lock.run(async () => {
-      validate(action, req); // again: another decision may have been accepted while this one waited
-      const rec = await verifySigned(s.steps, req, { action, rollout: id, hotfix, sha256: r.status.sha256 ?? '' });
-      validate(action, req); // and while its signature was checked
-      if (action === 'abort') s.abort(rec);
-      else {
-        r.status.paused = action === 'pause';
-        s.setPaused(r.status.paused);
-      }
-      r.steering(rec);
-      return r.report();
-    });
+    return (req: SteerRequest): Promise<RolloutStatus> =>
+      s.lock.run(async () => {
+        validate(action, req); // again: another decision may have been accepted while this one waited
+        const rec = await verifySigned(s.steps, req, { action, rollout: id, hotfix, sha256: r.status.sha256 ?? '' });
+        validate(action, req); // and while its signature was checked
+        if (action === 'abort') s.abort(rec);
+        else {
+          r.status.paused = action === 'pause';
+          s.setPaused(r.status.paused);
+        }
+        r.steering(rec);
+        return r.report();
+      });
   }
 
   setHandler(pauseUpdate, handler('pause'), { validator: (req: SteerRequest) => validate('pause', req) });

@@ -37,7 +37,10 @@ export const HEARTBEAT_TIMEOUT_MS = 5_000;
 export const HEARTBEAT_TIMEOUT = '5s';
 
 /** Retries with backoff up to the timing's ceiling; errors the activities mark never-retry fail at once. */
-function retryPolicy(t: RolloutTiming, overrides: Partial<NonNullable<ActivityOptions['retry']>> = {}): ActivityOptions['retry'] {
+function retryPolicy(
+  t: RolloutTiming,
+  overrides: Partial<NonNullable<ActivityOptions['retry']>> = {},
+): ActivityOptions['retry'] {
   return {
     initialInterval: Math.min(2000, t.maxRetryIntervalMs),
     backoffCoefficient: 2,
@@ -64,12 +67,27 @@ export function activityProxies(t: RolloutTiming) {
   return {
     // The ledger: retried until the orchestrator database is back (the ledger catches up);
     // the rollback never waits on it (workflows/recorder.ts writes in the background).
-    record: proxyActivities<Pick<KmHotfixActivities, 'recordRolloutStart' | 'recordPhase' | 'recordEvent' | 'recordServerStates' | 'recordServerList' | 'claimServers'>>({
+    record: proxyActivities<
+      Pick<
+        KmHotfixActivities,
+        | 'recordRolloutStart'
+        | 'recordPhase'
+        | 'recordEvent'
+        | 'recordServerStates'
+        | 'recordServerList'
+        | 'claimServers'
+      >
+    >({
       startToCloseTimeout: '30s',
       retry: retry(),
     }),
     // The Key Manager database: a restart or failover of PostgreSQL is waited out for minutes.
-    keyManagerDb: proxyActivities<Pick<KmHotfixActivities, 'readMaxProcesses' | 'restoreMaxProcesses' | 'serversWithHotfix' | 'serversDiffering' | 'deleteHotfix'>>({
+    keyManagerDb: proxyActivities<
+      Pick<
+        KmHotfixActivities,
+        'readMaxProcesses' | 'restoreMaxProcesses' | 'serversWithHotfix' | 'serversDiffering' | 'deleteHotfix'
+      >
+    >({
       startToCloseTimeout: '1m',
       scheduleToCloseTimeout: '15m',
       heartbeatTimeout: '30s',

@@ -19,16 +19,26 @@ export async function hotfixUpload(input: UploadInput & { fileName: string }): P
   setHandler(statusQuery, () => r.report());
   const ok = await r.preflight(async () => {
     if (problem) throw invalidInput(`invalid upload: ${problem}`);
-    await r.start(input.signed, { action: 'upload', rollout: id, hotfix, sha256: input.sha256 }, {
-      servers: input.via ? [input.via] : [], options: { sha256: input.sha256, fileName: input.fileName, via: input.via },
-    });
+    await r.start(
+      input.signed,
+      { action: 'upload', rollout: id, hotfix, sha256: input.sha256 },
+      {
+        servers: input.via ? [input.via] : [],
+        options: { sha256: input.sha256, fileName: input.fileName, via: input.via },
+      },
+    );
     await r.claim([]);
     return true;
   });
   if (!ok) return r.report();
   try {
     await r.phase('upload');
-    const done = await steps.server.uploadHotfix({ rolloutId: id, sha256: input.sha256, fileName: input.fileName, via: input.via });
+    const done = await steps.server.uploadHotfix({
+      rolloutId: id,
+      sha256: input.sha256,
+      fileName: input.fileName,
+      via: input.via,
+    });
     if (done.server) r.status.servers = [{ ...done.server, state: 'patched' }];
     await r.phase('completed');
   } catch (err) {

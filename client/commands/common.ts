@@ -12,7 +12,13 @@ import { KeyManagerDatabase } from '../../keymanager/database';
 import { isFinalPhase, RolloutStatus, WorkflowKind, workflowId, WORKFLOW_ID_SUFFIX_BYTES } from '../../domain/rollout';
 import { parseDuration, PlanError } from '../../domain/plan';
 import { WORKFLOW_TYPES, statusQuery } from '../../workflows/definitions';
-import { answerWithin, LedgerView, mergeBatches, QUERY_TIMEOUT_MS, withLedgerView } from '../../platform/workflow-status';
+import {
+  answerWithin,
+  LedgerView,
+  mergeBatches,
+  QUERY_TIMEOUT_MS,
+  withLedgerView,
+} from '../../platform/workflow-status';
 import { liveLedger } from '../../store/ledger';
 
 // Option parsers throw CliError, not commander's own error type: commander
@@ -22,7 +28,8 @@ import { liveLedger } from '../../store/ledger';
 export function nameList(flag: string) {
   return (value: string): string[] => {
     const parts = value.split(',').map((s) => s.trim());
-    if (parts.length === 0 || parts.some((p) => p === '')) throw new CliError(`${flag} takes comma-separated names such as a,b (got '${value}')`, EXIT.refused);
+    if (parts.length === 0 || parts.some((p) => p === ''))
+      throw new CliError(`${flag} takes comma-separated names such as a,b (got '${value}')`, EXIT.refused);
     return parts;
   };
 }
@@ -30,7 +37,8 @@ export function nameList(flag: string) {
 export function wholeNumber(flag: string, min = 0) {
   return (value: string): number => {
     const n = Number(value);
-    if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < min) throw new CliError(`${flag} must be a whole number >= ${min} (got '${value}')`, EXIT.refused);
+    if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < min)
+      throw new CliError(`${flag} must be a whole number >= ${min} (got '${value}')`, EXIT.refused);
     return n;
   };
 }
@@ -120,19 +128,27 @@ export interface Described {
 
 /** The workflow behind an id, or exit 2 saying how to find ids. */
 export async function describeWorkflow(client: Client, id: string): Promise<Described> {
-  if (!id || /[\s\0]/.test(id)) throw new CliError(`'${id}' is not a workflow id: 'km-hotfix list' shows recent ones`, EXIT.refused);
+  if (!id || /[\s\0]/.test(id))
+    throw new CliError(`'${id}' is not a workflow id: 'km-hotfix list' shows recent ones`, EXIT.refused);
   const handle = client.workflow.getHandle(id);
   let desc;
   try {
     desc = await handle.describe();
   } catch (err) {
     if (err instanceof WorkflowNotFoundError || /not found/i.test((err as Error).message)) {
-      throw new CliError(`no rollout, removal or upload with id '${id}': 'km-hotfix list' shows recent ones`, EXIT.refused);
+      throw new CliError(
+        `no rollout, removal or upload with id '${id}': 'km-hotfix list' shows recent ones`,
+        EXIT.refused,
+      );
     }
     throw err;
   }
   const kind = KIND_BY_TYPE[desc.type];
-  if (!kind) throw new CliError(`'${id}' is a ${desc.type} workflow, not a km-hotfix rollout, removal or upload: 'km-hotfix list' shows those`, EXIT.refused);
+  if (!kind)
+    throw new CliError(
+      `'${id}' is a ${desc.type} workflow, not a km-hotfix rollout, removal or upload: 'km-hotfix list' shows those`,
+      EXIT.refused,
+    );
   return { handle, kind, running: desc.status.name === 'RUNNING', status: desc.status.name };
 }
 
@@ -145,7 +161,8 @@ export function ledgerViewFor(cfg: Config): { view?: LedgerView; close(): Promis
   if (!cfg.databaseUrl) return { close: async () => undefined };
   const url = cfg.databaseUrl;
   let live: Promise<{ sql: Sql; view: LedgerView }> | undefined;
-  const open = () => (live ??= connectDatabase(url, 'orchestrator', { max: 2 }).then((sql) => ({ sql, view: liveLedger(sql) })));
+  const open = () =>
+    (live ??= connectDatabase(url, 'orchestrator', { max: 2 }).then((sql) => ({ sql, view: liveLedger(sql) })));
   return {
     view: {
       counts: async (id) => (await open()).view.counts(id),
@@ -165,7 +182,12 @@ export function ledgerViewFor(cfg: Config): { view?: LedgerView; close(): Promis
  * the status threshold: the ledger's counts and failed servers, when `ledger`
  * is given); its result once it has ended.
  */
-export async function readStatus(client: Client, d: Described, queryTimeoutMs = QUERY_TIMEOUT_MS, ledger?: LedgerView): Promise<RolloutStatus> {
+export async function readStatus(
+  client: Client,
+  d: Described,
+  queryTimeoutMs = QUERY_TIMEOUT_MS,
+  ledger?: LedgerView,
+): Promise<RolloutStatus> {
   if (!d.running) return finalStatus(d);
   let st: RolloutStatus;
   try {
@@ -174,14 +196,20 @@ export async function readStatus(client: Client, d: Described, queryTimeoutMs = 
     // It may have ended between describe and query.
     const again = await describeWorkflow(client, d.handle.workflowId);
     if (!again.running) return finalStatus(again);
-    throw new CliError(`${d.handle.workflowId} does not answer its status query (${firstLine(err)}): is a worker running on task queue '${config().taskQueue}'? ('km-hotfix worker' or 'km-hotfix dev')`, EXIT.unreachable);
+    throw new CliError(
+      `${d.handle.workflowId} does not answer its status query (${firstLine(err)}): is a worker running on task queue '${config().taskQueue}'? ('km-hotfix worker' or 'km-hotfix dev')`,
+      EXIT.unreachable,
+    );
   }
   return withLedgerView(await mergeBatches(client, st, queryTimeoutMs, ledger), ledger);
 }
 
 async function finalStatus(d: Described): Promise<RolloutStatus> {
   if (d.status === 'COMPLETED') return (await d.handle.result()) as RolloutStatus;
-  throw new CliError(`${d.handle.workflowId} ended ${d.status.toLowerCase()} in Temporal, without a km-hotfix outcome: see its history in the Temporal UI; 'km-hotfix list' shows its last recorded phase`, EXIT.failed);
+  throw new CliError(
+    `${d.handle.workflowId} ended ${d.status.toLowerCase()} in Temporal, without a km-hotfix outcome: see its history in the Temporal UI; 'km-hotfix list' shows its last recorded phase`,
+    EXIT.failed,
+  );
 }
 
 export function isFinal(st: RolloutStatus): boolean {
@@ -210,7 +238,8 @@ export async function awaitStartAccepted(client: Client, id: string, what: strin
       st = undefined; // its first workflow task may not have run yet
     }
     if (st?.requestedBy) return st;
-    if (st && isFinal(st)) throw new CliError(`${what} refused: ${st.error ?? 'it ended in preflight'} (${id})`, EXIT.refused);
+    if (st && isFinal(st))
+      throw new CliError(`${what} refused: ${st.error ?? 'it ended in preflight'} (${id})`, EXIT.refused);
     if (Date.now() > deadline) return undefined; // no verdict yet: it is running; 'status' will tell
     await new Promise((r) => setTimeout(r, 150));
   }

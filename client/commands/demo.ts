@@ -47,7 +47,9 @@ export function registerDemo(program: Command): void {
   program
     .command('demo')
     .summary('see the whole procedure in under two minutes on a simulated fleet (nothing to set up)')
-    .description(`Start an embedded Temporal, PostgreSQL and a simulated Key Manager fleet (2 frontends, 3 backends) in a temporary folder, on free ports; upload a backend hotfix and roll it out (canary, drained backends, approval by a second person, fan-out); then roll out a hotfix built for another Key Manager version, which fails on the canary with the checksum mismatch and rolls back on its own. Everything it started is stopped at the end.`)
+    .description(
+      `Start an embedded Temporal, PostgreSQL and a simulated Key Manager fleet (2 frontends, 3 backends) in a temporary folder, on free ports; upload a backend hotfix and roll it out (canary, drained backends, approval by a second person, fan-out); then roll out a hotfix built for another Key Manager version, which fails on the canary with the checksum mismatch and rolls back on its own. Everything it started is stopped at the end.`,
+    )
     .option('--keep', 'keep the temporary folder (Temporal history, PostgreSQL data, logs) for a look afterwards')
     .action(async (o: { keep?: boolean }) => {
       process.exitCode = await runDemo(o);
@@ -61,7 +63,9 @@ async function runDemo(o: { keep?: boolean }): Promise<number> {
   const { DefaultLogger, Runtime } = await import('@temporalio/worker');
   try {
     // Activity failures are the point of the second rollout: keep the worker quiet.
-    Runtime.install({ logger: new DefaultLogger((process.env.KM_HOTFIX_LOG_LEVEL?.toUpperCase() ?? 'ERROR') as LogLevel) });
+    Runtime.install({
+      logger: new DefaultLogger((process.env.KM_HOTFIX_LOG_LEVEL?.toUpperCase() ?? 'ERROR') as LogLevel),
+    });
   } catch {
     // already installed
   }
@@ -100,12 +104,19 @@ async function runDemo(o: { keep?: boolean }): Promise<number> {
     delete process.env.KM_HOTFIX_SIGNING_KEY;
     const temporalPort = await freePort();
     const stack: DevStack = await startDevStack({
-      dataDir, temporalPort, uiPort: await freePort(), postgresPort: await freePort(),
+      dataDir,
+      temporalPort,
+      uiPort: await freePort(),
+      postgresPort: await freePort(),
       log: (line) => p.say(`  ${line}`),
     });
     undo.push(() => stack.stop());
     const fleet: SimFleet = await startSimFleet({
-      frontends: 2, backends: 3, kmDatabaseUrl: stack.env.KM_DATABASE_URL!, authorizedKey: key.publicKey, restartMs: 300,
+      frontends: 2,
+      backends: 3,
+      kmDatabaseUrl: stack.env.KM_DATABASE_URL!,
+      authorizedKey: key.publicKey,
+      restartMs: 300,
     });
     undo.push(() => fleet.stop());
     const orchestrator: Sql = await connectDatabase(stack.env.DATABASE_URL!, 'orchestrator', { max: 2 });
@@ -115,32 +126,66 @@ async function runDemo(o: { keep?: boolean }): Promise<number> {
     const km = new KeyManagerDatabase(kmSql);
     await replaceInventory(orchestrator, fleet.inventory());
     // alice signs with her key (KM_HOTFIX_SIGNING_KEY from the stack); dana with hers.
-    const cfg: Config = loadConfig({ ...stack.env, KM_SSH_KEY: key.privateKeyPath, KM_HOTFIX_TASK_QUEUE: 'km-hotfix-demo' });
+    const cfg: Config = loadConfig({
+      ...stack.env,
+      KM_SSH_KEY: key.privateKeyPath,
+      KM_HOTFIX_TASK_QUEUE: 'km-hotfix-demo',
+    });
     const danaKey = path.join(dataDir, 'keys', APPROVER);
     const danaCfg: Config = { ...cfg, signingKey: danaKey };
     const fleetMax = async () => new Map((await km.servers()).map((s) => [s.name, s.maxProcesses]));
     const before = await fleetMax();
-    p.say(`  fleet: ${fleet.inventory().map((s) => `${s.name} (${s.role}${s.role === 'frontend' ? '' : `, Maximum Processes ${before.get(s.name)}`})`).join(', ')}`);
+    p.say(
+      `  fleet: ${fleet
+        .inventory()
+        .map((s) => `${s.name} (${s.role}${s.role === 'frontend' ? '' : `, Maximum Processes ${before.get(s.name)}`})`)
+        .join(', ')}`,
+    );
     p.say(`  ready in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 
     const requester = REQUESTER;
     const hotfixDir = path.join(dataDir, 'hotfixes');
     await fs.mkdir(hotfixDir, { recursive: true });
-    const good = await makeHotfix({ component: 'backend', version: '3.0.0', description: 'fix_queue_stall', issueId: 'UKM-2001', outDir: hotfixDir });
-    const wrong = await makeHotfix({ component: 'backend', version: '2.9.0', description: 'fix_job_retry', issueId: 'UKM-1987', outDir: hotfixDir });
-    p.say(`  sample hotfixes: ${good.fileName} (for Key Manager 3.0.0, what the fleet runs) and ${wrong.fileName} (for 2.9.0)`);
+    const good = await makeHotfix({
+      component: 'backend',
+      version: '3.0.0',
+      description: 'fix_queue_stall',
+      issueId: 'UKM-2001',
+      outDir: hotfixDir,
+    });
+    const wrong = await makeHotfix({
+      component: 'backend',
+      version: '2.9.0',
+      description: 'fix_job_retry',
+      issueId: 'UKM-1987',
+      outDir: hotfixDir,
+    });
+    p.say(
+      `  sample hotfixes: ${good.fileName} (for Key Manager 3.0.0, what the fleet runs) and ${wrong.fileName} (for 2.9.0)`,
+    );
 
     // ---- 1. upload -------------------------------------------------------------------
     p.title(`1. Upload ${good.fileName} (signed by ${requester})`);
-    p.say(`  $ km-hotfix upload ${path.basename(good.path!)} --wait        # KM_HOTFIX_SIGNING_KEY=.../keys/${requester}`);
+    p.say(
+      `  $ km-hotfix upload ${path.basename(good.path!)} --wait        # KM_HOTFIX_SIGNING_KEY=.../keys/${requester}`,
+    );
     const up = await startUpload(cfg, { file: good.path! });
     const uploaded = await follow(cfg, up.id, out);
     if (uploaded.phase !== 'completed') throw new CliError(`the upload failed: ${uploaded.error}`, EXIT.failed);
 
     // ---- 2. the rollout, approved by dana ---------------------------------------------
-    p.title(`2. Roll out ${up.name}: backend canary, other backends drained, ${APPROVER} verifies, then the rest in batches of 2`);
+    p.title(
+      `2. Roll out ${up.name}: backend canary, other backends drained, ${APPROVER} verifies, then the rest in batches of 2`,
+    );
     p.say(`  $ km-hotfix rollout ${up.name} --approvers ${APPROVER} --batch 2 --wait`);
-    const first = await startRollout(cfg, { hotfix: up.name, batch: '2', maxFailures: 0, approvers: [APPROVER], approvalTimeoutMs: 10 * 60_000, timing: DEMO_TIMING });
+    const first = await startRollout(cfg, {
+      hotfix: up.name,
+      batch: '2',
+      maxFailures: 0,
+      approvers: [APPROVER],
+      approvalTimeoutMs: 10 * 60_000,
+      timing: DEMO_TIMING,
+    });
     p.say(`  started ${first.id}, signed by ${first.requestedBy}`);
     let answered = false;
     const done = await follow(cfg, first.id, out, async (st) => {
@@ -157,48 +202,95 @@ async function runDemo(o: { keep?: boolean }): Promise<number> {
       } catch (err) {
         lines.push(`  >> refused by the workflow, nothing changed: ${(err as Error).message}`);
       }
-      lines.push(`  >> ${APPROVER} checks the canary and answers with her key: KM_HOTFIX_SIGNING_KEY=${danaKey} km-hotfix approve ${st.id} --comment "queue drains on km-be-1"`);
+      lines.push(
+        `  >> ${APPROVER} checks the canary and answers with her key: KM_HOTFIX_SIGNING_KEY=${danaKey} km-hotfix approve ${st.id} --comment "queue drains on km-be-1"`,
+      );
       const ok = await answerGate(danaCfg, st.id, { decision: 'approve', comment: 'queue drains on km-be-1' });
       const a = ok.status.approvals.at(-1);
-      lines.push(`  >> approved by ${a ? signer(a.by, a.key, a.via) : APPROVER}; the signed message and signature are in the status, the ledger and the history ('km-hotfix audit ${st.id}')`);
+      lines.push(
+        `  >> approved by ${a ? signer(a.by, a.key, a.via) : APPROVER}; the signed message and signature are in the status, the ledger and the history ('km-hotfix audit ${st.id}')`,
+      );
       return lines;
     });
-    if (done.phase !== 'completed') throw new CliError(`the first rollout did not complete: ${done.phase}: ${done.error}`, EXIT.failed);
+    if (done.phase !== 'completed')
+      throw new CliError(`the first rollout did not complete: ${done.phase}: ${done.error}`, EXIT.failed);
     const restored = await fleetMax();
     const same = [...before].every(([n, v]) => restored.get(n) === v);
-    p.say(`  Key Manager now lists ${up.name} on: ${(await km.appliedOn(up.name)).join(', ')}; Maximum Processes ${same ? 'restored exactly' : 'NOT restored'}`);
+    p.say(
+      `  Key Manager now lists ${up.name} on: ${(await km.appliedOn(up.name)).join(', ')}; Maximum Processes ${same ? 'restored exactly' : 'NOT restored'}`,
+    );
 
     // ---- 3. the wrong version: checksum mismatch, automatic rollback -----------------
     const wrongName = `hotfix_backend_fix_job_retry`;
     p.title(`3. Roll out ${wrong.fileName} — built for Key Manager 2.9.0, the fleet runs 3.0.0`);
     p.say(`  $ km-hotfix rollout ${path.basename(wrong.path!)} --approvers ${APPROVER} --wait`);
-    const second = await startRollout(cfg, { hotfix: wrong.path!, batch: '2', maxFailures: 0, approvers: [APPROVER], approvalTimeoutMs: 10 * 60_000, timing: DEMO_TIMING });
+    const second = await startRollout(cfg, {
+      hotfix: wrong.path!,
+      batch: '2',
+      maxFailures: 0,
+      approvers: [APPROVER],
+      approvalTimeoutMs: 10 * 60_000,
+      timing: DEMO_TIMING,
+    });
     p.say(`  started ${second.id}`);
     const failed = await follow(cfg, second.id, out);
-    if (failed.phase !== 'rolled_back') throw new CliError(`the second rollout should have rolled back, but ended ${failed.phase}: ${failed.error}`, EXIT.failed);
+    if (failed.phase !== 'rolled_back')
+      throw new CliError(
+        `the second rollout should have rolled back, but ended ${failed.phase}: ${failed.error}`,
+        EXIT.failed,
+      );
     const after = await fleetMax();
     const sameAgain = [...before].every(([n, v]) => after.get(n) === v);
 
     // ---- summary ----------------------------------------------------------------------
     p.title('Summary');
     const hotfixes = await km.hotfixes();
-    p.say(formatTable(['HOTFIX (System → Hotfixes)', 'VERSION', 'APPLIED ON (Hotfixes Applied)'], hotfixes.map((h) => [h.name, h.version, h.appliedOn.join(', ') || '(nowhere)'])).split('\n').map((l) => `  ${l}`).join('\n'));
+    p.say(
+      formatTable(
+        ['HOTFIX (System → Hotfixes)', 'VERSION', 'APPLIED ON (Hotfixes Applied)'],
+        hotfixes.map((h) => [h.name, h.version, h.appliedOn.join(', ') || '(nowhere)']),
+      )
+        .split('\n')
+        .map((l) => `  ${l}`)
+        .join('\n'),
+    );
     p.say('');
     p.say(`  - ${up.name} was uploaded, verified on canary km-be-1 while km-be-2 and km-be-3 had Maximum Processes 0,`);
-    p.say(`    approved by ${APPROVER} with her SSH key (${requester}, who started it, was refused), then applied on the other 4 servers in batches of 2.`);
+    p.say(
+      `    approved by ${APPROVER} with her SSH key (${requester}, who started it, was refused), then applied on the other 4 servers in batches of 2.`,
+    );
     p.say(`  - ${wrongName} failed on its canary: ${firstErrorLine(failed)}`);
-    p.say(`    It was not retried (a checksum mismatch means another Key Manager version); the rollout rolled back on its own,`);
-    p.say(`    and Maximum Processes are ${sameAgain ? 'back to their values' : 'NOT back to their values'} (${[...after].filter(([n]) => n.includes('-be-')).map(([n, v]) => `${n} ${v}`).join(', ')}).`);
-    p.say(`  - Every step, approval and outcome is in the ledger ('km-hotfix list') and in Temporal's history; every decision`);
-    p.say(`    carries its signer's key, message and SSH signature, which 'km-hotfix audit ID' (or ssh-keygen -Y verify) re-checks.`);
+    p.say(
+      `    It was not retried (a checksum mismatch means another Key Manager version); the rollout rolled back on its own,`,
+    );
+    p.say(
+      `    and Maximum Processes are ${sameAgain ? 'back to their values' : 'NOT back to their values'} (${[...after]
+        .filter(([n]) => n.includes('-be-'))
+        .map(([n, v]) => `${n} ${v}`)
+        .join(', ')}).`,
+    );
+    p.say(
+      `  - Every step, approval and outcome is in the ledger ('km-hotfix list') and in Temporal's history; every decision`,
+    );
+    p.say(
+      `    carries its signer's key, message and SSH signature, which 'km-hotfix audit ID' (or ssh-keygen -Y verify) re-checks.`,
+    );
     p.say('');
     p.say(`  Temporal Web UI while it ran: ${stack.uiUrl ?? '(none)'} (stopped with the demo).`);
     p.say('  Try it by hand, with the UI kept open:');
-    p.say('    npx km-hotfix dev --sim 2:3              # in one terminal; then paste the export lines it prints into another');
-    p.say('    npx km-hotfix sim make-hotfix --component backend --version 3.0.0 --description fix_queue_stall --issue UKM-2001');
+    p.say(
+      '    npx km-hotfix dev --sim 2:3              # in one terminal; then paste the export lines it prints into another',
+    );
+    p.say(
+      '    npx km-hotfix sim make-hotfix --component backend --version 3.0.0 --description fix_queue_stall --issue UKM-2001',
+    );
     p.say('    npx km-hotfix plan ./sshmgr-3.0.0-hotfix_backend_fix_queue_stall_UKM-2001.gz');
-    p.say('    npx km-hotfix rollout ./sshmgr-3.0.0-hotfix_backend_fix_queue_stall_UKM-2001.gz --wait   # signed as alice');
-    p.say('    KM_HOTFIX_SIGNING_KEY=.km-hotfix/keys/dana npx km-hotfix approve ID                     # in a third: dana approves');
+    p.say(
+      '    npx km-hotfix rollout ./sshmgr-3.0.0-hotfix_backend_fix_queue_stall_UKM-2001.gz --wait   # signed as alice',
+    );
+    p.say(
+      '    KM_HOTFIX_SIGNING_KEY=.km-hotfix/keys/dana npx km-hotfix approve ID                     # in a third: dana approves',
+    );
     p.say(`  demo finished in ${((Date.now() - t0) / 1000).toFixed(1)} s; stopping everything it started`);
     return same && sameAgain ? EXIT.ok : EXIT.failed;
   } finally {
@@ -218,7 +310,12 @@ function firstErrorLine(st: RolloutStatus): string {
 }
 
 /** The same live view as `status --watch`, indented under the demo's steps. */
-async function follow(cfg: Config, id: string, out: NodeJS.WriteStream, onStatus?: (st: RolloutStatus) => Promise<string[] | void>): Promise<RolloutStatus> {
+async function follow(
+  cfg: Config,
+  id: string,
+  out: NodeJS.WriteStream,
+  onStatus?: (st: RolloutStatus) => Promise<string[] | void>,
+): Promise<RolloutStatus> {
   // Polled often: the simulated fleet is fast and each phase should be seen.
   return withTemporal(cfg, (client) => watch({ read: statusReader(client, id), out, onStatus, intervalMs: 150 }));
 }

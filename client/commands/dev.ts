@@ -10,7 +10,8 @@ import type { DevStack } from '../../stack/dev-stack';
 function parsePort(flag: string) {
   return (value: string): number => {
     const n = Number(value);
-    if (!/^\d+$/.test(value) || n < 1 || n > 65535) throw new InvalidArgumentError(`${flag} must be a port number from 1 to 65535`);
+    if (!/^\d+$/.test(value) || n < 1 || n > 65535)
+      throw new InvalidArgumentError(`${flag} must be a port number from 1 to 65535`);
     return n;
   };
 }
@@ -20,7 +21,8 @@ export function parseSim(value: string): { frontends: number; backends: number }
   if (!m) throw new InvalidArgumentError('--sim takes FRONTENDS:BACKENDS, e.g. --sim 2:3');
   const frontends = Number(m[1]);
   const backends = Number(m[2]);
-  if (frontends + backends < 1 || frontends > 50 || backends > 50) throw new InvalidArgumentError('--sim needs 1 to 50 frontends and backends in all, e.g. --sim 2:3');
+  if (frontends + backends < 1 || frontends > 50 || backends > 50)
+    throw new InvalidArgumentError('--sim needs 1 to 50 frontends and backends in all, e.g. --sim 2:3');
   return { frontends, backends };
 }
 
@@ -42,13 +44,15 @@ interface DevOptions {
 export function registerDev(program: Command): void {
   program
     .command('dev')
-    .description('run the embedded stack in the foreground: Temporal dev server, PostgreSQL, a worker (and with --sim a simulated fleet); prints the environment for the other commands')
+    .description(
+      'run the embedded stack in the foreground: Temporal dev server, PostgreSQL, a worker (and with --sim a simulated fleet); prints the environment for the other commands',
+    )
     .option('--sim <F:B>', 'start a simulated fleet of F frontends and B backends and import it', parseSim)
     .option('--data <dir>', 'data folder (Temporal SQLite file, PostgreSQL, SSH key)', '.km-hotfix')
     .option('--temporal-port <n>', 'Temporal gRPC port (default 7233)', parsePort('--temporal-port'))
     .option('--ui-port <n>', 'Temporal Web UI port (default: Temporal port + 1000)', parsePort('--ui-port'))
     .option('--postgres-port <n>', 'PostgreSQL port (default 5433, or a free one)', parsePort('--postgres-port'))
-    .option('--web-port <n>', 'the approvers\' web page (default 8080, or a free one)', parsePort('--web-port'))
+    .option('--web-port <n>', "the approvers' web page (default 8080, or a free one)", parsePort('--web-port'))
     .action(async (opts: DevOptions) => runDev(opts));
 }
 
@@ -119,7 +123,9 @@ async function runDev(opts: DevOptions): Promise<void> {
   if (!signalled) {
     const lines = Object.entries(stack.env).map(([k, v]) => exportLine(k, v));
     process.stdout.write(lines.join('\n') + '\nready\n');
-    log(`ready in ${((Date.now() - started) / 1000).toFixed(1)} s${stack.uiUrl ? `; Temporal Web UI ${stack.uiUrl}` : ''}${stack.webUrl ? `; approvers' page ${stack.webUrl}` : ''}; Ctrl-C stops everything`);
+    log(
+      `ready in ${((Date.now() - started) / 1000).toFixed(1)} s${stack.uiUrl ? `; Temporal Web UI ${stack.uiUrl}` : ''}${stack.webUrl ? `; approvers' page ${stack.webUrl}` : ''}; Ctrl-C stops everything`,
+    );
     await new Promise<void>((resolve) => {
       wake = resolve;
     });
@@ -129,6 +135,9 @@ async function runDev(opts: DevOptions): Promise<void> {
   process.off('SIGTERM', onSignal);
   log('stopped');
   if (workerError && !signalled) {
-    throw new CliError(`the worker stopped (${workerError.message.split('\n')[0]}); everything was stopped: start 'km-hotfix dev' again`, EXIT.failed);
+    throw new CliError(
+      `the worker stopped (${workerError.message.split('\n')[0]}); everything was stopped: start 'km-hotfix dev' again`,
+      EXIT.failed,
+    );
   }
 }

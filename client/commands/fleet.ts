@@ -12,7 +12,12 @@ import { listInventory, replaceInventory } from '../../store/inventory';
 async function readInventoryFile(file: string): Promise<FleetServer[]> {
   // Bounded before parsing: a huge file would cost gigabytes of memory in the YAML parser.
   const maxBytes = limits().inventoryBytes;
-  const { bytes } = await readLimitedFile(file, { maxBytes, followSymlinks: true, what: 'a YAML or JSON inventory', limitVariable: 'KM_HOTFIX_MAX_INVENTORY_MIB' });
+  const { bytes } = await readLimitedFile(file, {
+    maxBytes,
+    followSymlinks: true,
+    what: 'a YAML or JSON inventory',
+    limitVariable: 'KM_HOTFIX_MAX_INVENTORY_MIB',
+  });
   try {
     return parseInventory(bytes.toString('utf8'), file, { maxBytes });
   } catch (err) {
@@ -25,12 +30,18 @@ async function readInventoryFile(file: string): Promise<FleetServer[]> {
 export function formatTable(header: string[], raw: string[][]): string {
   const rows = raw.map((r) => r.map(inert));
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd();
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!)))
+      .join('  ')
+      .trimEnd();
   return [line(header), ...rows.map(line)].join('\n');
 }
 
 export function registerFleet(program: Command): void {
-  const fleet = program.command('fleet').description('the fleet inventory: which Key Manager servers exist and how to reach them');
+  const fleet = program
+    .command('fleet')
+    .description('the fleet inventory: which Key Manager servers exist and how to reach them');
 
   fleet
     .command('import <file>')
@@ -45,7 +56,9 @@ export function registerFleet(program: Command): void {
         await sql.end({ timeout: 5 });
       }
       const count = (role: string) => servers.filter((s) => s.role === role).length;
-      console.log(`imported ${servers.length} server${servers.length === 1 ? '' : 's'} (${count('frontend')} frontend, ${count('backend')} backend, ${count('both')} both)`);
+      console.log(
+        `imported ${servers.length} server${servers.length === 1 ? '' : 's'} (${count('frontend')} frontend, ${count('backend')} backend, ${count('both')} both)`,
+      );
     });
 
   fleet
@@ -68,9 +81,11 @@ export function registerFleet(program: Command): void {
         console.error("the inventory is empty: import one with 'km-hotfix fleet import FILE'");
         return;
       }
-      console.log(formatTable(
-        ['NAME', 'ROLE', 'HOST:PORT', 'USER', 'SUDO', 'URL'],
-        servers.map((s) => [s.name, s.role, `${s.host}:${s.port}`, s.user, s.sudo ? 'yes' : 'no', s.url ?? '-']),
-      ));
+      console.log(
+        formatTable(
+          ['NAME', 'ROLE', 'HOST:PORT', 'USER', 'SUDO', 'URL'],
+          servers.map((s) => [s.name, s.role, `${s.host}:${s.port}`, s.user, s.sudo ? 'yes' : 'no', s.url ?? '-']),
+        ),
+      );
     });
 }

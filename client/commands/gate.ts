@@ -27,9 +27,20 @@ export interface Answer {
 /** The decision about this gate, as it is now: what a signature must state (the drained backends by the workflow's own digest). */
 export function gateDecision(st: RolloutStatus, action: GateAction, comment?: string): UnsignedDecision {
   if (st.phase !== 'verifying' || !st.canary || !st.sha256 || !st.gate) {
-    throw new CliError(`rollout ${st.id} is not waiting for verification (phase ${st.phase}): there is nothing to ${action}`, EXIT.refused);
+    throw new CliError(
+      `rollout ${st.id} is not waiting for verification (phase ${st.phase}): there is nothing to ${action}`,
+      EXIT.refused,
+    );
   }
-  return { action, rollout: st.id, hotfix: st.hotfix, sha256: st.sha256, canary: st.canary, drained: { count: st.gate.drained.count, sha256: st.gate.drained.sha256 }, comment };
+  return {
+    action,
+    rollout: st.id,
+    hotfix: st.hotfix,
+    sha256: st.sha256,
+    canary: st.canary,
+    drained: { count: st.gate.drained.count, sha256: st.gate.drained.sha256 },
+    comment,
+  };
 }
 
 /**
@@ -42,8 +53,11 @@ export async function drainedToSign(cfg: Config, st: RolloutStatus): Promise<str
   if (!named || named.count === 0 || !cfg.databaseUrl) return named?.count === 0 ? [] : undefined;
   const names = ((await withOrchestrator(cfg, (sql) => recordedDrained(sql, st.id))) ?? []).map((d) => d.server);
   const listed = drainedFacts(names);
-  if (drainedMismatch(listed, named, 'the workflow\'s')) {
-    throw new CliError(`the ledger lists ${listed.count} drained backends (sha256:${listed.sha256}) but rollout ${st.id} names ${named.count} (sha256:${named.sha256}): not signing what cannot be shown; compare 'km-hotfix status ${st.id} --drained' with the Key Manager database`, EXIT.refused);
+  if (drainedMismatch(listed, named, "the workflow's")) {
+    throw new CliError(
+      `the ledger lists ${listed.count} drained backends (sha256:${listed.sha256}) but rollout ${st.id} names ${named.count} (sha256:${named.sha256}): not signing what cannot be shown; compare 'km-hotfix status ${st.id} --drained' with the Key Manager database`,
+      EXIT.refused,
+    );
   }
   return names;
 }
@@ -61,26 +75,42 @@ export function printedAlongside(st: RolloutStatus, action: GateAction, drained:
 
 async function gateStatus(client: Client, id: string, action: GateAction) {
   const d = await describeWorkflow(client, id);
-  if (d.kind !== 'rollout') throw new CliError(`${id} is a${d.kind === 'upload' ? 'n' : ''} ${d.kind}: only rollouts have a verification gate`, EXIT.refused);
+  if (d.kind !== 'rollout')
+    throw new CliError(
+      `${id} is a${d.kind === 'upload' ? 'n' : ''} ${d.kind}: only rollouts have a verification gate`,
+      EXIT.refused,
+    );
   const st = await readStatus(client, d);
-  if (!d.running) throw new CliError(`rollout ${id} has ended (${st.phase}): there is nothing to ${action}`, EXIT.refused);
+  if (!d.running)
+    throw new CliError(`rollout ${id} has ended (${st.phase}): there is nothing to ${action}`, EXIT.refused);
   return { d, st };
 }
 
 /** The message to sign elsewhere (`--print-message`), and what to show next to it. */
-export async function gateMessage(cfg: Config, id: string, action: GateAction, comment?: string): Promise<{ message: string; alongside: string }> {
+export async function gateMessage(
+  cfg: Config,
+  id: string,
+  action: GateAction,
+  comment?: string,
+): Promise<{ message: string; alongside: string }> {
   const st = await withTemporal(cfg, async (client) => (await gateStatus(client, id, action)).st);
   const message = messageFor(gateDecision(st, action, comment));
   return { message, alongside: printedAlongside(st, action, await drainedToSign(cfg, st)) };
 }
 
 /** Send an answer; a refusal is exit 2 with the workflow's own reason. */
-export async function answerGate(cfg: Config, id: string, answer: Answer): Promise<{ status: RolloutStatus; signed: SignedDecision }> {
+export async function answerGate(
+  cfg: Config,
+  id: string,
+  answer: Answer,
+): Promise<{ status: RolloutStatus; signed: SignedDecision }> {
   return withTemporal(cfg, async (client) => {
     const { d, st } = await gateStatus(client, id, answer.decision);
-    const signed = answer.signed ?? await signDecision(cfg, gateDecision(st, answer.decision, answer.comment));
+    const signed = answer.signed ?? (await signDecision(cfg, gateDecision(st, answer.decision, answer.comment)));
     try {
-      const status = await d.handle.executeUpdate(answer.decision === 'approve' ? approveUpdate : rejectUpdate, { args: [signed] });
+      const status = await d.handle.executeUpdate(answer.decision === 'approve' ? approveUpdate : rejectUpdate, {
+        args: [signed],
+      });
       return { status, signed };
     } catch (err) {
       if (err instanceof WorkflowUpdateFailedError) {
@@ -100,18 +130,30 @@ interface GateFlags {
 }
 
 /** --print-message, or --message with --signature, or sign here. */
-async function run(id: string, action: GateAction, o: GateFlags): Promise<{ status: RolloutStatus; signed: SignedDecision } | undefined> {
+async function run(
+  id: string,
+  action: GateAction,
+  o: GateFlags,
+): Promise<{ status: RolloutStatus; signed: SignedDecision } | undefined> {
   const cfg = config();
   const comment = action === 'approve' ? o.comment : o.reason;
   if (o.printMessage) {
-    if (o.message || o.signature) throw new CliError('--print-message prints a message to sign; --message and --signature submit one: use one or the other', EXIT.refused);
+    if (o.message || o.signature)
+      throw new CliError(
+        '--print-message prints a message to sign; --message and --signature submit one: use one or the other',
+        EXIT.refused,
+      );
     // stdout is the exact bytes to sign; the list they name by digest goes next to them, on stderr.
     const printed = await gateMessage(cfg, id, action, comment);
     process.stdout.write(printed.message);
     process.stderr.write(printed.alongside);
     return undefined;
   }
-  if (!!o.message !== !!o.signature) throw new CliError('--message and --signature go together: the message file and its ssh-keygen -Y sign signature', EXIT.refused);
+  if (!!o.message !== !!o.signature)
+    throw new CliError(
+      '--message and --signature go together: the message file and its ssh-keygen -Y sign signature',
+      EXIT.refused,
+    );
   const signed = o.message && o.signature ? await readSignedDecision(o.message, o.signature) : undefined;
   return answerGate(cfg, id, { decision: action, comment, ...(signed ? { signed } : {}) });
 }
@@ -120,40 +162,57 @@ export function registerGate(program: Command): void {
   program
     .command('approve <id>')
     .summary('approve the canary of a rollout waiting for verification: the rest of the fleet follows')
-    .description(`Approve rollout ID after verifying its canary ('km-hotfix status ID' says which server, its direct URL and which backends are drained). The approval is signed with your SSH key (KM_HOTFIX_SIGNING_KEY, else ssh-agent) and names this rollout, file, canary and drained backends (by count and the sha256 of their sorted list: 'km-hotfix status ID --drained' prints it); your name is the one the worker's signers file gives your key. Only while the rollout waits for verification, never by the person who started it (by name or by key), and only by a listed approver when the rollout has --approvers.`)
+    .description(
+      `Approve rollout ID after verifying its canary ('km-hotfix status ID' says which server, its direct URL and which backends are drained). The approval is signed with your SSH key (KM_HOTFIX_SIGNING_KEY, else ssh-agent) and names this rollout, file, canary and drained backends (by count and the sha256 of their sorted list: 'km-hotfix status ID --drained' prints it); your name is the one the worker's signers file gives your key. Only while the rollout waits for verification, never by the person who started it (by name or by key), and only by a listed approver when the rollout has --approvers.`,
+    )
     .option('--comment <text>', 'what you checked, for the ledger (one line)')
-    .option('--print-message', 'print the message to sign elsewhere (a hardware key, another machine) and exit; the drained backends it names by sha256 are listed on stderr')
+    .option(
+      '--print-message',
+      'print the message to sign elsewhere (a hardware key, another machine) and exit; the drained backends it names by sha256 are listed on stderr',
+    )
     .option('--message <file>', 'submit a message signed elsewhere (with --signature)')
     .option('--signature <file>', 'its signature, made with ssh-keygen -Y sign -n km-hotfix')
-    .addHelpText('after', `
+    .addHelpText(
+      'after',
+      `
 Examples:
   km-hotfix approve rollout-hotfix_backend_fix_queue_stall-20250101T120000-a1b2c3 --comment "queue drains again"
   km-hotfix approve ID --print-message > approve.txt
   ssh-keygen -Y sign -f ~/.ssh/id_ed25519_sk -n km-hotfix approve.txt      # writes approve.txt.sig
-  km-hotfix approve ID --message approve.txt --signature approve.txt.sig   # within 10 minutes`)
+  km-hotfix approve ID --message approve.txt --signature approve.txt.sig   # within 10 minutes`,
+    )
     .action(async (id: string, o: GateFlags) => {
       const done = await run(id, 'approve', o);
       if (!done) return;
       const st = done.status;
       const restored = st.drained.length > 0 ? 'the drained backends get their Maximum Processes back and ' : '';
-      console.log(`approved ${st.id} by ${signerOf(st, done.signed)}: ${restored}the rest of the fleet follows (km-hotfix status ${st.id} --watch)`);
+      console.log(
+        `approved ${st.id} by ${signerOf(st, done.signed)}: ${restored}the rest of the fleet follows (km-hotfix status ${st.id} --watch)`,
+      );
     });
 
   program
     .command('reject <id>')
     .summary('reject the canary of a rollout: it is rolled back')
-    .description('Reject rollout ID: the canary is unapplied, Maximum Processes restored, nothing else is touched. Signed and checked like approve, with the same rules.')
+    .description(
+      'Reject rollout ID: the canary is unapplied, Maximum Processes restored, nothing else is touched. Signed and checked like approve, with the same rules.',
+    )
     .option('--reason <text>', 'what is wrong (required, for the ledger; one line)')
     .option('--print-message', 'print the message to sign elsewhere and exit')
     .option('--message <file>', 'submit a message signed elsewhere (with --signature)')
     .option('--signature <file>', 'its signature, made with ssh-keygen -Y sign -n km-hotfix')
-    .addHelpText('after', `
+    .addHelpText(
+      'after',
+      `
 Example:
-  km-hotfix reject rollout-hotfix_frontend_fix_login-20250101T120000-a1b2c3 --reason "login page blank on km-fe-1"`)
+  km-hotfix reject rollout-hotfix_frontend_fix_login-20250101T120000-a1b2c3 --reason "login page blank on km-fe-1"`,
+    )
     .action(async (id: string, o: GateFlags) => {
       if (!o.message && !o.reason?.trim()) throw new CliError('--reason must say what is wrong', EXIT.refused);
       const done = await run(id, 'reject', o);
       if (!done) return;
-      console.log(`rejected ${done.status.id} by ${signerOf(done.status, done.signed)}: it rolls back now (km-hotfix status ${done.status.id} --watch)`);
+      console.log(
+        `rejected ${done.status.id} by ${signerOf(done.status, done.signed)}: it rolls back now (km-hotfix status ${done.status.id} --watch)`,
+      );
     });
 }

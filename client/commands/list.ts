@@ -14,13 +14,18 @@ export function registerList(program: Command): void {
   program
     .command('list')
     .summary('recent rollouts, removals and uploads, newest first (from the ledger)')
-    .description('Recent rollouts, removals and uploads from the orchestrator\'s ledger (it outlives Temporal\'s retention), newest first, with their phase and outcome.')
+    .description(
+      "Recent rollouts, removals and uploads from the orchestrator's ledger (it outlives Temporal's retention), newest first, with their phase and outcome.",
+    )
     .option('--limit <n>', 'how many', wholeNumber('--limit', 1), 20)
     .option('--json', 'one JSON document')
-    .addHelpText('after', `
+    .addHelpText(
+      'after',
+      `
 Examples:
   km-hotfix list --limit 5
-  km-hotfix status ID          # details of one`)
+  km-hotfix status ID          # details of one`,
+    )
     .action(async (o: { limit: number; json?: boolean }) => {
       const rows = await withOrchestrator(config(), (sql) => recentRollouts(sql, o.limit));
       if (o.json) {
@@ -31,26 +36,43 @@ Examples:
         console.error("no rollouts yet: start one with 'km-hotfix rollout HOTFIX'");
         return;
       }
-      console.log(formatTable(
-        ['ID', 'KIND', 'HOTFIX', 'BY', 'PHASE', 'OUTCOME', 'STARTED', 'TOOK', 'ERROR'],
-        rows.map((r) => [
-          r.id, r.kind, r.hotfix, r.requestedBy, r.phase, r.outcome ?? '(running)', when(r.startedAt),
-          r.endedAt ? elapsed(r.endedAt.getTime() - r.startedAt.getTime()) : '-', (r.error ?? '').split('\n')[0]!.slice(0, 80),
-        ]),
-      ));
+      console.log(
+        formatTable(
+          ['ID', 'KIND', 'HOTFIX', 'BY', 'PHASE', 'OUTCOME', 'STARTED', 'TOOK', 'ERROR'],
+          rows.map((r) => [
+            r.id,
+            r.kind,
+            r.hotfix,
+            r.requestedBy,
+            r.phase,
+            r.outcome ?? '(running)',
+            when(r.startedAt),
+            r.endedAt ? elapsed(r.endedAt.getTime() - r.startedAt.getTime()) : '-',
+            (r.error ?? '').split('\n')[0]!.slice(0, 80),
+          ]),
+        ),
+      );
     });
 
   program
     .command('hotfixes')
     .summary("registered hotfixes and where each is applied (Key Manager's System → Hotfixes / Hotfixes Applied)")
-    .description('Hotfixes registered in the Key Manager database, and for each the servers whose Hotfixes Applied lists it.')
+    .description(
+      'Hotfixes registered in the Key Manager database, and for each the servers whose Hotfixes Applied lists it.',
+    )
     .option('--json', 'one JSON document')
-    .addHelpText('after', `
+    .addHelpText(
+      'after',
+      `
 Examples:
   km-hotfix hotfixes
-  km-hotfix hotfixes --json | jq '.hotfixes[] | {name, appliedOn}'`)
+  km-hotfix hotfixes --json | jq '.hotfixes[] | {name, appliedOn}'`,
+    )
     .action(async (o: { json?: boolean }) => {
-      const { hotfixes, servers } = await withKeyManager(config(), async (km) => ({ hotfixes: await km.hotfixes(), servers: await km.servers() }));
+      const { hotfixes, servers } = await withKeyManager(config(), async (km) => ({
+        hotfixes: await km.hotfixes(),
+        servers: await km.servers(),
+      }));
       if (o.json) {
         console.log(JSON.stringify({ hotfixes, servers: servers.map((s) => s.name) }, null, 2));
         return;
@@ -59,12 +81,17 @@ Examples:
         console.error("no hotfix is registered in Key Manager: 'km-hotfix upload FILE' registers one");
         return;
       }
-      console.log(formatTable(
-        ['NAME', 'VERSION', 'FILE', 'UPLOADED', 'APPLIED ON'],
-        hotfixes.map((h) => [
-          h.name, h.version, h.fileName, when(h.uploadedAt),
-          `${h.appliedOn.length}/${servers.length}${h.appliedOn.length ? `: ${h.appliedOn.join(', ')}` : ''}`,
-        ]),
-      ));
+      console.log(
+        formatTable(
+          ['NAME', 'VERSION', 'FILE', 'UPLOADED', 'APPLIED ON'],
+          hotfixes.map((h) => [
+            h.name,
+            h.version,
+            h.fileName,
+            when(h.uploadedAt),
+            `${h.appliedOn.length}/${servers.length}${h.appliedOn.length ? `: ${h.appliedOn.join(', ')}` : ''}`,
+          ]),
+        ),
+      );
     });
 }

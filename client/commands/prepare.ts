@@ -36,7 +36,8 @@ export interface HotfixArg {
 }
 
 export function refuse(err: unknown): never {
-  if (err instanceof HotfixNameError || err instanceof PlanError || err instanceof PreflightError) throw new CliError(err.message, EXIT.refused);
+  if (err instanceof HotfixNameError || err instanceof PlanError || err instanceof PreflightError)
+    throw new CliError(err.message, EXIT.refused);
   throw err;
 }
 
@@ -61,9 +62,15 @@ export async function readHotfixFile(p: string, o: FileOptions = {}): Promise<Ho
   } catch (err) {
     refuse(err);
   }
-  const { bytes, sha256 } = await readLimitedFile(p, { maxBytes: limits().hotfixFileBytes, followSymlinks: !!o.followSymlinks, what: 'the hotfix file from the vendor', limitVariable: 'KM_HOTFIX_MAX_FILE_MIB' });
+  const { bytes, sha256 } = await readLimitedFile(p, {
+    maxBytes: limits().hotfixFileBytes,
+    followSymlinks: !!o.followSymlinks,
+    what: 'the hotfix file from the vendor',
+    limitVariable: 'KM_HOTFIX_MAX_FILE_MIB',
+  });
   if (bytes.length === 0) throw new CliError(`${p} is empty: download the hotfix again`, EXIT.refused);
-  if (!isGzip(bytes)) throw new CliError(`${p} is not a gzip file, as vendor hotfixes are: download the hotfix again`, EXIT.refused);
+  if (!isGzip(bytes))
+    throw new CliError(`${p} is not a gzip file, as vendor hotfixes are: download the hotfix again`, EXIT.refused);
   return { path: p, fileName: parsed.fileName, version: parsed.version, bytes, sha256 };
 }
 
@@ -88,7 +95,10 @@ export async function readHotfixArg(arg: string, o: FileOptions = {}): Promise<H
 /** The inventory, checked against Key Manager's own server list. */
 export async function checkedInventory(db: Databases): Promise<FleetServer[]> {
   try {
-    return checkInventory(await listInventory(db.orchestrator), (await db.kmDb.servers()).map((s) => s.name));
+    return checkInventory(
+      await listInventory(db.orchestrator),
+      (await db.kmDb.servers()).map((s) => s.name),
+    );
   } catch (err) {
     refuse(err);
   }
@@ -113,7 +123,10 @@ export interface PreparedRollout {
   conflicts: { id: string; reason: string }[];
 }
 
-async function registration(kmDb: KeyManagerDatabase, hotfix: HotfixArg): Promise<{ registered: boolean; sha256: string }> {
+async function registration(
+  kmDb: KeyManagerDatabase,
+  hotfix: HotfixArg,
+): Promise<{ registered: boolean; sha256: string }> {
   const row = await kmDb.hotfix(hotfix.name);
   try {
     const registered = checkRegistration(hotfix.name, row, hotfix.file?.sha256);
@@ -136,7 +149,14 @@ export async function prepareRollout(db: Databases, hotfix: HotfixArg, opts: Pla
   const hasHotfix = new Set(await db.kmDb.appliedOn(hotfix.name));
   let plan: RolloutPlan;
   try {
-    plan = planRollout({ component: hotfix.component, fleet, servers: opts.servers, hasHotfix, canary: opts.canary, batch });
+    plan = planRollout({
+      component: hotfix.component,
+      fleet,
+      servers: opts.servers,
+      hasHotfix,
+      canary: opts.canary,
+      batch,
+    });
   } catch (err) {
     refuse(err);
   }
@@ -151,7 +171,15 @@ export async function prepareRollout(db: Databases, hotfix: HotfixArg, opts: Pla
  * holder whose workflow no longer runs (terminated) left stale claims: they
  * are released instead of blocking this rollout forever.
  */
-export async function refuseConflicts(sql: Sql, client: Client, conflicts: { id: string; reason: string }[]): Promise<void> {
+export async function refuseConflicts(
+  sql: Sql,
+  client: Client,
+  conflicts: { id: string; reason: string }[],
+): Promise<void> {
   const [c] = await stillActiveConflicts(sql, conflicts, (id) => workflowRunning(client, id));
-  if (c) throw new CliError(`rollout ${c.id} is still active on ${c.reason}: wait for it to end ('km-hotfix status ${c.id} --watch'), or abort it with 'km-hotfix abort ${c.id} --reason ...'`, EXIT.refused);
+  if (c)
+    throw new CliError(
+      `rollout ${c.id} is still active on ${c.reason}: wait for it to end ('km-hotfix status ${c.id} --watch'), or abort it with 'km-hotfix abort ${c.id} --reason ...'`,
+      EXIT.refused,
+    );
 }

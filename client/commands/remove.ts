@@ -45,8 +45,19 @@ export async function startRemoval(cfg: Config, req: RemoveRequest): Promise<{ i
     return withTemporal(cfg, async (client) => {
       await refuseConflicts(db.orchestrator, client, conflicts);
       const id = newWorkflowId('removal', name);
-      const signed = await signDecision(cfg, { action: 'remove', rollout: id, hotfix: name, sha256: row?.sha256 ?? NO_FILE });
-      const input: RemovalInput = { hotfix: name, signed, servers, keepRegistered: !!req.keepRegistered, ...(req.timing ? { timing: req.timing } : {}) };
+      const signed = await signDecision(cfg, {
+        action: 'remove',
+        rollout: id,
+        hotfix: name,
+        sha256: row?.sha256 ?? NO_FILE,
+      });
+      const input: RemovalInput = {
+        hotfix: name,
+        signed,
+        servers,
+        keepRegistered: !!req.keepRegistered,
+        ...(req.timing ? { timing: req.timing } : {}),
+      };
       await client.workflow.start(hotfixRemoval, { taskQueue: cfg.taskQueue, workflowId: id, args: [input] });
       await awaitStartAccepted(client, id, 'remove');
       return { id, targets };
@@ -57,24 +68,45 @@ export async function startRemoval(cfg: Config, req: RemoveRequest): Promise<{ i
 export function registerRemove(program: Command): void {
   program
     .command('remove <hotfix>')
-    .summary('unapply a hotfix everywhere (or on some servers), then delete it from Key Manager; prints the workflow id')
-    .description(`Remove hotfix Name HOTFIX as the vendor describes: on each server that has it (per Key Manager's Hotfixes Applied), one at a time, ssh-mgr-controller --unapply-hotfix and supervisorctl restart all, then verify; once it is applied nowhere, delete it from the Key Manager database (System → Hotfixes). With --servers only those servers are touched and the registration is kept. Signed with your SSH key (KM_HOTFIX_SIGNING_KEY, else ssh-agent).`)
+    .summary(
+      'unapply a hotfix everywhere (or on some servers), then delete it from Key Manager; prints the workflow id',
+    )
+    .description(
+      `Remove hotfix Name HOTFIX as the vendor describes: on each server that has it (per Key Manager's Hotfixes Applied), one at a time, ssh-mgr-controller --unapply-hotfix and supervisorctl restart all, then verify; once it is applied nowhere, delete it from the Key Manager database (System → Hotfixes). With --servers only those servers are touched and the registration is kept. Signed with your SSH key (KM_HOTFIX_SIGNING_KEY, else ssh-agent).`,
+    )
     .option('--servers <a,b>', 'remove it only from these servers (keeps the registration)', nameList('--servers'))
     .option('--keep-registered', 'unapply everywhere but keep it registered, to apply again later')
-    .option('--services-timeout <dur>', 'how long services may take to be RUNNING again after a restart (default 5m)', duration('--services-timeout'))
+    .option(
+      '--services-timeout <dur>',
+      'how long services may take to be RUNNING again after a restart (default 5m)',
+      duration('--services-timeout'),
+    )
     .option('--wait', 'follow the removal until it ends; exit 0 completed, 1 failed')
     .option('--json', 'print {"id": ...} (with --wait: the final status document)')
-    .addHelpText('after', `
+    .addHelpText(
+      'after',
+      `
 Examples:
   km-hotfix remove hotfix_backend_fix_queue_stall --wait
-  km-hotfix remove hotfix_frontend_fix_login --servers km-fe-2`)
-    .action(async (hotfix: string, o: { servers?: string[]; keepRegistered?: boolean; servicesTimeout?: number; wait?: boolean; json?: boolean }) => {
-      const cfg = config();
-      const started = await startRemoval(cfg, {
-        hotfix, servers: o.servers, keepRegistered: o.keepRegistered,
-        ...(o.servicesTimeout ? { timing: { servicesTimeoutMs: o.servicesTimeout } } : {}),
-      });
-      if (started.targets.length === 0 && !o.json) process.stderr.write(`${hotfix} is applied on none of these servers: the removal only ${o.keepRegistered || o.servers ? 'checks that' : 'deletes the registration'}\n`);
-      await announceStarted(cfg, started.id, o);
-    });
+  km-hotfix remove hotfix_frontend_fix_login --servers km-fe-2`,
+    )
+    .action(
+      async (
+        hotfix: string,
+        o: { servers?: string[]; keepRegistered?: boolean; servicesTimeout?: number; wait?: boolean; json?: boolean },
+      ) => {
+        const cfg = config();
+        const started = await startRemoval(cfg, {
+          hotfix,
+          servers: o.servers,
+          keepRegistered: o.keepRegistered,
+          ...(o.servicesTimeout ? { timing: { servicesTimeoutMs: o.servicesTimeout } } : {}),
+        });
+        if (started.targets.length === 0 && !o.json)
+          process.stderr.write(
+            `${hotfix} is applied on none of these servers: the removal only ${o.keepRegistered || o.servers ? 'checks that' : 'deletes the registration'}\n`,
+          );
+        await announceStarted(cfg, started.id, o);
+      },
+    );
 }

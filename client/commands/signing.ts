@@ -6,7 +6,14 @@ import { Decision, decisionMessage, DecisionMessageError, oneLine } from '../../
 import type { RolloutStatus, SignedDecision } from '../../domain/rollout';
 import type { Config } from '../../platform/config';
 import { agentKeys, agentSigner, keyFileSigner, SigningKeyError } from '../../signing/signer';
-import { NAMESPACE, parseArmoredSignature, signMessage, Signer, signatureKeyFingerprint, SignatureFormatError } from '../../signing/sshsig';
+import {
+  NAMESPACE,
+  parseArmoredSignature,
+  signMessage,
+  Signer,
+  signatureKeyFingerprint,
+  SignatureFormatError,
+} from '../../signing/sshsig';
 import { readAllowedSigners, findSigner, peopleOf } from '../../signing/allowed-signers';
 import { personNamed } from '../../domain/people';
 import { fingerprint } from '../../signing/keys';
@@ -30,15 +37,27 @@ export async function signerFor(cfg: Config): Promise<Signer> {
   try {
     if (cfg.signingKey) return await keyFileSigner(cfg.signingKey);
     if (!cfg.sshAgent) {
-      throw new CliError('no key to sign with: set KM_HOTFIX_SIGNING_KEY to your SSH private key file (ssh-keygen -t ed25519), or add your key to ssh-agent (SSH_AUTH_SOCK)', EXIT.refused);
+      throw new CliError(
+        'no key to sign with: set KM_HOTFIX_SIGNING_KEY to your SSH private key file (ssh-keygen -t ed25519), or add your key to ssh-agent (SSH_AUTH_SOCK)',
+        EXIT.refused,
+      );
     }
     const keys = await agentKeys(cfg.sshAgent);
-    if (keys.length === 0) throw new CliError(`the ssh-agent at ${cfg.sshAgent} holds no key: ssh-add yours, or set KM_HOTFIX_SIGNING_KEY`, EXIT.refused);
-    const signers = cfg.allowedSigners ? await readAllowedSigners(cfg.allowedSigners).catch(() => undefined) : undefined;
+    if (keys.length === 0)
+      throw new CliError(
+        `the ssh-agent at ${cfg.sshAgent} holds no key: ssh-add yours, or set KM_HOTFIX_SIGNING_KEY`,
+        EXIT.refused,
+      );
+    const signers = cfg.allowedSigners
+      ? await readAllowedSigners(cfg.allowedSigners).catch(() => undefined)
+      : undefined;
     if (!signers) return agentSigner(cfg.sshAgent, keys[0]!);
     const registered = keys.find((k) => findSigner(signers, k, NAMESPACE, new Date()));
     if (!registered) {
-      throw new CliError(`none of the ssh-agent's keys (${keys.map((k) => fingerprint(k)).join(', ')}) is in ${cfg.allowedSigners}: ask an administrator to add yours, or set KM_HOTFIX_SIGNING_KEY`, EXIT.refused);
+      throw new CliError(
+        `none of the ssh-agent's keys (${keys.map((k) => fingerprint(k)).join(', ')}) is in ${cfg.allowedSigners}: ask an administrator to add yours, or set KM_HOTFIX_SIGNING_KEY`,
+        EXIT.refused,
+      );
     }
     return agentSigner(cfg.sshAgent, registered);
   } catch (err) {
@@ -65,7 +84,10 @@ export async function readSignedDecision(messageFile: string, signatureFile: str
     try {
       return await fs.readFile(file, 'utf8');
     } catch (err) {
-      throw new CliError(`cannot read the ${what} ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, EXIT.refused);
+      throw new CliError(
+        `cannot read the ${what} ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`,
+        EXIT.refused,
+      );
     }
   };
   const signed = { message: await read(messageFile, 'message'), signature: await read(signatureFile, 'signature') };

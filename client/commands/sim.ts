@@ -6,7 +6,14 @@ import * as path from 'node:path';
 import { Command } from 'commander';
 import { COMPONENTS, Component, HotfixNameError } from '../../domain/hotfix';
 import { inventoryToYaml } from '../../domain/inventory-file';
-import { makeHotfix, startSimFleet, SimConfigError, type CommandLogEntry, type FaultSpec, type SimFleet } from '../../simulator';
+import {
+  makeHotfix,
+  startSimFleet,
+  SimConfigError,
+  type CommandLogEntry,
+  type FaultSpec,
+  type SimFleet,
+} from '../../simulator';
 import { CliError, EXIT } from '../errors';
 
 const CONTROL_ENV = 'KM_SIM_CONTROL';
@@ -14,7 +21,8 @@ const CONTROL_ENV = 'KM_SIM_CONTROL';
 function count(name: string, min = 0): (v: string) => number {
   return (v: string) => {
     const n = Number(v);
-    if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < min) throw new CliError(`${name} must be a whole number >= ${min} (got '${v}')`, EXIT.refused);
+    if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < min)
+      throw new CliError(`${name} must be a whole number >= ${min} (got '${v}')`, EXIT.refused);
     return n;
   };
 }
@@ -33,36 +41,71 @@ export interface SimRunOptions {
   sudo?: string;
 }
 
-const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'ETIMEDOUT', 'EHOSTUNREACH', 'CONNECT_TIMEOUT', '28P01', '28000', '3D000']);
+const UNREACHABLE_CODES = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'CONNECT_TIMEOUT',
+  '28P01',
+  '28000',
+  '3D000',
+]);
 
 /** Run a fleet until `until` settles; returns the fleet's stop result. */
-export async function simRun(opts: SimRunOptions, until: Promise<unknown>, print: (line: string) => void = (l) => console.log(l)): Promise<void> {
+export async function simRun(
+  opts: SimRunOptions,
+  until: Promise<unknown>,
+  print: (line: string) => void = (l) => console.log(l),
+): Promise<void> {
   const kmDatabaseUrl = opts.kmDatabaseUrl ?? process.env.KM_DATABASE_URL;
-  if (!kmDatabaseUrl) throw new CliError('no Key Manager database: pass --km-database-url or set KM_DATABASE_URL', EXIT.refused);
+  if (!kmDatabaseUrl)
+    throw new CliError('no Key Manager database: pass --km-database-url or set KM_DATABASE_URL', EXIT.refused);
   let authorizedKey: string;
   try {
     authorizedKey = (await fs.readFile(opts.authorizedKey, 'utf8')).trim();
   } catch (err) {
-    throw new CliError(`cannot read --authorized-key ${opts.authorizedKey} (${(err as NodeJS.ErrnoException).code ?? 'error'}): give an OpenSSH public key file such as ~/.ssh/id_ed25519.pub`, EXIT.refused);
+    throw new CliError(
+      `cannot read --authorized-key ${opts.authorizedKey} (${(err as NodeJS.ErrnoException).code ?? 'error'}): give an OpenSSH public key file such as ~/.ssh/id_ed25519.pub`,
+      EXIT.refused,
+    );
   }
   let fleet: SimFleet;
   try {
     fleet = await startSimFleet({
-      frontends: opts.frontends, backends: opts.backends, both: opts.both, kmDatabaseUrl, authorizedKey,
-      controlPort: opts.controlPort ?? 0, restartMs: opts.restartMs, applyMs: opts.applyMs, kmVersion: opts.kmVersion,
-      sudoServers: opts.sudo ? opts.sudo.split(',').map((s) => s.trim()).filter(Boolean) : undefined,
+      frontends: opts.frontends,
+      backends: opts.backends,
+      both: opts.both,
+      kmDatabaseUrl,
+      authorizedKey,
+      controlPort: opts.controlPort ?? 0,
+      restartMs: opts.restartMs,
+      applyMs: opts.applyMs,
+      kmVersion: opts.kmVersion,
+      sudoServers: opts.sudo
+        ? opts.sudo
+            .split(',')
+            .map((s) => s.trim())
+            .filter(Boolean)
+        : undefined,
     });
   } catch (err) {
     if (err instanceof SimConfigError) throw new CliError(`${err.message}`, EXIT.refused);
     const code = String((err as { code?: unknown }).code ?? '');
-    if (UNREACHABLE_CODES.has(code)) throw new CliError(`cannot reach the Key Manager database (${code}: ${(err as Error).message.split('\n')[0]}): check --km-database-url / KM_DATABASE_URL`, EXIT.unreachable);
+    if (UNREACHABLE_CODES.has(code))
+      throw new CliError(
+        `cannot reach the Key Manager database (${code}: ${(err as Error).message.split('\n')[0]}): check --km-database-url / KM_DATABASE_URL`,
+        EXIT.unreachable,
+      );
     throw err;
   }
   try {
     const yaml = inventoryToYaml(fleet.inventory());
     if (opts.inventoryOut) {
       await fs.writeFile(opts.inventoryOut, yaml);
-      print(`# inventory of ${fleet.servers.length} servers written to ${opts.inventoryOut} (km-hotfix fleet import ${opts.inventoryOut})`);
+      print(
+        `# inventory of ${fleet.servers.length} servers written to ${opts.inventoryOut} (km-hotfix fleet import ${opts.inventoryOut})`,
+      );
     }
     print(`export ${CONTROL_ENV}=${fleet.controlUrl}`);
     print('ready');
@@ -81,7 +124,10 @@ async function control(url: string, method: string, pathname: string, body?: unk
       body: body === undefined ? undefined : JSON.stringify(body),
     });
   } catch {
-    throw new CliError(`cannot reach the simulator control API at ${url}: start 'km-hotfix sim run' and pass the URL it prints with --control (or set ${CONTROL_ENV})`, EXIT.unreachable);
+    throw new CliError(
+      `cannot reach the simulator control API at ${url}: start 'km-hotfix sim run' and pass the URL it prints with --control (or set ${CONTROL_ENV})`,
+      EXIT.unreachable,
+    );
   }
   const doc = (await res.json().catch(() => ({}))) as { error?: string };
   if (!res.ok) throw new CliError(doc.error ?? `the simulator answered HTTP ${res.status}`, EXIT.refused);
@@ -90,8 +136,13 @@ async function control(url: string, method: string, pathname: string, body?: unk
 
 function controlUrl(given: string | undefined): string {
   const url = given ?? process.env[CONTROL_ENV];
-  if (!url) throw new CliError(`no simulator given: pass --control URL (printed by 'km-hotfix sim run') or set ${CONTROL_ENV}`, EXIT.refused);
-  if (!/^https?:\/\/\S+$/.test(url)) throw new CliError(`--control must be an http:// URL such as http://127.0.0.1:8123 (got '${url}')`, EXIT.refused);
+  if (!url)
+    throw new CliError(
+      `no simulator given: pass --control URL (printed by 'km-hotfix sim run') or set ${CONTROL_ENV}`,
+      EXIT.refused,
+    );
+  if (!/^https?:\/\/\S+$/.test(url))
+    throw new CliError(`--control must be an http:// URL such as http://127.0.0.1:8123 (got '${url}')`, EXIT.refused);
   return url;
 }
 
@@ -112,7 +163,9 @@ interface FaultFlags {
 }
 
 export function registerSim(program: Command): void {
-  const sim = program.command('sim').description('the Key Manager simulator: real SSH servers on loopback that behave like a Key Manager fleet');
+  const sim = program
+    .command('sim')
+    .description('the Key Manager simulator: real SSH servers on loopback that behave like a Key Manager fleet');
 
   sim
     .command('make-hotfix')
@@ -123,9 +176,16 @@ export function registerSim(program: Command): void {
     .requiredOption('--issue <id>', 'issue id, e.g. UKM-2001')
     .option('--out <dir>', 'folder to write into', '.')
     .action(async (o: { component: string; version: string; description: string; issue: string; out: string }) => {
-      if (!(COMPONENTS as readonly string[]).includes(o.component)) throw new CliError(`--component must be frontend, backend or common (got '${o.component}')`, EXIT.refused);
+      if (!(COMPONENTS as readonly string[]).includes(o.component))
+        throw new CliError(`--component must be frontend, backend or common (got '${o.component}')`, EXIT.refused);
       try {
-        const made = await makeHotfix({ component: o.component as Component, version: o.version, description: o.description, issueId: o.issue, outDir: path.resolve(o.out) });
+        const made = await makeHotfix({
+          component: o.component as Component,
+          version: o.version,
+          description: o.description,
+          issueId: o.issue,
+          outDir: path.resolve(o.out),
+        });
         console.log(made.path);
       } catch (err) {
         if (err instanceof HotfixNameError) throw new CliError(err.message, EXIT.refused);
@@ -161,7 +221,11 @@ export function registerSim(program: Command): void {
     .option('--control <url>', `control API URL (default: $${CONTROL_ENV})`)
     .option('--fail-applies <n>', 'fail the next N --apply-hotfix (transient)', count('--fail-applies'))
     .option('--fail-unapplies <n>', 'fail the next N --unapply-hotfix (transient)', count('--fail-unapplies'))
-    .option('--drop-connection <n>', 'drop the connection after the next N matching commands took effect', count('--drop-connection'))
+    .option(
+      '--drop-connection <n>',
+      'drop the connection after the next N matching commands took effect',
+      count('--drop-connection'),
+    )
     .option('--drop-on <kind>', 'apply (default), unapply, restart or any')
     .option('--hang-ms <ms>', 'hang the next matching command this long', count('--hang-ms'))
     .option('--hang-on <kind>', 'apply, unapply, restart, status or any (default)')
@@ -174,13 +238,23 @@ export function registerSim(program: Command): void {
     .action(async (server: string, o: FaultFlags) => {
       const url = controlUrl(o.control);
       const spec: FaultSpec = {};
-      for (const k of ['failApplies', 'failUnapplies', 'dropConnection', 'hangMs', 'refuseMs', 'applyMs', 'restartMs'] as const) if (o[k] !== undefined) spec[k] = o[k];
+      for (const k of [
+        'failApplies',
+        'failUnapplies',
+        'dropConnection',
+        'hangMs',
+        'refuseMs',
+        'applyMs',
+        'restartMs',
+      ] as const)
+        if (o[k] !== undefined) spec[k] = o[k];
       if (o.dropOn !== undefined) spec.dropOn = o.dropOn as FaultSpec['dropOn'];
       if (o.hangOn !== undefined) spec.hangOn = o.hangOn as FaultSpec['hangOn'];
       if (o.fatalService !== undefined) spec.fatalService = o.fatalService;
       if (o.kmVersion !== undefined) spec.kmVersion = o.kmVersion;
       const any = Object.keys(spec).length > 0;
-      if (!any && !o.clear) throw new CliError('give at least one fault (e.g. --fail-applies 1) or --clear', EXIT.refused);
+      if (!any && !o.clear)
+        throw new CliError('give at least one fault (e.g. --fail-applies 1) or --clear', EXIT.refused);
       let doc: unknown;
       if (o.clear) doc = await control(url, 'DELETE', `servers/${encodeURIComponent(server)}/faults`);
       if (any) doc = await control(url, 'POST', `servers/${encodeURIComponent(server)}/faults`, spec);
@@ -194,11 +268,14 @@ export function registerSim(program: Command): void {
     .option('--control <url>', `control API URL (default: $${CONTROL_ENV})`)
     .option('--json', 'one JSON document')
     .action(async (server: string, o: { control?: string; json?: boolean }) => {
-      const doc = (await control(controlUrl(o.control), 'GET', `servers/${encodeURIComponent(server)}/log`)) as { log: CommandLogEntry[] };
+      const doc = (await control(controlUrl(o.control), 'GET', `servers/${encodeURIComponent(server)}/log`)) as {
+        log: CommandLogEntry[];
+      };
       if (o.json) {
         console.log(JSON.stringify({ server, log: doc.log }));
         return;
       }
-      for (const e of doc.log) console.log(`${e.at}  ${String(e.exitCode).padStart(3)}${e.dropped ? ' dropped' : ''}  ${e.command}`);
+      for (const e of doc.log)
+        console.log(`${e.at}  ${String(e.exitCode).padStart(3)}${e.dropped ? ' dropped' : ''}  ${e.command}`);
     });
 }

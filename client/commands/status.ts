@@ -8,7 +8,17 @@ import { CliError, EXIT, exitCodeOf } from '../errors';
 import { UserError } from '../../platform/errors';
 import { serverElapsed, short, statusBlock } from '../render/status';
 import { watch } from '../render/watch';
-import { config, describeWorkflow, isFinal, ledgerViewFor, outcomeExit, readStatus, wholeNumber, withOrchestrator, withTemporal } from './common';
+import {
+  config,
+  describeWorkflow,
+  isFinal,
+  ledgerViewFor,
+  outcomeExit,
+  readStatus,
+  wholeNumber,
+  withOrchestrator,
+  withTemporal,
+} from './common';
 import type { LedgerView } from '../../platform/workflow-status';
 import { ledgerStatus, recordedDrained, serverStates, ServerPage } from '../../store/ledger';
 import { drainedFacts, drainedList } from '../../domain/decision';
@@ -36,12 +46,14 @@ function serversRequest(o: ServersOptions): { state?: ServerState; page: number;
     if (paging) throw new CliError('--state, --page and --page-size page the server list: add --servers', EXIT.refused);
     return undefined;
   }
-  if (o.watch) throw new CliError('--servers lists the ledger once; it does not --watch (drop one of them)', EXIT.refused);
+  if (o.watch)
+    throw new CliError('--servers lists the ledger once; it does not --watch (drop one of them)', EXIT.refused);
   if (o.state !== undefined && !(SERVER_STATES as readonly string[]).includes(o.state)) {
     throw new CliError(`--state must be one of ${SERVER_STATES.join(', ')} (got '${o.state}')`, EXIT.refused);
   }
   const pageSize = o.pageSize ?? SERVER_PAGE_SIZE;
-  if (pageSize > SERVER_PAGE_MAX) throw new CliError(`--page-size must be at most ${SERVER_PAGE_MAX} (got ${pageSize})`, EXIT.refused);
+  if (pageSize > SERVER_PAGE_MAX)
+    throw new CliError(`--page-size must be at most ${SERVER_PAGE_MAX} (got ${pageSize})`, EXIT.refused);
   return { ...(o.state ? { state: o.state as ServerState } : {}), page: o.page ?? 1, pageSize };
 }
 
@@ -50,14 +62,25 @@ export function serverPageLines(id: string, p: ServerPage, state: ServerState | 
   const pages = Math.max(1, Math.ceil(p.total / p.pageSize));
   const what = `${p.total} server(s)${state ? ` in state ${state}` : ''}`;
   if (p.servers.length === 0) {
-    return [p.total === 0 ? `${id}: no ${state ? `${state} ` : ''}servers recorded in the ledger` : `${id}: page ${p.page} is past the last page (${pages}) of ${what}`].map(inert);
+    return [
+      p.total === 0
+        ? `${id}: no ${state ? `${state} ` : ''}servers recorded in the ledger`
+        : `${id}: page ${p.page} is past the last page (${pages}) of ${what}`,
+    ].map(inert);
   }
-  const table = formatTable(['SERVER', 'ROLE', 'STATE', 'ELAPSED', 'NOTE'], p.servers.map((s) => [
-    s.name, s.role ?? '-', s.state, serverElapsed(s, now), s.error ? short(s.error) : '',
-  ]));
+  const table = formatTable(
+    ['SERVER', 'ROLE', 'STATE', 'ELAPSED', 'NOTE'],
+    p.servers.map((s) => [s.name, s.role ?? '-', s.state, serverElapsed(s, now), s.error ? short(s.error) : '']),
+  );
   const first = (p.page - 1) * p.pageSize + 1;
-  const next = p.page < pages ? `; next: km-hotfix status ${id} --servers${state ? ` --state ${state}` : ''} --page ${p.page + 1}${p.pageSize !== SERVER_PAGE_SIZE ? ` --page-size ${p.pageSize}` : ''}` : '';
-  return [...table.split('\n'), `servers ${first}-${first + p.servers.length - 1} of ${what} (page ${p.page} of ${pages})${next}`].map(inert);
+  const next =
+    p.page < pages
+      ? `; next: km-hotfix status ${id} --servers${state ? ` --state ${state}` : ''} --page ${p.page + 1}${p.pageSize !== SERVER_PAGE_SIZE ? ` --page-size ${p.pageSize}` : ''}`
+      : '';
+  return [
+    ...table.split('\n'),
+    `servers ${first}-${first + p.servers.length - 1} of ${what} (page ${p.page} of ${pages})${next}`,
+  ].map(inert);
 }
 
 /**
@@ -69,7 +92,11 @@ async function listDrained(cfg: Config, id: string, json: boolean): Promise<void
   if (!cfg.databaseUrl) throw new CliError('--drained reads the orchestrator database: set DATABASE_URL', EXIT.refused);
   await withOrchestrator(cfg, async (sql) => {
     const known = await sql`SELECT 1 FROM rollout WHERE id = ${id}`;
-    if (known.length === 0) throw new CliError(`no rollout, removal or upload ${id} in the ledger: 'km-hotfix list' shows the ids`, EXIT.refused);
+    if (known.length === 0)
+      throw new CliError(
+        `no rollout, removal or upload ${id} in the ledger: 'km-hotfix list' shows the ids`,
+        EXIT.refused,
+      );
     const drained = (await recordedDrained(sql, id)) ?? [];
     const facts = drainedFacts(drained.map((d) => d.server));
     if (json) {
@@ -77,24 +104,55 @@ async function listDrained(cfg: Config, id: string, json: boolean): Promise<void
       return;
     }
     process.stdout.write(drainedList(drained.map((d) => d.server)));
-    console.error(facts.count === 0 ? `${id}: no backend was drained` : `${id}: ${facts.count} drained backends, sha256:${facts.sha256}`);
+    console.error(
+      facts.count === 0
+        ? `${id}: no backend was drained`
+        : `${id}: ${facts.count} drained backends, sha256:${facts.sha256}`,
+    );
   });
 }
 
-async function listServers(cfg: Config, id: string, req: { state?: ServerState; page: number; pageSize: number }, json: boolean): Promise<void> {
-  if (!cfg.databaseUrl) throw new CliError('--servers reads the orchestrator database: set KM_HOTFIX_DATABASE_URL', EXIT.refused);
+async function listServers(
+  cfg: Config,
+  id: string,
+  req: { state?: ServerState; page: number; pageSize: number },
+  json: boolean,
+): Promise<void> {
+  if (!cfg.databaseUrl)
+    throw new CliError('--servers reads the orchestrator database: set KM_HOTFIX_DATABASE_URL', EXIT.refused);
   await withOrchestrator(cfg, async (sql) => {
     const known = await sql`SELECT 1 FROM rollout WHERE id = ${id}`;
-    if (known.length === 0) throw new CliError(`no rollout, removal or upload ${id} in the ledger: 'km-hotfix list' shows the ids`, EXIT.refused);
+    if (known.length === 0)
+      throw new CliError(
+        `no rollout, removal or upload ${id} in the ledger: 'km-hotfix list' shows the ids`,
+        EXIT.refused,
+      );
     const page = await serverStates(sql, id, req);
-    if (json) console.log(JSON.stringify({ id, ...(req.state ? { state: req.state } : {}), total: page.total, page: page.page, pageSize: page.pageSize, pages: Math.max(1, Math.ceil(page.total / page.pageSize)), servers: page.servers }, null, 2));
+    if (json)
+      console.log(
+        JSON.stringify(
+          {
+            id,
+            ...(req.state ? { state: req.state } : {}),
+            total: page.total,
+            page: page.page,
+            pageSize: page.pageSize,
+            pages: Math.max(1, Math.ceil(page.total / page.pageSize)),
+            servers: page.servers,
+          },
+          null,
+          2,
+        ),
+      );
     else console.log(serverPageLines(id, page, req.state).join('\n'));
   });
 }
 import { listInventory } from '../../store/inventory';
 
 async function statusFromLedger(cfg: Config, id: string): Promise<RolloutStatus | undefined> {
-  return withOrchestrator(cfg, async (sql) => ledgerStatus(sql, id, new Map((await listInventory(sql)).map((s) => [s.name, s.role]))));
+  return withOrchestrator(cfg, async (sql) =>
+    ledgerStatus(sql, id, new Map((await listInventory(sql)).map((s) => [s.name, s.role]))),
+  );
 }
 
 /**
@@ -146,16 +204,38 @@ export async function followWorkflow(cfg: Config, id: string, o: { json?: boolea
 export function registerStatus(program: Command): void {
   program
     .command('status <id>')
-    .summary('phase, canary, drained backends, the gate, approvals, counts by server state; --servers pages every server')
-    .description(`Show a rollout, removal or upload: phase, canary, which backends are drained (and their Maximum Processes), what the verification gate waits for, approvals, counts by server state, the servers needing attention, and each server's state and elapsed time while the rollout has at most ${FULL_SERVER_LIST_MAX} servers (above: --servers pages them).`)
-    .option('--watch', 'follow it live until it ends (redrawn in place on a terminal, one line per change otherwise); exit 0 completed, 1 rolled back or failed')
-    .option('--json', `one JSON document (with --watch: the final one); it has a "servers" list while the rollout has at most ${FULL_SERVER_LIST_MAX} servers`)
-    .option('--drained', 'print the backends drained for the verification from the ledger, sorted, one per line (piped to sha256sum: the digest an approval signs)')
-    .option('--servers', 'list every server\'s latest state from the ledger, a page at a time (works after Temporal has forgotten the workflow)')
+    .summary(
+      'phase, canary, drained backends, the gate, approvals, counts by server state; --servers pages every server',
+    )
+    .description(
+      `Show a rollout, removal or upload: phase, canary, which backends are drained (and their Maximum Processes), what the verification gate waits for, approvals, counts by server state, the servers needing attention, and each server's state and elapsed time while the rollout has at most ${FULL_SERVER_LIST_MAX} servers (above: --servers pages them).`,
+    )
+    .option(
+      '--watch',
+      'follow it live until it ends (redrawn in place on a terminal, one line per change otherwise); exit 0 completed, 1 rolled back or failed',
+    )
+    .option(
+      '--json',
+      `one JSON document (with --watch: the final one); it has a "servers" list while the rollout has at most ${FULL_SERVER_LIST_MAX} servers`,
+    )
+    .option(
+      '--drained',
+      'print the backends drained for the verification from the ledger, sorted, one per line (piped to sha256sum: the digest an approval signs)',
+    )
+    .option(
+      '--servers',
+      "list every server's latest state from the ledger, a page at a time (works after Temporal has forgotten the workflow)",
+    )
     .option('--state <state>', 'with --servers: only servers in this state (e.g. failed, rollback_failed, pending)')
     .option('--page <n>', 'with --servers: which page (from 1)', wholeNumber('--page', 1))
-    .option('--page-size <n>', `with --servers: servers per page (default ${SERVER_PAGE_SIZE}, at most ${SERVER_PAGE_MAX})`, wholeNumber('--page-size', 1))
-    .addHelpText('after', `
+    .option(
+      '--page-size <n>',
+      `with --servers: servers per page (default ${SERVER_PAGE_SIZE}, at most ${SERVER_PAGE_MAX})`,
+      wholeNumber('--page-size', 1),
+    )
+    .addHelpText(
+      'after',
+      `
 A status shows counts by state and the servers needing attention (failed,
 rollback_failed); it lists every server only up to ${FULL_SERVER_LIST_MAX} servers. Above that,
 '--servers' pages them from the ledger.
@@ -169,9 +249,11 @@ Examples:
   km-hotfix status ID --json | jq .phase
   km-hotfix status ID --servers --state failed
   km-hotfix status ID --servers --page 3 --page-size 500
-  km-hotfix status ID --drained | sha256sum`)
+  km-hotfix status ID --drained | sha256sum`,
+    )
     .action(async (id: string, o: ServersOptions) => {
-      if (o.drained && (o.servers || o.watch)) throw new CliError('--drained prints the drained backends once: drop --servers and --watch', EXIT.refused);
+      if (o.drained && (o.servers || o.watch))
+        throw new CliError('--drained prints the drained backends once: drop --servers and --watch', EXIT.refused);
       const paging = serversRequest(o);
       const cfg = config();
       if (o.drained) {
@@ -199,9 +281,11 @@ Examples:
           const silent = err instanceof UserError && exitCodeOf(err) === EXIT.unreachable;
           const fromLedger = (gone || silent) && cfg.databaseUrl ? await statusFromLedger(cfg, id) : undefined;
           if (!fromLedger) throw err;
-          console.error(gone
-            ? `km-hotfix: Temporal no longer has ${id}; this is its record in the ledger`
-            : `km-hotfix: Temporal did not answer within ${LIVE_ANSWER_MS / 1000} s; showing the ledger's view (try again in a few seconds for the live one)`);
+          console.error(
+            gone
+              ? `km-hotfix: Temporal no longer has ${id}; this is its record in the ledger`
+              : `km-hotfix: Temporal did not answer within ${LIVE_ANSWER_MS / 1000} s; showing the ledger's view (try again in a few seconds for the live one)`,
+          );
           return fromLedger;
         }
       }).finally(() => ledger.close());

@@ -17,25 +17,41 @@ async function steer(id: string, what: Steer, reason?: string): Promise<string> 
   const cfg = config();
   return withTemporal(cfg, async (client) => {
     const d = await describeWorkflow(client, id);
-    if (d.kind === 'upload') throw new CliError(`${id} is an upload: only rollouts and removals can be ${what === 'abort' ? 'aborted' : `${what}d`}`, EXIT.refused);
+    if (d.kind === 'upload')
+      throw new CliError(
+        `${id} is an upload: only rollouts and removals can be ${what === 'abort' ? 'aborted' : `${what}d`}`,
+        EXIT.refused,
+      );
     const st: RolloutStatus = await readStatus(client, d);
     if (!d.running || isFinal(st)) {
       throw new CliError(`${id} has ended (${st.phase}): there is nothing to ${what}`, EXIT.refused);
     }
-    if (what === 'abort' && st.phase === 'rolling_back') throw new CliError(`${id} is already rolling back: follow it with 'km-hotfix status ${id} --watch'`, EXIT.refused);
+    if (what === 'abort' && st.phase === 'rolling_back')
+      throw new CliError(
+        `${id} is already rolling back: follow it with 'km-hotfix status ${id} --watch'`,
+        EXIT.refused,
+      );
     if (what === 'pause' && st.paused) return `${id} is already paused (km-hotfix resume ${id})`;
     if (what === 'resume' && !st.paused) return `${id} is not paused: nothing to resume`;
     if (!st.sha256) throw new CliError(`${id} is still in preflight: try again in a moment`, EXIT.refused);
-    const signed = await signDecision(cfg, { action: what, rollout: id, hotfix: st.hotfix, sha256: st.sha256, comment: reason });
+    const signed = await signDecision(cfg, {
+      action: what,
+      rollout: id,
+      hotfix: st.hotfix,
+      sha256: st.sha256,
+      comment: reason,
+    });
     let after: RolloutStatus;
     try {
       after = await d.handle.executeUpdate(UPDATES[what], { args: [signed] });
     } catch (err) {
-      if (err instanceof WorkflowUpdateFailedError) throw new CliError(`${what} refused: ${firstLine(err.cause ?? err)}`, EXIT.refused);
+      if (err instanceof WorkflowUpdateFailedError)
+        throw new CliError(`${what} refused: ${firstLine(err.cause ?? err)}`, EXIT.refused);
       throw err;
     }
     const by = signerOf(after, signed);
-    if (what === 'pause') return `paused ${id} by ${by}: servers being patched finish, no new batch starts until 'km-hotfix resume ${id}'`;
+    if (what === 'pause')
+      return `paused ${id} by ${by}: servers being patched finish, no new batch starts until 'km-hotfix resume ${id}'`;
     if (what === 'resume') return `resumed ${id} by ${by}`;
     return d.kind === 'rollout'
       ? `aborting ${id} by ${by}: running servers finish, then every server it patched is rolled back (km-hotfix status ${id} --watch)`
@@ -47,11 +63,16 @@ export function registerSteer(program: Command): void {
   program
     .command('pause <id>')
     .summary('hold a rollout or removal between batches')
-    .description('Pause rollout or removal ID: the servers being patched now finish, no new batch starts until resume. A rollout paused while it waits for verification holds its fan-out after the approval. Signed with your SSH key, like every change.')
+    .description(
+      'Pause rollout or removal ID: the servers being patched now finish, no new batch starts until resume. A rollout paused while it waits for verification holds its fan-out after the approval. Signed with your SSH key, like every change.',
+    )
     .option('--reason <text>', 'why, for the ledger')
-    .addHelpText('after', `
+    .addHelpText(
+      'after',
+      `
 Example:
-  km-hotfix pause rollout-hotfix_backend_fix_queue_stall-20250101T120000-a1b2c3 --reason "change freeze until 14:00"`)
+  km-hotfix pause rollout-hotfix_backend_fix_queue_stall-20250101T120000-a1b2c3 --reason "change freeze until 14:00"`,
+    )
     .action(async (id: string, o: { reason?: string }) => {
       console.log(await steer(id, 'pause', o.reason));
     });
@@ -61,9 +82,12 @@ Example:
     .summary('continue a paused rollout or removal')
     .description('Resume rollout or removal ID after a pause. Signed with your SSH key.')
     .option('--reason <text>', 'why, for the ledger')
-    .addHelpText('after', `
+    .addHelpText(
+      'after',
+      `
 Example:
-  km-hotfix resume rollout-hotfix_backend_fix_queue_stall-20250101T120000-a1b2c3`)
+  km-hotfix resume rollout-hotfix_backend_fix_queue_stall-20250101T120000-a1b2c3`,
+    )
     .action(async (id: string, o: { reason?: string }) => {
       console.log(await steer(id, 'resume', o.reason));
     });
@@ -71,11 +95,16 @@ Example:
   program
     .command('abort <id>')
     .summary('stop a rollout and roll back everything it patched')
-    .description(`Abort rollout ID: no new server is started, the running ones finish, then every server it patched is unapplied in reverse order and drained backends get their Maximum Processes back. Aborting a removal stops it; servers not reached keep the hotfix. Signed with your SSH key.`)
+    .description(
+      `Abort rollout ID: no new server is started, the running ones finish, then every server it patched is unapplied in reverse order and drained backends get their Maximum Processes back. Aborting a removal stops it; servers not reached keep the hotfix. Signed with your SSH key.`,
+    )
     .requiredOption('--reason <text>', 'why (required, for the ledger)')
-    .addHelpText('after', `
+    .addHelpText(
+      'after',
+      `
 Example:
-  km-hotfix abort rollout-hotfix_backend_fix_queue_stall-20250101T120000-a1b2c3 --reason "support asked us to wait"`)
+  km-hotfix abort rollout-hotfix_backend_fix_queue_stall-20250101T120000-a1b2c3 --reason "support asked us to wait"`,
+    )
     .action(async (id: string, o: { reason: string }) => {
       if (!o.reason.trim()) throw new CliError('--reason must say why', EXIT.refused);
       console.log(await steer(id, 'abort', o.reason));

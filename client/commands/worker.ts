@@ -9,7 +9,9 @@ import type { KmHotfixWorker } from '../../worker/worker';
 export function registerWorker(program: Command): void {
   program
     .command('worker')
-    .description('run a worker for the configured Temporal (TEMPORAL_ADDRESS, TLS/API key) and databases (DATABASE_URL, KM_DATABASE_URL), with KM_SSH_KEY or the ssh-agent; migrates the orchestrator database at start')
+    .description(
+      'run a worker for the configured Temporal (TEMPORAL_ADDRESS, TLS/API key) and databases (DATABASE_URL, KM_DATABASE_URL), with KM_SSH_KEY or the ssh-agent; migrates the orchestrator database at start',
+    )
     .action(async () => {
       const log = (line: string) => process.stderr.write(`km-hotfix worker: ${line}\n`);
       const config = loadConfig();
@@ -21,24 +23,38 @@ export function registerWorker(program: Command): void {
       let w: KmHotfixWorker;
       try {
         connection = await connectNativeConnection(config);
-        w = await createKmHotfixWorker({ connection, namespace: config.temporalNamespace, taskQueue: config.taskQueue, activityDeps: opened.deps });
+        w = await createKmHotfixWorker({
+          connection,
+          namespace: config.temporalNamespace,
+          taskQueue: config.taskQueue,
+          activityDeps: opened.deps,
+        });
       } catch (err) {
         await connection?.close().catch(() => undefined);
         await opened.close();
         const message = err instanceof Error ? err.message : String(err);
         if (/namespace/i.test(message) && /not found/i.test(message)) {
-          throw new CliError(`namespace '${config.temporalNamespace}' does not exist at ${config.temporalAddress}: create it (temporal operator namespace create) or set TEMPORAL_NAMESPACE`, EXIT.refused);
+          throw new CliError(
+            `namespace '${config.temporalNamespace}' does not exist at ${config.temporalAddress}: create it (temporal operator namespace create) or set TEMPORAL_NAMESPACE`,
+            EXIT.refused,
+          );
         }
         throw err;
       }
       const conn = connection;
       const { worker, closeActivities } = w;
-      log(`polling task queue '${config.taskQueue}' in namespace '${config.temporalNamespace}' at ${config.temporalAddress}`);
-      await runWorkerUntilSignal(worker, async () => {
-        await closeActivities().catch(() => undefined);
-        await conn.close().catch(() => undefined);
-        await opened.close();
-        log('stopped');
-      }, log);
+      log(
+        `polling task queue '${config.taskQueue}' in namespace '${config.temporalNamespace}' at ${config.temporalAddress}`,
+      );
+      await runWorkerUntilSignal(
+        worker,
+        async () => {
+          await closeActivities().catch(() => undefined);
+          await conn.close().catch(() => undefined);
+          await opened.close();
+          log('stopped');
+        },
+        log,
+      );
     });
 }

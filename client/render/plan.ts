@@ -73,18 +73,26 @@ export function planDocument(p: PreparedRollout, batch: string, via?: string): P
     const s = byName.get(name)!;
     const skipped = p.plan.skipped.includes(name);
     return {
-      name, role: s.role,
+      name,
+      role: s.role,
       step: skipped ? 'skipped' : name === canary ? 'canary' : 'fanout',
       batch: batchOf.get(name) ?? null,
-      commands: skipped ? { apply: [], rollback: [] } : { apply: applyCommands(s, p.hotfix.name), rollback: rollbackCommands(s, p.hotfix.name) },
+      commands: skipped
+        ? { apply: [], rollback: [] }
+        : { apply: applyCommands(s, p.hotfix.name), rollback: rollbackCommands(s, p.hotfix.name) },
     };
   });
   return {
     hotfix: p.hotfix.name,
     component: p.hotfix.component,
-    file: p.hotfix.file ? { fileName: p.hotfix.file.fileName, version: p.hotfix.file.version, sha256: p.hotfix.file.sha256 } : null,
+    file: p.hotfix.file
+      ? { fileName: p.hotfix.file.fileName, version: p.hotfix.file.version, sha256: p.hotfix.file.sha256 }
+      : null,
     registered: p.registered,
-    upload: uploadVia && p.hotfix.file && !p.registered ? { via: uploadVia.name, commands: uploadCommands(uploadVia, p.hotfix.file.fileName) } : null,
+    upload:
+      uploadVia && p.hotfix.file && !p.registered
+        ? { via: uploadVia.name, commands: uploadCommands(uploadVia, p.hotfix.file.fileName) }
+        : null,
     targets: p.plan.targets,
     skipped: p.plan.skipped,
     canary: p.plan.canary ? { ...p.plan.canary, url: byName.get(p.plan.canary.server)?.url ?? null } : null,
@@ -99,38 +107,59 @@ export function planDocument(p: PreparedRollout, batch: string, via?: string): P
 export function planText(d: PlanDocument): string {
   const out: string[] = [];
   out.push(`Plan for ${d.hotfix} (${d.component} hotfix) — a dry run: nothing was changed.`);
-  if (d.file) out.push(`File: ${d.file.fileName} (Key Manager ${d.file.version}, sha256 ${d.file.sha256.slice(0, 16)}…)${d.registered ? ', already registered' : ''}`);
-  out.push(`Servers: ${d.targets.length} targeted${d.skipped.length ? `; skipped, already applied: ${d.skipped.join(', ')}` : ''}`);
+  if (d.file)
+    out.push(
+      `File: ${d.file.fileName} (Key Manager ${d.file.version}, sha256 ${d.file.sha256.slice(0, 16)}…)${d.registered ? ', already registered' : ''}`,
+    );
+  out.push(
+    `Servers: ${d.targets.length} targeted${d.skipped.length ? `; skipped, already applied: ${d.skipped.join(', ')}` : ''}`,
+  );
   if (!d.canary) {
     out.push('Every target already has this hotfix: a rollout would only record that and complete.');
     return out.join('\n');
   }
   out.push('');
   let step = 1;
-  out.push(`${step++}. Preflight (changes nothing): every target answers SSH with its pinned host key and all services are RUNNING; no other rollout holds these servers.`);
+  out.push(
+    `${step++}. Preflight (changes nothing): every target answers SSH with its pinned host key and all services are RUNNING; no other rollout holds these servers.`,
+  );
   if (d.upload) {
     out.push(`${step++}. Upload through ${d.upload.via}:`);
     for (const c of d.upload.commands) out.push(`     ${c}`);
   }
   if (d.drained.length > 0) {
-    out.push(`${step++}. Drain: set Maximum Processes to 0 on the other unpatched backends, so only the canary runs operations (restored exactly after the verification, and in any rollback):`);
-    for (const x of d.drained) out.push(`     ${x.server.padEnd(Math.max(...d.drained.map((y) => y.server.length)))}  Maximum Processes ${x.maxProcesses} -> 0`);
+    out.push(
+      `${step++}. Drain: set Maximum Processes to 0 on the other unpatched backends, so only the canary runs operations (restored exactly after the verification, and in any rollback):`,
+    );
+    for (const x of d.drained)
+      out.push(
+        `     ${x.server.padEnd(Math.max(...d.drained.map((y) => y.server.length)))}  Maximum Processes ${x.maxProcesses} -> 0`,
+      );
   }
   out.push(`${step++}. Canary: ${d.canary.server} — ${d.canary.reason}.`);
-  out.push(`${step++}. Verification: an approver checks ${d.canary.url ? `${inert(d.canary.url)} directly (not through the load balancer)` : `${d.canary.server} directly`}, then 'km-hotfix approve ID' or 'km-hotfix reject ID --reason ...'.`);
+  out.push(
+    `${step++}. Verification: an approver checks ${d.canary.url ? `${inert(d.canary.url)} directly (not through the load balancer)` : `${d.canary.server} directly`}, then 'km-hotfix approve ID' or 'km-hotfix reject ID --reason ...'.`,
+  );
   if (d.batches.length > 0) {
-    out.push(`${step++}. Fan-out in ${d.batches.length} batch${d.batches.length === 1 ? '' : 'es'} of ${d.batch} (inventory order):`);
+    out.push(
+      `${step++}. Fan-out in ${d.batches.length} batch${d.batches.length === 1 ? '' : 'es'} of ${d.batch} (inventory order):`,
+    );
     d.batches.forEach((b, i) => out.push(`     batch ${i + 1}: ${b.join(', ')}`));
   } else {
     out.push(`${step++}. Fan-out: no other server to patch.`);
   }
   out.push('');
-  out.push('Commands per server (over SSH; a rollback runs the unapply commands on every server this rollout patched, in reverse order):');
+  out.push(
+    'Commands per server (over SSH; a rollback runs the unapply commands on every server this rollout patched, in reverse order):',
+  );
   // Servers with the same commands (all but sudo ones, usually) are listed once: a plan for 2,000 servers stays readable.
   const groups = new Map<string, { names: string[]; apply: string[]; rollback: string[] }>();
   const skipped: string[] = [];
   for (const s of d.servers) {
-    if (s.step === 'skipped') { skipped.push(s.name); continue; }
+    if (s.step === 'skipped') {
+      skipped.push(s.name);
+      continue;
+    }
     const key = JSON.stringify(s.commands);
     const g = groups.get(key) ?? { names: [], apply: s.commands.apply, rollback: s.commands.rollback };
     g.names.push(s.step === 'canary' ? `${s.name} (canary)` : s.name);
@@ -144,7 +173,8 @@ export function planText(d: PlanDocument): string {
   if (skipped.length > 0) out.push(`  skipped (have it already): ${skipped.join(', ')}`);
   if (d.conflicts.length > 0) {
     out.push('');
-    for (const c of d.conflicts) out.push(`Note: rollout ${c.id} is still active on ${c.reason}: a rollout would be refused until it ends.`);
+    for (const c of d.conflicts)
+      out.push(`Note: rollout ${c.id} is still active on ${c.reason}: a rollout would be refused until it ends.`);
   }
   return out.join('\n');
 }

@@ -1,7 +1,14 @@
 // A rollout's status for people: the block that `status` prints and that
 // `status --watch` redraws, and the one-line changes printed instead when
 // stdout is not a terminal.
-import { countByState, DrainedBackend, isFinalPhase, RolloutStatus, ServerState, ServerStatus } from '../../domain/rollout';
+import {
+  countByState,
+  DrainedBackend,
+  isFinalPhase,
+  RolloutStatus,
+  ServerState,
+  ServerStatus,
+} from '../../domain/rollout';
 import { formatTable } from '../commands/fleet';
 import { inert } from '../../domain/terminal';
 
@@ -55,7 +62,9 @@ export function progress(st: RolloutStatus): Progress {
   const set = back ? BACKWARD_DONE : FORWARD_DONE;
   const label = back ? 'settled in rollback' : st.kind === 'removal' ? 'done' : 'patched or skipped';
   const counts = countsOf(st);
-  const done = (Object.entries(counts) as [ServerState, number][]).filter(([k]) => set.has(k)).reduce((a, [, n]) => a + n, 0);
+  const done = (Object.entries(counts) as [ServerState, number][])
+    .filter(([k]) => set.has(k))
+    .reduce((a, [, n]) => a + n, 0);
   return { done, total: totalOf(st), label };
 }
 
@@ -81,7 +90,9 @@ export function bar(done: number, total: number, width = 24, fancy = true): stri
 }
 
 function stateCounts(st: RolloutStatus): string {
-  return Object.entries(countsOf(st)).map(([k, n]) => `${k} ${n}`).join(' · ');
+  return Object.entries(countsOf(st))
+    .map(([k, n]) => `${k} ${n}`)
+    .join(' · ');
 }
 
 /**
@@ -123,15 +134,26 @@ export function serversToShow(st: RolloutStatus, max: number): { shown: ServerSt
     // A large fleet: the status names only the servers needing attention; the ledger pages the rest.
     const shown = (st.attention ?? []).slice(0, Math.max(1, max - 1));
     const rest = totalOf(st) - shown.length;
-    return { shown, hidden: rest > 0 ? `… and ${rest} more: 'km-hotfix status ${st.id} --servers' pages every server` : undefined };
+    return {
+      shown,
+      hidden: rest > 0 ? `… and ${rest} more: 'km-hotfix status ${st.id} --servers' pages every server` : undefined,
+    };
   }
   if (all.length <= max) return { shown: all, hidden: undefined };
   const rank = (s: ServerStatus) => (URGENT.has(s.state) ? 0 : s.name === st.canary ? 1 : 2);
-  const keep = new Set([...all].sort((a, b) => rank(a) - rank(b)).slice(0, Math.max(1, max - 1)).map((s) => s.name));
+  const keep = new Set(
+    [...all]
+      .sort((a, b) => rank(a) - rank(b))
+      .slice(0, Math.max(1, max - 1))
+      .map((s) => s.name),
+  );
   const shown = all.filter((s) => keep.has(s.name));
   const counts = new Map<string, number>();
   for (const s of all) if (!keep.has(s.name)) counts.set(s.state, (counts.get(s.state) ?? 0) + 1);
-  return { shown, hidden: `… and ${all.length - shown.length} more (${[...counts].map(([k, n]) => `${k} ${n}`).join(' · ')}): 'km-hotfix status ${st.id}' lists them all` };
+  return {
+    shown,
+    hidden: `… and ${all.length - shown.length} more (${[...counts].map(([k, n]) => `${k} ${n}`).join(' · ')}): 'km-hotfix status ${st.id}' lists them all`,
+  };
 }
 
 /** The full status block; `maxServers` bounds the table (a live view must fit the terminal). */
@@ -139,14 +161,20 @@ export function statusBlock(st: RolloutStatus, now = Date.now(), fancy = true, m
   const out: string[] = [];
   const kv = (k: string, v: string) => out.push(`${k.padEnd(9)}${v}`);
   kv(st.kind, `${st.id}`);
-  kv('hotfix', `${st.hotfix}, started by ${signer(st.requestedBy, st.requestedKey)} at ${clock(st.startedAt)}${st.endedAt ? `, ended ${clock(st.endedAt)} after ${elapsed(Date.parse(st.endedAt) - Date.parse(st.startedAt))}` : ` (${elapsed(now - Date.parse(st.startedAt))} ago)`}`);
+  kv(
+    'hotfix',
+    `${st.hotfix}, started by ${signer(st.requestedBy, st.requestedKey)} at ${clock(st.startedAt)}${st.endedAt ? `, ended ${clock(st.endedAt)} after ${elapsed(Date.parse(st.endedAt) - Date.parse(st.startedAt))}` : ` (${elapsed(now - Date.parse(st.startedAt))} ago)`}`,
+  );
   // A finished workflow is not paused, whatever an older history says.
   const paused = st.paused && !isFinalPhase(st.phase);
   kv('phase', `${st.phase}${paused ? '  [PAUSED: km-hotfix resume ' + st.id + ']' : ''}`);
   if (st.kind === 'rollout') kv('canary', st.canary ?? '(not chosen yet)');
   if (st.drained.length > 0) {
     const restored = !['drain', 'canary', 'verifying'].includes(st.phase);
-    kv('drained', `${drainedText(st, (d) => `${d.server} (Maximum Processes ${d.maxProcesses})`)}${restored ? ' — restored' : ' — set to 0 now'}`);
+    kv(
+      'drained',
+      `${drainedText(st, (d) => `${d.server} (Maximum Processes ${d.maxProcesses})`)}${restored ? ' — restored' : ' — set to 0 now'}`,
+    );
   }
   if (st.kind === 'upload') {
     if (st.servers?.[0]) kv('via', st.servers[0].name);
@@ -155,26 +183,45 @@ export function statusBlock(st: RolloutStatus, now = Date.now(), fancy = true, m
   }
   const p = progress(st);
   if (p.total === 0) kv('progress', 'servers are known once the preflight has run');
-  else kv('progress', `[${bar(p.done, p.total, 24, fancy)}] ${p.done}/${p.total} ${p.label}${p.total ? `  (${stateCounts(st)})` : ''}`);
+  else
+    kv(
+      'progress',
+      `[${bar(p.done, p.total, 24, fancy)}] ${p.done}/${p.total} ${p.label}${p.total ? `  (${stateCounts(st)})` : ''}`,
+    );
   const gate = gateLine(st, now);
   if (gate) {
     kv('gate', gate);
     // Its own line: with a canary's long name the gate line would not fit a terminal.
     if (st.gate) kv('', `deadline ${when(st.gate.deadline)} (no answer by then counts as a rejection)`);
     if (st.gate?.url) kv('', `check ${st.gate.url} directly, not through the load balancer`);
-    if (st.gate && st.gate.drained.count > 0) kv('', `an answer signs  drained: ${st.gate.drained.count} sha256:${st.gate.drained.sha256}`);
+    if (st.gate && st.gate.drained.count > 0)
+      kv('', `an answer signs  drained: ${st.gate.drained.count} sha256:${st.gate.drained.sha256}`);
     kv('', `km-hotfix approve ${st.id}   |   km-hotfix reject ${st.id} --reason "..."`);
   }
-  for (const a of st.approvals) kv(a.decision === 'approve' ? 'approved' : 'rejected', `by ${signer(a.by, a.key, a.via)} at ${clock(a.at)}${a.comment ? `: ${a.comment}` : ''}`);
-  for (const d of (st.decisions ?? []).filter((x) => x.action === 'abort')) kv('aborted', `by ${signer(d.by, d.key, d.via)}${d.comment ? `: ${d.comment}` : ''}`);
+  for (const a of st.approvals)
+    kv(
+      a.decision === 'approve' ? 'approved' : 'rejected',
+      `by ${signer(a.by, a.key, a.via)} at ${clock(a.at)}${a.comment ? `: ${a.comment}` : ''}`,
+    );
+  for (const d of (st.decisions ?? []).filter((x) => x.action === 'abort'))
+    kv('aborted', `by ${signer(d.by, d.key, d.via)}${d.comment ? `: ${d.comment}` : ''}`);
   if (st.servers ? st.servers.length > 0 : (st.attention ?? []).length > 0) {
     out.push('');
-    if (!st.servers) out.push(`servers needing attention (the status of ${p.total} servers lists no more; 'km-hotfix status ${st.id} --servers' pages them all):`);
+    if (!st.servers)
+      out.push(
+        `servers needing attention (the status of ${p.total} servers lists no more; 'km-hotfix status ${st.id} --servers' pages them all):`,
+      );
     const { shown, hidden } = serversToShow(st, maxServers);
-    const table = formatTable(['SERVER', 'ROLE', 'STATE', 'ELAPSED', 'NOTE'], shown.map((s) => [
-      s.name, s.role, s.state, serverElapsed(s, now),
-      s.error ? short(s.error) : s.name === st.canary ? 'canary' : '',
-    ]));
+    const table = formatTable(
+      ['SERVER', 'ROLE', 'STATE', 'ELAPSED', 'NOTE'],
+      shown.map((s) => [
+        s.name,
+        s.role,
+        s.state,
+        serverElapsed(s, now),
+        s.error ? short(s.error) : s.name === st.canary ? 'canary' : '',
+      ]),
+    );
     out.push(...table.split('\n'));
     if (hidden) out.push(hidden);
   }
@@ -197,7 +244,8 @@ function outcome(st: RolloutStatus): string {
   switch (st.phase) {
     case 'completed':
       if (st.kind === 'removal') return `completed: ${st.hotfix} removed from ${n('removed')} server(s)`;
-      if (st.kind === 'upload') return `completed: ${st.hotfix} is registered in Key Manager${st.servers?.[0] ? ` (uploaded via ${st.servers[0].name})` : ''}`;
+      if (st.kind === 'upload')
+        return `completed: ${st.hotfix} is registered in Key Manager${st.servers?.[0] ? ` (uploaded via ${st.servers[0].name})` : ''}`;
       return `completed: ${st.hotfix} applied on ${n('patched')} server(s)${n('skipped') ? `, ${n('skipped')} had it already` : ''}`;
     case 'rolled_back':
       return `rolled back: ${st.error ?? 'stopped'}; every change was undone (${n('rolled_back')} server(s) rolled back)`;
@@ -216,13 +264,18 @@ export function changeLines(prev: RolloutStatus | undefined, cur: RolloutStatus,
   const out: string[] = [];
   const line = (s: string) => out.push(`${t}  ${s}`);
   if (!prev) line(`${cur.kind} ${cur.id}: ${cur.hotfix}, started by ${signer(cur.requestedBy, cur.requestedKey)}`);
-  else if (!prev.requestedBy && cur.requestedBy) line(`started by ${signer(cur.requestedBy, cur.requestedKey)} (signature verified)`);
+  else if (!prev.requestedBy && cur.requestedBy)
+    line(`started by ${signer(cur.requestedBy, cur.requestedKey)} (signature verified)`);
   // Answers first: they come before the phase they lead to.
-  for (const a of cur.approvals.slice(prev?.approvals.length ?? 0)) line(`${a.decision === 'approve' ? 'approved' : 'rejected'} by ${signer(a.by, a.key, a.via)}${a.comment ? `: ${a.comment}` : ''}`);
+  for (const a of cur.approvals.slice(prev?.approvals.length ?? 0))
+    line(
+      `${a.decision === 'approve' ? 'approved' : 'rejected'} by ${signer(a.by, a.key, a.via)}${a.comment ? `: ${a.comment}` : ''}`,
+    );
   if (!prev || prev.phase !== cur.phase) {
     let extra = '';
     if (cur.phase === 'canary' && cur.canary) extra = `: ${cur.canary}`;
-    if (cur.phase === 'drain' || (cur.phase === 'canary' && cur.drained.length && !prev?.drained.length)) extra += cur.drained.length ? ` (drained ${drainedText(cur, (d) => `${d.server} from ${d.maxProcesses}`)})` : '';
+    if (cur.phase === 'drain' || (cur.phase === 'canary' && cur.drained.length && !prev?.drained.length))
+      extra += cur.drained.length ? ` (drained ${drainedText(cur, (d) => `${d.server} from ${d.maxProcesses}`)})` : '';
     line(`phase ${cur.phase}${extra}`);
   }
   if (prev && prev.paused !== cur.paused) line(cur.paused ? `paused (km-hotfix resume ${cur.id})` : 'resumed');
@@ -234,14 +287,16 @@ export function changeLines(prev: RolloutStatus | undefined, cur: RolloutStatus,
   for (const s of cur.kind === 'upload' ? [] : listed(cur)) {
     const was = before.get(s.name);
     if (was?.state === s.state) continue;
-    if (!was && (s.state === 'pending')) continue;
+    if (!was && s.state === 'pending') continue;
     const took = s.endedAt && s.startedAt ? ` in ${elapsed(Date.parse(s.endedAt) - Date.parse(s.startedAt))}` : '';
     line(`${s.name} ${s.state}${took}${s.error ? `: ${short(s.error)}` : ''}  [${p.done}/${p.total}]`);
   }
-  if (!cur.servers && cur.kind !== 'upload' && prev && progress(prev).done !== p.done) line(`progress ${p.done}/${p.total} ${p.label} (${stateCounts(cur)})`);
+  if (!cur.servers && cur.kind !== 'upload' && prev && progress(prev).done !== p.done)
+    line(`progress ${p.done}/${p.total} ${p.label} (${stateCounts(cur)})`);
   if (cur.gate && !prev?.gate) line(`waiting for verification: ${cur.gate.message}`);
   // A final phase prints the error in the outcome line: say it once.
   if (cur.error && cur.error !== prev?.error && !isFinalPhase(cur.phase)) line(`error: ${cur.error.split('\n')[0]}`);
-  if (cur.needsAttention.length && cur.needsAttention.join() !== prev?.needsAttention.join()) line(`needs a person: ${attentionNames(cur)}`);
+  if (cur.needsAttention.length && cur.needsAttention.join() !== prev?.needsAttention.join())
+    line(`needs a person: ${attentionNames(cur)}`);
   return out.map(inert);
 }

@@ -9,8 +9,16 @@ export const CHROMIUM = process.env.KM_HOTFIX_CHROMIUM ?? '/usr/bin/chromium';
 /** Screenshots from test runs: gitignored. */
 export const SCREENSHOTS = path.resolve(__dirname, '../../../test-output/screenshots');
 
-export const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+export const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
 
 export interface TestBrowser {
   /** A new browser context; `person` makes the (simulated) proxy name them on every request. */

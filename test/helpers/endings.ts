@@ -4,8 +4,16 @@ import { assertRolloutInvariant, InvariantEnv } from './invariant';
 import type { Phase, RolloutStatus } from '../../domain/rollout';
 
 /** The issue-9 invariant (test/helpers/invariant.ts), and the endings this scenario accepts; returns the ending. */
-export async function endsBy(env: InvariantEnv, st: RolloutStatus, maxProcessesBefore: Record<string, number>, allowed: Phase[] = ['completed', 'rolled_back', 'rollback_failed']): Promise<Phase> {
-  assert.ok(allowed.includes(st.phase), `${st.id} ended ${st.phase} (${st.error ?? 'no error'}); expected ${allowed.join(' or ')}`);
+export async function endsBy(
+  env: InvariantEnv,
+  st: RolloutStatus,
+  maxProcessesBefore: Record<string, number>,
+  allowed: Phase[] = ['completed', 'rolled_back', 'rollback_failed'],
+): Promise<Phase> {
+  assert.ok(
+    allowed.includes(st.phase),
+    `${st.id} ended ${st.phase} (${st.error ?? 'no error'}); expected ${allowed.join(' or ')}`,
+  );
   await assertRolloutInvariant(env, st, { maxProcessesBefore });
   return st.phase;
 }

@@ -10,8 +10,12 @@ import { patchProtobufRoot } from '@temporalio/proto/lib/patch-protobuf-root';
 interface ProtoJson {
   fromJson(type: unknown, json: unknown, options?: { ignoreUnknownFields?: boolean }): unknown;
 }
-const protojson = require(require.resolve('protobufjs/ext/protojson', { paths: [require.resolve('@temporalio/proto')] })) as ProtoJson;
-const historyType = (patchProtobufRoot(proto) as unknown as { lookupType(name: string): unknown }).lookupType('temporal.api.history.v1.History');
+const protojson = require(
+  require.resolve('protobufjs/ext/protojson', { paths: [require.resolve('@temporalio/proto')] }),
+) as ProtoJson;
+const historyType = (patchProtobufRoot(proto) as unknown as { lookupType(name: string): unknown }).lookupType(
+  'temporal.api.history.v1.History',
+);
 
 export function historyFromJson(json: unknown): temporal.api.history.v1.IHistory {
   const h = protojson.fromJson(historyType, json, { ignoreUnknownFields: true });

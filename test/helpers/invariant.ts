@@ -43,15 +43,24 @@ const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 /** Commands that changed a server: they exited 0 (whether or not the connection then dropped before the answer arrived). */
 export function effectiveCommands(fleet: SimFleet, server: string, pattern: RegExp): number {
-  return fleet.server(server).log().filter((e) => pattern.test(e.command) && e.exitCode === 0).length;
+  return fleet
+    .server(server)
+    .log()
+    .filter((e) => pattern.test(e.command) && e.exitCode === 0).length;
 }
 
 export async function kmApplied(km: Sql, hotfix: string): Promise<string[]> {
-  return (await km<{ server_name: string }[]>`SELECT server_name FROM km_hotfix_applied WHERE hotfix_name = ${hotfix} ORDER BY server_name`).map((r) => r.server_name);
+  return (
+    await km<
+      { server_name: string }[]
+    >`SELECT server_name FROM km_hotfix_applied WHERE hotfix_name = ${hotfix} ORDER BY server_name`
+  ).map((r) => r.server_name);
 }
 
 export async function kmMaxProcesses(km: Sql): Promise<Record<string, number>> {
-  const rows = await km<{ name: string; max_processes: number }[]>`SELECT name, max_processes FROM km_server ORDER BY name`;
+  const rows = await km<
+    { name: string; max_processes: number }[]
+  >`SELECT name, max_processes FROM km_server ORDER BY name`;
   return Object.fromEntries(rows.map((r) => [r.name, r.max_processes]));
 }
 
@@ -62,7 +71,10 @@ export async function ledgerApplied(orchestrator: Sql, rolloutId: string): Promi
      WHERE rollout_id = ${rolloutId} AND kind IN ('apply', 'unapply') AND server IS NOT NULL ORDER BY seq`;
   const state = new Map<string, boolean>();
   for (const r of rows) state.set(r.server, r.kind === 'apply');
-  return [...state].filter(([, on]) => on).map(([s]) => s).sort();
+  return [...state]
+    .filter(([, on]) => on)
+    .map(([s]) => s)
+    .sort();
 }
 
 /**
@@ -100,12 +112,17 @@ export function maxApplyInFlight(fleet: SimFleet, servers: string[], hotfix: str
   const unapply = new RegExp(`--unapply-hotfix=${escape(hotfix)}(\\s|$)`);
   const edges: [number, number][] = [];
   for (const s of servers) {
-    const log = fleet.server(s).log().filter((e) => e.at >= since && e.channel === 'exec');
+    const log = fleet
+      .server(s)
+      .log()
+      .filter((e) => e.at >= since && e.channel === 'exec');
     const first = log.findIndex((e) => apply.test(e.command));
     if (first < 0) continue;
     const stop = log.findIndex((e) => unapply.test(e.command));
     // Its apply and restart commands (status reads are left out: a rollback's first read of a server is not fan-out).
-    const mine = log.slice(first, stop < 0 ? undefined : stop).filter((e) => apply.test(e.command) || /supervisorctl restart all/.test(e.command));
+    const mine = log
+      .slice(first, stop < 0 ? undefined : stop)
+      .filter((e) => apply.test(e.command) || /supervisorctl restart all/.test(e.command));
     const end = Math.max(...mine.map((e) => Date.parse(e.at) + (e.durationMs ?? 0)));
     edges.push([Date.parse(log[first].at), 1], [end, -1]);
   }
@@ -118,25 +135,52 @@ export function maxApplyInFlight(fleet: SimFleet, servers: string[], hotfix: str
 }
 
 /** Check the invariant for one finished rollout; throws an AssertionError naming what differs. */
-export async function assertRolloutInvariant(env: InvariantEnv, status: RolloutStatus, exp: InvariantExpectation): Promise<InvariantReport> {
+export async function assertRolloutInvariant(
+  env: InvariantEnv,
+  status: RolloutStatus,
+  exp: InvariantExpectation,
+): Promise<InvariantReport> {
   const id = status.id;
   const hotfix = status.hotfix;
-  const skipped = new Set(exp.skipped ?? serversOf(status).filter((s) => s.state === 'skipped').map((s) => s.name));
+  const skipped = new Set(
+    exp.skipped ??
+      serversOf(status)
+        .filter((s) => s.state === 'skipped')
+        .map((s) => s.name),
+  );
   const targets = (exp.targets ?? serversOf(status).map((s) => s.name)).filter((n) => !skipped.has(n));
   const where = `${id} ended ${status.phase} (${status.error ?? 'no error'})`;
-  assert.ok(['completed', 'rolled_back', 'rollback_failed', 'failed'].includes(status.phase), `${where}: not a final phase`);
+  assert.ok(
+    ['completed', 'rolled_back', 'rollback_failed', 'failed'].includes(status.phase),
+    `${where}: not a final phase`,
+  );
 
   const applied = await kmApplied(env.km, hotfix);
   const appliedTargets = targets.filter((t) => applied.includes(t)).sort();
   const mp = await kmMaxProcesses(env.km);
-  const mpDiffers = Object.keys(exp.maxProcessesBefore).filter((n) => mp[n] !== exp.maxProcessesBefore[n]).sort();
-  const notRunning = targets.filter((t) => env.fleet.server(t).services().some((s) => s.state !== 'RUNNING')).sort();
+  const mpDiffers = Object.keys(exp.maxProcessesBefore)
+    .filter((n) => mp[n] !== exp.maxProcessesBefore[n])
+    .sort();
+  const notRunning = targets
+    .filter((t) =>
+      env.fleet
+        .server(t)
+        .services()
+        .some((s) => s.state !== 'RUNNING'),
+    )
+    .sort();
   const APPLY = new RegExp(`--apply-hotfix=${escape(hotfix)}(\\s|$)`);
   const CHANGES = new RegExp(`--(un)?apply-hotfix=${escape(hotfix)}(\\s|$)`);
 
-  for (const s of skipped) assert.equal(effectiveCommands(env.fleet, s, CHANGES), 0, `${where}: ${s} was skipped at preflight but changed`);
+  for (const s of skipped)
+    assert.equal(effectiveCommands(env.fleet, s, CHANGES), 0, `${where}: ${s} was skipped at preflight but changed`);
   if (exp.window !== undefined) {
-    const most = maxApplyInFlight(env.fleet, targets.filter((t) => t !== status.canary), hotfix, status.startedAt);
+    const most = maxApplyInFlight(
+      env.fleet,
+      targets.filter((t) => t !== status.canary),
+      hotfix,
+      status.startedAt,
+    );
     assert.ok(most <= exp.window, `${where}: ${most} servers in flight at once, more than the window of ${exp.window}`);
   }
   for (const t of targets) {
@@ -148,12 +192,23 @@ export async function assertRolloutInvariant(env: InvariantEnv, status: RolloutS
   switch (status.phase) {
     case 'completed': {
       // --max-failures may absorb failed servers: they are reported failed, never hidden; the rest has it, applied once.
-      const failed = serversOf(status).filter((s) => s.state === 'failed').map((s) => s.name);
-      assert.ok(failed.length <= (status.maxFailures ?? 0), `${where}: ${failed.length} failed server(s) within --max-failures ${status.maxFailures ?? 0}`);
+      const failed = serversOf(status)
+        .filter((s) => s.state === 'failed')
+        .map((s) => s.name);
+      assert.ok(
+        failed.length <= (status.maxFailures ?? 0),
+        `${where}: ${failed.length} failed server(s) within --max-failures ${status.maxFailures ?? 0}`,
+      );
       const ok = targets.filter((t) => !failed.includes(t)).sort();
-      assert.deepEqual(appliedTargets.filter((t) => !failed.includes(t)), ok, `${where}: every target applied`);
-      for (const t of ok) assert.equal(effectiveCommands(env.fleet, t, APPLY), 1, `${where}: ${t} applied exactly once`);
-      for (const t of failed) assert.ok(effectiveCommands(env.fleet, t, APPLY) <= 1, `${where}: ${t} applied at most once`);
+      assert.deepEqual(
+        appliedTargets.filter((t) => !failed.includes(t)),
+        ok,
+        `${where}: every target applied`,
+      );
+      for (const t of ok)
+        assert.equal(effectiveCommands(env.fleet, t, APPLY), 1, `${where}: ${t} applied exactly once`);
+      for (const t of failed)
+        assert.ok(effectiveCommands(env.fleet, t, APPLY) <= 1, `${where}: ${t} applied at most once`);
       assert.deepEqual(mpDiffers, [], `${where}: Maximum Processes as before`);
       break;
     }
@@ -178,7 +233,11 @@ export async function assertRolloutInvariant(env: InvariantEnv, status: RolloutS
   // The ledger: same ending, same places, nothing still claimed.
   const [row] = await env.orchestrator<{ phase: string }[]>`SELECT phase FROM rollout WHERE id = ${id}`;
   assert.equal(row?.phase, status.phase, `${where}: the ledger records the same ending`);
-  assert.deepEqual((await ledgerApplied(env.orchestrator, id)).filter((s) => targets.includes(s)), appliedTargets, `${where}: the ledger agrees with the Key Manager database`);
+  assert.deepEqual(
+    (await ledgerApplied(env.orchestrator, id)).filter((s) => targets.includes(s)),
+    appliedTargets,
+    `${where}: the ledger agrees with the Key Manager database`,
+  );
   const claims = await env.orchestrator<{ n: number }[]>`
     SELECT (SELECT count(*) FROM server_claim WHERE rollout_id = ${id}) + (SELECT count(*) FROM hotfix_claim WHERE rollout_id = ${id}) AS n`;
   assert.equal(Number(claims[0].n), 0, `${where}: claims released`);

@@ -11,16 +11,33 @@ export interface RunResult {
 }
 
 /** Run a command to completion; never rejects on a non-zero exit. */
-export function run(cmd: string, args: string[], opts: { input?: string | Buffer; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<RunResult> {
+export function run(
+  cmd: string,
+  args: string[],
+  opts: { input?: string | Buffer; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { env: opts.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
-    child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
-    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`${cmd} ${args.join(' ')} did not finish; stderr: ${stderr}`)); }, opts.timeoutMs ?? 20_000);
-    child.once('error', (e) => { clearTimeout(timer); reject(e); });
-    child.once('close', (code) => { clearTimeout(timer); resolve({ code, stdout, stderr }); });
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`${cmd} ${args.join(' ')} did not finish; stderr: ${stderr}`));
+    }, opts.timeoutMs ?? 20_000);
+    child.once('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
     // A command that exits without reading its input closes the pipe first: that is no error of ours.
     child.stdin.on('error', () => undefined);
     child.stdin.end(opts.input ?? '');
@@ -29,7 +46,10 @@ export function run(cmd: string, args: string[], opts: { input?: string | Buffer
 
 /** Skip (locally) or fail (CI) when ssh-keygen is missing. */
 export async function requireSshKeygen(ctx: Mocha.Context): Promise<void> {
-  const ok = await run('ssh-keygen', ['-Y', 'sign', '-?']).then(() => true, () => false);
+  const ok = await run('ssh-keygen', ['-Y', 'sign', '-?']).then(
+    () => true,
+    () => false,
+  );
   if (ok) return;
   const why = 'ssh-keygen not found: apt-get install openssh-client';
   if (process.env.CI) throw new Error(why);
@@ -40,7 +60,18 @@ export async function requireSshKeygen(ctx: Mocha.Context): Promise<void> {
 /** ssh-keygen -t TYPE: a key pair at DIR/NAME and DIR/NAME.pub; returns the private key path. */
 export async function makeKey(dir: string, name: string, type = 'ed25519', bits?: number): Promise<string> {
   const file = path.join(dir, name);
-  const r = await run('ssh-keygen', ['-q', '-t', type, ...(bits ? ['-b', String(bits)] : []), '-N', '', '-C', name, '-f', file]);
+  const r = await run('ssh-keygen', [
+    '-q',
+    '-t',
+    type,
+    ...(bits ? ['-b', String(bits)] : []),
+    '-N',
+    '',
+    '-C',
+    name,
+    '-f',
+    file,
+  ]);
   if (r.code !== 0) throw new Error(`ssh-keygen -t ${type}: ${r.stderr}`);
   return file;
 }
@@ -59,10 +90,19 @@ export async function keygenSign(dir: string, key: string, message: string, name
 }
 
 /** `ssh-keygen -Y verify`: true when OpenSSH accepts the signature for principal. */
-export async function keygenVerify(dir: string, allowedSigners: string, principal: string, message: string, signature: string, namespace = 'km-hotfix'): Promise<RunResult> {
+export async function keygenVerify(
+  dir: string,
+  allowedSigners: string,
+  principal: string,
+  message: string,
+  signature: string,
+  namespace = 'km-hotfix',
+): Promise<RunResult> {
   const sigFile = path.join(dir, `sig-${Math.random().toString(36).slice(2)}`);
   await fs.writeFile(sigFile, signature);
-  return run('ssh-keygen', ['-Y', 'verify', '-f', allowedSigners, '-I', principal, '-n', namespace, '-s', sigFile], { input: message });
+  return run('ssh-keygen', ['-Y', 'verify', '-f', allowedSigners, '-I', principal, '-n', namespace, '-s', sigFile], {
+    input: message,
+  });
 }
 
 export interface TestAgent {
@@ -76,10 +116,18 @@ export async function startAgent(dir: string): Promise<TestAgent> {
   const socket = path.join(dir, 'agent.sock');
   const child = spawn('ssh-agent', ['-D', '-a', socket], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
-  child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+  child.stderr.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
   const exited = new Promise<void>((resolve) => child.once('close', () => resolve()));
   for (let i = 0; i < 100; i++) {
-    if (await fs.stat(socket).then(() => true, () => false)) break;
+    if (
+      await fs.stat(socket).then(
+        () => true,
+        () => false,
+      )
+    )
+      break;
     if (child.exitCode !== null) throw new Error(`ssh-agent exited: ${stderr}`);
     await new Promise((r) => setTimeout(r, 50));
   }

@@ -17,7 +17,15 @@ import { createActivities } from '../../activities';
 import { startSimFleet, makeHotfix, SimFleet, SimFleetOptions } from '../../simulator';
 import type { Component } from '../../domain/hotfix';
 import { isFinalPhase, RolloutInput, RolloutStatus, RemovalInput, SignedDecision } from '../../domain/rollout';
-import { WORKFLOW_TYPES, statusQuery, approveUpdate, rejectUpdate, pauseUpdate, resumeUpdate, abortUpdate } from '../../workflows/definitions';
+import {
+  WORKFLOW_TYPES,
+  statusQuery,
+  approveUpdate,
+  rejectUpdate,
+  pauseUpdate,
+  resumeUpdate,
+  abortUpdate,
+} from '../../workflows/definitions';
 import { generateEd25519KeyPair } from '../../keymanager/keygen';
 import { Decision, decisionMessage, DecisionAction, drainedFacts, NO_FILE } from '../../domain/decision';
 import { keyFileSigner } from '../../signing/signer';
@@ -28,7 +36,10 @@ import { ensurePeople, People } from '../../stack/people';
 export const TEST_PEOPLE = ['alice', 'bob', 'carol', 'dana', 'dave', 'mallory', 'tester'] as const;
 
 /** Sign a decision made now with a person's key file. */
-export async function signAs(keyFile: string, d: Omit<Decision, 'at' | 'comment'> & { comment?: string; at?: string }): Promise<SignedDecision> {
+export async function signAs(
+  keyFile: string,
+  d: Omit<Decision, 'at' | 'comment'> & { comment?: string; at?: string },
+): Promise<SignedDecision> {
   const message = decisionMessage({ ...d, comment: d.comment ?? '', at: d.at ?? new Date().toISOString() });
   return { message, signature: await signMessage(await keyFileSigner(keyFile), message) };
 }
@@ -57,10 +68,15 @@ export interface RolloutEnv {
   resume(h: WorkflowHandle, who: string): Promise<RolloutStatus>;
   abort(h: WorkflowHandle, who: string, reason?: string): Promise<RolloutStatus>;
   /** Upload-ready: store a hotfix file and register it on a server through the real upload path. */
-  hotfix(component: Component, opts?: { version?: string; description?: string; issue?: string; register?: boolean }): Promise<{ name: string; sha256: string; fileName: string }>;
+  hotfix(
+    component: Component,
+    opts?: { version?: string; description?: string; issue?: string; register?: boolean },
+  ): Promise<{ name: string; sha256: string; fileName: string }>;
   /** Start a rollout signed by `as` (default alice); `signed` replaces the signature (refusal tests). */
   /** `workflowId`: an id of the CLI's shape (e.g. the longest one); by default a short one. */
-  startRollout(input: Partial<RolloutInput> & { hotfix: string; as?: string; workflowId?: string }): Promise<WorkflowHandle>;
+  startRollout(
+    input: Partial<RolloutInput> & { hotfix: string; as?: string; workflowId?: string },
+  ): Promise<WorkflowHandle>;
   startRemoval(input: Partial<RemovalInput> & { hotfix: string; as?: string }): Promise<WorkflowHandle>;
   /** sha256 of the file Key Manager has registered under this Name (NO_FILE when none). */
   registeredSha256(hotfix: string): Promise<string>;
@@ -82,7 +98,14 @@ export interface RolloutEnv {
 
 export const FAST_TIMING = { servicesTimeoutMs: 15_000, maxRetryIntervalMs: 500 };
 
-export async function rolloutEnv(options: Partial<Omit<SimFleetOptions, 'kmDatabaseUrl' | 'authorizedKey'>> & { frontends: number; backends: number; workflowsPath?: string; notify?: { webhookUrl?: string; webUrl?: string } }): Promise<RolloutEnv> {
+export async function rolloutEnv(
+  options: Partial<Omit<SimFleetOptions, 'kmDatabaseUrl' | 'authorizedKey'>> & {
+    frontends: number;
+    backends: number;
+    workflowsPath?: string;
+    notify?: { webhookUrl?: string; webUrl?: string };
+  },
+): Promise<RolloutEnv> {
   const { workflowsPath, notify, ...opts } = options;
   const orchestratorUrl = await freshDatabase('orch');
   const orchestrator = sqlFor(orchestratorUrl);
@@ -94,14 +117,23 @@ export async function rolloutEnv(options: Partial<Omit<SimFleetOptions, 'kmDatab
   await replaceInventory(orchestrator, fleet.inventory());
   const peopleDir = await fs.mkdtemp(path.join(os.tmpdir(), 'km-people-'));
   const people = await ensurePeople(peopleDir, TEST_PEOPLE);
-  const built = createActivities({ orchestrator, km, ssh: { privateKey: Buffer.from(keys.private) }, allowedSigners: people.allowedSigners, ...(notify ? { notify } : {}) });
+  const built = createActivities({
+    orchestrator,
+    km,
+    ssh: { privateKey: Buffer.from(keys.private) },
+    allowedSigners: people.allowedSigners,
+    ...(notify ? { notify } : {}),
+  });
   const worker = await testWorker({ activities: built.activities, ...(workflowsPath ? { workflowsPath } : {}) });
   const running = worker.worker.run();
   const client = worker.client;
   const taskQueue = worker.taskQueue;
   const suffix = () => randomBytes(3).toString('hex');
   const started: string[] = [];
-  const track = (h: WorkflowHandle): WorkflowHandle => { started.push(h.workflowId); return h; };
+  const track = (h: WorkflowHandle): WorkflowHandle => {
+    started.push(h.workflowId);
+    return h;
+  };
 
   const keyOf = (who: string): string => {
     const k = people.keys[who];
@@ -110,15 +142,33 @@ export async function rolloutEnv(options: Partial<Omit<SimFleetOptions, 'kmDatab
   };
 
   const env: RolloutEnv = {
-    fleet, orchestrator, km, worker, client, taskQueue, orchestratorUrl, kmUrl, sshPrivateKey: keys.private, people,
+    fleet,
+    orchestrator,
+    km,
+    worker,
+    client,
+    taskQueue,
+    orchestratorUrl,
+    kmUrl,
+    sshPrivateKey: keys.private,
+    people,
     sign: (who, d) => signAs(keyOf(who), d),
     async decide(h, who, action, comment) {
       const st = await h.query(statusQuery);
       const gate = action === 'approve' || action === 'reject';
       return env.sign(who, {
-        action, rollout: st.id, hotfix: st.hotfix, sha256: st.sha256 ?? '', comment,
+        action,
+        rollout: st.id,
+        hotfix: st.hotfix,
+        sha256: st.sha256 ?? '',
+        comment,
         // The drained backends by the digest the workflow states (tests that check the digest itself compute their own).
-        ...(gate ? { canary: st.canary ?? '', drained: st.gate ? { count: st.gate.drained.count, sha256: st.gate.drained.sha256 } : drainedFacts([]) } : {}),
+        ...(gate
+          ? {
+              canary: st.canary ?? '',
+              drained: st.gate ? { count: st.gate.drained.count, sha256: st.gate.drained.sha256 } : drainedFacts([]),
+            }
+          : {}),
       });
     },
     async approve(h, who, comment) {
@@ -141,27 +191,59 @@ export async function rolloutEnv(options: Partial<Omit<SimFleetOptions, 'kmDatab
       return rows[0]?.sha256 ?? NO_FILE;
     },
     async hotfix(component, o = {}) {
-      const made = await makeHotfix({ component, version: o.version ?? '3.0.0', description: o.description ?? `fix_${suffix()}`, issueId: o.issue ?? 'UKM-1001' });
+      const made = await makeHotfix({
+        component,
+        version: o.version ?? '3.0.0',
+        description: o.description ?? `fix_${suffix()}`,
+        issueId: o.issue ?? 'UKM-1001',
+      });
       const stored = await storeHotfixFile(orchestrator, made.fileName, made.bytes, 'tester');
       if (o.register !== false) {
         const workflowId = `upload-${suffix()}`;
-        const signed = await env.sign('tester', { action: 'upload', rollout: workflowId, hotfix: stored.name, sha256: stored.sha256 });
-        const h = await client.workflow.start(WORKFLOW_TYPES.upload, { taskQueue, workflowId, args: [{ signed, sha256: stored.sha256, fileName: stored.fileName }] });
+        const signed = await env.sign('tester', {
+          action: 'upload',
+          rollout: workflowId,
+          hotfix: stored.name,
+          sha256: stored.sha256,
+        });
+        const h = await client.workflow.start(WORKFLOW_TYPES.upload, {
+          taskQueue,
+          workflowId,
+          args: [{ signed, sha256: stored.sha256, fileName: stored.fileName }],
+        });
         const st = (await h.result()) as RolloutStatus;
-        if (st.phase !== 'completed') throw new Error(`upload failed: ${st.error} ${JSON.stringify(fleet.servers.map((s) => s.log()))}`);
+        if (st.phase !== 'completed')
+          throw new Error(`upload failed: ${st.error} ${JSON.stringify(fleet.servers.map((s) => s.log()))}`);
       }
       return { name: stored.name, sha256: stored.sha256, fileName: stored.fileName };
     },
     async startRollout({ as = 'alice', workflowId: id, ...input }) {
       const workflowId = id ?? `rollout-${input.hotfix}-${suffix()}`;
-      const sha256 = input.upload?.sha256 ?? await env.registeredSha256(input.hotfix);
-      const signed = input.signed ?? await env.sign(as, { action: 'rollout', rollout: workflowId, hotfix: input.hotfix, sha256 });
-      const full: RolloutInput = { servers: [], batch: '1', maxFailures: 0, approvers: [], approvalTimeoutMs: 3_600_000, timing: FAST_TIMING, ...input, signed };
+      const sha256 = input.upload?.sha256 ?? (await env.registeredSha256(input.hotfix));
+      const signed =
+        input.signed ?? (await env.sign(as, { action: 'rollout', rollout: workflowId, hotfix: input.hotfix, sha256 }));
+      const full: RolloutInput = {
+        servers: [],
+        batch: '1',
+        maxFailures: 0,
+        approvers: [],
+        approvalTimeoutMs: 3_600_000,
+        timing: FAST_TIMING,
+        ...input,
+        signed,
+      };
       return track(await client.workflow.start(WORKFLOW_TYPES.rollout, { taskQueue, workflowId, args: [full] }));
     },
     async startRemoval({ as = 'alice', ...input }) {
       const workflowId = `removal-${input.hotfix}-${suffix()}`;
-      const signed = input.signed ?? await env.sign(as, { action: 'remove', rollout: workflowId, hotfix: input.hotfix, sha256: await env.registeredSha256(input.hotfix) });
+      const signed =
+        input.signed ??
+        (await env.sign(as, {
+          action: 'remove',
+          rollout: workflowId,
+          hotfix: input.hotfix,
+          sha256: await env.registeredSha256(input.hotfix),
+        }));
       const full: RemovalInput = { servers: [], keepRegistered: false, timing: FAST_TIMING, ...input, signed };
       return track(await client.workflow.start(WORKFLOW_TYPES.removal, { taskQueue, workflowId, args: [full] }));
     },
@@ -176,26 +258,42 @@ export async function rolloutEnv(options: Partial<Omit<SimFleetOptions, 'kmDatab
       }
     },
     async applied(hotfix) {
-      return (await km<{ server_name: string }[]>`SELECT server_name FROM km_hotfix_applied WHERE hotfix_name = ${hotfix} ORDER BY server_name`).map((r) => r.server_name);
+      return (
+        await km<
+          { server_name: string }[]
+        >`SELECT server_name FROM km_hotfix_applied WHERE hotfix_name = ${hotfix} ORDER BY server_name`
+      ).map((r) => r.server_name);
     },
     async maxProcesses() {
-      const rows = await km<{ name: string; max_processes: number }[]>`SELECT name, max_processes FROM km_server ORDER BY name`;
+      const rows = await km<
+        { name: string; max_processes: number }[]
+      >`SELECT name, max_processes FROM km_server ORDER BY name`;
       return Object.fromEntries(rows.map((r) => [r.name, r.max_processes]));
     },
     commands(server, pattern) {
-      return fleet.server(server).log().map((e) => e.command).filter((c) => !pattern || pattern.test(c));
+      return fleet
+        .server(server)
+        .log()
+        .map((e) => e.command)
+        .filter((c) => !pattern || pattern.test(c));
     },
     async endAll(otherTaskQueues = []) {
       // Tracked starts, and whatever else runs on this queue (CLI starts, children) or the others named.
       const ids = new Set(started.splice(0));
       for (const q of [taskQueue, ...otherTaskQueues]) {
         try {
-          for await (const w of client.workflow.list({ query: `TaskQueue = '${q}' AND ExecutionStatus = 'Running'` })) ids.add(w.workflowId);
-        } catch { /* visibility not ready: the tracked ones still end */ }
+          for await (const w of client.workflow.list({ query: `TaskQueue = '${q}' AND ExecutionStatus = 'Running'` }))
+            ids.add(w.workflowId);
+        } catch {
+          /* visibility not ready: the tracked ones still end */
+        }
       }
       for (const id of ids) {
         const h = client.workflow.getHandle(id);
-        const running = await h.describe().then((d) => d.status.name === 'RUNNING').catch(() => false);
+        const running = await h
+          .describe()
+          .then((d) => d.status.name === 'RUNNING')
+          .catch(() => false);
         if (running) await h.terminate('test cleanup: the test ended').catch(() => undefined);
       }
       // This environment's orchestrator database is its own: nothing it started may hold a server now.

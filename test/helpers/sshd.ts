@@ -113,8 +113,20 @@ export function ensureSshmgrUser(): Promise<void> {
     try {
       await runChild('getent', ['passwd', 'sshmgr']);
     } catch {
-      await runChild('useradd', ['--system', '--user-group', '--no-create-home', '--home-dir', '/var/lib/sshmgr', '--shell', '/usr/sbin/nologin', 'sshmgr'])
-        .catch(async (err) => { await runChild('getent', ['passwd', 'sshmgr']).catch(() => { throw err; }); }); // raced with someone else
+      await runChild('useradd', [
+        '--system',
+        '--user-group',
+        '--no-create-home',
+        '--home-dir',
+        '/var/lib/sshmgr',
+        '--shell',
+        '/usr/sbin/nologin',
+        'sshmgr',
+      ]).catch(async (err) => {
+        await runChild('getent', ['passwd', 'sshmgr']).catch(() => {
+          throw err;
+        });
+      }); // raced with someone else
     }
   })();
   return sshmgrUser;
@@ -135,7 +147,12 @@ export async function startSshd(name = 'sshd', extraConfig: string[] = []): Prom
   const dir = await scratchDir(name);
   const state = path.join(dir, 'state');
   const bin = path.join(dir, 'bin');
-  await Promise.all([fs.mkdir(state, { mode: 0o777 }), fs.mkdir(bin), fs.mkdir('/run/sshd', { recursive: true, mode: 0o755 }), ensureSshmgrUser()]);
+  await Promise.all([
+    fs.mkdir(state, { mode: 0o777 }),
+    fs.mkdir(bin),
+    fs.mkdir('/run/sshd', { recursive: true, mode: 0o755 }),
+    ensureSshmgrUser(),
+  ]);
   await fs.chmod(state, 0o777);
   await Promise.all([
     keygen(path.join(dir, 'host_ed25519')),
@@ -179,10 +196,15 @@ export async function startSshd(name = 'sshd', extraConfig: string[] = []): Prom
 
   let log = '';
   const child: ChildProcess = spawn(SSHD, ['-D', '-e', '-f', configFile], { stdio: ['ignore', 'ignore', 'pipe'] });
-  child.stderr?.on('data', (d: Buffer) => { log += d.toString(); });
+  child.stderr?.on('data', (d: Buffer) => {
+    log += d.toString();
+  });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`sshd did not start within 10 s:\n${log}`)); }, 10_000);
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`sshd did not start within 10 s:\n${log}`));
+    }, 10_000);
     const check = () => {
       if (/Server listening on 127\.0\.0\.1 port/.test(log)) {
         clearTimeout(timer);
@@ -191,8 +213,14 @@ export async function startSshd(name = 'sshd', extraConfig: string[] = []): Prom
       }
     };
     child.stderr?.on('data', check);
-    child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`sshd exited ${code} at start:\n${log}`)); });
-    child.once('error', (err) => { clearTimeout(timer); reject(err); });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`sshd exited ${code} at start:\n${log}`));
+    });
+    child.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
   });
 
   return {
@@ -203,11 +231,23 @@ export async function startSshd(name = 'sshd', extraConfig: string[] = []): Prom
     otherHostKey,
     clientKey,
     otherClientKey,
-    target: (over = {}) => ({ name: 'km-test-1', host: '127.0.0.1', port, user: 'root', sudo: false, hostKey, ...over }),
+    target: (over = {}) => ({
+      name: 'km-test-1',
+      host: '127.0.0.1',
+      port,
+      user: 'root',
+      sudo: false,
+      hostKey,
+      ...over,
+    }),
     log: () => log,
     connections: () => (log.match(/Connection from 127\.0\.0\.1 port \d+ on 127\.0\.0\.1 port/g) ?? []).length,
     read: (file) => fs.readFile(path.join(state, file), 'utf8').catch(() => ''),
-    exists: (file) => fs.access(path.join(state, file)).then(() => true, () => false),
+    exists: (file) =>
+      fs.access(path.join(state, file)).then(
+        () => true,
+        () => false,
+      ),
     stop: async () => {
       if (child.exitCode === null && child.signalCode === null) {
         child.kill('SIGTERM');

@@ -24,17 +24,30 @@ export interface WorkerProcessOptions {
 }
 
 /** Start a worker and wait until Temporal lists it as a poller of the task queue. */
-export async function startWorkerProcess(client: Client, o: WorkerProcessOptions, started: WorkerProcess[] = []): Promise<WorkerProcess> {
+export async function startWorkerProcess(
+  client: Client,
+  o: WorkerProcessOptions,
+  started: WorkerProcess[] = [],
+): Promise<WorkerProcess> {
   const child = spawn(process.execPath, [BIN, 'worker'], {
     env: cliEnv({
-      TEMPORAL_ADDRESS: o.temporalAddress, KM_HOTFIX_TASK_QUEUE: o.taskQueue,
-      DATABASE_URL: o.orchestratorUrl, KM_DATABASE_URL: o.kmUrl, KM_SSH_KEY: o.sshKeyFile, KM_HOTFIX_ALLOWED_SIGNERS: o.allowedSigners, ...(o.extraEnv ?? {}),
+      TEMPORAL_ADDRESS: o.temporalAddress,
+      KM_HOTFIX_TASK_QUEUE: o.taskQueue,
+      DATABASE_URL: o.orchestratorUrl,
+      KM_DATABASE_URL: o.kmUrl,
+      KM_SSH_KEY: o.sshKeyFile,
+      KM_HOTFIX_ALLOWED_SIGNERS: o.allowedSigners,
+      ...(o.extraEnv ?? {}),
     }),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
-  child.stdout?.on('data', (d: Buffer) => { out += d.toString(); });
-  child.stderr?.on('data', (d: Buffer) => { out += d.toString(); });
+  child.stdout?.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  child.stderr?.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const wp: WorkerProcess = {
     child,
@@ -48,7 +61,9 @@ export async function startWorkerProcess(client: Client, o: WorkerProcessOptions
   const deadline = Date.now() + 90_000;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`worker exited ${child.exitCode}: ${out}`);
-    const pollers = await client.workflowService.describeTaskQueue({ namespace: 'default', taskQueue: { name: o.taskQueue }, taskQueueType: 1 }).catch(() => undefined);
+    const pollers = await client.workflowService
+      .describeTaskQueue({ namespace: 'default', taskQueue: { name: o.taskQueue }, taskQueueType: 1 })
+      .catch(() => undefined);
     if ((pollers?.pollers ?? []).some((p) => p.identity?.startsWith(`${child.pid}@`))) return wp;
     if (Date.now() > deadline) {
       await wp.kill();
@@ -57,4 +72,3 @@ export async function startWorkerProcess(client: Client, o: WorkerProcessOptions
     await new Promise((r) => setTimeout(r, 200));
   }
 }
-

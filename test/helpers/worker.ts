@@ -31,7 +31,11 @@ export interface TestWorker {
   close(): Promise<void>;
 }
 
-export async function testWorker(opts: { workflowsPath?: string; activities: object; taskQueue?: string }): Promise<TestWorker> {
+export async function testWorker(opts: {
+  workflowsPath?: string;
+  activities: object;
+  taskQueue?: string;
+}): Promise<TestWorker> {
   const { temporal } = testStack();
   const taskQueue = opts.taskQueue ?? `test-${randomBytes(4).toString('hex')}`;
   const nativeConnection = await NativeConnection.connect({ address: temporal.address });

@@ -12,7 +12,12 @@ import { startEmbeddedPostgres, RunningPostgres } from '../../stack/postgres';
 import { ensureTemporal } from '../../stack/temporal';
 import { freePort } from '../../stack/process';
 import {
-  ensureTemporalServer, setupTemporalSchema, startTemporalServer, RunningTemporalServer, SqlEndpoint, TemporalServerTools,
+  ensureTemporalServer,
+  setupTemporalSchema,
+  startTemporalServer,
+  RunningTemporalServer,
+  SqlEndpoint,
+  TemporalServerTools,
 } from '../../stack/temporal-server';
 
 export interface ProductionStack {
@@ -44,14 +49,21 @@ export async function startProductionStack(): Promise<ProductionStack> {
   log(`temporal server ${tools.version} ready (${((Date.now() - t) / 1000).toFixed(1)} s)`);
   const temporalCli = await ensureTemporal(log);
   const sql: SqlEndpoint = { host: '127.0.0.1', port: await freePort(), user: 'temporal', password: 'temporal' };
-  const pg = await startEmbeddedPostgres({ dataDir: path.join(dir, 'pg', 'data'), port: sql.port, user: sql.user, password: sql.password });
+  const pg = await startEmbeddedPostgres({
+    dataDir: path.join(dir, 'pg', 'data'),
+    port: sql.port,
+    user: sql.user,
+    password: sql.password,
+  });
   try {
     t = Date.now();
     const schemaLog = await setupTemporalSchema(tools, sql);
     log(`setup-schema.sh: ${((Date.now() - t) / 1000).toFixed(1)} s`);
     t = Date.now();
     const temporal = await startTemporalServer({ tools, db: sql, dir: path.join(dir, 'temporal'), temporalCli });
-    log(`temporal server on ${temporal.address} answered and has its namespace after ${((Date.now() - t) / 1000).toFixed(1)} s`);
+    log(
+      `temporal server on ${temporal.address} answered and has its namespace after ${((Date.now() - t) / 1000).toFixed(1)} s`,
+    );
     current = { postgres: pg, sql, tools, temporal, temporalCli, dir, schemaLog };
     return current;
   } catch (err) {

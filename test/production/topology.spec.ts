@@ -20,7 +20,8 @@ const report = (line: string) => console.log(`      [measured] ${line}`);
 /** Every server has the hotfix, each applied by exactly one successful command. */
 async function assertAppliedOnce(t: Topology, hotfix: string): Promise<void> {
   assert.deepEqual(await t.applied(hotfix), t.fleet.servers.map((s) => s.name).sort());
-  for (const s of t.fleet.servers) assert.equal(s.log().filter(APPLIED_OK).length, 1, `${s.name}: applied exactly once`);
+  for (const s of t.fleet.servers)
+    assert.equal(s.log().filter(APPLIED_OK).length, 1, `${s.name}: applied exactly once`);
 }
 
 async function result(t: Topology, id: string): Promise<RolloutStatus> {
@@ -28,15 +29,33 @@ async function result(t: Topology, id: string): Promise<RolloutStatus> {
 }
 
 /** Fan-out is under way: a child runs, a server step is running on a worker, and servers remain. */
-async function midFanout(t: Topology, id: string, hotfix: string): Promise<{ child: string; running: { identity: string; activityId: string; type: string } }> {
-  return waitFor(`${id} mid fan-out`, async () => {
-    const child = await t.runningChild(id);
-    if (!child) return undefined;
-    if ((await t.applied(hotfix)).length < 2) return undefined;
-    const running = (await t.pendingActivities(child)).find((a) => a.state === 2 /* STARTED */ && a.lastWorkerIdentity && a.activityType?.name === 'runServers');
-    if (!running) return undefined;
-    return { child, running: { identity: running.lastWorkerIdentity!, activityId: running.activityId!, type: running.activityType!.name! } };
-  }, 120_000, 50);
+async function midFanout(
+  t: Topology,
+  id: string,
+  hotfix: string,
+): Promise<{ child: string; running: { identity: string; activityId: string; type: string } }> {
+  return waitFor(
+    `${id} mid fan-out`,
+    async () => {
+      const child = await t.runningChild(id);
+      if (!child) return undefined;
+      if ((await t.applied(hotfix)).length < 2) return undefined;
+      const running = (await t.pendingActivities(child)).find(
+        (a) => a.state === 2 /* STARTED */ && a.lastWorkerIdentity && a.activityType?.name === 'runServers',
+      );
+      if (!running) return undefined;
+      return {
+        child,
+        running: {
+          identity: running.lastWorkerIdentity!,
+          activityId: running.activityId!,
+          type: running.activityType!.name!,
+        },
+      };
+    },
+    120_000,
+    50,
+  );
 }
 
 interface Recovery {
@@ -55,24 +74,52 @@ interface Recovery {
  */
 async function recovery(t: Topology, child: string, dead: string, killedAt: number): Promise<Recovery> {
   const out: Recovery = {};
-  await waitFor('recovery', async () => {
-    const pending = await t.pendingActivities(child).catch(() => undefined);
-    if (pending === undefined || !pending.some((a) => a.lastWorkerIdentity === dead)) {
-      out.activitiesMs = Date.now() - killedAt;
-      return true;
-    }
-    return undefined;
-  }, 120_000, 100);
-  await t.client.workflow.getHandle(child).result().catch(() => undefined);
+  await waitFor(
+    'recovery',
+    async () => {
+      const pending = await t.pendingActivities(child).catch(() => undefined);
+      if (pending === undefined || !pending.some((a) => a.lastWorkerIdentity === dead)) {
+        out.activitiesMs = Date.now() - killedAt;
+        return true;
+      }
+      return undefined;
+    },
+    120_000,
+    100,
+  );
+  await t.client.workflow
+    .getHandle(child)
+    .result()
+    .catch(() => undefined);
   const events = await t.history(child);
   // The first workflow task after the kill: scheduled after it, or already running on the dead worker (it then times out).
-  const first = events.find((e) => (e.workflowTaskScheduledEventAttributes || e.workflowTaskTimedOutEventAttributes) && eventMs(e) >= killedAt);
-  const started = first && events.find((e) => e.workflowTaskStartedEventAttributes && Number(e.eventId) > Number(first.eventId) && e.workflowTaskStartedEventAttributes.identity !== dead);
-  if (first && started) out.taskMoveMs = eventMs(started) - (first.workflowTaskTimedOutEventAttributes ? killedAt : eventMs(first));
+  const first = events.find(
+    (e) => (e.workflowTaskScheduledEventAttributes || e.workflowTaskTimedOutEventAttributes) && eventMs(e) >= killedAt,
+  );
+  const started =
+    first &&
+    events.find(
+      (e) =>
+        e.workflowTaskStartedEventAttributes &&
+        Number(e.eventId) > Number(first.eventId) &&
+        e.workflowTaskStartedEventAttributes.identity !== dead,
+    );
+  if (first && started)
+    out.taskMoveMs = eventMs(started) - (first.workflowTaskTimedOutEventAttributes ? killedAt : eventMs(first));
   // The workflow-task events after the kill, for the record (seconds after the kill).
-  out.timeline = events.filter((e) => eventMs(e) >= killedAt && (e.workflowTaskScheduledEventAttributes || e.workflowTaskStartedEventAttributes || e.workflowTaskTimedOutEventAttributes))
+  out.timeline = events
+    .filter(
+      (e) =>
+        eventMs(e) >= killedAt &&
+        (e.workflowTaskScheduledEventAttributes ||
+          e.workflowTaskStartedEventAttributes ||
+          e.workflowTaskTimedOutEventAttributes),
+    )
     .slice(0, 6)
-    .map((e) => `${e.workflowTaskScheduledEventAttributes ? 'scheduled' : e.workflowTaskStartedEventAttributes ? `started${e.workflowTaskStartedEventAttributes.identity === dead ? '(dead)' : ''}` : 'timed-out'}@${((eventMs(e) - killedAt) / 1000).toFixed(1)}`)
+    .map(
+      (e) =>
+        `${e.workflowTaskScheduledEventAttributes ? 'scheduled' : e.workflowTaskStartedEventAttributes ? `started${e.workflowTaskStartedEventAttributes.identity === dead ? '(dead)' : ''}` : 'timed-out'}@${((eventMs(e) - killedAt) / 1000).toFixed(1)}`,
+    )
     .join(' ');
   return out;
 }
@@ -139,7 +186,8 @@ describe(`production topology: Temporal server ${temporalServerVersion()} on Pos
     assert.equal(st.phase, 'completed', st.error ?? '');
     await assertAppliedOnce(tp, hf.name);
     const ran = activityWorkers(await tp.histories(id));
-    for (const w of workers) assert.ok((ran.get(w.identity) ?? 0) > 0, `${w.identity} ran steps: ${JSON.stringify([...ran])}`);
+    for (const w of workers)
+      assert.ok((ran.get(w.identity) ?? 0) > 0, `${w.identity} ran steps: ${JSON.stringify([...ran])}`);
     assert.deepEqual([...ran.keys()].sort(), workers.map((w) => w.identity).sort(), 'only our two workers ran steps');
   });
 
@@ -159,13 +207,17 @@ describe(`production topology: Temporal server ${temporalServerVersion()} on Pos
     // What a user sees right then: `km-hotfix status` answers (live, or from the ledger, saying so).
     const s0 = Date.now();
     const status = await tp.cli(['status', id]);
-    report(`km-hotfix status while the workflow task moves: ${Date.now() - s0} ms (exit ${status.code}${status.stderr ? `; stderr: ${status.stderr.trim()}` : ''})`);
+    report(
+      `km-hotfix status while the workflow task moves: ${Date.now() - s0} ms (exit ${status.code}${status.stderr ? `; stderr: ${status.stderr.trim()}` : ''})`,
+    );
     assert.equal(status.code, 0, status.stderr);
     assert.match(status.stdout, /fanout/);
     assert.ok(lines(status.stderr).length <= 1, status.stderr);
     if (status.stderr) assert.match(status.stderr, /did not answer within .*ledger/);
     const rec = await recovery(tp, child, holder.identity, killedAt);
-    report(`SIGKILL of the workflow's worker: its steps restarted elsewhere ${fmt(rec.activitiesMs)} after the kill; its next workflow task waited ${fmt(rec.taskMoveMs)} for another worker (${rec.timeline})`);
+    report(
+      `SIGKILL of the workflow's worker: its steps restarted elsewhere ${fmt(rec.activitiesMs)} after the kill; its next workflow task waited ${fmt(rec.taskMoveMs)} for another worker (${rec.timeline})`,
+    );
     const st = await result(tp, id);
     assert.equal(st.phase, 'completed', st.error ?? '');
     await assertAppliedOnce(tp, hf.name);
@@ -186,7 +238,9 @@ describe(`production topology: Temporal server ${temporalServerVersion()} on Pos
     victim.child.kill('SIGKILL');
     await victim.exited;
     const rec = await recovery(tp, child, victim.identity, killedAt);
-    report(`SIGKILL of a worker mid-apply: its steps restarted elsewhere ${fmt(rec.activitiesMs)} after the kill; the workflow's next task waited ${fmt(rec.taskMoveMs)} for another worker (${rec.timeline})`);
+    report(
+      `SIGKILL of a worker mid-apply: its steps restarted elsewhere ${fmt(rec.activitiesMs)} after the kill; the workflow's next task waited ${fmt(rec.taskMoveMs)} for another worker (${rec.timeline})`,
+    );
     const st = await result(tp, id);
     assert.equal(st.phase, 'completed', st.error ?? '');
     await assertAppliedOnce(tp, hf.name);
@@ -194,8 +248,13 @@ describe(`production topology: Temporal server ${temporalServerVersion()} on Pos
     const events = await tp.history(child);
     const lost = events.find((e) => e.activityTaskTimedOutEventAttributes);
     assert.ok(lost, 'the run on the killed worker timed out');
-    const again = events.filter((e) => e.activityTaskStartedEventAttributes && Number(e.eventId) > Number(lost.eventId));
-    assert.ok(again.some((e) => e.activityTaskStartedEventAttributes!.identity === other(workers, victim.identity).identity), 'its servers run again by the surviving worker');
+    const again = events.filter(
+      (e) => e.activityTaskStartedEventAttributes && Number(e.eventId) > Number(lost.eventId),
+    );
+    assert.ok(
+      again.some((e) => e.activityTaskStartedEventAttributes!.identity === other(workers, victim.identity).identity),
+      'its servers run again by the surviving worker',
+    );
   });
 
   it('SIGTERM drains a worker: its running step finishes there, it exits 0, the other goes on', async () => {
@@ -218,10 +277,21 @@ describe(`production topology: Temporal server ${temporalServerVersion()} on Pos
     // The step it was running completed there, first attempt: drained, not abandoned.
     const events = await tp.history(child);
     const scheduled = events.find((e) => e.activityTaskScheduledEventAttributes?.activityId === running.activityId)!;
-    const startedEv = events.find((e) => e.activityTaskStartedEventAttributes && String(e.activityTaskStartedEventAttributes.scheduledEventId) === String(scheduled.eventId))!;
+    const startedEv = events.find(
+      (e) =>
+        e.activityTaskStartedEventAttributes &&
+        String(e.activityTaskStartedEventAttributes.scheduledEventId) === String(scheduled.eventId),
+    )!;
     assert.equal(startedEv.activityTaskStartedEventAttributes!.identity, leaving.identity);
     assert.equal(startedEv.activityTaskStartedEventAttributes!.attempt, 1);
-    assert.ok(events.some((e) => e.activityTaskCompletedEventAttributes && String(e.activityTaskCompletedEventAttributes.scheduledEventId) === String(scheduled.eventId)), 'the step completed');
+    assert.ok(
+      events.some(
+        (e) =>
+          e.activityTaskCompletedEventAttributes &&
+          String(e.activityTaskCompletedEventAttributes.scheduledEventId) === String(scheduled.eventId),
+      ),
+      'the step completed',
+    );
   });
 
   it('status answers from the ledger, and says so, when no worker answers its query', async () => {
@@ -233,7 +303,15 @@ describe(`production topology: Temporal server ${temporalServerVersion()} on Pos
     id = await tp.rollout(hf.file, '1');
     const rid = id;
     // At the gate, with the phase recorded in the ledger (no activity pending).
-    await waitFor(`${id} reaches verifying`, async () => ((await tp.status(rid))?.phase === 'verifying' && (await tp.pendingActivities(rid)).length === 0 ? true : undefined), 120_000, 200);
+    await waitFor(
+      `${id} reaches verifying`,
+      async () =>
+        (await tp.status(rid))?.phase === 'verifying' && (await tp.pendingActivities(rid)).length === 0
+          ? true
+          : undefined,
+      120_000,
+      200,
+    );
     // Frozen workers (SIGSTOP) hold their polls and answer nothing: as a dead worker before Temporal notices.
     for (const w of workers) w.child.kill('SIGSTOP');
     let status;
@@ -245,7 +323,9 @@ describe(`production topology: Temporal server ${temporalServerVersion()} on Pos
     }
     report(`km-hotfix status with no worker answering: ${Date.now() - s0} ms`);
     assert.equal(status.code, 0, status.stderr);
-    assert.deepEqual(lines(status.stderr), ["km-hotfix: Temporal did not answer within 2 s; showing the ledger's view (try again in a few seconds for the live one)"]);
+    assert.deepEqual(lines(status.stderr), [
+      "km-hotfix: Temporal did not answer within 2 s; showing the ledger's view (try again in a few seconds for the live one)",
+    ]);
     assert.match(status.stdout, /verifying/);
     assert.match(status.stdout, new RegExp(hf.name));
     await tp.approve(id);
@@ -272,7 +352,8 @@ describe(`production topology: Temporal server ${temporalServerVersion()} on Pos
     report(`rollout completed ${((Date.now() - down) / 1000).toFixed(1)} s after the server went down`);
     assert.equal(st.phase, 'completed', st.error ?? '');
     await assertAppliedOnce(tp, hf.name);
-    for (const w of tp.workers) assert.equal(w.child.exitCode, null, `worker ${w.identity} outlived the server restart: ${w.stderr()}`);
+    for (const w of tp.workers)
+      assert.equal(w.child.exitCode, null, `worker ${w.identity} outlived the server restart: ${w.stderr()}`);
   });
 });
 

@@ -21,7 +21,9 @@ import type { RolloutStatus } from '../../domain/rollout';
 
 // Temporal's own records, typed from the client's API (no direct dependency on @temporalio/proto).
 type HistoryEvent = NonNullable<Awaited<ReturnType<WorkflowHandle['fetchHistory']>>['events']>[number];
-type PendingActivity = NonNullable<Awaited<ReturnType<Client['workflowService']['describeWorkflowExecution']>>['pendingActivities']>[number];
+type PendingActivity = NonNullable<
+  Awaited<ReturnType<Client['workflowService']['describeWorkflowExecution']>>['pendingActivities']
+>[number];
 
 export interface WorkerProcess {
   child: ChildProcess;
@@ -61,7 +63,12 @@ export interface Topology {
   close(): Promise<void>;
 }
 
-export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 60_000, everyMs = 100): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T | undefined | false>,
+  timeoutMs = 60_000,
+  everyMs = 100,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn();
@@ -71,7 +78,9 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined |
   }
 }
 
-export async function topology(opts: Partial<Omit<SimFleetOptions, 'kmDatabaseUrl' | 'authorizedKey'>> & { frontends: number; backends: number }): Promise<Topology> {
+export async function topology(
+  opts: Partial<Omit<SimFleetOptions, 'kmDatabaseUrl' | 'authorizedKey'>> & { frontends: number; backends: number },
+): Promise<Topology> {
   const stack = productionStack();
   const dir = await scratchDir('topology');
   const keys = generateEd25519KeyPair();
@@ -101,31 +110,57 @@ export async function topology(opts: Partial<Omit<SimFleetOptions, 'kmDatabaseUr
   const workers: WorkerProcess[] = [];
   const cli = (args: string[], timeoutMs = 60_000) => runCli(args, { ...env, ...as('alice') }, timeoutMs);
 
-  const describe = (workflowId: string) => client.workflowService.describeWorkflowExecution({ namespace: 'default', execution: { workflowId } });
-  const history = async (workflowId: string) => (await client.workflow.getHandle(workflowId).fetchHistory()).events ?? [];
+  const describe = (workflowId: string) =>
+    client.workflowService.describeWorkflowExecution({ namespace: 'default', execution: { workflowId } });
+  const history = async (workflowId: string) =>
+    (await client.workflow.getHandle(workflowId).fetchHistory()).events ?? [];
 
   const t: Topology = {
-    fleet, client, km, taskQueue, env, workers, cli,
+    fleet,
+    client,
+    km,
+    taskQueue,
+    env,
+    workers,
+    cli,
     async startWorker() {
       const child = spawn(process.execPath, [BIN, 'worker'], { env: cliEnv(env), stdio: ['ignore', 'ignore', 'pipe'] });
       let err = '';
-      child.stderr?.on('data', (d: Buffer) => { err += d.toString(); });
-      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+      child.stderr?.on('data', (d: Buffer) => {
+        err += d.toString();
+      });
+      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+        child.once('exit', (code, signal) => resolve({ code, signal })),
+      );
       const w: WorkerProcess = { child, identity: `${child.pid}@${os.hostname()}`, stderr: () => err, exited };
       workers.push(w);
       // Ready when it polls both the workflow (1) and the activity (2) task queue.
-      await waitFor(`worker ${w.identity} polls ${taskQueue}`, async () => {
-        if (child.exitCode !== null) throw new Error(`worker exited ${child.exitCode}: ${err}`);
-        for (const taskQueueType of [1, 2]) {
-          const r = await client.workflowService.describeTaskQueue({ namespace: 'default', taskQueue: { name: taskQueue }, taskQueueType });
-          if (!(r.pollers ?? []).some((p) => p.identity === w.identity)) return false;
-        }
-        return true;
-      }, 90_000, 200);
+      await waitFor(
+        `worker ${w.identity} polls ${taskQueue}`,
+        async () => {
+          if (child.exitCode !== null) throw new Error(`worker exited ${child.exitCode}: ${err}`);
+          for (const taskQueueType of [1, 2]) {
+            const r = await client.workflowService.describeTaskQueue({
+              namespace: 'default',
+              taskQueue: { name: taskQueue },
+              taskQueueType,
+            });
+            if (!(r.pollers ?? []).some((p) => p.identity === w.identity)) return false;
+          }
+          return true;
+        },
+        90_000,
+        200,
+      );
       return w;
     },
     async hotfixFile() {
-      const made = await makeHotfix({ component: 'backend', version: '3.0.0', description: `fix_${randomBytes(3).toString('hex')}`, issueId: 'UKM-1401' });
+      const made = await makeHotfix({
+        component: 'backend',
+        version: '3.0.0',
+        description: `fix_${randomBytes(3).toString('hex')}`,
+        issueId: 'UKM-1401',
+      });
       const file = path.join(dir, made.fileName);
       await fs.writeFile(file, made.bytes);
       return { name: made.manifest.name, file };
@@ -136,12 +171,20 @@ export async function topology(opts: Partial<Omit<SimFleetOptions, 'kmDatabaseUr
       return r.stdout.trim().split('\n').at(-1)!;
     },
     async approve(id) {
-      await waitFor(`${id} reaches verifying`, async () => ((await t.status(id))?.phase === 'verifying' ? true : undefined), 120_000, 200);
+      await waitFor(
+        `${id} reaches verifying`,
+        async () => ((await t.status(id))?.phase === 'verifying' ? true : undefined),
+        120_000,
+        200,
+      );
       const r = await runCli(['approve', id, '--comment', 'canary looks good'], { ...env, ...as('bob') });
       if (r.code !== 0) throw new Error(`km-hotfix approve exited ${r.code}: ${r.stderr}`);
     },
     async status(id) {
-      return client.workflow.getHandle(id).query(statusQuery).catch(() => undefined);
+      return client.workflow
+        .getHandle(id)
+        .query(statusQuery)
+        .catch(() => undefined);
     },
     async runningChild(id) {
       return (await describe(id)).pendingChildren?.[0]?.workflowId ?? undefined;
@@ -152,15 +195,24 @@ export async function topology(opts: Partial<Omit<SimFleetOptions, 'kmDatabaseUr
     history,
     async histories(id) {
       const parent = await history(id);
-      const children = parent.map((e) => e.childWorkflowExecutionStartedEventAttributes?.workflowExecution?.workflowId).filter((c): c is string => !!c);
+      const children = parent
+        .map((e) => e.childWorkflowExecutionStartedEventAttributes?.workflowExecution?.workflowId)
+        .filter((c): c is string => !!c);
       return [parent, ...(await Promise.all(children.map(history)))];
     },
     async holder(workflowId) {
       const events = await history(workflowId);
-      return events.filter((e) => e.workflowTaskCompletedEventAttributes).at(-1)?.workflowTaskCompletedEventAttributes?.identity ?? undefined;
+      return (
+        events.filter((e) => e.workflowTaskCompletedEventAttributes).at(-1)?.workflowTaskCompletedEventAttributes
+          ?.identity ?? undefined
+      );
     },
     async applied(hotfix) {
-      return (await km<{ server_name: string }[]>`SELECT server_name FROM km_hotfix_applied WHERE hotfix_name = ${hotfix} ORDER BY server_name`).map((r) => r.server_name);
+      return (
+        await km<
+          { server_name: string }[]
+        >`SELECT server_name FROM km_hotfix_applied WHERE hotfix_name = ${hotfix} ORDER BY server_name`
+      ).map((r) => r.server_name);
     },
     async close() {
       for (const w of workers) if (w.child.exitCode === null && w.child.signalCode === null) w.child.kill('SIGKILL');
@@ -181,7 +233,11 @@ export async function endWorkflows(t: Topology, id: string | undefined): Promise
   if (d?.status.name !== 'RUNNING') return;
   const child = await t.runningChild(id).catch(() => undefined);
   await h.terminate('test ended').catch(() => undefined);
-  if (child) await t.client.workflow.getHandle(child).terminate('test ended').catch(() => undefined);
+  if (child)
+    await t.client.workflow
+      .getHandle(child)
+      .terminate('test ended')
+      .catch(() => undefined);
 }
 
 /** Identities of the workers that ran activities, from ActivityTaskStarted events. */
