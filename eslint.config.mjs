@@ -28,6 +28,8 @@ const notInWorkflowCode = (extraYamlHint) => ({
 
 export default tseslint.config(
   { ignores: ['dist/**', 'node_modules/**', '.tools/**', 'bin/**', 'eslint.config.mjs'] },
+  // typescript-eslint's type-checked recommended rules everywhere, with two on top.
+  ...tseslint.configs.recommendedTypeChecked.map((c) => ({ ...c, files: ['**/*.ts'] })),
   {
     files: ['**/*.ts'],
     languageOptions: {
@@ -38,7 +40,16 @@ export default tseslint.config(
     linterOptions: { reportUnusedDisableDirectives: 'error' },
     rules: {
       '@typescript-eslint/no-floating-promises': 'error',
+      eqeqeq: 'error',
+      '@typescript-eslint/no-unused-vars': 'error',
+      // Messages list servers as `${names}`: an array's comma-joined text is what they mean.
+      '@typescript-eslint/restrict-template-expressions': ['error', { allowArray: true, allowNumber: true }],
     },
+  },
+  {
+    // Test doubles implement async interfaces with values they already have.
+    files: ['test/**/*.ts'],
+    rules: { '@typescript-eslint/require-await': 'off' },
   },
   {
     files: ['workflows/**/*.ts'],

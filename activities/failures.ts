@@ -1,7 +1,8 @@
 // How activity errors reach the workflow: an ApplicationFailure whose `type`
 // is stable (workflows and the CLI match on it) and whose retryability
 // follows SPEC §5 "Retries".
-import { ApplicationFailure, Context } from '@temporalio/activity';
+import { ApplicationFailure } from '@temporalio/activity';
+import { activityContext } from './context';
 import { KmError } from '../keymanager/errors';
 import { FAILURE } from '../domain/failures';
 
@@ -20,11 +21,7 @@ const BY_KIND: Record<KmError['kind'], string> = {
 };
 
 function attempt(): number {
-  try {
-    return Context.current().info.attempt;
-  } catch {
-    return 1; // called outside an activity (unit tests)
-  }
+  return activityContext()?.info.attempt ?? 1; // 1 outside an activity (unit tests)
 }
 
 /** Turn anything thrown by a Key Manager module into the failure the workflow should see. */

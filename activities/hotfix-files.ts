@@ -8,12 +8,13 @@ import type { KeyManagerSsh } from '../keymanager/key-manager-ssh';
 import { ApplicationFailure } from '@temporalio/activity';
 import type { FleetServer } from '../domain/fleet';
 import { deleteHotfixFile, hotfixFileContent, hotfixFileInfo } from '../store/hotfix-files';
-import { appendEvent } from '../store/ledger';
+import { appendEvent } from '../store/ledger-writes';
 import { fleetServer } from './inventory';
 import { listInventory } from '../store/inventory';
 import { classified, nonRetryable } from './failures';
 import { FAILURE } from '../domain/failures';
-import { activityExecOptions, COMMAND_TIMEOUT_MS } from './key-manager-ssh';
+import { activityExecOptions } from './heartbeat';
+import { COMMAND_TIMEOUT_MS } from './server-step';
 
 export function hotfixFileActivities(deps: { orchestrator: Sql; kmDb: KeyManagerDatabase; kmSsh: KeyManagerSsh }) {
   const { orchestrator, kmDb, kmSsh } = deps;

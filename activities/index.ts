@@ -43,7 +43,7 @@ function build(deps: ActivityDeps, pool: SshPool) {
 
 export type KmHotfixActivities = ReturnType<typeof build>;
 
-export function createActivities(deps: ActivityDeps): { activities: KmHotfixActivities; close(): Promise<void> } {
+export function createActivities(deps: ActivityDeps): { activities: KmHotfixActivities; close: () => Promise<void> } {
   const pool = new SshPool(deps.ssh);
   return { activities: build(deps, pool), close: () => pool.close() };
 }

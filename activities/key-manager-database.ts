@@ -2,9 +2,9 @@
 // restore), where a hotfix is applied, and deleting an unapplied hotfix.
 import type { Sql } from 'postgres';
 import type { KeyManagerDatabase } from '../keymanager/database';
-import type { DrainedBackend } from '../domain/rollout';
+import type { DrainedBackend } from '../domain/messages/rollout';
 import { Context } from '@temporalio/activity';
-import { appendEvent } from '../store/ledger';
+import { appendEvent } from '../store/ledger-writes';
 import { nonRetryable } from './failures';
 import { activityLog } from './log';
 import { FAILURE } from '../domain/failures';

@@ -3,18 +3,9 @@
 import { Context } from '@temporalio/activity';
 import type { Sql } from 'postgres';
 import type { Phase } from '../domain/rollout';
-import {
-  appendEvent,
-  appendServerStates,
-  ServerStateRow,
-  claim,
-  ClaimConflict,
-  LedgerEvent,
-  recordPhase,
-  recordRolloutStart,
-  RolloutRecord,
-  stillActiveConflicts,
-} from '../store/ledger';
+import { appendEvent, appendServerStates, recordPhase, recordRolloutStart } from '../store/ledger-writes';
+import { claim, ClaimConflict, stillActiveConflicts } from '../store/claims';
+import type { LedgerEvent, RolloutRecord, ServerStateRow } from '../domain/messages/ledger';
 import { nonRetryable } from './failures';
 import { PackedServers, unpackServers } from '../domain/plan';
 import { FAILURE } from '../domain/failures';

@@ -2,76 +2,29 @@
 // Key Manager database and (health checks) the servers themselves. Nothing
 // here changes a server or a database.
 import { setMaxListeners } from 'node:events';
-import { Context } from '@temporalio/activity';
 import type { Sql } from 'postgres';
 import type { KeyManagerDatabase } from '../keymanager/database';
 import type { KeyManagerSsh } from '../keymanager/key-manager-ssh';
 import { HotfixNameError, parseHotfixName, Component } from '../domain/hotfix';
-import {
-  compactPlan,
-  CompactPlan,
-  packServers,
-  PackedServers,
-  parseBatch,
-  planRollout,
-  PlanError,
-  RolloutPlan,
-} from '../domain/plan';
-import type { FleetServer, Role } from '../domain/fleet';
+import { compactPlan, packServers, parseBatch, planRollout, PlanError, RolloutPlan } from '../domain/plan';
+import type { FleetServer } from '../domain/fleet';
 import { checkInventory, checkRegistration, planRemoval, PreflightError, RemovalPlan } from '../domain/preflight';
 import { hotfixFileInfo } from '../store/hotfix-files';
 import { listInventory } from '../store/inventory';
 import { nonRetryable, toFailure } from './failures';
 import { FAILURE } from '../domain/failures';
-import { COMMAND_TIMEOUT_MS, notRunning } from './key-manager-ssh';
-
-export interface ServerSummary {
-  name: string;
-  role: Role;
-  url?: string;
-}
-
-export interface PrepareRolloutInput {
-  hotfix: string;
-  servers: string[];
-  canary?: string;
-  batch: string;
-  /** The rollout brings its own file (uploaded after preflight). */
-  uploadSha256?: string;
-  uploadFileName?: string;
-}
-
-/** Compact (domain/plan.ts PackedServers): a 20,000-server answer stays ~350 KiB, below Temporal's 512 KiB payload warning. */
-export interface RolloutContext {
-  component: Component;
-  plan: CompactPlan;
-  registered: boolean;
-  /** sha256 of the file registered in Key Manager under the Name, if any: what signed decisions name. */
-  sha256: string | null;
-}
-
-export interface RemovalContext {
-  component: Component;
-  /** Every server in scope, in inventory order (compact, as for a rollout). */
-  scope: PackedServers;
-  /** Positions in scope of the servers that list the hotfix: the ones to remove it from. */
-  targets: number[];
-  registered: boolean;
-  sha256: string | null;
-}
-
-export interface HealthProblem {
-  server: string;
-  type: string;
-  message: string;
-}
-
-/** The problems found, at most HEALTH_PROBLEMS_SHOWN of them, and how many more: the answer stays small on a sick fleet. */
-export interface HealthReport {
-  problems: HealthProblem[];
-  more: number;
-}
-export const HEALTH_PROBLEMS_SHOWN = 20;
+import { COMMAND_TIMEOUT_MS, notRunning } from './server-step';
+import { activityContext } from './context';
+import {
+  HEALTH_PROBLEMS_SHOWN,
+  type CheckServersInput,
+  type HealthProblem,
+  type HealthReport,
+  type PrepareRemovalInput,
+  type PrepareRolloutInput,
+  type RemovalContext,
+  type RolloutContext,
+} from '../domain/messages/preflight';
 
 function invalid(err: unknown): never {
   if (err instanceof PreflightError) throw nonRetryable(err.type, err.message);
@@ -140,7 +93,7 @@ export function preflightActivities(deps: { orchestrator: Sql; kmDb: KeyManagerD
       };
     },
 
-    async prepareRemoval(input: { hotfix: string; servers: string[] }): Promise<RemovalContext> {
+    async prepareRemoval(input: PrepareRemovalInput): Promise<RemovalContext> {
       let component: Component;
       try {
         component = parseHotfixName(input.hotfix).component;
@@ -172,15 +125,10 @@ export function preflightActivities(deps: { orchestrator: Sql; kmDb: KeyManagerD
      * services RUNNING. Returns the problems rather than failing at the first,
      * so the user sees all of them at once.
      */
-    async checkServers(input: { servers: string[] }): Promise<HealthReport> {
+    async checkServers(input: CheckServersInput): Promise<HealthReport> {
       const fleet = new Map((await listInventory(orchestrator)).map((s) => [s.name, s]));
       const problems: HealthProblem[] = [];
-      let ctx: Context | undefined;
-      try {
-        ctx = Context.current();
-      } catch {
-        ctx = undefined;
-      }
+      const ctx = activityContext();
       // 16 checks at a time share the cancellation signal, each adding (and removing) a listener.
       if (ctx) setMaxListeners(64, ctx.cancellationSignal);
       const queue = [...input.servers];

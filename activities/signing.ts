@@ -2,7 +2,7 @@
 // because it reads the trust root, the worker's allowed_signers file
 // (KM_HOTFIX_ALLOWED_SIGNERS). The file is read afresh for every check, so
 // deleting a line revokes that key at once, even for a rollout that waits.
-import type { SignedDecision } from '../domain/rollout';
+import type { SignedDecision } from '../domain/messages/rollout';
 import { readAllowedSigners, AllowedSignersError } from '../signing/allowed-signers';
 import { verifySignedDecision, SignatureRefused, SignatureRefusal } from '../signing/verify';
 

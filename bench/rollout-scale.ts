@@ -28,8 +28,8 @@ import { makeHotfix, startSimFleet } from '../simulator';
 import { generateEd25519KeyPair } from '../keymanager/keygen';
 import type { FleetServer } from '../domain/fleet';
 import { parseBatch } from '../domain/plan';
-import type { RolloutInput, RolloutStatus } from '../domain/rollout';
-import { approveUpdate, statusQuery, WORKFLOW_TYPES } from '../workflows/definitions';
+import type { RolloutInput, RolloutStatus } from '../domain/messages/rollout';
+import { approveUpdate, statusQuery, WORKFLOW_TYPES } from '../domain/messages/rollout';
 import { DEFAULT_TIMING } from '../workflows/steps';
 import { ensurePeople } from '../stack/people';
 import { decisionMessage, Decision, drainedFacts } from '../domain/decision';
@@ -395,7 +395,7 @@ async function run(o: Options, st: Stack): Promise<Record<string, unknown>> {
     issueId: 'UKM-2000',
   });
   const stored = await storeHotfixFile(orchestrator, made.fileName, made.bytes, 'bench');
-  const uploadSigned = await signed(people.keys.bench!, {
+  const uploadSigned = await signed(people.keys.bench, {
     action: 'upload',
     rollout: 'bench-upload',
     hotfix: stored.name,
@@ -415,7 +415,7 @@ async function run(o: Options, st: Stack): Promise<Record<string, unknown>> {
   const rolloutId = `bench-rollout-${o.servers}`;
   const input: RolloutInput = {
     hotfix: stored.name,
-    signed: await signed(people.keys.bench!, {
+    signed: await signed(people.keys.bench, {
       action: 'rollout',
       rollout: rolloutId,
       hotfix: stored.name,
@@ -436,7 +436,7 @@ async function run(o: Options, st: Stack): Promise<Record<string, unknown>> {
   for (;;) {
     const s = await h.query(statusQuery).catch(() => undefined);
     if (s?.phase === 'verifying') {
-      const approval = await signed(people.keys['bench-approver']!, {
+      const approval = await signed(people.keys['bench-approver'], {
         action: 'approve',
         rollout: rolloutId,
         hotfix: stored.name,

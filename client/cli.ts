@@ -47,6 +47,6 @@ export function reportError(err: unknown): number {
     return exitCodeOf(err);
   }
   const message = err instanceof Error ? err.message : String(err);
-  console.error(`km-hotfix: ${inert(message.split('\n')[0]!)} (set KM_HOTFIX_DEBUG=1 for details)`);
+  console.error(`km-hotfix: ${inert(message.split('\n')[0])} (set KM_HOTFIX_DEBUG=1 for details)`);
   return EXIT.failed;
 }

@@ -260,7 +260,7 @@ export function parseDecisionMessage(text: string): Decision {
 function parseDrained(value: string): DrainedFacts {
   if (value === '') return drainedFacts([]);
   const m = DRAINED_DIGEST.exec(value);
-  if (m) return { count: Number(m[1]), sha256: m[2]! };
+  if (m) return { count: Number(m[1]), sha256: m[2] };
   if (value.includes(' '))
     fail(`'drained' must be a count and a sha256, such as '749 sha256:3a7bd3…', not '${value.slice(0, 80)}'`);
   const listed = value.split(',');

@@ -5,7 +5,7 @@ import YAML from 'yaml';
 import { FleetServer, InventoryError, validateInventory } from './fleet';
 
 function oneLine(text: string): string {
-  const l = text.split('\n')[0]!;
+  const l = text.split('\n')[0];
   return l.length > 160 ? `${l.slice(0, 159)}…` : l;
 }
 

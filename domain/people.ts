@@ -22,7 +22,7 @@ export function personNamed(name: string, people: readonly string[], matching: N
     return people.includes(name) ? { person: name } : { refused: `${name} is not in the signers file` };
   const lower = name.toLowerCase();
   const found = [...new Set(people.filter((p) => p.toLowerCase() === lower))];
-  if (found.length === 1) return { person: found[0]! };
+  if (found.length === 1) return { person: found[0] };
   if (found.length > 1)
     return { refused: `${name} is ambiguous: the signers file has ${found.join(', ')}, which differ only in case` };
   return { refused: `${name} is not in the signers file` };
@@ -54,6 +54,17 @@ export function gateAnswerRefusal(who: GateAnswerer, gate: GateRoles): string | 
     return `${who.by} is not an approver of this rollout (approvers: ${gate.approvers.join(', ')})`;
   }
   return null;
+}
+
+/**
+ * Why a rollout's --approvers cannot work, or null: it names only the
+ * requester, who may not verify their own rollout. Checked by the CLI before
+ * it starts anything and by the workflow once the start signature names the
+ * requester.
+ */
+export function approversRefusal(approvers: readonly string[], requester: string): string | null {
+  if (approvers.length === 0 || !approvers.every((a) => a === requester)) return null;
+  return `--approvers lists only ${requester}, who starts this rollout and so may not verify it: name someone else`;
 }
 
 export class NameMatchingError extends Error {

@@ -2,7 +2,7 @@
 // workflow given something that can never work ends at once with one line
 // saying what is wrong (the workflows turn it into a non-retryable
 // ApplicationFailure), instead of failing its task and retrying forever.
-import type { RemovalInput, RolloutInput, UploadInput } from './rollout';
+import type { RemovalInput, RolloutInput, UploadInput } from './messages/rollout';
 import { parseHotfixFileName } from './hotfix';
 import { parseBatch } from './plan';
 
@@ -64,17 +64,17 @@ export function removalInputProblem(input: unknown): string | undefined {
   return timingProblem(i.timing);
 }
 
-export function uploadInputProblem(input: unknown): string | undefined {
-  if (!isObject(input)) return 'an upload needs its input (signed, sha256, fileName)';
+/** An upload's input checked: the first thing wrong with it, or the hotfix Name its file name holds (parsed once). */
+export function uploadInputCheck(input: unknown): { problem: string } | { problem?: undefined; hotfix: string } {
+  if (!isObject(input)) return { problem: 'an upload needs its input (signed, sha256, fileName)' };
   const i = input as Partial<UploadInput> & { fileName?: unknown };
-  if (!isObject(i.signed)) return 'an upload needs its signed start decision (signed)';
-  if (!isText(i.sha256)) return 'an upload needs the sha256 of a stored hotfix file';
-  if (i.via !== undefined && !isText(i.via)) return 'via must be a server name';
-  if (typeof i.fileName !== 'string') return 'an upload needs the hotfix file name';
+  if (!isObject(i.signed)) return { problem: 'an upload needs its signed start decision (signed)' };
+  if (!isText(i.sha256)) return { problem: 'an upload needs the sha256 of a stored hotfix file' };
+  if (i.via !== undefined && !isText(i.via)) return { problem: 'via must be a server name' };
+  if (typeof i.fileName !== 'string') return { problem: 'an upload needs the hotfix file name' };
   try {
-    parseHotfixFileName(i.fileName);
+    return { hotfix: parseHotfixFileName(i.fileName).name };
   } catch (err) {
-    return (err as Error).message;
+    return { problem: (err as Error).message };
   }
-  return undefined;
 }

@@ -150,11 +150,11 @@ export class KeyManagerDatabase {
 
   /** Maximum Processes of the given servers; servers unknown to Key Manager are absent from the map. */
   maxProcesses(servers: string[]): Promise<Map<string, number>> {
-    if (servers.length === 0) return Promise.resolve(new Map());
+    if (servers.length === 0) return Promise.resolve(new Map<string, number>());
     return q('reading Maximum Processes', async () => {
       const rows = await this.sql<{ name: string; max_processes: number }[]>`
         SELECT name, max_processes FROM km_server WHERE name = ANY(${servers}::text[])`;
-      return new Map(rows.map((r) => [r.name, r.max_processes]));
+      return new Map<string, number>(rows.map((r) => [r.name, r.max_processes]));
     });
   }
 

@@ -1,6 +1,12 @@
 // Stream helpers of the SSH pool: racing a cancellation, and keeping a
 // command's output within a limit.
 
+/** Why a signal aborted, as an Error (callers abort with one; anything else is wrapped). */
+export function abortReason(cancel: AbortSignal): Error {
+  const r: unknown = cancel.reason;
+  return r instanceof Error ? r : new Error(typeof r === 'string' ? r : 'aborted');
+}
+
 /** Reject with the abort reason when cancel fires first; `discard` cleans up a value that arrives too late. */
 export function raceAbort<T>(p: Promise<T>, cancel: AbortSignal, discard?: (v: T) => void): Promise<T> {
   if (cancel.aborted) {
@@ -8,13 +14,13 @@ export function raceAbort<T>(p: Promise<T>, cancel: AbortSignal, discard?: (v: T
       (v) => discard?.(v),
       () => undefined,
     );
-    return Promise.reject(cancel.reason);
+    return Promise.reject(abortReason(cancel));
   }
   return new Promise<T>((resolve, reject) => {
     let done = false;
     const onAbort = () => {
       done = true;
-      reject(cancel.reason);
+      reject(abortReason(cancel));
     };
     cancel.addEventListener('abort', onAbort, { once: true });
     p.then(
@@ -25,6 +31,8 @@ export function raceAbort<T>(p: Promise<T>, cancel: AbortSignal, discard?: (v: T
       },
       (e) => {
         cancel.removeEventListener('abort', onAbort);
+        // p's own rejection, passed through as it is.
+        // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors
         if (!done) reject(e);
       },
     );

@@ -51,7 +51,7 @@ export async function temporalConnectionOptions(config: Config): Promise<Tempora
 
 /** The one-line error for a Temporal server that does not answer. */
 export function temporalUnreachable(config: Config, err: unknown): UserError {
-  const raw = (err instanceof Error ? err.message : String(err)).split('\n')[0]!;
+  const raw = (err instanceof Error ? err.message : String(err)).split('\n')[0];
   // The Rust core's errors nest the OS reason in debug output: keep only that.
   const inner = [...raw.matchAll(/message: "([^"]+)"/g)].at(-1)?.[1];
   const reason = (inner ?? raw).slice(0, 160);

@@ -55,12 +55,17 @@ export function keyTextSigner(text: string, source = 'the signing key'): Signer 
   }
   return {
     publicKey: key.getPublicSSH(),
-    async sign(data) {
+    // A key file signs at once; the Signer interface is async for the ssh-agent's sake.
+    sign(data) {
       if (ec) {
         const rs = cryptoSign(ec.hash, data, { key: privateKey, dsaEncoding: 'ieee-p1363' });
-        return sshSignature(algorithm, Buffer.concat([mpint(rs.subarray(0, ec.size)), mpint(rs.subarray(ec.size))]));
+        return Promise.resolve(
+          sshSignature(algorithm, Buffer.concat([mpint(rs.subarray(0, ec.size)), mpint(rs.subarray(ec.size))])),
+        );
       }
-      return sshSignature(algorithm, cryptoSign(key.type === 'ssh-rsa' ? 'sha512' : null, data, privateKey));
+      return Promise.resolve(
+        sshSignature(algorithm, cryptoSign(key.type === 'ssh-rsa' ? 'sha512' : null, data, privateKey)),
+      );
     },
   };
 }
@@ -113,7 +118,9 @@ export function agentSigner(socket: string, publicKey: Buffer): Signer {
   const parsed = utils.parseKey(publicKey);
   if (parsed instanceof Error)
     throw new SigningKeyError(`the ssh-agent holds a key that cannot be used (${parsed.message})`);
-  const type = (Array.isArray(parsed) ? parsed[0] : parsed).type;
+  const key: ParsedKey | undefined = Array.isArray(parsed) ? (parsed as ParsedKey[])[0] : parsed;
+  if (!key) throw new SigningKeyError('the ssh-agent holds a key that cannot be used (no key in it)');
+  const type = key.type;
   return {
     publicKey,
     async sign(data) {

@@ -1,7 +1,7 @@
 // Faults pending on one simulated server (FaultSpec). Counters are consumed
 // by the commands they affect; latencies and version overrides persist
 // until cleared. Allocated only for servers that were given a fault.
-import type { FaultSpec } from './index';
+import type { FaultSpec } from './types';
 
 export type CommandKind = 'apply' | 'unapply' | 'restart' | 'status' | 'upload' | 'other';
 
@@ -14,7 +14,7 @@ export class Faults {
     validateFaultSpec(spec);
     const cur = (this.spec ??= {});
     for (const k of ['failApplies', 'failUnapplies', 'dropConnection', 'failNext'] as const) {
-      if (spec[k] !== undefined) cur[k] = (cur[k] ?? 0) + (spec[k] as number);
+      if (spec[k] !== undefined) cur[k] = (cur[k] ?? 0) + spec[k];
     }
     if (spec.dropConnection !== undefined) cur.dropOn = spec.dropOn ?? cur.dropOn ?? 'apply';
     else if (spec.dropOn !== undefined) cur.dropOn = spec.dropOn;

@@ -3,7 +3,7 @@
 import { utils, type ParsedKey } from 'ssh2';
 import type { FleetServer, Role } from '../domain/fleet';
 import { startControlApi, type ControlApi } from './control-api';
-import type { SimFleet, SimFleetOptions } from './index';
+import type { SimFleet, SimFleetOptions } from './types';
 import { KmDatabase } from './km-database';
 import { SimServerImpl } from './ssh-server';
 
@@ -19,7 +19,7 @@ function defaultMaxProcesses(_name: string, role: Role, index: number): number {
 
 function parseAuthorizedKey(line: string): ParsedKey {
   const parsed = utils.parseKey(line.trim());
-  const key = Array.isArray(parsed) ? parsed[0] : parsed;
+  const key: ParsedKey | Error | undefined = Array.isArray(parsed) ? (parsed as ParsedKey[])[0] : parsed;
   if (key instanceof Error || !key)
     throw new SimConfigError(
       `authorizedKey is not an OpenSSH public key line (${key instanceof Error ? key.message : 'empty'})`,

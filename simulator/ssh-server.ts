@@ -2,18 +2,17 @@
 // its own ed25519 host key, public-key authentication against one key, exec
 // and SFTP on a virtual filesystem, and faults. The ssh2 Server object is
 // created on the first connection: an idle server is one listening socket.
+// Running an exec request (faults, logging) is in exec-channel.ts.
 import { createHash, timingSafeEqual } from 'node:crypto';
 import * as net from 'node:net';
-import { Server as SshServer, type Connection, type ParsedKey, type ServerChannel } from 'ssh2';
+import { Server as SshServer, type Connection, type ParsedKey } from 'ssh2';
 import type { Role } from '../domain/fleet';
-import { classify, runCommand } from './commands';
-import type { ExecResult, ServerRuntime } from './exec-context';
+import { runExec, type ExecHost } from './exec-channel';
+import type { ServerRuntime } from './exec-context';
 import { Faults } from './faults';
-import type { CommandLogEntry, FaultSpec, SimServer } from './index';
+import type { CommandLogEntry, FaultSpec, SimServer } from './types';
 import type { KmDatabase } from './km-database';
 import { serveSftp } from './sftp';
-import { parseWords, ShellSyntaxError } from './shell';
-import { splitAndList } from './and-list';
 import { Supervisor } from './supervisor';
 import { USERS, Vfs } from './vfs';
 import { generateEd25519KeyPair } from '../keymanager/keygen';
@@ -159,7 +158,7 @@ export class SimServerImpl implements SimServer, ServerRuntime {
           stream.on('close', () => {
             channelClosed = true;
           });
-          void this.exec(info.command, stream, aborted, socket);
+          void runExec(this.execHost(), info.command, stream, aborted, socket);
         });
         session.on('sftp', (accept) => {
           const sftp = accept();
@@ -175,139 +174,17 @@ export class SimServerImpl implements SimServer, ServerRuntime {
     });
   }
 
-  private async exec(
-    command: string,
-    stream: ServerChannel,
-    aborted: () => boolean,
-    socket: net.Socket | undefined,
-  ): Promise<void> {
-    const list = this.cfg.andLists ? splitAndList(command) : undefined;
-    if (list) return this.execAndList(list, stream, aborted);
-    const started = Date.now();
-    let words: string[] | undefined;
-    let result: ExecResult;
-    let dropped = false;
-    let ran = false;
-    try {
-      words = parseWords(command);
-    } catch (err) {
-      if (!(err instanceof ShellSyntaxError)) throw err;
-      result = { stdout: '', stderr: `sh: 1: ${err.message}\n`, code: 2 };
-    }
-    if (words) {
-      const kind = classify(words);
-      const hang = this.faults.takeHang(kind);
-      if (hang > 0) await new Promise((r) => setTimeout(r, hang));
-      if (aborted()) {
-        // The client gave up during the hang: sshd would SIGHUP the command before it ran.
-        this.record({
-          at: new Date(started).toISOString(),
-          command,
-          exitCode: 129,
-          channel: 'exec',
-          durationMs: Date.now() - started,
-        });
-        return;
-      }
-      const unreachable = this.faults.takeUnreachable(kind);
-      if (unreachable > 0) {
-        // The server drops off the network as the command arrives: it does not run.
-        this.record({
-          at: new Date(started).toISOString(),
-          command,
-          exitCode: 255,
-          channel: 'exec',
-          durationMs: Date.now() - started,
-        });
-        this.refuse(unreachable);
-        for (const s of this.sockets) s.destroy();
-        return;
-      }
-      if (this.faults.takeDrop(kind, 'before')) {
-        // The connection dies before the command runs: nothing happened on the server.
-        this.record({
-          at: new Date(started).toISOString(),
-          command,
-          exitCode: 255,
-          channel: 'exec',
-          durationMs: Date.now() - started,
-        });
-        socket?.destroy();
-        return;
-      }
-      if (this.faults.takeFail(kind)) {
-        result = { stdout: '', stderr: `${words[0]}: temporary failure (simulated); try again\n`, code: 1 };
-      } else {
-        try {
-          ran = true;
-          result = await runCommand({ server: this, user: this.user, cwd: USERS[this.user].home, aborted }, words);
-        } catch (err) {
-          result = { stdout: '', stderr: `${words[0]}: internal error: ${(err as Error).message}\n`, code: 1 };
-        }
-        // Drop AFTER the command took effect: the client sees a lost connection
-        // although e.g. the hotfix IS applied — the hard case for idempotent retries.
-        dropped = this.faults.takeDrop(kind, 'after');
-      }
-    }
-    result ??= { stdout: '', stderr: '', code: 1 };
-    this.record({
-      at: new Date(started).toISOString(),
-      command,
-      exitCode: result.code,
-      channel: 'exec',
-      durationMs: Date.now() - started,
-      ...(dropped ? { dropped } : {}),
-      ...(ran ? { ran } : {}),
-    });
-    if (dropped) {
-      socket?.destroy();
-      return;
-    }
-    if (aborted()) return;
-    if (result.stdout) stream.write(result.stdout);
-    if (result.stderr) stream.stderr.write(result.stderr);
-    stream.exit(result.code);
-    stream.end();
-  }
-
-  /** `a && b && c`: each part runs (and is logged) as its own command while the previous one exits 0. Faults do not apply. */
-  private async execAndList(parts: string[], stream: ServerChannel, aborted: () => boolean): Promise<void> {
-    let stdout = '';
-    let stderr = '';
-    let code = 0;
-    for (const part of parts) {
-      const started = Date.now();
-      let result: ExecResult;
-      try {
-        result = await runCommand(
-          { server: this, user: this.user, cwd: USERS[this.user].home, aborted },
-          parseWords(part),
-        );
-      } catch (err) {
-        result = {
-          stdout: '',
-          stderr:
-            err instanceof ShellSyntaxError ? `sh: 1: ${err.message}\n` : `internal error: ${(err as Error).message}\n`,
-          code: err instanceof ShellSyntaxError ? 2 : 1,
-        };
-      }
-      this.record({
-        at: new Date(started).toISOString(),
-        command: part,
-        exitCode: result.code,
-        channel: 'exec',
-        durationMs: Date.now() - started,
-      });
-      stdout += result.stdout;
-      stderr += result.stderr;
-      code = result.code;
-      if (code !== 0 || aborted()) break;
-    }
-    if (aborted()) return;
-    if (stdout) stream.write(stdout);
-    if (stderr) stream.stderr.write(stderr);
-    stream.exit(code);
-    stream.end();
+  /** What an exec request (exec-channel.ts) needs of this server. */
+  private execHost(): ExecHost {
+    return {
+      server: this,
+      user: this.user,
+      faults: this.faults,
+      andLists: this.cfg.andLists,
+      sockets: this.sockets,
+      record: (entry) => this.record(entry),
+      refuse: (ms) => this.refuse(ms),
+    };
   }
 
   private record(entry: CommandLogEntry): void {

@@ -239,7 +239,7 @@ export async function startDevStack(opts: DevStackOptions): Promise<DevStack> {
       DATABASE_URL: pg.url(ORCHESTRATOR_DB),
       KM_DATABASE_URL: pg.url(KM_DB),
     };
-    const orchestrator: Sql = await connectDatabase(env.DATABASE_URL!, 'orchestrator', { max: 2 });
+    const orchestrator: Sql = await connectDatabase(env.DATABASE_URL, 'orchestrator', { max: 2 });
     undo.push({ what: 'the orchestrator database client', fn: () => orchestrator.end({ timeout: 5 }) });
     await migrate(orchestrator);
     log(
@@ -262,7 +262,7 @@ export async function startDevStack(opts: DevStackOptions): Promise<DevStack> {
       const fleet: SimFleet = await simulator.startSimFleet({
         frontends: opts.sim.frontends,
         backends: opts.sim.backends,
-        kmDatabaseUrl: env.KM_DATABASE_URL!,
+        kmDatabaseUrl: env.KM_DATABASE_URL,
         authorizedKey: key.publicKey,
         // The control API lets `km-hotfix sim fault` break a server while you watch.
         controlPort: 0,

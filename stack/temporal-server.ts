@@ -133,12 +133,12 @@ async function writeConfig(o: TemporalServerOptions): Promise<{ configFile: stri
   }
   const ports = async () => freePort();
   for (const svc of ['frontend', 'history', 'matching', 'worker']) {
-    const rpc = base.services[svc]!.rpc;
+    const rpc = base.services[svc].rpc;
     rpc.grpcPort = await ports();
     rpc.membershipPort = await membershipPort();
     if ('httpPort' in rpc) rpc.httpPort = await ports();
   }
-  const frontendPort = base.services.frontend!.rpc.grpcPort;
+  const frontendPort = base.services.frontend.rpc.grpcPort;
   base.global.pprof = { port: await ports() };
   delete base.global.metrics;
   base.clusterMetadata.clusterInformation.active.rpcAddress = `127.0.0.1:${frontendPort}`;

@@ -77,7 +77,7 @@ export async function connectOrchestrator(config: Config, opts: { max?: number }
 export interface OpenDatabases {
   orchestrator: Sql;
   km: Sql;
-  close(): Promise<void>;
+  close: () => Promise<void>;
 }
 
 /**

@@ -137,6 +137,19 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX rollout_event_sent ON rollout_event (rollout_id, server, seq DESC) WHERE kind = 'sent';
     `,
   },
+  {
+    version: 6,
+    name: "a server's latest state is the one the database received last",
+    // 'at' is chosen by the writer: the workflows and activities in other
+    // processes, whose clocks differ (issue 22, item 7). It stays, for display;
+    // the order is seq, the database's. The initial list (the rows with a
+    // position) ranks below every other row of its server: it may land after
+    // them (store/server-states.ts).
+    sql: `
+      DROP INDEX rollout_server_latest;
+      CREATE INDEX rollout_server_latest ON rollout_server (rollout_id, server, (position IS NULL) DESC, seq DESC);
+    `,
+  },
 ];
 
 const LOCK_ID = 0x6b6d6866; // 'kmhf'

@@ -1,7 +1,7 @@
 // A step whose worker was starved for seconds may have been timed out and
 // replaced by Temporal: it must not send apply, unapply or restart then.
 import assert from 'node:assert/strict';
-import { attemptMayBeStale, MAX_HEARTBEAT_THROTTLE_MS } from '../activities/key-manager-ssh';
+import { attemptMayBeStale, MAX_HEARTBEAT_THROTTLE_MS } from '../activities/heartbeat';
 import { HEARTBEAT_TIMEOUT } from '../workflows/steps';
 
 describe('a server step that went too long without a heartbeat sends nothing', () => {

@@ -11,7 +11,7 @@ import { assertOk, assertRefused, CliResult, lines, runCli } from './helpers/cli
 import { scratchDir, testStack } from './helpers/stack';
 import { freePort } from '../stack/process';
 import { makeHotfix } from '../simulator';
-import type { RolloutStatus } from '../domain/rollout';
+import type { RolloutStatus } from '../domain/messages/rollout';
 import type { Component } from '../domain/hotfix';
 import type { PlanDocument } from '../client/render/plan';
 import { serversOf } from './helpers/servers';
@@ -42,7 +42,7 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
     for (const s of env.fleet.servers) s.clearFaults();
   });
 
-  const as = (who: string): Record<string, string> => ({ KM_HOTFIX_SIGNING_KEY: env.people.keys[who]! });
+  const as = (who: string): Record<string, string> => ({ KM_HOTFIX_SIGNING_KEY: env.people.keys[who] });
   const km = (args: string[], extra: Record<string, string | undefined> = {}, timeoutMs = 60_000): Promise<CliResult> =>
     runCli(args, { ...base, ...extra }, timeoutMs);
 
@@ -230,7 +230,7 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
     for (const s of env.fleet.servers) s.clearLog();
     const up = await km(['upload', file.path, '--via', 'km-fe-2', '--wait']);
     ok(up, 'upload --wait');
-    assert.match(lines(up.stdout)[0]!, /^upload-hotfix_frontend_/);
+    assert.match(lines(up.stdout)[0], /^upload-hotfix_frontend_/);
     assert.match(up.stdout, /completed: .* registered in Key Manager \(uploaded via km-fe-2\)/);
     assert.equal(logCount('km-fe-2', /--upload-hotfix=/), 1);
     assert.equal((await env.km`SELECT 1 FROM km_hotfix WHERE name = ${file.name}`).length, 1, 'registered');
@@ -238,7 +238,7 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
     const started = await km(['rollout', file.name], as('alice'));
     ok(started, 'rollout');
     assert.equal(lines(started.stdout).length, 1, 'stdout is the id alone');
-    const id = lines(started.stdout)[0]!;
+    const id = lines(started.stdout)[0];
     assert.match(started.stderr, /km-hotfix status .* --watch/);
     const st = await env.waitForPhase(handle(id), 'verifying');
     assert.equal(st.canary, 'km-fe-1');
@@ -355,7 +355,7 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
 
     const r = await km(['remove', hf.name, '--wait', '--services-timeout', '20s']);
     ok(r, 'remove --wait');
-    assert.match(lines(r.stdout)[0]!, new RegExp(`^removal-${hf.name}-`));
+    assert.match(lines(r.stdout)[0], new RegExp(`^removal-${hf.name}-`));
     assert.match(lines(r.stdout).at(-1)!, /^completed: .* removed from 5 server\(s\)/);
     assert.deepEqual(await env.applied(hf.name), []);
     assert.equal((await env.km`SELECT 1 FROM km_hotfix WHERE name = ${hf.name}`).length, 0, 'deleted from km_hotfix');

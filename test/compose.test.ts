@@ -61,38 +61,38 @@ describe('docker-compose.yml and Dockerfile (parsed; no Docker engine here)', ()
       if (!s.image) continue;
       const m = /^([^:@]+):([^:@]+)$/.exec(s.image);
       assert.ok(m, `${name}: ${s.image} has a tag`);
-      assert.match(m[2]!, /^\d+(\.\d+)+(-[a-z0-9.]+)?$/, `${name}: ${s.image} is pinned to a version`);
+      assert.match(m[2], /^\d+(\.\d+)+(-[a-z0-9.]+)?$/, `${name}: ${s.image} is pinned to a version`);
       assert.notEqual(m[2], 'latest');
       assert.doesNotMatch(s.image, /auto-setup/, `${name}: temporalio/auto-setup is deprecated`);
     }
     const versions = ['temporal', 'temporal-schema-setup', 'temporal-create-namespace'].map(
-      (n) => compose.services[n]!.image!.split(':')[1],
+      (n) => compose.services[n].image!.split(':')[1],
     );
     assert.equal(new Set(versions).size, 1, `server and admin-tools share one version: ${versions}`);
   });
 
   it('runs Temporal on PostgreSQL after its schema is set up, and everything in order', () => {
     const s = compose.services;
-    const t = env(s.temporal!);
+    const t = env(s.temporal);
     assert.equal(t.DB, 'postgres12');
     assert.equal(t.POSTGRES_SEEDS, 'postgresql');
-    assert.deepEqual(dependsOn(s['temporal-schema-setup']!), { postgresql: 'service_healthy' });
-    assert.deepEqual(dependsOn(s.temporal!), { 'temporal-schema-setup': 'service_completed_successfully' });
-    assert.equal(dependsOn(s['temporal-create-namespace']!).temporal, 'service_healthy');
-    assert.equal(dependsOn(s['temporal-ui']!).temporal, 'service_healthy');
-    assert.equal(env(s['temporal-ui']!).TEMPORAL_ADDRESS, 'temporal:7233');
+    assert.deepEqual(dependsOn(s['temporal-schema-setup']), { postgresql: 'service_healthy' });
+    assert.deepEqual(dependsOn(s.temporal), { 'temporal-schema-setup': 'service_completed_successfully' });
+    assert.equal(dependsOn(s['temporal-create-namespace']).temporal, 'service_healthy');
+    assert.equal(dependsOn(s['temporal-ui']).temporal, 'service_healthy');
+    assert.equal(env(s['temporal-ui']).TEMPORAL_ADDRESS, 'temporal:7233');
     // The mounted dynamic config file exists in the repo.
-    const mount = (s.temporal!.volumes ?? []).find((v) => v.includes('dynamicconfig'));
+    const mount = (s.temporal.volumes ?? []).find((v) => v.includes('dynamicconfig'));
     assert.ok(mount, 'dynamic config mounted');
-    const file = env(s.temporal!).DYNAMIC_CONFIG_FILE_PATH!.split('/').at(-1)!;
-    return fs.access(path.join(ROOT, mount.split(':')[0]!, file));
+    const file = env(s.temporal).DYNAMIC_CONFIG_FILE_PATH.split('/').at(-1)!;
+    return fs.access(path.join(ROOT, mount.split(':')[0], file));
   });
 
   it("sets up Temporal's schema with deploy/temporal/setup-schema.sh, the script the production topology test runs", async () => {
-    const setup = compose.services['temporal-schema-setup']!;
+    const setup = compose.services['temporal-schema-setup'];
     const mount = (setup.volumes ?? []).find((v) => v.startsWith('./deploy/temporal/setup-schema.sh:'));
     assert.ok(mount, 'the script is mounted into admin-tools');
-    const inContainer = mount.split(':')[1]!;
+    const inContainer = mount.split(':')[1];
     assert.deepEqual(setup.entrypoint, ['/bin/sh', inContainer]);
     assert.equal(setup.command, undefined, 'no inline commands beside the script');
     const script = await fs.readFile(path.join(ROOT, 'deploy', 'temporal', 'setup-schema.sh'), 'utf8');
@@ -110,18 +110,18 @@ describe('docker-compose.yml and Dockerfile (parsed; no Docker engine here)', ()
   it('pins the Temporal version of deploy/temporal/VERSION, the one the production topology test builds', async () => {
     const version = (await fs.readFile(path.join(ROOT, 'deploy', 'temporal', 'VERSION'), 'utf8')).trim();
     for (const name of ['temporal', 'temporal-schema-setup', 'temporal-create-namespace']) {
-      assert.equal(compose.services[name]!.image!.split(':')[1], version, `${name} runs Temporal ${version}`);
+      assert.equal(compose.services[name].image!.split(':')[1], version, `${name} runs Temporal ${version}`);
     }
   });
 
   it('runs two worker replicas (no fixed container name), so a rollout goes on when one dies', () => {
-    const w = compose.services['km-hotfix-worker']!;
+    const w = compose.services['km-hotfix-worker'];
     assert.equal(w.deploy?.replicas, 2);
     assert.equal(w.container_name, undefined, 'a container_name would forbid replicas');
   });
 
   it('wires the worker to the temporal service, both databases, the SSH key secret and the signers file', () => {
-    const w = compose.services['km-hotfix-worker']!;
+    const w = compose.services['km-hotfix-worker'];
     const deps = dependsOn(w);
     assert.equal(deps.postgresql, 'service_healthy');
     assert.equal(deps.temporal, 'service_healthy');
@@ -129,7 +129,7 @@ describe('docker-compose.yml and Dockerfile (parsed; no Docker engine here)', ()
     const e = env(w);
     assert.equal(e.TEMPORAL_ADDRESS, 'temporal:7233');
     assert.match(e.DATABASE_URL ?? '', /^postgres:\/\/.+@postgresql:5432\/km_hotfix$/);
-    assert.equal(env(compose.services.postgresql!).POSTGRES_DB, 'km_hotfix');
+    assert.equal(env(compose.services.postgresql).POSTGRES_DB, 'km_hotfix');
     assert.match(
       e.KM_DATABASE_URL ?? '',
       /^\$\{KM_DATABASE_URL:\?.+\}$/,
@@ -146,8 +146,8 @@ describe('docker-compose.yml and Dockerfile (parsed; no Docker engine here)', ()
   });
 
   it("serves the approvers' page from the same image, with its delegate key as a secret and the proxy it trusts", () => {
-    const w = compose.services['km-hotfix-web']!;
-    assert.equal(w.image, compose.services['km-hotfix-worker']!.image);
+    const w = compose.services['km-hotfix-web'];
+    assert.equal(w.image, compose.services['km-hotfix-worker'].image);
     assert.deepEqual((w.command as string[]).slice(0, 3), ['node', 'bin/km-hotfix.js', 'web']);
     const e = env(w);
     assert.equal(e.TEMPORAL_ADDRESS, 'temporal:7233');
@@ -155,15 +155,15 @@ describe('docker-compose.yml and Dockerfile (parsed; no Docker engine here)', ()
     assert.equal(e.KM_HOTFIX_WEB_SIGNING_KEY, '/run/secrets/km_hotfix_web_key');
     assert.ok('KM_HOTFIX_WEB_TRUSTED_PROXIES' in e);
     // The page acts only for people of the worker's signers file: the same file, mounted the same way.
-    assert.deepEqual(w.configs, compose.services['km-hotfix-worker']!.configs);
-    assert.equal(e.KM_HOTFIX_ALLOWED_SIGNERS, env(compose.services['km-hotfix-worker']!).KM_HOTFIX_ALLOWED_SIGNERS);
+    assert.deepEqual(w.configs, compose.services['km-hotfix-worker'].configs);
+    assert.equal(e.KM_HOTFIX_ALLOWED_SIGNERS, env(compose.services['km-hotfix-worker']).KM_HOTFIX_ALLOWED_SIGNERS);
     assert.deepEqual(w.secrets, ['km_hotfix_web_key']);
     assert.ok(compose.secrets?.km_hotfix_web_key?.file);
     assert.equal(dependsOn(w).temporal, 'service_healthy');
   });
 
   it('builds the worker on Debian (not Alpine), with npm ci and a build, and runs `km-hotfix worker`', () => {
-    const froms = [...dockerfile.matchAll(/^FROM\s+(\S+)/gm)].map((m) => m[1]!);
+    const froms = [...dockerfile.matchAll(/^FROM\s+(\S+)/gm)].map((m) => m[1]);
     const image = /^ARG NODE_IMAGE=(\S+)/m.exec(dockerfile)?.[1];
     const bases = froms.map((f) => (f.startsWith('${NODE_IMAGE}') ? (image ?? f) : f));
     assert.ok(bases.length > 0);

@@ -14,8 +14,9 @@ import { scratchDir, testStack } from './helpers/stack';
 import { startWorkerProcess, WorkerProcess } from './helpers/worker-process';
 import { kmMaxProcesses as maxProcessesOf } from './helpers/invariant';
 import { endsBy } from './helpers/endings';
-import { statusQuery, WORKFLOW_TYPES } from '../workflows/definitions';
-import { isFinalPhase, RolloutInput, RolloutStatus } from '../domain/rollout';
+import { statusQuery, WORKFLOW_TYPES } from '../domain/messages/rollout';
+import { isFinalPhase } from '../domain/rollout';
+import { RolloutInput, RolloutStatus } from '../domain/messages/rollout';
 import { startDevServer, RunningDevServer } from '../stack/temporal';
 import { freePort } from '../stack/process';
 import { sleep, until } from './helpers/until';
@@ -209,6 +210,61 @@ describe('crashes: worker killed, Temporal restarted, databases gone for a while
       await until('the rollout ends', async () => (await h.describe()).status.name !== 'RUNNING', 120_000);
       const st = (await h.result()) as RolloutStatus;
       await endsBy(env, st, before, ['completed']);
+    } finally {
+      for (const h of handles.splice(0)) await h.terminate('test ended').catch(() => undefined);
+      await Promise.all(workers.splice(0).map((w) => w.kill()));
+      await connection.close();
+      await server.stop();
+    }
+  });
+
+  it('Temporal unreachable mid fan-out (issue 22 item 7): no server is started until it is back, none restarted twice', async () => {
+    const dir = await scratchDir('temporal-outage');
+    const opts = {
+      binary: testStack().temporalBinary,
+      port: await freePort(),
+      headless: true,
+      dbFile: path.join(dir, 'temporal.db'),
+      logFile: path.join(dir, 'temporal.log'),
+    };
+    let server: RunningDevServer = await startDevServer(opts);
+    const connection = await Connection.connect({ address: server.address });
+    const client = new Client({ connection });
+    const applies = () =>
+      env.fleet.servers.flatMap((s) =>
+        s
+          .log()
+          .filter((e) => e.command.includes(`--apply-hotfix=${hf.name}`))
+          .map((e) => ({ server: s.name, at: Date.parse(e.at) })),
+      );
+    const hf = await env.hotfix('common');
+    // Longer than the SDK client's own retries of one call (about 10 s here), so that a heartbeat fails rather than
+    // waits; two defences keep servers from starting then: the heartbeat asked before each server, and the fence on a
+    // step whose last heartbeat is too old (attemptMayBeStale). Removing both makes this test fail.
+    const OUTAGE_MS = 15_000;
+    try {
+      const before = await maxProcessesOf(env.km);
+      const restartsBefore = Object.fromEntries(env.fleet.servers.map((s) => [s.name, restarts(s.name)]));
+      const tq = queue();
+      await workerOn(tq, client, server.address);
+      // --batch 1 over four servers: after the canary one run takes the other three in turn (1.5 s restart each).
+      const h = await start(client, tq, hf);
+      await phaseOf(h, 'verifying');
+      await env.approve(h, 'bob');
+      await until('the first server after the canary is applied', async () => applies().length >= 2);
+      await server.stop();
+      const downAt = Date.now();
+      await sleep(OUTAGE_MS);
+      const upAt = Date.now();
+      server = await startDevServer(opts);
+      const startedWhileDown = applies().filter((a) => a.at > downAt && a.at < upAt);
+      assert.deepEqual(startedWhileDown, [], 'a run started servers that Temporal could not hear about');
+      await until('the rollout ends', async () => (await h.describe()).status.name !== 'RUNNING', 120_000);
+      const st = (await h.result()) as RolloutStatus;
+      await endsBy(env, st, before, ['completed']);
+      // The redo after the outage finishes what was under way without a second restart (the invariant counts too).
+      for (const s of env.fleet.servers)
+        assert.equal(restarts(s.name) - (restartsBefore[s.name] ?? 0), 1, `${s.name} restarted once`);
     } finally {
       for (const h of handles.splice(0)) await h.terminate('test ended').catch(() => undefined);
       await Promise.all(workers.splice(0).map((w) => w.kill()));

@@ -13,7 +13,8 @@ import {
   parseDecisionMessage,
 } from '../domain/decision';
 import { notificationText } from '../domain/notification';
-import { boundedStatus, FullRolloutStatus, RolloutStatus } from '../domain/rollout';
+import { FullRolloutStatus, RolloutStatus } from '../domain/messages/rollout';
+import { boundedStatus } from '../domain/status';
 import { statusBlock, changeLines, NAMED_LINE_MAX } from '../client/render/status';
 import { auditDecision } from '../signing/audit';
 import { parseAllowedSigners } from '../signing/allowed-signers';
@@ -54,7 +55,7 @@ describe('the drained backends in a decision', () => {
   });
 
   it('2,000 backends of 60 characters: the message is as short as with two, the digest is sha256sum of the sorted list', () => {
-    assert.equal(NAMES[0]!.length, 60);
+    assert.equal(NAMES[0].length, 60);
     const big = decisionMessage(approve([...NAMES].reverse()));
     const small = decisionMessage(approve(['km-be-2', 'km-be-3']));
     assert.ok(big.length <= DECISION_MESSAGE_MAX, `${big.length} characters with the longest comment`);
@@ -65,7 +66,7 @@ describe('the drained backends in a decision', () => {
       .join('');
     assert.match(big, new RegExp(`\\ndrained: 2000 sha256:${nodeSha(list)}\\n`));
     assert.deepEqual(parseDecisionMessage(big).drained, { count: 2000, sha256: nodeSha(list) });
-    assert.deepEqual(drainedFacts([...NAMES, NAMES[0]!]), drainedFacts(NAMES), 'once each');
+    assert.deepEqual(drainedFacts([...NAMES, NAMES[0]]), drainedFacts(NAMES), 'once each');
   });
 
   it('the webhook names a few and counts the rest', () => {
@@ -79,7 +80,7 @@ describe('the drained backends in a decision', () => {
       drainedCount: 1999,
     });
     assert.ok(text.length < 800, `${text.length} characters`);
-    assert.match(text, new RegExp(`Backends ${NAMES[0]!.replace(/\./g, '\\.')}, .* and 1994 more are drained\\.$`));
+    assert.match(text, new RegExp(`Backends ${NAMES[0].replace(/\./g, '\\.')}, .* and 1994 more are drained\\.$`));
   });
 
   it('a status of 2,000 drained backends: short lines, the count and where the list is; a few are named', () => {

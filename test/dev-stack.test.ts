@@ -38,10 +38,10 @@ function startDev(args: string[]): RunningDev {
   });
   let out = '';
   let err = '';
-  child.stdout!.on('data', (d: Buffer) => {
+  child.stdout.on('data', (d: Buffer) => {
     out += d.toString();
   });
-  child.stderr!.on('data', (d: Buffer) => {
+  child.stderr.on('data', (d: Buffer) => {
     err += d.toString();
   });
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
@@ -65,7 +65,7 @@ async function waitReady(dev: RunningDev, timeoutMs: number): Promise<Record<str
   const env: Record<string, string> = {};
   for (const line of lines(dev.stdout())) {
     const m = /^export ([A-Z_]+)=(.*)$/.exec(line);
-    if (m) env[m[1]!] = m[2]!.replace(/^'(.*)'$/, '$1');
+    if (m) env[m[1]] = m[2].replace(/^'(.*)'$/, '$1');
   }
   return env;
 }
@@ -172,7 +172,7 @@ describe('km-hotfix dev (real Temporal dev server, embedded PostgreSQL, in-proce
     // Demo people: alice, bob and dana in the signers file; alice signs; OpenSSH accepts dana's key and the file.
     assert.equal(env.KM_HOTFIX_ALLOWED_SIGNERS, path.join(data, 'allowed_signers'));
     assert.equal(env.KM_HOTFIX_SIGNING_KEY, path.join(data, 'keys', 'alice'));
-    const signers = (await fs.readFile(env.KM_HOTFIX_ALLOWED_SIGNERS!, 'utf8'))
+    const signers = (await fs.readFile(env.KM_HOTFIX_ALLOWED_SIGNERS, 'utf8'))
       .split('\n')
       .filter((l) => l && !l.startsWith('#'));
     assert.deepEqual(
@@ -181,7 +181,7 @@ describe('km-hotfix dev (real Temporal dev server, embedded PostgreSQL, in-proce
     );
     // The approvers' page answers on its port while dev runs.
     assert.equal(env.KM_HOTFIX_WEB_URL, `http://127.0.0.1:${ports.web}`);
-    const page = await fetch(env.KM_HOTFIX_WEB_URL!);
+    const page = await fetch(env.KM_HOTFIX_WEB_URL);
     assert.equal(page.status, 200);
     assert.match(await page.text(), /km-hotfix rollouts/);
     assert.equal((await fs.stat(path.join(data, 'keys', 'dana'))).mode & 0o077, 0, 'private keys are private');
@@ -199,15 +199,15 @@ describe('km-hotfix dev (real Temporal dev server, embedded PostgreSQL, in-proce
     assert.equal(signed.code, 0, signed.stderr);
     const verified = await run(
       'ssh-keygen',
-      ['-Y', 'verify', '-f', env.KM_HOTFIX_ALLOWED_SIGNERS!, '-I', 'dana', '-n', 'km-hotfix', '-s', `${message}.sig`],
+      ['-Y', 'verify', '-f', env.KM_HOTFIX_ALLOWED_SIGNERS, '-I', 'dana', '-n', 'km-hotfix', '-s', `${message}.sig`],
       { input: 'km-hotfix decision v1\n' },
     );
     assert.equal(verified.code, 0, verified.stderr);
     assert.equal(out.at(-1), 'ready');
     assert.equal(env.TEMPORAL_ADDRESS, `127.0.0.1:${ports.temporal}`);
     assert.equal(env.TEMPORAL_NAMESPACE, 'default');
-    assert.match(env.DATABASE_URL!, /^postgres:\/\/.*\/km_hotfix$/);
-    assert.match(env.KM_DATABASE_URL!, /^postgres:\/\/.*\/key_manager$/);
+    assert.match(env.DATABASE_URL, /^postgres:\/\/.*\/km_hotfix$/);
+    assert.match(env.KM_DATABASE_URL, /^postgres:\/\/.*\/key_manager$/);
 
     const pids = JSON.parse(await fs.readFile(path.join(data, 'pids.json'), 'utf8')) as DevPids;
     assert.equal(pids.dev, dev.child.pid);
@@ -215,7 +215,7 @@ describe('km-hotfix dev (real Temporal dev server, embedded PostgreSQL, in-proce
     assert.ok(pids.postgres && alive(pids.postgres), 'postgres runs');
     const children = await descendants(dev.child.pid!);
     assert.ok(children.includes(pids.temporal) && children.includes(pids.postgres), `children ${children}`);
-    const pgPort = Number(new URL(env.DATABASE_URL!).port);
+    const pgPort = Number(new URL(env.DATABASE_URL).port);
     assert.equal(pgPort, ports.postgres);
     for (const port of [ports.temporal, ports.ui, pgPort])
       assert.ok(await portInUse(port), `port ${port} accepts while running`);
@@ -244,8 +244,8 @@ describe('km-hotfix dev (real Temporal dev server, embedded PostgreSQL, in-proce
     started.push(dev);
     let env = await waitReady(dev, 60_000);
     {
-      const nc = await NativeConnection.connect({ address: env.TEMPORAL_ADDRESS! });
-      const conn = await Connection.connect({ address: env.TEMPORAL_ADDRESS! });
+      const nc = await NativeConnection.connect({ address: env.TEMPORAL_ADDRESS });
+      const conn = await Connection.connect({ address: env.TEMPORAL_ADDRESS });
       try {
         const worker = await Worker.create({
           connection: nc,
@@ -275,8 +275,8 @@ describe('km-hotfix dev (real Temporal dev server, embedded PostgreSQL, in-proce
     started.push(dev);
     env = await waitReady(dev, 60_000);
     {
-      const nc = await NativeConnection.connect({ address: env.TEMPORAL_ADDRESS! });
-      const conn = await Connection.connect({ address: env.TEMPORAL_ADDRESS! });
+      const nc = await NativeConnection.connect({ address: env.TEMPORAL_ADDRESS });
+      const conn = await Connection.connect({ address: env.TEMPORAL_ADDRESS });
       try {
         const client = new Client({ connection: conn });
         const h = client.workflow.getHandle(workflowId);
@@ -314,8 +314,8 @@ describe('km-hotfix dev (real Temporal dev server, embedded PostgreSQL, in-proce
         .concat('ready'),
     );
     assert.equal(env.KM_SSH_KEY, path.join(data, 'ssh', 'id_ed25519'));
-    assert.equal((await fs.stat(env.KM_SSH_KEY!)).mode & 0o777, 0o600);
-    const key = await fs.readFile(env.KM_SSH_KEY!, 'utf8');
+    assert.equal((await fs.stat(env.KM_SSH_KEY)).mode & 0o777, 0o600);
+    const key = await fs.readFile(env.KM_SSH_KEY, 'utf8');
     const list = async () => {
       const r = await runCli(['fleet', 'list', '--json'], { DATABASE_URL: env.DATABASE_URL });
       assert.equal(r.code, 0, r.stderr);
@@ -333,7 +333,7 @@ describe('km-hotfix dev (real Temporal dev server, embedded PostgreSQL, in-proce
     dev = startDev(args);
     started.push(dev);
     env = await waitReady(dev, 60_000);
-    assert.equal(await fs.readFile(env.KM_SSH_KEY!, 'utf8'), key, 'the same key pair');
+    assert.equal(await fs.readFile(env.KM_SSH_KEY, 'utf8'), key, 'the same key pair');
     assert.deepEqual(
       (await list()).map((s) => s.name),
       servers.map((s) => s.name),
@@ -381,7 +381,7 @@ describe('km-hotfix dev (real Temporal dev server, embedded PostgreSQL, in-proce
       assert.equal(r.stdout, '');
       const err = lines(r.stderr);
       assert.equal(err.length, 1, r.stderr);
-      assert.match(err[0]!, new RegExp(`port ${port}.*in use.*--temporal-port`));
+      assert.match(err[0], new RegExp(`port ${port}.*in use.*--temporal-port`));
     } finally {
       busy.close();
     }
@@ -396,6 +396,6 @@ describe('km-hotfix dev (real Temporal dev server, embedded PostgreSQL, in-proce
     assert.equal(r.code, 3, r.stderr);
     const err = lines(r.stderr);
     assert.equal(err.length, 1, r.stderr);
-    assert.match(err[0]!, /TEMPORAL_CLI=.*no-such-temporal/);
+    assert.match(err[0], /TEMPORAL_CLI=.*no-such-temporal/);
   });
 });

@@ -9,8 +9,8 @@ import { randomBytes } from 'node:crypto';
 import { rolloutEnv, RolloutEnv, FAST_TIMING } from './helpers/rollout-env';
 import { BIN, cliEnv } from './helpers/cli-process';
 import { scratchDir, testStack } from './helpers/stack';
-import { statusQuery, WORKFLOW_TYPES } from '../workflows/definitions';
-import type { RolloutInput, RolloutStatus } from '../domain/rollout';
+import { statusQuery, WORKFLOW_TYPES } from '../domain/messages/rollout';
+import type { RolloutInput, RolloutStatus } from '../domain/messages/rollout';
 
 const APPLIED_OK = (e: { command: string; exitCode: number }) => /--apply-hotfix=/.test(e.command) && e.exitCode === 0;
 

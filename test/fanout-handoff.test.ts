@@ -5,7 +5,7 @@
 // logs are the evidence.
 import assert from 'node:assert/strict';
 import { rolloutEnv, RolloutEnv, FAST_TIMING } from './helpers/rollout-env';
-import type { RolloutStatus } from '../domain/rollout';
+import type { RolloutStatus } from '../domain/messages/rollout';
 
 const APPLY = /ssh-mgr-controller --apply-hotfix=/;
 

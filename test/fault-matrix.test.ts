@@ -14,7 +14,8 @@ import { rolloutEnv, RolloutEnv, FAST_TIMING } from './helpers/rollout-env';
 import { assertRolloutInvariant } from './helpers/invariant';
 import { clearKmDbFaults, installKmDbFaults, kmDbFault, KmDbFault, kmDbFaultFired } from './helpers/km-faults';
 import type { FaultSpec, FaultCommand } from '../simulator';
-import type { Phase, RolloutStatus } from '../domain/rollout';
+import type { Phase } from '../domain/rollout';
+import type { RolloutStatus } from '../domain/messages/rollout';
 
 /** Past the 1 s command timeout. */
 const HANG_MS = 1_500;

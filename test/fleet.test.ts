@@ -81,10 +81,10 @@ describe('km-hotfix fleet import / list', function () {
     assert.equal(table.code, 0, table.stderr);
     const rows = lines(table.stdout);
     assert.equal(rows.length, 4, table.stdout);
-    assert.match(rows[0]!, /^NAME\s+ROLE\s+HOST:PORT\s+USER\s+SUDO\s+URL$/);
-    assert.match(rows[1]!, /^km-fe-1\s+frontend\s+10\.0\.0\.11:22\s+root\s+no\s+https:\/\/km-fe-1\.example\.com\/$/);
-    assert.match(rows[2]!, /^km-be-1\s+backend\s+10\.0\.0\.21:2222\s+kmadmin\s+yes\s+-$/);
-    assert.match(rows[3]!, /^km-both-1\s+both\s+km-both-1\.example\.com:22\s+root\s+no\s+https:/);
+    assert.match(rows[0], /^NAME\s+ROLE\s+HOST:PORT\s+USER\s+SUDO\s+URL$/);
+    assert.match(rows[1], /^km-fe-1\s+frontend\s+10\.0\.0\.11:22\s+root\s+no\s+https:\/\/km-fe-1\.example\.com\/$/);
+    assert.match(rows[2], /^km-be-1\s+backend\s+10\.0\.0\.21:2222\s+kmadmin\s+yes\s+-$/);
+    assert.match(rows[3], /^km-both-1\s+both\s+km-both-1\.example\.com:22\s+root\s+no\s+https:/);
   });
 
   it('replaces the inventory on a second import (JSON), and `list --json` output imports again', async () => {
@@ -131,7 +131,7 @@ describe('km-hotfix fleet import / list', function () {
       assert.equal(r.stdout, '');
       const err = lines(r.stderr);
       assert.equal(err.length, 1, r.stderr);
-      assert.match(err[0]!, message);
+      assert.match(err[0], message);
       assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
       assert.deepEqual(await listed(), before);
     });

@@ -19,7 +19,7 @@ describe('test harness (real Temporal dev server, embedded PostgreSQL)', () => {
       },
     });
     try {
-      const result = await w.run(() =>
+      const result: unknown = await w.run(() =>
         w.client.workflow.execute('greetNow', {
           taskQueue: w.taskQueue,
           workflowId: `greet-${w.taskQueue}`,

@@ -9,7 +9,7 @@ import type { Client } from '@temporalio/client';
 import { rolloutEnv, RolloutEnv, FAST_TIMING } from './helpers/rollout-env';
 import { DEFAULT_TIMING } from '../workflows/steps';
 import { slicesOf } from '../workflows/fanout';
-import type { RolloutStatus } from '../domain/rollout';
+import type { RolloutStatus } from '../domain/messages/rollout';
 
 /** Temporal server's `limit.historyCount.warn` default (the hard limit, `limit.historyCount.error`, is 51,200). */
 const HISTORY_WARN = 10_240;

@@ -16,8 +16,8 @@ import { assertOk, assertRefused, CliResult, lines, runCli } from './helpers/cli
 import { scratchDir, testStack } from './helpers/stack';
 import { runChild } from '../stack/process';
 import { makeHotfix } from '../simulator';
-import { WORKFLOW_TYPES, statusQuery } from '../workflows/definitions';
-import type { RolloutInput, RolloutStatus } from '../domain/rollout';
+import { WORKFLOW_TYPES, statusQuery } from '../domain/messages/rollout';
+import type { RolloutInput, RolloutStatus } from '../domain/messages/rollout';
 import { oneLine } from '../domain/decision';
 
 const CONTROL = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/; // any control character but the newline that ends a line
@@ -79,7 +79,7 @@ describe('hostile and careless input: refused in one line with nothing changed, 
              (SELECT json_agg(f ORDER BY position) FROM fleet_server f) AS fleet,
              (SELECT count(*)::int FROM server_claim) + (SELECT count(*)::int FROM hotfix_claim) AS claims`;
     let workflows = 0;
-    for await (const _ of env.client.workflow.list({ query: `TaskQueue = '${env.taskQueue}'` })) workflows++;
+    for await (const w of env.client.workflow.list({ query: `TaskQueue = '${env.taskQueue}'` })) if (w) workflows++;
     const sim = env.fleet.servers.map((s) => [s.name, s.log().length]);
     return { kmState, orch, workflows, sim };
   }
@@ -387,7 +387,7 @@ describe('hostile and careless input: refused in one line with nothing changed, 
           assert.ok(kib > 0 && kib < MAX_RSS_KIB, `${c.what}: peak memory ${Math.round(kib / 1024)} MiB`);
         }
       } catch (err) {
-        const first = (err as Error).message.split('\n')[0]!;
+        const first = (err as Error).message.split('\n')[0];
         failures.push(first.startsWith(c.what) ? first : `${c.what}: ${first}`);
         await fs.rm(rssFile, { force: true });
       }
@@ -480,8 +480,7 @@ describe('hostile and careless input: refused in one line with nothing changed, 
       for (const [name, args, re] of refusals) {
         await assert.rejects(
           h.executeUpdate(name, { args: args as [unknown] }),
-          (e: unknown) =>
-            e instanceof WorkflowUpdateFailedError && re.test(String((e.cause as Error | undefined)?.message)),
+          (e: unknown) => e instanceof WorkflowUpdateFailedError && re.test(String(e.cause?.message)),
           `${name} ${JSON.stringify(args)}`,
         );
       }
@@ -569,11 +568,11 @@ describe('hostile and careless input: refused in one line with nothing changed, 
         assert.doesNotMatch(r.stdout, /PAUSED/, 'item 8');
       }
       assert.match(
-        shown[0]!.stdout,
+        shown[0].stdout,
         /approved by bob \(SHA256:[^)]+\) at \S+: ok 10:00:00 phase completed \[2J \]0;owned\n/,
       );
       assert.match(
-        shown[1]!.stdout,
+        shown[1].stdout,
         /rolled back: aborted by carol: freeze 10:00:01 completed: applied on 5 server\(s\) \[31m/,
       );
       // JSON is the machine form: escaped by JSON itself, the text kept as given.

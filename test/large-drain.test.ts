@@ -20,7 +20,8 @@ import { launchBrowser, TestBrowser } from './helpers/browser';
 import { startWebServer, WebServer } from '../web/server';
 import { generateEd25519KeyPair } from '../keymanager/keygen';
 import { freePort } from '../stack/process';
-import { isFinalPhase, RolloutStatus } from '../domain/rollout';
+import { isFinalPhase } from '../domain/rollout';
+import { RolloutStatus } from '../domain/messages/rollout';
 
 /** 52 characters: `${PREFIX}-be-2000` is 60. */
 const PREFIX = 'kmb-prod-eu-west-1a-rack-17-chassis-05-blade-corp-ex';
@@ -155,7 +156,7 @@ describe('a backend rollout on 2,000 backends of 60-character names: the gate na
     assertOk(approved, 'approve');
     assert.match(approved.stdout, /approved .* by bob \(SHA256:/);
     const done = await completes(h, before);
-    const message = done.approvals[0]!.message;
+    const message = done.approvals[0].message;
     assert.ok(message.length < 1024, `the signed message is ${message.length} characters`);
     assert.ok(message.includes(`\ndrained: ${BACKENDS - 1} sha256:${sha256(list)}\n`), message);
     assertOk(await km(['audit', id]), 'audit');
@@ -220,7 +221,7 @@ describe('a backend rollout on 2,000 backends of 60-character names: the gate na
       const forged = printed.stdout.replace(digestLine, `drained: ${count} sha256:${sha256(other)}`);
       const file = path.join(dir, `forged-${count}.txt`);
       await fs.writeFile(file, forged);
-      await fs.writeFile(`${file}.sig`, await keygenSign(dir, env.people.keys.bob!, forged));
+      await fs.writeFile(`${file}.sig`, await keygenSign(dir, env.people.keys.bob, forged));
       const r = await km(['approve', id, '--message', file, '--signature', `${file}.sig`]);
       assert.equal(r.code, 2, `exit ${r.code}: ${r.stderr}`);
       assert.equal(lines(r.stderr).length, 1, r.stderr);
@@ -231,11 +232,11 @@ describe('a backend rollout on 2,000 backends of 60-character names: the gate na
 
     const file = path.join(dir, 'approve.txt');
     await fs.writeFile(file, printed.stdout);
-    await fs.writeFile(`${file}.sig`, await keygenSign(dir, env.people.keys.bob!, printed.stdout));
+    await fs.writeFile(`${file}.sig`, await keygenSign(dir, env.people.keys.bob, printed.stdout));
     const approved = await km(['approve', id, '--message', file, '--signature', `${file}.sig`]);
     assertOk(approved, 'approve --message --signature');
     const done = await completes(h, before);
-    assert.equal(done.approvals[0]!.message, printed.stdout, 'the ledger keeps the bytes ssh-keygen signed');
+    assert.equal(done.approvals[0].message, printed.stdout, 'the ledger keeps the bytes ssh-keygen signed');
 
     assertOk(await km(['audit', id]), 'audit');
     // Someone with database access drops one backend from the recorded drain (the table is append-only: they must disable its trigger).
@@ -287,8 +288,8 @@ describe('a backend rollout on 2,000 backends of 60-character names: the gate na
       await ctx.close();
     }
     const done = await completes(h, before);
-    assert.equal(done.approvals[0]!.by, 'carol');
-    assert.ok(done.approvals[0]!.message.includes(`\ndrained: ${BACKENDS - 1} sha256:${sha256(list)}\n`));
+    assert.equal(done.approvals[0].by, 'carol');
+    assert.ok(done.approvals[0].message.includes(`\ndrained: ${BACKENDS - 1} sha256:${sha256(list)}\n`));
     assertOk(await km(['audit', h.workflowId]), "audit of the web page's approval");
   });
 });

@@ -8,10 +8,10 @@ import { cliSettings, rolloutEnv, RolloutEnv, FAST_TIMING } from './helpers/roll
 import { assertOk, assertRefused, lines, runCli, CliResult } from './helpers/cli-process';
 import { testStack } from './helpers/stack';
 import { freePort } from '../stack/process';
-import { serverStates } from '../store/ledger';
-import type { RolloutStatus } from '../domain/rollout';
+import { serverStates } from '../store/server-states';
+import type { RolloutStatus } from '../domain/messages/rollout';
 import { startWebServer } from '../web/server';
-import { statusQuery } from '../workflows/definitions';
+import { statusQuery } from '../domain/messages/rollout';
 
 const FLEET = ['km-fe-1', 'km-fe-2', 'km-fe-3', 'km-be-1', 'km-be-2', 'km-be-3', 'km-be-4'];
 /** Above 4 servers a status leaves out the list; two servers per batch child, so several children write. */

@@ -9,17 +9,13 @@ import {
   appendEvent,
   appendServerStates,
   eventAppender,
-  claim,
-  ClaimConflict,
-  conflictingRollouts,
-  ledgerStatus,
   recordPhase,
   recordRolloutStart,
-  releaseStaleClaims,
-  rolloutEvents,
-  serverStateCounts,
-  serverStates,
-} from '../store/ledger';
+} from '../store/ledger-writes';
+import { claim, ClaimConflict, conflictingRollouts, releaseStaleClaims } from '../store/claims';
+import { rolloutEvents } from '../store/ledger-reads';
+import { latestStates, serverStateCounts, serverStates } from '../store/server-states';
+import { ledgerStatus } from '../status/from-ledger';
 import { FULL_SERVER_LIST_MAX } from '../domain/rollout';
 
 describe('ledger (orchestrator database)', () => {
@@ -129,6 +125,55 @@ describe('ledger (orchestrator database)', () => {
     assert.equal(row.phase, 'failed');
     assert.match(row.error, /ended without finishing/);
   });
+  it("orders a server's states as the database received them, not by the writers' clocks (issue 22, item 7)", async () => {
+    await start('clocks');
+    await appendServerStates(sql, 'clocks', [
+      { server: 'a', state: 'pending', at: '2026-01-01T10:00:00.000Z', position: 0, role: 'backend' },
+      { server: 'b', state: 'pending', at: '2026-01-01T10:00:00.000Z', position: 1, role: 'backend' },
+    ]);
+    // A run's end written by a worker whose clock is ahead, then the rollback's by one whose clock is behind.
+    await appendServerStates(sql, 'clocks', [
+      {
+        server: 'a',
+        state: 'patched',
+        at: '2026-01-01T10:05:00.000Z',
+        startedAt: '2026-01-01T10:04:00.000Z',
+        endedAt: '2026-01-01T10:05:00.000Z',
+      },
+    ]);
+    await appendServerStates(sql, 'clocks', [
+      {
+        server: 'a',
+        state: 'rolled_back',
+        at: '2026-01-01T10:03:00.000Z',
+        startedAt: '2026-01-01T10:02:30.000Z',
+        endedAt: '2026-01-01T10:03:00.000Z',
+      },
+    ]);
+    const page = await serverStates(sql, 'clocks', { page: 1, pageSize: 10 });
+    assert.deepEqual(
+      page.servers.map((s) => [s.name, s.state]),
+      [
+        ['a', 'rolled_back'],
+        ['b', 'pending'],
+      ],
+    );
+    assert.equal(page.servers[0].startedAt, '2026-01-01T10:02:30.000Z', 'the start of the step received last');
+    assert.deepEqual(await serverStateCounts(sql, 'clocks'), { rolled_back: 1, pending: 1 });
+    assert.deepEqual(
+      (await latestStates(sql, 'clocks', ['a'])).map((s) => s.state),
+      ['rolled_back'],
+    );
+    // The writers' times stay, for display.
+    const rows = await sql<
+      { at: Date }[]
+    >`SELECT at FROM rollout_server WHERE rollout_id = 'clocks' AND server = 'a' ORDER BY seq`;
+    assert.deepEqual(
+      rows.map((r) => r.at.toISOString()),
+      ['2026-01-01T10:00:00.000Z', '2026-01-01T10:05:00.000Z', '2026-01-01T10:03:00.000Z'],
+    );
+  });
+
   it('pages per-server states: the latest per server wins whatever order writes land in, inventory order, a state filter; rows are append-only', async () => {
     await start('big');
     const n = FULL_SERVER_LIST_MAX + 50;
@@ -153,27 +198,23 @@ describe('ledger (orchestrator database)', () => {
     await appendServerStates(
       sql,
       'big',
-      names
-        .slice(0, 3)
-        .map((server) => ({
-          server,
-          state: 'patched',
-          at: '2026-01-01T10:02:00.000Z',
-          endedAt: '2026-01-01T10:02:00.000Z',
-        })),
+      names.slice(0, 3).map((server) => ({
+        server,
+        state: 'patched',
+        at: '2026-01-01T10:02:00.000Z',
+        endedAt: '2026-01-01T10:02:00.000Z',
+      })),
     );
     // Retried: the same rows again change nothing.
     await appendServerStates(
       sql,
       'big',
-      names
-        .slice(0, 3)
-        .map((server) => ({
-          server,
-          state: 'patched',
-          at: '2026-01-01T10:02:00.000Z',
-          endedAt: '2026-01-01T10:02:00.000Z',
-        })),
+      names.slice(0, 3).map((server) => ({
+        server,
+        state: 'patched',
+        at: '2026-01-01T10:02:00.000Z',
+        endedAt: '2026-01-01T10:02:00.000Z',
+      })),
     );
 
     const first = await serverStates(sql, 'big', { page: 1, pageSize: 100 });

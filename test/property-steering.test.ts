@@ -7,24 +7,30 @@
 //   (a) KM_HOTFIX_PROPERTY_STEERING_RUNS cases (default 200) with an
 //       in-process worker: the engine meets many interleavings cheaply;
 //   (b) KM_HOTFIX_PROPERTY_REAL_RUNS cases (default 20) with a real
-//       `km-hotfix worker` process, which the schedule may also SIGKILL.
-// KM_HOTFIX_PROPERTY_SEED replays a failure. `npm run property` runs 2,000 of (a).
+//       `km-hotfix worker` process, which the schedule may also SIGKILL,
+//       on a Temporal server of its own, which the schedule may restart.
+// KM_HOTFIX_PROPERTY_SEED (and KM_HOTFIX_PROPERTY_PATH, one lane) replays a failure. `npm run property` runs 2,000 of (a).
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import fc from 'fast-check';
-import type { WorkflowHandle } from '@temporalio/client';
+import { Client, Connection, type WorkflowHandle } from '@temporalio/client';
 import { rolloutEnv, RolloutEnv, FAST_TIMING } from './helpers/rollout-env';
 import { assertRolloutInvariant } from './helpers/invariant';
 import { scratchDir, testStack } from './helpers/stack';
 import { startWorkerProcess, WorkerProcess } from './helpers/worker-process';
 import type { FaultSpec } from '../simulator';
-import { isFinalPhase, RolloutStatus } from '../domain/rollout';
+import { isFinalPhase } from '../domain/rollout';
+import { RolloutStatus } from '../domain/messages/rollout';
 import type { Component } from '../domain/hotfix';
 import { batchWidth, parseBatch } from '../domain/plan';
+import { startDevServer, type DevServerOptions, type RunningDevServer } from '../stack/temporal';
+import { freePort } from '../stack/process';
 
 const STEERING_RUNS = Number(process.env.KM_HOTFIX_PROPERTY_STEERING_RUNS ?? 200);
 const REAL_RUNS = Number(process.env.KM_HOTFIX_PROPERTY_REAL_RUNS ?? 20);
 const SEED = process.env.KM_HOTFIX_PROPERTY_SEED ? Number(process.env.KM_HOTFIX_PROPERTY_SEED) : undefined;
+/** fast-check's `path` of a failure (printed with its seed): replays that one case at once. */
+const PATH = process.env.KM_HOTFIX_PROPERTY_PATH;
 const TIMING = {
   ...FAST_TIMING,
   servicesTimeoutMs: 4_000,
@@ -52,7 +58,8 @@ const FAULTS: Record<string, FaultSpec> = {
   'checksum mismatch': { kmVersion: '3.0.1' },
 };
 
-type Steer = 'pause' | 'resume' | 'abort' | 'cancel' | 'terminate a batch child' | 'kill the worker';
+type Steer =
+  'pause' | 'resume' | 'abort' | 'cancel' | 'terminate a batch child' | 'kill the worker' | 'restart Temporal';
 
 /** Pause and resume most often; the events that end a rollout or lose a child (a 7 s wait for its activities) less. */
 const WEIGHTS: Record<Steer, number> = {
@@ -62,6 +69,7 @@ const WEIGHTS: Record<Steer, number> = {
   cancel: 1,
   'terminate a batch child': 1,
   'kill the worker': 2,
+  'restart Temporal': 2,
 };
 const steerArb = (steers: Steer[]) =>
   fc.oneof(...steers.map((s) => ({ arbitrary: fc.constant(s), weight: WEIGHTS[s] })));
@@ -86,6 +94,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 interface Hands {
   /** SIGKILL the worker and start another (layer b). */
   killWorker?(): Promise<void>;
+  /** Stop the Temporal server and start it again on the same SQLite file (layer b). */
+  restartTemporal?(): Promise<void>;
 }
 
 /** One case: pick the servers, place the faults, start, answer the gate, steer on schedule, then check the invariant. */
@@ -168,6 +178,9 @@ async function steer(env: RolloutEnv, h: WorkflowHandle, s: Steer, hands: Hands)
     case 'kill the worker':
       await hands.killWorker?.();
       break;
+    case 'restart Temporal':
+      await hands.restartTemporal?.();
+      break;
   }
 }
 
@@ -190,6 +203,7 @@ const params = (runs: number) => ({
   numRuns: runs,
   endOnFailure: true,
   ...(SEED !== undefined ? { seed: SEED } : {}),
+  ...(PATH !== undefined ? { path: PATH } : {}),
   verbose: 1 as const,
 });
 
@@ -225,16 +239,20 @@ describe('property (a): steering and faults together, in-process worker', functi
   });
 });
 
-describe('property (b): steering, faults and worker SIGKILLs, real worker process', function () {
+describe('property (b): steering, faults, worker SIGKILLs and Temporal restarts, real worker process', function () {
   this.timeout(120_000 + REAL_RUNS * 120_000);
   let env: RolloutEnv;
   let keyFile: string;
+  // A Temporal server of its own, on a SQLite file, so that a case can restart it and every workflow survives.
+  let temporal: RunningDevServer;
+  let temporalOptions: DevServerOptions;
+  let connection: Connection;
   const workers: WorkerProcess[] = [];
   const workerOn = () =>
     startWorkerProcess(
       env.client,
       {
-        temporalAddress: testStack().temporal.address,
+        temporalAddress: temporal.address,
         taskQueue: env.taskQueue,
         orchestratorUrl: env.orchestratorUrl,
         kmUrl: env.kmUrl,
@@ -245,7 +263,17 @@ describe('property (b): steering, faults and worker SIGKILLs, real worker proces
     );
 
   before(async () => {
-    env = await rolloutEnv({ ...FLEET, restartMs: 20 });
+    const dir = await scratchDir('property-temporal');
+    temporalOptions = {
+      binary: testStack().temporalBinary,
+      port: await freePort(),
+      headless: true,
+      dbFile: path.join(dir, 'temporal.db'),
+      logFile: path.join(dir, 'temporal.log'),
+    };
+    temporal = await startDevServer(temporalOptions);
+    connection = await Connection.connect({ address: temporal.address });
+    env = await rolloutEnv({ ...FLEET, restartMs: 20, client: new Client({ connection }) });
     // The env's in-process worker stops: a `km-hotfix worker` process serves its task queue instead.
     env.worker.worker.shutdown();
     keyFile = path.join(await scratchDir('property'), 'id_ed25519');
@@ -256,19 +284,37 @@ describe('property (b): steering, faults and worker SIGKILLs, real worker proces
     await env?.endAll();
     await Promise.all(workers.splice(0).map((w) => w.kill()));
     await env?.close();
+    await connection?.close();
+    await temporal?.stop();
   });
 
-  it(`${REAL_RUNS} random rollouts with worker SIGKILLs${SEED !== undefined ? ` (seed ${SEED})` : ''}`, async () => {
+  it(`${REAL_RUNS} random rollouts with worker SIGKILLs and Temporal restarts${SEED !== undefined ? ` (seed ${SEED})` : ''}`, async () => {
+    const done = { kills: 0, restarts: 0 };
     const hands: Hands = {
       async killWorker() {
+        done.kills++;
         const w = workers.shift();
         await w?.kill();
         await workerOn();
       },
+      async restartTemporal() {
+        done.restarts++;
+        await temporal.stop();
+        await sleep(1_000);
+        temporal = await startDevServer(temporalOptions);
+      },
     };
     await fc.assert(
       fc.asyncProperty(
-        scenario(['pause', 'resume', 'abort', 'cancel', 'terminate a batch child', 'kill the worker']),
+        scenario([
+          'pause',
+          'resume',
+          'abort',
+          'cancel',
+          'terminate a batch child',
+          'kill the worker',
+          'restart Temporal',
+        ]),
         async (sc) => {
           try {
             await runCase(env, sc, hands);
@@ -279,5 +325,6 @@ describe('property (b): steering, faults and worker SIGKILLs, real worker proces
       ),
       params(REAL_RUNS),
     );
+    console.log(`      (${done.kills} worker SIGKILLs, ${done.restarts} Temporal restarts)`);
   });
 });

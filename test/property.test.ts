@@ -6,7 +6,7 @@ import fc from 'fast-check';
 import { rolloutEnv, FAST_TIMING } from './helpers/rollout-env';
 import { assertRolloutInvariant } from './helpers/invariant';
 import type { FaultSpec } from '../simulator';
-import type { RolloutStatus } from '../domain/rollout';
+import type { RolloutStatus } from '../domain/messages/rollout';
 import type { Component } from '../domain/hotfix';
 
 const RUNS = Number(process.env.KM_HOTFIX_PROPERTY_RUNS ?? 5);

@@ -14,8 +14,8 @@ import { rolloutEnv, RolloutEnv, FAST_TIMING } from './helpers/rollout-env';
 import { testWorker } from './helpers/worker';
 import { startWorkerProcess } from './helpers/worker-process';
 import { createActivities } from '../activities';
-import { statusQuery, WORKFLOW_TYPES } from '../workflows/definitions';
-import type { RemovalInput, RolloutInput, RolloutStatus } from '../domain/rollout';
+import { statusQuery, WORKFLOW_TYPES } from '../domain/messages/rollout';
+import type { RemovalInput, RolloutInput, RolloutStatus } from '../domain/messages/rollout';
 
 /** Where the histories live (in the source tree, not dist/). */
 export const HISTORIES_DIR = path.resolve(__dirname, '..', '..', 'test', 'histories');
@@ -32,7 +32,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function phase(h: WorkflowHandle, want: string): Promise<void> {
   for (const deadline = Date.now() + 60_000; Date.now() < deadline; await sleep(100)) {
-    const st = (await h.query(statusQuery).catch(() => undefined)) as RolloutStatus | undefined;
+    const st: RolloutStatus | undefined = await h.query(statusQuery).catch(() => undefined);
     if (st?.phase === want) return;
   }
   throw new Error(`${h.workflowId}: phase ${want} not reached`);
@@ -217,7 +217,7 @@ const SCENARIOS: Record<string, Scenario> = {
     try {
       const hf = await wide.hotfix('common', { description: 'replay_handoff' });
       const input = await rollout(wide, id, hf, {
-        canary: wide.fleet.servers[0]!.name,
+        canary: wide.fleet.servers[0].name,
         batch: '2',
         timing: { ...FAST_TIMING, sliceServers: 4 },
       });

@@ -3,7 +3,7 @@
 // keeps the registration.
 import assert from 'node:assert/strict';
 import { rolloutEnv, RolloutEnv } from './helpers/rollout-env';
-import type { RolloutStatus } from '../domain/rollout';
+import type { RolloutStatus } from '../domain/messages/rollout';
 import { serversOf } from './helpers/servers';
 
 const UNAPPLY = /ssh-mgr-controller --unapply-hotfix=/;

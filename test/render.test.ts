@@ -1,7 +1,9 @@
 // What a person sees: the status block stays readable for a large fleet.
 import assert from 'node:assert/strict';
 import { changeLines, outcomeLine, statusBlock } from '../client/render/status';
-import { boundedStatus, FULL_SERVER_LIST_MAX, RolloutStatus, ServerStatus } from '../domain/rollout';
+import { FULL_SERVER_LIST_MAX } from '../domain/rollout';
+import { RolloutStatus, ServerStatus } from '../domain/messages/rollout';
+import { boundedStatus } from '../domain/status';
 
 function bigRollout(n: number, limit = Infinity): RolloutStatus {
   const servers: ServerStatus[] = Array.from({ length: n }, (_, i) => ({

@@ -6,10 +6,10 @@ import * as path from 'node:path';
 import { WorkflowFailedError } from '@temporalio/client';
 import { rolloutEnv, RolloutEnv, FAST_TIMING } from './helpers/rollout-env';
 import { assertRolloutInvariant } from './helpers/invariant';
-import { pauseUpdate } from '../workflows/definitions';
-import { WORKFLOW_TYPES } from '../workflows/definitions';
-import type { RolloutStatus } from '../domain/rollout';
-import { recordRolloutStart } from '../store/ledger';
+import { pauseUpdate } from '../domain/messages/rollout';
+import { WORKFLOW_TYPES } from '../domain/messages/rollout';
+import type { RolloutStatus } from '../domain/messages/rollout';
+import { recordRolloutStart } from '../store/ledger-writes';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const APPLY = /--apply-hotfix=/;

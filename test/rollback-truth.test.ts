@@ -14,8 +14,8 @@ import { assertRolloutInvariant } from './helpers/invariant';
 import { serversOf } from './helpers/servers';
 import { scratchDir, testStack } from './helpers/stack';
 import { startWorkerProcess, WorkerProcess } from './helpers/worker-process';
-import { statusQuery, WORKFLOW_TYPES } from '../workflows/definitions';
-import type { RolloutInput, RolloutStatus } from '../domain/rollout';
+import { statusQuery, WORKFLOW_TYPES } from '../domain/messages/rollout';
+import type { RolloutInput, RolloutStatus } from '../domain/messages/rollout';
 import { sleep, until } from './helpers/until';
 
 const APPLY = /--apply-hotfix=/;
@@ -91,6 +91,17 @@ describe('rollback from the truth: steering meets faults and crashes', function 
     ).length;
     assert.ok(reached <= 4, `${reached} of 5 servers were reached: the fan-out went on after the cancel`);
     assert.deepEqual(await env.applied(hf.name), []);
+  });
+
+  it('2b: a cancel from Temporal at the gate is an abort: the canary is rolled back at once, not at the approval timeout', async () => {
+    const hf = await env.hotfix('backend');
+    const h = await env.startRollout({ hotfix: hf.name, approvalTimeoutMs: 3_600_000 });
+    await env.waitForPhase(h, 'verifying');
+    await h.cancel();
+    const st = await ends(h, 'rolled_back');
+    assert.match(st.error ?? '', /cancelled from Temporal/);
+    assert.deepEqual(await env.applied(hf.name), []);
+    await assert.rejects(env.approve(h, 'bob'), /has ended|not waiting|already completed/);
   });
 
   it('3: pause and resume are refused while rolling back, and the rollback finishes', async () => {

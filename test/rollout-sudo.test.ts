@@ -2,7 +2,7 @@
 // through a server that refuses connections for a while.
 import assert from 'node:assert/strict';
 import { rolloutEnv, RolloutEnv } from './helpers/rollout-env';
-import type { RolloutStatus } from '../domain/rollout';
+import type { RolloutStatus } from '../domain/messages/rollout';
 import { serversOf } from './helpers/servers';
 
 describe('rollout over sudo and through refused connections', function () {

@@ -4,8 +4,8 @@
 import assert from 'node:assert/strict';
 import { rolloutEnv, RolloutEnv, FAST_TIMING } from './helpers/rollout-env';
 import { WorkflowUpdateFailedError } from '@temporalio/client';
-import { rejectUpdate } from '../workflows/definitions';
-import type { RolloutStatus } from '../domain/rollout';
+import { rejectUpdate } from '../domain/messages/rollout';
+import type { RolloutStatus } from '../domain/messages/rollout';
 import { serversOf } from './helpers/servers';
 
 const APPLY = /ssh-mgr-controller --apply-hotfix=/;

@@ -4,14 +4,14 @@
 // environment. No servers needed.
 import assert from 'node:assert/strict';
 import { inert, hasControlCharacters } from '../domain/terminal';
-import { signedRequest, MessageError, MESSAGE_LIMITS } from '../domain/messages';
+import { signedRequest, MessageError, MESSAGE_LIMITS } from '../domain/messages/signed-request';
 import { InventoryError } from '../domain/fleet';
 import { parseInventory } from '../domain/inventory-file';
 import { inputLimits, isGzip, LimitError, DEFAULT_LIMITS } from '../domain/input-limits';
 import { statusBlock, changeLines, outcomeLine } from '../client/render/status';
 import { formatTable } from '../client/commands/fleet';
 import { describeUrl } from '../store/database';
-import type { RolloutStatus } from '../domain/rollout';
+import type { RolloutStatus } from '../domain/messages/rollout';
 
 const ESC = '\u001b';
 const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
@@ -193,9 +193,9 @@ describe('inventory fields an SSH command line or a URL would misread', () => {
   });
   it('good hosts and URLs pass', () => {
     for (const host of ['10.0.0.1', 'km-fe-1.example.com', '::1', 'fe80::1'])
-      assert.equal(parseInventory(one({ host }))[0]!.host, host);
+      assert.equal(parseInventory(one({ host }))[0].host, host);
     assert.equal(
-      parseInventory(one({ url: 'https://km-fe-1.example.com:8443/ui?x=1' }))[0]!.url,
+      parseInventory(one({ url: 'https://km-fe-1.example.com:8443/ui?x=1' }))[0].url,
       'https://km-fe-1.example.com:8443/ui?x=1',
     );
   });

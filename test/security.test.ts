@@ -16,9 +16,11 @@ import { runCli, lines } from './helpers/cli-process';
 import { collect, RecordedHistory } from './record-histories';
 import { kmMaxProcesses as maxProcessesOf } from './helpers/invariant';
 import { endsBy } from './helpers/endings';
-import { statusQuery, WORKFLOW_TYPES } from '../workflows/definitions';
-import { appendEvent, recordPhase, recordRolloutStart, rolloutEvents } from '../store/ledger';
-import { isFinalPhase, RolloutInput, RolloutStatus } from '../domain/rollout';
+import { statusQuery, WORKFLOW_TYPES } from '../domain/messages/rollout';
+import { appendEvent, recordPhase, recordRolloutStart } from '../store/ledger-writes';
+import { rolloutEvents } from '../store/ledger-reads';
+import { isFinalPhase } from '../domain/rollout';
+import { RolloutInput, RolloutStatus } from '../domain/messages/rollout';
 import { makeHotfix } from '../simulator';
 
 /** Every command a simulated server may run for a rollout, an upload or a removal; anything else is an injection. */

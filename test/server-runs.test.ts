@@ -4,9 +4,10 @@
 // server's time, and status shows each server of a run as it goes.
 import assert from 'node:assert/strict';
 import { rolloutEnv, RolloutEnv } from './helpers/rollout-env';
-import type { RolloutStatus, ServerState } from '../domain/rollout';
-import { mergeBatches, QUERY_TIMEOUT_MS } from '../platform/workflow-status';
-import { liveLedger } from '../store/ledger';
+import type { ServerState } from '../domain/rollout';
+import type { RolloutStatus } from '../domain/messages/rollout';
+import { mergeBatches, QUERY_TIMEOUT_MS } from '../status/live';
+import { liveLedger } from '../store/server-states';
 import { serversOf } from './helpers/servers';
 
 const APPLY = /ssh-mgr-controller --apply-hotfix=/;

@@ -11,9 +11,9 @@ import { rolloutEnv, RolloutEnv, signAs } from './helpers/rollout-env';
 import { lines, runCli, CliResult } from './helpers/cli-process';
 import { scratchDir, testStack } from './helpers/stack';
 import { keygenSign, run, startAgent, TestAgent } from './helpers/openssh-tools';
-import { approveUpdate, abortUpdate, WORKFLOW_TYPES } from '../workflows/definitions';
+import { approveUpdate, abortUpdate, WORKFLOW_TYPES } from '../domain/messages/rollout';
 import { decisionMessage, drainedFacts } from '../domain/decision';
-import type { RolloutStatus, SignedDecision } from '../domain/rollout';
+import type { RolloutStatus, SignedDecision } from '../domain/messages/rollout';
 import { generateEd25519KeyPair } from '../keymanager/keygen';
 import { keyTextSigner } from '../signing/signer';
 import { signMessage } from '../signing/sshsig';
@@ -45,7 +45,7 @@ describe('signed decisions: the workflow checks every signature (SPEC §7)', fun
       p,
       (err: unknown) => {
         assert.ok(err instanceof WorkflowUpdateFailedError, `${what}: ${String(err)}`);
-        assert.match(String((err.cause as Error | undefined)?.message), re, what);
+        assert.match(String(err.cause?.message), re, what);
         return true;
       },
       what,
@@ -190,13 +190,13 @@ describe('signed decisions: the workflow checks every signature (SPEC §7)', fun
     );
     // Forged: bob's key in the frame, mallory's signature inside.
     const bobPub = (await fs.readFile(`${env.people.keys.bob}.pub`, 'utf8')).trim();
-    const mallory = await signAs(env.people.keys.mallory!, facts);
+    const mallory = await signAs(env.people.keys.mallory, facts);
     const forgedFrame = Buffer.from(mallory.signature.replace(/-----[A-Z ]+-----/g, '').replace(/\s+/g, ''), 'base64');
     const malloryBlob = Buffer.from(
-      (await fs.readFile(`${env.people.keys.mallory}.pub`, 'utf8')).trim().split(/\s+/)[1]!,
+      (await fs.readFile(`${env.people.keys.mallory}.pub`, 'utf8')).trim().split(/\s+/)[1],
       'base64',
     );
-    const bobBlob = Buffer.from(bobPub.split(/\s+/)[1]!, 'base64');
+    const bobBlob = Buffer.from(bobPub.split(/\s+/)[1], 'base64');
     const swapped = Buffer.from(
       forgedFrame.toString('hex').replace(malloryBlob.toString('hex'), bobBlob.toString('hex')),
       'hex',
@@ -226,7 +226,7 @@ describe('signed decisions: the workflow checks every signature (SPEC §7)', fun
 
     // Accepted: a message signed by OpenSSH's own ssh-keygen with bob's key (as with a hardware token).
     const message = decisionMessage({ ...facts, comment: 'signed with ssh-keygen', at: new Date().toISOString() });
-    const signature = await keygenSign(dir, env.people.keys.bob!, message);
+    const signature = await keygenSign(dir, env.people.keys.bob, message);
     const after = await h.executeUpdate(approveUpdate, { args: [{ message, signature }] });
     const fp = (await run('ssh-keygen', ['-l', '-f', `${env.people.keys.bob}.pub`])).stdout.split(' ')[1];
     assert.deepEqual(
@@ -386,7 +386,7 @@ describe('signed decisions: the workflow checks every signature (SPEC §7)', fun
         KM_HOTFIX_TASK_QUEUE: env.taskQueue,
         DATABASE_URL: env.orchestratorUrl,
         KM_DATABASE_URL: env.kmUrl,
-        KM_HOTFIX_SIGNING_KEY: env.people.keys.alice!,
+        KM_HOTFIX_SIGNING_KEY: env.people.keys.alice,
         KM_HOTFIX_ALLOWED_SIGNERS: env.people.allowedSigners,
       };
     });
@@ -399,7 +399,7 @@ describe('signed decisions: the workflow checks every signature (SPEC §7)', fun
       const hf = await env.hotfix('common');
       const started = await km(['rollout', hf.name, '--servers', 'km-fe-1,km-be-1', '--approvers', 'dana']);
       ok(started, 'rollout');
-      const id = lines(started.stdout)[0]!;
+      const id = lines(started.stdout)[0];
       await env.waitForPhase(env.client.workflow.getHandle(id), 'verifying');
 
       // Signed elsewhere: the printed message is the exact bytes ssh-keygen signs.
@@ -413,10 +413,10 @@ describe('signed decisions: the workflow checks every signature (SPEC §7)', fun
       );
       const msgFile = path.join(dir, 'approve.txt');
       await fs.writeFile(msgFile, printed.stdout);
-      const sig = await run('ssh-keygen', ['-Y', 'sign', '-f', env.people.keys.dana!, '-n', 'km-hotfix', msgFile]);
+      const sig = await run('ssh-keygen', ['-Y', 'sign', '-f', env.people.keys.dana, '-n', 'km-hotfix', msgFile]);
       assert.equal(sig.code, 0, sig.stderr);
       // alice cannot submit dana's message with her own signature; bob is no approver; dana's signature goes through.
-      const bobSig = await keygenSign(dir, env.people.keys.bob!, printed.stdout);
+      const bobSig = await keygenSign(dir, env.people.keys.bob, printed.stdout);
       await fs.writeFile(path.join(dir, 'bob.sig'), bobSig);
       const notListed = await km(['approve', id, '--message', msgFile, '--signature', path.join(dir, 'bob.sig')]);
       assert.equal(notListed.code, 2, notListed.stderr);
@@ -437,7 +437,7 @@ describe('signed decisions: the workflow checks every signature (SPEC §7)', fun
       assert.match(audit.stdout, /^ok\s+approve\s+by dana \(SHA256:/m);
       // ...and OpenSSH agrees, from status --json alone.
       const doc = JSON.parse((await km(['status', id, '--json'])).stdout) as RolloutStatus;
-      const a = doc.approvals[0]!;
+      const a = doc.approvals[0];
       await fs.writeFile(path.join(dir, 'a.sig'), a.signature);
       const v = await run(
         'ssh-keygen',
@@ -488,11 +488,11 @@ describe('signed decisions: the workflow checks every signature (SPEC §7)', fun
         const strangerFile = path.join(dir, 'stranger');
         await fs.writeFile(strangerFile, strangerKey, { mode: 0o600 });
         await agent.add(strangerFile); // first, but nobody's
-        await agent.add(env.people.keys.bob!);
+        await agent.add(env.people.keys.bob);
         const hf = await env.hotfix('common');
         const started = await km(['rollout', hf.name, '--servers', 'km-fe-1']);
         ok(started, 'rollout as alice');
-        const id = lines(started.stdout)[0]!;
+        const id = lines(started.stdout)[0];
         await env.waitForPhase(env.client.workflow.getHandle(id), 'verifying');
         const viaAgent = { KM_HOTFIX_SIGNING_KEY: undefined, SSH_AUTH_SOCK: agent.socket };
         const rejected = await km(['reject', id, '--reason', 'wrong build'], viaAgent);

@@ -2,18 +2,12 @@
 // status of 20,000 servers is counts and the servers needing attention, not
 // 20,000 entries; a small fleet's status still lists every server.
 import assert from 'node:assert/strict';
-import {
-  ATTENTION_LIST_MAX,
-  boundedStatus,
-  FULL_SERVER_LIST_MAX,
-  FullRolloutStatus,
-  ServerState,
-  ServerStatus,
-  STATUS_ERROR_MAX,
-} from '../domain/rollout';
+import { ATTENTION_LIST_MAX, FULL_SERVER_LIST_MAX, ServerState, STATUS_ERROR_MAX } from '../domain/rollout';
+import { FullRolloutStatus, ServerStatus } from '../domain/messages/rollout';
+import { boundedStatus } from '../domain/status';
 import { compactPlan, expandPlan, packServers, planRollout, unpackServers } from '../domain/plan';
 import type { FleetServer } from '../domain/fleet';
-import { LedgerView, withLedgerView } from '../platform/workflow-status';
+import { LedgerView, withLedgerView } from '../status/live';
 
 /** Temporal warns about a payload at 512 KiB and fails the workflow task at 2 MiB. */
 const PAYLOAD_WARNING = 512 * 1024;

@@ -13,7 +13,8 @@ import {
 } from '../domain/decision';
 import { gateAnswerRefusal, parseNameMatching, personNamed } from '../domain/people';
 import { parseHotfixFileName, parseHotfixName, HOTFIX_NAME_MAX, HotfixNameError } from '../domain/hotfix';
-import { RolloutStatus, workflowId, WORKFLOW_ID_MAX } from '../domain/rollout';
+import { workflowId, WORKFLOW_ID_MAX } from '../domain/rollout';
+import { RolloutStatus } from '../domain/messages/rollout';
 import { changeLines, statusBlock } from '../client/render/status';
 import { parseAllowedSigners, peopleOf } from '../signing/allowed-signers';
 import { keyFileSigner } from '../signing/signer';

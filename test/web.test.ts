@@ -16,10 +16,11 @@ import { BIN, cliEnv, lines, runCli } from './helpers/cli-process';
 import { spawn } from 'node:child_process';
 import { startWebServer, WebServer } from '../web/server';
 import { generateEd25519KeyPair } from '../keymanager/keygen';
-import { isFinalPhase, RolloutStatus, workflowId, WORKFLOW_ID_MAX } from '../domain/rollout';
+import { isFinalPhase, workflowId, WORKFLOW_ID_MAX } from '../domain/rollout';
+import { RolloutStatus } from '../domain/messages/rollout';
 import { decisionMessage, drainedFacts } from '../domain/decision';
 import { HOTFIX_NAME_MAX } from '../domain/hotfix';
-import { approveUpdate } from '../workflows/definitions';
+import { approveUpdate } from '../domain/messages/rollout';
 import { keyFileSigner } from '../signing/signer';
 import { signMessage } from '../signing/sshsig';
 import { freePort } from '../stack/process';
@@ -208,7 +209,7 @@ describe('web page for approvers (real chromium)', function () {
       await page.locator('[data-state="patched"]').count(),
       serversOf(done).filter((s) => s.state === 'patched').length,
     );
-    const approval = done.approvals[0]!;
+    const approval = done.approvals[0];
     assert.equal(approval.by, 'bob');
     assert.equal(approval.via, DELEGATE);
     assert.match(approval.message, /\non-behalf-of: bob\n/);
@@ -357,7 +358,7 @@ describe('web page for approvers (real chromium)', function () {
       st.approvals.map((a) => [a.by, a.via]),
       [['dana', DELEGATE]],
     );
-    assert.match(st.approvals[0]!.message, /\non-behalf-of: dana\n/);
+    assert.match(st.approvals[0].message, /\non-behalf-of: dana\n/);
   });
 
   // Issue 23, item 2: on today's code the delegate's word made anyone a person, page or not.
@@ -383,10 +384,7 @@ describe('web page for approvers (real chromium)', function () {
         h.executeUpdate(approveUpdate, { args: [await delegateSigned(name)] }),
         (err: unknown) => {
           assert.ok(err instanceof WorkflowUpdateFailedError, String(err));
-          assert.match(
-            String((err.cause as Error | undefined)?.message),
-            new RegExp(`^${name} is not in the signers file`),
-          );
+          assert.match(String(err.cause?.message), new RegExp(`^${name} is not in the signers file`));
           return true;
         },
         name,

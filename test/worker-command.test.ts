@@ -60,7 +60,7 @@ describe('km-hotfix worker (real command, harness Temporal and PostgreSQL)', fun
   it('an unreadable KM_SSH_KEY: exit 2', async () => {
     const r = await runCli(['worker'], { ...env, KM_SSH_KEY: '/nonexistent/key' });
     assert.equal(r.code, 2, r.stderr);
-    assert.match(lines(r.stderr)[0]!, /KM_SSH_KEY=\/nonexistent\/key cannot be read/);
+    assert.match(lines(r.stderr)[0], /KM_SSH_KEY=\/nonexistent\/key cannot be read/);
   });
 
   it('an unreachable Temporal or database: one line, exit 3', async () => {
@@ -91,7 +91,7 @@ describe('km-hotfix worker (real command, harness Temporal and PostgreSQL)', fun
         assert.ok(Date.now() < deadline, `worker did not start: ${stderr}`);
         await new Promise((r) => setTimeout(r, 100));
       }
-      const sql = sqlFor(env.DATABASE_URL!);
+      const sql = sqlFor(env.DATABASE_URL);
       const tables = (
         await sql<{ t: string }[]>`SELECT table_name AS t FROM information_schema.tables WHERE table_schema = 'public'`
       ).map((r) => r.t);

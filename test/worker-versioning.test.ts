@@ -12,8 +12,8 @@ import { scratchDir, testStack } from './helpers/stack';
 import { startWorkerProcess, WorkerProcess } from './helpers/worker-process';
 import { runCli } from './helpers/cli-process';
 import { runChild } from '../stack/process';
-import { statusQuery, WORKFLOW_TYPES } from '../workflows/definitions';
-import type { RolloutInput, RolloutStatus } from '../domain/rollout';
+import { statusQuery, WORKFLOW_TYPES } from '../domain/messages/rollout';
+import type { RolloutInput, RolloutStatus } from '../domain/messages/rollout';
 import { deploymentOptions } from '../worker/worker';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

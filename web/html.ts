@@ -2,14 +2,18 @@
 // from a person or a file (inventory names and URLs, comments, reasons,
 // errors quoting them) goes through `esc`: it is text, never markup.
 import { inert } from '../domain/terminal';
-import { isFinalPhase, Phase, RolloutStatus, ServerState } from '../domain/rollout';
-import type { DrainedPage, RolloutSummary, ServerPage, StoredEvent } from '../store/ledger';
+import { isFinalPhase, Phase, ServerState } from '../domain/rollout';
+import { RolloutStatus } from '../domain/messages/rollout';
+import type { DrainedPage, RolloutSummary, StoredEvent } from '../store/ledger-reads';
+import type { ServerPage } from '../store/server-states';
 
 const ENTITIES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
 
 /** Text made safe for an element's content or a quoted attribute; control characters shown as escapes. */
 export function esc(text: unknown): string {
-  return inert(String(text ?? '')).replace(/[&<>"']/g, (c) => ENTITIES[c] ?? c);
+  return inert(
+    typeof text === 'string' ? text : text === undefined || text === null ? '' : JSON.stringify(text),
+  ).replace(/[&<>"']/g, (c) => ENTITIES[c] ?? c);
 }
 
 /** A link target that is only http(s); anything else (javascript:, data:) is shown as text, not linked. */
@@ -87,7 +91,7 @@ export function rolloutsPage(rows: RolloutSummary[], visitor: Visitor): string {
             (r) => `
 <tr class="rollout-row"><td><a href="/rollouts/${encodeURIComponent(r.id)}">${esc(r.hotfix)}</a><br><code class="muted">${esc(r.id)}</code></td>
 <td>${esc(r.kind)}</td><td>${esc(r.phase)}</td><td>${esc(r.requestedBy)}</td><td>${when(r.startedAt)}</td><td>${when(r.endedAt)}</td>
-<td>${esc(r.outcome ?? 'running')}${r.error ? `<br><span class="muted">${esc(r.error.split('\n')[0]!.slice(0, 160))}</span>` : ''}</td></tr>`,
+<td>${esc(r.outcome ?? 'running')}${r.error ? `<br><span class="muted">${esc(r.error.split('\n')[0].slice(0, 160))}</span>` : ''}</td></tr>`,
           )
           .join('')}</table>`;
   return layout(

@@ -22,7 +22,7 @@ export interface KmHotfixWorkerOptions {
 export interface KmHotfixWorker {
   worker: Worker;
   /** Closes what the activities hold (SSH pool); call after the worker has stopped. */
-  closeActivities(): Promise<void>;
+  closeActivities: () => Promise<void>;
 }
 
 /** KM_HOTFIX_ACTIVITY_SLOTS, default 250. */
@@ -162,7 +162,7 @@ const WORKER_DB_CONNECTIONS = 20;
 
 export interface OpenedDeps {
   deps: ActivityDeps;
-  close(): Promise<void>;
+  close: () => Promise<void>;
 }
 
 /**

@@ -24,8 +24,8 @@ import {
   decisionMismatch,
   parseDecisionMessage,
 } from '../domain/decision';
-import type { DecisionRecord, SignedDecision } from '../domain/rollout';
-import { MessageError, signedRequest } from '../domain/messages';
+import type { DecisionRecord, SignedDecision } from '../domain/messages/rollout';
+import { MessageError, signedRequest } from '../domain/messages/signed-request';
 import type { Steps } from './steps';
 
 /** A refused decision: fails the Update (or ends a preflight) with this one line. */
@@ -37,7 +37,7 @@ export function refused(message: string): ApplicationFailure {
 export function checkFacts(payload: unknown, facts: DecisionFacts): Decision {
   let d: Decision;
   try {
-    // The payload's shape first (domain/messages): anyone with access to the namespace can send anything.
+    // The payload's shape first (domain/messages/signed-request): anyone with access to the namespace can send anything.
     const signed = signedRequest(payload, facts.action);
     d = parseDecisionMessage(signed.message);
   } catch (err) {

@@ -9,14 +9,15 @@ export function failureMessage(err: unknown): string {
   return String(e);
 }
 
-/** The ApplicationFailure type at the bottom of the chain, if any. */
-export function failureType(err: unknown): string | undefined {
-  let e: unknown = err;
-  while ((e instanceof ActivityFailure || e instanceof ChildWorkflowFailure) && e.cause) e = e.cause;
-  return e instanceof ApplicationFailure ? (e.type ?? undefined) : undefined;
-}
-
 /** A workflow input that can never work: the workflow fails at once instead of retrying its task forever. */
 export function invalidInput(message: string): ApplicationFailure {
   return ApplicationFailure.nonRetryable(message, 'InvalidArgument');
 }
+
+/** Ends the happy path on purpose (rejection, abort, too many failures): a rollback follows. */
+export class StopRollout extends Error {
+  override name = 'StopRollout';
+}
+
+/** Server names an error message lists before "and N more" (someNames). */
+export const NAMES_IN_AN_ERROR = 10;

@@ -2,8 +2,8 @@
 // registered signer may make them; checked as workflows/decisions.ts explains.
 import { CancellationScope, setHandler } from '@temporalio/workflow';
 import type { DecisionAction } from '../domain/decision';
-import type { DecisionRecord, RolloutStatus, SteerRequest } from '../domain/rollout';
-import { abortUpdate, pauseUpdate, resumeUpdate } from './definitions';
+import type { DecisionRecord, RolloutStatus, SteerRequest } from '../domain/messages/rollout';
+import { abortUpdate, pauseUpdate, resumeUpdate } from '../domain/messages/rollout';
 import { checkFacts, OneAtATime, refused, verifySigned } from './decisions';
 import type { WorkflowRecorder } from './recorder';
 import type { Steps } from './steps';
@@ -52,7 +52,7 @@ export function setSteeringHandlers(s: Steering): void {
           r.status.paused = action === 'pause';
           s.setPaused(r.status.paused);
         }
-        r.steering(rec);
+        r.steered(rec);
         return r.report();
       });
   }
@@ -87,5 +87,11 @@ export class TemporalCancel {
 
 /** Outside the cancelled scope: what a listener starts (a signal to stop the children) must not be cancelled with it. */
 function run(f: () => void): void {
-  void CancellationScope.nonCancellable(async () => f());
+  void CancellationScope.nonCancellable(
+    () =>
+      new Promise<void>((resolve) => {
+        f();
+        resolve();
+      }),
+  );
 }

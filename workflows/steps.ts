@@ -2,9 +2,9 @@
 // timeouts and retry policies chosen for each (and why).
 import { proxyActivities, ActivityCancellationType, ActivityOptions } from '@temporalio/workflow';
 import type { KmHotfixActivities } from '../activities';
-import { FULL_SERVER_LIST_MAX, RolloutTiming } from '../domain/rollout';
+import { FULL_SERVER_LIST_MAX } from '../domain/rollout';
+import { RolloutTiming } from '../domain/messages/rollout';
 import { NEVER_RETRY } from '../domain/failures';
-import type { LedgerEvent } from '../store/ledger';
 
 export const DEFAULT_TIMING: RolloutTiming = {
   servicesTimeoutMs: 5 * 60_000,
@@ -66,7 +66,7 @@ export function activityProxies(t: RolloutTiming) {
   const serverStepMs = stepLimits(t).attemptMs;
   return {
     // The ledger: retried until the orchestrator database is back (the ledger catches up);
-    // the rollback never waits on it (workflows/recorder.ts writes in the background).
+    // the rollback never waits on it (workflows/ledger-writer.ts writes in the background).
     record: proxyActivities<
       Pick<
         KmHotfixActivities,
@@ -150,23 +150,4 @@ export function runServers(t: RolloutTiming, length: number) {
 /** The wait before a server's next attempt: doubling from 2 s up to the timing's ceiling, per server. */
 export function retryDelayMs(t: RolloutTiming, attempt: number): number {
   return Math.min(t.maxRetryIntervalMs, Math.min(2000, t.maxRetryIntervalMs) * 2 ** Math.max(0, attempt - 2));
-}
-
-/**
- * Ledger events an activity could not write (the orchestrator database was
- * down): written from the workflow in the background, retried until the
- * database is back. Never awaited before work on a server.
- */
-export class LedgerBacklog {
-  private pending: Promise<unknown>[] = [];
-  constructor(private readonly steps: Steps) {}
-
-  add(events: LedgerEvent[]): void {
-    for (const e of events) this.pending.push(this.steps.record.recordEvent(e).catch(() => undefined));
-  }
-
-  /** Wait for what is pending (before a workflow ends). */
-  async drain(): Promise<void> {
-    while (this.pending.length > 0) await Promise.all(this.pending.splice(0));
-  }
 }

@@ -1,25 +1,28 @@
 // Upload: copy a stored hotfix file to a Key Manager server and register it.
 import { setHandler, workflowInfo } from '@temporalio/workflow';
-import type { RolloutStatus, UploadInput } from '../domain/rollout';
-import { parseHotfixFileName } from '../domain/hotfix';
-import { statusQuery } from './definitions';
+import type { RolloutStatus, UploadInput } from '../domain/messages/rollout';
+import { statusQuery } from '../domain/messages/rollout';
 import { activityProxies, timing } from './steps';
 import { failureMessage, invalidInput } from './errors';
-import { uploadInputProblem } from '../domain/workflow-input';
+import { uploadInputCheck } from '../domain/workflow-input';
 import { WorkflowRecorder } from './recorder';
+import { claim, preflight, verifyStart } from './preflight';
 
 export async function hotfixUpload(input: UploadInput & { fileName: string }): Promise<RolloutStatus> {
-  const problem = uploadInputProblem(input);
+  const checked = uploadInputCheck(input);
+  const problem = checked.problem;
   if (problem && typeof input?.fileName !== 'string') throw invalidInput(problem);
   const steps = activityProxies(timing());
   const id = workflowInfo().workflowId;
   // A file name that is not a hotfix's: the upload ends failed under the name given (nothing is recorded: no start was checked).
-  const hotfix = problem ? input.fileName : parseHotfixFileName(input.fileName).name;
+  const hotfix = checked.problem === undefined ? checked.hotfix : input.fileName;
   const r = new WorkflowRecorder(steps, id, 'upload', hotfix);
   setHandler(statusQuery, () => r.report());
-  const ok = await r.preflight(async () => {
+  const ok = await preflight(r, async () => {
     if (problem) throw invalidInput(`invalid upload: ${problem}`);
-    await r.start(
+    await verifyStart(
+      steps,
+      r,
       input.signed,
       { action: 'upload', rollout: id, hotfix, sha256: input.sha256 },
       {
@@ -27,7 +30,7 @@ export async function hotfixUpload(input: UploadInput & { fileName: string }): P
         options: { sha256: input.sha256, fileName: input.fileName, via: input.via },
       },
     );
-    await r.claim([]);
+    await claim(steps, r, []);
     return true;
   });
   if (!ok) return r.report();

@@ -2,7 +2,8 @@
 // rollout, removal or upload from the ledger (SPEC §7), independently of the
 // workflow that accepted them. Exit 0 all hold, 1 one does not, 2 bad input.
 import type { Command } from 'commander';
-import { decisionActionOf, ledgerStatus, recordedDecisions, recordedDrained } from '../../store/ledger';
+import { decisionActionOf, recordedDecisions, recordedDrained } from '../../store/ledger-reads';
+import { ledgerStatus } from '../../status/from-ledger';
 import { GATE_ACTIONS } from '../../domain/decision';
 import { readAllowedSigners, AllowedSignersError } from '../../signing/allowed-signers';
 import { auditDecision } from '../../signing/audit';

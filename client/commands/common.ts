@@ -1,25 +1,20 @@
-// Helpers shared by the workflow commands: option parsers, the
-// Temporal and database sessions, and reading a workflow's status (live
-// query merged with its batch children, or the result once it has ended).
+// Helpers shared by the workflow commands: option parsers, the Temporal and
+// database sessions, and a workflow's status (status/read.ts) with the CLI's
+// one-line errors and exit codes for why there is none.
 import { randomBytes } from 'node:crypto';
 import type { Sql } from 'postgres';
-import { Client, WorkflowHandle, WorkflowNotFoundError } from '@temporalio/client';
+import type { Client } from '@temporalio/client';
 import { loadConfig, Config } from '../../platform/config';
 import { CliError, EXIT, ExitCode } from '../errors';
 import { connectClient, TemporalClient } from '../../platform/temporal';
 import { connectDatabase, connectOrchestrator, openDatabases, requireDatabaseUrl } from '../../store/database';
 import { KeyManagerDatabase } from '../../keymanager/database';
-import { isFinalPhase, RolloutStatus, WorkflowKind, workflowId, WORKFLOW_ID_SUFFIX_BYTES } from '../../domain/rollout';
+import { isFinalPhase, WorkflowKind, workflowId, WORKFLOW_ID_SUFFIX_BYTES } from '../../domain/rollout';
+import { RolloutStatus } from '../../domain/messages/rollout';
 import { parseDuration, PlanError } from '../../domain/plan';
-import { WORKFLOW_TYPES, statusQuery } from '../../workflows/definitions';
-import {
-  answerWithin,
-  LedgerView,
-  mergeBatches,
-  QUERY_TIMEOUT_MS,
-  withLedgerView,
-} from '../../platform/workflow-status';
-import { liveLedger } from '../../store/ledger';
+import { LedgerView, QUERY_TIMEOUT_MS } from '../../status/live';
+import { type Described, describeRollout, isNoAnswer, type NoAnswer, temporalStatus } from '../../status/read';
+import { liveLedger } from '../../store/server-states';
 
 // Option parsers throw CliError, not commander's own error type: commander
 // would add a usage line, and SPEC §4 wants one line on stderr.
@@ -113,43 +108,41 @@ export function newWorkflowId(kind: WorkflowKind, hotfix: string): string {
   return workflowId(kind, hotfix, new Date(), randomBytes(WORKFLOW_ID_SUFFIX_BYTES).toString('hex'));
 }
 
-const KIND_BY_TYPE: Record<string, WorkflowKind> = {
-  [WORKFLOW_TYPES.rollout]: 'rollout',
-  [WORKFLOW_TYPES.removal]: 'removal',
-  [WORKFLOW_TYPES.upload]: 'upload',
-};
-
-export interface Described {
-  handle: WorkflowHandle;
-  kind: WorkflowKind;
-  running: boolean;
-  status: string;
+/** The one line and exit code for a missing answer (an unreachable Temporal is its own error). */
+export function noAnswerError(id: string, n: NoAnswer): Error {
+  switch (n.why) {
+    case 'bad-id':
+      return new CliError(`'${id}' is not a workflow id: 'km-hotfix list' shows recent ones`, EXIT.refused);
+    case 'not-found':
+      return new CliError(
+        `no rollout, removal or upload with id '${id}': 'km-hotfix list' shows recent ones`,
+        EXIT.refused,
+      );
+    case 'not-ours':
+      return new CliError(
+        `'${id}' is a ${n.type} workflow, not a km-hotfix rollout, removal or upload: 'km-hotfix list' shows those`,
+        EXIT.refused,
+      );
+    case 'ended':
+      return new CliError(
+        `${id} ended ${n.status.toLowerCase()} in Temporal, without a km-hotfix outcome: see its history in the Temporal UI; 'km-hotfix list' shows its last recorded phase`,
+        EXIT.failed,
+      );
+    case 'silent':
+      return new CliError(
+        `${id} does not answer its status query (${firstLine(n.error)}): is a worker running on task queue '${config().taskQueue}'? ('km-hotfix worker' or 'km-hotfix dev')`,
+        EXIT.unreachable,
+      );
+    case 'unreachable':
+      return n.error instanceof Error ? n.error : new Error(String(n.error));
+  }
 }
 
 /** The workflow behind an id, or exit 2 saying how to find ids. */
 export async function describeWorkflow(client: Client, id: string): Promise<Described> {
-  if (!id || /[\s\0]/.test(id))
-    throw new CliError(`'${id}' is not a workflow id: 'km-hotfix list' shows recent ones`, EXIT.refused);
-  const handle = client.workflow.getHandle(id);
-  let desc;
-  try {
-    desc = await handle.describe();
-  } catch (err) {
-    if (err instanceof WorkflowNotFoundError || /not found/i.test((err as Error).message)) {
-      throw new CliError(
-        `no rollout, removal or upload with id '${id}': 'km-hotfix list' shows recent ones`,
-        EXIT.refused,
-      );
-    }
-    throw err;
-  }
-  const kind = KIND_BY_TYPE[desc.type];
-  if (!kind)
-    throw new CliError(
-      `'${id}' is a ${desc.type} workflow, not a km-hotfix rollout, removal or upload: 'km-hotfix list' shows those`,
-      EXIT.refused,
-    );
-  return { handle, kind, running: desc.status.name === 'RUNNING', status: desc.status.name };
+  const d = await describeRollout(client, id);
+  if (isNoAnswer(d)) throw noAnswerError(id, d);
+  return d;
 }
 
 /**
@@ -158,7 +151,7 @@ export async function describeWorkflow(client: Client, id: string): Promise<Desc
  * without an orchestrator database URL.
  */
 export function ledgerViewFor(cfg: Config): { view?: LedgerView; close(): Promise<void> } {
-  if (!cfg.databaseUrl) return { close: async () => undefined };
+  if (!cfg.databaseUrl) return { close: () => Promise.resolve() };
   const url = cfg.databaseUrl;
   let live: Promise<{ sql: Sql; view: LedgerView }> | undefined;
   const open = () =>
@@ -176,40 +169,16 @@ export function ledgerViewFor(cfg: Config): { view?: LedgerView; close(): Promis
   };
 }
 
-/**
- * The status of a workflow: its live query while it runs, with the per-server
- * states of the batch children running now merged over the parent's (above
- * the status threshold: the ledger's counts and failed servers, when `ledger`
- * is given); its result once it has ended.
- */
+/** The status of a described workflow (status/read.ts temporalStatus), or the CLI's error for why there is none. */
 export async function readStatus(
   client: Client,
   d: Described,
   queryTimeoutMs = QUERY_TIMEOUT_MS,
   ledger?: LedgerView,
 ): Promise<RolloutStatus> {
-  if (!d.running) return finalStatus(d);
-  let st: RolloutStatus;
-  try {
-    st = await answerWithin(client, () => d.handle.query(statusQuery), queryTimeoutMs);
-  } catch (err) {
-    // It may have ended between describe and query.
-    const again = await describeWorkflow(client, d.handle.workflowId);
-    if (!again.running) return finalStatus(again);
-    throw new CliError(
-      `${d.handle.workflowId} does not answer its status query (${firstLine(err)}): is a worker running on task queue '${config().taskQueue}'? ('km-hotfix worker' or 'km-hotfix dev')`,
-      EXIT.unreachable,
-    );
-  }
-  return withLedgerView(await mergeBatches(client, st, queryTimeoutMs, ledger), ledger);
-}
-
-async function finalStatus(d: Described): Promise<RolloutStatus> {
-  if (d.status === 'COMPLETED') return (await d.handle.result()) as RolloutStatus;
-  throw new CliError(
-    `${d.handle.workflowId} ended ${d.status.toLowerCase()} in Temporal, without a km-hotfix outcome: see its history in the Temporal UI; 'km-hotfix list' shows its last recorded phase`,
-    EXIT.failed,
-  );
+  const a = await temporalStatus(client, d, { queryTimeoutMs, ...(ledger ? { ledger } : {}) });
+  if (isNoAnswer(a)) throw noAnswerError(d.handle.workflowId, a);
+  return a.status;
 }
 
 export function isFinal(st: RolloutStatus): boolean {
@@ -246,5 +215,5 @@ export async function awaitStartAccepted(client: Client, id: string, what: strin
 }
 
 export function firstLine(err: unknown): string {
-  return (err instanceof Error ? err.message : String(err)).split('\n')[0]!;
+  return (err instanceof Error ? err.message : String(err)).split('\n')[0];
 }

@@ -13,7 +13,7 @@ import type { LogLevel } from '@temporalio/worker';
 import type { Sql } from 'postgres';
 import { loadConfig, Config } from '../../platform/config';
 import { CliError, EXIT } from '../errors';
-import type { RolloutStatus, RolloutTiming } from '../../domain/rollout';
+import type { RolloutStatus, RolloutTiming } from '../../domain/messages/rollout';
 import type { DevStack } from '../../stack/dev-stack';
 import type { SimFleet } from '../../simulator';
 import { watch } from '../render/watch';
@@ -114,14 +114,14 @@ async function runDemo(o: { keep?: boolean }): Promise<number> {
     const fleet: SimFleet = await startSimFleet({
       frontends: 2,
       backends: 3,
-      kmDatabaseUrl: stack.env.KM_DATABASE_URL!,
+      kmDatabaseUrl: stack.env.KM_DATABASE_URL,
       authorizedKey: key.publicKey,
       restartMs: 300,
     });
     undo.push(() => fleet.stop());
-    const orchestrator: Sql = await connectDatabase(stack.env.DATABASE_URL!, 'orchestrator', { max: 2 });
+    const orchestrator: Sql = await connectDatabase(stack.env.DATABASE_URL, 'orchestrator', { max: 2 });
     undo.push(() => orchestrator.end({ timeout: 5 }));
-    const kmSql: Sql = await connectDatabase(stack.env.KM_DATABASE_URL!, 'Key Manager', { max: 2 });
+    const kmSql: Sql = await connectDatabase(stack.env.KM_DATABASE_URL, 'Key Manager', { max: 2 });
     undo.push(() => kmSql.end({ timeout: 5 }));
     const km = new KeyManagerDatabase(kmSql);
     await replaceInventory(orchestrator, fleet.inventory());
@@ -304,9 +304,9 @@ async function runDemo(o: { keep?: boolean }): Promise<number> {
 /** What Key Manager said on the canary (the vendor's message), else the first line of the error. */
 function firstErrorLine(st: RolloutStatus): string {
   const canary = (st.servers ?? st.attention).find((s) => s.name === st.canary);
-  const text = (canary?.error ?? st.error ?? '').split('\n')[0]!;
+  const text = (canary?.error ?? st.error ?? '').split('\n')[0];
   const said = /Key Manager said: (.*)$/.exec(text);
-  return said ? said[1]! : text;
+  return said ? said[1] : text;
 }
 
 /** The same live view as `status --watch`, indented under the demo's steps. */

@@ -5,14 +5,14 @@
 // stale signature) changes nothing and says why (exit 2).
 import type { Command } from 'commander';
 import { Client, WorkflowUpdateFailedError } from '@temporalio/client';
-import type { RolloutStatus, SignedDecision } from '../../domain/rollout';
-import { approveUpdate, rejectUpdate } from '../../workflows/definitions';
+import type { RolloutStatus, SignedDecision } from '../../domain/messages/rollout';
+import { approveUpdate, rejectUpdate } from '../../domain/messages/rollout';
 import type { Config } from '../../platform/config';
 import { CliError, EXIT } from '../errors';
 import { config, describeWorkflow, firstLine, readStatus, withOrchestrator, withTemporal } from './common';
 import { messageFor, readSignedDecision, signDecision, signerOf, UnsignedDecision } from './signing';
 import { drainedFacts, drainedList, drainedMismatch } from '../../domain/decision';
-import { recordedDrained } from '../../store/ledger';
+import { recordedDrained } from '../../store/ledger-reads';
 
 type GateAction = 'approve' | 'reject';
 

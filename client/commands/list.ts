@@ -1,7 +1,7 @@
 // `km-hotfix list`: recent rollouts, removals and uploads from the ledger.
 // `km-hotfix hotfixes`: Key Manager's System → Hotfixes and Hotfixes Applied.
 import type { Command } from 'commander';
-import { recentRollouts } from '../../store/ledger';
+import { recentRollouts } from '../../store/ledger-reads';
 import { formatTable } from './fleet';
 import { elapsed } from '../render/status';
 import { config, wholeNumber, withKeyManager, withOrchestrator } from './common';
@@ -48,7 +48,7 @@ Examples:
             r.outcome ?? '(running)',
             when(r.startedAt),
             r.endedAt ? elapsed(r.endedAt.getTime() - r.startedAt.getTime()) : '-',
-            (r.error ?? '').split('\n')[0]!.slice(0, 80),
+            (r.error ?? '').split('\n')[0].slice(0, 80),
           ]),
         ),
       );

@@ -4,13 +4,13 @@
 // is a CliError with exit 2 and one line; nothing here changes anything.
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import { HotfixNameError, parseHotfixFileName, parseHotfixName, Component } from '../../domain/hotfix';
+import { HotfixFileName, HotfixNameError, parseHotfixFileName, parseHotfixName, Component } from '../../domain/hotfix';
 import { parseBatch, planRollout, PlanError, RolloutPlan } from '../../domain/plan';
 import type { FleetServer } from '../../domain/fleet';
 import { checkInventory, checkRegistration, PreflightError } from '../../domain/preflight';
-import type { DrainedBackend } from '../../domain/rollout';
+import type { DrainedBackend } from '../../domain/messages/rollout';
 import { listInventory } from '../../store/inventory';
-import { conflictingRollouts, stillActiveConflicts } from '../../store/ledger';
+import { conflictingRollouts, stillActiveConflicts } from '../../store/claims';
 import type { Client } from '@temporalio/client';
 import type { Sql } from 'postgres';
 import { workflowRunning } from '../../platform/temporal';
@@ -20,10 +20,9 @@ import { limits, readLimitedFile } from '../files';
 import { isGzip } from '../../domain/input-limits';
 import type { Databases } from './common';
 
-export interface HotfixFile {
+/** A hotfix file as read: its name parsed once (the Name, the component, ...), its bytes and digest. */
+export interface HotfixFile extends HotfixFileName {
   path: string;
-  fileName: string;
-  version: string;
   bytes: Buffer;
   sha256: string;
 }
@@ -56,7 +55,7 @@ export interface FileOptions {
 
 /** Read a hotfix file: its name must follow the vendor grammar, a regular gzip file within the limit; exit 2 otherwise. */
 export async function readHotfixFile(p: string, o: FileOptions = {}): Promise<HotfixFile> {
-  let parsed;
+  let parsed: HotfixFileName;
   try {
     parsed = parseHotfixFileName(path.basename(p));
   } catch (err) {
@@ -71,7 +70,7 @@ export async function readHotfixFile(p: string, o: FileOptions = {}): Promise<Ho
   if (bytes.length === 0) throw new CliError(`${p} is empty: download the hotfix again`, EXIT.refused);
   if (!isGzip(bytes))
     throw new CliError(`${p} is not a gzip file, as vendor hotfixes are: download the hotfix again`, EXIT.refused);
-  return { path: p, fileName: parsed.fileName, version: parsed.version, bytes, sha256 };
+  return { ...parsed, path: p, bytes, sha256 };
 }
 
 /**
@@ -81,8 +80,7 @@ export async function readHotfixFile(p: string, o: FileOptions = {}): Promise<Ho
 export async function readHotfixArg(arg: string, o: FileOptions = {}): Promise<HotfixArg> {
   if (arg.endsWith('.gz') || (arg.includes('/') && (await isFile(arg)))) {
     const file = await readHotfixFile(arg, o);
-    const parsed = parseHotfixFileName(file.fileName);
-    return { name: parsed.name, component: parsed.component, file };
+    return { name: file.name, component: file.component, file };
   }
   try {
     const { name, component } = parseHotfixName(arg);

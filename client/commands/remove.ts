@@ -2,8 +2,8 @@
 // it, then delete it from the Key Manager database once it is applied nowhere.
 import type { Command } from 'commander';
 import { HotfixNameError, parseHotfixName } from '../../domain/hotfix';
-import { conflictingRollouts } from '../../store/ledger';
-import type { RemovalInput, RolloutTiming } from '../../domain/rollout';
+import { conflictingRollouts } from '../../store/claims';
+import type { RemovalInput, RolloutTiming } from '../../domain/messages/rollout';
 import { hotfixRemoval } from '../../workflows/removal';
 import type { Config } from '../../platform/config';
 import { CliError, EXIT } from '../errors';

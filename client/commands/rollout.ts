@@ -3,7 +3,7 @@
 import { Command, Option } from 'commander';
 import type { Client } from '@temporalio/client';
 import { storeHotfixFile } from '../../store/hotfix-files';
-import type { RolloutInput, RolloutStatus, RolloutTiming } from '../../domain/rollout';
+import type { RolloutInput, RolloutStatus, RolloutTiming } from '../../domain/messages/rollout';
 import { hotfixRollout } from '../../workflows/rollout';
 import type { Config } from '../../platform/config';
 import {
@@ -22,6 +22,7 @@ import { CliError, EXIT } from '../errors';
 import { signatureKeyFingerprint } from '../../signing/sshsig';
 import { prepareRollout, PreparedRollout, readHotfixArg, refuseConflicts } from './prepare';
 import { followWorkflow } from './status';
+import { approversRefusal } from '../../domain/people';
 
 export interface RolloutRequest {
   hotfix: string;
@@ -62,12 +63,8 @@ export async function startRollout(cfg: Config, req: RolloutRequest): Promise<St
         sha256: prepared.sha256,
       });
       const me = await localSignerName(cfg, signed);
-      if (me && approvers.length > 0 && approvers.every((a) => a === me)) {
-        throw new CliError(
-          `--approvers lists only ${me}, who starts this rollout and so may not verify it: name someone else`,
-          EXIT.refused,
-        );
-      }
+      const onlyMe = me ? approversRefusal(approvers, me) : null;
+      if (onlyMe) throw new CliError(onlyMe, EXIT.refused);
       // Stored only now, keyed by (sha256, file name): storing it again is harmless.
       const stored = hotfix.file
         ? await storeHotfixFile(

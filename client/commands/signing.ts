@@ -3,7 +3,7 @@
 // a registered signer. The CLI only signs; the workflow decides.
 import { promises as fs } from 'node:fs';
 import { Decision, decisionMessage, DecisionMessageError, oneLine } from '../../domain/decision';
-import type { RolloutStatus, SignedDecision } from '../../domain/rollout';
+import type { RolloutStatus, SignedDecision } from '../../domain/messages/rollout';
 import type { Config } from '../../platform/config';
 import { agentKeys, agentSigner, keyFileSigner, SigningKeyError } from '../../signing/signer';
 import {
@@ -51,7 +51,7 @@ export async function signerFor(cfg: Config): Promise<Signer> {
     const signers = cfg.allowedSigners
       ? await readAllowedSigners(cfg.allowedSigners).catch(() => undefined)
       : undefined;
-    if (!signers) return agentSigner(cfg.sshAgent, keys[0]!);
+    if (!signers) return agentSigner(cfg.sshAgent, keys[0]);
     const registered = keys.find((k) => findSigner(signers, k, NAMESPACE, new Date()));
     if (!registered) {
       throw new CliError(

@@ -91,8 +91,8 @@ export async function simRun(
     });
   } catch (err) {
     if (err instanceof SimConfigError) throw new CliError(`${err.message}`, EXIT.refused);
-    const code = String((err as { code?: unknown }).code ?? '');
-    if (UNREACHABLE_CODES.has(code))
+    const code = (err as { code?: unknown }).code;
+    if (typeof code === 'string' && UNREACHABLE_CODES.has(code))
       throw new CliError(
         `cannot reach the Key Manager database (${code}: ${(err as Error).message.split('\n')[0]}): check --km-database-url / KM_DATABASE_URL`,
         EXIT.unreachable,

@@ -2,7 +2,8 @@
 // the gate, approvals and a per-server table; --watch follows it live.
 import type { Command } from 'commander';
 import type { Client } from '@temporalio/client';
-import { FULL_SERVER_LIST_MAX, RolloutStatus, SERVER_STATES, ServerState } from '../../domain/rollout';
+import { FULL_SERVER_LIST_MAX, SERVER_STATES, ServerState } from '../../domain/rollout';
+import { RolloutStatus } from '../../domain/messages/rollout';
 import type { Config } from '../../platform/config';
 import { CliError, EXIT, exitCodeOf } from '../errors';
 import { UserError } from '../../platform/errors';
@@ -13,14 +14,18 @@ import {
   describeWorkflow,
   isFinal,
   ledgerViewFor,
+  noAnswerError,
   outcomeExit,
   readStatus,
   wholeNumber,
   withOrchestrator,
   withTemporal,
 } from './common';
-import type { LedgerView } from '../../platform/workflow-status';
-import { ledgerStatus, recordedDrained, serverStates, ServerPage } from '../../store/ledger';
+import type { LedgerView } from '../../status/live';
+import { isNoAnswer, readRollout } from '../../status/read';
+import { statusFromLedger } from '../../status/from-ledger';
+import { recordedDrained } from '../../store/ledger-reads';
+import { serverStates, ServerPage } from '../../store/server-states';
 import { drainedFacts, drainedList } from '../../domain/decision';
 import { formatTable } from './fleet';
 import { inert } from '../../domain/terminal';
@@ -147,14 +152,6 @@ async function listServers(
     else console.log(serverPageLines(id, page, req.state).join('\n'));
   });
 }
-import { listInventory } from '../../store/inventory';
-
-async function statusFromLedger(cfg: Config, id: string): Promise<RolloutStatus | undefined> {
-  return withOrchestrator(cfg, async (sql) =>
-    ledgerStatus(sql, id, new Map((await listInventory(sql)).map((s) => [s.name, s.role]))),
-  );
-}
-
 /**
  * How long `status` waits for the workflow's live answer. A query is answered
  * by the worker that holds the workflow; when that worker has died, the task
@@ -272,22 +269,22 @@ Examples:
       }
       const ledger = ledgerViewFor(cfg);
       const st = await withTemporal(cfg, async (client) => {
-        try {
-          return await readStatus(client, await describeWorkflow(client, id), LIVE_ANSWER_MS, ledger.view);
-        } catch (err) {
+        const a = await readRollout(client, id, {
+          queryTimeoutMs: LIVE_ANSWER_MS,
+          ...(ledger.view ? { ledger: ledger.view } : {}),
+          ...(cfg.databaseUrl ? { fromLedger: (x) => withOrchestrator(cfg, (sql) => statusFromLedger(sql, x)) } : {}),
           // Temporal forgets a closed workflow after its retention; the ledger does not.
           // A query unanswered in time (its workflow task moving to another worker) gets the ledger's view too.
-          const gone = err instanceof UserError && exitCodeOf(err) === EXIT.refused;
-          const silent = err instanceof UserError && exitCodeOf(err) === EXIT.unreachable;
-          const fromLedger = (gone || silent) && cfg.databaseUrl ? await statusFromLedger(cfg, id) : undefined;
-          if (!fromLedger) throw err;
+          fallBackOn: (n) => n.why !== 'ended' && n.why !== 'unreachable',
+        });
+        if (isNoAnswer(a)) throw noAnswerError(id, a);
+        if (a.because)
           console.error(
-            gone
-              ? `km-hotfix: Temporal no longer has ${id}; this is its record in the ledger`
-              : `km-hotfix: Temporal did not answer within ${LIVE_ANSWER_MS / 1000} s; showing the ledger's view (try again in a few seconds for the live one)`,
+            a.because.why === 'silent'
+              ? `km-hotfix: Temporal did not answer within ${LIVE_ANSWER_MS / 1000} s; showing the ledger's view (try again in a few seconds for the live one)`
+              : `km-hotfix: Temporal no longer has ${id}; this is its record in the ledger`,
           );
-          return fromLedger;
-        }
+        return a.status;
       }).finally(() => ledger.close());
       if (o.json) console.log(JSON.stringify(st, null, 2));
       else console.log(statusBlock(st, Date.now(), !!process.stdout.isTTY).join('\n'));

@@ -4,8 +4,8 @@
 // between batches (the servers being patched finish); abort rolls a rollout back.
 import type { Command } from 'commander';
 import { WorkflowUpdateFailedError } from '@temporalio/client';
-import type { RolloutStatus } from '../../domain/rollout';
-import { abortUpdate, pauseUpdate, resumeUpdate } from '../../workflows/definitions';
+import type { RolloutStatus } from '../../domain/messages/rollout';
+import { abortUpdate, pauseUpdate, resumeUpdate } from '../../domain/messages/rollout';
 import { CliError, EXIT } from '../errors';
 import { config, describeWorkflow, firstLine, isFinal, readStatus, withTemporal } from './common';
 import { signDecision, signerOf } from './signing';

@@ -2,8 +2,7 @@
 // database, then start the upload workflow (copy to a server, register).
 import type { Command } from 'commander';
 import { storeHotfixFile } from '../../store/hotfix-files';
-import { conflictingRollouts } from '../../store/ledger';
-import { parseHotfixFileName } from '../../domain/hotfix';
+import { conflictingRollouts } from '../../store/claims';
 import { hotfixUpload } from '../../workflows/upload';
 import type { Config } from '../../platform/config';
 import { CliError, EXIT } from '../errors';
@@ -25,7 +24,7 @@ export async function startUpload(
   req: UploadRequest,
 ): Promise<{ id: string; name: string; alreadyRegistered: boolean }> {
   const file = await readHotfixFile(req.file, { followSymlinks: req.followSymlinks });
-  const { name } = parseHotfixFileName(file.fileName);
+  const { name } = file;
   return withDatabases(cfg, async (db) => {
     const fleet = await checkedInventory(db);
     if (req.via && !fleet.some((s) => s.name === req.via)) {

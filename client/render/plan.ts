@@ -4,7 +4,7 @@
 import * as path from 'node:path';
 import { commandLine } from '../../keymanager/ssh';
 import type { FleetServer, Role } from '../../domain/fleet';
-import type { DrainedBackend } from '../../domain/rollout';
+import type { DrainedBackend } from '../../domain/messages/rollout';
 import type { PreparedRollout } from '../commands/prepare';
 import { inert } from '../../domain/terminal';
 
@@ -68,7 +68,7 @@ export function planDocument(p: PreparedRollout, batch: string, via?: string): P
   const batchOf = new Map<string, number>();
   p.plan.batches.forEach((b, i) => b.forEach((n) => batchOf.set(n, i + 1)));
   const canary = p.plan.canary?.server;
-  const uploadVia = p.hotfix.file ? byName.get(via ?? canary ?? p.plan.targets[0]!) : undefined;
+  const uploadVia = p.hotfix.file ? byName.get(via ?? canary ?? p.plan.targets[0]) : undefined;
   const servers: ServerPlan[] = p.plan.targets.map((name) => {
     const s = byName.get(name)!;
     const skipped = p.plan.skipped.includes(name);

@@ -1,14 +1,9 @@
 // A rollout's status for people: the block that `status` prints and that
 // `status --watch` redraws, and the one-line changes printed instead when
 // stdout is not a terminal.
-import {
-  countByState,
-  DrainedBackend,
-  isFinalPhase,
-  RolloutStatus,
-  ServerState,
-  ServerStatus,
-} from '../../domain/rollout';
+import { isFinalPhase, ServerState } from '../../domain/rollout';
+import { DrainedBackend, RolloutStatus, ServerStatus } from '../../domain/messages/rollout';
+import { countByState } from '../../domain/status';
 import { formatTable } from '../commands/fleet';
 import { inert } from '../../domain/terminal';
 
@@ -36,7 +31,7 @@ export function elapsed(ms: number): string {
 
 /** The first line of an error, cut to fit a line among others. */
 export function short(error: string, max = 110): string {
-  const l = error.split('\n')[0]!;
+  const l = error.split('\n')[0];
   return l.length > max ? `${l.slice(0, max - 1)}…` : l;
 }
 
@@ -178,7 +173,7 @@ export function statusBlock(st: RolloutStatus, now = Date.now(), fancy = true, m
   }
   if (st.kind === 'upload') {
     if (st.servers?.[0]) kv('via', st.servers[0].name);
-    if (st.error) kv('error', st.error.split('\n')[0]!);
+    if (st.error) kv('error', st.error.split('\n')[0]);
     return out.map(inert);
   }
   const p = progress(st);
@@ -227,7 +222,7 @@ export function statusBlock(st: RolloutStatus, now = Date.now(), fancy = true, m
   }
   if (st.error) {
     out.push('');
-    kv('error', st.error.split('\n')[0]!);
+    kv('error', st.error.split('\n')[0]);
   }
   if (st.needsAttention.length > 0) kv('ATTENTION', `needs a person: ${attentionNames(st)}`);
   // Comments, reasons, errors and names came from people and files: printed inert, one line each.

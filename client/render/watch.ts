@@ -2,7 +2,8 @@
 // the demo. On a terminal the status block is redrawn in place (ANSI: cursor
 // up, clear to the end of the screen); otherwise only changes are printed, one
 // line each, so logs and pipes stay readable.
-import { isFinalPhase, RolloutStatus } from '../../domain/rollout';
+import { isFinalPhase } from '../../domain/rollout';
+import { RolloutStatus } from '../../domain/messages/rollout';
 import { changeLines, outcomeLine, statusBlock } from './status';
 
 const CSI = '\x1b[';

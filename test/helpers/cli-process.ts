@@ -74,6 +74,6 @@ export function assertRefused(r: CliResult, code: number, re: RegExp, what: stri
   assert.equal(r.code, code, `${what}: exit ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
   const err = lines(r.stderr);
   assert.equal(err.length, 1, `${what}: one line on stderr, got:\n${r.stderr}`);
-  assert.match(err[0]!, re, what);
+  assert.match(err[0], re, what);
   assert.doesNotMatch(r.stderr, /\n\s+at /, `${what}: no stack trace`);
 }

@@ -1,7 +1,8 @@
 // A scenario's accepted endings, then the issue-9 invariant (invariant.ts).
 import assert from 'node:assert/strict';
 import { assertRolloutInvariant, InvariantEnv } from './invariant';
-import type { Phase, RolloutStatus } from '../../domain/rollout';
+import type { Phase } from '../../domain/rollout';
+import type { RolloutStatus } from '../../domain/messages/rollout';
 
 /** The issue-9 invariant (test/helpers/invariant.ts), and the endings this scenario accepts; returns the ending. */
 export async function endsBy(

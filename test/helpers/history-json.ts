@@ -10,6 +10,8 @@ import { patchProtobufRoot } from '@temporalio/proto/lib/patch-protobuf-root';
 interface ProtoJson {
   fromJson(type: unknown, json: unknown, options?: { ignoreUnknownFields?: boolean }): unknown;
 }
+// protobufjs is @temporalio/proto's own dependency, resolved from there at run time (no import names it).
+// eslint-disable-next-line @typescript-eslint/no-require-imports
 const protojson = require(
   require.resolve('protobufjs/ext/protojson', { paths: [require.resolve('@temporalio/proto')] }),
 ) as ProtoJson;
@@ -20,5 +22,5 @@ const historyType = (patchProtobufRoot(proto) as unknown as { lookupType(name: s
 export function historyFromJson(json: unknown): temporal.api.history.v1.IHistory {
   const h = protojson.fromJson(historyType, json, { ignoreUnknownFields: true });
   if (!h) throw new TypeError('not a Temporal history');
-  return h as temporal.api.history.v1.IHistory;
+  return h;
 }

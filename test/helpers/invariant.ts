@@ -13,7 +13,7 @@
 import assert from 'node:assert/strict';
 import type { Sql } from 'postgres';
 import type { SimFleet } from '../../simulator';
-import type { RolloutStatus } from '../../domain/rollout';
+import type { RolloutStatus } from '../../domain/messages/rollout';
 import { serversOf } from './servers';
 
 export interface InvariantEnv {
@@ -116,7 +116,9 @@ export function maxApplyInFlight(fleet: SimFleet, servers: string[], hotfix: str
       .server(s)
       .log()
       .filter((e) => e.at >= since && e.channel === 'exec');
-    const first = log.findIndex((e) => apply.test(e.command));
+    // From the first apply that ran: one refused, dropped before it or failed at once changed nothing, and its server
+    // waits for its retry in the queue like any other (a pause may give its place to another).
+    const first = log.findIndex((e) => apply.test(e.command) && e.ran === true);
     if (first < 0) continue;
     const stop = log.findIndex((e) => unapply.test(e.command));
     // Its apply and restart commands (status reads are left out: a rollback's first read of a server is not fan-out).

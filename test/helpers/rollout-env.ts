@@ -16,7 +16,8 @@ import { storeHotfixFile } from '../../store/hotfix-files';
 import { createActivities } from '../../activities';
 import { startSimFleet, makeHotfix, SimFleet, SimFleetOptions } from '../../simulator';
 import type { Component } from '../../domain/hotfix';
-import { isFinalPhase, RolloutInput, RolloutStatus, RemovalInput, SignedDecision } from '../../domain/rollout';
+import { isFinalPhase } from '../../domain/rollout';
+import { RolloutInput, RolloutStatus, RemovalInput, SignedDecision } from '../../domain/messages/rollout';
 import {
   WORKFLOW_TYPES,
   statusQuery,
@@ -25,7 +26,7 @@ import {
   pauseUpdate,
   resumeUpdate,
   abortUpdate,
-} from '../../workflows/definitions';
+} from '../../domain/messages/rollout';
 import { generateEd25519KeyPair } from '../../keymanager/keygen';
 import { Decision, decisionMessage, DecisionAction, drainedFacts, NO_FILE } from '../../domain/decision';
 import { keyFileSigner } from '../../signing/signer';
@@ -104,9 +105,11 @@ export async function rolloutEnv(
     backends: number;
     workflowsPath?: string;
     notify?: { webhookUrl?: string; webUrl?: string };
+    /** Start and steer workflows through this client (e.g. on a Temporal server the test restarts); its worker is the test's. */
+    client?: Client;
   },
 ): Promise<RolloutEnv> {
-  const { workflowsPath, notify, ...opts } = options;
+  const { workflowsPath, notify, client: ownClient, ...opts } = options;
   const orchestratorUrl = await freshDatabase('orch');
   const orchestrator = sqlFor(orchestratorUrl);
   await migrate(orchestrator);
@@ -126,7 +129,7 @@ export async function rolloutEnv(
   });
   const worker = await testWorker({ activities: built.activities, ...(workflowsPath ? { workflowsPath } : {}) });
   const running = worker.worker.run();
-  const client = worker.client;
+  const client = ownClient ?? worker.client;
   const taskQueue = worker.taskQueue;
   const suffix = () => randomBytes(3).toString('hex');
   const started: string[] = [];
@@ -323,7 +326,7 @@ export function cliSettings(env: RolloutEnv, temporalAddress: string, signer = '
     KM_HOTFIX_TASK_QUEUE: env.taskQueue,
     DATABASE_URL: env.orchestratorUrl,
     KM_DATABASE_URL: env.kmUrl,
-    KM_HOTFIX_SIGNING_KEY: env.people.keys[signer]!,
+    KM_HOTFIX_SIGNING_KEY: env.people.keys[signer],
     KM_HOTFIX_ALLOWED_SIGNERS: env.people.allowedSigners,
   };
 }

@@ -5,9 +5,10 @@
 // the Temporal server; every server is applied exactly once.
 import assert from 'node:assert/strict';
 import { Connection } from '@temporalio/client';
+import { temporal } from '@temporalio/proto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import type { RolloutStatus } from '../../domain/rollout';
+import type { RolloutStatus } from '../../domain/messages/rollout';
 import { productionStack } from './stack';
 import { setupTemporalSchema, temporalServerVersion } from '../../stack/temporal-server';
 import { activityWorkers, endWorkflows, eventMs, Topology, topology, waitFor, WorkerProcess } from './topology';
@@ -41,7 +42,10 @@ async function midFanout(
       if (!child) return undefined;
       if ((await t.applied(hotfix)).length < 2) return undefined;
       const running = (await t.pendingActivities(child)).find(
-        (a) => a.state === 2 /* STARTED */ && a.lastWorkerIdentity && a.activityType?.name === 'runServers',
+        (a) =>
+          a.state === temporal.api.enums.v1.PendingActivityState.PENDING_ACTIVITY_STATE_STARTED &&
+          a.lastWorkerIdentity &&
+          a.activityType?.name === 'runServers',
       );
       if (!running) return undefined;
       return {

@@ -16,8 +16,8 @@ import { freshDatabase, productionStack, scratchDir } from './stack';
 import { startSimFleet, makeHotfix, SimFleet, SimFleetOptions } from '../../simulator';
 import { generateEd25519KeyPair } from '../../keymanager/keygen';
 import { ensurePeople } from '../../stack/people';
-import { statusQuery } from '../../workflows/definitions';
-import type { RolloutStatus } from '../../domain/rollout';
+import { statusQuery } from '../../domain/messages/rollout';
+import type { RolloutStatus } from '../../domain/messages/rollout';
 
 // Temporal's own records, typed from the client's API (no direct dependency on @temporalio/proto).
 type HistoryEvent = NonNullable<Awaited<ReturnType<WorkflowHandle['fetchHistory']>>['events']>[number];
@@ -106,7 +106,7 @@ export async function topology(
     KM_SSH_KEY: keyFile,
     KM_HOTFIX_ALLOWED_SIGNERS: people.allowedSigners,
   };
-  const as = (who: 'alice' | 'bob') => ({ KM_HOTFIX_SIGNING_KEY: people.keys[who]! });
+  const as = (who: 'alice' | 'bob') => ({ KM_HOTFIX_SIGNING_KEY: people.keys[who] });
   const workers: WorkerProcess[] = [];
   const cli = (args: string[], timeoutMs = 60_000) => runCli(args, { ...env, ...as('alice') }, timeoutMs);
 

@@ -3,18 +3,11 @@
 // status threshold, the ledger's counts and failed servers). Shared by the CLI
 // and the web page.
 import type { Client } from '@temporalio/client';
-import {
-  ATTENTION_LIST_MAX,
-  ATTENTION_STATES,
-  countByState,
-  boundedServer,
-  isFinalPhase,
-  RolloutStatus,
-  ServerState,
-  ServerStatus,
-} from '../domain/rollout';
+import { ATTENTION_LIST_MAX, ATTENTION_STATES, isFinalPhase, ServerState } from '../domain/rollout';
+import { RolloutStatus, ServerStatus } from '../domain/messages/rollout';
+import { countByState, boundedServer } from '../domain/status';
 import type { Role } from '../domain/fleet';
-import { batchStatusQuery } from '../workflows/definitions';
+import { batchStatusQuery } from '../domain/messages/batches';
 
 /** A query is answered by a worker: without one it would wait for ever. */
 export const QUERY_TIMEOUT_MS = 15_000;
@@ -80,7 +73,7 @@ export async function mergeBatches(
   return st;
 }
 
-/** What a running workflow's status takes from the ledger (store/ledger.ts liveLedger). */
+/** What a running workflow's status takes from the ledger (store/server-states.ts liveLedger). */
 export interface LedgerView {
   /** Servers by latest state. */
   counts(workflowId: string): Promise<Partial<Record<ServerState, number>>>;

@@ -9,7 +9,7 @@
 // here only its shape and size; what it says is domain/decision's business and
 // whose signature it is the signers file's.
 import type { SignedDecision } from './rollout';
-import { DECISION_MESSAGE_MAX } from './decision';
+import { DECISION_MESSAGE_MAX } from '../decision';
 
 export class MessageError extends Error {
   override name = 'MessageError';
