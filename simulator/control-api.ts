@@ -17,14 +17,7 @@ export interface ControlApi {
 
 function describe(s: SimServerImpl) {
   return {
-    name: s.name,
-    role: s.role,
-    host: s.host,
-    port: s.port,
-    user: s.user,
-    sudo: s.sudo,
-    hostKey: s.hostKey,
-    url: s.url,
+    ...s.inventoryEntry(),
     kmVersion: s.kmVersion(),
     services: s.services(),
     faults: s.pendingFaults(),

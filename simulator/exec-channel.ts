@@ -53,38 +53,20 @@ export async function runExec(
     if (hang > 0) await new Promise((r) => setTimeout(r, hang));
     if (aborted()) {
       // The client gave up during the hang: sshd would SIGHUP the command before it ran.
-      host.record({
-        at: new Date(started).toISOString(),
-        command,
-        exitCode: 129,
-        channel: 'exec',
-        durationMs: Date.now() - started,
-      });
+      recordExec(host, command, started, 129);
       return;
     }
     const unreachable = host.faults.takeUnreachable(kind);
     if (unreachable > 0) {
       // The server drops off the network as the command arrives: it does not run.
-      host.record({
-        at: new Date(started).toISOString(),
-        command,
-        exitCode: 255,
-        channel: 'exec',
-        durationMs: Date.now() - started,
-      });
+      recordExec(host, command, started, 255);
       host.refuse(unreachable);
       for (const s of host.sockets) s.destroy();
       return;
     }
     if (host.faults.takeDrop(kind, 'before')) {
       // The connection dies before the command runs: nothing happened on the server.
-      host.record({
-        at: new Date(started).toISOString(),
-        command,
-        exitCode: 255,
-        channel: 'exec',
-        durationMs: Date.now() - started,
-      });
+      recordExec(host, command, started, 255);
       socket?.destroy();
       return;
     }
@@ -103,15 +85,7 @@ export async function runExec(
     }
   }
   result ??= { stdout: '', stderr: '', code: 1 };
-  host.record({
-    at: new Date(started).toISOString(),
-    command,
-    exitCode: result.code,
-    channel: 'exec',
-    durationMs: Date.now() - started,
-    ...(dropped ? { dropped } : {}),
-    ...(ran ? { ran } : {}),
-  });
+  recordExec(host, command, started, result.code, { dropped, ran });
   if (dropped) {
     socket?.destroy();
     return;
@@ -149,13 +123,7 @@ async function runAndList(
         code: err instanceof ShellSyntaxError ? 2 : 1,
       };
     }
-    host.record({
-      at: new Date(started).toISOString(),
-      command: part,
-      exitCode: result.code,
-      channel: 'exec',
-      durationMs: Date.now() - started,
-    });
+    recordExec(host, part, started, result.code);
     stdout += result.stdout;
     stderr += result.stderr;
     code = result.code;
@@ -166,4 +134,24 @@ async function runAndList(
   if (stderr) stream.stderr.write(stderr);
   stream.exit(code);
   stream.end();
+}
+
+/** One line of the server's command log for an exec request that started at `started`. */
+function recordExec(
+  host: ExecHost,
+  command: string,
+  started: number,
+  exitCode: number,
+  { dropped = false, ran = false } = {},
+): void {
+  host.record({
+    at: new Date(started).toISOString(),
+    command,
+    exitCode,
+    channel: 'exec',
+    durationMs: Date.now() - started,
+    // Absent unless true: the log's readers (tests, bench) look for the flag.
+    ...(dropped ? { dropped } : {}),
+    ...(ran ? { ran } : {}),
+  });
 }

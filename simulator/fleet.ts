@@ -108,16 +108,7 @@ export async function startSimFleet(opts: SimFleetOptions): Promise<SimFleet> {
         return s;
       },
       inventory(): FleetServer[] {
-        return servers.map((s) => ({
-          name: s.name,
-          role: s.role,
-          host: s.host,
-          port: s.port,
-          user: s.user,
-          sudo: s.sudo,
-          hostKey: s.hostKey,
-          url: s.url,
-        }));
+        return servers.map((s) => s.inventoryEntry());
       },
       async stop() {
         if (stopped) return;

@@ -6,7 +6,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import * as net from 'node:net';
 import { Server as SshServer, type Connection, type ParsedKey } from 'ssh2';
-import type { Role } from '../domain/fleet';
+import type { FleetServer, Role } from '../domain/fleet';
 import { runExec, type ExecHost } from './exec-channel';
 import type { ServerRuntime } from './exec-context';
 import { Faults } from './faults';
@@ -90,6 +90,12 @@ export class SimServerImpl implements SimServer, ServerRuntime {
 
   kmVersion(): string {
     return this.faults.kmVersion ?? this.cfg.kmVersion;
+  }
+
+  /** This server as an inventory row (SPEC §3). */
+  inventoryEntry(): Required<FleetServer> {
+    const { name, role, host, port, user, sudo, hostKey, url } = this;
+    return { name, role, host, port, user, sudo, hostKey, url };
   }
   applyMs(): number {
     return this.faults.applyMs ?? this.cfg.applyMs;
