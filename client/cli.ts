@@ -1,7 +1,7 @@
 // `km-hotfix`: the command line of SPEC §4. Each command lives in
 // client/commands/<name>.ts and registers itself on the program here.
 import { Command, CommanderError } from 'commander';
-import { EXIT, exitCodeOf } from './errors';
+import { CliError, EXIT, exitCodeOf } from './errors';
 import { UserError } from '../platform/errors';
 import { COMMANDS } from './commands';
 import { inert } from '../domain/terminal';
@@ -44,6 +44,7 @@ export function reportError(err: unknown): number {
   // CliError from a command, or a UserError from a lower layer: its sort decides the code.
   if (err instanceof UserError) {
     console.error(`km-hotfix: ${inert(err.message)}`);
+    if (err instanceof CliError) for (const line of err.details) console.error(`  ${inert(line)}`);
     return exitCodeOf(err);
   }
   const message = err instanceof Error ? err.message : String(err);

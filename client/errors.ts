@@ -14,12 +14,13 @@ export type ExitCode = (typeof EXIT)[keyof typeof EXIT];
 
 const KIND_BY_EXIT: Record<ExitCode, ProblemKind> = { 0: 'failed', 1: 'failed', 2: 'refused', 3: 'unreachable' };
 
-/** A UserError raised by a command, with the exit code it asks for. */
+/** A UserError raised by a command, with the exit code it asks for (and lines printed under it, e.g. candidates). */
 export class CliError extends UserError {
   override name = 'CliError';
   constructor(
     message: string,
     readonly exitCode: ExitCode = EXIT.refused,
+    readonly details: readonly string[] = [],
   ) {
     super(message, KIND_BY_EXIT[exitCode]);
   }

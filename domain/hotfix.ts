@@ -26,6 +26,30 @@ export const FILE_NAME_MAX = 255;
 /** The longest Name: what the shortest version and issue id leave of a file name (sshmgr-1.0-<Name>_A-1.gz). */
 export const HOTFIX_NAME_MAX = FILE_NAME_MAX - 'sshmgr-1.0-_A-1.gz'.length;
 
+/**
+ * What is wrong with a description (the words between the component and the
+ * issue id), said so a person can fix it; undefined when nothing is.
+ */
+export function descriptionProblem(description: string): string | undefined {
+  if (description === '') return 'the description is empty: give words such as fix_queue_stall';
+  const what = `description '${description}'`;
+  const bad = /[^A-Za-z0-9._-]/.exec(description);
+  if (bad)
+    return `${what} has ${JSON.stringify(bad[0])}: use only letters, digits, '.', '-' and '_' (e.g. fix_queue_stall)`;
+  const joined = description
+    .split('_')
+    .filter((w) => w !== '')
+    .join('_');
+  if (description.endsWith('_'))
+    return `${what} ends with '_': '_' only goes between two words, so drop it${joined ? ` (${joined})` : ''}`;
+  if (description.startsWith('_'))
+    return `${what} starts with '_': '_' only goes between two words, so drop it${joined ? ` (${joined})` : ''}`;
+  if (description.includes('__')) return `${what} has '__': '_' goes between two words, one at a time (${joined})`;
+  const word = description.split('_').find((w) => !/^[A-Za-z0-9]/.test(w));
+  if (word) return `${what} has the word '${word}': each word between '_' must start with a letter or a digit`;
+  return undefined;
+}
+
 export class HotfixNameError extends Error {
   override name = 'HotfixNameError';
 }
@@ -57,7 +81,9 @@ export function parseHotfixFileName(pathOrName: string): HotfixFileName {
   if (!ISSUE_ID.test(issueId)) fail(`'${issueId}' is not an issue id such as UKM-1291`);
   const description = tokens.slice(2, -1).join('_');
   if (!DESCRIPTION.test(description))
-    fail(`'${description}' is not a description of letters, digits, '.', '-' and '_'`);
+    fail(
+      descriptionProblem(description) ?? `'${description}' is not a description of letters, digits, '.', '-' and '_'`,
+    );
   return { fileName, version, name: `hotfix_${component}_${description}`, component, description, issueId };
 }
 
@@ -68,6 +94,10 @@ export function isHotfixName(name: string): boolean {
 /** Validate a hotfix Name such as hotfix_backend_fix_queue_stall; it reaches a shell, so the grammar is strict. */
 export function parseHotfixName(name: string): { name: string; component: Component } {
   if (!isHotfixName(name)) {
+    // The right prefix and length: say what is wrong with the description itself.
+    const prefix = /^hotfix_(frontend|backend|common)_/.exec(name);
+    const why = prefix && name.length <= HOTFIX_NAME_MAX ? descriptionProblem(name.slice(prefix[0].length)) : undefined;
+    if (why) throw new HotfixNameError(`'${name}' is not a hotfix Name: its ${why}`);
     throw new HotfixNameError(
       `'${name}' is not a hotfix Name: expected hotfix_<frontend|backend|common>_<description> of letters, digits, '.', '-' and '_', at most ${HOTFIX_NAME_MAX} characters (e.g. hotfix_common_fix_tags_and_stats)`,
     );

@@ -6,9 +6,10 @@
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { promises as fs } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { cliSettings, rolloutEnv, RolloutEnv } from './helpers/rollout-env';
 import { assertOk, assertRefused, CliResult, lines, runCli } from './helpers/cli-process';
-import { scratchDir, testStack } from './helpers/stack';
+import { freshDatabase, scratchDir, testStack } from './helpers/stack';
 import { freePort } from '../stack/process';
 import { makeHotfix } from '../simulator';
 import type { RolloutStatus } from '../domain/messages/rollout';
@@ -343,7 +344,7 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
     refused(await km(['resume', id]), 2, /has ended \(completed\)/, 'resume after the end');
   });
 
-  it('remove --wait: unapplied everywhere, then deleted from the Key Manager database', async () => {
+  it('remove --plan changes nothing, remove without --yes off a terminal is refused, remove --yes --wait unapplies everywhere then deletes', async () => {
     // Set-up through the workflow directly: this test is about the removal.
     const hf = await env.hotfix('common');
     const h = await env.startRollout({ hotfix: hf.name, batch: '5' });
@@ -352,15 +353,145 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
     assert.equal(((await h.result()) as RolloutStatus).phase, 'completed');
     assert.deepEqual(await env.applied(hf.name), FLEET);
     for (const s of env.fleet.servers) s.clearLog();
+    const keyManager = async () => ({
+      applied: await env.applied(hf.name),
+      registered: (await env.km`SELECT name, sha256 FROM km_hotfix WHERE name = ${hf.name}`).map((r) => ({ ...r })),
+      maxProcesses: await env.maxProcesses(),
+      removals: (await env.orchestrator`SELECT id FROM rollout WHERE hotfix = ${hf.name} AND kind = 'removal'`).map(
+        (r) => ({ ...r }),
+      ),
+    });
+    const before = await keyManager();
+    const untouched = async (what: string) => {
+      assert.deepEqual(await keyManager(), before, `${what}: the Key Manager database and the ledger are unchanged`);
+      for (const s of env.fleet.servers) assert.deepEqual(s.log(), [], `${what}: nothing ran on ${s.name}`);
+    };
 
-    const r = await km(['remove', hf.name, '--wait', '--services-timeout', '20s']);
-    ok(r, 'remove --wait');
-    assert.match(lines(r.stdout)[0], new RegExp(`^removal-${hf.name}-`));
+    // --plan: which servers, in which order, unapplied and restarted, then deleted; nothing changes
+    const plan = await km(['remove', hf.name, '--plan']);
+    ok(plan, 'remove --plan');
+    const text = lines(plan.stdout);
+    assert.match(text[0], new RegExp(`${hf.name} is applied on 5 server\\(s\\); one at a time, in this order`));
+    const order = text.filter((l) => /^\s+\d+\. /.test(l)).map((l) => l.trim().split(' ')[1]);
+    assert.deepEqual([...order].sort(), FLEET);
+    assert.match(
+      plan.stdout,
+      new RegExp(`ssh-mgr-controller --unapply-hotfix=${hf.name}\\n\\s+supervisorctl restart all`),
+    );
+    assert.match(text.at(-1)!, /is deleted from the Key Manager database/);
+    const planJson = await km(['remove', hf.name, '--plan', '--json']);
+    ok(planJson, 'remove --plan --json');
+    const doc = JSON.parse(planJson.stdout) as { servers: { name: string; commands: string[] }[]; deletes: boolean };
+    assert.deepEqual(
+      doc.servers.map((s) => s.name),
+      order,
+    );
+    assert.equal(doc.deletes, true);
+    const kept = await km(['remove', hf.name, '--plan', '--servers', 'km-fe-2']);
+    ok(kept, 'remove --plan --servers');
+    assert.match(kept.stdout, /1\. km-fe-2 \(frontend\)/);
+    assert.match(kept.stdout, /stays registered/);
+    await untouched('remove --plan');
+
+    // stdin is not a terminal here: without --yes it refuses, and nothing changes
+    refused(await km(['remove', hf.name]), 2, /add --yes to do it without asking.*nothing was changed/, 'no --yes');
+    await untouched('remove without --yes');
+
+    const r = await km(['remove', hf.name, '--yes', '--wait', '--services-timeout', '20s']);
+    ok(r, 'remove --yes --wait');
+    const id = lines(r.stdout)[0];
+    assert.match(id, new RegExp(`^removal-${hf.name}-`));
     assert.match(lines(r.stdout).at(-1)!, /^completed: .* removed from 5 server\(s\)/);
     assert.deepEqual(await env.applied(hf.name), []);
     assert.equal((await env.km`SELECT 1 FROM km_hotfix WHERE name = ${hf.name}`).length, 0, 'deleted from km_hotfix');
     for (const s of FLEET) assert.equal(logCount(s, UNAPPLY), 1, `${s} unapplied once`);
-    refused(await km(['remove', hf.name]), 2, /not registered in Key Manager and applied nowhere/, 'removing it again');
+    // the plan's order is the order the removal took the servers in (the ledger)
+    const ran = await env.orchestrator<{ server: string }[]>`
+      SELECT server FROM rollout_server WHERE rollout_id = ${id} AND state IN ('removing', 'removed')
+      GROUP BY server ORDER BY min(at)`;
+    assert.deepEqual(
+      ran.map((x) => x.server),
+      order,
+      'plan order = run order',
+    );
+    refused(
+      await km(['remove', hf.name, '--yes']),
+      2,
+      /not registered in Key Manager and applied nowhere/,
+      'removing it again',
+    );
+  });
+
+  it('ids a person can type: a unique prefix, a unique trailing part and last; ambiguous and unknown ones are exit 2', async () => {
+    const [a, b] = [await env.hotfix('common'), await env.hotfix('common')];
+    const hex = randomBytes(3).toString('hex');
+    // Two rollouts whose ids end alike (the same hex suffix), on different servers: both wait at the gate.
+    const idA = `rollout-${a.name}-20261208T010000-${hex}`;
+    const idB = `rollout-${b.name}-20261208T010001-${hex}`;
+    await env.waitForPhase(
+      await env.startRollout({ hotfix: a.name, servers: ['km-fe-1'], workflowId: idA }),
+      'verifying',
+    );
+    await env.waitForPhase(
+      await env.startRollout({ hotfix: b.name, servers: ['km-fe-2'], workflowId: idB }),
+      'verifying',
+    );
+    const idOf = async (args: string[]) => {
+      const r = await km([...args, '--json']);
+      ok(r, args.join(' '));
+      return (JSON.parse(r.stdout) as RolloutStatus).id;
+    };
+
+    assert.equal(await idOf(['status', idA]), idA, 'the full id');
+    assert.equal(await idOf(['status', idA.slice(0, -4)]), idA, 'a unique prefix');
+    assert.equal(await idOf(['status', `1-${hex}`]), idB, 'a unique trailing part');
+    assert.equal(await idOf(['status', 'last']), idB, 'last: the newest');
+    const human = await km(['status', `0-${hex}`]);
+    ok(human, 'status by trailing part');
+    assert.match(human.stdout, new RegExp(idA));
+
+    // ambiguous: both listed, newest first, one line each; exit 2; nothing decided
+    for (const args of [
+      ['status', hex],
+      ['reject', hex, '--reason', 'no'],
+      ['status', `rollout-hotfix_common_`],
+    ]) {
+      const r = await km(args, as('bob'));
+      assert.equal(r.code, 2, `${args.join(' ')}: exit 2\n${r.stderr}`);
+      const err = lines(r.stderr);
+      assert.match(err[0], new RegExp(`^km-hotfix: \\d+ ids begin or end with '${args[1]}': type more`));
+      assert.ok(err.length >= 3 && err.length <= 12, `bounded: ${r.stderr}`);
+      assert.doesNotMatch(r.stderr, /\n\s+at /);
+      if (args[1] === hex) {
+        assert.equal(err.length, 3, r.stderr);
+        assert.match(err[1], new RegExp(`^  ${idB}  \\(rollout, started `));
+        assert.match(err[2], new RegExp(`^  ${idA}  \\(rollout, started `));
+      }
+    }
+    assert.equal((await env.status(env.client.workflow.getHandle(idA))).phase, 'verifying');
+
+    // none: one line, exit 2
+    refused(await km(['status', 'f0f0f0f0']), 2, /no rollout, removal or upload with id 'f0f0f0f0'/, 'no such id');
+    refused(await km(['approve', 'no-such-thing'], as('bob')), 2, /no rollout, removal or upload with id/, 'approve');
+    const empty = { DATABASE_URL: await freshDatabase('ids') };
+    refused(
+      await km(['approve', 'last'], { ...as('bob'), ...empty }),
+      2,
+      /'last' is the newest rollout, and the ledger has none yet/,
+      'last in an empty ledger',
+    );
+    refused(await km(['pause', 'last'], empty), 2, /'last' is the newest rollout or removal/, 'pause last');
+
+    // the decisions: approve last approves B; A by its trailing part is rejected; audit by a prefix
+    const approved = await km(['approve', 'last'], as('bob'));
+    ok(approved, 'approve last');
+    assert.match(approved.stdout, new RegExp(`^approved ${idB} by bob`));
+    const rejected = await km(['reject', `0-${hex}`, '--reason', 'blank page'], as('bob'));
+    ok(rejected, 'reject by trailing part');
+    assert.match(rejected.stdout, new RegExp(`^rejected ${idA} by bob`));
+    const audit = await km(['audit', idA.slice(0, -4)]);
+    ok(audit, 'audit by prefix');
+    assert.match(audit.stdout, /ok {4}reject {3}by bob/);
   });
 
   describe('bad input: exit 2, one line, nothing changed anywhere', () => {

@@ -1,7 +1,13 @@
 // Pure domain logic: hotfix names, the inventory, canary choice, drain list,
 // batches and durations. No servers needed.
 import assert from 'node:assert/strict';
-import { parseHotfixFileName, parseHotfixName, HotfixNameError, hotfixFileName } from '../domain/hotfix';
+import {
+  descriptionProblem,
+  parseHotfixFileName,
+  parseHotfixName,
+  HotfixNameError,
+  hotfixFileName,
+} from '../domain/hotfix';
 import { InventoryError, FleetServer } from '../domain/fleet';
 import { parseInventory, inventoryToYaml } from '../domain/inventory-file';
 import {
@@ -73,6 +79,34 @@ describe('hotfix file names and Names (vendor grammar)', () => {
     ]) {
       assert.throws(() => parseHotfixName(n), HotfixNameError, n);
     }
+  });
+  it('a description ending (or starting) with _ says so and what to do', () => {
+    assert.throws(
+      () =>
+        parseHotfixFileName(
+          hotfixFileName({ version: '3.0.0', component: 'backend', description: 'fix_queue_', issueId: 'UKM-2001' }),
+        ),
+      (e: unknown) =>
+        e instanceof HotfixNameError &&
+        /description 'fix_queue_' ends with '_': '_' only goes between two words, so drop it \(fix_queue\)/.test(
+          e.message,
+        ),
+    );
+    assert.throws(
+      () => parseHotfixName('hotfix_backend_fix_queue_'),
+      /'hotfix_backend_fix_queue_' is not a hotfix Name: its description 'fix_queue_' ends with '_'.*drop it \(fix_queue\)/,
+    );
+    assert.throws(() => parseHotfixName('hotfix_backend__fix'), /description '_fix' starts with '_'/);
+    assert.throws(() => parseHotfixName('hotfix_backend_fix__queue'), /has '__'.*\(fix_queue\)/);
+    assert.throws(
+      () => parseHotfixName('hotfix_backend_fix_-queue'),
+      /the word '-queue'.*start with a letter or a digit/,
+    );
+    assert.throws(
+      () => parseHotfixName('hotfix_backend_fix;queue'),
+      /description 'fix;queue' has ";": use only letters/,
+    );
+    assert.equal(descriptionProblem('fix_queue_stall'), undefined);
   });
   it('formats a file name that parses back', () => {
     const f = hotfixFileName({ version: '3.1.2', component: 'frontend', description: 'fix_login', issueId: 'UKM-7' });

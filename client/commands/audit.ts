@@ -8,7 +8,7 @@ import { GATE_ACTIONS } from '../../domain/decision';
 import { readAllowedSigners, AllowedSignersError } from '../../signing/allowed-signers';
 import { auditDecision } from '../../signing/audit';
 import { CliError, EXIT } from '../errors';
-import { config, withOrchestrator } from './common';
+import { config, ID_HELP, resolveWorkflowId, withOrchestrator } from './common';
 import { signer } from '../render/status';
 
 interface AuditedDecision {
@@ -26,7 +26,8 @@ interface AuditedDecision {
 
 export function registerAudit(program: Command): void {
   program
-    .command('audit <id>')
+    .command('audit')
+    .argument('<id>', ID_HELP)
     .summary('re-verify every signed decision of a rollout from the ledger; exit 1 if one fails')
     .description(
       `Re-check each decision the ledger recorded for ID (the start, pauses, resumes, aborts, the approval or rejection): the SSH signature verifies over the recorded message, the key is the recorded one and belongs to the recorded person in the signers file, and the message is about this rollout and this action, and an approval or rejection names (by count and sha256) the drained backends the ledger recorded. Anyone can repeat one check with OpenSSH: ssh-keygen -Y verify -f allowed_signers -I NAME -n km-hotfix -s SIG < MSG (status --json holds NAME, MSG and SIG).`,
@@ -39,7 +40,7 @@ export function registerAudit(program: Command): void {
 Example:
   km-hotfix audit rollout-hotfix_backend_fix_queue_stall-20250101T120000-a1b2c3 --signers /etc/km-hotfix/allowed_signers`,
     )
-    .action(async (id: string, o: { signers?: string; json?: boolean }) => {
+    .action(async (typed: string, o: { signers?: string; json?: boolean }) => {
       const cfg = config();
       const file = o.signers ?? cfg.allowedSigners;
       if (!file)
@@ -54,6 +55,7 @@ Example:
         if (err instanceof AllowedSignersError) throw new CliError(err.message, EXIT.refused);
         throw err;
       }
+      const id = await resolveWorkflowId(cfg, typed);
       const audited = await withOrchestrator(cfg, async (sql) => {
         const st = await ledgerStatus(sql, id, new Map());
         if (!st)

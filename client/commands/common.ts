@@ -15,6 +15,8 @@ import { parseDuration, PlanError } from '../../domain/plan';
 import { LedgerView, QUERY_TIMEOUT_MS } from '../../status/live';
 import { type Described, describeRollout, isNoAnswer, type NoAnswer, temporalStatus } from '../../status/read';
 import { liveLedger } from '../../store/server-states';
+import { idsLike, newestWorkflow } from '../../store/workflow-ids';
+import { candidateLines, isFullWorkflowId, kindWords, LAST, matchWorkflowId } from '../../domain/workflow-ref';
 
 // Option parsers throw CliError, not commander's own error type: commander
 // would add a usage line, and SPEC §4 wants one line on stderr.
@@ -136,6 +138,59 @@ export function noAnswerError(id: string, n: NoAnswer): Error {
     case 'unreachable':
       return n.error instanceof Error ? n.error : new Error(String(n.error));
   }
+}
+
+/** How an ID argument may be typed (resolveWorkflowId). */
+export const ID_HELP =
+  "the workflow's id, or any unique start or end of it (e.g. its hex suffix 5140af), or 'last' for the newest";
+
+/** Every kind of workflow: what `status` and `audit` read. */
+export const ANY_KIND: readonly WorkflowKind[] = ['rollout', 'removal', 'upload'];
+
+/**
+ * The workflow id a person means (domain/workflow-ref.ts): a full id as it is,
+ * with no look-up; `last` (the newest of `kinds`), a unique prefix or a unique
+ * trailing part from the ledger, where 'km-hotfix list' reads them. Several
+ * match: exit 2 listing them. None: the text as typed, so that Temporal says
+ * whether it knows it (an id the ledger has not recorded yet still works).
+ */
+export async function resolveWorkflowId(
+  cfg: Config,
+  typed: string,
+  kinds: readonly WorkflowKind[] = ANY_KIND,
+): Promise<string> {
+  if (typed === '' || /[\s\0]/.test(typed) || isFullWorkflowId(typed)) return typed;
+  if (!cfg.databaseUrl) {
+    if (typed !== LAST) return typed;
+    throw new CliError(
+      "'last' is read from the ledger, like 'km-hotfix list': set DATABASE_URL, or give the full id",
+      EXIT.refused,
+    );
+  }
+  const read = await withOrchestrator(cfg, async (sql) => {
+    if (typed !== LAST) return idsLike(sql, typed);
+    const newest = await newestWorkflow(sql, kinds);
+    return { candidates: newest ? [newest] : [], total: newest ? 1 : 0 };
+  }).catch((err: unknown) => {
+    // The ledger unreachable: an id typed whole still reaches Temporal, as before ids could be shortened.
+    if (typed === LAST) throw err;
+    return undefined;
+  });
+  if (!read) return typed;
+  const m = matchWorkflowId(typed, read.candidates, kinds);
+  if ('found' in m) return m.found;
+  if ('ambiguous' in m)
+    throw new CliError(
+      `${read.total} ids begin or end with '${typed}': type more of the one you mean (or its full id from 'km-hotfix list')`,
+      EXIT.refused,
+      candidateLines(m.ambiguous, read.total),
+    );
+  if (typed === LAST)
+    throw new CliError(
+      `'last' is the newest ${kindWords(kinds)}, and the ledger has none yet: 'km-hotfix list' shows what there is`,
+      EXIT.refused,
+    );
+  return typed;
 }
 
 /** The workflow behind an id, or exit 2 saying how to find ids. */

@@ -9,7 +9,16 @@ import type { RolloutStatus, SignedDecision } from '../../domain/messages/rollou
 import { approveUpdate, rejectUpdate } from '../../domain/messages/rollout';
 import type { Config } from '../../platform/config';
 import { CliError, EXIT } from '../errors';
-import { config, describeWorkflow, firstLine, readStatus, withOrchestrator, withTemporal } from './common';
+import {
+  config,
+  ID_HELP,
+  describeWorkflow,
+  firstLine,
+  readStatus,
+  resolveWorkflowId,
+  withOrchestrator,
+  withTemporal,
+} from './common';
 import { messageFor, readSignedDecision, signDecision, signerOf, UnsignedDecision } from './signing';
 import { drainedFacts, drainedList, drainedMismatch } from '../../domain/decision';
 import { recordedDrained } from '../../store/ledger-reads';
@@ -131,7 +140,7 @@ interface GateFlags {
 
 /** --print-message, or --message with --signature, or sign here. */
 async function run(
-  id: string,
+  typed: string,
   action: GateAction,
   o: GateFlags,
 ): Promise<{ status: RolloutStatus; signed: SignedDecision } | undefined> {
@@ -144,7 +153,7 @@ async function run(
         EXIT.refused,
       );
     // stdout is the exact bytes to sign; the list they name by digest goes next to them, on stderr.
-    const printed = await gateMessage(cfg, id, action, comment);
+    const printed = await gateMessage(cfg, await resolveWorkflowId(cfg, typed, ['rollout']), action, comment);
     process.stdout.write(printed.message);
     process.stderr.write(printed.alongside);
     return undefined;
@@ -155,12 +164,17 @@ async function run(
       EXIT.refused,
     );
   const signed = o.message && o.signature ? await readSignedDecision(o.message, o.signature) : undefined;
-  return answerGate(cfg, id, { decision: action, comment, ...(signed ? { signed } : {}) });
+  return answerGate(cfg, await resolveWorkflowId(cfg, typed, ['rollout']), {
+    decision: action,
+    comment,
+    ...(signed ? { signed } : {}),
+  });
 }
 
 export function registerGate(program: Command): void {
   program
-    .command('approve <id>')
+    .command('approve')
+    .argument('<id>', ID_HELP)
     .summary('approve the canary of a rollout waiting for verification: the rest of the fleet follows')
     .description(
       `Approve rollout ID after verifying its canary ('km-hotfix status ID' says which server, its direct URL and which backends are drained). The approval is signed with your SSH key (KM_HOTFIX_SIGNING_KEY, else ssh-agent) and names this rollout, file, canary and drained backends (by count and the sha256 of their sorted list: 'km-hotfix status ID --drained' prints it); your name is the one the worker's signers file gives your key. Only while the rollout waits for verification, never by the person who started it (by name or by key), and only by a listed approver when the rollout has --approvers.`,
@@ -192,7 +206,8 @@ Examples:
     });
 
   program
-    .command('reject <id>')
+    .command('reject')
+    .argument('<id>', ID_HELP)
     .summary('reject the canary of a rollout: it is rolled back')
     .description(
       'Reject rollout ID: the canary is unapplied, Maximum Processes restored, nothing else is touched. Signed and checked like approve, with the same rules.',

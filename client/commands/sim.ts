@@ -4,7 +4,7 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { Command } from 'commander';
-import { COMPONENTS, Component, HotfixNameError } from '../../domain/hotfix';
+import { COMPONENTS, Component, descriptionProblem, HotfixNameError } from '../../domain/hotfix';
 import { inventoryToYaml } from '../../domain/inventory-file';
 import {
   makeHotfix,
@@ -178,6 +178,8 @@ export function registerSim(program: Command): void {
     .action(async (o: { component: string; version: string; description: string; issue: string; out: string }) => {
       if (!(COMPONENTS as readonly string[]).includes(o.component))
         throw new CliError(`--component must be frontend, backend or common (got '${o.component}')`, EXIT.refused);
+      const why = descriptionProblem(o.description);
+      if (why) throw new CliError(`--description: ${why}`, EXIT.refused);
       try {
         const made = await makeHotfix({
           component: o.component as Component,

@@ -11,12 +11,14 @@ import { serverElapsed, short, statusBlock } from '../render/status';
 import { watch } from '../render/watch';
 import {
   config,
+  ID_HELP,
   describeWorkflow,
   isFinal,
   ledgerViewFor,
   noAnswerError,
   outcomeExit,
   readStatus,
+  resolveWorkflowId,
   wholeNumber,
   withOrchestrator,
   withTemporal,
@@ -200,7 +202,8 @@ export async function followWorkflow(cfg: Config, id: string, o: { json?: boolea
 
 export function registerStatus(program: Command): void {
   program
-    .command('status <id>')
+    .command('status')
+    .argument('<id>', ID_HELP)
     .summary(
       'phase, canary, drained backends, the gate, approvals, counts by server state; --servers pages every server',
     )
@@ -248,11 +251,12 @@ Examples:
   km-hotfix status ID --servers --page 3 --page-size 500
   km-hotfix status ID --drained | sha256sum`,
     )
-    .action(async (id: string, o: ServersOptions) => {
+    .action(async (typed: string, o: ServersOptions) => {
       if (o.drained && (o.servers || o.watch))
         throw new CliError('--drained prints the drained backends once: drop --servers and --watch', EXIT.refused);
       const paging = serversRequest(o);
       const cfg = config();
+      const id = await resolveWorkflowId(cfg, typed);
       if (o.drained) {
         await listDrained(cfg, id, !!o.json);
         process.exitCode = EXIT.ok;

@@ -7,14 +7,24 @@ import { WorkflowUpdateFailedError } from '@temporalio/client';
 import type { RolloutStatus } from '../../domain/messages/rollout';
 import { abortUpdate, pauseUpdate, resumeUpdate } from '../../domain/messages/rollout';
 import { CliError, EXIT } from '../errors';
-import { config, describeWorkflow, firstLine, isFinal, readStatus, withTemporal } from './common';
+import {
+  config,
+  ID_HELP,
+  describeWorkflow,
+  firstLine,
+  isFinal,
+  readStatus,
+  resolveWorkflowId,
+  withTemporal,
+} from './common';
 import { signDecision, signerOf } from './signing';
 
 type Steer = 'pause' | 'resume' | 'abort';
 const UPDATES = { pause: pauseUpdate, resume: resumeUpdate, abort: abortUpdate } as const;
 
-async function steer(id: string, what: Steer, reason?: string): Promise<string> {
+async function steer(typed: string, what: Steer, reason?: string): Promise<string> {
   const cfg = config();
+  const id = await resolveWorkflowId(cfg, typed, ['rollout', 'removal']);
   return withTemporal(cfg, async (client) => {
     const d = await describeWorkflow(client, id);
     if (d.kind === 'upload')
@@ -61,7 +71,8 @@ async function steer(id: string, what: Steer, reason?: string): Promise<string> 
 
 export function registerSteer(program: Command): void {
   program
-    .command('pause <id>')
+    .command('pause')
+    .argument('<id>', ID_HELP)
     .summary('hold a rollout or removal between batches')
     .description(
       'Pause rollout or removal ID: the servers being patched now finish, no new batch starts until resume. A rollout paused while it waits for verification holds its fan-out after the approval. Signed with your SSH key, like every change.',
@@ -78,7 +89,8 @@ Example:
     });
 
   program
-    .command('resume <id>')
+    .command('resume')
+    .argument('<id>', ID_HELP)
     .summary('continue a paused rollout or removal')
     .description('Resume rollout or removal ID after a pause. Signed with your SSH key.')
     .option('--reason <text>', 'why, for the ledger')
@@ -93,7 +105,8 @@ Example:
     });
 
   program
-    .command('abort <id>')
+    .command('abort')
+    .argument('<id>', ID_HELP)
     .summary('stop a rollout and roll back everything it patched')
     .description(
       `Abort rollout ID: no new server is started, the running ones finish, then every server it patched is unapplied in reverse order and drained backends get their Maximum Processes back. Aborting a removal stops it; servers not reached keep the hotfix. Signed with your SSH key.`,
