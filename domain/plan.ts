@@ -1,7 +1,9 @@
 // The rollout plan, from the vendor procedure: which server is the canary,
-// which backends are drained while it is verified, and the fan-out batches.
-// Pure: the workflow, the activities and `km-hotfix plan` all use it.
+// which backends are drained while it is verified, and the fan-out window and
+// the order its servers start in. Pure: the workflow, the activities and
+// `km-hotfix plan` all use it.
 import type { Component } from './hotfix';
+import { runLength } from './rollout';
 import { FleetServer, servesBackend, servesFrontend } from './fleet';
 import type { Role } from './fleet';
 
@@ -26,17 +28,46 @@ export function parseBatch(text: string): BatchSize {
   );
 }
 
-/** Width of one batch over `remaining` servers (a percentage rounds up, at least 1). */
+/** The fan-out window over `remaining` servers: servers in flight at most (a percentage rounds up, at least 1). */
 export function batchWidth(batch: BatchSize, remaining: number): number {
   if (batch.kind === 'count') return batch.count;
   return Math.max(1, Math.ceil((remaining * batch.percent) / 100));
 }
 
-export function splitIntoBatches<T>(items: readonly T[], batch: BatchSize): T[][] {
-  const width = batchWidth(batch, items.length);
-  const out: T[][] = [];
-  for (let i = 0; i < items.length; i += width) out.push(items.slice(i, i + width));
-  return out;
+/** How the fan-out window takes its servers (workflows/batch-window.ts), as `km-hotfix plan` shows it. */
+export interface FanoutOrder {
+  /** Servers in flight at most (--batch). */
+  window: number;
+  /** Servers one window place patches one after another (domain/rollout.ts runLength). */
+  runLength: number;
+  /** Consecutive servers in inventory order, in the order the window's places take them: the first `window` at once. */
+  runs: string[][];
+  /** The order the servers start in when each takes as long as the others: each entry starts at once. */
+  starts: string[][];
+}
+
+/**
+ * The window cuts the servers into runs of runLength consecutive servers; each
+ * of its places takes the next run when it is free and patches that run's
+ * servers one after another. So with 4 servers and a window of 2 the first and
+ * the third start at once, then the second and the fourth. `starts` assumes
+ * equal times per server: a slow one delays only its own place. It is exact
+ * for a window and fleet of one batch child (500 servers, the default slice);
+ * on a larger fleet lanes of children take slices of 500 side by side.
+ */
+export function fanoutOrder(servers: readonly string[], window: number): FanoutOrder {
+  const length = runLength(window, servers.length);
+  const runs: string[][] = [];
+  for (let i = 0; i < servers.length; i += length) runs.push(servers.slice(i, i + length));
+  const starts: string[][] = [];
+  runs.forEach((run, j) =>
+    run.forEach((name, m) => {
+      // Run j starts when its place has finished the runs before it in that place (all but the last are full).
+      const at = Math.floor(j / window) * length + m;
+      (starts[at] ??= []).push(name);
+    }),
+  );
+  return { window, runLength: length, runs, starts };
 }
 
 const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
@@ -148,7 +179,10 @@ export interface RolloutPlan {
   /** Undefined when every target already has the hotfix. */
   canary?: CanaryChoice;
   drain: string[];
-  batches: string[][];
+  /** The unpatched targets after the canary, in inventory order: the fan-out. */
+  fanout: string[];
+  /** Fan-out servers in flight at most (--batch over the fan-out's servers); 0 without a fan-out. */
+  window: number;
 }
 
 export function planRollout(input: RolloutPlanInput): RolloutPlan {
@@ -174,7 +208,7 @@ export function planRollout(input: RolloutPlanInput): RolloutPlan {
   if (unpatched.length === 0) {
     if (input.canary !== undefined)
       throw new PlanError(`--canary ${input.canary}: every target server already has this hotfix`);
-    return { targets: targets.map((s) => s.name), skipped, drain: [], batches: [] };
+    return { targets: targets.map((s) => s.name), skipped, drain: [], fanout: [], window: 0 };
   }
   const verifiedOnRole =
     canaryCandidates(
@@ -195,7 +229,8 @@ export function planRollout(input: RolloutPlanInput): RolloutPlan {
     skipped,
     canary,
     drain: backendsToDrain(input.component, input.fleet, canary.server, input.hasHotfix),
-    batches: splitIntoBatches(rest, input.batch),
+    fanout: rest,
+    window: rest.length > 0 ? batchWidth(input.batch, rest.length) : 0,
   };
 }
 
@@ -262,7 +297,7 @@ export function compactPlan(plan: RolloutPlan, fleet: readonly FleetServer[]): C
     skipped: plan.targets.flatMap((n, i) => (skipped.has(n) ? [i] : [])),
     ...(plan.canary ? { canary: { ...plan.canary, ...(canaryUrl ? { url: canaryUrl } : {}) } } : {}),
     drain: plan.drain,
-    window: Math.max(1, plan.batches[0]?.length ?? 1),
+    window: Math.max(1, Math.min(plan.window, plan.fanout.length)),
   };
 }
 

@@ -16,6 +16,7 @@ export interface RolloutSummary {
   error: string | null;
   startedAt: Date;
   endedAt: Date | null;
+  /** Servers of the rollout: the ones it listed (--servers), or, for the whole inventory, the ones its ledger names. */
   servers: number;
 }
 
@@ -34,8 +35,9 @@ export async function recentRollouts(sql: Sql, limit = 20): Promise<RolloutSumma
       n: number;
     }[]
   >`
-    SELECT id, kind, hotfix, requested_by, phase, outcome, error, started_at, ended_at, cardinality(servers) AS n
-    FROM rollout ORDER BY started_at DESC LIMIT ${limit}`;
+    SELECT id, kind, hotfix, requested_by, phase, outcome, error, started_at, ended_at,
+      GREATEST(cardinality(servers), (SELECT count(DISTINCT s.server) FROM rollout_server s WHERE s.rollout_id = r.id))::int AS n
+    FROM rollout r ORDER BY started_at DESC LIMIT ${limit}`;
   return rows.map((r) => ({
     id: r.id,
     kind: r.kind,

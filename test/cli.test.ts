@@ -16,6 +16,7 @@ import type { RolloutStatus } from '../domain/messages/rollout';
 import type { Component } from '../domain/hotfix';
 import type { PlanDocument } from '../client/render/plan';
 import { serversOf } from './helpers/servers';
+import { serverStates } from '../store/server-states';
 
 const APPLY = /ssh-mgr-controller --apply-hotfix=/;
 const UNAPPLY = /ssh-mgr-controller --unapply-hotfix=/;
@@ -89,10 +90,14 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
       { server: 'km-be-2', maxProcesses: before['km-be-2'] },
       { server: 'km-be-3', maxProcesses: before['km-be-3'] },
     ]);
-    assert.deepEqual(doc.batches, [
+    // A window of 2 over 4 servers: each place patches two in turn, so km-fe-1 starts with km-be-2 (never km-fe-2).
+    assert.deepEqual(doc.fanout?.runs, [
       ['km-fe-1', 'km-fe-2'],
       ['km-be-2', 'km-be-3'],
     ]);
+    assert.equal(doc.fanout?.window, 2);
+    assert.deepEqual(doc.order, ['km-be-1', 'km-fe-1', 'km-be-2', 'km-fe-2', 'km-be-3']);
+    assert.equal(doc.servers.find((s) => s.name === 'km-be-2')?.start, 2);
     const be2 = doc.servers.find((s) => s.name === 'km-be-2')!;
     assert.deepEqual(be2.commands.apply.slice(0, 2), [
       `ssh-mgr-controller --apply-hotfix=${file.name}`,
@@ -106,7 +111,10 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
     const text = await km(['plan', file.path, '--batch', '2']);
     ok(text, 'plan');
     assert.match(text.stdout, new RegExp(`km-be-2\\s+Maximum Processes ${before['km-be-2']} -> 0`));
-    assert.match(text.stdout, /batch 1: km-fe-1, km-fe-2/);
+    assert.doesNotMatch(text.stdout, /batch \d:/);
+    assert.match(text.stdout, /in a window of 2 \(--batch 2\): at most 2 at once/);
+    assert.match(text.stdout, /place 1: km-fe-1, km-fe-2\n\s+place 2: km-be-2, km-be-3/);
+    assert.match(text.stdout, /Start order .*: km-fe-1 \+ km-be-2, then km-fe-2 \+ km-be-3/);
     assert.match(text.stdout, /rollback:\s+ssh-mgr-controller --unapply-hotfix=/);
     assert.deepEqual(await env.maxProcesses(), before, 'plan changed nothing');
     for (const s of env.fleet.servers) assert.deepEqual(s.log(), [], `plan ran nothing on ${s.name}`);
@@ -197,6 +205,28 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
       assert.equal(logCount(s, new RegExp(`--apply-hotfix=${file.name}$`)), 1, `${s} applied once`);
     assert.equal(logCount('km-be-1', /--upload-hotfix=\/var\/lib\/sshmgr\//), 1, 'uploaded through the canary');
 
+    // The plan was the truth: the ledger's start times follow its order (servers of one start step at once,
+    // each place's next server only after its previous one ended), though km-fe-* were slower than km-be-*.
+    const ledger = new Map(
+      (await serverStates(env.orchestrator, id, { page: 1, pageSize: 100 })).servers.map((s) => [s.name, s]),
+    );
+    const startedAt = (n: string) => Date.parse(ledger.get(n)?.startedAt ?? 'x');
+    const endedAt = (n: string) => Date.parse(ledger.get(n)?.endedAt ?? 'x');
+    const stepOf = new Map(doc.servers.map((s) => [s.name, s.start ?? 0]));
+    const byStart = [...FLEET].sort((a, b) => startedAt(a) - startedAt(b));
+    assert.ok(
+      byStart.every((n, i) => i === 0 || stepOf.get(n)! >= stepOf.get(byStart[i - 1])!),
+      `started ${byStart.map((n) => `${n}@${ledger.get(n)?.startedAt}`).join(', ')}; plan ${doc.order.join(', ')}`,
+    );
+    assert.equal(byStart[0], 'km-be-1', 'the canary first');
+    for (const run of doc.fanout?.runs ?? [])
+      for (let i = 1; i < run.length; i++)
+        assert.ok(startedAt(run[i]) >= endedAt(run[i - 1]), `${run[i]} after ${run[i - 1]} ended, in the same place`);
+    assert.ok(
+      Math.abs(startedAt('km-fe-1') - startedAt('km-be-2')) < Math.min(1500, endedAt('km-fe-1') - startedAt('km-fe-1')),
+      'km-fe-1 and km-be-2 started at once',
+    );
+
     const final = await statusJson(id);
     assert.equal(final.phase, 'completed');
     assert.deepEqual(
@@ -208,12 +238,21 @@ describe('km-hotfix CLI: the commands of SPEC §4 as a child process', function 
     const list = await km(['list', '--json']);
     ok(list, 'list --json');
     const row = (
-      JSON.parse(list.stdout) as { rollouts: { id: string; kind: string; outcome: string; requestedBy: string }[] }
+      JSON.parse(list.stdout) as {
+        rollouts: { id: string; kind: string; outcome: string; requestedBy: string; servers: number }[];
+      }
     ).rollouts.find((r) => r.id === id);
     assert.deepEqual(row && [row.kind, row.outcome, row.requestedBy], ['rollout', 'completed', 'alice']);
+    assert.equal(row?.servers, 5, 'a rollout of the whole inventory counts its 5 servers');
     const listText = await km(['list']);
     ok(listText, 'list');
     assert.match(listText.stdout, new RegExp(`${id}\\s+rollout\\s+${file.name}\\s+alice\\s+completed\\s+completed`));
+    // COLUMNS=80 (a narrow terminal): every line fits, the id alone on its line.
+    const narrow = await km(['list'], { COLUMNS: '80' });
+    ok(narrow, 'list at 80 columns');
+    for (const l of lines(narrow.stdout)) assert.ok(l.length <= 80, `${l.length}: ${l}`);
+    assert.ok(lines(narrow.stdout).includes(id), narrow.stdout);
+    assert.match(narrow.stdout, /rollout of \S+ by alice: completed, 5 servers/);
 
     const hf = await km(['hotfixes', '--json']);
     ok(hf, 'hotfixes --json');

@@ -103,7 +103,12 @@ describe('crashes: worker killed, Temporal restarted, databases gone for a while
     });
   }
 
-  const workerOn = (taskQueue: string, client = env.client, temporalAddress = testStack().temporal.address) =>
+  const workerOn = (
+    taskQueue: string,
+    client = env.client,
+    temporalAddress = testStack().temporal.address,
+    extraEnv: Record<string, string> = {},
+  ) =>
     startWorkerProcess(
       client,
       {
@@ -113,11 +118,62 @@ describe('crashes: worker killed, Temporal restarted, databases gone for a while
         kmUrl: env.kmUrl,
         sshKeyFile: keyFile,
         allowedSigners: env.people.allowedSigners,
+        extraEnv,
       },
       workers,
     );
   const queue = () => `crash-${randomBytes(3).toString('hex')}`;
   const restarts = (server: string) => env.commands(server, /supervisorctl restart all/).length;
+
+  it('a retryable activity failure: one line without KM_HOTFIX_DEBUG, with it the stack (issue 25)', async () => {
+    for (const debug of [false, true]) {
+      const hf = await env.hotfix('frontend');
+      const tq = queue();
+      const w = await workerOn(tq, env.client, testStack().temporal.address, debug ? { KM_HOTFIX_DEBUG: '1' } : {});
+      const ready = w.output();
+      // The ledger refuses connections: the rollout's first activity fails, and Temporal retries it.
+      const db = dbName(env.orchestratorUrl);
+      await closeDatabase(db);
+      let out: string;
+      let stopping = '';
+      try {
+        const h = await start(env.client, tq, hf);
+        await until('an activity failed', async () => /activity \S+ failed|Activity failed/.test(w.output()));
+        await sleep(500); // the whole entry, however many lines it takes
+        out = w.output().slice(ready.length);
+        if (!debug) {
+          // Ctrl-C while the rollout still runs: the stop in a few lines, none of the core's retry warnings.
+          const before = w.output().length;
+          w.child.kill('SIGINT');
+          await until('the worker stopped', async () => w.child.exitCode !== null || w.child.signalCode !== null);
+          stopping = w.output().slice(before);
+        }
+        await h.terminate('test over');
+      } finally {
+        await reopen(db);
+      }
+      if (debug) {
+        assert.match(out, /Activity failed/, out);
+        assert.match(out, /^\s+at /m, `the stack, with KM_HOTFIX_DEBUG=1: ${out}`);
+      } else {
+        const failed = out.split('\n').filter((l) => /failed/.test(l));
+        assert.ok(failed.length >= 1, out);
+        assert.match(
+          failed[0],
+          /^km-hotfix worker: warning: activity \w+ failed \(attempt 1\): database "\w+" is not currently accepting connections — workflow crash-/,
+        );
+        assert.doesNotMatch(out, /^\s+at /m, `no stack: ${out}`);
+        assert.doesNotMatch(out, /taskToken/, out);
+        // One line per failed attempt, nothing else: every line of the worker is its own event.
+        for (const l of out.split('\n').filter(Boolean)) assert.match(l, /^km-hotfix worker: /, out);
+        assert.equal(w.child.exitCode, 0, stopping);
+        const stopLines = stopping.split('\n').filter(Boolean);
+        assert.match(stopLines[0] ?? '', /^km-hotfix worker: SIGINT: stopping the worker/, stopping);
+        assert.match(stopLines.at(-1) ?? '', /^km-hotfix worker: stopped$/, stopping);
+        for (const l of stopLines) assert.match(l, /^km-hotfix worker: (SIGINT|stopped|warning: activity)/, stopping);
+      }
+    }
+  });
 
   it("worker SIGKILLed during the canary's restart: a new worker finishes it; each server applied once", async () => {
     const hf = await env.hotfix('backend');

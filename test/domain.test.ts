@@ -1,5 +1,5 @@
 // Pure domain logic: hotfix names, the inventory, canary choice, drain list,
-// batches and durations. No servers needed.
+// the fan-out window and its start order, and durations. No servers needed.
 import assert from 'node:assert/strict';
 import {
   descriptionProblem,
@@ -14,7 +14,8 @@ import {
   parseBatch,
   parseDuration,
   planRollout,
-  splitIntoBatches,
+  batchWidth,
+  fanoutOrder,
   chooseCanary,
   PlanError,
   formatDuration,
@@ -149,7 +150,7 @@ describe('fleet inventory', () => {
       ));
 });
 
-describe('rollout plan: canary by hotfix type, drain, batches', () => {
+describe('rollout plan: canary by hotfix type, drain, the fan-out window', () => {
   const none = new Set<string>();
   it('frontend → a dedicated frontend; backend → a dedicated backend; common → the first server', () => {
     assert.equal(chooseCanary('frontend', FLEET).server, 'fe-1');
@@ -174,7 +175,8 @@ describe('rollout plan: canary by hotfix type, drain, batches', () => {
     assert.equal(plan.canary?.server, 'be-1');
     assert.deepEqual(plan.drain, ['both-1']);
     assert.deepEqual(plan.skipped, ['be-2']);
-    assert.deepEqual(plan.batches, [['fe-1', 'fe-2'], ['both-1']]);
+    assert.deepEqual(plan.fanout, ['fe-1', 'fe-2', 'both-1']);
+    assert.equal(plan.window, 2);
   });
   it('frontend and common hotfixes drain nothing', () => {
     assert.deepEqual(
@@ -256,24 +258,46 @@ describe('rollout plan: canary by hotfix type, drain, batches', () => {
       batch: parseBatch('1'),
     });
     assert.equal(plan.canary, undefined);
-    assert.deepEqual(plan.batches, []);
+    assert.deepEqual(plan.fanout, []);
+    assert.equal(plan.window, 0);
     assert.equal(plan.skipped.length, 5);
   });
-  it('batches by count and by percentage (rounded up, at least 1)', () => {
-    const ten = Array.from({ length: 10 }, (_, i) => `s${i}`);
-    assert.deepEqual(
-      splitIntoBatches(ten, parseBatch('4')).map((b) => b.length),
-      [4, 4, 2],
-    );
-    assert.deepEqual(
-      splitIntoBatches(ten, parseBatch('25%')).map((b) => b.length),
-      [3, 3, 3, 1],
-    );
-    assert.deepEqual(
-      splitIntoBatches(ten.slice(0, 3), parseBatch('1%')).map((b) => b.length),
-      [1, 1, 1],
-    );
+  it('the window by count and by percentage (rounded up, at least 1)', () => {
+    assert.equal(batchWidth(parseBatch('4'), 10), 4);
+    assert.equal(batchWidth(parseBatch('25%'), 10), 3);
+    assert.equal(batchWidth(parseBatch('1%'), 3), 1);
     for (const b of ['0', '-1', '0%', '101%', 'x', '1.5']) assert.throws(() => parseBatch(b), /--batch must be/);
+  });
+  it('the fan-out order: runs of consecutive servers, one per place, each patched in turn', () => {
+    const s = (n: number) => Array.from({ length: n }, (_, i) => `s${i + 1}`);
+    // 4 servers, window 2: places take s1-s2 and s3-s4; s1 and s3 start at once, then s2 and s4 (not s1+s2).
+    const four = fanoutOrder(s(4), 2);
+    assert.equal(four.runLength, 2);
+    assert.deepEqual(four.runs, [
+      ['s1', 's2'],
+      ['s3', 's4'],
+    ]);
+    assert.deepEqual(four.starts, [
+      ['s1', 's3'],
+      ['s2', 's4'],
+    ]);
+    // A last, shorter run.
+    assert.deepEqual(fanoutOrder(s(5), 2).starts, [['s1', 's4'], ['s2', 's5'], ['s3']]);
+    // Window 1: inventory order, one at a time.
+    assert.deepEqual(fanoutOrder(s(3), 1).starts, [['s1'], ['s2'], ['s3']]);
+    // More runs than places (runs of at most 20): the third run starts when the first place is free.
+    const many = fanoutOrder(s(60), 1);
+    assert.deepEqual(
+      many.runs.map((r) => r.length),
+      [20, 20, 20],
+    );
+    assert.deepEqual(many.starts[20], ['s21']);
+    const wide = fanoutOrder(s(90), 2);
+    assert.equal(wide.runLength, 20);
+    assert.deepEqual(wide.starts[0], ['s1', 's21']);
+    assert.deepEqual(wide.starts[20], ['s41', 's61']);
+    assert.deepEqual(wide.starts[40], ['s81']);
+    assert.equal(wide.starts.flat().length, 90);
   });
   it('durations', () => {
     assert.equal(parseDuration('24h'), 86_400_000);

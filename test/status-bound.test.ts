@@ -132,7 +132,7 @@ describe('bounded status (domain/rollout.ts)', () => {
       ['frontend', 'backend', 'both'],
     );
     assert.deepEqual(x.skipped, plan.skipped);
-    assert.deepEqual(x.rest, plan.batches.flat());
+    assert.deepEqual(x.rest, plan.fanout);
     assert.equal(c.window, 200);
     assert.equal(c.canary?.server, plan.canary?.server);
     assert.equal(c.canary?.url, 'https://km3-be-00001:8443/');

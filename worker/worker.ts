@@ -113,9 +113,11 @@ export async function runWorkerUntilSignal(
   worker: Worker,
   cleanup: () => Promise<void>,
   log: (line: string) => void = () => undefined,
+  onStopping: () => void = () => undefined,
 ): Promise<void> {
   const onSignal = (signal: NodeJS.Signals) => {
     log(`${signal}: stopping the worker (running activities get 10 s to finish)`);
+    onStopping();
     if (worker.getState() === 'RUNNING') worker.shutdown();
   };
   process.on('SIGINT', onSignal);

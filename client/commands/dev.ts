@@ -2,7 +2,6 @@
 // carries only the export lines and `ready`; progress goes to stderr.
 import * as path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
-import type { LogLevel } from '@temporalio/worker';
 import { CliError, EXIT } from '../errors';
 import { NameMatchingError, parseNameMatching } from '../../domain/people';
 import type { DevStack } from '../../stack/dev-stack';
@@ -66,15 +65,10 @@ async function runDev(opts: DevOptions): Promise<void> {
     throw err;
   }
   // Loaded here, not at the top: the other commands need not load the SDK's worker.
-  const { DefaultLogger, Runtime } = await import('@temporalio/worker');
+  const { installWorkerLogger } = await import('../../worker/log');
   const { startDevStack } = await import('../../stack/dev-stack');
-  // The in-process worker logs through the SDK runtime: warnings and up, on stderr.
-  const level = (process.env.KM_HOTFIX_LOG_LEVEL?.toUpperCase() ?? 'WARN') as LogLevel;
-  try {
-    Runtime.install({ logger: new DefaultLogger(level) });
-  } catch {
-    // already installed (embedded use): keep it
-  }
+  // The in-process worker logs through the SDK runtime: one line per event on stderr (KM_HOTFIX_DEBUG=1: the SDK's log).
+  const sdkLog = installWorkerLogger((line) => log(`worker: ${line}`));
 
   // Signals that arrive while starting stop the stack as soon as it is up.
   let signalled: NodeJS.Signals | undefined;
@@ -85,6 +79,7 @@ async function runDev(opts: DevOptions): Promise<void> {
       return;
     }
     signalled = signal;
+    sdkLog.stopping();
     log(`${signal}: stopping`);
     wake();
   };

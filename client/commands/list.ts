@@ -3,7 +3,8 @@
 import type { Command } from 'commander';
 import { recentRollouts } from '../../store/ledger-reads';
 import { formatTable } from './fleet';
-import { elapsed } from '../render/status';
+import { listText } from '../render/list';
+import { outputWidth } from '../render/fit';
 import { config, wholeNumber, withKeyManager, withOrchestrator } from './common';
 
 function when(d: Date): string {
@@ -15,7 +16,7 @@ export function registerList(program: Command): void {
     .command('list')
     .summary('recent rollouts, removals and uploads, newest first (from the ledger)')
     .description(
-      "Recent rollouts, removals and uploads from the orchestrator's ledger (it outlives Temporal's retention), newest first, with their phase and outcome.",
+      "Recent rollouts, removals and uploads from the orchestrator's ledger (it outlives Temporal's retention), newest first, with their phase and outcome. One line each when that fits the terminal (COLUMNS, or the terminal's width; a pipe gets whole lines), else a few lines each, the id first and alone.",
     )
     .option('--limit <n>', 'how many', wholeNumber('--limit', 1), 20)
     .option('--json', 'one JSON document')
@@ -36,22 +37,7 @@ Examples:
         console.error("no rollouts yet: start one with 'km-hotfix rollout HOTFIX'");
         return;
       }
-      console.log(
-        formatTable(
-          ['ID', 'KIND', 'HOTFIX', 'BY', 'PHASE', 'OUTCOME', 'STARTED', 'TOOK', 'ERROR'],
-          rows.map((r) => [
-            r.id,
-            r.kind,
-            r.hotfix,
-            r.requestedBy,
-            r.phase,
-            r.outcome ?? '(running)',
-            when(r.startedAt),
-            r.endedAt ? elapsed(r.endedAt.getTime() - r.startedAt.getTime()) : '-',
-            (r.error ?? '').split('\n')[0].slice(0, 80),
-          ]),
-        ),
-      );
+      console.log(listText(rows, outputWidth()));
     });
 
   program

@@ -10,11 +10,11 @@ export function registerPlan(program: Command): void {
     .command('plan <hotfix>')
     .summary('show what a rollout would do, without changing anything')
     .description(
-      `Show what 'km-hotfix rollout' would do with the same options, without changing anything: which server is the canary and why, which backends would be drained (with their current Maximum Processes), the fan-out batches in order, and the exact commands each server would run — apply, restart, and the unapply commands of a rollback. HOTFIX is a registered Name or a hotfix file.`,
+      `Show what 'km-hotfix rollout' would do with the same options, without changing anything: which server is the canary and why, which backends would be drained (with their current Maximum Processes), the fan-out window and the order the servers start in, and the exact commands each server would run — apply, restart, and the unapply commands of a rollback. HOTFIX is a registered Name or a hotfix file.`,
     )
     .option('--servers <a,b>', 'only these servers (default: the whole inventory)', nameList('--servers'))
     .option('--canary <server>', 'verify on this server first')
-    .option('--batch <N|P%>', 'fan-out batch size', '1')
+    .option('--batch <N|P%>', 'fan-out window: servers patched at once at most', '1')
     .option('--follow-symlinks', 'read a hotfix file given as a symbolic link (refused otherwise)')
     .option('--json', 'one JSON document')
     .addHelpText(
@@ -23,7 +23,7 @@ export function registerPlan(program: Command): void {
 Examples:
   km-hotfix plan hotfix_backend_fix_queue_stall
   km-hotfix plan ./sshmgr-3.0.0-hotfix_frontend_fix_login_UKM-2002.gz --canary km-fe-2 --batch 50%
-  km-hotfix plan hotfix_common_fix_tags_and_stats --json | jq .batches`,
+  km-hotfix plan hotfix_common_fix_tags_and_stats --json | jq .order`,
     )
     .action(
       async (

@@ -146,7 +146,11 @@ The start is signed with your SSH key (KM_HOTFIX_SIGNING_KEY, else ssh-agent); t
     )
     .option('--servers <a,b>', 'patch only these servers (default: the whole inventory)', nameList('--servers'))
     .option('--canary <server>', 'verify on this server first (it must have the role the hotfix type needs)')
-    .option('--batch <N|P%>', 'fan-out batch size: a number of servers or a percentage of the rest', '1')
+    .option(
+      '--batch <N|P%>',
+      'fan-out window: servers patched at once at most, a number or a percentage of the rest (km-hotfix plan shows the order)',
+      '1',
+    )
     .option(
       '--max-failures <n>',
       'servers that may fail in fan-out before it stops and rolls back',

@@ -9,6 +9,7 @@ import { CliError, EXIT, exitCodeOf } from '../errors';
 import { UserError } from '../../platform/errors';
 import { serverElapsed, short, statusBlock } from '../render/status';
 import { watch } from '../render/watch';
+import { cut, outputWidth, wrap } from '../render/fit';
 import {
   config,
   ID_HELP,
@@ -65,7 +66,13 @@ function serversRequest(o: ServersOptions): { state?: ServerState; page: number;
 }
 
 /** One page of the per-server ledger as a table with a footer that says how to get the next. */
-export function serverPageLines(id: string, p: ServerPage, state: ServerState | undefined, now = Date.now()): string[] {
+export function serverPageLines(
+  id: string,
+  p: ServerPage,
+  state: ServerState | undefined,
+  now = Date.now(),
+  width = Infinity,
+): string[] {
   const pages = Math.max(1, Math.ceil(p.total / p.pageSize));
   const what = `${p.total} server(s)${state ? ` in state ${state}` : ''}`;
   if (p.servers.length === 0) {
@@ -84,10 +91,15 @@ export function serverPageLines(id: string, p: ServerPage, state: ServerState | 
     p.page < pages
       ? `; next: km-hotfix status ${id} --servers${state ? ` --state ${state}` : ''} --page ${p.page + 1}${p.pageSize !== SERVER_PAGE_SIZE ? ` --page-size ${p.pageSize}` : ''}`
       : '';
+  // Rows give way at their note (the error: whole in --json); the footer wraps, the id in it whole.
   return [
-    ...table.split('\n'),
-    `servers ${first}-${first + p.servers.length - 1} of ${what} (page ${p.page} of ${pages})${next}`,
-  ].map(inert);
+    ...table.split('\n').map((l) => cut(inert(l), width)),
+    ...wrap(
+      inert(`servers ${first}-${first + p.servers.length - 1} of ${what} (page ${p.page} of ${pages})${next}`),
+      width,
+      2,
+    ),
+  ];
 }
 
 /**
@@ -151,7 +163,7 @@ async function listServers(
           2,
         ),
       );
-    else console.log(serverPageLines(id, page, req.state).join('\n'));
+    else console.log(serverPageLines(id, page, req.state, Date.now(), outputWidth()).join('\n'));
   });
 }
 /**
@@ -291,7 +303,7 @@ Examples:
         return a.status;
       }).finally(() => ledger.close());
       if (o.json) console.log(JSON.stringify(st, null, 2));
-      else console.log(statusBlock(st, Date.now(), !!process.stdout.isTTY).join('\n'));
+      else console.log(statusBlock(st, Date.now(), !!process.stdout.isTTY, Infinity, outputWidth()).join('\n'));
       process.exitCode = EXIT.ok;
     });
 }

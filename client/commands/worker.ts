@@ -10,15 +10,19 @@ export function registerWorker(program: Command): void {
   program
     .command('worker')
     .description(
-      'run a worker for the configured Temporal (TEMPORAL_ADDRESS, TLS/API key) and databases (DATABASE_URL, KM_DATABASE_URL), with KM_SSH_KEY or the ssh-agent; migrates the orchestrator database at start',
+      'run a worker for the configured Temporal (TEMPORAL_ADDRESS, TLS/API key) and databases (DATABASE_URL, KM_DATABASE_URL), with KM_SSH_KEY or the ssh-agent; migrates the orchestrator database at start. It prints one line per event on stderr; KM_HOTFIX_DEBUG=1 prints the SDK log with stacks (KM_HOTFIX_LOG_LEVEL, default INFO)',
     )
     .action(async () => {
       const log = (line: string) => process.stderr.write(`km-hotfix worker: ${line}\n`);
       const config = loadConfig();
       // Loaded here, not at the top: the other commands need not load the SDK's worker.
+      const { installWorkerLogger } = await import('../../worker/log');
       const { connectNativeConnection } = await import('../../platform/temporal');
       const { createKmHotfixWorker, openActivityDeps, runWorkerUntilSignal } = await import('../../worker/worker');
       const opened = await openActivityDeps(config, { requireSsh: true });
+      // Just before the first connection, which the SDK and its core then log through: installed any
+      // earlier, the Runtime would keep a process that refused its settings from exiting.
+      const sdkLog = installWorkerLogger(log);
       let connection: NativeConnection | undefined;
       let w: KmHotfixWorker;
       try {
@@ -55,6 +59,7 @@ export function registerWorker(program: Command): void {
           log('stopped');
         },
         log,
+        sdkLog.stopping,
       );
     });
 }

@@ -7,6 +7,7 @@ import type { FleetServer, Role } from '../../domain/fleet';
 import type { DrainedBackend } from '../../domain/messages/rollout';
 import type { PreparedRollout } from '../commands/prepare';
 import { inert } from '../../domain/terminal';
+import { fanoutOrder, type FanoutOrder } from '../../domain/plan';
 
 /** Where the worker copies hotfix files (KeyManagerSsh's default, the vendor's suggestion). */
 export const HOTFIX_DIR = '/var/lib/sshmgr';
@@ -14,9 +15,10 @@ export const HOTFIX_DIR = '/var/lib/sshmgr';
 export interface ServerPlan {
   name: string;
   role: Role;
-  /** canary, batch N, skipped (has it already), or not targeted but drained. */
+  /** canary, fan-out, or skipped (has it already). */
   step: 'canary' | 'fanout' | 'skipped';
-  batch: number | null;
+  /** When it starts: 1 the canary, 2 the first servers of the fan-out (at once), …; null when skipped. */
+  start: number | null;
   commands: { apply: string[]; rollback: string[] };
 }
 
@@ -30,8 +32,12 @@ export interface PlanDocument {
   skipped: string[];
   canary: { server: string; reason: string; url: string | null } | null;
   drained: DrainedBackend[];
+  /** --batch as given. */
   batch: string;
-  batches: string[][];
+  /** Every server to patch in the order they start (the canary first; the fan-out as in fanout.starts). */
+  order: string[];
+  /** The fan-out window (see domain/plan.ts fanoutOrder); null when no server is left after the canary. */
+  fanout: FanoutOrder | null;
   servers: ServerPlan[];
   conflicts: { id: string; reason: string }[];
 }
@@ -65,9 +71,11 @@ function uploadCommands(s: FleetServer, fileName: string): string[] {
 
 export function planDocument(p: PreparedRollout, batch: string, via?: string): PlanDocument {
   const byName = new Map(p.fleet.map((s) => [s.name, s]));
-  const batchOf = new Map<string, number>();
-  p.plan.batches.forEach((b, i) => b.forEach((n) => batchOf.set(n, i + 1)));
+  const fanout =
+    p.plan.fanout.length > 0 ? fanoutOrder(p.plan.fanout, Math.min(p.plan.window, p.plan.fanout.length)) : null;
   const canary = p.plan.canary?.server;
+  const startOf = new Map<string, number>(canary ? [[canary, 1]] : []);
+  fanout?.starts.forEach((names, i) => names.forEach((n) => startOf.set(n, i + 2)));
   const uploadVia = p.hotfix.file ? byName.get(via ?? canary ?? p.plan.targets[0]) : undefined;
   const servers: ServerPlan[] = p.plan.targets.map((name) => {
     const s = byName.get(name)!;
@@ -76,7 +84,7 @@ export function planDocument(p: PreparedRollout, batch: string, via?: string): P
       name,
       role: s.role,
       step: skipped ? 'skipped' : name === canary ? 'canary' : 'fanout',
-      batch: batchOf.get(name) ?? null,
+      start: startOf.get(name) ?? null,
       commands: skipped
         ? { apply: [], rollback: [] }
         : { apply: applyCommands(s, p.hotfix.name), rollback: rollbackCommands(s, p.hotfix.name) },
@@ -98,10 +106,40 @@ export function planDocument(p: PreparedRollout, batch: string, via?: string): P
     canary: p.plan.canary ? { ...p.plan.canary, url: byName.get(p.plan.canary.server)?.url ?? null } : null,
     drained: p.drained,
     batch,
-    batches: p.plan.batches,
+    order: [...(canary ? [canary] : []), ...(fanout?.starts.flat() ?? [])],
+    fanout,
     servers,
     conflicts: p.conflicts,
   };
+}
+
+/** Start steps a text plan lists (the JSON has them all). */
+const STARTS_SHOWN = 8;
+
+/** The fan-out as it will run: the window, what each place patches in turn, the start order. */
+function fanoutText(f: FanoutOrder, batch: string, step: number): string[] {
+  const n = f.runs.reduce((a, r) => a + r.length, 0);
+  const out = [
+    `${step}. Fan-out: ${n} server${n === 1 ? '' : 's'} in a window of ${f.window} (--batch ${batch}): at most ${f.window} at once, never in batches.`,
+  ];
+  if (f.runs.length <= f.window) {
+    out.push(`   Each place patches its servers one after another, and the places work side by side:`);
+    f.runs.forEach((r, i) => out.push(`     place ${i + 1}: ${r.join(', ')}`));
+  } else {
+    out.push(
+      `   In runs of ${f.runLength}: the first ${f.window} start at once, one per place; a place patches its run's servers one after another, then takes the next run:`,
+    );
+    f.runs.forEach((r, i) => out.push(`     run ${i + 1}${i < f.window ? ` (place ${i + 1})` : ''}: ${r.join(', ')}`));
+  }
+  const shown = f.starts.slice(0, STARTS_SHOWN).map((s) => s.join(' + '));
+  out.push(
+    `   Start order (servers joined by + start at once; a slow server delays only its own place): ${shown.join(', then ')}${f.starts.length > STARTS_SHOWN ? ', …' : ''}`,
+  );
+  if (n > 500)
+    out.push(
+      '   Above 500 servers the window is shared by batch children that take slices of 500 side by side: a later slice may start before an earlier one ends.',
+    );
+  return out;
 }
 
 export function planText(d: PlanDocument): string {
@@ -140,14 +178,8 @@ export function planText(d: PlanDocument): string {
   out.push(
     `${step++}. Verification: an approver checks ${d.canary.url ? `${inert(d.canary.url)} directly (not through the load balancer)` : `${d.canary.server} directly`}, then 'km-hotfix approve ID' or 'km-hotfix reject ID --reason ...'.`,
   );
-  if (d.batches.length > 0) {
-    out.push(
-      `${step++}. Fan-out in ${d.batches.length} batch${d.batches.length === 1 ? '' : 'es'} of ${d.batch} (inventory order):`,
-    );
-    d.batches.forEach((b, i) => out.push(`     batch ${i + 1}: ${b.join(', ')}`));
-  } else {
-    out.push(`${step++}. Fan-out: no other server to patch.`);
-  }
+  if (d.fanout) out.push(...fanoutText(d.fanout, d.batch, step++));
+  else out.push(`${step++}. Fan-out: no other server to patch.`);
   out.push('');
   out.push(
     'Commands per server (over SSH; a rollback runs the unapply commands on every server this rollout patched, in reverse order):',

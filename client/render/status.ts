@@ -6,6 +6,7 @@ import { DrainedBackend, RolloutStatus, ServerStatus } from '../../domain/messag
 import { countByState } from '../../domain/status';
 import { formatTable } from '../commands/fleet';
 import { inert } from '../../domain/terminal';
+import { commandLines, cut, wrap } from './fit';
 
 export function clock(iso: string | Date): string {
   const d = typeof iso === 'string' ? new Date(iso) : iso;
@@ -151,18 +152,40 @@ export function serversToShow(st: RolloutStatus, max: number): { shown: ServerSt
   };
 }
 
-/** The full status block; `maxServers` bounds the table (a live view must fit the terminal). */
-export function statusBlock(st: RolloutStatus, now = Date.now(), fancy = true, maxServers = Infinity): string[] {
+/** Where a value starts after its key. */
+const KEY = 9;
+
+/**
+ * The full status block; `maxServers` bounds the table (a live view must fit
+ * the terminal) and `width` its lines (client/render/fit.ts): the id is the
+ * first line, alone; values wrap under their key; a command with the id puts
+ * the id on a line of its own when it does not fit.
+ */
+export function statusBlock(
+  st: RolloutStatus,
+  now = Date.now(),
+  fancy = true,
+  maxServers = Infinity,
+  width = Infinity,
+): string[] {
   const out: string[] = [];
-  const kv = (k: string, v: string) => out.push(`${k.padEnd(9)}${v}`);
-  kv(st.kind, `${st.id}`);
+  const kv = (k: string, v: string) => out.push(...wrap(inert(`${k.padEnd(KEY)}${v}`), width, KEY));
+  const command = (c: string, after = '') => out.push(...commandLines(KEY, c, st.id, after, width));
+  // The id alone, whole: a person copies it from here (its kind is its first word).
+  out.push(inert(st.id));
   kv(
     'hotfix',
     `${st.hotfix}, started by ${signer(st.requestedBy, st.requestedKey)} at ${clock(st.startedAt)}${st.endedAt ? `, ended ${clock(st.endedAt)} after ${elapsed(Date.parse(st.endedAt) - Date.parse(st.startedAt))}` : ` (${elapsed(now - Date.parse(st.startedAt))} ago)`}`,
   );
   // A finished workflow is not paused, whatever an older history says.
   const paused = st.paused && !isFinalPhase(st.phase);
-  kv('phase', `${st.phase}${paused ? '  [PAUSED: km-hotfix resume ' + st.id + ']' : ''}`);
+  const resume = `  [PAUSED: km-hotfix resume ${st.id}]`;
+  if (!paused) kv('phase', st.phase);
+  else if (KEY + st.phase.length + resume.length <= width) kv('phase', st.phase + resume);
+  else {
+    kv('phase', `${st.phase}  [PAUSED: resume with]`);
+    command('km-hotfix resume');
+  }
   if (st.kind === 'rollout') kv('canary', st.canary ?? '(not chosen yet)');
   if (st.drained.length > 0) {
     const restored = !['drain', 'canary', 'verifying'].includes(st.phase);
@@ -191,7 +214,8 @@ export function statusBlock(st: RolloutStatus, now = Date.now(), fancy = true, m
     if (st.gate?.url) kv('', `check ${st.gate.url} directly, not through the load balancer`);
     if (st.gate && st.gate.drained.count > 0)
       kv('', `an answer signs  drained: ${st.gate.drained.count} sha256:${st.gate.drained.sha256}`);
-    kv('', `km-hotfix approve ${st.id}   |   km-hotfix reject ${st.id} --reason "..."`);
+    command('km-hotfix approve');
+    command('km-hotfix reject', ' --reason "..."');
   }
   for (const a of st.approvals)
     kv(
@@ -200,11 +224,16 @@ export function statusBlock(st: RolloutStatus, now = Date.now(), fancy = true, m
     );
   for (const d of (st.decisions ?? []).filter((x) => x.action === 'abort'))
     kv('aborted', `by ${signer(d.by, d.key, d.via)}${d.comment ? `: ${d.comment}` : ''}`);
-  if (st.servers ? st.servers.length > 0 : (st.attention ?? []).length > 0) {
+  // maxServers 0: no table (a live view on a short terminal; the progress line counts them).
+  if (maxServers > 0 && (st.servers ? st.servers.length > 0 : (st.attention ?? []).length > 0)) {
     out.push('');
     if (!st.servers)
       out.push(
-        `servers needing attention (the status of ${p.total} servers lists no more; 'km-hotfix status ${st.id} --servers' pages them all):`,
+        ...wrap(
+          `servers needing attention (the status of ${p.total} servers lists no more; 'km-hotfix status ${st.id} --servers' pages them all):`,
+          width,
+          2,
+        ),
       );
     const { shown, hidden } = serversToShow(st, maxServers);
     const table = formatTable(
@@ -217,8 +246,9 @@ export function statusBlock(st: RolloutStatus, now = Date.now(), fancy = true, m
         s.error ? short(s.error) : s.name === st.canary ? 'canary' : '',
       ]),
     );
-    out.push(...table.split('\n'));
-    if (hidden) out.push(hidden);
+    // The note (an error) is what gives way: the whole error is in --json and the ledger.
+    out.push(...table.split('\n').map((l) => cut(l, width)));
+    if (hidden) out.push(...wrap(inert(hidden), width, 2));
   }
   if (st.error) {
     out.push('');

@@ -5,6 +5,7 @@
 import { isFinalPhase } from '../../domain/rollout';
 import { RolloutStatus } from '../../domain/messages/rollout';
 import { changeLines, outcomeLine, statusBlock } from './status';
+import { outputWidth, wrapAll } from './fit';
 
 const CSI = '\x1b[';
 
@@ -23,6 +24,27 @@ export interface WatchOptions {
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+/**
+ * The live block for a terminal of `width` columns and `rows` lines: every
+ * line fits the width (client/render/fit.ts), and the block fits the screen,
+ * since cursor-up cannot reach lines that scrolled off: the server table
+ * gives way first (its hidden servers are counted), the rest is kept while it fits.
+ */
+export function watchFrame(st: RolloutStatus, now: number, width: number, rows: number): string[] {
+  const room = Math.max(8, rows - 1);
+  let max = Math.max(5, rows - 16);
+  let lines = statusBlock(st, now, true, max, width);
+  while (lines.length > room && max > 1) {
+    max = Math.max(1, max - (lines.length - room));
+    lines = statusBlock(st, now, true, max, width);
+  }
+  // Not even one server row fits: no table; then, on a very short screen, the end gives way, said in the last line.
+  if (lines.length > room) lines = statusBlock(st, now, true, 0, width);
+  if (lines.length > room)
+    lines = [...lines.slice(0, room - 1), `… ${lines.length - room + 1} more lines: 'km-hotfix status' prints them`];
+  return lines;
+}
+
 export async function watch(opts: WatchOptions): Promise<RolloutStatus> {
   const out = opts.out ?? process.stdout;
   const tty = opts.tty ?? !!out.isTTY;
@@ -30,18 +52,16 @@ export async function watch(opts: WatchOptions): Promise<RolloutStatus> {
   let drawn = 0; // lines of the live block on screen
   let prev: RolloutStatus | undefined;
 
-  const fit = (l: string) => {
-    const cols = out.columns || 120;
-    return l.length >= cols ? l.slice(0, cols - 1) : l;
-  };
+  // The last column of a terminal is left free: writing there wraps on some terminals.
+  // Redrawn in place means a terminal, even when `out` does not say so (80 columns then, unless COLUMNS).
+  const width = () => Math.max(20, outputWidth({ isTTY: true, columns: out.columns }) - 1);
   const erase = () => {
     // Up to the block's first line, column 1, clear to the end of the screen (no \r: some ttys map it).
     if (drawn > 0) out.write(`${CSI}${drawn}A${CSI}1G${CSI}0J`);
     drawn = 0;
   };
   const draw = (st: RolloutStatus) => {
-    // Cursor-up cannot reach lines that scrolled off: the block must fit the screen.
-    const lines = statusBlock(st, Date.now(), true, Math.max(5, (out.rows || 40) - 16)).map(fit);
+    const lines = watchFrame(st, Date.now(), width(), out.rows || 40);
     out.write(lines.join('\n') + '\n');
     drawn = lines.length;
   };
@@ -51,7 +71,7 @@ export async function watch(opts: WatchOptions): Promise<RolloutStatus> {
     const notes = (await opts.onStatus?.(st)) ?? [];
     if (tty) {
       erase();
-      if (notes.length) out.write(notes.join('\n') + '\n');
+      if (notes.length) out.write(wrapAll(notes, width(), 2).join('\n') + '\n');
       draw(st);
     } else {
       const lines = [...changeLines(prev, st), ...notes];
