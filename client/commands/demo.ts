@@ -175,7 +175,7 @@ async function runDemo(o: { keep?: boolean }): Promise<number> {
 
     // ---- 2. the rollout, approved by dana ---------------------------------------------
     p.title(
-      `2. Roll out ${up.name}: backend canary, other backends drained, ${APPROVER} verifies, then the rest in batches of 2`,
+      `2. Roll out ${up.name}: backend canary, other backends drained, ${APPROVER} verifies, then the rest two at a time (a window of 2)`,
     );
     p.say(`  $ km-hotfix rollout ${up.name} --approvers ${APPROVER} --batch 2 --wait`);
     const first = await startRollout(cfg, {
@@ -257,7 +257,7 @@ async function runDemo(o: { keep?: boolean }): Promise<number> {
     p.say('');
     p.say(`  - ${up.name} was uploaded, verified on canary km-be-1 while km-be-2 and km-be-3 had Maximum Processes 0,`);
     p.say(
-      `    approved by ${APPROVER} with her SSH key (${requester}, who started it, was refused), then applied on the other 4 servers in batches of 2.`,
+      `    approved by ${APPROVER} with her SSH key (${requester}, who started it, was refused), then applied on the other 4 servers two at a time.`,
     );
     p.say(`  - ${wrongName} failed on its canary: ${firstErrorLine(failed)}`);
     p.say(

@@ -138,7 +138,7 @@ The procedure, as the vendor recommends it:
      apply, restart services, verify
   3. someone other than you verifies the canary, then runs
      'km-hotfix approve ID' or 'km-hotfix reject ID --reason ...'
-  4. Maximum Processes restored; the rest of the fleet in batches
+  4. Maximum Processes restored; the rest of the fleet, at most --batch at once
 
 A failure, a rejection, the approval timeout or an abort rolls back every server this rollout patched. Everything is checked before the rollout starts: a bad input changes nothing (exit 2).
 
