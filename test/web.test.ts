@@ -626,6 +626,13 @@ describe('web page for approvers (real chromium)', function () {
     assert.equal(await page.locator('.waiting-you').count(), 0, 'nobody named: nothing waits for them');
     assert.match((await page.locator('#phase-counts').textContent()) ?? '', /verifying [1-9]/);
     await ctx.close();
+    // Seen in the list only (its page never opened): the ledger keeps the canary's URL as the gate gave it.
+    const shown = await env.orchestrator<{ url: string }[]>`
+      SELECT detail->>'url' AS url FROM rollout_event WHERE rollout_id = ${h.workflowId} AND kind = 'gate'`;
+    assert.deepEqual(
+      shown.map((r) => r.url),
+      [st.gate?.url],
+    );
     // carol, an approver: the list says it waits for her.
     const carol = await (await browser.context('carol')).newPage();
     await carol.goto(web.url);

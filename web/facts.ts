@@ -55,9 +55,11 @@ export async function rolloutFacts(sql: Sql, st: RolloutStatus, events: readonly
 const recorded = new Set<string>();
 
 /**
- * The gate as the page shows it, into the ledger once: a finished rollout's
- * page then names the canary's URL as it was, not the inventory's today.
- * Bookkeeping: a failed write costs only that.
+ * The gate as the page shows it (a rollout's page or the list), into the
+ * ledger once: a finished rollout's page then names the canary's URL as it
+ * was, not the inventory's today. `events` already read spare the write when
+ * it is there; the write itself is idempotent (keyed). Bookkeeping: a failed
+ * write costs only that.
  */
 export async function recordGateShown(sql: Sql, st: RolloutStatus, events: readonly StoredEvent[]): Promise<void> {
   const gate = st.gate;

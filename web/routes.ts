@@ -151,6 +151,8 @@ async function waitingAt(c: WebContext, rows: RolloutSummary[], visitor: Visitor
         const gate = found?.status.gate;
         if (!found || !gate) return;
         const st = found.status;
+        // Seen here too: a rollout answered from the CLI still keeps the URL its gate gave.
+        await recordGateShown(c.orchestrator, st, []);
         const who = gate.approvers.length ? gate.approvers.join(' or ') : `anyone but ${st.requestedBy}`;
         const forYou = visitor.person !== null && c.signer !== null && whyNot(c, visitor, st) === null;
         out.set(r.id, { deadline: gate.deadline, forYou, who });
