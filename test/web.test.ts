@@ -747,7 +747,7 @@ describe('web page for approvers (real chromium)', function () {
       process.env.KM_HOTFIX_WEB_ANONYMOUS = 'nobody';
       await assert.rejects(
         startWebServer({ client: env.client, orchestrator: env.orchestrator }),
-        /^AnonymousAccessError: KM_HOTFIX_WEB_ANONYMOUS must be read or none, not 'nobody'/,
+        /^UserError: KM_HOTFIX_WEB_ANONYMOUS must be read or none, not 'nobody'/,
       );
     } finally {
       delete process.env.KM_HOTFIX_WEB_ANONYMOUS;
@@ -763,6 +763,10 @@ describe('web page for approvers (real chromium)', function () {
     assert.equal(badNames.code, 2, badNames.stderr);
     assert.match(badNames.stderr, /KM_HOTFIX_WEB_NAMES must be exact or case-insensitive, not 'loose'/);
     assert.equal(lines(badNames.stderr).length, 1, badNames.stderr);
+    const badAnonymous = await runCli(['web', '--port', '0'], { ...base, KM_HOTFIX_WEB_ANONYMOUS: 'nobody' });
+    assert.equal(badAnonymous.code, 2, badAnonymous.stderr);
+    assert.match(badAnonymous.stderr, /KM_HOTFIX_WEB_ANONYMOUS must be read or none, not 'nobody'/);
+    assert.equal(lines(badAnonymous.stderr).length, 1, badAnonymous.stderr);
     const badKey = await runCli(['web', '--port', '0'], {
       ...base,
       KM_HOTFIX_WEB_SIGNING_KEY: '/nonexistent/web_ed25519',

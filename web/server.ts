@@ -16,7 +16,8 @@ import { keyFileSigner } from '../signing/signer';
 import { isNoAnswer, readRollout } from '../status/read';
 import { QUERY_TIMEOUT_MS } from '../status/live';
 import { statusFromLedger } from '../status/from-ledger';
-import { parseAnonymousAccess } from '../domain/people';
+import { AnonymousAccess, AnonymousAccessError, parseAnonymousAccess } from '../domain/people';
+import { UserError } from '../platform/errors';
 import { Identity, IdentityOptions } from './identity';
 import { MAX_PARAM, WebContext } from './context';
 import { registerRoutes } from './routes';
@@ -59,9 +60,19 @@ export function statusReader(client: Client, orchestrator: Sql): WebContext['rea
   };
 }
 
+/** KM_HOTFIX_WEB_ANONYMOUS, or a refusal in one line (the CLI's exit 2). */
+function anonymousFromEnv(): AnonymousAccess {
+  try {
+    return parseAnonymousAccess(process.env.KM_HOTFIX_WEB_ANONYMOUS);
+  } catch (err) {
+    if (err instanceof AnonymousAccessError) throw new UserError(err.message, 'refused');
+    throw err;
+  }
+}
+
 export async function startWebServer(o: WebOptions): Promise<WebServer> {
   // KM_HOTFIX_WEB_ANONYMOUS is read here: the page's own setting, whoever starts it.
-  const anonymous = o.anonymous ?? parseAnonymousAccess(process.env.KM_HOTFIX_WEB_ANONYMOUS);
+  const anonymous = o.anonymous ?? anonymousFromEnv();
   const c: WebContext = {
     client: o.client,
     orchestrator: o.orchestrator,
