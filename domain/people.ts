@@ -80,3 +80,21 @@ export function parseNameMatching(value: string | undefined): NameMatching {
     `KM_HOTFIX_WEB_NAMES must be ${NAME_MATCHINGS.join(' or ')}, not '${v}': how the proxy's names match the signers file's`,
   );
 }
+
+/** Who may read the page without a person named by the proxy (KM_HOTFIX_WEB_ANONYMOUS): anyone (read), or nobody (none). */
+export const ANONYMOUS_ACCESS = ['read', 'none'] as const;
+export type AnonymousAccess = (typeof ANONYMOUS_ACCESS)[number];
+
+export class AnonymousAccessError extends Error {
+  override name = 'AnonymousAccessError';
+}
+
+/** KM_HOTFIX_WEB_ANONYMOUS: unset is read; anything but the two words is refused, never guessed. */
+export function parseAnonymousAccess(value: string | undefined): AnonymousAccess {
+  const v = (value ?? '').trim();
+  if (v === '') return 'read';
+  if ((ANONYMOUS_ACCESS as readonly string[]).includes(v)) return v as AnonymousAccess;
+  throw new AnonymousAccessError(
+    `KM_HOTFIX_WEB_ANONYMOUS must be ${ANONYMOUS_ACCESS.join(' or ')}, not '${v}': whether a visitor the proxy names nobody may read the page`,
+  );
+}

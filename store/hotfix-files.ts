@@ -88,3 +88,11 @@ export async function latestHotfixFileByName(sql: Sql, name: string): Promise<St
   >`SELECT sha256, file_name, size, stored_at, stored_by FROM hotfix_file WHERE name = ${name} ORDER BY stored_at DESC LIMIT 1`;
   return rows[0] ? toInfo(rows[0]) : undefined;
 }
+
+/** The file a rollout of `name` with this digest is about: the same bytes may be stored under several names. */
+export async function hotfixFileOf(sql: Sql, sha256: string, name: string): Promise<StoredHotfixFile | undefined> {
+  const rows = await sql<
+    Row[]
+  >`SELECT sha256, file_name, size, stored_at, stored_by FROM hotfix_file WHERE sha256 = ${sha256} AND name = ${name} ORDER BY stored_at DESC LIMIT 1`;
+  return rows[0] ? toInfo(rows[0]) : undefined;
+}

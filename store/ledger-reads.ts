@@ -1,10 +1,11 @@
 // Reads of the orchestrator's ledger: the rollouts, their event log in the
-// order the database received it, the signed decisions and the drained
-// backends recorded. The per-server states are in store/server-states.ts.
+// order things happened (domain/timeline.ts), the signed decisions and the
+// drained backends recorded. The per-server states are in store/server-states.ts.
 import type { Sql } from 'postgres';
 import type { Phase, WorkflowKind } from '../domain/rollout';
 import type { DrainedBackend } from '../domain/messages/rollout';
 import type { DecisionAction } from '../domain/decision';
+import { inEventOrder } from '../domain/timeline';
 
 export interface RolloutSummary {
   id: string;
@@ -98,17 +99,22 @@ export async function rolloutRow(sql: Sql, id: string): Promise<RolloutRow | und
 export interface StoredEvent {
   /** The database's numbering: the order it received the events in. */
   seq: number;
+  /** When the database received it (a step's row: when it happened). */
   at: Date;
+  /** The row's key (unique per rollout). */
+  key?: string;
   kind: string;
   server: string | null;
   actor: string | null;
   detail: Record<string, unknown>;
 }
 
+/** A rollout's events in the order they happened (domain/timeline.ts), not the order the rows were written. */
 export async function rolloutEvents(sql: Sql, rolloutId: string): Promise<StoredEvent[]> {
   const rows = await sql<
     {
       seq: string;
+      key: string;
       at: Date;
       kind: string;
       server: string | null;
@@ -116,8 +122,8 @@ export async function rolloutEvents(sql: Sql, rolloutId: string): Promise<Stored
       detail: Record<string, unknown>;
     }[]
   >`
-    SELECT seq, at, kind, server, actor, detail FROM rollout_event WHERE rollout_id = ${rolloutId} ORDER BY seq`;
-  return rows.map((r) => ({ ...r, seq: Number(r.seq) }));
+    SELECT seq, event_key AS key, at, kind, server, actor, detail FROM rollout_event WHERE rollout_id = ${rolloutId} ORDER BY seq`;
+  return inEventOrder(rows.map((r) => ({ ...r, seq: Number(r.seq) })));
 }
 
 /** A signed decision as the ledger keeps it: the event, who the workflow said signed it, and the proof. */

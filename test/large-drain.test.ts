@@ -283,6 +283,7 @@ describe('a backend rollout on 2,000 backends of 60-character names: the gate na
 
       await page.fill('#approve-form textarea[name=comment]', 'canary fine');
       await page.click('#approve');
+      await page.click('#confirm');
       await page.locator('#notice', { hasText: 'approved by carol' }).waitFor({ timeout: 30_000 });
     } finally {
       await ctx.close();

@@ -85,6 +85,47 @@ describe('ledger (orchestrator database)', () => {
     );
   });
 
+  // Issue 25: the page listed `apply km-be-1` before `drain`, as the rows were written.
+  it("reads a rollout's events in the order they happened: the workflow's rows written late still come before the steps they preceded", async () => {
+    await start('r-order');
+    const ev = (key: string, kind: string, server?: string, detail?: Record<string, unknown>) =>
+      appendEvent(sql, {
+        rolloutId: 'r-order',
+        key,
+        kind,
+        ...(server ? { server } : {}),
+        ...(detail ? { detail } : {}),
+      });
+    // The workflow's queue is behind: the canary's step writes its rows first.
+    await ev('canary', 'canary', 'km-be-1');
+    await ev('sent:apply:km-be-1:1', 'sent', 'km-be-1', { action: 'apply', services: 'x' });
+    await ev('apply:km-be-1', 'apply', 'km-be-1', { hotfix: 'hotfix_common_x', changed: true });
+    await recordPhase(sql, 'r-order', 'drain');
+    await ev('drain:recorded', 'drain', undefined, { drained: [{ server: 'km-be-2', maxProcesses: 5 }] });
+    await recordPhase(sql, 'r-order', 'canary');
+    await ev('verify:apply:km-be-1', 'verified', 'km-be-1', { hotfix: 'hotfix_common_x', applied: true });
+    const order = (await rolloutEvents(sql, 'r-order')).map(
+      (e) => `${e.kind === 'phase' ? `phase ${String(e.detail.phase)}` : e.kind}${e.server ? ` ${e.server}` : ''}`,
+    );
+    assert.deepEqual(order, [
+      'started',
+      'canary km-be-1',
+      'phase drain',
+      'drain',
+      'phase canary',
+      'sent km-be-1',
+      'apply km-be-1',
+      'verified km-be-1',
+    ]);
+    const written = await sql<
+      { kind: string }[]
+    >`SELECT kind FROM rollout_event WHERE rollout_id = 'r-order' ORDER BY seq`;
+    assert.ok(
+      written.findIndex((r) => r.kind === 'apply') < written.findIndex((r) => r.kind === 'drain'),
+      'the rows were written out of order',
+    );
+  });
+
   it('refuses to change or delete an event', async () => {
     await assert.rejects(sql`UPDATE rollout_event SET actor = 'mallory' WHERE rollout_id = 'r1'`, /append-only/);
     await assert.rejects(sql`DELETE FROM rollout_event WHERE rollout_id = 'r1'`, /append-only/);

@@ -1,7 +1,9 @@
-// `npm run screenshot`: regenerates docs/web-rollout.png, the README's picture
-// of a rollout page, with the same headless chromium as the tests: a backend
-// hotfix on a simulated fleet (real Temporal, PostgreSQL, SSH), approved by
-// dana through the page, photographed mid fan-out.
+// `npm run screenshot`: regenerates docs/web-gate.png and docs/web-rollout.png,
+// the README's pictures of a rollout page, with the same headless chromium as
+// the tests: a backend hotfix on a simulated fleet (real Temporal,
+// PostgreSQL, SSH) at its gate as dana sees it (what she approves, the
+// message the page signs), then approved by her through the page and
+// photographed mid fan-out.
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
@@ -13,6 +15,7 @@ import { generateEd25519KeyPair } from '../keymanager/keygen';
 import { WEB_DELEGATE } from '../stack/people';
 
 const OUT = path.resolve(__dirname, '../../docs/web-rollout.png');
+const GATE = path.resolve(__dirname, '../../docs/web-gate.png');
 
 async function main(): Promise<void> {
   Runtime.install({ logger: new DefaultLogger('ERROR') });
@@ -43,8 +46,12 @@ async function main(): Promise<void> {
     const page = await ctx.newPage();
     await page.setViewportSize({ width: 1000, height: 900 });
     await page.goto(`${web.url}/rollouts/${encodeURIComponent(h.workflowId)}`);
+    await page.locator('#sign-message').waitFor();
+    await page.screenshot({ path: GATE, fullPage: true });
+    console.log(`wrote ${GATE} (${(await fs.stat(GATE)).size} bytes)`);
     await page.fill('#approve-form textarea[name=comment]', 'operations run on km-be-1 only; looks good');
     await page.click('#approve');
+    await page.click('#confirm');
     await page.locator('#phase', { hasText: 'fanout' }).waitFor({ timeout: 60_000 });
     await page.locator('[data-state="patching"]').first().waitFor({ timeout: 60_000 });
     await page.screenshot({ path: OUT, fullPage: true });

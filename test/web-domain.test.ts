@@ -23,6 +23,7 @@ import { verifySignedDecision, SignatureRefused } from '../signing/verify';
 import { auditDecision } from '../signing/audit';
 import { notificationText } from '../domain/notification';
 import { esc, safeHref, scriptJson } from '../web/html';
+import { inEventOrder } from '../domain/timeline';
 import { keygenVerify, makeKey, publicKeyLine, requireSshKeygen } from './helpers/openssh-tools';
 import { scratchDir } from './helpers/stack';
 
@@ -407,5 +408,94 @@ describe('webhook notifications (Slack-compatible text)', () => {
       notificationText({ ...base, event: 'rollback_failed', needsAttention: ['km-be-3'] }),
       /FAILED TO ROLL BACK; needs a person for km-be-3/,
     );
+  });
+});
+
+describe('the timeline in event order (domain/timeline.ts)', () => {
+  const t = (s: number) => new Date(Date.UTC(2026, 11, 8, 1, 0, s));
+  let seq = 0;
+  const row = (
+    kind: string,
+    at: number,
+    o: { server?: string; key?: string; detail?: Record<string, unknown> } = {},
+  ) => ({
+    seq: ++seq,
+    at: t(at),
+    kind,
+    server: o.server ?? null,
+    ...(o.key ? { key: o.key } : {}),
+    detail: o.detail ?? {},
+  });
+  const phase = (p: string, at: number) => row('phase', at, { detail: { phase: p } });
+  const label = (r: { kind: string; server: string | null; detail: Record<string, unknown> }) =>
+    r.kind === 'phase' ? `phase ${String(r.detail.phase)}` : `${r.kind}${r.server ? ` ${r.server}` : ''}`;
+
+  it("the workflow's rows trailing behind its steps' rows: the drain and the canary's phase come before the canary's apply, the answer before the restore", () => {
+    seq = 0;
+    // As the database received them: the workflow's queue wrote drain, phase canary and the answer late.
+    const written = [
+      row('started', 0),
+      phase('preflight', 0),
+      row('canary', 1, { server: 'km-be-1' }),
+      phase('drain', 1),
+      row('sent', 3, { server: 'km-be-1', detail: { action: 'apply' } }),
+      row('apply', 3, { server: 'km-be-1' }),
+      row('drain', 4),
+      phase('canary', 4),
+      row('restart', 5, { server: 'km-be-1', key: 'restart:apply:km-be-1:x#1' }),
+      row('verified', 6, { server: 'km-be-1', detail: { applied: true } }),
+      phase('verifying', 7),
+      row('gate', 8, { server: 'km-be-1', detail: { url: 'https://km-be-1/' } }),
+      row('restore', 20),
+      row('approve', 21),
+      phase('restore', 21),
+      row('apply', 22, { server: 'km-fe-1' }),
+      phase('fanout', 23),
+      phase('completed', 30),
+    ];
+    assert.deepEqual(inEventOrder(written).map(label), [
+      'started',
+      'phase preflight',
+      'canary km-be-1',
+      'phase drain',
+      'drain',
+      'phase canary',
+      'sent km-be-1',
+      'apply km-be-1',
+      'restart km-be-1',
+      'verified km-be-1',
+      'phase verifying',
+      'gate km-be-1',
+      'approve',
+      'phase restore',
+      'restore',
+      'phase fanout',
+      'apply km-fe-1',
+      'phase completed',
+    ]);
+    // Written in any order, the same timeline.
+    assert.deepEqual(inEventOrder([...written].reverse()).map(label), inEventOrder(written).map(label));
+  });
+
+  it('a rollback: the unapply after the rolling_back phase; steps by their own time, a steering decision among them by its time', () => {
+    seq = 0;
+    const written = [
+      phase('fanout', 0),
+      row('apply', 2, { server: 'b' }),
+      row('apply', 1, { server: 'a' }),
+      row('unapply', 5, { server: 'a' }),
+      row('pause', 3),
+      phase('rolling_back', 6),
+      phase('rolled_back', 9),
+    ];
+    assert.deepEqual(inEventOrder(written).map(label), [
+      'phase fanout',
+      'apply a',
+      'apply b',
+      'pause',
+      'phase rolling_back',
+      'unapply a',
+      'phase rolled_back',
+    ]);
   });
 });

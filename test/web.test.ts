@@ -14,7 +14,7 @@ import { launchBrowser, SCREENSHOTS, TestBrowser } from './helpers/browser';
 import { scratchDir, testStack } from './helpers/stack';
 import { BIN, cliEnv, lines, runCli } from './helpers/cli-process';
 import { spawn } from 'node:child_process';
-import { startWebServer, WebServer } from '../web/server';
+import { startWebServer, statusReader, WebServer } from '../web/server';
 import { generateEd25519KeyPair } from '../keymanager/keygen';
 import { isFinalPhase, workflowId, WORKFLOW_ID_MAX } from '../domain/rollout';
 import { RolloutStatus } from '../domain/messages/rollout';
@@ -29,6 +29,27 @@ import { serversOf } from './helpers/servers';
 const DELEGATE = 'km-hotfix-web@delegate';
 const escapeRe = (s: string): string => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
 
+/** Open an event stream (its own connection); resolves with the status and the first chunk (a refusal's whole body). */
+function openStream(
+  url: string,
+  opened: http.ClientRequest[],
+  person?: string,
+): Promise<{ status: number; first: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, { agent: false, headers: person ? { 'x-forwarded-user': person } : {} }, (res) => {
+      let body = '';
+      res.on('data', (c: Buffer) => {
+        body += c.toString();
+        if (res.statusCode === 200 && body.includes('\n\n')) resolve({ status: 200, first: body });
+      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, first: body }));
+      res.on('error', () => undefined);
+    });
+    req.on('error', reject);
+    opened.push(req);
+  });
+}
+
 describe('web page for approvers (real chromium)', function () {
   this.timeout(180_000);
   let env: RolloutEnv;
@@ -39,6 +60,8 @@ describe('web page for approvers (real chromium)', function () {
   let keyFile: string;
   let browser: TestBrowser;
   const started: WorkflowHandle[] = [];
+  /** Inventory changes a test made, undone after it. */
+  const moved: (() => PromiseLike<unknown>)[] = [];
   // A small webhook receiver: keeps every {text}; when down, answers 503 (and still counts the attempt).
   const hook = { messages: [] as string[], attempts: 0, down: false, server: http.createServer() };
   hook.server.on('request', (req, res) => {
@@ -107,6 +130,7 @@ describe('web page for approvers (real chromium)', function () {
       await h.result().catch(() => undefined);
     }
     await env.km`DELETE FROM km_hotfix_applied`;
+    for (const undo of moved.splice(0)) await undo();
   });
   after(async () => {
     await browser?.close();
@@ -134,6 +158,13 @@ describe('web page for approvers (real chromium)', function () {
     return page;
   }
 
+  /** Approve or Reject, then the confirmation step when the page asks for it (a refusal comes back at once). */
+  async function decide(page: Page, action: 'approve' | 'reject'): Promise<void> {
+    await page.click(`#${action}`);
+    await page.locator('#confirm, #notice').first().waitFor({ timeout: 15_000 });
+    if ((await page.locator('#confirm').count()) > 0) await page.click('#confirm');
+  }
+
   /** A page whose buttons `shown` saw, left open while the proxy now names `now`; then Approve. */
   async function approveFromStalePage(
     h: WorkflowHandle,
@@ -144,7 +175,7 @@ describe('web page for approvers (real chromium)', function () {
     const page = await open(shown, h, on);
     assert.equal(await page.locator('#approve').count(), 1, `${shown} sees the buttons`);
     await page.context().setExtraHTTPHeaders({ 'X-Forwarded-User': now });
-    await page.click('#approve');
+    await decide(page, 'approve');
     await page.locator('#notice').waitFor({ timeout: 15_000 });
     const text = (await page.locator('#notice').textContent()) ?? '';
     await page.context().close();
@@ -170,7 +201,11 @@ describe('web page for approvers (real chromium)', function () {
   });
 
   it('approve end to end: the page shows canary, its URL and drained backends; the grid recolours live during fan-out; the timeline names the person, the delegate and the key', async () => {
-    const { h, st } = await gateRollout();
+    const hf = await env.hotfix('backend');
+    const h = await env.startRollout({ hotfix: hf.name, as: 'alice', approvers: [] });
+    started.push(h);
+    const st = await env.waitForPhase(h, 'verifying');
+    assert.equal(st.phase, 'verifying', st.error ?? '');
     const page = await open('bob', h);
     assert.equal(await page.locator('#phase').textContent(), 'verifying');
     assert.equal(await page.locator('#canary').textContent(), st.canary);
@@ -184,8 +219,43 @@ describe('web page for approvers (real chromium)', function () {
     assert.equal(await page.locator('[data-server]').count(), serversOf(st).length);
     await page.screenshot({ path: path.join(SCREENSHOTS, 'web-verifying.png'), fullPage: true });
 
+    // Issue 25: what is being approved, above the buttons; the gate text sends nobody to the command line.
+    const facts = async (id: string) => ((await page.locator(id).textContent()) ?? '').trim();
+    assert.equal(await facts('#file'), hf.fileName);
+    assert.equal(await facts('#sha256'), hf.sha256);
+    assert.equal(await facts('#version'), '3.0.0');
+    assert.match(await facts('#deadline'), new RegExp(escapeRe(st.gate?.deadline.slice(0, 10) ?? '?')));
+    assert.match(await facts('#approvers'), /anyone|any one person of the signers file but alice/);
+    assert.doesNotMatch(await facts('#gate'), /km-hotfix (approve|reject)/, 'no CLI commands for a web approver');
+    const above = await page.evaluate(
+      `[...document.querySelectorAll('#sign-message, #drained, #file, #approve')].map(e => e.id)`,
+    );
+    assert.deepEqual(
+      above,
+      ['file', 'drained', 'sign-message', 'approve'],
+      'the facts and the message come before the buttons',
+    );
+    const preview = (await page.locator('#sign-message').textContent()) ?? '';
+    assert.match(preview, new RegExp(`^km-hotfix decision v1\naction: approve\nrollout: ${escapeRe(h.workflowId)}\n`));
+    assert.match(
+      preview,
+      new RegExp(
+        `\nsha256: ${hf.sha256}\ncanary: ${st.canary}\ndrained: ${st.gate?.drained.count} sha256:${st.gate?.drained.sha256}\ncomment:\non-behalf-of: bob\n`,
+      ),
+    );
+
+    // Approve asks first: nothing is signed until the confirmation, which shows the exact message.
     await page.fill('#approve-form textarea[name=comment]', 'login works <b>on</b> the canary');
     await page.click('#approve');
+    await page.locator('#confirm').waitFor({ timeout: 15_000 });
+    const toSign = (await page.locator('#confirm-message').textContent()) ?? '';
+    assert.match(toSign, /\ncomment: login works <b>on<\/b> the canary\non-behalf-of: bob\nat: \S+\n$/);
+    assert.deepEqual((await env.status(h)).approvals, [], 'nothing decided before the confirmation');
+    // The canary's inventory URL changes afterwards: the finished page still names the one the gate gave.
+    const gateUrl = st.gate?.url ?? '';
+    await env.orchestrator`UPDATE fleet_server SET url = 'https://moved.example/' WHERE name = ${st.canary}`;
+    moved.push(() => env.orchestrator`UPDATE fleet_server SET url = ${gateUrl} WHERE name = ${st.canary}`);
+    await page.click('#confirm');
     await page.locator('#notice', { hasText: 'approved by bob' }).waitFor({ timeout: 15_000 });
 
     // Fan-out: the page stays loaded while server-sent events recolour the grid.
@@ -214,6 +284,27 @@ describe('web page for approvers (real chromium)', function () {
     assert.equal(approval.via, DELEGATE);
     assert.match(approval.message, /\non-behalf-of: bob\n/);
     assert.equal(approval.comment, 'login works <b>on</b> the canary');
+    assert.equal(approval.message, toSign, 'the page signed exactly the message it showed');
+    // The finished page is a report: the outcome, who decided, what was put back, the canary's URL as it was.
+    await page.reload();
+    assert.match((await page.locator('#outcome').textContent()) ?? '', /^Completed: .* is on 5 server\(s\)\.$/);
+    assert.match((await page.locator('#duration').textContent()) ?? '', /^\d+[hms].* \(.* to .*\)$/);
+    assert.match((await page.locator('#decided').textContent()) ?? '', new RegExp(`^approved by bob via ${DELEGATE}`));
+    assert.equal(
+      (await page.locator('#restored').textContent()) ?? '',
+      done.drained.map((d) => `${d.server} restored to ${d.maxProcesses}`).join(', '),
+    );
+    assert.equal(await page.locator('#needs-person').textContent(), 'none');
+    assert.equal(await page.locator('#canary-url').textContent(), gateUrl);
+    assert.doesNotMatch((await page.locator('body').textContent()) ?? '', /verify directly|moved\.example/);
+    assert.equal(await page.locator('#outcome.ok').count(), 1);
+    // The timeline in event order: the drain and the canary's phase before the canary's apply.
+    const kinds = await page.evaluate<string[]>(
+      `[...document.querySelectorAll('#timeline tr')].map(r => r.cells[1].textContent + ' ' + r.cells[2].textContent)`,
+    );
+    const drainAt = kinds.indexOf('drain ');
+    const applyAt = kinds.indexOf(`apply ${st.canary}`);
+    assert.ok(drainAt >= 0 && applyAt > drainAt, kinds.join(' | '));
     const row = page.locator('#timeline tr', { hasText: 'approve' }).first();
     const text = await row.textContent();
     assert.match(text ?? '', /login works <b>on<\/b> the canary/, 'the comment is shown as text, not markup');
@@ -256,13 +347,33 @@ describe('web page for approvers (real chromium)', function () {
     const { h } = await gateRollout();
     const page = await open('carol', h);
     await page.fill('#reject-form textarea[name=reason]', 'login page blank');
+    // Reject looks unlike Approve, and asks first.
+    const colour = (id: string) => page.evaluate(`getComputedStyle(document.getElementById('${id}')).backgroundColor`);
+    assert.notEqual(await colour('reject'), await colour('approve'));
     await page.click('#reject');
+    await page.locator('#confirm-box.confirm-reject').waitFor({ timeout: 15_000 });
+    assert.match(
+      (await page.locator('#confirm-message').textContent()) ?? '',
+      /\naction: reject\n[^]*\ncomment: login page blank\non-behalf-of: carol\n/,
+    );
+    await page.click('#confirm');
     await page.locator('#notice', { hasText: 'rejected by carol' }).waitFor({ timeout: 15_000 });
+    assert.equal(await page.locator('#notice.ok').count(), 0, 'a rejection is not a green box');
+    assert.equal(await page.locator('#notice.warn').count(), 1);
     const done = (await h.result()) as RolloutStatus;
     assert.equal(done.phase, 'rolled_back');
     assert.match(done.error ?? '', /rejected by carol: login page blank/);
-    await page.goto(pageUrl(h));
+    // The live page reloads itself once the phase changes; its final load has no stream left to race a reload.
+    await page.locator('#phase', { hasText: 'rolled_back' }).waitFor({ timeout: 15_000 });
+    await page.reload();
     assert.match((await page.locator('#timeline').textContent()) ?? '', /login page blank/);
+    assert.match(
+      (await page.locator('#outcome').textContent()) ?? '',
+      /^Rolled back: rejected by carol: login page blank$/,
+    );
+    assert.equal(await page.locator('#outcome.ok').count(), 0);
+    assert.match((await page.locator('#decided').textContent()) ?? '', /^rejected by carol via .*“login page blank”$/);
+    assert.match((await page.locator('#restored').textContent()) ?? '', / restored to \d+/);
     await page.context().close();
     const said = await messagesAbout(h.workflowId, 2);
     assert.match(said[1] ?? '', /rolled back: rejected by carol: login page blank/);
@@ -350,7 +461,7 @@ describe('web page for approvers (real chromium)', function () {
     assert.deepEqual(st.approvals, []);
     // Dana, as her proxy spells her, approves as the file spells her.
     const dana = await open('Dana', h, webAnyCase);
-    await dana.click('#approve');
+    await decide(dana, 'approve');
     await dana.locator('#notice', { hasText: 'approved by dana' }).waitFor({ timeout: 15_000 });
     await dana.context().close();
     st = await env.status(h);
@@ -416,7 +527,7 @@ describe('web page for approvers (real chromium)', function () {
     await page.goto(web.url);
     await page.click(`a[href="/rollouts/${encodeURIComponent(id)}"]`);
     assert.equal(await page.locator('#phase').textContent(), 'verifying');
-    await page.click('#approve');
+    await decide(page, 'approve');
     await page.locator('#notice', { hasText: 'approved by bob' }).waitFor({ timeout: 15_000 });
     await page.locator('#phase', { hasText: 'completed' }).waitFor({ timeout: 60_000 });
     assert.equal(((await h.result()) as RolloutStatus).phase, 'completed');
@@ -497,8 +608,8 @@ describe('web page for approvers (real chromium)', function () {
     assert.deepEqual(st.approvals, []);
   });
 
-  it('lists rollouts: active first, then recent, with hotfix, phase, requester and outcome', async () => {
-    const { h, st } = await gateRollout();
+  it('lists rollouts: active first, then recent, with hotfix, phase, requester and outcome; who it waits for, until when; counts by phase', async () => {
+    const { h, st } = await gateRollout(['carol']);
     const ctx = await browser.context();
     const page = await ctx.newPage();
     await page.goto(web.url);
@@ -507,8 +618,140 @@ describe('web page for approvers (real chromium)', function () {
     assert.match(active ?? '', /verifying/);
     assert.match(active ?? '', /alice/);
     assert.match((await page.locator('h2:has-text("Recent") + table').textContent()) ?? '', /completed|rolled_back/);
+    const row = page.locator(`tr[data-rollout="${h.workflowId}"]`);
+    assert.match(
+      (await row.textContent()) ?? '',
+      new RegExp(`waiting for carol.*until ${escapeRe(st.gate?.deadline.slice(0, 10) ?? '?')}`),
+    );
+    assert.equal(await page.locator('.waiting-you').count(), 0, 'nobody named: nothing waits for them');
+    assert.match((await page.locator('#phase-counts').textContent()) ?? '', /verifying [1-9]/);
     await ctx.close();
-    void h;
+    // Seen in the list only (its page never opened): the ledger keeps the canary's URL as the gate gave it.
+    const shown = await env.orchestrator<{ url: string }[]>`
+      SELECT detail->>'url' AS url FROM rollout_event WHERE rollout_id = ${h.workflowId} AND kind = 'gate'`;
+    assert.deepEqual(
+      shown.map((r) => r.url),
+      [st.gate?.url],
+    );
+    // carol, an approver: the list says it waits for her.
+    const carol = await (await browser.context('carol')).newPage();
+    await carol.goto(web.url);
+    assert.match(
+      (await carol.locator(`tr[data-rollout="${h.workflowId}"] .waiting-you`).textContent()) ?? '',
+      /^waiting for you$/,
+    );
+    assert.match((await carol.locator('#waiting-count').textContent()) ?? '', /^1 waiting for you$/);
+    await carol.context().close();
+    // bob is not an approver: no cue for him.
+    const bob = await (await browser.context('bob')).newPage();
+    await bob.goto(web.url);
+    assert.equal(await bob.locator('.waiting-you').count(), 0);
+    await bob.context().close();
+  });
+
+  // Issue 25: 300 anonymous streams took ~1.8 of 2 cores, one Temporal query each per tick.
+  it('event streams: 300 viewers of one rollout cost one poll; streams are capped per client and in total with a 429; KM_HOTFIX_WEB_ANONYMOUS=none shows nothing to nobody', async () => {
+    const { h } = await gateRollout();
+    let reads = 0;
+    const real = statusReader(env.client, env.orchestrator);
+    const counted = await startWebServer({
+      client: env.client,
+      orchestrator: env.orchestrator,
+      pollMs: 300,
+      streams: { perClient: 1000, total: 1000 },
+      read: (id) => {
+        reads++;
+        return real(id);
+      },
+    });
+    const events = `${counted.url}/rollouts/${encodeURIComponent(h.workflowId)}/events`;
+    const opened: http.ClientRequest[] = [];
+    try {
+      const firsts = await Promise.all(Array.from({ length: 300 }, () => openStream(events, opened)));
+      assert.ok(
+        firsts.every((f) => f.status === 200 && /^data: \{"phase":"verifying"/.test(f.first)),
+        firsts[0]?.first,
+      );
+      assert.deepEqual(counted.streams(), { streams: 300, polls: 1 });
+      const before = reads;
+      const t0 = Date.now();
+      await new Promise((r) => setTimeout(r, 3000));
+      const ticks = (Date.now() - t0) / 300;
+      assert.ok(reads - before <= ticks + 2, `${reads - before} reads in ${ticks.toFixed(1)} ticks for 300 streams`);
+      assert.ok(reads - before >= 3, `still polled (${reads - before} reads)`);
+    } finally {
+      for (const r of opened.splice(0)) r.destroy();
+    }
+    for (let i = 0; i < 50 && counted.streams().streams > 0; i++) await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(counted.streams(), { streams: 0, polls: 0 }, 'closed streams are let go, and so is the poll');
+    await counted.close();
+
+    // The caps: 2 per client, 3 in all; a clear 429 beyond.
+    const capped = await startWebServer({
+      client: env.client,
+      orchestrator: env.orchestrator,
+      trustedProxies: ['127.0.0.1'],
+      pollMs: 300,
+      streams: { perClient: 2, total: 3 },
+    });
+    const url = `${capped.url}/rollouts/${encodeURIComponent(h.workflowId)}/events`;
+    try {
+      for (let i = 0; i < 2; i++) assert.equal((await openStream(url, opened, 'bob')).status, 200);
+      const third = await openStream(url, opened, 'bob');
+      assert.equal(third.status, 429);
+      assert.match(third.first, /^you have 2 live pages open already: close one and reload\n$/);
+      assert.equal((await openStream(url, opened)).status, 200);
+      const full = await openStream(url, opened, 'carol');
+      assert.equal(full.status, 429);
+      assert.match(full.first, /^too many live pages are open \(3 in all\): reload later\n$/);
+    } finally {
+      for (const r of opened.splice(0)) r.destroy();
+      await capped.close();
+    }
+
+    // Nobody named reads nothing; a named person reads as before.
+    const closed = await startWebServer({
+      client: env.client,
+      orchestrator: env.orchestrator,
+      trustedProxies: ['127.0.0.1'],
+      anonymous: 'none',
+    });
+    try {
+      for (const path of [
+        '/',
+        `/rollouts/${encodeURIComponent(h.workflowId)}`,
+        `/rollouts/${encodeURIComponent(h.workflowId)}/events`,
+        `/rollouts/${encodeURIComponent(h.workflowId)}/drained.txt`,
+      ]) {
+        const r = await fetch(`${closed.url}${path}`);
+        assert.equal(r.status, 401, path);
+        assert.match(
+          await r.text(),
+          /^this page shows rollouts only to a person named by the trusted proxy \(KM_HOTFIX_WEB_ANONYMOUS=none\): sign in through it\n$/,
+        );
+      }
+      const named = await fetch(`${closed.url}/rollouts/${encodeURIComponent(h.workflowId)}`, {
+        headers: { 'x-forwarded-user': 'bob' },
+      });
+      assert.equal(named.status, 200);
+      assert.match(await named.text(), /id="phase">verifying</);
+    } finally {
+      await closed.close();
+    }
+    // The setting from the environment, as `km-hotfix web` starts it; a wrong value is refused, not guessed.
+    process.env.KM_HOTFIX_WEB_ANONYMOUS = 'none';
+    try {
+      const fromEnv = await startWebServer({ client: env.client, orchestrator: env.orchestrator });
+      assert.equal((await fetch(fromEnv.url)).status, 401);
+      await fromEnv.close();
+      process.env.KM_HOTFIX_WEB_ANONYMOUS = 'nobody';
+      await assert.rejects(
+        startWebServer({ client: env.client, orchestrator: env.orchestrator }),
+        /^UserError: KM_HOTFIX_WEB_ANONYMOUS must be read or none, not 'nobody'/,
+      );
+    } finally {
+      delete process.env.KM_HOTFIX_WEB_ANONYMOUS;
+    }
   });
 
   it('km-hotfix web: serves the page from the configured Temporal and database until Ctrl-C; bad input is one line and exit 2', async () => {
@@ -520,6 +763,10 @@ describe('web page for approvers (real chromium)', function () {
     assert.equal(badNames.code, 2, badNames.stderr);
     assert.match(badNames.stderr, /KM_HOTFIX_WEB_NAMES must be exact or case-insensitive, not 'loose'/);
     assert.equal(lines(badNames.stderr).length, 1, badNames.stderr);
+    const badAnonymous = await runCli(['web', '--port', '0'], { ...base, KM_HOTFIX_WEB_ANONYMOUS: 'nobody' });
+    assert.equal(badAnonymous.code, 2, badAnonymous.stderr);
+    assert.match(badAnonymous.stderr, /KM_HOTFIX_WEB_ANONYMOUS must be read or none, not 'nobody'/);
+    assert.equal(lines(badAnonymous.stderr).length, 1, badAnonymous.stderr);
     const badKey = await runCli(['web', '--port', '0'], {
       ...base,
       KM_HOTFIX_WEB_SIGNING_KEY: '/nonexistent/web_ed25519',

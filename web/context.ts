@@ -11,6 +11,8 @@ import type { Identity } from './identity';
 export interface Notice {
   ok: boolean;
   text: string;
+  /** A decision sent that stops the rollout (a rejection): shown as a warning, not a success. */
+  warn?: boolean;
 }
 
 export interface WebContext {

@@ -43,8 +43,13 @@ code{font-size:12px}.muted{color:#666}.nowrap{white-space:nowrap}
 .srv{width:9rem;padding:.3rem;border-radius:4px;font-size:12px;background:#eee;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 .s-pending,.s-untouched,.s-skipped{background:#e4e4e4}.s-patching,.s-rolling_back,.s-removing{background:#ffe08a}
 .s-patched,.s-removed{background:#9be29b}.s-failed,.s-rollback_failed{background:#f28b82}.s-rolled_back{background:#aecbfa}
-.notice{padding:.6rem;border-radius:4px;margin:1rem 0}.ok{background:#e6f4ea}.refused{background:#fce8e6}
+.notice{padding:.6rem;border-radius:4px;margin:1rem 0}.ok{background:#e6f4ea}.refused{background:#fce8e6;border-left:4px solid #c5221f}.warn{background:#fef7e0;border-left:4px solid #e37400}
 form{display:inline-block;margin-right:1rem;vertical-align:top}textarea{width:22rem;height:3rem}
+#gate{border:2px solid #1a73e8;border-radius:6px;padding:.2rem 1rem 1rem;margin:1rem 0}#gate-facts th,#report-facts th{white-space:nowrap;color:#555;font-weight:normal}
+pre{background:#f6f8fa;border:1px solid #ddd;padding:.6rem;font-size:12px;overflow-x:auto;white-space:pre-wrap;word-break:break-all}
+button{font-size:14px;padding:.4rem 1rem;border-radius:4px;cursor:pointer}.btn-approve{background:#188038;color:#fff;border:1px solid #0d652d}.btn-reject{background:#fff;color:#c5221f;border:2px solid #c5221f}
+.decide.reject textarea{border-color:#c5221f}.confirm{padding:.6rem 1rem;border-radius:6px}.confirm-approve{border:2px solid #188038}.confirm-reject{border:2px solid #c5221f;background:#fce8e6}
+.waiting-you{background:#fef7e0;font-weight:bold;padding:0 .3rem;border-radius:3px}#phase-counts span{margin-right:1rem}
 `;
 
 export function layout(title: string, body: string, script = '', nonce = ''): string {
@@ -53,7 +58,7 @@ export function layout(title: string, body: string, script = '', nonce = ''): st
 <style>${STYLE}</style></head><body>${body}${script ? `<script nonce="${esc(nonce)}">${script}</script>` : ''}</body></html>`;
 }
 
-function when(d: Date | string | null | undefined): string {
+export function when(d: Date | string | null | undefined): string {
   if (!d) return '-';
   return new Date(d).toISOString().replace('T', ' ').slice(0, 19) + 'Z';
 }
@@ -80,23 +85,55 @@ export function userLine(v: Visitor): string {
     : '<p class="muted" id="read-only">Read-only: no person is named by a trusted proxy.</p>';
 }
 
-export function rolloutsPage(rows: RolloutSummary[], visitor: Visitor): string {
+/** What the list says of a rollout waiting at its gate: until when, and whether it waits for the visitor. */
+export interface Waiting {
+  deadline: string;
+  /** The visitor may answer it now. */
+  forYou: boolean;
+  /** Who may answer, as a person reads it. */
+  who: string;
+}
+
+function phaseCell(r: RolloutSummary, w: Waiting | undefined): string {
+  if (!w) return esc(r.phase);
+  const cue = w.forYou
+    ? `<span class="waiting-you">waiting for you</span>`
+    : `<span class="muted">waiting for ${esc(w.who)}</span>`;
+  return `${esc(r.phase)}<br>${cue}<br><span class="muted">until ${when(w.deadline)}</span>`;
+}
+
+export function rolloutsPage(
+  rows: RolloutSummary[],
+  visitor: Visitor,
+  waiting: ReadonlyMap<string, Waiting> = new Map(),
+): string {
   const active = rows.filter((r) => !r.outcome);
   const recent = rows.filter((r) => r.outcome);
+  const byPhase = new Map<string, number>();
+  for (const r of rows) byPhase.set(r.phase, (byPhase.get(r.phase) ?? 0) + 1);
+  const forYou = [...waiting.values()].filter((w) => w.forYou).length;
+  const counts =
+    rows.length === 0
+      ? ''
+      : `<p id="phase-counts">${forYou > 0 ? `<span class="waiting-you" id="waiting-count">${forYou} waiting for you</span>` : ''}${[
+          ...byPhase,
+        ]
+          .map(([p, n]) => `<span data-phase="${esc(p)}">${esc(p)} ${n}</span>`)
+          .join('')}</p>`;
   const table = (list: RolloutSummary[], empty: string) =>
     list.length === 0
       ? `<p class="muted">${empty}</p>`
       : `<table><tr><th>Hotfix</th><th>Kind</th><th>Phase</th><th>Requester</th><th>Started</th><th>Ended</th><th>Outcome</th></tr>${list
           .map(
             (r) => `
-<tr class="rollout-row"><td><a href="/rollouts/${encodeURIComponent(r.id)}">${esc(r.hotfix)}</a><br><code class="muted">${esc(r.id)}</code></td>
-<td>${esc(r.kind)}</td><td>${esc(r.phase)}</td><td>${esc(r.requestedBy)}</td><td>${when(r.startedAt)}</td><td>${when(r.endedAt)}</td>
+<tr class="rollout-row${waiting.get(r.id)?.forYou ? ' for-you' : ''}" data-rollout="${esc(r.id)}"><td><a href="/rollouts/${encodeURIComponent(r.id)}">${esc(r.hotfix)}</a><br><code class="muted">${esc(r.id)}</code></td>
+<td>${esc(r.kind)}</td><td>${phaseCell(r, waiting.get(r.id))}</td><td>${esc(r.requestedBy)}</td><td>${when(r.startedAt)}</td><td>${when(r.endedAt)}</td>
 <td>${esc(r.outcome ?? 'running')}${r.error ? `<br><span class="muted">${esc(r.error.split('\n')[0].slice(0, 160))}</span>` : ''}</td></tr>`,
           )
           .join('')}</table>`;
   return layout(
     'km-hotfix rollouts',
-    `<h1>km-hotfix rollouts</h1>${userLine(visitor)}
+    `<h1>km-hotfix rollouts</h1>${userLine(visitor)}${counts}
 <h2>Active</h2>${table(active, 'No rollout is running.')}
 <h2>Recent</h2>${table(recent, 'None yet.')}`,
   );
@@ -110,13 +147,19 @@ export interface RolloutView {
   csrf: string | null;
   /** Why there are no buttons though a person is named (e.g. no signing key). */
   readOnlyWhy?: string;
-  notice?: { ok: boolean; text: string };
+  notice?: { ok: boolean; text: string; warn?: boolean };
   /** Live: the page subscribes to server-sent events. */
   live: boolean;
   /** The Content-Security-Policy nonce of this response's script. */
   nonce: string;
-  /** The canary's direct URL from the inventory (the gate names it only while it waits). */
+  /** The canary's direct URL as the gate gave it (web/facts.ts). */
   canaryUrl?: string;
+  /** While the gate waits: what is being approved, the message, the buttons (web/gate-html.ts gateSection). */
+  gate?: string;
+  /** A finished rollout's report (web/gate-html.ts reportSection). */
+  report?: string;
+  /** The drained backends' Maximum Processes were put back (the report says to what). */
+  restored?: boolean;
   /** A large fleet (no per-server list in the status): one page of the per-server ledger. */
   serverPage?: { page: ServerPage; state?: ServerState };
   /** One page of the drained backends from the ledger (sorted by name). */
@@ -128,7 +171,7 @@ export interface RolloutView {
  * their sorted list, downloadable as drained.txt), and a page of the list;
  * a large fleet's are thousands.
  */
-function drainedSection(st: RolloutStatus, p: DrainedPage | undefined): string {
+export function drainedSection(st: RolloutStatus, p: DrainedPage | undefined, restored = false): string {
   const count = st.gate?.drained.count ?? st.drainedCount ?? st.drained.length;
   if (count === 0) return '';
   const base = `/rollouts/${encodeURIComponent(st.id)}`;
@@ -154,8 +197,9 @@ function drainedSection(st: RolloutStatus, p: DrainedPage | undefined): string {
   const signs = st.gate
     ? `<p>An approval or rejection names them as <code id="drained-digest">drained: ${esc(st.gate.drained.count)} sha256:${esc(st.gate.drained.sha256)}</code>: the sha256 of their names sorted, one per line (<a id="drained-list" href="${esc(`${base}/drained.txt`)}">drained.txt</a>).</p>`
     : `<p class="muted">${esc(count)} backend(s) (<a id="drained-list" href="${esc(`${base}/drained.txt`)}">drained.txt</a>).</p>`;
+  const column = restored ? 'Maximum Processes (restored)' : 'Saved Maximum Processes';
   return `<h2>Drained backends</h2>${signs}<p id="drained-nav">${nav}</p>
-<table id="drained"><tr><th>Server</th><th>Saved Maximum Processes</th></tr>${page.drained.map((d) => `<tr data-drained="${esc(d.server)}"><td>${esc(d.server)}</td><td>${esc(d.maxProcesses)}</td></tr>`).join('')}</table>`;
+<table id="drained"><tr><th>Server</th><th>${column}</th></tr>${page.drained.map((d) => `<tr data-drained="${esc(d.server)}"><td>${esc(d.server)}</td><td>${esc(d.maxProcesses)}</td></tr>`).join('')}</table>`;
 }
 
 function serverCell(name: string, state: ServerState): string {
@@ -166,6 +210,14 @@ function eventLine(e: StoredEvent): string {
   const d = e.detail;
   const bits: string[] = [];
   if (typeof d.phase === 'string') bits.push(`phase ${esc(d.phase)}`);
+  if (e.kind === 'gate' && typeof d.url === 'string') bits.push(`the page showed the canary at ${esc(d.url)}`);
+  if (e.kind === 'restore' && Array.isArray(d.restored))
+    bits.push(
+      (d.restored as { server?: unknown; maxProcesses?: unknown }[])
+        .slice(0, 20)
+        .map((r) => `${esc(r.server)} restored to ${esc(r.maxProcesses)}`)
+        .join(', '),
+    );
   if (typeof d.error === 'string') bits.push(`<span class="muted">${esc(d.error)}</span>`);
   const isSigned = typeof d.key === 'string' && d.key !== '';
   const comment = typeof d.comment === 'string' ? d.comment : typeof d.reason === 'string' ? d.reason : '';
@@ -181,48 +233,33 @@ function eventLine(e: StoredEvent): string {
   return `<tr class="event"><td class="nowrap">${when(e.at)}</td><td>${esc(e.kind)}</td><td class="nowrap">${e.server ? esc(e.server) : ''}</td><td>${bits.join(' ')}${signed}</td></tr>`;
 }
 
-function gateForms(id: string, csrf: string): string {
-  const action = (a: string) => `/rollouts/${encodeURIComponent(id)}/${a}`;
-  return `<div id="decide">
-<form method="post" action="${action('approve')}" id="approve-form"><input type="hidden" name="csrf" value="${esc(csrf)}">
-<label>Comment (optional)<br><textarea name="comment" maxlength="2000"></textarea></label><br><button type="submit" id="approve">Approve</button></form>
-<form method="post" action="${action('reject')}" id="reject-form"><input type="hidden" name="csrf" value="${esc(csrf)}">
-<label>Reason (required)<br><textarea name="reason" required maxlength="2000"></textarea></label><br><button type="submit" id="reject">Reject</button></form>
-</div>`;
-}
-
 export function rolloutPage(v: RolloutView): string {
   const st = v.status;
-  const gate = st.gate;
-  const url = gate?.url ?? v.canaryUrl;
-  const canaryUrl = url ? safeHref(url) : null;
-  const canary = st.canary
-    ? `<p>Canary: <b id="canary">${esc(st.canary)}</b>${url ? ` — verify directly on ${canaryUrl ? `<a id="canary-url" href="${esc(canaryUrl)}">${esc(url)}</a>` : `<code>${esc(url)}</code>`} (not through the load balancer)` : ''}</p>`
-    : '';
-  const drained = drainedSection(st, v.drainedPage);
-  let decide = '';
-  if (st.phase === 'verifying' && gate) {
-    decide = `<h2>Verification</h2><p id="gate-message">${esc(gate.message)}</p>
-<p class="muted">Waiting since ${when(gate.waitingSince)}; counts as rejected after ${when(gate.deadline)}.${gate.approvers.length ? ` Approvers: ${esc(gate.approvers.join(', '))}.` : ''}</p>
-${v.csrf ? gateForms(st.id, v.csrf) : `<p class="muted" id="no-buttons">${esc(v.readOnlyWhy ?? 'Read-only: sign in through the proxy to approve or reject.')}</p>`}`;
-  }
+  const final = isFinalPhase(st.phase);
+  // While the gate waits it names the canary (gateSection); once finished, the report does.
+  const canary =
+    st.canary && !v.gate && !final
+      ? `<p>Canary: <b id="canary">${esc(st.canary)}</b>${v.canaryUrl ? ` — ${canaryAddress(v.canaryUrl)}` : ''}</p>`
+      : '';
+  const drained = v.gate ? '' : drainedSection(st, v.drainedPage, v.restored);
   const notice = v.notice
-    ? `<div class="notice ${v.notice.ok ? 'ok' : 'refused'}" id="notice">${esc(v.notice.text)}</div>`
+    ? `<div class="notice ${v.notice.warn ? 'warn' : v.notice.ok ? 'ok' : 'refused'}" id="notice">${esc(v.notice.text)}</div>`
     : '';
   const body = `<p><a href="/">← rollouts</a></p>
 <h1>${esc(st.hotfix)}</h1><p><code>${esc(st.id)}</code></p>${userLine(v.visitor)}${notice}
 <p>Phase: <b id="phase">${esc(st.phase)}</b>${st.paused ? ' (paused)' : ''} · requested by ${esc(st.requestedBy || '(not yet verified)')}${st.requestedKey ? ` <code>${esc(st.requestedKey)}</code>` : ''}</p>
-${st.error ? `<p class="notice refused" id="error">${esc(st.error)}</p>` : ''}
-${st.needsAttention.length ? `<p class="notice refused">Needs a person: ${esc(st.needsAttention.join(', '))}${st.needsAttentionMore ? ` and ${st.needsAttentionMore} more` : ''}</p>` : ''}
-${canary}${decide}${drained}
+${v.report ?? ''}${st.error && !final ? `<p class="notice refused" id="error">${esc(st.error)}</p>` : ''}
+${st.needsAttention.length && !final ? `<p class="notice refused">Needs a person: ${esc(st.needsAttention.join(', '))}${st.needsAttentionMore ? ` and ${st.needsAttentionMore} more` : ''}</p>` : ''}
+${canary}${v.gate ?? ''}${drained}
 <h2>Servers</h2>${st.servers ? `<div class="grid" id="grid">${st.servers.map((s) => serverCell(s.name, s.state)).join('')}</div>` : largeFleet(st, v.serverPage)}
 <h2>Timeline</h2><table id="timeline">${v.events.map(eventLine).join('')}</table>`;
-  return layout(
-    `${st.hotfix} · km-hotfix`,
-    body,
-    v.live && !isFinalPhase(st.phase) ? liveScript(st.id, st.phase) : '',
-    v.nonce,
-  );
+  return layout(`${st.hotfix} · km-hotfix`, body, v.live && !final ? liveScript(st.id, st.phase) : '', v.nonce);
+}
+
+/** The canary's address as a link (http(s) only). */
+export function canaryAddress(url: string): string {
+  const href = safeHref(url);
+  return href ? `<a id="canary-url" href="${esc(href)}">${esc(url)}</a>` : `<code id="canary-url">${esc(url)}</code>`;
 }
 
 /** "patched 120 · pending 19,880": the counts by state of a status. */

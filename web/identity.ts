@@ -6,7 +6,7 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { NameMatching, personNamed } from '../domain/people';
+import { AnonymousAccess, NameMatching, personNamed } from '../domain/people';
 import { NAMESPACE } from '../signing/sshsig';
 import { AllowedSignersError, keysOf, peopleOf, readAllowedSigners } from '../signing/allowed-signers';
 import type { Visitor } from './html';
@@ -20,6 +20,8 @@ export interface IdentityOptions {
   allowedSigners?: string;
   /** How the proxy's name matches the file's (KM_HOTFIX_WEB_NAMES): exact unless the proxy's names are case-insensitive. */
   names?: NameMatching;
+  /** KM_HOTFIX_WEB_ANONYMOUS: `none` needs a person named by the proxy even to read (default `read`). */
+  anonymous?: AnonymousAccess;
 }
 
 const PERSON = /^[A-Za-z0-9][A-Za-z0-9._:@-]{0,99}$/;
@@ -61,6 +63,22 @@ export class Identity {
     if (typeof v !== 'string') return null;
     const name = v.trim();
     return PERSON.test(name) ? name : null;
+  }
+
+  /** Why this request may not even read (KM_HOTFIX_WEB_ANONYMOUS=none and nobody named), or null. */
+  readRefusal(req: FastifyRequest): string | null {
+    if (this.o.anonymous !== 'none' || this.namedBy(req) !== null) return null;
+    return 'this page shows rollouts only to a person named by the trusted proxy (KM_HOTFIX_WEB_ANONYMOUS=none): sign in through it';
+  }
+
+  /** Whom an event stream counts against: the person the proxy names, else the address it forwards for, else the peer. */
+  clientOf(req: FastifyRequest): string {
+    const named = this.namedBy(req);
+    if (named !== null) return `person:${named}`;
+    const forwarded = req.headers['x-forwarded-for'];
+    if (this.fromProxy(req) && typeof forwarded === 'string' && forwarded.trim() !== '')
+      return `address:${forwarded.split(',')[0].trim()}`;
+    return `address:${normalAddress(req.socket.remoteAddress)}`;
   }
 
   /** Who is at the keyboard: the file's person the proxy's name is (read afresh: a deleted line counts at once), or why nobody. */

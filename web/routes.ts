@@ -1,16 +1,19 @@
-// The page's routes that read: the rollouts, one rollout (its servers and
-// drained backends a page at a time from the ledger on a large fleet), the
-// drained list as a decision signs it, and the live event stream.
+// The page's routes that read: the rollouts (who is waiting for whom), one
+// rollout (what its gate asks, or its report; its servers and drained
+// backends a page at a time from the ledger on a large fleet), and the
+// drained list as a decision signs it. The live event stream is web/streams.ts.
 import { randomBytes } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { drainedList } from '../domain/decision';
 import { isFinalPhase, SERVER_STATES, ServerState, WORKFLOW_ID_MAX } from '../domain/rollout';
-import { drainedPage, recentRollouts, recordedDrained, rolloutEvents } from '../store/ledger-reads';
+import { drainedPage, recentRollouts, recordedDrained, RolloutSummary, rolloutEvents } from '../store/ledger-reads';
 import { serverStates } from '../store/server-states';
 import { inventoryServer } from '../store/inventory';
-import { countsText, rolloutPage, rolloutsPage, Visitor } from './html';
+import { drainedSection, esc, rolloutPage, rolloutsPage, Visitor, Waiting } from './html';
 import { ID, secure, WebContext } from './context';
-import { whyNot } from './decide';
+import { gateDecisionMessage, whyNot } from './decide';
+import { gateForms, gateSection, reportSection } from './gate-html';
+import { recordGateShown, rolloutFacts } from './facts';
 import type { StatusAnswer } from '../status/read';
 
 /** Servers per page of a large fleet's ledger list on the page. */
@@ -25,7 +28,9 @@ export function registerRoutes(app: FastifyInstance, c: WebContext): void {
   app.get('/', async (req, reply) => {
     c.identity.session(req, reply);
     secure(reply);
-    return rolloutsPage(await recentRollouts(c.orchestrator, 50), await c.identity.visitorOf(req));
+    const rows = await recentRollouts(c.orchestrator, 50);
+    const visitor = await c.identity.visitorOf(req);
+    return rolloutsPage(rows, visitor, await waitingAt(c, rows, visitor));
   });
 
   // Not fastify's JSON 404: the page's own, with the way back.
@@ -49,8 +54,6 @@ export function registerRoutes(app: FastifyInstance, c: WebContext): void {
         .send('no drained backends are recorded for this rollout\n');
     return reply.type('text/plain; charset=utf-8').send(drainedList(drained.map((d) => d.server)));
   });
-
-  app.get<{ Params: { id: string } }>('/rollouts/:id/events', (req, reply) => eventStream(c, req, reply));
 }
 
 function notFound(visitor: Visitor, text: string): string {
@@ -77,30 +80,85 @@ async function rolloutRoute(c: WebContext, req: RolloutRequest, reply: FastifyRe
   const last = c.flash.get(sid);
   const notice = last && last.rollout === id && last.until > Date.now() ? last.notice : undefined;
   // The buttons only for a person who may decide now; anyone else is told why not.
-  const why = visitor.named === null ? null : whyNot(c, visitor, found.status);
+  const st = found.status;
+  const why = visitor.named === null ? null : whyNot(c, visitor, st);
   const canDecide = visitor.person !== null && c.signer !== null && why === null;
-  const canaryUrl = found.status.canary
-    ? (await inventoryServer(c.orchestrator, found.status.canary).catch(() => undefined))?.url
-    : undefined;
+  const events = await rolloutEvents(c.orchestrator, id);
+  await recordGateShown(c.orchestrator, st, events);
+  const facts = await rolloutFacts(c.orchestrator, st, events);
+  // A running rollout past its gate: the inventory's URL (a finished one's report names the gate's, or none).
+  const canaryUrl =
+    facts.canaryUrl ??
+    (st.canary && !isFinalPhase(st.phase)
+      ? (await inventoryServer(c.orchestrator, st.canary).catch(() => undefined))?.url
+      : undefined);
   const serverPage = await ledgerServers(c, id, found, req.query);
   // The drained backends, a page at a time from the ledger: an answer names them by count and digest, the approver reads them here.
   const drained = await drainedPage(c.orchestrator, id, {
     page: pageNumber(req.query.drained),
     pageSize: WEB_PAGE_SIZE,
   });
+  const readOnlyWhy = why ? `Read-only for you: ${why}.` : undefined;
+  const gate =
+    st.phase === 'verifying' && st.gate
+      ? gateSection({
+          status: st,
+          facts,
+          visitor,
+          drained: drainedSection(st, drained),
+          ...(canDecide && visitor.person ? { message: previewMessage(st, visitor.person) } : {}),
+          decide:
+            canDecide && visitor.person
+              ? gateForms(st.id, c.identity.tokenFor(sid))
+              : `<p class="muted" id="no-buttons">${esc(readOnlyWhy ?? 'Read-only: sign in through the proxy to approve or reject.')}</p>`,
+        })
+      : undefined;
   return rolloutPage({
     ...(serverPage ? { serverPage } : {}),
     drainedPage: drained,
-    status: found.status,
-    events: await rolloutEvents(c.orchestrator, id),
+    status: st,
+    events,
     visitor,
     live: found.live,
     nonce,
     ...(canaryUrl ? { canaryUrl } : {}),
+    ...(gate ? { gate } : {}),
+    ...(isFinalPhase(st.phase) ? { report: reportSection(st, facts) } : {}),
+    restored: facts.restored !== undefined,
     csrf: canDecide ? c.identity.tokenFor(sid) : null,
-    ...(why ? { readOnlyWhy: `Read-only for you: ${why}.` } : {}),
+    ...(readOnlyWhy ? { readOnlyWhy } : {}),
     ...(notice ? { notice } : {}),
   });
+}
+
+/** The message an approval with no comment would be, signed now: what the confirmation will show, comment and time filled in. */
+function previewMessage(st: StatusAnswer['status'], person: string): string | undefined {
+  try {
+    return gateDecisionMessage(st, { action: 'approve', person, comment: '', at: new Date().toISOString() });
+  } catch {
+    return undefined;
+  }
+}
+
+/** The list's rollouts waiting at their gate: until when, and for whom (one status read each; the others need none). */
+async function waitingAt(c: WebContext, rows: RolloutSummary[], visitor: Visitor): Promise<Map<string, Waiting>> {
+  const out = new Map<string, Waiting>();
+  await Promise.all(
+    rows
+      .filter((r) => r.phase === 'verifying' && !r.outcome)
+      .map(async (r) => {
+        const found = await c.read(r.id).catch(() => undefined);
+        const gate = found?.status.gate;
+        if (!found || !gate) return;
+        const st = found.status;
+        // Seen here too: a rollout answered from the CLI still keeps the URL its gate gave.
+        await recordGateShown(c.orchestrator, st, []);
+        const who = gate.approvers.length ? gate.approvers.join(' or ') : `anyone but ${st.requestedBy}`;
+        const forYou = visitor.person !== null && c.signer !== null && whyNot(c, visitor, st) === null;
+        out.set(r.id, { deadline: gate.deadline, forYou, who });
+      }),
+  );
+  return out;
 }
 
 /** Large fleets: a page of the per-server ledger (a bad page or state falls back to the first page of all). */
@@ -115,36 +173,4 @@ async function ledgerServers(c: WebContext, id: string, found: StatusAnswer, q: 
     }),
     ...(state ? { state } : {}),
   };
-}
-
-/** Server-sent events: the phase and every server's state, sent when they change, until the rollout ends. */
-async function eventStream(c: WebContext, req: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply) {
-  const id = req.params.id;
-  if (!ID.test(id)) return reply.code(404).send('no such rollout');
-  reply.hijack();
-  const res = reply.raw;
-  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
-  let open = true;
-  req.raw.on('close', () => {
-    open = false;
-  });
-  let last = '';
-  while (open) {
-    const found = await c.read(id).catch(() => null);
-    if (found === undefined) break; // no such rollout: nothing will ever change
-    if (found) {
-      // A large fleet's status has counts, not servers (domain/rollout.ts FULL_SERVER_LIST_MAX).
-      const st = found.status;
-      const data = JSON.stringify(
-        st.servers
-          ? { phase: st.phase, servers: st.servers.map((s) => ({ name: s.name, state: s.state })) }
-          : { phase: st.phase, counts: countsText(st) },
-      );
-      if (data !== last && open) res.write(`data: ${data}\n\n`);
-      last = data;
-      if (isFinalPhase(found.status.phase) || !found.live) break;
-    }
-    await new Promise((r) => setTimeout(r, c.pollMs));
-  }
-  res.end();
 }
