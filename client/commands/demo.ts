@@ -289,7 +289,7 @@ async function runDemo(o: { keep?: boolean }): Promise<number> {
       '    npx km-hotfix rollout ./sshmgr-3.0.0-hotfix_backend_fix_queue_stall_UKM-2001.gz --wait   # signed as alice',
     );
     p.say(
-      '    KM_HOTFIX_SIGNING_KEY=.km-hotfix/keys/dana npx km-hotfix approve ID                     # in a third: dana approves',
+      '    KM_HOTFIX_SIGNING_KEY=.km-hotfix/keys/dana npx km-hotfix approve last                   # in a third: dana approves',
     );
     p.say(`  demo finished in ${((Date.now() - t0) / 1000).toFixed(1)} s; stopping everything it started`);
     return same && sameAgain ? EXIT.ok : EXIT.failed;
