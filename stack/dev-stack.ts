@@ -42,6 +42,12 @@ export interface DevStackOptions {
   log: (line: string) => void;
   /** Called when the in-process worker stops on its own (an error). */
   onWorkerError?: (err: Error) => void;
+  /**
+   * Called just before the worker's first connection to Temporal (where a
+   * logger goes on the SDK Runtime): a Runtime installed before that keeps a
+   * process whose start failed from exiting.
+   */
+  beforeWorker?: () => void;
 }
 
 /** What dev writes to DIR/pids.json while it runs, so tools and tests can check for leftovers. */
@@ -320,6 +326,7 @@ export async function startDevStack(opts: DevStackOptions): Promise<DevStack> {
     const config = loadConfig({ ...process.env, ...env });
     const opened: OpenedDeps = await openActivityDeps(config, { requireSsh: false });
     undo.push({ what: 'the worker database clients', fn: () => opened.close() });
+    opts.beforeWorker?.();
     const connection = await NativeConnection.connect({ address: temporal.address });
     undo.push({ what: 'the worker connection', fn: () => connection.close() });
     const w: KmHotfixWorker = await createKmHotfixWorker({

@@ -67,8 +67,7 @@ async function runDev(opts: DevOptions): Promise<void> {
   // Loaded here, not at the top: the other commands need not load the SDK's worker.
   const { installWorkerLogger } = await import('../../worker/log');
   const { startDevStack } = await import('../../stack/dev-stack');
-  // The in-process worker logs through the SDK runtime: one line per event on stderr (KM_HOTFIX_DEBUG=1: the SDK's log).
-  const sdkLog = installWorkerLogger((line) => log(`worker: ${line}`));
+  let sdkLog: { stopping: () => void } | undefined;
 
   // Signals that arrive while starting stop the stack as soon as it is up.
   let signalled: NodeJS.Signals | undefined;
@@ -79,7 +78,7 @@ async function runDev(opts: DevOptions): Promise<void> {
       return;
     }
     signalled = signal;
-    sdkLog.stopping();
+    sdkLog?.stopping();
     log(`${signal}: stopping`);
     wake();
   };
@@ -98,6 +97,10 @@ async function runDev(opts: DevOptions): Promise<void> {
       postgresPort: opts.postgresPort,
       webPort: opts.webPort,
       log,
+      // The in-process worker logs through the SDK runtime: one line per event on stderr (KM_HOTFIX_DEBUG=1: the SDK's log).
+      beforeWorker: () => {
+        sdkLog = installWorkerLogger((line) => log(`worker: ${line}`));
+      },
       onWorkerError: (err) => {
         workerError = err;
         log(`the worker stopped: ${err.message.split('\n')[0]}`);
