@@ -140,7 +140,7 @@ describe('bounded status (domain/rollout.ts)', () => {
   });
 });
 
-describe('live counts and failed servers from the ledger (platform/workflow-status.ts withLedgerView)', () => {
+describe('live counts and failed servers from the ledger (status/live.ts withLedgerView)', () => {
   const servers: ServerStatus[] = Array.from({ length: FULL_SERVER_LIST_MAX + 10 }, (_, i) => ({
     name: name(i + 1),
     role: 'backend',
